@@ -1,0 +1,182 @@
+//! The parsed configuration: what the engines read. Parsing lives in the
+//! sibling modules; nothing here touches files.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// dnsmasq's default when a range gives none.
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
+/// dnsmasq refuses shorter leases and silently raises them to this.
+pub const MIN_LEASE_SECS: u32 = 120;
+pub const DEFAULT_LEASE_MAX: u32 = 1000;
+pub const DEFAULT_LEASE_FILE: &str = "/var/lib/misc/dnsmasq.leases";
+pub const DEFAULT_LEASE_DB: &str = "/var/lib/twinmasq/leases.sled";
+pub const DEFAULT_CONF_FILE: &str = "/etc/dnsmasq.conf";
+pub const DEFAULT_PID_FILE: &str = "/var/run/dnsmasq.pid";
+pub const DEFAULT_USER: &str = "nobody";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseTime {
+    Secs(u32),
+    Infinite,
+}
+
+/// A tag reference in `tag:` form; `tag:!name` negates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMatch {
+    pub name: String,
+    pub negate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpRange {
+    /// `tag:` conditions: the range serves a request only if all hold.
+    pub match_tags: Vec<TagMatch>,
+    /// `set:` tag given to requests served from this range.
+    pub set_tag: Option<String>,
+    pub start: Ipv4Addr,
+    /// Equal to `start` for a `static` range.
+    pub end: Ipv4Addr,
+    pub netmask: Option<Ipv4Addr>,
+    pub broadcast: Option<Ipv4Addr>,
+    pub lease_time: LeaseTime,
+    /// `static`: only addresses from `dhcp-host` lines are handed out.
+    pub is_static: bool,
+}
+
+/// One byte of a MAC pattern: `None` is dnsmasq's `*` wildcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacPattern {
+    /// Hardware type when given as `1-aa:bb:...`; else any.
+    pub htype: Option<u8>,
+    pub bytes: Vec<Option<u8>>,
+}
+
+impl MacPattern {
+    pub fn matches(&self, htype: u8, hw: &[u8]) -> bool {
+        if let Some(t) = self.htype {
+            if t != htype {
+                return false;
+            }
+        }
+        self.bytes.len() == hw.len()
+            && self.bytes.iter().zip(hw).all(|(p, b)| p.is_none_or(|p| p == *b))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DhcpHost {
+    pub macs: Vec<MacPattern>,
+    /// `id:` client identifiers, raw bytes (`id:01:02:..` hex or `id:text`).
+    pub client_ids: Vec<Vec<u8>>,
+    /// `id:*`: ignore the client-id and match on MAC only.
+    pub ignore_client_id: bool,
+    pub match_tags: Vec<TagMatch>,
+    pub set_tags: Vec<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub lease_time: Option<LeaseTime>,
+    pub ignore: bool,
+}
+
+/// The value of a `dhcp-option`, already in wire form except for addresses
+/// written `0.0.0.0`, which mean "the address of the server answering" and
+/// are filled in per reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionValue {
+    /// No value: the option is not sent (`dhcp-option=3` turns off the router).
+    Empty,
+    Bytes(Vec<u8>),
+    Addresses(Vec<Ipv4Addr>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpOptionSpec {
+    pub code: u8,
+    pub match_tags: Vec<TagMatch>,
+    pub value: OptionValue,
+    /// `dhcp-option-force`: sent even when the client did not ask for it.
+    pub force: bool,
+}
+
+/// `domain=name[,subnet|start,end][,local]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    pub name: String,
+    pub scope: DomainScope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainScope {
+    All,
+    Subnet { net: Ipv4Addr, prefix: u8 },
+    Range { start: Ipv4Addr, end: Ipv4Addr },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogFacility {
+    Syslog(String),
+    File(PathBuf),
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub interfaces: Vec<String>,
+    pub except_interfaces: Vec<String>,
+    pub listen_addresses: Vec<Ipv4Addr>,
+    pub bind_interfaces: bool,
+    pub dhcp_ranges: Vec<DhcpRange>,
+    pub dhcp_hosts: Vec<DhcpHost>,
+    pub dhcp_options: Vec<DhcpOptionSpec>,
+    pub authoritative: bool,
+    pub lease_max: u32,
+    pub lease_file: PathBuf,
+    pub lease_db: PathBuf,
+    pub domains: Vec<DomainSpec>,
+    pub no_ping: bool,
+    pub rapid_commit: bool,
+    pub log_dhcp: bool,
+    pub quiet_dhcp: bool,
+    pub log_facility: Option<LogFacility>,
+    pub keep_in_foreground: bool,
+    pub no_daemon: bool,
+    pub pid_file: PathBuf,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// DNS port (`port`, `-p`); 0 turns DNS off.
+    pub dns_port: u16,
+    /// `--test`: check the configuration and exit.
+    pub test_only: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interfaces: Vec::new(),
+            except_interfaces: Vec::new(),
+            listen_addresses: Vec::new(),
+            bind_interfaces: false,
+            dhcp_ranges: Vec::new(),
+            dhcp_hosts: Vec::new(),
+            dhcp_options: Vec::new(),
+            authoritative: false,
+            lease_max: DEFAULT_LEASE_MAX,
+            lease_file: PathBuf::from(DEFAULT_LEASE_FILE),
+            lease_db: PathBuf::from(DEFAULT_LEASE_DB),
+            domains: Vec::new(),
+            no_ping: false,
+            rapid_commit: false,
+            log_dhcp: false,
+            quiet_dhcp: false,
+            log_facility: None,
+            keep_in_foreground: false,
+            no_daemon: false,
+            pid_file: PathBuf::from(DEFAULT_PID_FILE),
+            user: None,
+            group: None,
+            dns_port: 53,
+            test_only: false,
+        }
+    }
+}

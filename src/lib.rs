@@ -1,0 +1,6 @@
+//! twinmasq: a dnsmasq-compatible DHCPv4 + DNS server with primary/secondary
+//! lease failover. See `../shared/design.md` for the shape.
+
+pub mod config;
+pub mod dhcp;
+pub mod lease;
