@@ -4,3 +4,4 @@
 pub mod config;
 pub mod dhcp;
 pub mod lease;
+pub mod server;

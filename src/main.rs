@@ -1,1 +1,41 @@
-fn main(){}
+//! The `twinmasq` command: dnsmasq's command line, plus our subcommands.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "twinmasq",
+    version,
+    about = "A dnsmasq-compatible DHCPv4 + DNS server with primary/secondary lease failover",
+    // dnsmasq's -h (no-hosts) and -V (alias) are options, not help/version.
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// dnsmasq options, as on dnsmasq's command line (e.g. -k -C /etc/dnsmasq.conf).
+    #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0.., value_name = "DNSMASQ-OPTIONS")]
+    options: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = twinmasq::config::load(&cli.options)
+        .map_err(twinmasq::server::StartError::from)
+        .and_then(|cfg| {
+            if cfg.test_only {
+                println!("twinmasq: syntax check OK.");
+                return Ok(());
+            }
+            twinmasq::server::run(cfg)
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("twinmasq: {e}");
+            std::process::ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

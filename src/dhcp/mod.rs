@@ -1,1 +1,23 @@
-//! The DHCPv4 engine: a sans-I/O core and the socket shell around it.
+//! The DHCPv4 engine: a sans-I/O core (`engine`, fed bytes, an arrival
+//! interface, the lease database and the time) and the socket shell around
+//! it (`shell`).
+
+pub mod engine;
+pub mod interfaces;
+pub mod ping;
+pub mod shell;
+pub mod socket;
+pub mod holds;
+pub mod hostname;
+pub mod network;
+pub mod options;
+pub mod pool;
+pub mod reply;
+pub mod request;
+pub mod stats;
+
+#[cfg(test)]
+mod engine_tests;
+
+pub use engine::{Decision, Engine, Reply};
+pub use network::{Arrival, IfAddr};

@@ -1,0 +1,698 @@
+//! The DHCP engine: request bytes + where they arrived + the lease database
+//! + the time → a decision. No sockets, no clock, no globals: the shell
+//! feeds it and carries out what it decides.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use dhcproto::v4::MessageType;
+use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
+
+use crate::config::{Config, DhcpHost, LeaseTime, MIN_LEASE_SECS};
+use crate::lease::LeaseDb;
+
+use super::holds::{Hold, HoldKind, Holds};
+use super::hostname::fqdn_reply;
+use super::network::{self, Arrival, Network};
+use super::options::{self, Context, OPT_T1, OPT_T2};
+use super::pool::Pool;
+use super::reply::{self, Destination, Header, OptionList};
+use super::request::{self, Request};
+use super::stats::{Ignored, Stats};
+
+/// How long an offered address stays reserved for the client's REQUEST.
+pub const OFFER_HOLD_MS: u64 = 30_000;
+/// How long an address that answered a ping is kept out of use.
+pub const IN_USE_HOLD_MS: u64 = 600_000;
+/// How long a declined address is held unusable (as dnsmasq: 10 minutes).
+pub const DECLINE_HOLD_SECS: u64 = 600;
+/// Ping checks per DISCOVER before giving up on finding a quiet address.
+const MAX_PROBES: u8 = 3;
+
+/// What the shell should do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Reply(Reply),
+    /// Ping `addr`; then call [`Engine::probe_done`] with `token`.
+    Probe { token: u64, addr: Ipv4Addr },
+    /// Handled (RELEASE, DECLINE); nothing to send.
+    Done,
+    Ignored(Ignored),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub packet: Vec<u8>,
+    pub to: Destination,
+    /// Our address on the client's network: the source of the reply.
+    pub from: Ipv4Addr,
+    pub ifindex: u32,
+    pub kind: MessageType,
+    /// The reply promises a lease change committed to the database: it may
+    /// only leave after that change is durable.
+    pub durable: bool,
+}
+
+struct Pending {
+    addr: Ipv4Addr,
+    bytes: Vec<u8>,
+    arrival: Arrival,
+    tries: u8,
+}
+
+/// What is known about the client before choosing an address.
+struct Client<'c> {
+    key: ClientKey,
+    host: Option<&'c DhcpHost>,
+    tags: Vec<String>,
+}
+
+pub struct Engine {
+    cfg: Arc<Config>,
+    pools: Vec<Pool>,
+    /// dhcp-host addresses: never handed out dynamically.
+    reserved: HashSet<Ipv4Addr>,
+    /// Our own addresses and subnet network/broadcast addresses.
+    excluded: HashSet<Ipv4Addr>,
+    holds: Holds,
+    probes: std::collections::HashMap<u64, Pending>,
+    next_token: u64,
+    stats: Stats,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn mac_text(hw: &[u8]) -> String {
+    hw.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn client_key(req: &Request) -> ClientKey {
+    match &req.client_id {
+        Some(id) => ClientKey::from_client_id(id),
+        None => ClientKey::from_hwaddr(req.htype, &req.chaddr),
+    }
+}
+
+fn type_name(t: MessageType) -> &'static str {
+    match t {
+        MessageType::Discover => "DHCPDISCOVER",
+        MessageType::Offer => "DHCPOFFER",
+        MessageType::Request => "DHCPREQUEST",
+        MessageType::Decline => "DHCPDECLINE",
+        MessageType::Ack => "DHCPACK",
+        MessageType::Nak => "DHCPNAK",
+        MessageType::Release => "DHCPRELEASE",
+        MessageType::Inform => "DHCPINFORM",
+        _ => "DHCP?",
+    }
+}
+
+/// Does this record keep its address from anyone else?
+fn occupies(rec: &LeaseRecord) -> bool {
+    matches!(rec.state, LeaseState::Bound | LeaseState::Declined)
+}
+
+impl Engine {
+    /// Builds the engine's view of free addresses from the database. Done
+    /// once at start; afterwards every change passes through the engine.
+    pub fn new(cfg: Arc<Config>, db: &LeaseDb) -> Self {
+        let pools = cfg.dhcp_ranges.iter().map(|r| Pool::new(r.start, r.end)).collect();
+        let reserved = cfg.dhcp_hosts.iter().filter_map(|h| h.ip).collect();
+        let mut engine = Engine {
+            cfg,
+            pools,
+            reserved,
+            excluded: HashSet::new(),
+            holds: Holds::default(),
+            probes: Default::default(),
+            next_token: 1,
+            stats: Stats::default(),
+        };
+        for ip in engine.reserved.clone() {
+            engine.refresh(ip, db);
+        }
+        for rec in db.iter() {
+            if occupies(rec) {
+                engine.set_used(rec.ip, true);
+            }
+        }
+        engine
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Free addresses per dhcp-range, in config order.
+    pub fn free_per_range(&self) -> Vec<u32> {
+        self.pools.iter().map(Pool::free_count).collect()
+    }
+
+    /// Tells the engine which addresses are the server's own, so they are
+    /// never offered.
+    pub fn set_local_addresses(&mut self, addrs: &[Ipv4Addr], db: &LeaseDb) {
+        for ip in addrs {
+            if self.excluded.insert(*ip) {
+                self.refresh(*ip, db);
+            }
+        }
+    }
+
+    fn set_used(&mut self, ip: Ipv4Addr, used: bool) {
+        for p in &mut self.pools {
+            p.set_used(ip, used);
+        }
+    }
+
+    /// Recomputes whether `ip` is free from every source that can take it.
+    fn refresh(&mut self, ip: Ipv4Addr, db: &LeaseDb) {
+        let taken = self.reserved.contains(&ip)
+            || self.excluded.contains(&ip)
+            || self.holds.contains(ip)
+            || db.get(ip).is_some_and(occupies);
+        self.set_used(ip, taken);
+    }
+
+    /// Periodic upkeep: ends expired leases and holds. Returns the records
+    /// it changed (the shell logs them and marks the lease file dirty).
+    pub fn tick(&mut self, db: &mut LeaseDb, now_ms: u64) -> Vec<LeaseRecord> {
+        let expired_holds = self.holds.expire(now_ms);
+        if !expired_holds.is_empty() {
+            // A ping whose hold ran out will never be answered usefully.
+            let holds = &self.holds;
+            self.probes.retain(|token, p| holds.get(p.addr).is_some_and(|h| h.kind == HoldKind::Probing(*token)));
+        }
+        for ip in expired_holds {
+            self.refresh(ip, db);
+        }
+        let expired = match db.expire_due(now_ms / 1000, now_ms) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("cannot expire leases: {e}");
+                Vec::new()
+            }
+        };
+        for rec in &expired {
+            self.refresh(rec.ip, db);
+        }
+        expired
+    }
+
+    pub fn handle(&mut self, bytes: &[u8], arrival: &Arrival, db: &mut LeaseDb, now_ms: u64) -> Decision {
+        self.stats.received += 1;
+        let req = match request::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return self.ignore(Ignored::Decode(e)),
+        };
+        self.stats.bad_options += u64::from(req.bad_options);
+        match req.msg_type {
+            MessageType::Discover => self.stats.discover += 1,
+            MessageType::Request => self.stats.request += 1,
+            MessageType::Decline => self.stats.decline += 1,
+            MessageType::Release => self.stats.release += 1,
+            MessageType::Inform => self.stats.inform += 1,
+            _ => {}
+        }
+        self.dispatch(&req, bytes, arrival, db, now_ms, 0)
+    }
+
+    /// The ping for `token` finished: `answered` means something already
+    /// uses the address, so look for another.
+    pub fn probe_done(&mut self, token: u64, answered: bool, db: &mut LeaseDb, now_ms: u64) -> Decision {
+        let Some(p) = self.probes.remove(&token) else {
+            // The hold expired while the ping ran; the client will retry.
+            return Decision::Done;
+        };
+        let Ok(req) = request::decode(&p.bytes) else {
+            return self.ignore(Ignored::Encode);
+        };
+        let held = self.holds.of_client(&client_key(&req)).filter(|(_, h)| h.kind == HoldKind::Probing(token));
+        let Some((ip, _)) = held else { return Decision::Done };
+        if answered {
+            self.stats.probes_answered += 1;
+            tracing::warn!(target: "dhcp", "{ip} answered a ping: not offering it");
+            self.holds.put(ip, Hold { client: None, until_ms: now_ms + IN_USE_HOLD_MS, kind: HoldKind::InUse });
+            if p.tries >= MAX_PROBES {
+                return self.ignore(Ignored::NoAddress);
+            }
+            return self.dispatch(&req, &p.bytes, &p.arrival, db, now_ms, p.tries);
+        }
+        let key = client_key(&req);
+        self.holds.put(ip, Hold { client: Some(key), until_ms: now_ms + OFFER_HOLD_MS, kind: HoldKind::Offered });
+        self.dispatch(&req, &p.bytes, &p.arrival, db, now_ms, p.tries)
+    }
+
+    fn ignore(&mut self, why: Ignored) -> Decision {
+        self.stats.count_ignored(why);
+        Decision::Ignored(why)
+    }
+
+    fn log(&self, kind: MessageType, arrival: &Arrival, ip: Option<Ipv4Addr>, req: &Request, extra: &str) {
+        if self.cfg.quiet_dhcp {
+            return;
+        }
+        let ip = ip.map(|i| format!("{i} ")).unwrap_or_default();
+        tracing::info!(target: "dhcp", "{}({}) {}{}{}", type_name(kind), arrival.ifname, ip, mac_text(&req.chaddr), extra);
+    }
+
+    fn dispatch(&mut self, req: &Request, bytes: &[u8], arrival: &Arrival, db: &mut LeaseDb, now_ms: u64, tries: u8) -> Decision {
+        let cfg = Arc::clone(&self.cfg);
+        let mut tags = vec![arrival.ifname.clone()];
+        let host = network::find_host(&cfg.dhcp_hosts, req, &tags);
+        if let Some(h) = host {
+            tags.extend(h.set_tags.iter().cloned());
+            tags.push("known".into());
+        }
+        let client = Client { key: client_key(req), host, tags };
+        let Some(net) = network::select(&cfg.dhcp_ranges, req, arrival, &client.tags) else {
+            if req.msg_type != MessageType::Inform {
+                tracing::debug!(target: "dhcp", "no address range available for request via {}", arrival.ifname);
+            }
+            return self.ignore(Ignored::NoNetwork);
+        };
+        for addr in [net.net, net.broadcast] {
+            if self.excluded.insert(addr) {
+                self.refresh(addr, db);
+            }
+        }
+        if host.is_some_and(|h| h.ignore) && req.msg_type != MessageType::Release {
+            return self.ignore(Ignored::HostIgnored);
+        }
+        let ctx = Ctx { req, arrival, net: &net, client: &client };
+        match req.msg_type {
+            MessageType::Discover => self.discover(&ctx, bytes, db, now_ms, tries),
+            MessageType::Request => self.request(&ctx, db, now_ms),
+            MessageType::Release => self.release(&ctx, db, now_ms),
+            MessageType::Decline => self.decline(&ctx, db, now_ms),
+            MessageType::Inform => self.inform(&ctx),
+            _ => self.ignore(Ignored::Incomplete),
+        }
+    }
+
+    /// The host line's address, when it belongs on this network.
+    fn host_addr(&self, ctx: &Ctx<'_>) -> Option<Ipv4Addr> {
+        ctx.client.host.and_then(|h| h.ip).filter(|ip| ctx.net.contains(*ip))
+    }
+
+    /// A dynamic range of this network that holds `ip`.
+    fn dynamic_range_of(&self, ip: Ipv4Addr, net: &Network) -> Option<usize> {
+        net.ranges
+            .iter()
+            .copied()
+            .find(|&i| !self.cfg.dhcp_ranges[i].is_static && self.pools[i].contains(ip))
+    }
+
+    /// May this client have `ip` on this network? It must be the client's
+    /// dhcp-host address, or (if the client has none here) an address of a
+    /// dynamic range that nobody else holds.
+    fn acceptable(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
+        if !ctx.net.contains(ip) {
+            return false;
+        }
+        if let Some(fixed) = self.host_addr(ctx) {
+            return ip == fixed && !self.held_by_other(ctx, ip, db);
+        }
+        if self.reserved.contains(&ip) || self.excluded.contains(&ip) {
+            return false;
+        }
+        self.dynamic_range_of(ip, ctx.net).is_some() && !self.held_by_other(ctx, ip, db)
+    }
+
+    fn held_by_other(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
+        let key = &ctx.client.key;
+        let by_lease = db.get(ip).is_some_and(|r| occupies(r) && &r.client != key);
+        let by_hold = self.holds.get(ip).is_some_and(|h| h.client.as_ref() != Some(key));
+        by_lease || by_hold
+    }
+
+    fn discover(&mut self, ctx: &Ctx<'_>, bytes: &[u8], db: &mut LeaseDb, now_ms: u64, tries: u8) -> Decision {
+        self.log(MessageType::Discover, ctx.arrival, None, ctx.req, "");
+        let key = &ctx.client.key;
+        let (ip, fresh) = match self.choose(ctx, db) {
+            Ok(c) => c,
+            Err(why) => {
+                if why == Ignored::NoAddress {
+                    tracing::warn!(target: "dhcp", "DHCPDISCOVER({}) {} no address available", ctx.arrival.ifname, mac_text(&ctx.req.chaddr));
+                }
+                return self.ignore(why);
+            }
+        };
+        if let Some(h) = self.holds.get(ip) {
+            if let HoldKind::Probing(_) = h.kind {
+                return self.ignore(Ignored::ProbeInProgress);
+            }
+        }
+        if fresh && !self.cfg.no_ping {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.stats.probes += 1;
+            self.holds.put(ip, Hold { client: Some(key.clone()), until_ms: now_ms + OFFER_HOLD_MS, kind: HoldKind::Probing(token) });
+            self.set_used(ip, true);
+            self.probes.insert(token, Pending { addr: ip, bytes: bytes.to_vec(), arrival: ctx.arrival.clone(), tries: tries + 1 });
+            return Decision::Probe { token, addr: ip };
+        }
+        if ctx.req.rapid_commit && self.cfg.rapid_commit {
+            return self.bind_and_ack(ctx, ip, db, now_ms, true);
+        }
+        self.holds.put(ip, Hold { client: Some(key.clone()), until_ms: now_ms + OFFER_HOLD_MS, kind: HoldKind::Offered });
+        self.set_used(ip, true);
+        let hostname = self.lease_name(ctx);
+        self.stats.offers += 1;
+        self.build(ctx, MessageType::Offer, ip, Some(self.lease_time(ctx, ip)), hostname.as_deref(), false)
+    }
+
+    /// Picks the address to offer, in RFC 2131 §4.3.1's order. The flag says
+    /// whether the address is new to this client (and so worth a ping).
+    fn choose(&mut self, ctx: &Ctx<'_>, db: &LeaseDb) -> Result<(Ipv4Addr, bool), Ignored> {
+        let key = &ctx.client.key;
+        if let Some(fixed) = self.host_addr(ctx) {
+            if !self.held_by_other(ctx, fixed, db) {
+                return Ok((fixed, false));
+            }
+            tracing::warn!(target: "dhcp", "not using configured address {fixed}: it is leased to another client");
+        }
+        if let Some(rec) = db.by_client(key) {
+            if rec.state == LeaseState::Bound && self.acceptable(ctx, rec.ip, db) {
+                return Ok((rec.ip, false));
+            }
+        }
+        if let Some((ip, h)) = self.holds.of_client(key) {
+            if ctx.net.contains(ip) {
+                return Ok((ip, matches!(h.kind, HoldKind::Probing(_))));
+            }
+        }
+        let cfg = Arc::clone(&self.cfg);
+        if db.bound_count() >= cfg.lease_max as usize {
+            return Err(Ignored::LeaseMax);
+        }
+        if let Some(rec) = db.by_client(key) {
+            if self.acceptable(ctx, rec.ip, db) {
+                return Ok((rec.ip, true));
+            }
+        }
+        if let Some(want) = ctx.req.requested_ip {
+            if self.acceptable(ctx, want, db) && !self.holds.contains(want) {
+                return Ok((want, true));
+            }
+        }
+        let hint = fnv1a(&key.0);
+        for &i in &ctx.net.ranges {
+            if cfg.dhcp_ranges[i].is_static {
+                continue;
+            }
+            if let Some(ip) = self.pools[i].find_free(hint) {
+                return Ok((ip, true));
+            }
+        }
+        Err(Ignored::NoAddress)
+    }
+
+    fn request(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
+        let req = ctx.req;
+        let key = &ctx.client.key;
+        let authoritative = self.cfg.authoritative;
+
+        if let Some(sid) = req.server_id {
+            // SELECTING: the client answers an offer.
+            let ours = sid == ctx.net.server || ctx.arrival.addrs.iter().any(|a| a.addr == sid);
+            if !ours {
+                if let Some((ip, _)) = self.holds.of_client(key) {
+                    self.holds.remove(ip);
+                    self.refresh(ip, db);
+                }
+                return self.ignore(Ignored::NotForUs);
+            }
+            let Some(ip) = req.requested_ip.or(Some(req.ciaddr).filter(|a| !a.is_unspecified())) else {
+                return self.ignore(Ignored::Incomplete);
+            };
+            self.log(MessageType::Request, ctx.arrival, Some(ip), req, "");
+            if !self.acceptable(ctx, ip, db) {
+                return self.nak(ctx, ip, db, "address not available");
+            }
+            return self.bind_and_ack(ctx, ip, db, now_ms, false);
+        }
+
+        // INIT-REBOOT (requested address, no ciaddr) or RENEWING/REBINDING
+        // (ciaddr set).
+        let (ip, init_reboot) = match (req.requested_ip, req.ciaddr.is_unspecified()) {
+            (Some(ip), true) => (ip, true),
+            (_, false) => (req.ciaddr, false),
+            (None, true) => return self.ignore(Ignored::Incomplete),
+        };
+        self.log(MessageType::Request, ctx.arrival, Some(ip), req, "");
+        if !ctx.net.contains(ip) {
+            // RFC 2131: a client on the wrong network must hear so at
+            // INIT-REBOOT; while renewing only an authoritative server speaks.
+            return if init_reboot || authoritative {
+                self.nak(ctx, ip, db, "wrong network")
+            } else {
+                self.ignore(Ignored::UnknownClient)
+            };
+        }
+        let known = db.get(ip).is_some_and(|r| &r.client == key);
+        if self.held_by_other(ctx, ip, db) {
+            return self.nak(ctx, ip, db, "address in use");
+        }
+        if !known && !authoritative {
+            return self.ignore(Ignored::UnknownClient);
+        }
+        if !self.acceptable(ctx, ip, db) {
+            return self.nak(ctx, ip, db, "address not available");
+        }
+        let had_lease = db.by_client(key).is_some_and(|r| r.state == LeaseState::Bound);
+        if !known && !had_lease && db.bound_count() >= self.cfg.lease_max as usize {
+            return self.ignore(Ignored::LeaseMax);
+        }
+        self.bind_and_ack(ctx, ip, db, now_ms, false)
+    }
+
+    fn lease_time(&self, ctx: &Ctx<'_>, ip: Ipv4Addr) -> LeaseTime {
+        let configured = ctx
+            .client
+            .host
+            .and_then(|h| h.lease_time)
+            .or_else(|| self.dynamic_range_of(ip, ctx.net).map(|i| self.cfg.dhcp_ranges[i].lease_time))
+            .or_else(|| ctx.net.ranges.first().map(|&i| self.cfg.dhcp_ranges[i].lease_time))
+            .unwrap_or(LeaseTime::Secs(crate::config::DEFAULT_LEASE_SECS));
+        // A client may ask for less than we give, never less than dnsmasq's floor.
+        match (configured, ctx.req.lease_time) {
+            (LeaseTime::Secs(s), Some(want)) if want < s => LeaseTime::Secs(want.max(MIN_LEASE_SECS)),
+            (LeaseTime::Infinite, Some(want)) if want != u32::MAX => LeaseTime::Secs(want.max(MIN_LEASE_SECS)),
+            (t, _) => t,
+        }
+    }
+
+    /// The name the lease publishes: the dhcp-host line's, else the client's.
+    fn lease_name(&self, ctx: &Ctx<'_>) -> Option<String> {
+        ctx.client
+            .host
+            .and_then(|h| h.hostname.clone())
+            .or_else(|| ctx.req.offered_name().map(str::to_string))
+    }
+
+    fn bind_and_ack(&mut self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &mut LeaseDb, now_ms: u64, rapid: bool) -> Decision {
+        let req = ctx.req;
+        let key = &ctx.client.key;
+        let lease = self.lease_time(ctx, ip);
+        let hostname = self.lease_name(ctx);
+        let now_secs = now_ms / 1000;
+
+        // One client, one lease: an older lease elsewhere ends now.
+        if let Some(prev) = db.by_client(key).filter(|r| r.ip != ip && r.state == LeaseState::Bound).cloned() {
+            let ended = LeaseRecord { state: LeaseState::Released, expires: Expiry::At(now_secs), ..prev };
+            if db.commit(ended.clone(), now_ms).is_err() {
+                return self.ignore(Ignored::Storage);
+            }
+            self.refresh(ended.ip, db);
+        }
+        // A name belongs to one lease: the newest takes it (as dnsmasq).
+        if let Some(name) = &hostname {
+            if let Some(other) = db.by_hostname(name).filter(|r| r.ip != ip).cloned() {
+                if db.commit(LeaseRecord { hostname: None, ..other }, now_ms).is_err() {
+                    return self.ignore(Ignored::Storage);
+                }
+            }
+        }
+        let rec = LeaseRecord {
+            ip,
+            state: LeaseState::Bound,
+            client: key.clone(),
+            htype: req.htype,
+            hwaddr: req.chaddr.clone(),
+            client_id: req.client_id.clone(),
+            hostname: hostname.clone(),
+            expires: match lease {
+                LeaseTime::Infinite => Expiry::Never,
+                LeaseTime::Secs(s) => Expiry::At(now_secs + u64::from(s)),
+            },
+            stamp: Default::default(),
+        };
+        if let Err(e) = db.commit(rec, now_ms) {
+            tracing::error!(target: "dhcp", "not acknowledging {ip}: cannot store the lease: {e}");
+            return self.ignore(Ignored::Storage);
+        }
+        self.holds.remove(ip);
+        self.set_used(ip, true);
+        let extra = hostname.as_deref().map(|h| format!(" {h}")).unwrap_or_default();
+        self.log(MessageType::Ack, ctx.arrival, Some(ip), req, &extra);
+        self.stats.acks += 1;
+        self.build(ctx, MessageType::Ack, ip, Some(lease), hostname.as_deref(), rapid)
+    }
+
+    fn nak(&mut self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, why: &str) -> Decision {
+        if let Some((held, _)) = self.holds.of_client(&ctx.client.key) {
+            self.holds.remove(held);
+            self.refresh(held, db);
+        }
+        self.log(MessageType::Nak, ctx.arrival, Some(ip), ctx.req, &format!(" {why}"));
+        self.stats.naks += 1;
+        let mut opts = OptionList::default();
+        opts.required(54, ctx.net.server.octets().to_vec());
+        opts.required(56, why.as_bytes().to_vec());
+        if let Some(id) = &ctx.req.client_id {
+            opts.required(61, id.clone());
+        }
+        opts.tail = ctx.req.relay_info.clone().map(|r| (82, r));
+        let header = Header { kind: MessageType::Nak, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::UNSPECIFIED };
+        self.finish(ctx, header, opts, false)
+    }
+
+    fn release(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
+        let ip = ctx.req.ciaddr;
+        self.log(MessageType::Release, ctx.arrival, Some(ip), ctx.req, "");
+        let owned = db.get(ip).filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound).cloned();
+        let Some(rec) = owned else { return self.ignore(Ignored::NotOwner) };
+        let ended = LeaseRecord { state: LeaseState::Released, expires: Expiry::At(now_ms / 1000), ..rec };
+        if db.commit(ended, now_ms).is_err() {
+            return self.ignore(Ignored::Storage);
+        }
+        self.refresh(ip, db);
+        Decision::Done
+    }
+
+    fn decline(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
+        let Some(ip) = ctx.req.requested_ip else { return self.ignore(Ignored::Incomplete) };
+        self.log(MessageType::Decline, ctx.arrival, Some(ip), ctx.req, "");
+        let owned = db.get(ip).filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound).cloned();
+        let Some(rec) = owned else { return self.ignore(Ignored::NotOwner) };
+        let held = LeaseRecord {
+            state: LeaseState::Declined,
+            expires: Expiry::At(now_ms / 1000 + DECLINE_HOLD_SECS),
+            hostname: None,
+            ..rec
+        };
+        if db.commit(held, now_ms).is_err() {
+            return self.ignore(Ignored::Storage);
+        }
+        self.refresh(ip, db);
+        Decision::Done
+    }
+
+    fn inform(&mut self, ctx: &Ctx<'_>) -> Decision {
+        let ip = ctx.req.ciaddr;
+        if ip.is_unspecified() {
+            return self.ignore(Ignored::Incomplete);
+        }
+        self.log(MessageType::Inform, ctx.arrival, Some(ip), ctx.req, "");
+        self.stats.acks += 1;
+        self.build(ctx, MessageType::Ack, ip, None, None, false)
+    }
+
+    /// Assembles an OFFER or ACK. `lease` is None for an INFORM answer.
+    fn build(&mut self, ctx: &Ctx<'_>, kind: MessageType, ip: Ipv4Addr, lease: Option<LeaseTime>, hostname: Option<&str>, rapid: bool) -> Decision {
+        let cfg = Arc::clone(&self.cfg);
+        let req = ctx.req;
+        let mut tags = ctx.client.tags.clone();
+        if let Some(t) = self.dynamic_range_of(ip, ctx.net).and_then(|i| cfg.dhcp_ranges[i].set_tag.clone()) {
+            tags.push(t);
+        }
+        let octx = Context { cfg: &cfg, req, net: ctx.net, tags: &tags, addr: ip, hostname };
+        let mut wanted = options::wanted(&octx);
+
+        let mut opts = OptionList::default();
+        opts.required(54, ctx.net.server.octets().to_vec());
+        if let Some(lease) = lease {
+            match lease {
+                LeaseTime::Infinite => opts.required(51, u32::MAX.to_be_bytes().to_vec()),
+                LeaseTime::Secs(s) => {
+                    opts.required(51, s.to_be_bytes().to_vec());
+                    let t1 = wanted.values.remove(&OPT_T1).unwrap_or_else(|| (s / 2).to_be_bytes().to_vec());
+                    let t2 = wanted.values.remove(&OPT_T2).unwrap_or_else(|| (s / 8 * 7).to_be_bytes().to_vec());
+                    opts.required(OPT_T1, t1);
+                    opts.required(OPT_T2, t2);
+                }
+            }
+        }
+        if rapid {
+            opts.required(80, Vec::new());
+        }
+        if let Some(id) = &req.client_id {
+            opts.required(61, id.clone());
+        }
+        if let (Some(f), Some(name)) = (&req.fqdn, hostname) {
+            opts.required(81, fqdn_reply(f.flags, name, options::domain_for(&cfg, ip)));
+        }
+        if let Some(mask) = wanted.values.remove(&options::OPT_NETMASK) {
+            opts.required(options::OPT_NETMASK, mask);
+        }
+        match &req.params {
+            Some(prl) => {
+                for code in prl {
+                    if let Some(v) = wanted.values.remove(code) {
+                        opts.optional(*code, v);
+                    }
+                }
+                for code in &wanted.forced {
+                    if let Some(v) = wanted.values.remove(code) {
+                        opts.optional(*code, v);
+                    }
+                }
+            }
+            None => {
+                for (code, v) in std::mem::take(&mut wanted.values) {
+                    opts.optional(code, v);
+                }
+            }
+        }
+        opts.tail = req.relay_info.clone().map(|r| (82, r));
+        let ciaddr = if kind == MessageType::Ack { req.ciaddr } else { Ipv4Addr::UNSPECIFIED };
+        let yiaddr = if lease.is_some() { ip } else { Ipv4Addr::UNSPECIFIED };
+        if kind == MessageType::Offer {
+            self.log(MessageType::Offer, ctx.arrival, Some(ip), req, "");
+        }
+        self.finish(ctx, Header { kind, ciaddr, yiaddr }, opts, kind == MessageType::Ack && lease.is_some())
+    }
+
+    fn finish(&mut self, ctx: &Ctx<'_>, header: Header, opts: OptionList, durable: bool) -> Decision {
+        let kind = header.kind;
+        let yiaddr = header.yiaddr;
+        match reply::encode(ctx.req, header, opts) {
+            Ok(packet) => Decision::Reply(Reply {
+                packet,
+                to: reply::destination(ctx.req, kind, yiaddr),
+                from: ctx.net.server,
+                ifindex: ctx.arrival.ifindex,
+                kind,
+                durable,
+            }),
+            Err(e) => {
+                tracing::error!(target: "dhcp", "{e}");
+                self.ignore(Ignored::Encode)
+            }
+        }
+    }
+}
+
+struct Ctx<'a> {
+    req: &'a Request,
+    arrival: &'a Arrival,
+    net: &'a Network,
+    client: &'a Client<'a>,
+}

@@ -1,0 +1,462 @@
+//! The engine driven directly: real wire bytes in, real wire bytes out, a
+//! real sled database in a temp dir, and a clock we set.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::{Decodable, Decoder};
+use twinmasq_proto::LeaseState;
+
+use super::engine::{Decision, Engine, Reply};
+use super::network::{Arrival, IfAddr};
+use super::reply::Destination;
+use super::request::build::RawRequest;
+use super::stats::Ignored;
+use crate::config::{Config, DhcpHost, DhcpOptionSpec, DhcpRange, LeaseTime, MacPattern, OptionValue};
+use crate::lease::{DbOptions, LeaseDb};
+
+const T0: u64 = 1_800_000_000_000;
+const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+fn range(start: u8, end: u8) -> DhcpRange {
+    DhcpRange {
+        match_tags: vec![],
+        set_tag: None,
+        start: Ipv4Addr::new(198, 18, 0, start),
+        end: Ipv4Addr::new(198, 18, 0, end),
+        netmask: None,
+        broadcast: None,
+        lease_time: LeaseTime::Secs(3600),
+        is_static: false,
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    db: LeaseDb,
+    engine: Engine,
+    arrival: Arrival,
+    now: u64,
+}
+
+impl Rig {
+    fn new(edit: impl FnOnce(&mut Config)) -> Rig {
+        let mut cfg = Config { no_ping: true, ..Config::default() };
+        cfg.dhcp_ranges.push(range(10, 20));
+        edit(&mut cfg);
+        let dir = tempfile::tempdir().unwrap();
+        let db = LeaseDb::open(&dir.path().join("db"), DbOptions::default()).unwrap();
+        let engine = Engine::new(Arc::new(cfg), &db);
+        let arrival = Arrival {
+            ifname: "tmq0".into(),
+            ifindex: 7,
+            addrs: vec![IfAddr { addr: SERVER, prefix: 24 }],
+            to_broadcast: true,
+        };
+        let mut rig = Rig { _dir: dir, db, engine, arrival, now: T0 };
+        rig.engine.set_local_addresses(&[SERVER], &rig.db);
+        rig
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Decision {
+        self.engine.handle(bytes, &self.arrival, &mut self.db, self.now)
+    }
+
+    fn reply(&mut self, bytes: &[u8]) -> (Reply, Message) {
+        match self.send(bytes) {
+            Decision::Reply(r) => {
+                let m = Message::decode(&mut Decoder::new(&r.packet)).unwrap();
+                (r, m)
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// DISCOVER + REQUEST for `mac`; returns the address acknowledged.
+    fn dora(&mut self, mac: [u8; 6]) -> Ipv4Addr {
+        let (_, offer) = self.reply(&RawRequest::new(1, mac, 1).finish());
+        let ip = offer.yiaddr();
+        let (r, ack) = self.reply(&RawRequest::new(3, mac, 2).opt(54, &SERVER.octets()).opt(50, &ip.octets()).finish());
+        assert_eq!(msg_type(&ack), MessageType::Ack);
+        assert!(r.durable);
+        ip
+    }
+}
+
+fn msg_type(m: &Message) -> MessageType {
+    match m.opts().get(OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(t)) => *t,
+        other => panic!("no message type: {other:?}"),
+    }
+}
+
+fn raw_opt(packet: &[u8], code: u8) -> Option<Vec<u8>> {
+    let mut i = 240;
+    while i + 1 < packet.len() && packet[i] != 255 {
+        if packet[i] == 0 {
+            i += 1;
+            continue;
+        }
+        let len = packet[i + 1] as usize;
+        if packet[i] == code {
+            return Some(packet[i + 2..i + 2 + len].to_vec());
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+#[test]
+fn dora_gives_an_address_with_default_options() {
+    let mut rig = Rig::new(|c| c.dns_port = 53);
+    let discover = RawRequest::new(1, MAC_A, 1).opt(55, &[1, 3, 6, 28]).broadcast().finish();
+    let (r, offer) = rig.reply(&discover);
+    assert_eq!(msg_type(&offer), MessageType::Offer);
+    assert!(!r.durable);
+    assert_eq!(r.to, Destination::Broadcast);
+    assert_eq!(r.from, SERVER);
+    assert_eq!(r.ifindex, 7);
+    let ip = offer.yiaddr();
+    assert!((Ipv4Addr::new(198, 18, 0, 10)..=Ipv4Addr::new(198, 18, 0, 20)).contains(&ip));
+    assert_eq!(raw_opt(&r.packet, 54), Some(SERVER.octets().to_vec()));
+    assert_eq!(raw_opt(&r.packet, 1), Some(vec![255, 255, 255, 0]));
+    assert_eq!(raw_opt(&r.packet, 3), Some(SERVER.octets().to_vec()));
+    assert_eq!(raw_opt(&r.packet, 6), Some(SERVER.octets().to_vec()));
+    assert_eq!(raw_opt(&r.packet, 51), Some(3600u32.to_be_bytes().to_vec()));
+    assert_eq!(raw_opt(&r.packet, 58), Some(1800u32.to_be_bytes().to_vec()));
+    assert_eq!(raw_opt(&r.packet, 59), Some(3150u32.to_be_bytes().to_vec()));
+    assert!(rig.db.get(ip).is_none(), "an offer is not stored");
+
+    let request = RawRequest::new(3, MAC_A, 2).opt(54, &SERVER.octets()).opt(50, &ip.octets()).opt(12, b"laptop").finish();
+    let (r, ack) = rig.reply(&request);
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(ack.yiaddr(), ip);
+    assert!(r.durable, "an ACK waits for the lease to be durable");
+    let rec = rig.db.get(ip).unwrap();
+    assert_eq!(rec.state, LeaseState::Bound);
+    assert_eq!(rec.hostname.as_deref(), Some("laptop"));
+    assert_eq!(rec.hwaddr, MAC_A.to_vec());
+    assert_eq!(rig.engine.stats().acks, 1);
+}
+
+#[test]
+fn returning_client_keeps_its_address_and_two_clients_differ() {
+    let mut rig = Rig::new(|_| {});
+    let a = rig.dora(MAC_A);
+    let b = rig.dora(MAC_B);
+    assert_ne!(a, b);
+    assert_eq!(rig.dora(MAC_A), a);
+    // After its lease ends, the client still gets its old address back.
+    rig.now += 7200 * 1000;
+    rig.engine.tick(&mut rig.db, rig.now);
+    assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Expired);
+    assert_eq!(rig.dora(MAC_A), a);
+}
+
+#[test]
+fn offer_for_another_server_releases_the_hold() {
+    let mut rig = Rig::new(|c| c.dhcp_ranges = vec![range(10, 10)]);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 10));
+    // The only address is held for A: B gets nothing.
+    assert_eq!(rig.send(&RawRequest::new(1, MAC_B, 1).finish()), Decision::Ignored(Ignored::NoAddress));
+    let other = RawRequest::new(3, MAC_A, 2).opt(54, &[198, 18, 0, 2]).opt(50, &[198, 18, 0, 10]).finish();
+    assert_eq!(rig.send(&other), Decision::Ignored(Ignored::NotForUs));
+    let (_, offer_b) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
+    assert_eq!(offer_b.yiaddr(), Ipv4Addr::new(198, 18, 0, 10));
+}
+
+#[test]
+fn static_host_gets_its_address_and_nobody_else_does() {
+    let fixed = Ipv4Addr::new(198, 18, 0, 15);
+    let mut rig = Rig::new(|c| {
+        c.dhcp_ranges = vec![range(15, 16)];
+        c.dhcp_hosts.push(DhcpHost {
+            macs: vec![MacPattern { htype: None, bytes: MAC_A.iter().map(|b| Some(*b)).collect() }],
+            ip: Some(fixed),
+            hostname: Some("nas".into()),
+            ..Default::default()
+        });
+    });
+    assert_eq!(rig.dora(MAC_B), Ipv4Addr::new(198, 18, 0, 16));
+    assert_eq!(rig.send(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 1).finish()), Decision::Ignored(Ignored::NoAddress));
+    assert_eq!(rig.dora(MAC_A), fixed);
+    assert_eq!(rig.db.get(fixed).unwrap().hostname.as_deref(), Some("nas"));
+}
+
+#[test]
+fn init_reboot_rules() {
+    let mut rig = Rig::new(|_| {});
+    let a = rig.dora(MAC_A);
+    let reboot = |ip: Ipv4Addr, mac| RawRequest::new(3, mac, 9).opt(50, &ip.octets()).finish();
+    // Our client, its address: ACK.
+    let (_, ack) = rig.reply(&reboot(a, MAC_A));
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    // Wrong network: NAK, broadcast.
+    let (r, nak) = rig.reply(&reboot(Ipv4Addr::new(198, 19, 0, 5), MAC_A));
+    assert_eq!(msg_type(&nak), MessageType::Nak);
+    assert_eq!(r.to, Destination::Broadcast);
+    // Someone else's address: NAK.
+    let (_, nak) = rig.reply(&reboot(a, MAC_B));
+    assert_eq!(msg_type(&nak), MessageType::Nak);
+    // Unknown client on a free address: silence unless authoritative.
+    let free = Ipv4Addr::new(198, 18, 0, 19);
+    assert_eq!(rig.send(&reboot(free, MAC_B)), Decision::Ignored(Ignored::UnknownClient));
+    let mut auth = Rig::new(|c| c.authoritative = true);
+    let (_, ack) = auth.reply(&reboot(free, MAC_B));
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(auth.db.get(free).unwrap().hwaddr, MAC_B.to_vec());
+}
+
+#[test]
+fn renew_extends_and_unicasts() {
+    let mut rig = Rig::new(|_| {});
+    let a = rig.dora(MAC_A);
+    let first = rig.db.get(a).unwrap().expires;
+    rig.now += 1800 * 1000;
+    let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 5).ciaddr(a).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(r.to, Destination::Unicast(a));
+    assert_eq!(ack.ciaddr(), a);
+    let second = rig.db.get(a).unwrap().expires;
+    assert_eq!(second.as_lease_file_secs(), first.as_lease_file_secs() + 1800);
+}
+
+#[test]
+fn release_frees_but_only_for_the_owner() {
+    let mut rig = Rig::new(|c| c.dhcp_ranges = vec![range(10, 10)]);
+    let a = rig.dora(MAC_A);
+    let forged = RawRequest::new(7, MAC_B, 3).ciaddr(a).opt(54, &SERVER.octets()).finish();
+    assert_eq!(rig.send(&forged), Decision::Ignored(Ignored::NotOwner));
+    assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Bound);
+    let release = RawRequest::new(7, MAC_A, 3).ciaddr(a).opt(54, &SERVER.octets()).finish();
+    assert_eq!(rig.send(&release), Decision::Done);
+    assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Released);
+    assert_eq!(rig.dora(MAC_B), a);
+}
+
+#[test]
+fn declined_address_is_held_then_reused() {
+    let mut rig = Rig::new(|c| c.dhcp_ranges = vec![range(10, 11)]);
+    let a = rig.dora(MAC_A);
+    let decline = RawRequest::new(4, MAC_A, 3).opt(50, &a.octets()).opt(54, &SERVER.octets()).finish();
+    assert_eq!(rig.send(&decline), Decision::Done);
+    assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Declined);
+    let b = rig.dora(MAC_B);
+    assert_ne!(a, b);
+    assert_eq!(rig.send(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 1).finish()), Decision::Ignored(Ignored::NoAddress));
+    rig.now += 601 * 1000;
+    rig.engine.tick(&mut rig.db, rig.now);
+    assert_eq!(rig.dora([2, 0, 0, 0, 0, 0xc]), a);
+}
+
+#[test]
+fn lease_max_is_enforced_but_existing_clients_renew() {
+    let mut rig = Rig::new(|c| c.lease_max = 1);
+    let a = rig.dora(MAC_A);
+    assert_eq!(rig.send(&RawRequest::new(1, MAC_B, 1).finish()), Decision::Ignored(Ignored::LeaseMax));
+    assert_eq!(rig.dora(MAC_A), a);
+}
+
+#[test]
+fn ping_check_parks_the_client_and_skips_busy_addresses() {
+    let mut rig = Rig::new(|c| c.no_ping = false);
+    let discover = RawRequest::new(1, MAC_A, 1).finish();
+    let Decision::Probe { token, addr: first } = rig.send(&discover) else { panic!("expected a probe") };
+    // The client retransmits while the ping runs: no second probe, no offer.
+    assert_eq!(rig.send(&discover), Decision::Ignored(Ignored::ProbeInProgress));
+    // Meanwhile another client is served and does not get the probed address.
+    let Decision::Probe { token: tb, addr: b_addr } = rig.send(&RawRequest::new(1, MAC_B, 1).finish()) else { panic!() };
+    assert_ne!(b_addr, first);
+    // Something answers: A is probed on another address.
+    let Decision::Probe { token: t2, addr: second } = rig.engine.probe_done(token, true, &mut rig.db, rig.now) else { panic!() };
+    assert_ne!(second, first);
+    assert_eq!(rig.engine.stats().probes_answered, 1);
+    let Decision::Reply(r) = rig.engine.probe_done(t2, false, &mut rig.db, rig.now) else { panic!() };
+    let offer = Message::decode(&mut Decoder::new(&r.packet)).unwrap();
+    assert_eq!(offer.yiaddr(), second);
+    assert!(matches!(rig.engine.probe_done(tb, false, &mut rig.db, rig.now), Decision::Reply(_)));
+    // The address that answered stays out of use for a while.
+    let (_, ack) = rig.reply(&RawRequest::new(3, [2, 0, 0, 0, 0, 0xc], 2).opt(50, &first.octets()).opt(54, &SERVER.octets()).finish());
+    assert_eq!(msg_type(&ack), MessageType::Nak);
+}
+
+#[test]
+fn rapid_commit_acks_a_discover() {
+    let mut rig = Rig::new(|c| c.rapid_commit = true);
+    let (r, ack) = rig.reply(&RawRequest::new(1, MAC_A, 1).opt(80, &[]).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert!(r.durable);
+    assert_eq!(raw_opt(&r.packet, 80), Some(vec![]));
+    assert!(rig.db.get(ack.yiaddr()).is_some());
+    // Without the client's option 80 it is a normal OFFER.
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
+    assert_eq!(msg_type(&offer), MessageType::Offer);
+}
+
+#[test]
+fn relayed_requests_go_back_to_the_relay_with_option_82_last() {
+    let mut rig = Rig::new(|c| {
+        let mut r = range(10, 20);
+        r.start = Ipv4Addr::new(198, 18, 9, 10);
+        r.end = Ipv4Addr::new(198, 18, 9, 20);
+        r.netmask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        c.dhcp_ranges = vec![r];
+    });
+    let relay = Ipv4Addr::new(198, 18, 9, 1);
+    let agent = [1u8, 4, 0, 0, 0, 5];
+    let discover = RawRequest::new(1, MAC_A, 1).giaddr(relay).opt(61, &[1, 2, 3]).opt(82, &agent).finish();
+    let (r, offer) = rig.reply(&discover);
+    assert_eq!(r.to, Destination::Relay(relay));
+    assert_eq!(offer.giaddr(), relay);
+    assert!(offer.yiaddr().octets()[2] == 9);
+    assert_eq!(raw_opt(&r.packet, 82), Some(agent.to_vec()));
+    assert_eq!(raw_opt(&r.packet, 61), Some(vec![1, 2, 3]), "client-id echoed (RFC 6842)");
+    assert_eq!(raw_opt(&r.packet, 3), Some(relay.octets().to_vec()), "the relay is the client's router");
+    let end = r.packet.iter().rposition(|&b| b == 255).unwrap();
+    assert_eq!(&r.packet[end - agent.len() - 2..end], &[&[82u8, agent.len() as u8][..], &agent].concat()[..]);
+}
+
+#[test]
+fn inform_gets_options_without_a_lease() {
+    let mut rig = Rig::new(|c| {
+        c.dhcp_options.push(DhcpOptionSpec {
+            code: 42,
+            match_tags: vec![],
+            value: OptionValue::Addresses(vec![Ipv4Addr::UNSPECIFIED]),
+            force: false,
+        })
+    });
+    let client = Ipv4Addr::new(198, 18, 0, 200);
+    let (r, ack) = rig.reply(&RawRequest::new(8, MAC_A, 1).ciaddr(client).opt(55, &[42]).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(r.to, Destination::Unicast(client));
+    assert!(!r.durable);
+    assert_eq!(raw_opt(&r.packet, 51), None);
+    assert_eq!(raw_opt(&r.packet, 42), Some(SERVER.octets().to_vec()), "0.0.0.0 means this server");
+    assert!(rig.db.is_empty());
+}
+
+#[test]
+fn ignored_hosts_and_unserved_interfaces_get_nothing() {
+    let mut rig = Rig::new(|c| {
+        c.dhcp_hosts.push(DhcpHost {
+            macs: vec![MacPattern { htype: None, bytes: MAC_A.iter().map(|b| Some(*b)).collect() }],
+            ignore: true,
+            ..Default::default()
+        })
+    });
+    assert_eq!(rig.send(&RawRequest::new(1, MAC_A, 1).finish()), Decision::Ignored(Ignored::HostIgnored));
+    rig.arrival.addrs = vec![IfAddr { addr: Ipv4Addr::new(198, 19, 5, 1), prefix: 24 }];
+    assert_eq!(rig.send(&RawRequest::new(1, MAC_B, 1).finish()), Decision::Ignored(Ignored::NoNetwork));
+}
+
+#[test]
+fn a_new_lease_takes_a_hostname_from_an_older_one() {
+    let mut rig = Rig::new(|_| {});
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    let a = offer.yiaddr();
+    rig.reply(&RawRequest::new(3, MAC_A, 2).opt(54, &SERVER.octets()).opt(50, &a.octets()).opt(12, b"pc").finish());
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
+    let b = offer.yiaddr();
+    rig.reply(&RawRequest::new(3, MAC_B, 2).opt(54, &SERVER.octets()).opt(50, &b.octets()).opt(12, b"PC").finish());
+    assert_eq!(rig.db.get(a).unwrap().hostname, None);
+    assert_eq!(rig.db.get(b).unwrap().hostname.as_deref(), Some("PC"));
+    assert_eq!(rig.db.by_hostname("pc").map(|r| r.ip), Some(b));
+}
+
+#[test]
+fn hostile_packets_are_counted_never_answered() {
+    let mut rig = Rig::new(|_| {});
+    let good = RawRequest::new(1, MAC_A, 1).finish();
+    let mut corpus: Vec<Vec<u8>> = vec![vec![], vec![0; 10], good[..239].to_vec()];
+    let mut bad_hlen = good.clone();
+    bad_hlen[2] = 200;
+    corpus.push(bad_hlen);
+    let mut reply_op = good.clone();
+    reply_op[0] = 2;
+    corpus.push(reply_op);
+    let mut huge_prl = RawRequest::new(1, MAC_A, 1);
+    for _ in 0..40 {
+        huge_prl.opt(55, &[0xff; 255]);
+    }
+    // Overlong option length running past the end of the packet.
+    let mut overrun = good[..240].to_vec();
+    overrun.extend_from_slice(&[53, 1, 1, 12, 200, b'x']);
+    corpus.push(overrun);
+    let mut offer = good.clone();
+    offer[242] = 2;
+    corpus.push(offer);
+    for p in &corpus {
+        assert!(matches!(rig.send(p), Decision::Ignored(_)), "{p:?}");
+    }
+    assert_eq!(rig.engine.stats().ignored_total(), corpus.len() as u64);
+    // A huge parameter request list is a request like any other.
+    assert!(matches!(rig.send(&huge_prl.finish()), Decision::Reply(_)));
+}
+
+/// Mutated real requests (flipped bytes, truncations, random option
+/// runs) against one engine and database: nothing panics, and every packet
+/// is either answered or counted.
+#[test]
+fn mutated_requests_never_panic_and_are_accounted_for() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7717);
+    let mut rig = Rig::new(|c| c.authoritative = true);
+    let seeds: Vec<Vec<u8>> = (1u8..=8)
+        .map(|t| {
+            RawRequest::new(t, MAC_A, 1)
+                .opt(50, &[198, 18, 0, 12])
+                .opt(54, &SERVER.octets())
+                .opt(81, &[4, 0, 0, 3, b'a', b'b', b'c', 0])
+                .opt(61, &[1, 2, 3])
+                .finish()
+        })
+        .collect();
+    let n = 20_000;
+    let (mut replies, mut ignored, mut done) = (0u64, 0u64, 0u64);
+    for i in 0..n {
+        let mut p = seeds[i % seeds.len()].clone();
+        match rng.random_range(0..4) {
+            0 => {
+                for _ in 0..rng.random_range(1..8) {
+                    let at = rng.random_range(0..p.len());
+                    p[at] = rng.random();
+                }
+            }
+            1 => p.truncate(rng.random_range(0..p.len())),
+            2 => {
+                p.pop();
+                for _ in 0..rng.random_range(0..300) {
+                    p.push(rng.random());
+                }
+            }
+            _ => {
+                let at = rng.random_range(240..p.len());
+                p[at] = rng.random();
+                p[rng.random_range(0..240)] = rng.random();
+            }
+        }
+        match rig.send(&p) {
+            Decision::Reply(r) => {
+                replies += 1;
+                assert!(r.packet.len() >= 300 && r.packet.len() <= 548, "{} bytes", r.packet.len());
+            }
+            Decision::Ignored(_) => ignored += 1,
+            Decision::Done => done += 1,
+            Decision::Probe { .. } => panic!("no-ping is set"),
+        }
+        rig.now += 10;
+    }
+    let s = rig.engine.stats();
+    assert_eq!(s.received, n as u64);
+    assert_eq!(s.offers + s.acks + s.naks, replies);
+    assert_eq!(s.ignored_total(), ignored);
+    assert_eq!(replies + ignored + done, n as u64);
+    assert!(replies > 100 && ignored > 100, "the mutations exercise both paths: {s:?}");
+}

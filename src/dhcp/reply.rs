@@ -1,0 +1,247 @@
+//! Encoding a reply and deciding where it goes (RFC 2131 §4.1).
+//!
+//! dhcproto writes the fixed header; options are appended here because we
+//! need control it does not give: message type first, relay information
+//! (82) last as RFC 3046 asks, optional options trimmed to fit the client's
+//! maximum message size, and padding to the 300-byte BOOTP minimum.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{Flags, HType, Message, MessageType, Opcode};
+use dhcproto::{Encodable, Encoder};
+
+use super::request::Request;
+
+/// Where a reply goes. The shell sends it on the arrival interface, from
+/// the network's server address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// To a relay agent, port 67.
+    Relay(Ipv4Addr),
+    /// To a configured client address, port 68.
+    Unicast(Ipv4Addr),
+    /// To 255.255.255.255, port 68.
+    Broadcast,
+    /// To `ip` at `chaddr`, a client that has no address yet but can take
+    /// unicast: needs an ARP entry (or the shell falls back to broadcast).
+    Hardware { ip: Ipv4Addr, htype: u8, chaddr: Vec<u8> },
+}
+
+/// Options in send order. Those before `optional_from` are always kept;
+/// the rest go, last first, when the message would be too big. `tail` (the
+/// relay information echo) always goes last.
+#[derive(Debug, Default, Clone)]
+pub struct OptionList {
+    pub opts: Vec<(u8, Vec<u8>)>,
+    pub optional_from: usize,
+    pub tail: Option<(u8, Vec<u8>)>,
+}
+
+impl OptionList {
+    pub fn required(&mut self, code: u8, data: Vec<u8>) {
+        debug_assert_eq!(self.optional_from, self.opts.len(), "required options go first");
+        self.opts.push((code, data));
+        self.optional_from = self.opts.len();
+    }
+
+    pub fn optional(&mut self, code: u8, data: Vec<u8>) {
+        self.opts.push((code, data));
+    }
+
+    pub fn has(&self, code: u8) -> bool {
+        self.opts.iter().any(|(c, _)| *c == code)
+    }
+}
+
+const IP_UDP_HEADERS: usize = 28;
+const MIN_MESSAGE: usize = 576;
+const BOOTP_MIN_LEN: usize = 300;
+/// What we assume the path carries when the client allows more.
+const MAX_MESSAGE: usize = 1500;
+
+/// The largest DHCP payload this client accepts: its option 57 (counted with
+/// IP and UDP headers, as ISC and dnsmasq read it), never below RFC 2131's
+/// 576 nor above an Ethernet MTU.
+pub fn size_limit(req: &Request) -> usize {
+    let total = req.max_size.map_or(MIN_MESSAGE, usize::from).clamp(MIN_MESSAGE, MAX_MESSAGE);
+    total - IP_UDP_HEADERS
+}
+
+fn option_len(data: &[u8]) -> usize {
+    // Values over 255 bytes are split into several instances (RFC 3396).
+    let chunks = data.len().div_ceil(255).max(1);
+    chunks * 2 + data.len()
+}
+
+fn push_option(out: &mut Vec<u8>, code: u8, data: &[u8]) {
+    if data.is_empty() {
+        out.extend_from_slice(&[code, 0]);
+        return;
+    }
+    for chunk in data.chunks(255) {
+        out.push(code);
+        out.push(chunk.len() as u8);
+        out.extend_from_slice(chunk);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode reply header: {0}")]
+pub struct EncodeError(String);
+
+pub struct Header {
+    pub kind: MessageType,
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+}
+
+pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Result<Vec<u8>, EncodeError> {
+    let mut msg = Message::new_with_id(req.xid, header.ciaddr, header.yiaddr, Ipv4Addr::UNSPECIFIED, req.giaddr, &req.chaddr);
+    msg.set_opcode(Opcode::BootReply);
+    msg.set_htype(HType::from(req.htype));
+    let mut flags = Flags::default();
+    // A NAK through a relay must be broadcast by the relay (RFC 2131 §4.3.2).
+    if req.broadcast || (header.kind == MessageType::Nak && !req.giaddr.is_unspecified()) {
+        flags = flags.set_broadcast();
+    }
+    msg.set_flags(flags);
+
+    let mut out = Vec::with_capacity(548);
+    msg.encode(&mut Encoder::new(&mut out)).map_err(|e| EncodeError(e.to_string()))?;
+    // dhcproto ends the empty option list with END; the options go in its place.
+    out.truncate(240);
+
+    let limit = size_limit(req);
+    let tail_len = opts.tail.as_ref().map_or(0, |(_, d)| option_len(d));
+    let mut total = 240 + 3 + 1 + tail_len + opts.opts.iter().map(|(_, d)| option_len(d)).sum::<usize>();
+    while total > limit && opts.opts.len() > opts.optional_from {
+        if let Some((_, d)) = opts.opts.pop() {
+            total -= option_len(&d);
+        }
+    }
+    push_option(&mut out, 53, &[u8::from(header.kind)]);
+    for (code, data) in &opts.opts {
+        push_option(&mut out, *code, data);
+    }
+    if let Some((code, data)) = &opts.tail {
+        push_option(&mut out, *code, data);
+    }
+    out.push(255);
+    if out.len() < BOOTP_MIN_LEN {
+        out.resize(BOOTP_MIN_LEN, 0);
+    }
+    Ok(out)
+}
+
+/// RFC 2131 §4.1, in its order: relay first, then NAKs broadcast, then a
+/// client that has an address, then the broadcast bit, then unicast to the
+/// new address.
+pub fn destination(req: &Request, kind: MessageType, yiaddr: Ipv4Addr) -> Destination {
+    if !req.giaddr.is_unspecified() {
+        return Destination::Relay(req.giaddr);
+    }
+    if kind == MessageType::Nak {
+        return Destination::Broadcast;
+    }
+    if !req.ciaddr.is_unspecified() {
+        return Destination::Unicast(req.ciaddr);
+    }
+    if req.broadcast || yiaddr.is_unspecified() {
+        return Destination::Broadcast;
+    }
+    Destination::Hardware { ip: yiaddr, htype: req.htype, chaddr: req.chaddr.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::request::{build::RawRequest, decode};
+
+    fn req(extra: impl FnOnce(&mut RawRequest)) -> Request {
+        let mut r = RawRequest::new(1, [2, 0, 0, 0, 0, 9], 0xabcd);
+        extra(&mut r);
+        decode(&r.finish()).unwrap()
+    }
+
+    fn options_of(packet: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut i = 240;
+        while i < packet.len() && packet[i] != 255 {
+            let (c, l) = (packet[i], packet[i + 1] as usize);
+            out.push((c, packet[i + 2..i + 2 + l].to_vec()));
+            i += 2 + l;
+        }
+        out
+    }
+
+    #[test]
+    fn header_fields_order_and_padding() {
+        let r = req(|r| {
+            r.broadcast();
+        });
+        let mut o = OptionList::default();
+        o.required(54, vec![198, 18, 0, 1]);
+        o.optional(3, vec![198, 18, 0, 1]);
+        o.tail = Some((82, vec![1, 2, 0, 7]));
+        let header = Header { kind: MessageType::Offer, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::new(198, 18, 0, 50) };
+        let p = encode(&r, header, o).unwrap();
+        assert_eq!(p.len(), 300);
+        assert_eq!(p[0], 2);
+        assert_eq!(&p[4..8], &0xabcdu32.to_be_bytes());
+        assert_eq!(&p[16..20], &[198, 18, 0, 50]);
+        assert_eq!(p[10] & 0x80, 0x80);
+        assert_eq!(&p[28..34], &[2, 0, 0, 0, 0, 9]);
+        let codes: Vec<u8> = options_of(&p).iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, vec![53, 54, 3, 82]);
+    }
+
+    #[test]
+    fn trims_optional_options_to_the_client_limit() {
+        let r = req(|_| {});
+        let mut o = OptionList::default();
+        o.required(54, vec![1, 2, 3, 4]);
+        for code in 200..210u8 {
+            o.optional(code, vec![0; 100]);
+        }
+        o.tail = Some((82, vec![1, 1, 1]));
+        let header = Header { kind: MessageType::Ack, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::new(198, 18, 0, 5) };
+        let p = encode(&r, header, o).unwrap();
+        assert!(p.len() <= 548, "{} bytes", p.len());
+        let codes: Vec<u8> = options_of(&p).iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes.first(), Some(&53));
+        assert_eq!(codes.last(), Some(&82));
+        assert!(codes.contains(&54));
+        assert!(codes.contains(&200) && !codes.contains(&209));
+    }
+
+    #[test]
+    fn destinations_follow_rfc2131() {
+        let yi = Ipv4Addr::new(198, 18, 0, 5);
+        let relayed = req(|r| {
+            r.giaddr([198, 18, 9, 1].into());
+        });
+        assert_eq!(destination(&relayed, MessageType::Nak, yi), Destination::Relay([198, 18, 9, 1].into()));
+        let renewing = req(|r| {
+            r.ciaddr(yi);
+        });
+        assert_eq!(destination(&renewing, MessageType::Ack, yi), Destination::Unicast(yi));
+        assert_eq!(destination(&renewing, MessageType::Nak, yi), Destination::Broadcast);
+        let bcast = req(|r| {
+            r.broadcast();
+        });
+        assert_eq!(destination(&bcast, MessageType::Offer, yi), Destination::Broadcast);
+        let plain = req(|_| {});
+        assert!(matches!(destination(&plain, MessageType::Offer, yi), Destination::Hardware { .. }));
+    }
+
+    #[test]
+    fn relayed_nak_sets_broadcast_bit() {
+        let relayed = req(|r| {
+            r.giaddr([198, 18, 9, 1].into());
+        });
+        let header = Header { kind: MessageType::Nak, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::UNSPECIFIED };
+        let p = encode(&relayed, header, OptionList::default()).unwrap();
+        assert_eq!(p[10] & 0x80, 0x80);
+        assert_eq!(&p[24..28], &[198, 18, 9, 1]);
+    }
+}

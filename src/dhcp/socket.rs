@@ -1,0 +1,161 @@
+//! The DHCP server socket: UDP port 67 on the wildcard address (broadcasts
+//! only arrive there), with IP_PKTINFO so each request says which
+//! interface it came in on and each reply leaves from our address on that
+//! network, as multi-homed routers need.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub const SERVER_PORT: u16 = 67;
+pub const CLIENT_PORT: u16 = 68;
+
+/// Where a datagram arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvMeta {
+    pub len: usize,
+    pub src: SocketAddrV4,
+    pub ifindex: u32,
+    /// The destination address in the IP header.
+    pub dst: Ipv4Addr,
+}
+
+pub fn bind(port: u16) -> io::Result<std::net::UdpSocket> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_broadcast(true)?;
+    sock.set_nonblocking(true)?;
+    // A burst of DISCOVERs must queue in the kernel, not be dropped there.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    let on: libc::c_int = 1;
+    // SAFETY: valid fd, option value is a c_int that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            &on as *const _ as *const libc::c_void,
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    sock.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    Ok(sock.into())
+}
+
+const CMSG_SPACE: usize = 64;
+
+/// One `recvmsg` on a non-blocking socket; `WouldBlock` when empty.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
+    // SAFETY: all-zero is a valid sockaddr_in / msghdr; pointers set below
+    // reference locals that outlive the call; the kernel writes at most the
+    // lengths we pass.
+    unsafe {
+        let mut addr: libc::sockaddr_in = mem::zeroed();
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let mut control = [0u8; CMSG_SPACE];
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.len() as _;
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut meta = RecvMeta {
+            len: n as usize,
+            src: SocketAddrV4::new(Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)), u16::from_be(addr.sin_port)),
+            ifindex: 0,
+            dst: Ipv4Addr::UNSPECIFIED,
+        };
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+                meta.ifindex = info.ipi_ifindex as u32;
+                meta.dst = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "datagram larger than the receive buffer"));
+        }
+        Ok(meta)
+    }
+}
+
+/// Sends `packet` to `to` out of interface `ifindex` with source address
+/// `from` (IP_PKTINFO), so broadcasts leave on the right link.
+pub fn send(fd: RawFd, packet: &[u8], to: SocketAddrV4, ifindex: u32, from: Ipv4Addr) -> io::Result<()> {
+    // SAFETY: as in `recv`; the control buffer is large enough for one
+    // in_pktinfo header, which CMSG_FIRSTHDR checks against msg_controllen.
+    unsafe {
+        let mut addr: libc::sockaddr_in = mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = to.port().to_be();
+        addr.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        let mut iov = libc::iovec { iov_base: packet.as_ptr() as *mut libc::c_void, iov_len: packet.len() };
+        let mut control = [0u8; CMSG_SPACE];
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(io::Error::other("no room for IP_PKTINFO"));
+        }
+        (*cmsg).cmsg_level = libc::IPPROTO_IP;
+        (*cmsg).cmsg_type = libc::IP_PKTINFO;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: ifindex as libc::c_int,
+            ipi_spec_dst: libc::in_addr { s_addr: u32::from(from).to_be() },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
+        if libc::sendmsg(fd, &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Puts `ip → hw` in the kernel's ARP table for `ifname`, so a reply can be
+/// unicast to a client that has no address yet (what dnsmasq does too).
+pub fn arp_inject(fd: RawFd, ifname: &str, ip: Ipv4Addr, htype: u8, hw: &[u8]) -> io::Result<()> {
+    if hw.len() > 14 || ifname.len() >= 16 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "hardware address or interface name too long"));
+    }
+    // SAFETY: all-zero arpreq is valid; the copies stay within the fixed
+    // arrays (lengths checked above); the ioctl reads the struct only.
+    unsafe {
+        let mut req: libc::arpreq = mem::zeroed();
+        let pa = &mut req.arp_pa as *mut libc::sockaddr as *mut libc::sockaddr_in;
+        (*pa).sin_family = libc::AF_INET as libc::sa_family_t;
+        (*pa).sin_addr.s_addr = u32::from(ip).to_be();
+        req.arp_ha.sa_family = u16::from(htype);
+        for (i, b) in hw.iter().enumerate() {
+            req.arp_ha.sa_data[i] = *b as libc::c_char;
+        }
+        for (i, b) in ifname.bytes().enumerate() {
+            req.arp_dev[i] = b as libc::c_char;
+        }
+        req.arp_flags = libc::ATF_COM;
+        if libc::ioctl(fd, libc::SIOCSARP, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
