@@ -8,12 +8,20 @@
 //! [`Durability::flush`] makes everything committed before the call durable,
 //! so the DHCP shell sends a batch of ACKs after one flush (group commit).
 
+mod hlc;
+mod index;
 pub mod lease_file;
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use twinmasq_proto::{ClientKey, LeaseRecord};
+use tokio::sync::broadcast;
+use twinmasq_proto::{decode, encode, ClientKey, CodecError, LeaseRecord, LeaseState, Stamp};
+
+use hlc::Hlc;
+use index::Indexes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -22,7 +30,10 @@ pub enum LeaseError {
     #[error("lease database: {0}")]
     Storage(#[from] sled::Error),
     #[error("lease database record for {key}: {source}")]
-    Corrupt { key: String, source: twinmasq_proto::CodecError },
+    Corrupt {
+        key: String,
+        source: twinmasq_proto::CodecError,
+    },
     #[error("lease codec: {0}")]
     Codec(#[from] twinmasq_proto::CodecError),
     #[error("lease file {path}: {message}")]
@@ -36,21 +47,77 @@ pub struct DbOptions {
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { cache_bytes: 8 << 20 }
+        DbOptions {
+            cache_bytes: 8 << 20,
+        }
     }
 }
 
-pub struct LeaseDb {/* sled handles, in-memory tables, HLC, feed sender */}
+const LEASES_TREE: &str = "leases";
+const META_TREE: &str = "meta";
+const NODE_ID_KEY: &[u8] = b"node_id";
+const HLC_KEY: &[u8] = b"hlc";
+
+/// Room for a burst of changes (a failover sync, a mass expiry) before a
+/// slow subscriber starts lagging; lagging is the subscriber's to handle.
+const FEED_CAPACITY: usize = 4096;
+
+pub struct LeaseDb {
+    db: sled::Db,
+    leases: sled::Tree,
+    meta: sled::Tree,
+    node_id: u32,
+    clock: Hlc,
+    /// Boxed so the table's spare capacity costs a pointer per slot rather
+    /// than a whole record.
+    records: HashMap<Ipv4Addr, Box<LeaseRecord>>,
+    idx: Indexes,
+    feed: broadcast::Sender<LeaseRecord>,
+}
 
 /// A cheap, `Send + Clone` handle that makes committed changes durable.
 #[derive(Clone)]
-pub struct Durability {/* sled::Db clone */}
+pub struct Durability {
+    db: sled::Db,
+}
 
 impl Durability {
     /// Blocks until every change committed before this call is on stable
     /// storage (fsync). Meant for a flusher thread or `spawn_blocking`.
     pub fn flush(&self) -> Result<(), LeaseError> {
-        todo!()
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn corrupt(key: impl Into<String>, message: impl Into<String>) -> LeaseError {
+    LeaseError::Corrupt {
+        key: key.into(),
+        source: CodecError::Decode(message.into()),
+    }
+}
+
+fn key_ip(key: &[u8]) -> Result<Ipv4Addr, LeaseError> {
+    let octets: [u8; 4] = key.try_into().map_err(|_| {
+        corrupt(
+            format!("key {}", hex(key)),
+            format!("key is {} bytes, not a 4-byte IPv4 address", key.len()),
+        )
+    })?;
+    Ok(Ipv4Addr::from(octets))
+}
+
+fn new_node_id() -> u32 {
+    loop {
+        let id: u32 = rand::random();
+        // 0 is reserved so a default (unset) stamp never looks like ours.
+        if id != 0 {
+            return id;
+        }
     }
 }
 
@@ -59,54 +126,224 @@ impl LeaseDb {
     /// node id, kept in the database. A record that does not decode is an
     /// error naming its key (never silently skipped).
     pub fn open(dir: &Path, opts: DbOptions) -> Result<Self, LeaseError> {
-        todo!()
+        let open_err = |source| LeaseError::Open {
+            path: dir.display().to_string(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .open()
+            .map_err(open_err)?;
+        let leases = db.open_tree(LEASES_TREE).map_err(open_err)?;
+        let meta = db.open_tree(META_TREE).map_err(open_err)?;
+
+        let node_id = match meta.get(NODE_ID_KEY).map_err(open_err)? {
+            Some(v) => {
+                let raw: [u8; 4] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("meta node_id", format!("{} bytes, not 4", v.len())))?;
+                match u32::from_be_bytes(raw) {
+                    0 => return Err(corrupt("meta node_id", "node id is 0")),
+                    id => id,
+                }
+            }
+            None => {
+                let id = new_node_id();
+                meta.insert(NODE_ID_KEY, &id.to_be_bytes())
+                    .map_err(open_err)?;
+                // The id is stamped into every record from now on: it must
+                // not change under a crash, so make it durable right away.
+                db.flush().map_err(open_err)?;
+                id
+            }
+        };
+
+        let mut last = match meta.get(HLC_KEY).map_err(open_err)? {
+            Some(v) => decode::<Stamp>(&v).map_err(|source| LeaseError::Corrupt {
+                key: "meta hlc".into(),
+                source,
+            })?,
+            None => Stamp::default(),
+        };
+
+        let mut records = HashMap::new();
+        let mut idx = Indexes::new();
+        for item in leases.iter() {
+            let (k, v) = item.map_err(open_err)?;
+            let ip = key_ip(&k)?;
+            let rec: LeaseRecord = decode(&v).map_err(|source| LeaseError::Corrupt {
+                key: ip.to_string(),
+                source,
+            })?;
+            if rec.ip != ip {
+                return Err(corrupt(
+                    ip.to_string(),
+                    format!("record is for {}, stored under {ip}", rec.ip),
+                ));
+            }
+            // Every stamp this node issued is inside the record it stamped,
+            // written in the same single insert, so the clock's floor is
+            // recovered from the records themselves: there is no second write
+            // a crash could separate from the first.
+            last = last.max(rec.stamp);
+            idx.add(&rec);
+            records.insert(ip, Box::new(rec));
+        }
+
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        Ok(LeaseDb {
+            db,
+            leases,
+            meta,
+            node_id,
+            clock: Hlc::new(node_id, last),
+            records,
+            idx,
+            feed,
+        })
     }
 
     pub fn node_id(&self) -> u32 {
-        todo!()
+        self.node_id
+    }
+
+    /// The greatest stamp this node has issued or observed.
+    pub fn last_stamp(&self) -> Stamp {
+        self.clock.last()
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<&LeaseRecord> {
-        todo!()
+        self.records.get(&ip).map(|r| &**r)
     }
 
     /// The newest record (any state) that names this client.
     pub fn by_client(&self, key: &ClientKey) -> Option<&LeaseRecord> {
-        todo!()
+        self.idx
+            .client_candidates(key)
+            .iter()
+            .filter_map(|ip| self.get(*ip))
+            .filter(|r| r.client == *key)
+            .max_by_key(|r| r.stamp)
     }
 
-    /// The bound lease carrying this hostname (case-insensitive).
+    /// The bound lease carrying this hostname (case-insensitive). Should two
+    /// bound leases carry it, the newer one.
     pub fn by_hostname(&self, name: &str) -> Option<&LeaseRecord> {
-        todo!()
+        self.idx
+            .host_candidates(name)
+            .iter()
+            .filter_map(|ip| self.get(*ip))
+            .filter(|r| {
+                r.state == LeaseState::Bound
+                    && r.hostname
+                        .as_deref()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(name))
+            })
+            .max_by_key(|r| r.stamp)
     }
 
     /// The one way to change a lease. Stamps `rec` (its `stamp` field is
     /// overwritten) with an HLC stamp not below `now_ms` and above every stamp
     /// this node has issued or seen, persists it without fsync, updates the
     /// indexes, publishes it on the feed and returns the stored record.
-    pub fn commit(&mut self, rec: LeaseRecord, now_ms: u64) -> Result<LeaseRecord, LeaseError> {
-        todo!()
+    pub fn commit(&mut self, mut rec: LeaseRecord, now_ms: u64) -> Result<LeaseRecord, LeaseError> {
+        rec.stamp = self.clock.next(now_ms);
+        self.store(rec)
+    }
+
+    /// Moves the clock past a partner's stamp, so this node's next change
+    /// wins over everything it has seen. Kept in memory and written to the
+    /// meta tree (without fsync) as a floor; a remote stamp that must survive
+    /// a restart arrives inside a record, and `merge_in` stores that.
+    pub fn observe(&mut self, stamp: Stamp) {
+        if !self.clock.observe(stamp) {
+            return;
+        }
+        // The floor is an extra safety margin, not what correctness rests
+        // on (see `open`), so failing to write it is worth a warning only.
+        let written = encode(&stamp)
+            .map_err(LeaseError::from)
+            .and_then(|b| self.meta.insert(HLC_KEY, b).map_err(LeaseError::from));
+        if let Err(e) = written {
+            tracing::warn!("cannot record the clock floor: {e}");
+        }
+    }
+
+    /// Stores a partner's record as it is, stamp included, if its stamp is
+    /// above the stored record's for that address (or there is none); then
+    /// indexes and publishes it like a commit and returns it. Returns `None`
+    /// when the stored record is as new or newer, so merging the same record
+    /// twice, or in any order, ends in the same table.
+    pub fn merge_in(&mut self, rec: LeaseRecord) -> Result<Option<LeaseRecord>, LeaseError> {
+        if let Some(cur) = self.records.get(&rec.ip) {
+            if rec.stamp <= cur.stamp {
+                return Ok(None);
+            }
+        }
+        self.clock.observe(rec.stamp);
+        self.store(rec).map(Some)
+    }
+
+    fn store(&mut self, rec: LeaseRecord) -> Result<LeaseRecord, LeaseError> {
+        let bytes = encode(&rec)?;
+        self.leases.insert(rec.ip.octets(), bytes)?;
+        let stored = match self.records.entry(rec.ip) {
+            Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut().as_mut(), rec);
+                self.idx.remove(&old);
+                self.idx.add(o.get());
+                (**o.get()).clone()
+            }
+            Entry::Vacant(v) => {
+                self.idx.add(&rec);
+                let out = rec.clone();
+                v.insert(Box::new(rec));
+                out
+            }
+        };
+        // An error only means nobody is subscribed right now.
+        let _ = self.feed.send(stored.clone());
+        Ok(stored)
     }
 
     /// Moves every bound lease whose expiry is at or before `now_secs` to
     /// `Expired` (through `commit`) and returns the new records; declined
     /// holds that ended likewise. Uses an expiry index, not a scan.
-    pub fn expire_due(&mut self, now_secs: u64, now_ms: u64) -> Result<Vec<LeaseRecord>, LeaseError> {
-        todo!()
+    pub fn expire_due(
+        &mut self,
+        now_secs: u64,
+        now_ms: u64,
+    ) -> Result<Vec<LeaseRecord>, LeaseError> {
+        let due: Vec<Ipv4Addr> = self
+            .idx
+            .expiry
+            .range(..=(now_secs, Ipv4Addr::BROADCAST))
+            .map(|(_, ip)| *ip)
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for ip in due {
+            let Some(cur) = self.get(ip) else { continue };
+            let mut rec = cur.clone();
+            rec.state = LeaseState::Expired;
+            out.push(self.commit(rec, now_ms)?);
+        }
+        Ok(out)
     }
 
     /// Earliest expiry (unix seconds) among bound and declined records.
     pub fn next_expiry(&self) -> Option<u64> {
-        todo!()
+        self.idx.expiry.first().map(|(t, _)| *t)
     }
 
     /// Number of records in state `Bound` (expired-but-not-yet-swept count).
     pub fn bound_count(&self) -> usize {
-        todo!()
+        self.idx.bound
     }
 
     pub fn len(&self) -> usize {
-        todo!()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -114,16 +351,21 @@ impl LeaseDb {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &LeaseRecord> + '_ {
-        std::iter::empty()
+        self.records.values().map(|r| &**r)
     }
 
     pub fn durability(&self) -> Durability {
-        todo!()
+        Durability {
+            db: self.db.clone(),
+        }
     }
 
     /// Every committed record, in commit order, for the DNS engine, the
     /// failover link and the lease-file exporter.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LeaseRecord> {
-        todo!()
+    pub fn subscribe(&self) -> broadcast::Receiver<LeaseRecord> {
+        self.feed.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests;
