@@ -222,8 +222,7 @@ impl LeaseDb {
     pub fn by_client(&self, key: &ClientKey) -> Option<&LeaseRecord> {
         self.idx
             .client_candidates(key)
-            .iter()
-            .filter_map(|ip| self.get(*ip))
+            .filter_map(|ip| self.get(ip))
             .filter(|r| r.client == *key)
             .max_by_key(|r| r.stamp)
     }
@@ -233,8 +232,7 @@ impl LeaseDb {
     pub fn by_hostname(&self, name: &str) -> Option<&LeaseRecord> {
         self.idx
             .host_candidates(name)
-            .iter()
-            .filter_map(|ip| self.get(*ip))
+            .filter_map(|ip| self.get(ip))
             .filter(|r| {
                 r.state == LeaseState::Bound
                     && r.hostname
@@ -316,15 +314,13 @@ impl LeaseDb {
         now_secs: u64,
         now_ms: u64,
     ) -> Result<Vec<LeaseRecord>, LeaseError> {
-        let due: Vec<Ipv4Addr> = self
-            .idx
-            .expiry
-            .range(..=(now_secs, Ipv4Addr::BROADCAST))
-            .map(|(_, ip)| *ip)
-            .collect();
+        let due: Vec<Ipv4Addr> = self.idx.due(now_secs).collect();
         let mut out = Vec::with_capacity(due.len());
         for ip in due {
             let Some(cur) = self.get(ip) else { continue };
+            if !cur.expires.is_past(now_secs) {
+                continue;
+            }
             let mut rec = cur.clone();
             rec.state = LeaseState::Expired;
             out.push(self.commit(rec, now_ms)?);
@@ -334,7 +330,8 @@ impl LeaseDb {
 
     /// Earliest expiry (unix seconds) among bound and declined records.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.idx.expiry.first().map(|(t, _)| *t)
+        let ip = self.idx.first_expiring()?;
+        self.get(ip).and_then(index::expiry_of)
     }
 
     /// Number of records in state `Bound` (expired-but-not-yet-swept count).
