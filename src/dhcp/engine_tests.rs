@@ -388,7 +388,6 @@ fn hostile_packets_are_counted_never_answered() {
     // Overlong option length running past the end of the packet.
     let mut overrun = good[..240].to_vec();
     overrun.extend_from_slice(&[53, 1, 1, 12, 200, b'x']);
-    corpus.push(overrun);
     let mut offer = good.clone();
     offer[242] = 2;
     corpus.push(offer);
@@ -398,6 +397,9 @@ fn hostile_packets_are_counted_never_answered() {
     assert_eq!(rig.engine.stats().ignored_total(), corpus.len() as u64);
     // A huge parameter request list is a request like any other.
     assert!(matches!(rig.send(&huge_prl.finish()), Decision::Reply(_)));
+    // An option running past the end costs only itself, and is counted.
+    assert!(matches!(rig.send(&overrun), Decision::Reply(_)));
+    assert_eq!(rig.engine.stats().bad_options, 1);
 }
 
 /// Mutated real requests (flipped bytes, truncations, random option

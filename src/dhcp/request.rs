@@ -167,6 +167,10 @@ pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
         }
     }
 
+    if truncated_options(&bytes[240..]) {
+        req.bad_options += 1;
+    }
+
     req.msg_type = match msg_type {
         None => return Err(DecodeError::NoMessageType),
         Some(
@@ -179,6 +183,19 @@ pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
         Some(_) => return Err(DecodeError::UnexpectedType),
     };
     Ok(req)
+}
+
+/// dhcproto's option iterator stops quietly at an option that runs past
+/// the end of the packet; walking the lengths tells us so we can count it.
+fn truncated_options(mut opts: &[u8]) -> bool {
+    loop {
+        match opts {
+            [] | [255, ..] => return false,
+            [0, rest @ ..] => opts = rest,
+            [_, len, rest @ ..] if rest.len() >= usize::from(*len) => opts = &rest[usize::from(*len)..],
+            _ => return true,
+        }
+    }
 }
 
 fn set_addr(slot: &mut Option<Ipv4Addr>, data: &[u8]) -> bool {
