@@ -74,7 +74,12 @@ pub struct DhcpHost {
     pub match_tags: Vec<TagMatch>,
     pub set_tags: Vec<String>,
     pub ip: Option<Ipv4Addr>,
+    /// The host label only: a qualified `dhcp-host` name is split, and its
+    /// domain part goes to `domain`.
     pub hostname: Option<String>,
+    /// Domain of a qualified `dhcp-host` name (`nas.home.lan` -> `home.lan`);
+    /// dnsmasq uses the host entry only when it matches the client's domain.
+    pub domain: Option<String>,
     pub lease_time: Option<LeaseTime>,
     pub ignore: bool,
 }
@@ -134,6 +139,10 @@ pub struct Config {
     pub lease_file: PathBuf,
     pub lease_db: PathBuf,
     pub domains: Vec<DomainSpec>,
+    /// `domain=name,subnet,local`: these are also in `domains`; DNS answers
+    /// the domain and the subnet's reverse zone itself and never forwards
+    /// them (dnsmasq's implied `local=/name/` and `local=/x.y.in-addr.arpa/`).
+    pub local_domains: Vec<DomainSpec>,
     pub no_ping: bool,
     pub rapid_commit: bool,
     pub log_dhcp: bool,
@@ -165,6 +174,7 @@ impl Default for Config {
             lease_file: PathBuf::from(DEFAULT_LEASE_FILE),
             lease_db: PathBuf::from(DEFAULT_LEASE_DB),
             domains: Vec::new(),
+            local_domains: Vec::new(),
             no_ping: false,
             rapid_commit: false,
             log_dhcp: false,

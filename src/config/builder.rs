@@ -1,0 +1,317 @@
+//! Applies options, from wherever they came, to a `Config`.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfigError, Location};
+use super::file::{display, split_line, DirSpec};
+use super::names::check_interface;
+use super::table::{self, Arg, Opt, OptionDef};
+use super::types::{Config, DomainScope, LogFacility};
+use super::value::{parse_u32, split_fields, unhide};
+use super::{dhcp_host, dhcp_option, dhcp_range, domain};
+
+/// glibc's syslog facility names, which dnsmasq accepts.
+const FACILITIES: &[&str] = &[
+    "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "security",
+    "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+
+pub(crate) struct Builder {
+    pub cfg: Config,
+    /// (device, inode) of files already read: a file is read once, which
+    /// also stops include loops.
+    seen_files: HashSet<(u64, u64)>,
+    singles_in_files: HashSet<Opt>,
+    singles_on_cmdline: HashSet<Opt>,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Builder {
+            cfg: Config::default(),
+            seen_files: HashSet::new(),
+            singles_in_files: HashSet::new(),
+            singles_on_cmdline: HashSet::new(),
+        }
+    }
+
+    /// Checks that need no state: unsupported options, values present or
+    /// not as the option wants.
+    pub fn check_shape(
+        def: &OptionDef,
+        value: Option<&str>,
+        at: &Location,
+    ) -> Result<(), ConfigError> {
+        if def.opt == Opt::Unsupported {
+            return Err(ConfigError::Unsupported {
+                name: def.name.to_string(),
+                at: at.clone(),
+            });
+        }
+        match (def.arg, value) {
+            (Arg::None, Some(v)) => Err(ConfigError::UnexpectedValue {
+                option: def.name.to_string(),
+                at: at.clone(),
+                value: unhide(v),
+            }),
+            (Arg::Required, None) => Err(ConfigError::MissingValue {
+                option: def.name.to_string(),
+                at: at.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn apply(
+        &mut self,
+        def: &'static OptionDef,
+        value: Option<&str>,
+        at: &Location,
+    ) -> Result<(), ConfigError> {
+        Self::check_shape(def, value, at)?;
+        let name = def.name;
+        if def.single_valued() {
+            let seen = match at {
+                Location::CommandLine => &mut self.singles_on_cmdline,
+                Location::File { .. } => &mut self.singles_in_files,
+            };
+            if !seen.insert(def.opt) {
+                return Err(ConfigError::Repeated {
+                    option: name.to_string(),
+                    at: at.clone(),
+                });
+            }
+        }
+        let Some(v) = value else {
+            return self.apply_flag(def, at);
+        };
+        let bad = |reason: String| ConfigError::bad(name, at, reason);
+        let c = &mut self.cfg;
+        match def.opt {
+            Opt::ConfFile => {
+                let path = unhide(v);
+                if path == "-" {
+                    return Err(ConfigError::not_yet(
+                        name,
+                        at,
+                        "reading the configuration from stdin",
+                    ));
+                }
+                if !path.is_empty() {
+                    let context = format!("conf-file {at}");
+                    self.read_file(Path::new(&path), &context, false)?;
+                }
+            }
+            Opt::ConfDir => {
+                let spec = DirSpec::parse(v).map_err(bad)?;
+                let context = format!("conf-dir {at}");
+                let files = spec.files().map_err(|source| ConfigError::Io {
+                    path: spec.dir.clone(),
+                    context: context.clone(),
+                    source,
+                })?;
+                for f in files {
+                    self.read_file(&f, &context, false)?;
+                }
+            }
+            Opt::Interface | Opt::ExceptInterface => {
+                if v.is_empty() {
+                    return Err(ConfigError::not_yet(
+                        name,
+                        at,
+                        "an empty interface list (loopback only)",
+                    ));
+                }
+                for f in split_fields(v) {
+                    let iface = check_interface(&unhide(f)).map_err(bad)?;
+                    if def.opt == Opt::Interface {
+                        c.interfaces.push(iface);
+                    } else {
+                        c.except_interfaces.push(iface);
+                    }
+                }
+            }
+            Opt::ListenAddress => {
+                for f in split_fields(v) {
+                    let text = unhide(f);
+                    match text.parse::<Ipv4Addr>() {
+                        Ok(a) => c.listen_addresses.push(a),
+                        Err(_) if text.parse::<Ipv6Addr>().is_ok() => {
+                            return Err(ConfigError::not_yet(name, at, "an IPv6 listen address"))
+                        }
+                        Err(_) => return Err(bad(format!("'{text}' is not an IPv4 address"))),
+                    }
+                }
+            }
+            Opt::DhcpRange => {
+                let r = dhcp_range::parse(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_ranges.push(r);
+            }
+            Opt::DhcpHost => {
+                let h = dhcp_host::parse(v, &c.dhcp_hosts).map_err(|e| e.at(name, at))?;
+                c.dhcp_hosts.push(h);
+            }
+            Opt::DhcpOption | Opt::DhcpOptionForce => {
+                let o = dhcp_option::parse(v, def.opt == Opt::DhcpOptionForce)
+                    .map_err(|e| e.at(name, at))?;
+                c.dhcp_options.push(o);
+            }
+            Opt::LeaseMax => {
+                c.lease_max =
+                    parse_u32(v).ok_or_else(|| bad(format!("'{}' is not a number", unhide(v))))?;
+            }
+            Opt::LeaseFile => c.lease_file = path_value(v).map_err(bad)?,
+            Opt::PidFile => c.pid_file = path_value(v).map_err(bad)?,
+            Opt::LeaseDb => c.lease_db = path_value(v).map_err(bad)?,
+            Opt::User => c.user = Some(word_value(v).map_err(bad)?),
+            Opt::Group => c.group = Some(word_value(v).map_err(bad)?),
+            Opt::Domain => {
+                let (spec, local) = domain::parse(v).map_err(|e| e.at(name, at))?;
+                // Like dnsmasq's single default domain, a later plain
+                // `domain=` replaces an earlier one.
+                if spec.scope == DomainScope::All {
+                    c.domains.retain(|d| d.scope != DomainScope::All);
+                }
+                if local {
+                    c.local_domains.push(spec.clone());
+                }
+                c.domains.push(spec);
+            }
+            Opt::LogFacility => {
+                let text = unhide(v);
+                c.log_facility = Some(if text == "-" {
+                    LogFacility::Stderr
+                } else if text.contains('/') {
+                    LogFacility::File(PathBuf::from(text))
+                } else {
+                    let lower = text.to_ascii_lowercase();
+                    if !FACILITIES.contains(&lower.as_str()) {
+                        return Err(bad(format!(
+                            "'{text}' is neither a syslog facility nor a file path"
+                        )));
+                    }
+                    LogFacility::Syslog(lower)
+                });
+            }
+            Opt::Port => {
+                let port = parse_u32(v)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .ok_or_else(|| bad(format!("'{}' is not a port number", unhide(v))))?;
+                c.dns_port = port;
+            }
+            // Flags were refused a value by check_shape.
+            Opt::BindInterfaces
+            | Opt::Authoritative
+            | Opt::NoPing
+            | Opt::RapidCommit
+            | Opt::LogDhcp
+            | Opt::QuietDhcp
+            | Opt::KeepInForeground
+            | Opt::NoDaemon
+            | Opt::Test
+            | Opt::Unsupported => {}
+        }
+        Ok(())
+    }
+
+    fn apply_flag(&mut self, def: &OptionDef, at: &Location) -> Result<(), ConfigError> {
+        let c = &mut self.cfg;
+        match def.opt {
+            Opt::BindInterfaces => c.bind_interfaces = true,
+            Opt::Authoritative => c.authoritative = true,
+            Opt::NoPing => c.no_ping = true,
+            Opt::RapidCommit => c.rapid_commit = true,
+            Opt::LogDhcp => c.log_dhcp = true,
+            Opt::QuietDhcp => c.quiet_dhcp = true,
+            Opt::KeepInForeground => c.keep_in_foreground = true,
+            Opt::NoDaemon => c.no_daemon = true,
+            Opt::Test => {
+                if *at != Location::CommandLine {
+                    return Err(ConfigError::CommandLineOnly {
+                        option: def.name.to_string(),
+                        at: at.clone(),
+                    });
+                }
+                c.test_only = true;
+            }
+            // A bare `conf-file` names no file.
+            Opt::ConfFile => {}
+            // dnsmasq reads these without a value as "none" (no lease file,
+            // no pid file, keep the user/group); the Config cannot say so.
+            Opt::LeaseFile | Opt::PidFile | Opt::User | Opt::Group => {
+                return Err(ConfigError::not_yet(
+                    def.name,
+                    at,
+                    "giving it without a value",
+                ));
+            }
+            _ => {
+                return Err(ConfigError::MissingValue {
+                    option: def.name.to_string(),
+                    at: at.clone(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one conf file. `context` says who asked for it, for errors.
+    pub fn read_file(
+        &mut self,
+        path: &Path,
+        context: &str,
+        missing_ok: bool,
+    ) -> Result<(), ConfigError> {
+        let io_err = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            context: context.to_string(),
+            source,
+        };
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(e)),
+        };
+        if !self.seen_files.insert((meta.dev(), meta.ino())) {
+            return Ok(());
+        }
+        let bytes = std::fs::read(path).map_err(io_err)?;
+        let text = String::from_utf8_lossy(&bytes);
+        self.read_text(&text, &display(path))
+    }
+
+    pub fn read_text(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        for (i, raw) in text.split('\n').enumerate() {
+            let at = Location::file(origin, i + 1);
+            let Some((name, value)) = split_line(raw, &at)? else {
+                continue;
+            };
+            let def = table::by_name(&name).ok_or_else(|| ConfigError::UnknownOption {
+                name: unhide(&name),
+                at: at.clone(),
+            })?;
+            self.apply(def, value.as_deref(), &at)?;
+        }
+        Ok(())
+    }
+}
+
+fn path_value(v: &str) -> Result<PathBuf, String> {
+    let p = unhide(v);
+    if p.is_empty() {
+        return Err("empty path".to_string());
+    }
+    Ok(PathBuf::from(p))
+}
+
+fn word_value(v: &str) -> Result<String, String> {
+    let w = unhide(v);
+    if w.is_empty() || w.contains(char::is_whitespace) {
+        return Err(format!("'{w}' is not a valid name"));
+    }
+    Ok(w)
+}

@@ -1,0 +1,369 @@
+//! The one option table, shared by the command line and conf files.
+//!
+//! It lists every long option dnsmasq knows, so that a dnsmasq option
+//! twinmasq does not implement yet is told apart from a misspelling.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arg {
+    None,
+    Required,
+    /// The long form may go without a value (`--opt` or `--opt=value`).
+    Optional,
+}
+
+/// What twinmasq does with an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Opt {
+    ConfFile,
+    ConfDir,
+    Interface,
+    ExceptInterface,
+    ListenAddress,
+    BindInterfaces,
+    DhcpRange,
+    DhcpHost,
+    DhcpOption,
+    DhcpOptionForce,
+    Authoritative,
+    LeaseMax,
+    LeaseFile,
+    Domain,
+    NoPing,
+    RapidCommit,
+    LogDhcp,
+    QuietDhcp,
+    LogFacility,
+    KeepInForeground,
+    NoDaemon,
+    PidFile,
+    User,
+    Group,
+    Port,
+    Test,
+    LeaseDb,
+    /// A dnsmasq option twinmasq does not implement yet.
+    Unsupported,
+}
+
+#[derive(Debug)]
+pub(crate) struct OptionDef {
+    pub name: &'static str,
+    pub short: Option<char>,
+    pub arg: Arg,
+    pub opt: Opt,
+}
+
+impl OptionDef {
+    /// Options dnsmasq allows once per source: a second one in the conf
+    /// files is an error, and the command line overrides the files.
+    pub fn single_valued(&self) -> bool {
+        matches!(
+            self.opt,
+            Opt::Port
+                | Opt::PidFile
+                | Opt::User
+                | Opt::Group
+                | Opt::LeaseFile
+                | Opt::LeaseMax
+                | Opt::LogFacility
+                | Opt::LeaseDb
+        )
+    }
+
+    /// getopt's short form: dnsmasq's short options either take a value or
+    /// not; only `-q` and `-1` drop the optional value of their long form.
+    pub fn short_takes_value(&self) -> bool {
+        match self.arg {
+            Arg::None => false,
+            Arg::Required => true,
+            Arg::Optional => !matches!(self.short, Some('q') | Some('1')),
+        }
+    }
+}
+
+const fn def(name: &'static str, short: Option<char>, arg: Arg, opt: Opt) -> OptionDef {
+    OptionDef {
+        name,
+        short,
+        arg,
+        opt,
+    }
+}
+
+use Arg::{None as N, Optional as O, Required as R};
+use Opt::Unsupported as U;
+
+pub(crate) static OPTIONS: &[OptionDef] = &[
+    // Implemented.
+    def("conf-file", Some('C'), O, Opt::ConfFile),
+    def("conf-dir", Some('7'), R, Opt::ConfDir),
+    def("interface", Some('i'), R, Opt::Interface),
+    def("except-interface", Some('I'), R, Opt::ExceptInterface),
+    def("listen-address", Some('a'), R, Opt::ListenAddress),
+    def("bind-interfaces", Some('z'), N, Opt::BindInterfaces),
+    def("dhcp-range", Some('F'), R, Opt::DhcpRange),
+    def("dhcp-host", Some('G'), R, Opt::DhcpHost),
+    def("dhcp-option", Some('O'), R, Opt::DhcpOption),
+    def("dhcp-option-force", None, R, Opt::DhcpOptionForce),
+    def("dhcp-authoritative", Some('K'), N, Opt::Authoritative),
+    def("dhcp-lease-max", Some('X'), R, Opt::LeaseMax),
+    def("dhcp-leasefile", Some('l'), O, Opt::LeaseFile),
+    def("dhcp-lease", None, R, Opt::LeaseFile),
+    def("domain", Some('s'), R, Opt::Domain),
+    def("domain-suffix", None, R, Opt::Domain),
+    def("no-ping", Some('5'), N, Opt::NoPing),
+    def("dhcp-rapid-commit", None, N, Opt::RapidCommit),
+    def("log-dhcp", None, N, Opt::LogDhcp),
+    def("quiet-dhcp", None, N, Opt::QuietDhcp),
+    def("log-facility", Some('8'), R, Opt::LogFacility),
+    def("keep-in-foreground", Some('k'), N, Opt::KeepInForeground),
+    def("no-daemon", Some('d'), N, Opt::NoDaemon),
+    def("pid-file", Some('x'), O, Opt::PidFile),
+    def("user", Some('u'), O, Opt::User),
+    def("group", Some('g'), O, Opt::Group),
+    def("port", Some('p'), R, Opt::Port),
+    def("test", None, N, Opt::Test),
+    // twinmasq's own.
+    def("lease-db", None, R, Opt::LeaseDb),
+    // The rest of dnsmasq's options.
+    def("version", Some('v'), N, U),
+    def("no-hosts", Some('h'), N, U),
+    def("no-poll", Some('n'), N, U),
+    def("help", Some('w'), N, U),
+    def("log-queries", Some('q'), O, U),
+    def("resolv-file", Some('r'), O, U),
+    def("servers-file", None, R, U),
+    def("mx-host", Some('m'), R, U),
+    def("mx-target", Some('t'), R, U),
+    def("cache-size", Some('c'), O, U),
+    def("dhcp-boot", Some('M'), R, U),
+    def("local-service", None, O, U),
+    def("bogus-priv", Some('b'), N, U),
+    def("bogus-nxdomain", Some('B'), R, U),
+    def("ignore-address", None, R, U),
+    def("selfmx", Some('e'), N, U),
+    def("filterwin2k", Some('f'), N, U),
+    def("filter-A", None, N, U),
+    def("filter-AAAA", None, N, U),
+    def("filter-rr", None, R, U),
+    def("strict-order", Some('o'), N, U),
+    def("server", Some('S'), R, U),
+    def("rev-server", None, R, U),
+    def("local", None, R, U),
+    def("address", Some('A'), R, U),
+    def("conf-script", None, R, U),
+    def("no-resolv", Some('R'), N, U),
+    def("expand-hosts", Some('E'), N, U),
+    def("localmx", Some('L'), N, U),
+    def("local-ttl", Some('T'), R, U),
+    def("no-negcache", Some('N'), N, U),
+    def("no-round-robin", None, N, U),
+    def("no-0x20-encode", None, N, U),
+    def("do-0x20-encode", None, N, U),
+    def("cache-rr", None, R, U),
+    def("addn-hosts", Some('H'), R, U),
+    def("hostsdir", None, R, U),
+    def("query-port", Some('Q'), R, U),
+    def("no-dhcp-interface", Some('2'), R, U),
+    def("no-dhcpv4-interface", None, R, U),
+    def("no-dhcpv6-interface", None, R, U),
+    def("domain-needed", Some('D'), N, U),
+    def("read-ethers", Some('Z'), N, U),
+    def("alias", Some('V'), R, U),
+    def("dhcp-vendorclass", Some('U'), R, U),
+    def("dhcp-userclass", Some('j'), R, U),
+    def("dhcp-ignore", Some('J'), R, U),
+    def("edns-packet-max", Some('P'), R, U),
+    def("srv-host", Some('W'), R, U),
+    def("localise-queries", Some('y'), N, U),
+    def("txt-record", Some('Y'), R, U),
+    def("caa-record", None, R, U),
+    def("dns-rr", None, R, U),
+    def("enable-dbus", Some('1'), O, U),
+    def("enable-ubus", None, O, U),
+    def("bootp-dynamic", Some('3'), O, U),
+    def("dhcp-mac", Some('4'), R, U),
+    def("dhcp-script", Some('6'), R, U),
+    def("leasefile-ro", Some('9'), N, U),
+    def("script-on-renewal", None, N, U),
+    def("dns-forward-max", Some('0'), R, U),
+    def("clear-on-reload", None, N, U),
+    def("dhcp-ignore-names", None, O, U),
+    def("enable-tftp", None, O, U),
+    def("tftp-secure", None, N, U),
+    def("tftp-no-fail", None, N, U),
+    def("tftp-unique-root", None, O, U),
+    def("tftp-root", None, R, U),
+    def("tftp-max", None, R, U),
+    def("tftp-mtu", None, R, U),
+    def("tftp-lowercase", None, N, U),
+    def("tftp-single-port", None, N, U),
+    def("ptr-record", None, R, U),
+    def("naptr-record", None, R, U),
+    def("bridge-interface", None, R, U),
+    def("shared-network", None, R, U),
+    def("dhcp-option-pxe", None, R, U),
+    def("tftp-no-blocksize", None, N, U),
+    def("log-async", None, O, U),
+    def("dhcp-circuitid", None, R, U),
+    def("dhcp-remoteid", None, R, U),
+    def("dhcp-subscrid", None, R, U),
+    def("dhcp-pxe-vendor", None, R, U),
+    def("interface-name", None, R, U),
+    def("dhcp-hostsfile", None, R, U),
+    def("dhcp-optsfile", None, R, U),
+    def("dhcp-hostsdir", None, R, U),
+    def("dhcp-optsdir", None, R, U),
+    def("dhcp-no-override", None, N, U),
+    def("tftp-port-range", None, R, U),
+    def("stop-dns-rebind", None, N, U),
+    def("rebind-domain-ok", None, R, U),
+    def("all-servers", None, N, U),
+    def("dhcp-match", None, R, U),
+    def("dhcp-name-match", None, R, U),
+    def("dhcp-broadcast", None, O, U),
+    def("neg-ttl", None, R, U),
+    def("max-ttl", None, R, U),
+    def("min-cache-ttl", None, R, U),
+    def("max-cache-ttl", None, R, U),
+    def("dhcp-alternate-port", None, O, U),
+    def("dhcp-scriptuser", None, R, U),
+    def("min-port", None, R, U),
+    def("max-port", None, R, U),
+    def("dhcp-fqdn", None, N, U),
+    def("cname", None, R, U),
+    def("pxe-prompt", None, R, U),
+    def("pxe-service", None, R, U),
+    def("tag-if", None, R, U),
+    def("dhcp-proxy", None, O, U),
+    def("dhcp-generate-names", None, O, U),
+    def("rebind-localhost-ok", None, N, U),
+    def("add-mac", None, O, U),
+    def("strip-mac", None, N, U),
+    def("add-subnet", None, O, U),
+    def("strip-subnet", None, N, U),
+    def("add-cpe-id", None, R, U),
+    def("proxy-dnssec", None, N, U),
+    def("dhcp-sequential-ip", None, N, U),
+    def("conntrack", None, N, U),
+    def("dhcp-client-update", None, N, U),
+    def("dhcp-luascript", None, R, U),
+    def("enable-ra", None, N, U),
+    def("dhcp-duid", None, R, U),
+    def("host-record", None, R, U),
+    def("bind-dynamic", None, N, U),
+    def("auth-zone", None, R, U),
+    def("auth-server", None, R, U),
+    def("auth-ttl", None, R, U),
+    def("auth-soa", None, R, U),
+    def("auth-sec-servers", None, R, U),
+    def("auth-peer", None, R, U),
+    def("ipset", None, R, U),
+    def("nftset", None, R, U),
+    def("connmark-allowlist-enable", None, O, U),
+    def("connmark-allowlist", None, R, U),
+    def("synth-domain", None, R, U),
+    def("dnssec", None, N, U),
+    def("trust-anchor", None, R, U),
+    def("dnssec-debug", None, N, U),
+    def("dnssec-check-unsigned", None, O, U),
+    def("dnssec-no-timecheck", None, N, U),
+    def("dnssec-timestamp", None, R, U),
+    def("dnssec-limits", None, R, U),
+    def("dhcp-relay", None, R, U),
+    def("dhcp-split-relay", None, R, U),
+    def("ra-param", None, R, U),
+    def("quiet-dhcp6", None, N, U),
+    def("quiet-ra", None, N, U),
+    def("dns-loop-detect", None, N, U),
+    def("script-arp", None, N, U),
+    def("dhcp-ttl", None, R, U),
+    def("dhcp-reply-delay", None, R, U),
+    def("dumpfile", None, R, U),
+    def("dumpmask", None, R, U),
+    def("dhcp-ignore-clid", None, N, U),
+    def("dynamic-host", None, R, U),
+    def("log-debug", None, N, U),
+    def("umbrella", None, O, U),
+    def("quiet-tftp", None, N, U),
+    def("port-limit", None, R, U),
+    def("fast-dns-retry", None, O, U),
+    def("use-stale-cache", None, O, U),
+    def("no-ident", None, N, U),
+    def("max-tcp-connections", None, R, U),
+    def("leasequery", None, O, U),
+    def("log-malloc", None, N, U),
+];
+
+pub(crate) fn by_name(name: &str) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|d| d.name == name)
+}
+
+pub(crate) fn by_short(c: char) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|d| d.short == Some(c))
+}
+
+/// getopt_long accepts any unambiguous prefix of a long option.
+pub(crate) fn by_prefix(prefix: &str) -> Result<Option<&'static OptionDef>, Vec<&'static str>> {
+    if let Some(d) = by_name(prefix) {
+        return Ok(Some(d));
+    }
+    let hits: Vec<&'static OptionDef> = OPTIONS
+        .iter()
+        .filter(|d| d.name.starts_with(prefix))
+        .collect();
+    match hits.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        [first, rest @ ..]
+            if rest
+                .iter()
+                .all(|d| d.opt == first.opt && d.opt != Opt::Unsupported) =>
+        {
+            Ok(Some(first))
+        }
+        many => Err(many.iter().map(|d| d.name).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_and_short_letters_are_unique() {
+        let mut names = HashSet::new();
+        let mut shorts = HashSet::new();
+        for d in OPTIONS {
+            assert!(names.insert(d.name), "duplicate {}", d.name);
+            if let Some(c) = d.short {
+                assert!(shorts.insert(c), "duplicate -{c}");
+            }
+        }
+        // dnsmasq's long option list, plus lease-db.
+        assert_eq!(OPTIONS.len(), 196);
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(by_short('C').map(|d| d.name), Some("conf-file"));
+        assert_eq!(by_name("dhcp-lease").map(|d| d.opt), Some(Opt::LeaseFile));
+        assert_eq!(by_name("no-resolv").map(|d| d.opt), Some(Opt::Unsupported));
+        assert!(by_name("foo").is_none());
+        assert_eq!(
+            by_prefix("keep-in").unwrap().map(|d| d.name),
+            Some("keep-in-foreground")
+        );
+        assert!(by_prefix("dhcp-").is_err());
+        assert_eq!(by_prefix("xyz").unwrap().map(|d| d.name), None);
+    }
+
+    #[test]
+    fn short_values() {
+        assert!(by_short('C').unwrap().short_takes_value());
+        assert!(by_short('u').unwrap().short_takes_value());
+        assert!(!by_short('q').unwrap().short_takes_value());
+        assert!(!by_short('d').unwrap().short_takes_value());
+    }
+}

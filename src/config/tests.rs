@@ -1,0 +1,520 @@
+//! Whole-config tests: options through conf text, files, conf-dirs and the
+//! command line, and the exact error messages.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn conf(text: &str) -> Config {
+    parse_conf_text(text, "/etc/dnsmasq.conf").unwrap()
+}
+
+fn err(text: &str) -> String {
+    parse_conf_text(text, "/etc/dnsmasq.conf")
+        .unwrap_err()
+        .to_string()
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn defaults() {
+    let c = conf("");
+    assert_eq!(c, Config::default());
+    assert_eq!(c.lease_max, 1000);
+    assert_eq!(c.dns_port, 53);
+}
+
+#[test]
+fn every_simple_option() {
+    let c = conf(
+        "interface=tmq0,tmq1\n\
+         interface=tmq2\n\
+         except-interface=lo\n\
+         listen-address=198.18.0.1,127.0.0.1\n\
+         bind-interfaces\n\
+         dhcp-authoritative\n\
+         dhcp-lease-max=250\n\
+         dhcp-leasefile=/var/lib/twinmasq/dnsmasq.leases\n\
+         no-ping\n\
+         dhcp-rapid-commit\n\
+         log-dhcp\n\
+         quiet-dhcp\n\
+         log-facility=local3\n\
+         keep-in-foreground\n\
+         no-daemon\n\
+         pid-file=/run/twinmasq.pid\n\
+         user=dnsmasq\n\
+         group=dnsmasq\n\
+         port=5353\n\
+         lease-db=/var/lib/twinmasq/db\n",
+    );
+    assert_eq!(c.interfaces, vec!["tmq0", "tmq1", "tmq2"]);
+    assert_eq!(c.except_interfaces, vec!["lo"]);
+    assert_eq!(c.listen_addresses, vec![ip("198.18.0.1"), ip("127.0.0.1")]);
+    assert!(c.bind_interfaces && c.authoritative && c.no_ping && c.rapid_commit);
+    assert!(c.log_dhcp && c.quiet_dhcp && c.keep_in_foreground && c.no_daemon);
+    assert_eq!(c.lease_max, 250);
+    assert_eq!(
+        c.lease_file,
+        PathBuf::from("/var/lib/twinmasq/dnsmasq.leases")
+    );
+    assert_eq!(c.log_facility, Some(LogFacility::Syslog("local3".into())));
+    assert_eq!(c.pid_file, PathBuf::from("/run/twinmasq.pid"));
+    assert_eq!(c.user.as_deref(), Some("dnsmasq"));
+    assert_eq!(c.group.as_deref(), Some("dnsmasq"));
+    assert_eq!(c.dns_port, 5353);
+    assert_eq!(c.lease_db, PathBuf::from("/var/lib/twinmasq/db"));
+    assert!(!c.test_only);
+}
+
+#[test]
+fn aliases() {
+    assert_eq!(conf("dhcp-lease=/x").lease_file, PathBuf::from("/x"));
+    assert_eq!(conf("domain-suffix=home.lan").domains[0].name, "home.lan");
+}
+
+#[test]
+fn log_facility_forms() {
+    assert_eq!(
+        conf("log-facility=-").log_facility,
+        Some(LogFacility::Stderr)
+    );
+    assert_eq!(
+        conf("log-facility=/var/log/twinmasq.log").log_facility,
+        Some(LogFacility::File("/var/log/twinmasq.log".into()))
+    );
+    assert_eq!(
+        conf("log-facility=DAEMON").log_facility,
+        Some(LogFacility::Syslog("daemon".into()))
+    );
+    assert_eq!(
+        err("log-facility=nowhere"),
+        "bad log-facility at line 1 of /etc/dnsmasq.conf: 'nowhere' is neither a syslog facility nor a file path"
+    );
+}
+
+#[test]
+fn port_zero_disables_dns() {
+    assert_eq!(conf("port=0").dns_port, 0);
+}
+
+#[test]
+fn domains_and_local() {
+    let c = conf(
+        "domain=old.lan\n\
+         domain=home.lan\n\
+         domain=lab.home.lan,198.18.4.0/24,local\n\
+         domain=guest.home.lan,198.18.0.200,198.18.0.250\n",
+    );
+    assert_eq!(c.domains.len(), 3);
+    assert_eq!(
+        c.domains[0],
+        DomainSpec {
+            name: "home.lan".into(),
+            scope: DomainScope::All
+        }
+    );
+    assert_eq!(c.local_domains.len(), 1);
+    assert_eq!(c.local_domains[0].name, "lab.home.lan");
+}
+
+#[test]
+fn dhcp_lines_reach_the_config() {
+    let c = conf(
+        "dhcp-range=set:lan,198.18.0.50,198.18.0.150,255.255.255.0,12h\n\
+         dhcp-host=00:11:22:33:44:55,198.18.0.10,nas\n\
+         dhcp-option=option:router,198.18.0.1\n\
+         dhcp-option-force=tag:lan,option:mtu,1500\n",
+    );
+    assert_eq!(c.dhcp_ranges[0].set_tag.as_deref(), Some("lan"));
+    assert_eq!(c.dhcp_ranges[0].lease_time, LeaseTime::Secs(43200));
+    assert_eq!(c.dhcp_hosts[0].hostname.as_deref(), Some("nas"));
+    assert_eq!(c.dhcp_options.len(), 2);
+    assert!(!c.dhcp_options[0].force);
+    assert!(c.dhcp_options[1].force);
+    assert_eq!(c.dhcp_options[1].value, OptionValue::Bytes(vec![5, 0xdc]));
+}
+
+#[test]
+fn quoted_values() {
+    // Quoted digits are text, not a number or an address.
+    let c = conf("dhcp-option=224,\"1.2.3.4\"\ndhcp-option=225,\"a,b\"");
+    assert_eq!(
+        c.dhcp_options[0].value,
+        OptionValue::Bytes(b"1.2.3.4".to_vec())
+    );
+    assert_eq!(c.dhcp_options[1].value, OptionValue::Bytes(b"a,b".to_vec()));
+    let c = conf("dhcp-host=00:11:22:33:44:55,\"nas\"");
+    assert_eq!(c.dhcp_hosts[0].hostname.as_deref(), Some("nas"));
+    assert_eq!(conf("port=\"5353\"").dns_port, 5353);
+}
+
+#[test]
+fn error_messages_name_file_line_and_option() {
+    assert_eq!(
+        err("# comment\n\nno-resolv"),
+        "option 'no-resolv' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        err("foo=1"),
+        "unknown option 'foo' at line 1 of /etc/dnsmasq.conf"
+    );
+    assert_eq!(
+        err("\n\n\n\n\n\n\n\n\n\n\ndhcp-range=192.168.1.50,192.168.1.10"),
+        "bad dhcp-range at line 12 of /etc/dnsmasq.conf: end address 192.168.1.10 is before start 192.168.1.50"
+    );
+    assert_eq!(
+        err("dhcp-range=198.18.0.0,proxy"),
+        "dhcp-range at line 1 of /etc/dnsmasq.conf: proxy mode is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        err("dhcp-option=encap:175,1,1"),
+        "dhcp-option at line 1 of /etc/dnsmasq.conf: encap: (encapsulated options) is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        err("dhcp-option-force=vendor:MSFT,2,1i"),
+        "dhcp-option-force at line 1 of /etc/dnsmasq.conf: vendor: (options for a vendor class) is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        err("dhcp-host=00:11:22:33:44:55,198.18.0.10\ndhcp-host=00:11:22:33:44:66,198.18.0.10"),
+        "bad dhcp-host at line 2 of /etc/dnsmasq.conf: duplicate dhcp-host IP address 198.18.0.10"
+    );
+    assert_eq!(
+        err(&format!("dhcp-host=00:11:22:33:44:55,{}", "a".repeat(64))),
+        format!(
+            "bad dhcp-host at line 1 of /etc/dnsmasq.conf: bad hostname: label '{}' is 64 characters long, more than 63",
+            "a".repeat(64)
+        )
+    );
+    assert_eq!(
+        err("dhcp-option=option:router,banana"),
+        "bad dhcp-option at line 1 of /etc/dnsmasq.conf: option 3 takes IPv4 addresses, not 'banana'"
+    );
+    assert_eq!(
+        err(&format!("dhcp-option=224,{}", "x".repeat(300))),
+        "bad dhcp-option at line 1 of /etc/dnsmasq.conf: option 224 data is 300 bytes long, more than the 255 an option can hold"
+    );
+    assert_eq!(
+        err("domain=bad..lan"),
+        "bad domain at line 1 of /etc/dnsmasq.conf: 'bad..lan' has an empty label"
+    );
+    assert_eq!(
+        err("port"),
+        "option 'port' at line 1 of /etc/dnsmasq.conf needs a value"
+    );
+    assert_eq!(
+        err("port=99999"),
+        "bad port at line 1 of /etc/dnsmasq.conf: '99999' is not a port number"
+    );
+    assert_eq!(
+        err("dhcp-lease-max=lots"),
+        "bad dhcp-lease-max at line 1 of /etc/dnsmasq.conf: 'lots' is not a number"
+    );
+    assert_eq!(
+        err("no-ping=yes"),
+        "option 'no-ping' at line 1 of /etc/dnsmasq.conf takes no value (got 'yes')"
+    );
+    assert_eq!(
+        err("port=53\nport=5353"),
+        "option 'port' at line 2 of /etc/dnsmasq.conf is given more than once"
+    );
+    assert_eq!(
+        err("test"),
+        "option 'test' at line 1 of /etc/dnsmasq.conf is only valid on the command line"
+    );
+    assert_eq!(
+        err("pid-file"),
+        "pid-file at line 1 of /etc/dnsmasq.conf: giving it without a value is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        err("interface=a/b"),
+        "bad interface at line 1 of /etc/dnsmasq.conf: interface name 'a/b' contains '/'"
+    );
+    assert_eq!(
+        err("listen-address=::1"),
+        "listen-address at line 1 of /etc/dnsmasq.conf: an IPv6 listen address is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        err("listen-address=localhost"),
+        "bad listen-address at line 1 of /etc/dnsmasq.conf: 'localhost' is not an IPv4 address"
+    );
+    assert_eq!(
+        err("dhcp-option=252,\"unterminated"),
+        "syntax error at line 1 of /etc/dnsmasq.conf: missing closing \""
+    );
+    assert_eq!(
+        err("conf-file=/nonexistent/twinmasq/x.conf"),
+        "cannot read /nonexistent/twinmasq/x.conf (conf-file at line 1 of /etc/dnsmasq.conf): No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        err("conf-dir=/nonexistent/twinmasq.d"),
+        "cannot read /nonexistent/twinmasq.d (conf-dir at line 1 of /etc/dnsmasq.conf): No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn every_dnsmasq_option_is_known() {
+    for d in table::OPTIONS {
+        if d.opt == table::Opt::Unsupported {
+            let e = err(&format!("{}=1", d.name));
+            assert!(e.contains("is not supported by twinmasq yet"), "{e}");
+            assert!(e.contains(d.name), "{e}");
+        }
+    }
+}
+
+#[test]
+fn nested_conf_file_errors_name_the_inner_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = write(dir.path(), "inner.conf", "port=5353\n\nbogus-option\n");
+    let e = err(&format!("conf-file={}", inner.display()));
+    assert_eq!(
+        e,
+        format!(
+            "unknown option 'bogus-option' at line 3 of {}",
+            inner.display()
+        )
+    );
+}
+
+#[test]
+fn nested_conf_files_and_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.conf");
+    let b = dir.path().join("b.conf");
+    fs::write(&a, format!("interface=a0\nconf-file={}\n", b.display())).unwrap();
+    fs::write(&b, format!("interface=b0\nconf-file={}\n", a.display())).unwrap();
+    let c = conf(&format!("conf-file={}", a.display()));
+    assert_eq!(c.interfaces, vec!["a0", "b0"]);
+}
+
+#[test]
+fn conf_dir_reads_sorted_and_skips_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "20-b.conf", "interface=b\n");
+    write(d, "10-a.conf", "interface=a\n");
+    write(d, "30-c.conf~", "interface=backup\n");
+    write(d, ".hidden.conf", "interface=hidden\n");
+    write(d, "#autosave#", "interface=autosave\n");
+    write(d, "40-d.bak", "interface=d\n");
+    fs::create_dir(d.join("50-subdir.conf")).unwrap();
+
+    let c = conf(&format!("conf-dir={}", d.display()));
+    assert_eq!(c.interfaces, vec!["a", "b", "d"]);
+
+    let c = conf(&format!("conf-dir={},.bak", d.display()));
+    assert_eq!(c.interfaces, vec!["a", "b"]);
+
+    let c = conf(&format!("conf-dir={},*.conf", d.display()));
+    assert_eq!(c.interfaces, vec!["a", "b"]);
+
+    let c = conf(&format!("conf-dir={},*.bak", d.display()));
+    assert_eq!(c.interfaces, vec!["d"]);
+
+    let c = conf(&format!("conf-dir={},*.conf,*.bak,b.conf", d.display()));
+    assert_eq!(c.interfaces, vec!["a", "d"]);
+}
+
+#[test]
+fn load_reads_default_then_command_line_on_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = write(
+        dir.path(),
+        "dnsmasq.conf",
+        "port=5353\ninterface=tmq0\nuser=dnsmasq\n",
+    );
+    let c = load_with_default(
+        &args(&["-p", "5300", "-i", "tmq1", "--test", "-dk"]),
+        &default,
+    )
+    .unwrap();
+    assert_eq!(c.dns_port, 5300);
+    assert_eq!(c.interfaces, vec!["tmq0", "tmq1"]);
+    assert_eq!(c.user.as_deref(), Some("dnsmasq"));
+    assert!(c.test_only && c.no_daemon && c.keep_in_foreground);
+
+    // A missing default file is fine.
+    let c = load_with_default(&args(&[]), &dir.path().join("absent.conf")).unwrap();
+    assert_eq!(c, Config::default());
+}
+
+#[test]
+fn conf_file_on_command_line_replaces_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = write(dir.path(), "dnsmasq.conf", "interface=default\n");
+    let mine = write(dir.path(), "mine.conf", "interface=mine\n");
+    let other = write(dir.path(), "other.conf", "interface=other\n");
+    let c = load_with_default(&args(&["-C", mine.to_str().unwrap()]), &default).unwrap();
+    assert_eq!(c.interfaces, vec!["mine"]);
+    let joined = format!("-C{}", mine.display());
+    let c = load_with_default(
+        &args(&[&joined, &format!("--conf-file={}", other.display())]),
+        &default,
+    )
+    .unwrap();
+    assert_eq!(c.interfaces, vec!["mine", "other"]);
+
+    let missing = dir.path().join("missing.conf");
+    let e = load_with_default(&args(&["-C", missing.to_str().unwrap()]), &default).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot read {} (conf-file on the command line): No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn command_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent.conf");
+    let e = |a: &[&str]| {
+        load_with_default(&args(a), &absent)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        e(&["--no-resolv"]),
+        "option 'no-resolv' (on the command line) is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        e(&["-R"]),
+        "option 'no-resolv' (on the command line) is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        e(&["--dhcp-range=198.18.0.9,198.18.0.1"]),
+        "bad dhcp-range on the command line: end address 198.18.0.1 is before start 198.18.0.9"
+    );
+    assert_eq!(
+        e(&["-p", "1", "--port=2"]),
+        "option 'port' on the command line is given more than once"
+    );
+    assert_eq!(
+        e(&["--no-daemon=1"]),
+        "option 'no-daemon' on the command line takes no value (got '1')"
+    );
+    // Command-line mistakes come before reading any file.
+    assert!(e(&["-C", "/nonexistent/x.conf", "--no-resolv"]).contains("no-resolv"));
+}
+
+#[test]
+fn command_line_all_dhcp_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent.conf");
+    let c = load_with_default(
+        &args(&[
+            "-F",
+            "198.18.0.50,198.18.0.150,2h",
+            "-G00:11:22:33:44:55,198.18.0.10",
+            "-O",
+            "option:dns-server,0.0.0.0",
+            "-K",
+            "-X",
+            "50",
+            "-l",
+            "/tmp/leases",
+            "-s",
+            "home.lan",
+            "-I",
+            "lo",
+            "-a",
+            "198.18.0.1",
+            "-z",
+            "-8",
+            "-",
+            "-x",
+            "/tmp/pid",
+            "-u",
+            "nobody",
+            "-g",
+            "nogroup",
+            "--lease-db",
+            "/tmp/db",
+            "--dhcp-option-force=option:T1,30m",
+        ]),
+        &absent,
+    )
+    .unwrap();
+    assert_eq!(c.dhcp_ranges[0].lease_time, LeaseTime::Secs(7200));
+    assert_eq!(c.dhcp_hosts[0].ip, Some(ip("198.18.0.10")));
+    assert_eq!(
+        c.dhcp_options[0].value,
+        OptionValue::Addresses(vec![ip("0.0.0.0")])
+    );
+    assert!(c.dhcp_options[1].force);
+    assert!(c.authoritative && c.bind_interfaces);
+    assert_eq!(c.lease_max, 50);
+    assert_eq!(c.lease_file, PathBuf::from("/tmp/leases"));
+    assert_eq!(c.domains[0].name, "home.lan");
+    assert_eq!(c.except_interfaces, vec!["lo"]);
+    assert_eq!(c.listen_addresses, vec![ip("198.18.0.1")]);
+    assert_eq!(c.log_facility, Some(LogFacility::Stderr));
+    assert_eq!(c.pid_file, PathBuf::from("/tmp/pid"));
+    assert_eq!(c.user.as_deref(), Some("nobody"));
+    assert_eq!(c.group.as_deref(), Some("nogroup"));
+    assert_eq!(c.lease_db, PathBuf::from("/tmp/db"));
+}
+
+/// Option names that never touch the file system, for fuzzing.
+fn fuzz_names() -> Vec<&'static str> {
+    table::OPTIONS
+        .iter()
+        .map(|d| d.name)
+        .filter(|n| *n != "conf-file" && *n != "conf-dir")
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn never_panics_on_arbitrary_lines(line in "\\PC{0,80}") {
+        prop_assume!(!line.contains("conf-file") && !line.contains("conf-dir"));
+        let _ = parse_conf_text(&line, "fuzz");
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_values(
+        idx in 0usize..200,
+        value in "[ -~\u{80}-\u{10ff}]{0,60}",
+    ) {
+        let names = fuzz_names();
+        let name = names[idx % names.len()];
+        let _ = parse_conf_text(&format!("{name}={value}"), "fuzz");
+        let _ = parse_conf_text(name, "fuzz");
+    }
+
+    #[test]
+    fn never_panics_on_dhcp_like_values(
+        which in 0usize..4,
+        fields in prop::collection::vec("[0-9a-fA-F:.*/!,-]{0,12}|tag:[a-z!]{0,4}|set:[a-z]{0,4}|id:[0-9a-z:*]{0,8}|option:[a-z-]{0,12}|static|proxy|infinite|ignore|[0-9]{1,4}[smhdw]?", 0..6),
+    ) {
+        let name = ["dhcp-range", "dhcp-host", "dhcp-option", "domain"][which];
+        let _ = parse_conf_text(&format!("{name}={}", fields.join(",")), "fuzz");
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_argv(argv in prop::collection::vec("-{0,2}[a-zA-Z0-9=,.:-]{0,12}", 0..5)) {
+        prop_assume!(!argv.iter().any(|a| a.starts_with("-C") || a.starts_with("-7") || a.contains("conf")));
+        let _ = load_with_default(&argv, Path::new("/nonexistent/twinmasq-test.conf"));
+    }
+}
