@@ -207,6 +207,8 @@ impl Builder {
             Opt::BindInterfaces
             | Opt::Authoritative
             | Opt::NoPing
+            | Opt::NoHosts
+            | Opt::NoResolv
             | Opt::RapidCommit
             | Opt::LogDhcp
             | Opt::QuietDhcp
@@ -224,6 +226,8 @@ impl Builder {
             Opt::BindInterfaces => c.bind_interfaces = true,
             Opt::Authoritative => c.authoritative = true,
             Opt::NoPing => c.no_ping = true,
+            Opt::NoHosts => c.no_hosts = true,
+            Opt::NoResolv => c.no_resolv = true,
             Opt::RapidCommit => c.rapid_commit = true,
             Opt::LogDhcp => c.log_dhcp = true,
             Opt::QuietDhcp => c.quiet_dhcp = true,

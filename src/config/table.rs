@@ -29,6 +29,8 @@ pub(crate) enum Opt {
     LeaseFile,
     Domain,
     NoPing,
+    NoHosts,
+    NoResolv,
     RapidCommit,
     LogDhcp,
     QuietDhcp,
@@ -127,7 +129,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("lease-db", None, R, Opt::LeaseDb),
     // The rest of dnsmasq's options.
     def("version", Some('v'), N, U),
-    def("no-hosts", Some('h'), N, U),
+    def("no-hosts", Some('h'), N, Opt::NoHosts),
     def("no-poll", Some('n'), N, U),
     def("help", Some('w'), N, U),
     def("log-queries", Some('q'), O, U),
@@ -152,7 +154,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("local", None, R, U),
     def("address", Some('A'), R, U),
     def("conf-script", None, R, U),
-    def("no-resolv", Some('R'), N, U),
+    def("no-resolv", Some('R'), N, Opt::NoResolv),
     def("expand-hosts", Some('E'), N, U),
     def("localmx", Some('L'), N, U),
     def("local-ttl", Some('T'), R, U),
@@ -349,7 +351,7 @@ mod tests {
     fn lookups() {
         assert_eq!(by_short('C').map(|d| d.name), Some("conf-file"));
         assert_eq!(by_name("dhcp-lease").map(|d| d.opt), Some(Opt::LeaseFile));
-        assert_eq!(by_name("no-resolv").map(|d| d.opt), Some(Opt::Unsupported));
+        assert_eq!(by_name("strict-order").map(|d| d.opt), Some(Opt::Unsupported));
         assert!(by_name("foo").is_none());
         assert_eq!(
             by_prefix("keep-in").unwrap().map(|d| d.name),

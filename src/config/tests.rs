@@ -169,8 +169,8 @@ fn quoted_values() {
 #[test]
 fn error_messages_name_file_line_and_option() {
     assert_eq!(
-        err("# comment\n\nno-resolv"),
-        "option 'no-resolv' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
+        err("# comment\n\nstrict-order"),
+        "option 'strict-order' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
     );
     assert_eq!(
         err("foo=1"),
@@ -393,12 +393,12 @@ fn command_line_errors() {
             .to_string()
     };
     assert_eq!(
-        e(&["--no-resolv"]),
-        "option 'no-resolv' (on the command line) is not supported by twinmasq yet"
+        e(&["--strict-order"]),
+        "option 'strict-order' (on the command line) is not supported by twinmasq yet"
     );
     assert_eq!(
-        e(&["-R"]),
-        "option 'no-resolv' (on the command line) is not supported by twinmasq yet"
+        e(&["-o"]),
+        "option 'strict-order' (on the command line) is not supported by twinmasq yet"
     );
     assert_eq!(
         e(&["--dhcp-range=198.18.0.9,198.18.0.1"]),
@@ -413,7 +413,7 @@ fn command_line_errors() {
         "option 'no-daemon' on the command line takes no value (got '1')"
     );
     // Command-line mistakes come before reading any file.
-    assert!(e(&["-C", "/nonexistent/x.conf", "--no-resolv"]).contains("no-resolv"));
+    assert!(e(&["-C", "/nonexistent/x.conf", "--strict-order"]).contains("strict-order"));
 }
 
 #[test]

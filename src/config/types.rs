@@ -144,6 +144,10 @@ pub struct Config {
     /// them (dnsmasq's implied `local=/name/` and `local=/x.y.in-addr.arpa/`).
     pub local_domains: Vec<DomainSpec>,
     pub no_ping: bool,
+    /// `no-hosts`: do not read /etc/hosts (DNS).
+    pub no_hosts: bool,
+    /// `no-resolv`: do not read resolv.conf for upstream servers (DNS).
+    pub no_resolv: bool,
     pub rapid_commit: bool,
     pub log_dhcp: bool,
     pub quiet_dhcp: bool,
@@ -176,6 +180,8 @@ impl Default for Config {
             domains: Vec::new(),
             local_domains: Vec::new(),
             no_ping: false,
+            no_hosts: false,
+            no_resolv: false,
             rapid_commit: false,
             log_dhcp: false,
             quiet_dhcp: false,
