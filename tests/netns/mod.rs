@@ -482,7 +482,9 @@ impl Drop for Lab {
 }
 
 fn skip(test: &str, reason: &str) {
-    eprintln!("\n*** SKIPPED: {test}: {reason} ***\n");
+    // Straight to fd 2: libtest captures eprintln! of passing tests, and a
+    // skipped test passes, so the message would never be seen.
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {reason} ***\n");
     if std::env::var_os("CI").is_some() {
         panic!("SKIPPED is not allowed when CI is set: {test}: {reason}");
     }
@@ -523,7 +525,7 @@ fn remove_dhcpcd_files(ifname: &str) {
 }
 
 /// Removes what an earlier test process left behind when it was SIGKILLed
-/// (no Drop ran): namespaces, /etc/netns dirs and dhcpcd lease files named
+/// (no Drop ran): namespaces, /etc/netns dirs, temp dirs and dhcpcd lease files named
 /// after a `tmqt-<pid>` / `tq<hexpid>x` whose process no longer exists. Live
 /// processes' labs (parallel runs in other worktrees) are left alone.
 fn cleanup_stale() {
@@ -547,6 +549,15 @@ fn cleanup_stale() {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if dead(ns_pid(&name)) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    // Lab temp dirs are named `tmqt-<pid>-<n>-XXXXXX`.
+    if let Ok(rd) = fs::read_dir(std::env::temp_dir()) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && dead(ns_pid(&name)) {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
