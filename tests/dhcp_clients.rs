@@ -1,0 +1,277 @@
+//! Real DHCP clients (ISC dhclient, BusyBox udhcpc, dhcpcd) against the server
+//! under test, in network namespaces. Run as root; see tests/README.md.
+//! `TWINMASQ_TEST_SERVER=dnsmasq` runs the same tests against real dnsmasq.
+
+mod netns;
+
+use std::net::Ipv4Addr;
+use std::thread;
+
+use netns::{
+    Dhclient, Dhcpcd, Lab, Lease, ServerConf, Udhcpc, DNS, DOMAIN, LEASE_SECS, NETMASK, RANGE_END,
+    RANGE_START, ROUTER, SERVER_IP,
+};
+
+/// Builds a lab or returns from the test (after a loud SKIPPED, which panics
+/// under CI).
+macro_rules! lab {
+    ($name:expr) => {
+        match Lab::new($name) {
+            Some(lab) => lab,
+            None => return,
+        }
+    };
+}
+
+fn in_range(ip: Ipv4Addr) -> bool {
+    (RANGE_START..=RANGE_END).contains(&ip)
+}
+
+/// The options of [`ServerConf::standard`] arrived as configured.
+fn assert_standard_options(l: &Lease) {
+    assert!(
+        in_range(l.address),
+        "{}: {} not in the range: {l:?}",
+        l.client,
+        l.address
+    );
+    assert_eq!(
+        l.subnet_mask,
+        Some(NETMASK),
+        "{}: subnet mask: {l:?}",
+        l.client
+    );
+    assert_eq!(l.routers, vec![ROUTER], "{}: routers: {l:?}", l.client);
+    assert_eq!(l.dns, DNS.to_vec(), "{}: dns servers: {l:?}", l.client);
+    assert_eq!(
+        l.domain.as_deref(),
+        Some(DOMAIN),
+        "{}: domain: {l:?}",
+        l.client
+    );
+    assert_eq!(
+        l.lease_time,
+        Some(LEASE_SECS),
+        "{}: lease time: {l:?}",
+        l.client
+    );
+    assert_eq!(
+        l.server_id,
+        Some(SERVER_IP),
+        "{}: server id: {l:?}",
+        l.client
+    );
+}
+
+#[test]
+fn dhclient_gets_lease_with_options() {
+    let lab = lab!("dhclient_gets_lease_with_options");
+    let srv = lab.start_server(&ServerConf::standard());
+    let host = lab.add_client();
+    let mut c = Dhclient::new(&lab, &host).with_hostname("isc-one");
+    let l = c.obtain().unwrap();
+    assert_eq!(l.reason, "BOUND");
+    assert_standard_options(&l);
+    let line = srv.wait_lease(&host.mac, l.address);
+    assert_eq!(line.hostname.as_deref(), Some("isc-one"));
+    assert_eq!(host.addrs(), vec![l.address]);
+}
+
+#[test]
+fn udhcpc_gets_lease_with_options() {
+    let lab = lab!("udhcpc_gets_lease_with_options");
+    let srv = lab.start_server(&ServerConf::standard());
+    let host = lab.add_client();
+    let mut c = Udhcpc::new(&lab, &host).with_hostname("busybox-one");
+    let l = c.obtain().unwrap();
+    assert_standard_options(&l);
+    let line = srv.wait_lease(&host.mac, l.address);
+    assert_eq!(line.hostname.as_deref(), Some("busybox-one"));
+}
+
+#[test]
+fn dhcpcd_gets_lease_with_options() {
+    let lab = lab!("dhcpcd_gets_lease_with_options");
+    let srv = lab.start_server(&ServerConf::standard());
+    let host = lab.add_client();
+    let mut c = Dhcpcd::new(&lab, &host).with_hostname("dhcpcd-one");
+    let l = c.obtain().unwrap();
+    assert_eq!(l.reason, "BOUND");
+    assert_standard_options(&l);
+    let line = srv.wait_lease(&host.mac, l.address);
+    assert_eq!(line.hostname.as_deref(), Some("dhcpcd-one"));
+    // dhcpcd configures the address itself (the others leave it to a script).
+    assert_eq!(host.addrs(), vec![l.address]);
+}
+
+#[test]
+fn renew_keeps_address_and_extends_lease() {
+    let lab = lab!("renew_keeps_address_and_extends_lease");
+    let srv = lab.start_server(&ServerConf::standard());
+    let host = lab.add_client();
+    let mut c = Udhcpc::new(&lab, &host);
+    let l = c.obtain().unwrap();
+    let before = srv.wait_lease(&host.mac, l.address);
+    // Expiry has a one-second resolution: let a second pass so a renewal
+    // visibly moves it.
+    thread::sleep(std::time::Duration::from_millis(1100));
+    let r = c.renew().unwrap();
+    assert_eq!(r.reason, "renew");
+    assert_eq!(r.address, l.address);
+    assert_standard_options(&r);
+    srv.wait_leases("the renewal to extend the expiry", |ls| {
+        ls.iter()
+            .any(|x| x.mac == host.mac && x.ip == l.address && x.expiry > before.expiry)
+    });
+}
+
+#[test]
+fn release_frees_lease() {
+    let lab = lab!("release_frees_lease");
+    let srv = lab.start_server(&ServerConf::standard());
+    let (h1, h2) = (lab.add_client(), lab.add_client());
+    let mut isc = Dhclient::new(&lab, &h1);
+    let mut bb = Udhcpc::new(&lab, &h2);
+    let (l1, l2) = (isc.obtain().unwrap(), bb.obtain().unwrap());
+    srv.wait_lease(&h1.mac, l1.address);
+    srv.wait_lease(&h2.mac, l2.address);
+
+    isc.release().unwrap();
+    srv.wait_no_lease(l1.address);
+    bb.release().unwrap();
+    srv.wait_no_lease(l2.address);
+    assert!(srv.leases().is_empty(), "{:?}", srv.leases());
+    assert!(h1.addrs().is_empty() && h2.addrs().is_empty());
+}
+
+#[test]
+fn dhclient_init_reboot_gets_same_address() {
+    let lab = lab!("dhclient_init_reboot_gets_same_address");
+    let srv = lab.start_server(&ServerConf::standard());
+    let host = lab.add_client();
+    let mut c = Dhclient::new(&lab, &host);
+    let first = c.obtain().unwrap();
+    srv.wait_lease(&host.mac, first.address);
+    c.stop();
+    let again = c.obtain().unwrap();
+    // REBOOT, not BOUND: dhclient went through INIT-REBOOT with its lease
+    // file, and the server ACKed the address it asked for.
+    assert_eq!(again.reason, "REBOOT", "{again:?}");
+    assert_eq!(again.address, first.address);
+    assert_standard_options(&again);
+}
+
+#[test]
+fn static_dhcp_host_is_honoured() {
+    let lab = lab!("static_dhcp_host_is_honoured");
+    // Fixed addresses outside the dynamic range, in the same subnet.
+    let (mac1, ip1, mac2, ip2) = (
+        "02:54:4d:51:00:01",
+        Ipv4Addr::new(198, 18, 0, 42),
+        "02:54:4d:51:00:02",
+        Ipv4Addr::new(198, 18, 0, 43),
+    );
+    let conf = ServerConf::standard()
+        .line(format!("dhcp-host={mac1},{ip1},fixed-isc"))
+        .line(format!("dhcp-host={mac2},{ip2},fixed-bb"));
+    let srv = lab.start_server(&conf);
+    let (h1, h2, h3) = (
+        lab.add_client_with_mac(mac1),
+        lab.add_client_with_mac(mac2),
+        lab.add_client(),
+    );
+    assert_eq!(h1.mac, mac1);
+
+    let l1 = Dhclient::new(&lab, &h1).obtain().unwrap();
+    assert_eq!(l1.address, ip1);
+    assert_eq!(
+        l1.hostname.as_deref(),
+        Some("fixed-isc"),
+        "option 12 from dhcp-host: {l1:?}"
+    );
+    assert_eq!(l1.routers, vec![ROUTER]);
+    let l2 = Udhcpc::new(&lab, &h2).obtain().unwrap();
+    assert_eq!(l2.address, ip2);
+    // Anyone else still gets a dynamic address.
+    let l3 = Udhcpc::new(&lab, &h3).obtain().unwrap();
+    assert!(in_range(l3.address), "{l3:?}");
+
+    assert_eq!(
+        srv.wait_lease(mac1, ip1).hostname.as_deref(),
+        Some("fixed-isc")
+    );
+    assert_eq!(
+        srv.wait_lease(mac2, ip2).hostname.as_deref(),
+        Some("fixed-bb")
+    );
+}
+
+#[test]
+fn server_restart_keeps_every_lease() {
+    let lab = lab!("server_restart_keeps_every_lease");
+    // A pool of exactly three, filled by three clients: after the restart a
+    // fourth client must find it full, which it would not if the server had
+    // forgotten any lease.
+    let last = Ipv4Addr::new(198, 18, 0, 102);
+    let mut srv = lab.start_server(&ServerConf::standard_range(RANGE_START, last));
+    let (h1, h2, h3, h4) = (
+        lab.add_client(),
+        lab.add_client(),
+        lab.add_client(),
+        lab.add_client(),
+    );
+    let mut isc = Dhclient::new(&lab, &h1);
+    let mut bb = Udhcpc::new(&lab, &h2);
+    let mut cd = Dhcpcd::new(&lab, &h3);
+    // dhcpcd spends ~5 s probing; run it alongside the others.
+    let (l1, l2, l3) = thread::scope(|s| {
+        let t = s.spawn(|| cd.obtain());
+        let l1 = isc.obtain().unwrap();
+        let l2 = bb.obtain().unwrap();
+        (l1, l2, t.join().unwrap().unwrap())
+    });
+    let mut want: Vec<(String, Ipv4Addr)> = vec![
+        (h1.mac.clone(), l1.address),
+        (h2.mac.clone(), l2.address),
+        (h3.mac.clone(), l3.address),
+    ];
+    want.sort();
+    let pairs = |ls: &[netns::LeaseLine]| {
+        let mut v: Vec<(String, Ipv4Addr)> = ls.iter().map(|x| (x.mac.clone(), x.ip)).collect();
+        v.sort();
+        v
+    };
+    let before = srv.wait_leases("all three leases", |ls| pairs(ls) == want);
+
+    isc.stop();
+    srv.restart();
+    let after = srv.wait_leases("the same three leases after restart", |ls| {
+        pairs(ls) == want
+    });
+    for b in &before {
+        let a = after.iter().find(|a| a.ip == b.ip).unwrap();
+        assert_eq!(
+            a.expiry, b.expiry,
+            "restart changed the expiry: {b:?} -> {a:?}"
+        );
+    }
+
+    // The server is not authoritative, so it ACKs an INIT-REBOOT only for a
+    // lease it still knows.
+    let r1 = isc.obtain().unwrap();
+    assert_eq!(
+        (r1.reason.as_str(), r1.address),
+        ("REBOOT", l1.address),
+        "{r1:?}"
+    );
+    // A unicast renewal of a lease granted before the restart.
+    let r2 = bb.renew().unwrap();
+    assert_eq!(r2.address, l2.address);
+    // The pool is full of remembered leases: nothing for a newcomer.
+    let err = Udhcpc::new(&lab, &h4)
+        .with_tries(2, 1)
+        .obtain()
+        .unwrap_err();
+    assert!(err.contains("leasefail") || err.contains("exited"), "{err}");
+    assert_eq!(pairs(&srv.leases()), want);
+}
