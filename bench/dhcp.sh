@@ -120,12 +120,12 @@ forget_pid() {
 }
 
 cleanup() {
-  local rc=$? p i ns d
+  local rc=$? p ns d alive
   set +e
   trap - EXIT INT TERM
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   # Give servers a moment to exit cleanly, then make sure.
-  for i in $(seq 30); do
+  for _ in $(seq 30); do
     alive=0
     for p in "${PIDS[@]}"; do proc_alive "$p" && alive=1; done
     [ "$alive" = 0 ] && break
@@ -134,6 +134,11 @@ cleanup() {
   for p in "${PIDS[@]}"; do
     proc_alive "$p" && kill -KILL "$p" 2>/dev/null
     wait "$p" 2>/dev/null
+  done
+  # Anything still inside our namespaces descends from us (a daemon that
+  # forked away, say): end it by PID before the namespaces go.
+  for ns in "${CREATED_NS[@]}"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
   done
   for ns in "${CREATED_NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
   for d in "${CREATED_ETC[@]}"; do rm -rf "$d"; done
@@ -230,7 +235,7 @@ EOF
 # start_server SERVER PING DIR: starts it pinned to the server core, waits
 # until it listens on UDP 67. Sets SRV_PID, or NOT_RUN and returns 1.
 start_server() {
-  local server=$1 ping=$2 dir=$3 i st last
+  local server=$1 ping=$2 dir=$3 st last
   local -a cmd
   NOT_RUN="" SRV_PID=""
   case $server in
@@ -251,13 +256,16 @@ start_server() {
   ip netns exec "$NS_SRV" taskset -c "$SRV_CORE" "${cmd[@]}" >"$dir/server.out" 2>&1 &
   SRV_PID=$!
   PIDS+=("$SRV_PID")
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     if ! proc_alive "$SRV_PID"; then
       st=0; wait "$SRV_PID" 2>/dev/null || st=$?
       forget_pid "$SRV_PID"
-      last=$(tail -n 1 "$dir/server.out" "$dir/server.log" 2>/dev/null | grep -v '^==>' | grep . | tail -n 1 || true)
+      # Its own last words: stderr first, else its log file; one short line.
+      last=$(grep . "$dir/server.out" 2>/dev/null | tail -n 1 || true)
+      [ -n "$last" ] || last=$(grep . "$dir/server.log" 2>/dev/null | tail -n 1 || true)
+      last=${last:0:160}
       NOT_RUN="exited (status $st) before listening on UDP 67${last:+: $last}"
-      reap_daemon "$dir/server.pid" "$server"
+      reap_daemon "$dir/server.pid"
       SRV_PID=""
       return 1
     fi
@@ -272,26 +280,23 @@ start_server() {
 }
 
 # A server that forked into the background despite --keep-in-foreground is
-# still ours: find it by the pid file we asked for, check it is that program,
-# and end it by that PID.
-reap_daemon() { # pidfile server
-  local p comm
+# still ours: find it by the pid file we asked for and end it by that PID,
+# once sure it lives in our server namespace (nothing else runs there).
+reap_daemon() { # pidfile
+  local p
   [ -s "$1" ] || return 0
   p=$(tr -dc '0-9' <"$1")
   [ -n "$p" ] && proc_alive "$p" || return 0
-  comm=$(cat "/proc/$p/comm" 2>/dev/null || true)
-  case $comm in
-    "$2"*|kea-dhcp4)
-      kill -TERM "$p" 2>/dev/null || true
-      NOT_RUN="$NOT_RUN (it had forked into the background as PID $p; stopped)" ;;
-  esac
+  if [ "$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null)" = "$(stat -L -c %i "/run/netns/$NS_SRV")" ]; then
+    kill -TERM "$p" 2>/dev/null || true
+    NOT_RUN="$NOT_RUN (it had forked into the background as PID $p; stopped)"
+  fi
 }
 
 stop_server() {
-  local i
   [ -n "${SRV_PID:-}" ] || return 0
   kill -TERM "$SRV_PID" 2>/dev/null || true
-  for i in $(seq 50); do proc_alive "$SRV_PID" || break; sleep 0.1; done
+  for _ in $(seq 50); do proc_alive "$SRV_PID" || break; sleep 0.1; done
   if proc_alive "$SRV_PID"; then kill -KILL "$SRV_PID" 2>/dev/null || true; fi
   wait "$SRV_PID" 2>/dev/null || true
   forget_pid "$SRV_PID"
@@ -534,6 +539,7 @@ ratio() { # a b -> a/b with 2 decimals, or empty
 json_str() { # minimal JSON string escaping for our own messages and paths
   local s=$1
   s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/ }; s=${s//$'\n'/ }
+  s=$(printf '%s' "$s" | tr -d '\000-\037')
   printf '"%s"' "$s"
 }
 json_num() { if [[ $1 =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf 'null'; fi; }
@@ -602,14 +608,12 @@ report() {
   fi
 }
 
-why_na() { # a b kind
+why_na() { # a b kind: the first reason a ratio has no value
   local s
   for s in "$1" "$2"; do
-    if [ "$3" = cpu ] && [ "${R[$s/fixed.status]:-}" != ok ]; then echo "$s: ${R[$s/fixed.status]:-not selected}"; return; fi
-    if [ "$3" = peak ] && [ -z "${PEAK[$s]:-}" ]; then
-      if [ "${R[$s/fixed.status]:-}" != ok ]; then echo "$s: ${R[$s/fixed.status]:-not selected}"; else echo "$s: no run held <= ${DROP_OK} %"; fi
-      return
-    fi
+    if [[ ",$SERVERS," != *",$s,"* ]]; then echo "$s not selected"; return; fi
+    if [ "${R[$s/fixed.status]:-}" != ok ]; then echo "$s did not run"; return; fi
+    if [ "$3" = peak ] && [ -z "${PEAK[$s]:-}" ]; then echo "no $s run held <= ${DROP_OK} %"; return; fi
   done
   echo "no data"
 }
@@ -654,7 +658,7 @@ write_json() {
 # ---------------------------------------------------------------- twinmasq
 # Finds or builds the binary. Sets TWINMASQ_BIN, or SERVER_NOT_RUN[twinmasq].
 prepare_twinmasq() {
-  local target newer
+  local target newer pid st
   if [ -n "$TWINMASQ_BIN" ]; then
     [ -x "$TWINMASQ_BIN" ] || SERVER_NOT_RUN[twinmasq]="--twinmasq-bin $TWINMASQ_BIN is not executable"
     return 0
@@ -673,7 +677,14 @@ prepare_twinmasq() {
     SERVER_NOT_RUN[twinmasq]="cargo not found to build $TWINMASQ_BIN"; return 0
   fi
   log "building twinmasq (cargo build --release; not part of the timed runs)"
-  if ! (cd "$REPO" && cargo build --release --bin twinmasq) >"$WORK/cargo-build.log" 2>&1; then
+  # In the background so that an interrupt reaches it through the trap.
+  (cd "$REPO" && exec cargo build --release --bin twinmasq) >"$WORK/cargo-build.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  st=0
+  wait "$pid" || st=$?
+  forget_pid "$pid"
+  if [ "$st" != 0 ] || [ ! -x "$TWINMASQ_BIN" ]; then
     SERVER_NOT_RUN[twinmasq]="cargo build --release failed: $(grep -m1 '^error' "$WORK/cargo-build.log" || tail -n 1 "$WORK/cargo-build.log")"
   fi
 }
