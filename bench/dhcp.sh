@@ -545,27 +545,27 @@ json_str() { # minimal JSON string escaping for our own messages and paths
 json_num() { if [[ $1 =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf 'null'; fi; }
 
 report() {
-  local k s line fixed_key cpu_tm cpu_kea r1 r2 r3
+  local k s fixed_key cpu_tm cpu_kea r1 r2 r3
   echo
   echo "DHCPv4 benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), twinmasq $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "perfdhcp $PERFDHCP_VERSION relay mode (giaddr $CLI_ADDR) -> $SRV_ADDR; pool $POOL_START-$POOL_END ($POOL_SIZE addresses);"
   echo "$NMACS random MACs (seed $SEED); $PERIOD s per run; fresh server and empty leases per run; server on core $SRV_CORE, perfdhcp on core $CLI_CORE."
   echo "Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg). Figures from a loaded machine only compare within one run."
   echo
-  printf '%-9s %-7s %8s %7s %7s %6s %7s %15s %6s %10s %6s %5s\n' \
-    server run offered sent/s DORA/s fail% lat_ms "p99 DO/RA ms" cpu_s "ms/1k DORA" RSS_MB cli%
-  SHORT_SEEN=0
-  for k in "${RUN_KEYS[@]}"; do
-    [ "${R[$k.label]}" != ping ] || continue
-    fmt_row "$k"
-  done
-  echo
-  echo "DORA/s = ACKs received / run time; fail% = DISCOVERs without an ACK; lat_ms = avg DISCOVER-OFFER + REQUEST-ACK;"
-  echo "cpu_s = server utime+stime during the run; RSS at the end of the run; cli% = perfdhcp's CPU over the run time."
-  if [ "$SHORT_SEEN" = 1 ]; then
-    echo "< perfdhcp sent under 95 % of the offered rate: the client (or the machine's load) was the limit there."
-  fi
   if [ "$DO_MAIN" = 1 ]; then
+    printf '%-9s %-7s %8s %7s %7s %6s %7s %15s %6s %10s %6s %5s\n' \
+      server run offered sent/s DORA/s fail% lat_ms "p99 DO/RA ms" cpu_s "ms/1k DORA" RSS_MB cli%
+    SHORT_SEEN=0
+    for k in "${RUN_KEYS[@]}"; do
+      [ "${R[$k.label]}" != ping ] || continue
+      fmt_row "$k"
+    done
+    echo
+    echo "DORA/s = ACKs received / run time; fail% = DISCOVERs without an ACK; lat_ms = avg DISCOVER-OFFER + REQUEST-ACK;"
+    echo "cpu_s = server utime+stime during the run; RSS at the end of the run; cli% = perfdhcp's CPU over the run time."
+    if [ "$SHORT_SEEN" = 1 ]; then
+      echo "< perfdhcp sent under 95 % of the offered rate: the client (or the machine's load) was the limit there."
+    fi
     echo
     echo "Per server: fixed rate $RATE DORA/s offered; peak = best DORA/s of a run with <= ${DROP_OK} % failed."
     for s in "${SERVER_LIST[@]}"; do
