@@ -42,9 +42,9 @@ pub const DOMAIN: &str = "lab.test";
 pub const LEASE_SECS: u32 = 3600;
 
 /// Which server the tests drive when `TWINMASQ_TEST_SERVER` is unset.
-/// dnsmasq until twinmasq's main serves DHCP (today it is a stub that exits at
-/// once); flip this one constant then.
-pub const DEFAULT_SERVER: ServerKind = ServerKind::Dnsmasq;
+/// `TWINMASQ_TEST_SERVER=dnsmasq` runs the same tests against real dnsmasq,
+/// which shows they test DHCP behaviour, not our implementation.
+pub const DEFAULT_SERVER: ServerKind = ServerKind::Twinmasq;
 
 /// Bound for one-shot commands (`ip`, `ethtool`, `dhclient -r`).
 const CMD_TIMEOUT: Duration = Duration::from_secs(10);
