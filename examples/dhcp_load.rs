@@ -81,7 +81,14 @@ fn mac_for(seed: u64, n: u32) -> [u8; 6] {
 }
 
 fn encode(xid: u32, t: &Txn, giaddr: Ipv4Addr) -> Result<Vec<u8>> {
-    let mut m = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, giaddr, &t.mac);
+    let mut m = Message::new_with_id(
+        xid,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        giaddr,
+        &t.mac,
+    );
     m.set_opcode(Opcode::BootRequest);
     m.set_hops(1);
     let o = m.opts_mut();
@@ -95,19 +102,27 @@ fn encode(xid: u32, t: &Txn, giaddr: Ipv4Addr) -> Result<Vec<u8>> {
             o.insert(DhcpOption::ServerIdentifier(server_id));
         }
     }
-    o.insert(DhcpOption::ParameterRequestList(vec![OptionCode::SubnetMask, OptionCode::Router, OptionCode::DomainNameServer]));
+    o.insert(DhcpOption::ParameterRequestList(vec![
+        OptionCode::SubnetMask,
+        OptionCode::Router,
+        OptionCode::DomainNameServer,
+    ]));
     let mut buf = Vec::with_capacity(300);
     m.encode(&mut Encoder::new(&mut buf))?;
     Ok(buf)
 }
 
 fn mac_text(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn main() -> Result<()> {
     let a = parse_args()?;
-    let sock = UdpSocket::bind(SocketAddrV4::new(a.bind, 67)).context("bind port 67 (run as root)")?;
+    let sock =
+        UdpSocket::bind(SocketAddrV4::new(a.bind, 67)).context("bind port 67 (run as root)")?;
     sock.set_read_timeout(Some(Duration::from_millis(5)))?;
     let server = SocketAddrV4::new(a.server, 67);
     let mut acks = match &a.acks {
@@ -124,7 +139,12 @@ fn main() -> Result<()> {
 
     while (next < a.clients || !live.is_empty()) && Instant::now() < deadline {
         while live.len() < a.window && next < a.clients {
-            let t = Txn { mac: mac_for(a.seed, next), phase: Phase::Discovering, sent_at: Instant::now(), tries: 1 };
+            let t = Txn {
+                mac: mac_for(a.seed, next),
+                phase: Phase::Discovering,
+                sent_at: Instant::now(),
+                tries: 1,
+            };
             sock.send_to(&encode(next, &t, a.bind)?, server)?;
             sent += 1;
             live.insert(next, t);
@@ -132,15 +152,22 @@ fn main() -> Result<()> {
         }
         match sock.recv_from(&mut buf) {
             Ok((n, _)) => {
-                let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else { continue };
-                let Some(t) = live.get_mut(&m.xid()) else { continue };
+                let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                    continue;
+                };
+                let Some(t) = live.get_mut(&m.xid()) else {
+                    continue;
+                };
                 match (m.opts().msg_type(), t.phase) {
                     (Some(MessageType::Offer), Phase::Discovering) => {
                         let server_id = match m.opts().get(OptionCode::ServerIdentifier) {
                             Some(DhcpOption::ServerIdentifier(s)) => *s,
                             _ => a.server,
                         };
-                        t.phase = Phase::Requesting { ip: m.yiaddr(), server_id };
+                        t.phase = Phase::Requesting {
+                            ip: m.yiaddr(),
+                            server_id,
+                        };
                         t.sent_at = Instant::now();
                         t.tries = 1;
                         sock.send_to(&encode(m.xid(), t, a.bind)?, server)?;
@@ -160,7 +187,11 @@ fn main() -> Result<()> {
                     _ => {}
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e.into()),
         }
         // Retransmit after a second, three tries in all, as real clients do.

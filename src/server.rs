@@ -27,7 +27,10 @@ pub enum StartError {
     #[error("{0}")]
     Lease(#[from] crate::lease::LeaseError),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 impl StartError {
@@ -41,17 +44,26 @@ impl StartError {
 }
 
 fn init_logging(cfg: &Config) -> Result<(), StartError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINMASQ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if cfg.log_dhcp { "debug" } else { "info" }));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINMASQ_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if cfg.log_dhcp { "debug" } else { "info" })
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match &cfg.log_facility {
         Some(LogFacility::File(path)) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|source| StartError::Io { what: format!("cannot open log file {}", path.display()), source })?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+                .map_err(|source| StartError::Io {
+                    what: format!("cannot open log file {}", path.display()),
+                    source,
+                })?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
         }
         _ => builder.with_writer(std::io::stderr).init(),
     }
@@ -60,19 +72,27 @@ fn init_logging(cfg: &Config) -> Result<(), StartError> {
 
 fn open_db(cfg: &Config) -> Result<LeaseDb, StartError> {
     if let Some(parent) = cfg.lease_db.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|source| StartError::Io { what: format!("cannot create {}", parent.display()), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| StartError::Io {
+            what: format!("cannot create {}", parent.display()),
+            source,
+        })?;
     }
     let mut db = LeaseDb::open(&cfg.lease_db, DbOptions::default())?;
     let imported = db.import_lease_file(&cfg.lease_file, now_ms())?;
     if imported > 0 {
         db.durability().flush()?;
-        tracing::info!("imported {imported} leases from {}", cfg.lease_file.display());
+        tracing::info!(
+            "imported {imported} leases from {}",
+            cfg.lease_file.display()
+        );
     }
     let bound = db.bound_count();
     if bound > cfg.lease_max as usize {
         // dnsmasq refuses to start here; we keep every lease and say so.
-        tracing::warn!("{bound} leases held, more than dhcp-lease-max={}: no new clients until some end", cfg.lease_max);
+        tracing::warn!(
+            "{bound} leases held, more than dhcp-lease-max={}: no new clients until some end",
+            cfg.lease_max
+        );
     }
     Ok(db)
 }
@@ -87,7 +107,10 @@ impl Drop for PidFile<'_> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -105,7 +128,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         tracing::warn!("running in the foreground: background (daemon) mode is not implemented yet; use -k or -d");
     }
     if cfg.dns_port != 0 {
-        tracing::warn!("DNS is not served yet (port={}): only DHCP runs", cfg.dns_port);
+        tracing::warn!(
+            "DNS is not served yet (port={}): only DHCP runs",
+            cfg.dns_port
+        );
     }
     if cfg.user.is_some() || cfg.group.is_some() {
         tracing::warn!("user=/group= are read but privileges are not dropped yet");
@@ -116,14 +142,28 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| StartError::Io { what: "cannot start the runtime".into(), source })?;
+        .map_err(|source| StartError::Io {
+            what: "cannot start the runtime".into(),
+            source,
+        })?;
     runtime.block_on(async {
         let shell =
-            Shell::start(Arc::clone(&cfg), db, SERVER_PORT).map_err(|source| StartError::Bind { port: SERVER_PORT, source })?;
-        std::fs::write(&cfg.pid_file, format!("{}\n", std::process::id()))
-            .map_err(|source| StartError::Io { what: format!("cannot write pid file {}", cfg.pid_file.display()), source })?;
+            Shell::start(Arc::clone(&cfg), db, SERVER_PORT).map_err(|source| StartError::Bind {
+                port: SERVER_PORT,
+                source,
+            })?;
+        std::fs::write(&cfg.pid_file, format!("{}\n", std::process::id())).map_err(|source| {
+            StartError::Io {
+                what: format!("cannot write pid file {}", cfg.pid_file.display()),
+                source,
+            }
+        })?;
         let _pid = PidFile(&cfg.pid_file);
-        tracing::info!("started, version {}, {} DHCP range(s)", env!("CARGO_PKG_VERSION"), cfg.dhcp_ranges.len());
+        tracing::info!(
+            "started, version {}, {} DHCP range(s)",
+            env!("CARGO_PKG_VERSION"),
+            cfg.dhcp_ranges.len()
+        );
         shell.run(shutdown_signal()).await?;
         tracing::info!("exiting on signal");
         Ok(())

@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 /// clock milliseconds, then a counter for changes within one millisecond (or
 /// after the clock stepped back), then the node id as the final tie-break, so
 /// two distinct stamps never compare equal across nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct Stamp {
     pub wall_ms: u64,
     pub counter: u32,
@@ -112,7 +114,11 @@ mod tests {
             client_id: None,
             hostname: Some("laptop".into()),
             expires: Expiry::At(1_700_000_000),
-            stamp: Stamp { wall_ms: 5, counter: 1, node: 9 },
+            stamp: Stamp {
+                wall_ms: 5,
+                counter: 1,
+                node: 9,
+            },
         }
     }
 
@@ -130,20 +136,38 @@ mod tests {
         assert!(crate::decode::<LeaseRecord>(&bytes[..bytes.len() - 1]).is_err());
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(crate::decode::<LeaseRecord>(&longer), Err(crate::CodecError::Trailing(1))));
+        assert!(matches!(
+            crate::decode::<LeaseRecord>(&longer),
+            Err(crate::CodecError::Trailing(1))
+        ));
     }
 
     #[test]
     fn stamp_orders_by_wall_then_counter_then_node() {
-        let a = Stamp { wall_ms: 1, counter: 9, node: 9 };
-        let b = Stamp { wall_ms: 2, counter: 0, node: 0 };
+        let a = Stamp {
+            wall_ms: 1,
+            counter: 9,
+            node: 9,
+        };
+        let b = Stamp {
+            wall_ms: 2,
+            counter: 0,
+            node: 0,
+        };
         assert!(a < b);
-        let c = Stamp { wall_ms: 2, counter: 0, node: 1 };
+        let c = Stamp {
+            wall_ms: 2,
+            counter: 0,
+            node: 1,
+        };
         assert!(b < c);
     }
 
     #[test]
     fn client_id_and_hwaddr_keys_never_collide() {
-        assert_ne!(ClientKey::from_client_id(&[1, 1, 2, 3]), ClientKey::from_hwaddr(1, &[2, 3]));
+        assert_ne!(
+            ClientKey::from_client_id(&[1, 1, 2, 3]),
+            ClientKey::from_hwaddr(1, &[2, 3])
+        );
     }
 }

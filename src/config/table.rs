@@ -351,7 +351,10 @@ mod tests {
     fn lookups() {
         assert_eq!(by_short('C').map(|d| d.name), Some("conf-file"));
         assert_eq!(by_name("dhcp-lease").map(|d| d.opt), Some(Opt::LeaseFile));
-        assert_eq!(by_name("strict-order").map(|d| d.opt), Some(Opt::Unsupported));
+        assert_eq!(
+            by_name("strict-order").map(|d| d.opt),
+            Some(Opt::Unsupported)
+        );
         assert!(by_name("foo").is_none());
         assert_eq!(
             by_prefix("keep-in").unwrap().map(|d| d.name),

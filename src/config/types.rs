@@ -60,7 +60,11 @@ impl MacPattern {
             }
         }
         self.bytes.len() == hw.len()
-            && self.bytes.iter().zip(hw).all(|(p, b)| p.is_none_or(|p| p == *b))
+            && self
+                .bytes
+                .iter()
+                .zip(hw)
+                .all(|(p, b)| p.is_none_or(|p| p == *b))
     }
 }
 

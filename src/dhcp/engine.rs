@@ -1,6 +1,6 @@
-//! The DHCP engine: request bytes + where they arrived + the lease database
-//! + the time → a decision. No sockets, no clock, no globals: the shell
-//! feeds it and carries out what it decides.
+//! The DHCP engine: request bytes, where they arrived, the lease database
+//! and the time go in; a decision comes out. No sockets, no clock, no
+//! globals: the shell feeds it and carries out what it decides.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -35,7 +35,10 @@ const MAX_PROBES: u8 = 3;
 pub enum Decision {
     Reply(Reply),
     /// Ping `addr`; then call [`Engine::probe_done`] with `token`.
-    Probe { token: u64, addr: Ipv4Addr },
+    Probe {
+        token: u64,
+        addr: Ipv4Addr,
+    },
     /// Handled (RELEASE, DECLINE); nothing to send.
     Done,
     Ignored(Ignored),
@@ -82,11 +85,16 @@ pub struct Engine {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn mac_text(hw: &[u8]) -> String {
-    hw.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    hw.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn client_key(req: &Request) -> ClientKey {
@@ -119,7 +127,11 @@ impl Engine {
     /// Builds the engine's view of free addresses from the database. Done
     /// once at start; afterwards every change passes through the engine.
     pub fn new(cfg: Arc<Config>, db: &LeaseDb) -> Self {
-        let pools = cfg.dhcp_ranges.iter().map(|r| Pool::new(r.start, r.end)).collect();
+        let pools = cfg
+            .dhcp_ranges
+            .iter()
+            .map(|r| Pool::new(r.start, r.end))
+            .collect();
         let reserved = cfg.dhcp_hosts.iter().filter_map(|h| h.ip).collect();
         let mut engine = Engine {
             cfg,
@@ -187,7 +199,11 @@ impl Engine {
         if !expired_holds.is_empty() {
             // A ping whose hold ran out will never be answered usefully.
             let holds = &self.holds;
-            self.probes.retain(|token, p| holds.get(p.addr).is_some_and(|h| h.kind == HoldKind::Probing(*token)));
+            self.probes.retain(|token, p| {
+                holds
+                    .get(p.addr)
+                    .is_some_and(|h| h.kind == HoldKind::Probing(*token))
+            });
         }
         for ip in expired_holds {
             self.refresh(ip, db);
@@ -205,7 +221,13 @@ impl Engine {
         expired
     }
 
-    pub fn handle(&mut self, bytes: &[u8], arrival: &Arrival, db: &mut LeaseDb, now_ms: u64) -> Decision {
+    pub fn handle(
+        &mut self,
+        bytes: &[u8],
+        arrival: &Arrival,
+        db: &mut LeaseDb,
+        now_ms: u64,
+    ) -> Decision {
         self.stats.received += 1;
         let req = match request::decode(bytes) {
             Ok(r) => r,
@@ -225,7 +247,13 @@ impl Engine {
 
     /// The ping for `token` finished: `answered` means something already
     /// uses the address, so look for another.
-    pub fn probe_done(&mut self, token: u64, answered: bool, db: &mut LeaseDb, now_ms: u64) -> Decision {
+    pub fn probe_done(
+        &mut self,
+        token: u64,
+        answered: bool,
+        db: &mut LeaseDb,
+        now_ms: u64,
+    ) -> Decision {
         let Some(p) = self.probes.remove(&token) else {
             // The hold expired while the ping ran; the client will retry.
             return Decision::Done;
@@ -233,19 +261,38 @@ impl Engine {
         let Ok(req) = request::decode(&p.bytes) else {
             return self.ignore(Ignored::Encode);
         };
-        let held = self.holds.of_client(&client_key(&req)).filter(|(_, h)| h.kind == HoldKind::Probing(token));
-        let Some((ip, _)) = held else { return Decision::Done };
+        let held = self
+            .holds
+            .of_client(&client_key(&req))
+            .filter(|(_, h)| h.kind == HoldKind::Probing(token));
+        let Some((ip, _)) = held else {
+            return Decision::Done;
+        };
         if answered {
             self.stats.probes_answered += 1;
             tracing::warn!(target: "dhcp", "{ip} answered a ping: not offering it");
-            self.holds.put(ip, Hold { client: None, until_ms: now_ms + IN_USE_HOLD_MS, kind: HoldKind::InUse });
+            self.holds.put(
+                ip,
+                Hold {
+                    client: None,
+                    until_ms: now_ms + IN_USE_HOLD_MS,
+                    kind: HoldKind::InUse,
+                },
+            );
             if p.tries >= MAX_PROBES {
                 return self.ignore(Ignored::NoAddress);
             }
             return self.dispatch(&req, &p.bytes, &p.arrival, db, now_ms, p.tries);
         }
         let key = client_key(&req);
-        self.holds.put(ip, Hold { client: Some(key), until_ms: now_ms + OFFER_HOLD_MS, kind: HoldKind::Offered });
+        self.holds.put(
+            ip,
+            Hold {
+                client: Some(key),
+                until_ms: now_ms + OFFER_HOLD_MS,
+                kind: HoldKind::Offered,
+            },
+        );
         self.dispatch(&req, &p.bytes, &p.arrival, db, now_ms, p.tries)
     }
 
@@ -254,7 +301,14 @@ impl Engine {
         Decision::Ignored(why)
     }
 
-    fn log(&self, kind: MessageType, arrival: &Arrival, ip: Option<Ipv4Addr>, req: &Request, extra: &str) {
+    fn log(
+        &self,
+        kind: MessageType,
+        arrival: &Arrival,
+        ip: Option<Ipv4Addr>,
+        req: &Request,
+        extra: &str,
+    ) {
         if self.cfg.quiet_dhcp {
             return;
         }
@@ -262,7 +316,15 @@ impl Engine {
         tracing::info!(target: "dhcp", "{}({}) {}{}{}", type_name(kind), arrival.ifname, ip, mac_text(&req.chaddr), extra);
     }
 
-    fn dispatch(&mut self, req: &Request, bytes: &[u8], arrival: &Arrival, db: &mut LeaseDb, now_ms: u64, tries: u8) -> Decision {
+    fn dispatch(
+        &mut self,
+        req: &Request,
+        bytes: &[u8],
+        arrival: &Arrival,
+        db: &mut LeaseDb,
+        now_ms: u64,
+        tries: u8,
+    ) -> Decision {
         let cfg = Arc::clone(&self.cfg);
         let mut tags = vec![arrival.ifname.clone()];
         let host = network::find_host(&cfg.dhcp_hosts, req, &tags);
@@ -270,7 +332,11 @@ impl Engine {
             tags.extend(h.set_tags.iter().cloned());
             tags.push("known".into());
         }
-        let client = Client { key: client_key(req), host, tags };
+        let client = Client {
+            key: client_key(req),
+            host,
+            tags,
+        };
         let Some(net) = network::select(&cfg.dhcp_ranges, req, arrival, &client.tags) else {
             if req.msg_type != MessageType::Inform {
                 tracing::debug!(target: "dhcp", "no address range available for request via {}", arrival.ifname);
@@ -285,7 +351,12 @@ impl Engine {
         if host.is_some_and(|h| h.ignore) && req.msg_type != MessageType::Release {
             return self.ignore(Ignored::HostIgnored);
         }
-        let ctx = Ctx { req, arrival, net: &net, client: &client };
+        let ctx = Ctx {
+            req,
+            arrival,
+            net: &net,
+            client: &client,
+        };
         match req.msg_type {
             MessageType::Discover => self.discover(&ctx, bytes, db, now_ms, tries),
             MessageType::Request => self.request(&ctx, db, now_ms),
@@ -298,7 +369,10 @@ impl Engine {
 
     /// The host line's address, when it belongs on this network.
     fn host_addr(&self, ctx: &Ctx<'_>) -> Option<Ipv4Addr> {
-        ctx.client.host.and_then(|h| h.ip).filter(|ip| ctx.net.contains(*ip))
+        ctx.client
+            .host
+            .and_then(|h| h.ip)
+            .filter(|ip| ctx.net.contains(*ip))
     }
 
     /// A dynamic range of this network that holds `ip`.
@@ -328,11 +402,21 @@ impl Engine {
     fn held_by_other(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
         let key = &ctx.client.key;
         let by_lease = db.get(ip).is_some_and(|r| occupies(r) && &r.client != key);
-        let by_hold = self.holds.get(ip).is_some_and(|h| h.client.as_ref() != Some(key));
+        let by_hold = self
+            .holds
+            .get(ip)
+            .is_some_and(|h| h.client.as_ref() != Some(key));
         by_lease || by_hold
     }
 
-    fn discover(&mut self, ctx: &Ctx<'_>, bytes: &[u8], db: &mut LeaseDb, now_ms: u64, tries: u8) -> Decision {
+    fn discover(
+        &mut self,
+        ctx: &Ctx<'_>,
+        bytes: &[u8],
+        db: &mut LeaseDb,
+        now_ms: u64,
+        tries: u8,
+    ) -> Decision {
         self.log(MessageType::Discover, ctx.arrival, None, ctx.req, "");
         let key = &ctx.client.key;
         let (ip, fresh) = match self.choose(ctx, db) {
@@ -353,19 +437,48 @@ impl Engine {
             let token = self.next_token;
             self.next_token += 1;
             self.stats.probes += 1;
-            self.holds.put(ip, Hold { client: Some(key.clone()), until_ms: now_ms + OFFER_HOLD_MS, kind: HoldKind::Probing(token) });
+            self.holds.put(
+                ip,
+                Hold {
+                    client: Some(key.clone()),
+                    until_ms: now_ms + OFFER_HOLD_MS,
+                    kind: HoldKind::Probing(token),
+                },
+            );
             self.set_used(ip, true);
-            self.probes.insert(token, Pending { addr: ip, bytes: bytes.to_vec(), arrival: ctx.arrival.clone(), tries: tries + 1 });
+            self.probes.insert(
+                token,
+                Pending {
+                    addr: ip,
+                    bytes: bytes.to_vec(),
+                    arrival: ctx.arrival.clone(),
+                    tries: tries + 1,
+                },
+            );
             return Decision::Probe { token, addr: ip };
         }
         if ctx.req.rapid_commit && self.cfg.rapid_commit {
             return self.bind_and_ack(ctx, ip, db, now_ms, true);
         }
-        self.holds.put(ip, Hold { client: Some(key.clone()), until_ms: now_ms + OFFER_HOLD_MS, kind: HoldKind::Offered });
+        self.holds.put(
+            ip,
+            Hold {
+                client: Some(key.clone()),
+                until_ms: now_ms + OFFER_HOLD_MS,
+                kind: HoldKind::Offered,
+            },
+        );
         self.set_used(ip, true);
         let hostname = self.lease_name(ctx);
         self.stats.offers += 1;
-        self.build(ctx, MessageType::Offer, ip, Some(self.lease_time(ctx, ip)), hostname.as_deref(), false)
+        self.build(
+            ctx,
+            MessageType::Offer,
+            ip,
+            Some(self.lease_time(ctx, ip)),
+            hostname.as_deref(),
+            false,
+        )
     }
 
     /// Picks the address to offer, in RFC 2131 §4.3.1's order. The flag says
@@ -429,7 +542,10 @@ impl Engine {
                 }
                 return self.ignore(Ignored::NotForUs);
             }
-            let Some(ip) = req.requested_ip.or(Some(req.ciaddr).filter(|a| !a.is_unspecified())) else {
+            let Some(ip) = req
+                .requested_ip
+                .or(Some(req.ciaddr).filter(|a| !a.is_unspecified()))
+            else {
                 return self.ignore(Ignored::Incomplete);
             };
             self.log(MessageType::Request, ctx.arrival, Some(ip), req, "");
@@ -466,7 +582,9 @@ impl Engine {
         if !self.acceptable(ctx, ip, db) {
             return self.nak(ctx, ip, db, "address not available");
         }
-        let had_lease = db.by_client(key).is_some_and(|r| r.state == LeaseState::Bound);
+        let had_lease = db
+            .by_client(key)
+            .is_some_and(|r| r.state == LeaseState::Bound);
         if !known && !had_lease && db.bound_count() >= self.cfg.lease_max as usize {
             return self.ignore(Ignored::LeaseMax);
         }
@@ -478,13 +596,25 @@ impl Engine {
             .client
             .host
             .and_then(|h| h.lease_time)
-            .or_else(|| self.dynamic_range_of(ip, ctx.net).map(|i| self.cfg.dhcp_ranges[i].lease_time))
-            .or_else(|| ctx.net.ranges.first().map(|&i| self.cfg.dhcp_ranges[i].lease_time))
+            .or_else(|| {
+                self.dynamic_range_of(ip, ctx.net)
+                    .map(|i| self.cfg.dhcp_ranges[i].lease_time)
+            })
+            .or_else(|| {
+                ctx.net
+                    .ranges
+                    .first()
+                    .map(|&i| self.cfg.dhcp_ranges[i].lease_time)
+            })
             .unwrap_or(LeaseTime::Secs(crate::config::DEFAULT_LEASE_SECS));
         // A client may ask for less than we give, never less than dnsmasq's floor.
         match (configured, ctx.req.lease_time) {
-            (LeaseTime::Secs(s), Some(want)) if want < s => LeaseTime::Secs(want.max(MIN_LEASE_SECS)),
-            (LeaseTime::Infinite, Some(want)) if want != u32::MAX => LeaseTime::Secs(want.max(MIN_LEASE_SECS)),
+            (LeaseTime::Secs(s), Some(want)) if want < s => {
+                LeaseTime::Secs(want.max(MIN_LEASE_SECS))
+            }
+            (LeaseTime::Infinite, Some(want)) if want != u32::MAX => {
+                LeaseTime::Secs(want.max(MIN_LEASE_SECS))
+            }
             (t, _) => t,
         }
     }
@@ -497,7 +627,14 @@ impl Engine {
             .or_else(|| ctx.req.offered_name().map(str::to_string))
     }
 
-    fn bind_and_ack(&mut self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &mut LeaseDb, now_ms: u64, rapid: bool) -> Decision {
+    fn bind_and_ack(
+        &mut self,
+        ctx: &Ctx<'_>,
+        ip: Ipv4Addr,
+        db: &mut LeaseDb,
+        now_ms: u64,
+        rapid: bool,
+    ) -> Decision {
         let req = ctx.req;
         let key = &ctx.client.key;
         let lease = self.lease_time(ctx, ip);
@@ -505,8 +642,16 @@ impl Engine {
         let now_secs = now_ms / 1000;
 
         // One client, one lease: an older lease elsewhere ends now.
-        if let Some(prev) = db.by_client(key).filter(|r| r.ip != ip && r.state == LeaseState::Bound).cloned() {
-            let ended = LeaseRecord { state: LeaseState::Released, expires: Expiry::At(now_secs), ..prev };
+        if let Some(prev) = db
+            .by_client(key)
+            .filter(|r| r.ip != ip && r.state == LeaseState::Bound)
+            .cloned()
+        {
+            let ended = LeaseRecord {
+                state: LeaseState::Released,
+                expires: Expiry::At(now_secs),
+                ..prev
+            };
             if db.commit(ended.clone(), now_ms).is_err() {
                 return self.ignore(Ignored::Storage);
             }
@@ -515,7 +660,16 @@ impl Engine {
         // A name belongs to one lease: the newest takes it (as dnsmasq).
         if let Some(name) = &hostname {
             if let Some(other) = db.by_hostname(name).filter(|r| r.ip != ip).cloned() {
-                if db.commit(LeaseRecord { hostname: None, ..other }, now_ms).is_err() {
+                if db
+                    .commit(
+                        LeaseRecord {
+                            hostname: None,
+                            ..other
+                        },
+                        now_ms,
+                    )
+                    .is_err()
+                {
                     return self.ignore(Ignored::Storage);
                 }
             }
@@ -540,10 +694,20 @@ impl Engine {
         }
         self.holds.remove(ip);
         self.set_used(ip, true);
-        let extra = hostname.as_deref().map(|h| format!(" {h}")).unwrap_or_default();
+        let extra = hostname
+            .as_deref()
+            .map(|h| format!(" {h}"))
+            .unwrap_or_default();
         self.log(MessageType::Ack, ctx.arrival, Some(ip), req, &extra);
         self.stats.acks += 1;
-        self.build(ctx, MessageType::Ack, ip, Some(lease), hostname.as_deref(), rapid)
+        self.build(
+            ctx,
+            MessageType::Ack,
+            ip,
+            Some(lease),
+            hostname.as_deref(),
+            rapid,
+        )
     }
 
     fn nak(&mut self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, why: &str) -> Decision {
@@ -551,7 +715,13 @@ impl Engine {
             self.holds.remove(held);
             self.refresh(held, db);
         }
-        self.log(MessageType::Nak, ctx.arrival, Some(ip), ctx.req, &format!(" {why}"));
+        self.log(
+            MessageType::Nak,
+            ctx.arrival,
+            Some(ip),
+            ctx.req,
+            &format!(" {why}"),
+        );
         self.stats.naks += 1;
         let mut opts = OptionList::default();
         opts.required(54, ctx.net.server.octets().to_vec());
@@ -560,16 +730,29 @@ impl Engine {
             opts.required(61, id.clone());
         }
         opts.tail = ctx.req.relay_info.clone().map(|r| (82, r));
-        let header = Header { kind: MessageType::Nak, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::UNSPECIFIED };
+        let header = Header {
+            kind: MessageType::Nak,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+        };
         self.finish(ctx, header, opts, false)
     }
 
     fn release(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
         let ip = ctx.req.ciaddr;
         self.log(MessageType::Release, ctx.arrival, Some(ip), ctx.req, "");
-        let owned = db.get(ip).filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound).cloned();
-        let Some(rec) = owned else { return self.ignore(Ignored::NotOwner) };
-        let ended = LeaseRecord { state: LeaseState::Released, expires: Expiry::At(now_ms / 1000), ..rec };
+        let owned = db
+            .get(ip)
+            .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound)
+            .cloned();
+        let Some(rec) = owned else {
+            return self.ignore(Ignored::NotOwner);
+        };
+        let ended = LeaseRecord {
+            state: LeaseState::Released,
+            expires: Expiry::At(now_ms / 1000),
+            ..rec
+        };
         if db.commit(ended, now_ms).is_err() {
             return self.ignore(Ignored::Storage);
         }
@@ -578,10 +761,17 @@ impl Engine {
     }
 
     fn decline(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
-        let Some(ip) = ctx.req.requested_ip else { return self.ignore(Ignored::Incomplete) };
+        let Some(ip) = ctx.req.requested_ip else {
+            return self.ignore(Ignored::Incomplete);
+        };
         self.log(MessageType::Decline, ctx.arrival, Some(ip), ctx.req, "");
-        let owned = db.get(ip).filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound).cloned();
-        let Some(rec) = owned else { return self.ignore(Ignored::NotOwner) };
+        let owned = db
+            .get(ip)
+            .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound)
+            .cloned();
+        let Some(rec) = owned else {
+            return self.ignore(Ignored::NotOwner);
+        };
         let held = LeaseRecord {
             state: LeaseState::Declined,
             expires: Expiry::At(now_ms / 1000 + DECLINE_HOLD_SECS),
@@ -606,14 +796,32 @@ impl Engine {
     }
 
     /// Assembles an OFFER or ACK. `lease` is None for an INFORM answer.
-    fn build(&mut self, ctx: &Ctx<'_>, kind: MessageType, ip: Ipv4Addr, lease: Option<LeaseTime>, hostname: Option<&str>, rapid: bool) -> Decision {
+    fn build(
+        &mut self,
+        ctx: &Ctx<'_>,
+        kind: MessageType,
+        ip: Ipv4Addr,
+        lease: Option<LeaseTime>,
+        hostname: Option<&str>,
+        rapid: bool,
+    ) -> Decision {
         let cfg = Arc::clone(&self.cfg);
         let req = ctx.req;
         let mut tags = ctx.client.tags.clone();
-        if let Some(t) = self.dynamic_range_of(ip, ctx.net).and_then(|i| cfg.dhcp_ranges[i].set_tag.clone()) {
+        if let Some(t) = self
+            .dynamic_range_of(ip, ctx.net)
+            .and_then(|i| cfg.dhcp_ranges[i].set_tag.clone())
+        {
             tags.push(t);
         }
-        let octx = Context { cfg: &cfg, req, net: ctx.net, tags: &tags, addr: ip, hostname };
+        let octx = Context {
+            cfg: &cfg,
+            req,
+            net: ctx.net,
+            tags: &tags,
+            addr: ip,
+            hostname,
+        };
         let mut wanted = options::wanted(&octx);
 
         let mut opts = OptionList::default();
@@ -623,8 +831,14 @@ impl Engine {
                 LeaseTime::Infinite => opts.required(51, u32::MAX.to_be_bytes().to_vec()),
                 LeaseTime::Secs(s) => {
                     opts.required(51, s.to_be_bytes().to_vec());
-                    let t1 = wanted.values.remove(&OPT_T1).unwrap_or_else(|| (s / 2).to_be_bytes().to_vec());
-                    let t2 = wanted.values.remove(&OPT_T2).unwrap_or_else(|| (s / 8 * 7).to_be_bytes().to_vec());
+                    let t1 = wanted
+                        .values
+                        .remove(&OPT_T1)
+                        .unwrap_or_else(|| (s / 2).to_be_bytes().to_vec());
+                    let t2 = wanted
+                        .values
+                        .remove(&OPT_T2)
+                        .unwrap_or_else(|| (s / 8 * 7).to_be_bytes().to_vec());
                     opts.required(OPT_T1, t1);
                     opts.required(OPT_T2, t2);
                 }
@@ -662,15 +876,38 @@ impl Engine {
             }
         }
         opts.tail = req.relay_info.clone().map(|r| (82, r));
-        let ciaddr = if kind == MessageType::Ack { req.ciaddr } else { Ipv4Addr::UNSPECIFIED };
-        let yiaddr = if lease.is_some() { ip } else { Ipv4Addr::UNSPECIFIED };
+        let ciaddr = if kind == MessageType::Ack {
+            req.ciaddr
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        let yiaddr = if lease.is_some() {
+            ip
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
         if kind == MessageType::Offer {
             self.log(MessageType::Offer, ctx.arrival, Some(ip), req, "");
         }
-        self.finish(ctx, Header { kind, ciaddr, yiaddr }, opts, kind == MessageType::Ack && lease.is_some())
+        self.finish(
+            ctx,
+            Header {
+                kind,
+                ciaddr,
+                yiaddr,
+            },
+            opts,
+            kind == MessageType::Ack && lease.is_some(),
+        )
     }
 
-    fn finish(&mut self, ctx: &Ctx<'_>, header: Header, opts: OptionList, durable: bool) -> Decision {
+    fn finish(
+        &mut self,
+        ctx: &Ctx<'_>,
+        header: Header,
+        opts: OptionList,
+        durable: bool,
+    ) -> Decision {
         let kind = header.kind;
         let yiaddr = header.yiaddr;
         match reply::encode(ctx.req, header, opts) {

@@ -13,7 +13,9 @@ use super::network::{Arrival, IfAddr};
 use super::reply::Destination;
 use super::request::build::RawRequest;
 use super::stats::Ignored;
-use crate::config::{Config, DhcpHost, DhcpOptionSpec, DhcpRange, LeaseTime, MacPattern, OptionValue};
+use crate::config::{
+    Config, DhcpHost, DhcpOptionSpec, DhcpRange, LeaseTime, MacPattern, OptionValue,
+};
 use crate::lease::{DbOptions, LeaseDb};
 
 const T0: u64 = 1_800_000_000_000;
@@ -42,7 +44,10 @@ struct Rig {
 
 impl Rig {
     fn new(edit: impl FnOnce(&mut Config)) -> Rig {
-        let mut cfg = Config { no_ping: true, ..Config::default() };
+        let mut cfg = Config {
+            no_ping: true,
+            ..Config::default()
+        };
         cfg.dhcp_ranges.push(range(10, 20));
         edit(&mut cfg);
         let dir = tempfile::tempdir().unwrap();
@@ -51,16 +56,26 @@ impl Rig {
         let arrival = Arrival {
             ifname: "tmq0".into(),
             ifindex: 7,
-            addrs: vec![IfAddr { addr: SERVER, prefix: 24 }],
+            addrs: vec![IfAddr {
+                addr: SERVER,
+                prefix: 24,
+            }],
             to_broadcast: true,
         };
-        let mut rig = Rig { _dir: dir, db, engine, arrival, now: T0 };
+        let mut rig = Rig {
+            _dir: dir,
+            db,
+            engine,
+            arrival,
+            now: T0,
+        };
         rig.engine.set_local_addresses(&[SERVER], &rig.db);
         rig
     }
 
     fn send(&mut self, bytes: &[u8]) -> Decision {
-        self.engine.handle(bytes, &self.arrival, &mut self.db, self.now)
+        self.engine
+            .handle(bytes, &self.arrival, &mut self.db, self.now)
     }
 
     fn reply(&mut self, bytes: &[u8]) -> (Reply, Message) {
@@ -77,7 +92,12 @@ impl Rig {
     fn dora(&mut self, mac: [u8; 6]) -> Ipv4Addr {
         let (_, offer) = self.reply(&RawRequest::new(1, mac, 1).finish());
         let ip = offer.yiaddr();
-        let (r, ack) = self.reply(&RawRequest::new(3, mac, 2).opt(54, &SERVER.octets()).opt(50, &ip.octets()).finish());
+        let (r, ack) = self.reply(
+            &RawRequest::new(3, mac, 2)
+                .opt(54, &SERVER.octets())
+                .opt(50, &ip.octets())
+                .finish(),
+        );
         assert_eq!(msg_type(&ack), MessageType::Ack);
         assert!(r.durable);
         ip
@@ -113,7 +133,10 @@ const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 #[test]
 fn dora_gives_an_address_with_default_options() {
     let mut rig = Rig::new(|c| c.dns_port = 53);
-    let discover = RawRequest::new(1, MAC_A, 1).opt(55, &[1, 3, 6, 28]).broadcast().finish();
+    let discover = RawRequest::new(1, MAC_A, 1)
+        .opt(55, &[1, 3, 6, 28])
+        .broadcast()
+        .finish();
     let (r, offer) = rig.reply(&discover);
     assert_eq!(msg_type(&offer), MessageType::Offer);
     assert!(!r.durable);
@@ -131,7 +154,11 @@ fn dora_gives_an_address_with_default_options() {
     assert_eq!(raw_opt(&r.packet, 59), Some(3150u32.to_be_bytes().to_vec()));
     assert!(rig.db.get(ip).is_none(), "an offer is not stored");
 
-    let request = RawRequest::new(3, MAC_A, 2).opt(54, &SERVER.octets()).opt(50, &ip.octets()).opt(12, b"laptop").finish();
+    let request = RawRequest::new(3, MAC_A, 2)
+        .opt(54, &SERVER.octets())
+        .opt(50, &ip.octets())
+        .opt(12, b"laptop")
+        .finish();
     let (r, ack) = rig.reply(&request);
     assert_eq!(msg_type(&ack), MessageType::Ack);
     assert_eq!(ack.yiaddr(), ip);
@@ -163,8 +190,14 @@ fn offer_for_another_server_releases_the_hold() {
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 10));
     // The only address is held for A: B gets nothing.
-    assert_eq!(rig.send(&RawRequest::new(1, MAC_B, 1).finish()), Decision::Ignored(Ignored::NoAddress));
-    let other = RawRequest::new(3, MAC_A, 2).opt(54, &[198, 18, 0, 2]).opt(50, &[198, 18, 0, 10]).finish();
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_B, 1).finish()),
+        Decision::Ignored(Ignored::NoAddress)
+    );
+    let other = RawRequest::new(3, MAC_A, 2)
+        .opt(54, &[198, 18, 0, 2])
+        .opt(50, &[198, 18, 0, 10])
+        .finish();
     assert_eq!(rig.send(&other), Decision::Ignored(Ignored::NotForUs));
     let (_, offer_b) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
     assert_eq!(offer_b.yiaddr(), Ipv4Addr::new(198, 18, 0, 10));
@@ -176,14 +209,20 @@ fn static_host_gets_its_address_and_nobody_else_does() {
     let mut rig = Rig::new(|c| {
         c.dhcp_ranges = vec![range(15, 16)];
         c.dhcp_hosts.push(DhcpHost {
-            macs: vec![MacPattern { htype: None, bytes: MAC_A.iter().map(|b| Some(*b)).collect() }],
+            macs: vec![MacPattern {
+                htype: None,
+                bytes: MAC_A.iter().map(|b| Some(*b)).collect(),
+            }],
             ip: Some(fixed),
             hostname: Some("nas".into()),
             ..Default::default()
         });
     });
     assert_eq!(rig.dora(MAC_B), Ipv4Addr::new(198, 18, 0, 16));
-    assert_eq!(rig.send(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 1).finish()), Decision::Ignored(Ignored::NoAddress));
+    assert_eq!(
+        rig.send(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 1).finish()),
+        Decision::Ignored(Ignored::NoAddress)
+    );
     assert_eq!(rig.dora(MAC_A), fixed);
     assert_eq!(rig.db.get(fixed).unwrap().hostname.as_deref(), Some("nas"));
 }
@@ -205,7 +244,10 @@ fn init_reboot_rules() {
     assert_eq!(msg_type(&nak), MessageType::Nak);
     // Unknown client on a free address: silence unless authoritative.
     let free = Ipv4Addr::new(198, 18, 0, 19);
-    assert_eq!(rig.send(&reboot(free, MAC_B)), Decision::Ignored(Ignored::UnknownClient));
+    assert_eq!(
+        rig.send(&reboot(free, MAC_B)),
+        Decision::Ignored(Ignored::UnknownClient)
+    );
     let mut auth = Rig::new(|c| c.authoritative = true);
     let (_, ack) = auth.reply(&reboot(free, MAC_B));
     assert_eq!(msg_type(&ack), MessageType::Ack);
@@ -223,17 +265,26 @@ fn renew_extends_and_unicasts() {
     assert_eq!(r.to, Destination::Unicast(a));
     assert_eq!(ack.ciaddr(), a);
     let second = rig.db.get(a).unwrap().expires;
-    assert_eq!(second.as_lease_file_secs(), first.as_lease_file_secs() + 1800);
+    assert_eq!(
+        second.as_lease_file_secs(),
+        first.as_lease_file_secs() + 1800
+    );
 }
 
 #[test]
 fn release_frees_but_only_for_the_owner() {
     let mut rig = Rig::new(|c| c.dhcp_ranges = vec![range(10, 10)]);
     let a = rig.dora(MAC_A);
-    let forged = RawRequest::new(7, MAC_B, 3).ciaddr(a).opt(54, &SERVER.octets()).finish();
+    let forged = RawRequest::new(7, MAC_B, 3)
+        .ciaddr(a)
+        .opt(54, &SERVER.octets())
+        .finish();
     assert_eq!(rig.send(&forged), Decision::Ignored(Ignored::NotOwner));
     assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Bound);
-    let release = RawRequest::new(7, MAC_A, 3).ciaddr(a).opt(54, &SERVER.octets()).finish();
+    let release = RawRequest::new(7, MAC_A, 3)
+        .ciaddr(a)
+        .opt(54, &SERVER.octets())
+        .finish();
     assert_eq!(rig.send(&release), Decision::Done);
     assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Released);
     assert_eq!(rig.dora(MAC_B), a);
@@ -243,12 +294,18 @@ fn release_frees_but_only_for_the_owner() {
 fn declined_address_is_held_then_reused() {
     let mut rig = Rig::new(|c| c.dhcp_ranges = vec![range(10, 11)]);
     let a = rig.dora(MAC_A);
-    let decline = RawRequest::new(4, MAC_A, 3).opt(50, &a.octets()).opt(54, &SERVER.octets()).finish();
+    let decline = RawRequest::new(4, MAC_A, 3)
+        .opt(50, &a.octets())
+        .opt(54, &SERVER.octets())
+        .finish();
     assert_eq!(rig.send(&decline), Decision::Done);
     assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Declined);
     let b = rig.dora(MAC_B);
     assert_ne!(a, b);
-    assert_eq!(rig.send(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 1).finish()), Decision::Ignored(Ignored::NoAddress));
+    assert_eq!(
+        rig.send(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 1).finish()),
+        Decision::Ignored(Ignored::NoAddress)
+    );
     rig.now += 601 * 1000;
     rig.engine.tick(&mut rig.db, rig.now);
     assert_eq!(rig.dora([2, 0, 0, 0, 0, 0xc]), a);
@@ -258,7 +315,10 @@ fn declined_address_is_held_then_reused() {
 fn lease_max_is_enforced_but_existing_clients_renew() {
     let mut rig = Rig::new(|c| c.lease_max = 1);
     let a = rig.dora(MAC_A);
-    assert_eq!(rig.send(&RawRequest::new(1, MAC_B, 1).finish()), Decision::Ignored(Ignored::LeaseMax));
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_B, 1).finish()),
+        Decision::Ignored(Ignored::LeaseMax)
+    );
     assert_eq!(rig.dora(MAC_A), a);
 }
 
@@ -266,22 +326,49 @@ fn lease_max_is_enforced_but_existing_clients_renew() {
 fn ping_check_parks_the_client_and_skips_busy_addresses() {
     let mut rig = Rig::new(|c| c.no_ping = false);
     let discover = RawRequest::new(1, MAC_A, 1).finish();
-    let Decision::Probe { token, addr: first } = rig.send(&discover) else { panic!("expected a probe") };
+    let Decision::Probe { token, addr: first } = rig.send(&discover) else {
+        panic!("expected a probe")
+    };
     // The client retransmits while the ping runs: no second probe, no offer.
-    assert_eq!(rig.send(&discover), Decision::Ignored(Ignored::ProbeInProgress));
+    assert_eq!(
+        rig.send(&discover),
+        Decision::Ignored(Ignored::ProbeInProgress)
+    );
     // Meanwhile another client is served and does not get the probed address.
-    let Decision::Probe { token: tb, addr: b_addr } = rig.send(&RawRequest::new(1, MAC_B, 1).finish()) else { panic!() };
+    let Decision::Probe {
+        token: tb,
+        addr: b_addr,
+    } = rig.send(&RawRequest::new(1, MAC_B, 1).finish())
+    else {
+        panic!()
+    };
     assert_ne!(b_addr, first);
     // Something answers: A is probed on another address.
-    let Decision::Probe { token: t2, addr: second } = rig.engine.probe_done(token, true, &mut rig.db, rig.now) else { panic!() };
+    let Decision::Probe {
+        token: t2,
+        addr: second,
+    } = rig.engine.probe_done(token, true, &mut rig.db, rig.now)
+    else {
+        panic!()
+    };
     assert_ne!(second, first);
     assert_eq!(rig.engine.stats().probes_answered, 1);
-    let Decision::Reply(r) = rig.engine.probe_done(t2, false, &mut rig.db, rig.now) else { panic!() };
+    let Decision::Reply(r) = rig.engine.probe_done(t2, false, &mut rig.db, rig.now) else {
+        panic!()
+    };
     let offer = Message::decode(&mut Decoder::new(&r.packet)).unwrap();
     assert_eq!(offer.yiaddr(), second);
-    assert!(matches!(rig.engine.probe_done(tb, false, &mut rig.db, rig.now), Decision::Reply(_)));
+    assert!(matches!(
+        rig.engine.probe_done(tb, false, &mut rig.db, rig.now),
+        Decision::Reply(_)
+    ));
     // The address that answered stays out of use for a while.
-    let (_, ack) = rig.reply(&RawRequest::new(3, [2, 0, 0, 0, 0, 0xc], 2).opt(50, &first.octets()).opt(54, &SERVER.octets()).finish());
+    let (_, ack) = rig.reply(
+        &RawRequest::new(3, [2, 0, 0, 0, 0, 0xc], 2)
+            .opt(50, &first.octets())
+            .opt(54, &SERVER.octets())
+            .finish(),
+    );
     assert_eq!(msg_type(&ack), MessageType::Nak);
 }
 
@@ -309,16 +396,31 @@ fn relayed_requests_go_back_to_the_relay_with_option_82_last() {
     });
     let relay = Ipv4Addr::new(198, 18, 9, 1);
     let agent = [1u8, 4, 0, 0, 0, 5];
-    let discover = RawRequest::new(1, MAC_A, 1).giaddr(relay).opt(61, &[1, 2, 3]).opt(82, &agent).finish();
+    let discover = RawRequest::new(1, MAC_A, 1)
+        .giaddr(relay)
+        .opt(61, &[1, 2, 3])
+        .opt(82, &agent)
+        .finish();
     let (r, offer) = rig.reply(&discover);
     assert_eq!(r.to, Destination::Relay(relay));
     assert_eq!(offer.giaddr(), relay);
     assert!(offer.yiaddr().octets()[2] == 9);
     assert_eq!(raw_opt(&r.packet, 82), Some(agent.to_vec()));
-    assert_eq!(raw_opt(&r.packet, 61), Some(vec![1, 2, 3]), "client-id echoed (RFC 6842)");
-    assert_eq!(raw_opt(&r.packet, 3), Some(relay.octets().to_vec()), "the relay is the client's router");
+    assert_eq!(
+        raw_opt(&r.packet, 61),
+        Some(vec![1, 2, 3]),
+        "client-id echoed (RFC 6842)"
+    );
+    assert_eq!(
+        raw_opt(&r.packet, 3),
+        Some(relay.octets().to_vec()),
+        "the relay is the client's router"
+    );
     let end = r.packet.iter().rposition(|&b| b == 255).unwrap();
-    assert_eq!(&r.packet[end - agent.len() - 2..end], &[&[82u8, agent.len() as u8][..], &agent].concat()[..]);
+    assert_eq!(
+        &r.packet[end - agent.len() - 2..end],
+        &[&[82u8, agent.len() as u8][..], &agent].concat()[..]
+    );
 }
 
 #[test]
@@ -332,13 +434,22 @@ fn inform_gets_options_without_a_lease() {
         })
     });
     let client = Ipv4Addr::new(198, 18, 0, 200);
-    let (r, ack) = rig.reply(&RawRequest::new(8, MAC_A, 1).ciaddr(client).opt(55, &[42]).finish());
+    let (r, ack) = rig.reply(
+        &RawRequest::new(8, MAC_A, 1)
+            .ciaddr(client)
+            .opt(55, &[42])
+            .finish(),
+    );
     assert_eq!(msg_type(&ack), MessageType::Ack);
     assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(r.to, Destination::Unicast(client));
     assert!(!r.durable);
     assert_eq!(raw_opt(&r.packet, 51), None);
-    assert_eq!(raw_opt(&r.packet, 42), Some(SERVER.octets().to_vec()), "0.0.0.0 means this server");
+    assert_eq!(
+        raw_opt(&r.packet, 42),
+        Some(SERVER.octets().to_vec()),
+        "0.0.0.0 means this server"
+    );
     assert!(rig.db.is_empty());
 }
 
@@ -346,14 +457,26 @@ fn inform_gets_options_without_a_lease() {
 fn ignored_hosts_and_unserved_interfaces_get_nothing() {
     let mut rig = Rig::new(|c| {
         c.dhcp_hosts.push(DhcpHost {
-            macs: vec![MacPattern { htype: None, bytes: MAC_A.iter().map(|b| Some(*b)).collect() }],
+            macs: vec![MacPattern {
+                htype: None,
+                bytes: MAC_A.iter().map(|b| Some(*b)).collect(),
+            }],
             ignore: true,
             ..Default::default()
         })
     });
-    assert_eq!(rig.send(&RawRequest::new(1, MAC_A, 1).finish()), Decision::Ignored(Ignored::HostIgnored));
-    rig.arrival.addrs = vec![IfAddr { addr: Ipv4Addr::new(198, 19, 5, 1), prefix: 24 }];
-    assert_eq!(rig.send(&RawRequest::new(1, MAC_B, 1).finish()), Decision::Ignored(Ignored::NoNetwork));
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_A, 1).finish()),
+        Decision::Ignored(Ignored::HostIgnored)
+    );
+    rig.arrival.addrs = vec![IfAddr {
+        addr: Ipv4Addr::new(198, 19, 5, 1),
+        prefix: 24,
+    }];
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_B, 1).finish()),
+        Decision::Ignored(Ignored::NoNetwork)
+    );
 }
 
 #[test]
@@ -361,10 +484,22 @@ fn a_new_lease_takes_a_hostname_from_an_older_one() {
     let mut rig = Rig::new(|_| {});
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
     let a = offer.yiaddr();
-    rig.reply(&RawRequest::new(3, MAC_A, 2).opt(54, &SERVER.octets()).opt(50, &a.octets()).opt(12, b"pc").finish());
+    rig.reply(
+        &RawRequest::new(3, MAC_A, 2)
+            .opt(54, &SERVER.octets())
+            .opt(50, &a.octets())
+            .opt(12, b"pc")
+            .finish(),
+    );
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
     let b = offer.yiaddr();
-    rig.reply(&RawRequest::new(3, MAC_B, 2).opt(54, &SERVER.octets()).opt(50, &b.octets()).opt(12, b"PC").finish());
+    rig.reply(
+        &RawRequest::new(3, MAC_B, 2)
+            .opt(54, &SERVER.octets())
+            .opt(50, &b.octets())
+            .opt(12, b"PC")
+            .finish(),
+    );
     assert_eq!(rig.db.get(a).unwrap().hostname, None);
     assert_eq!(rig.db.get(b).unwrap().hostname.as_deref(), Some("PC"));
     assert_eq!(rig.db.by_hostname("pc").map(|r| r.ip), Some(b));
@@ -447,7 +582,11 @@ fn mutated_requests_never_panic_and_are_accounted_for() {
         match rig.send(&p) {
             Decision::Reply(r) => {
                 replies += 1;
-                assert!(r.packet.len() >= 300 && r.packet.len() <= 548, "{} bytes", r.packet.len());
+                assert!(
+                    r.packet.len() >= 300 && r.packet.len() <= 548,
+                    "{} bytes",
+                    r.packet.len()
+                );
             }
             Decision::Ignored(_) => ignored += 1,
             Decision::Done => done += 1,
@@ -460,5 +599,8 @@ fn mutated_requests_never_panic_and_are_accounted_for() {
     assert_eq!(s.offers + s.acks + s.naks, replies);
     assert_eq!(s.ignored_total(), ignored);
     assert_eq!(replies + ignored + done, n as u64);
-    assert!(replies > 100 && ignored > 100, "the mutations exercise both paths: {s:?}");
+    assert!(
+        replies > 100 && ignored > 100,
+        "the mutations exercise both paths: {s:?}"
+    );
 }

@@ -108,12 +108,39 @@ mod tests {
     fn a_client_holds_one_address_and_holds_expire() {
         let mut h = Holds::default();
         let (a, b) = (Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 18, 0, 6));
-        h.put(a, Hold { client: Some(key(1)), until_ms: 100, kind: HoldKind::Offered });
-        h.put(b, Hold { client: Some(key(1)), until_ms: 200, kind: HoldKind::Offered });
-        assert!(!h.contains(a), "moving the client's hold frees the old address");
+        h.put(
+            a,
+            Hold {
+                client: Some(key(1)),
+                until_ms: 100,
+                kind: HoldKind::Offered,
+            },
+        );
+        h.put(
+            b,
+            Hold {
+                client: Some(key(1)),
+                until_ms: 200,
+                kind: HoldKind::Offered,
+            },
+        );
+        assert!(
+            !h.contains(a),
+            "moving the client's hold frees the old address"
+        );
         assert_eq!(h.of_client(&key(1)).map(|(ip, _)| ip), Some(b));
-        h.put(b, Hold { client: Some(key(1)), until_ms: 300, kind: HoldKind::Offered });
-        assert!(h.expire(250).is_empty(), "a renewed hold ignores its stale queue entry");
+        h.put(
+            b,
+            Hold {
+                client: Some(key(1)),
+                until_ms: 300,
+                kind: HoldKind::Offered,
+            },
+        );
+        assert!(
+            h.expire(250).is_empty(),
+            "a renewed hold ignores its stale queue entry"
+        );
         assert_eq!(h.expire(300), vec![b]);
         assert!(h.is_empty() && h.of_client(&key(1)).is_none());
     }

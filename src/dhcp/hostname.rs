@@ -22,7 +22,8 @@ pub fn legal_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && !s.starts_with('-')
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 /// Option 12: some clients append a NUL or send a dotted name; keep the
@@ -112,7 +113,10 @@ mod tests {
     fn option81_both_encodings_and_short_data() {
         assert_eq!(parse_fqdn(&[0, 0]), None);
         let ascii = [&[0u8, 0, 0][..], b"host.example.net"].concat();
-        assert_eq!(parse_fqdn(&ascii).unwrap().host_label.as_deref(), Some("host"));
+        assert_eq!(
+            parse_fqdn(&ascii).unwrap().host_label.as_deref(),
+            Some("host")
+        );
         let wire = [&[FQDN_E | FQDN_S, 0, 0][..], b"\x04host\x07example\x00"].concat();
         let f = parse_fqdn(&wire).unwrap();
         assert_eq!(f.host_label.as_deref(), Some("host"));
@@ -126,7 +130,14 @@ mod tests {
     #[test]
     fn fqdn_reply_sets_s_and_o_and_echoes_encoding() {
         let r = fqdn_reply(FQDN_E, "host", Some("lan"));
-        assert_eq!(r, [&[FQDN_S | FQDN_O | FQDN_E, 255, 255][..], b"\x04host\x03lan\x00"].concat());
+        assert_eq!(
+            r,
+            [
+                &[FQDN_S | FQDN_O | FQDN_E, 255, 255][..],
+                b"\x04host\x03lan\x00"
+            ]
+            .concat()
+        );
         let r = fqdn_reply(FQDN_S, "host", None);
         assert_eq!(r, [&[FQDN_S, 255, 255][..], b"host"].concat());
     }

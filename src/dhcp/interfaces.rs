@@ -48,7 +48,11 @@ pub fn list() -> io::Result<HashMap<u32, Interface>> {
                 prefix_of(Ipv4Addr::from(u32::from_be(m.sin_addr.s_addr)))
             };
             out.entry(index)
-                .or_insert_with(|| Interface { name, index, addrs: Vec::new() })
+                .or_insert_with(|| Interface {
+                    name,
+                    index,
+                    addrs: Vec::new(),
+                })
                 .addrs
                 .push(IfAddr { addr, prefix });
         }
@@ -69,14 +73,21 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 /// select (either suffices), `except-interface=` always wins; with none of
 /// the selecting options every interface but loopback is served.
 pub fn serves(cfg: &Config, iface: &Interface) -> bool {
-    if cfg.except_interfaces.iter().any(|p| name_matches(p, &iface.name)) {
+    if cfg
+        .except_interfaces
+        .iter()
+        .any(|p| name_matches(p, &iface.name))
+    {
         return false;
     }
     if cfg.interfaces.is_empty() && cfg.listen_addresses.is_empty() {
         return !iface.addrs.iter().all(|a| a.addr.is_loopback());
     }
     cfg.interfaces.iter().any(|p| name_matches(p, &iface.name))
-        || iface.addrs.iter().any(|a| cfg.listen_addresses.contains(&a.addr))
+        || iface
+            .addrs
+            .iter()
+            .any(|a| cfg.listen_addresses.contains(&a.addr))
 }
 
 #[cfg(test)]
@@ -84,7 +95,14 @@ mod tests {
     use super::*;
 
     fn iface(name: &str, addr: [u8; 4]) -> Interface {
-        Interface { name: name.into(), index: 3, addrs: vec![IfAddr { addr: addr.into(), prefix: 24 }] }
+        Interface {
+            name: name.into(),
+            index: 3,
+            addrs: vec![IfAddr {
+                addr: addr.into(),
+                prefix: 24,
+            }],
+        }
     }
 
     #[test]
@@ -104,6 +122,8 @@ mod tests {
     #[test]
     fn lists_loopback() {
         let all = list().unwrap();
-        assert!(all.values().any(|i| i.addrs.iter().any(|a| a.addr.is_loopback())));
+        assert!(all
+            .values()
+            .any(|i| i.addrs.iter().any(|a| a.addr.is_loopback())));
     }
 }

@@ -3,17 +3,17 @@
 //! it (`shell`).
 
 pub mod engine;
-pub mod interfaces;
-pub mod ping;
-pub mod shell;
-pub mod socket;
 pub mod holds;
 pub mod hostname;
+pub mod interfaces;
 pub mod network;
 pub mod options;
+pub mod ping;
 pub mod pool;
 pub mod reply;
 pub mod request;
+pub mod shell;
+pub mod socket;
 pub mod stats;
 
 #[cfg(test)]

@@ -76,7 +76,11 @@ pub fn wanted(ctx: &Context<'_>) -> Wanted {
     values.insert(OPT_NETMASK, ctx.net.netmask().octets().to_vec());
     values.insert(OPT_BROADCAST, ctx.net.broadcast.octets().to_vec());
     // A relayed client's router is its relay; a direct one's is us.
-    let router = if ctx.req.giaddr.is_unspecified() { server } else { ctx.req.giaddr };
+    let router = if ctx.req.giaddr.is_unspecified() {
+        server
+    } else {
+        ctx.req.giaddr
+    };
     values.insert(OPT_ROUTER, router.octets().to_vec());
     if ctx.cfg.dns_port != 0 {
         values.insert(OPT_DNS, server.octets().to_vec());
@@ -89,9 +93,12 @@ pub fn wanted(ctx: &Context<'_>) -> Wanted {
     }
 
     let mut forced = Vec::new();
-    let codes: std::collections::BTreeSet<u8> = ctx.cfg.dhcp_options.iter().map(|o| o.code).collect();
+    let codes: std::collections::BTreeSet<u8> =
+        ctx.cfg.dhcp_options.iter().map(|o| o.code).collect();
     for code in codes {
-        let Some(spec) = configured(ctx.cfg, code, ctx.tags) else { continue };
+        let Some(spec) = configured(ctx.cfg, code, ctx.tags) else {
+            continue;
+        };
         match &spec.value {
             OptionValue::Empty => {
                 values.remove(&code);
@@ -126,7 +133,13 @@ mod tests {
     fn opt(code: u8, tags: &[&str], value: OptionValue) -> DhcpOptionSpec {
         DhcpOptionSpec {
             code,
-            match_tags: tags.iter().map(|t| TagMatch { name: t.to_string(), negate: false }).collect(),
+            match_tags: tags
+                .iter()
+                .map(|t| TagMatch {
+                    name: t.to_string(),
+                    negate: false,
+                })
+                .collect(),
             value,
             force: false,
         }
@@ -135,22 +148,47 @@ mod tests {
     #[test]
     fn defaults_then_config_with_tags_and_this_server() {
         let mut cfg = Config::default();
-        cfg.domains.push(DomainSpec { name: "lan".into(), scope: DomainScope::All });
-        cfg.dhcp_options.push(opt(6, &[], OptionValue::Addresses(vec![Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(198, 18, 0, 53)])));
-        cfg.dhcp_options.push(opt(42, &[], OptionValue::Addresses(vec![Ipv4Addr::new(198, 18, 0, 123)])));
-        cfg.dhcp_options.push(opt(42, &["lab"], OptionValue::Addresses(vec![Ipv4Addr::new(198, 18, 0, 124)])));
+        cfg.domains.push(DomainSpec {
+            name: "lan".into(),
+            scope: DomainScope::All,
+        });
+        cfg.dhcp_options.push(opt(
+            6,
+            &[],
+            OptionValue::Addresses(vec![Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(198, 18, 0, 53)]),
+        ));
+        cfg.dhcp_options.push(opt(
+            42,
+            &[],
+            OptionValue::Addresses(vec![Ipv4Addr::new(198, 18, 0, 123)]),
+        ));
+        cfg.dhcp_options.push(opt(
+            42,
+            &["lab"],
+            OptionValue::Addresses(vec![Ipv4Addr::new(198, 18, 0, 124)]),
+        ));
         cfg.dhcp_options.push(opt(3, &[], OptionValue::Empty));
         let req = decode(&RawRequest::new(1, [2, 0, 0, 0, 0, 1], 1).finish()).unwrap();
         let n = net();
         let tags = vec!["lab".to_string()];
-        let ctx = Context { cfg: &cfg, req: &req, net: &n, tags: &tags, addr: Ipv4Addr::new(198, 18, 0, 9), hostname: Some("pc") };
+        let ctx = Context {
+            cfg: &cfg,
+            req: &req,
+            net: &n,
+            tags: &tags,
+            addr: Ipv4Addr::new(198, 18, 0, 9),
+            hostname: Some("pc"),
+        };
         let w = wanted(&ctx);
         assert_eq!(w.values[&1], vec![255, 255, 255, 0]);
         assert_eq!(w.values[&6], vec![198, 18, 0, 1, 198, 18, 0, 53]);
         assert_eq!(w.values[&42], vec![198, 18, 0, 124]);
         assert_eq!(w.values[&15], b"lan".to_vec());
         assert_eq!(w.values[&12], b"pc".to_vec());
-        assert!(!w.values.contains_key(&3), "empty dhcp-option=3 turns the router off");
+        assert!(
+            !w.values.contains_key(&3),
+            "empty dhcp-option=3 turns the router off"
+        );
         let untagged = Context { tags: &[], ..ctx };
         assert_eq!(wanted(&untagged).values[&42], vec![198, 18, 0, 123]);
     }
@@ -158,12 +196,21 @@ mod tests {
     #[test]
     fn scoped_domains() {
         let mut cfg = Config::default();
-        cfg.domains.push(DomainSpec { name: "lan".into(), scope: DomainScope::All });
+        cfg.domains.push(DomainSpec {
+            name: "lan".into(),
+            scope: DomainScope::All,
+        });
         cfg.domains.push(DomainSpec {
             name: "guest.lan".into(),
-            scope: DomainScope::Range { start: Ipv4Addr::new(198, 18, 0, 100), end: Ipv4Addr::new(198, 18, 0, 150) },
+            scope: DomainScope::Range {
+                start: Ipv4Addr::new(198, 18, 0, 100),
+                end: Ipv4Addr::new(198, 18, 0, 150),
+            },
         });
-        assert_eq!(domain_for(&cfg, Ipv4Addr::new(198, 18, 0, 120)), Some("guest.lan"));
+        assert_eq!(
+            domain_for(&cfg, Ipv4Addr::new(198, 18, 0, 120)),
+            Some("guest.lan")
+        );
         assert_eq!(domain_for(&cfg, Ipv4Addr::new(198, 18, 0, 20)), Some("lan"));
     }
 }

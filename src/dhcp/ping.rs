@@ -27,7 +27,10 @@ pub struct ProbeResult {
 }
 
 fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -53,7 +56,11 @@ fn parse_echo_reply(pkt: &[u8]) -> Option<(Ipv4Addr, u16, u16)> {
     if icmp.len() < 8 || icmp[0] != 0 {
         return None;
     }
-    Some((src, u16::from_be_bytes([icmp[4], icmp[5]]), u16::from_be_bytes([icmp[6], icmp[7]])))
+    Some((
+        src,
+        u16::from_be_bytes([icmp[4], icmp[5]]),
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+    ))
 }
 
 fn open() -> std::io::Result<Socket> {
@@ -71,11 +78,17 @@ fn open_async() -> std::io::Result<AsyncFd<Socket>> {
 
 /// Runs until `requests` closes. Without a raw socket (no CAP_NET_RAW)
 /// every address counts as quiet, with one warning.
-pub async fn run(mut requests: mpsc::Receiver<ProbeRequest>, results: mpsc::Sender<ProbeResult>, wait: Duration) {
+pub async fn run(
+    mut requests: mpsc::Receiver<ProbeRequest>,
+    results: mpsc::Sender<ProbeResult>,
+    wait: Duration,
+) {
     let sock = match open_async() {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!("cannot open an ICMP socket ({e}): offering addresses without a ping check");
+            tracing::warn!(
+                "cannot open an ICMP socket ({e}): offering addresses without a ping check"
+            );
             None
         }
     };
@@ -145,9 +158,14 @@ mod tests {
 
     #[test]
     fn parses_only_echo_replies() {
-        let mut pkt = vec![0x45u8, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 9, 198, 18, 0, 1];
+        let mut pkt = vec![
+            0x45u8, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 9, 198, 18, 0, 1,
+        ];
         pkt.extend_from_slice(&[0, 0, 0, 0, 0x12, 0x34, 0, 7]);
-        assert_eq!(parse_echo_reply(&pkt), Some((Ipv4Addr::new(198, 18, 0, 9), 0x1234, 7)));
+        assert_eq!(
+            parse_echo_reply(&pkt),
+            Some((Ipv4Addr::new(198, 18, 0, 9), 0x1234, 7))
+        );
         pkt[20] = 8;
         assert_eq!(parse_echo_reply(&pkt), None);
         assert_eq!(parse_echo_reply(&pkt[..22]), None);
@@ -159,7 +177,13 @@ mod tests {
         let (req_tx, req_rx) = mpsc::channel(4);
         let (res_tx, mut res_rx) = mpsc::channel(4);
         tokio::spawn(run(req_rx, res_tx, Duration::from_millis(300)));
-        req_tx.send(ProbeRequest { token: 1, addr: Ipv4Addr::LOCALHOST }).await.unwrap();
+        req_tx
+            .send(ProbeRequest {
+                token: 1,
+                addr: Ipv4Addr::LOCALHOST,
+            })
+            .await
+            .unwrap();
         let r = res_rx.recv().await.unwrap();
         assert_eq!(r.token, 1);
         // Without CAP_NET_RAW the prober reports every address quiet; the

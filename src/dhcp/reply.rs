@@ -24,7 +24,11 @@ pub enum Destination {
     Broadcast,
     /// To `ip` at `chaddr`, a client that has no address yet but can take
     /// unicast: needs an ARP entry (or the shell falls back to broadcast).
-    Hardware { ip: Ipv4Addr, htype: u8, chaddr: Vec<u8> },
+    Hardware {
+        ip: Ipv4Addr,
+        htype: u8,
+        chaddr: Vec<u8>,
+    },
 }
 
 /// Options in send order. Those before `optional_from` are always kept;
@@ -39,7 +43,11 @@ pub struct OptionList {
 
 impl OptionList {
     pub fn required(&mut self, code: u8, data: Vec<u8>) {
-        debug_assert_eq!(self.optional_from, self.opts.len(), "required options go first");
+        debug_assert_eq!(
+            self.optional_from,
+            self.opts.len(),
+            "required options go first"
+        );
         self.opts.push((code, data));
         self.optional_from = self.opts.len();
     }
@@ -63,7 +71,10 @@ const MAX_MESSAGE: usize = 1500;
 /// IP and UDP headers, as ISC and dnsmasq read it), never below RFC 2131's
 /// 576 nor above an Ethernet MTU.
 pub fn size_limit(req: &Request) -> usize {
-    let total = req.max_size.map_or(MIN_MESSAGE, usize::from).clamp(MIN_MESSAGE, MAX_MESSAGE);
+    let total = req
+        .max_size
+        .map_or(MIN_MESSAGE, usize::from)
+        .clamp(MIN_MESSAGE, MAX_MESSAGE);
     total - IP_UDP_HEADERS
 }
 
@@ -96,7 +107,14 @@ pub struct Header {
 }
 
 pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Result<Vec<u8>, EncodeError> {
-    let mut msg = Message::new_with_id(req.xid, header.ciaddr, header.yiaddr, Ipv4Addr::UNSPECIFIED, req.giaddr, &req.chaddr);
+    let mut msg = Message::new_with_id(
+        req.xid,
+        header.ciaddr,
+        header.yiaddr,
+        Ipv4Addr::UNSPECIFIED,
+        req.giaddr,
+        &req.chaddr,
+    );
     msg.set_opcode(Opcode::BootReply);
     msg.set_htype(HType::from(req.htype));
     let mut flags = Flags::default();
@@ -107,13 +125,15 @@ pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Result<Vec
     msg.set_flags(flags);
 
     let mut out = Vec::with_capacity(548);
-    msg.encode(&mut Encoder::new(&mut out)).map_err(|e| EncodeError(e.to_string()))?;
+    msg.encode(&mut Encoder::new(&mut out))
+        .map_err(|e| EncodeError(e.to_string()))?;
     // dhcproto ends the empty option list with END; the options go in its place.
     out.truncate(240);
 
     let limit = size_limit(req);
     let tail_len = opts.tail.as_ref().map_or(0, |(_, d)| option_len(d));
-    let mut total = 240 + 3 + 1 + tail_len + opts.opts.iter().map(|(_, d)| option_len(d)).sum::<usize>();
+    let mut total =
+        240 + 3 + 1 + tail_len + opts.opts.iter().map(|(_, d)| option_len(d)).sum::<usize>();
     while total > limit && opts.opts.len() > opts.optional_from {
         if let Some((_, d)) = opts.opts.pop() {
             total -= option_len(&d);
@@ -149,7 +169,11 @@ pub fn destination(req: &Request, kind: MessageType, yiaddr: Ipv4Addr) -> Destin
     if req.broadcast || yiaddr.is_unspecified() {
         return Destination::Broadcast;
     }
-    Destination::Hardware { ip: yiaddr, htype: req.htype, chaddr: req.chaddr.clone() }
+    Destination::Hardware {
+        ip: yiaddr,
+        htype: req.htype,
+        chaddr: req.chaddr.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -183,7 +207,11 @@ mod tests {
         o.required(54, vec![198, 18, 0, 1]);
         o.optional(3, vec![198, 18, 0, 1]);
         o.tail = Some((82, vec![1, 2, 0, 7]));
-        let header = Header { kind: MessageType::Offer, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::new(198, 18, 0, 50) };
+        let header = Header {
+            kind: MessageType::Offer,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(198, 18, 0, 50),
+        };
         let p = encode(&r, header, o).unwrap();
         assert_eq!(p.len(), 300);
         assert_eq!(p[0], 2);
@@ -204,7 +232,11 @@ mod tests {
             o.optional(code, vec![0; 100]);
         }
         o.tail = Some((82, vec![1, 1, 1]));
-        let header = Header { kind: MessageType::Ack, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::new(198, 18, 0, 5) };
+        let header = Header {
+            kind: MessageType::Ack,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(198, 18, 0, 5),
+        };
         let p = encode(&r, header, o).unwrap();
         assert!(p.len() <= 548, "{} bytes", p.len());
         let codes: Vec<u8> = options_of(&p).iter().map(|(c, _)| *c).collect();
@@ -220,18 +252,33 @@ mod tests {
         let relayed = req(|r| {
             r.giaddr([198, 18, 9, 1].into());
         });
-        assert_eq!(destination(&relayed, MessageType::Nak, yi), Destination::Relay([198, 18, 9, 1].into()));
+        assert_eq!(
+            destination(&relayed, MessageType::Nak, yi),
+            Destination::Relay([198, 18, 9, 1].into())
+        );
         let renewing = req(|r| {
             r.ciaddr(yi);
         });
-        assert_eq!(destination(&renewing, MessageType::Ack, yi), Destination::Unicast(yi));
-        assert_eq!(destination(&renewing, MessageType::Nak, yi), Destination::Broadcast);
+        assert_eq!(
+            destination(&renewing, MessageType::Ack, yi),
+            Destination::Unicast(yi)
+        );
+        assert_eq!(
+            destination(&renewing, MessageType::Nak, yi),
+            Destination::Broadcast
+        );
         let bcast = req(|r| {
             r.broadcast();
         });
-        assert_eq!(destination(&bcast, MessageType::Offer, yi), Destination::Broadcast);
+        assert_eq!(
+            destination(&bcast, MessageType::Offer, yi),
+            Destination::Broadcast
+        );
         let plain = req(|_| {});
-        assert!(matches!(destination(&plain, MessageType::Offer, yi), Destination::Hardware { .. }));
+        assert!(matches!(
+            destination(&plain, MessageType::Offer, yi),
+            Destination::Hardware { .. }
+        ));
     }
 
     #[test]
@@ -239,7 +286,11 @@ mod tests {
         let relayed = req(|r| {
             r.giaddr([198, 18, 9, 1].into());
         });
-        let header = Header { kind: MessageType::Nak, ciaddr: Ipv4Addr::UNSPECIFIED, yiaddr: Ipv4Addr::UNSPECIFIED };
+        let header = Header {
+            kind: MessageType::Nak,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+        };
         let p = encode(&relayed, header, OptionList::default()).unwrap();
         assert_eq!(p[10] & 0x80, 0x80);
         assert_eq!(&p[24..28], &[198, 18, 9, 1]);

@@ -192,7 +192,9 @@ fn truncated_options(mut opts: &[u8]) -> bool {
         match opts {
             [] | [255, ..] => return false,
             [0, rest @ ..] => opts = rest,
-            [_, len, rest @ ..] if rest.len() >= usize::from(*len) => opts = &rest[usize::from(*len)..],
+            [_, len, rest @ ..] if rest.len() >= usize::from(*len) => {
+                opts = &rest[usize::from(*len)..]
+            }
             _ => return true,
         }
     }

@@ -38,7 +38,9 @@ const LEASE_FILE_INTERVAL: Duration = Duration::from_secs(1);
 const IFACE_REFRESH: Duration = Duration::from_secs(2);
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Counters kept by the shell itself (the engine keeps its own).
@@ -77,7 +79,12 @@ fn deliver(fd: RawFd, out: &Outgoing, stats: &ShellStats) {
 }
 
 /// The flusher thread: one fsync per gathered batch, then the batch's replies.
-fn flusher(rx: std_mpsc::Receiver<Vec<Outgoing>>, durability: Durability, sock: std::net::UdpSocket, stats: Arc<ShellStats>) {
+fn flusher(
+    rx: std_mpsc::Receiver<Vec<Outgoing>>,
+    durability: Durability,
+    sock: std::net::UdpSocket,
+    stats: Arc<ShellStats>,
+) {
     let fd = sock.as_raw_fd();
     while let Ok(mut batch) = rx.recv() {
         while let Ok(more) = rx.try_recv() {
@@ -87,10 +94,15 @@ fn flusher(rx: std_mpsc::Receiver<Vec<Outgoing>>, durability: Durability, sock: 
         if let Err(e) = durability.flush() {
             // Nothing promised leaves unless it is stored: the clients retry.
             stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("lease database flush failed, {} replies withheld: {e}", batch.len());
+            tracing::error!(
+                "lease database flush failed, {} replies withheld: {e}",
+                batch.len()
+            );
             continue;
         }
-        stats.durable_replies.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .durable_replies
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for out in &batch {
             deliver(fd, out, &stats);
         }
@@ -169,7 +181,10 @@ impl Shell {
     fn refresh_interfaces(&mut self) {
         match interfaces::list() {
             Ok(list) => {
-                let local: Vec<Ipv4Addr> = list.values().flat_map(|i| i.addrs.iter().map(|a| a.addr)).collect();
+                let local: Vec<Ipv4Addr> = list
+                    .values()
+                    .flat_map(|i| i.addrs.iter().map(|a| a.addr))
+                    .collect();
                 self.engine.set_local_addresses(&local, &self.db);
                 self.ifaces = list;
             }
@@ -179,7 +194,8 @@ impl Shell {
     }
 
     fn arrival(&mut self, ifindex: u32, dst: Ipv4Addr) -> Option<Arrival> {
-        if !self.ifaces.contains_key(&ifindex) && self.ifaces_at.elapsed() > Duration::from_secs(1) {
+        if !self.ifaces.contains_key(&ifindex) && self.ifaces_at.elapsed() > Duration::from_secs(1)
+        {
             self.refresh_interfaces();
         }
         let iface = self.ifaces.get(&ifindex)?;
@@ -189,9 +205,16 @@ impl Shell {
         let to_broadcast = dst == Ipv4Addr::BROADCAST
             || iface.addrs.iter().any(|a| {
                 let host_bits = !u32::from(super::network::mask(a.prefix));
-                host_bits != 0 && u32::from(dst) | host_bits == u32::from(dst) && super::network::same_subnet(dst, a.addr, a.prefix)
+                host_bits != 0
+                    && u32::from(dst) | host_bits == u32::from(dst)
+                    && super::network::same_subnet(dst, a.addr, a.prefix)
             });
-        Some(Arrival { ifname: iface.name.clone(), ifindex, addrs: iface.addrs.clone(), to_broadcast })
+        Some(Arrival {
+            ifname: iface.name.clone(),
+            ifindex,
+            addrs: iface.addrs.clone(),
+            to_broadcast,
+        })
     }
 
     fn apply(&mut self, decision: Decision, ifname: String) {
@@ -220,7 +243,10 @@ impl Shell {
     fn handle_datagrams(&mut self, buf: &mut [u8]) {
         let fd = self.sock.as_raw_fd();
         for _ in 0..RECV_BATCH {
-            let meta = match self.sock.try_io(Interest::READABLE, || socket::recv(fd, buf)) {
+            let meta = match self
+                .sock
+                .try_io(Interest::READABLE, || socket::recv(fd, buf))
+            {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -229,10 +255,14 @@ impl Shell {
                 }
             };
             let Some(arrival) = self.arrival(meta.ifindex, meta.dst) else {
-                self.stats.not_served_interface.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .not_served_interface
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let d = self.engine.handle(&buf[..meta.len], &arrival, &mut self.db, now_ms());
+            let d = self
+                .engine
+                .handle(&buf[..meta.len], &arrival, &mut self.db, now_ms());
             self.apply(d, arrival.ifname);
         }
     }
@@ -252,13 +282,13 @@ impl Shell {
         if self.ifaces_at.elapsed() >= IFACE_REFRESH {
             self.refresh_interfaces();
         }
-        loop {
-            match self.feed.try_recv() {
-                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => self.lease_file_dirty = true,
-                Err(_) => break,
-            }
+        // A lagged feed still means something changed.
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) = self.feed.try_recv() {
+            self.lease_file_dirty = true;
         }
-        let due = self.lease_file_at.is_none_or(|t| t.elapsed() >= LEASE_FILE_INTERVAL);
+        let due = self
+            .lease_file_at
+            .is_none_or(|t| t.elapsed() >= LEASE_FILE_INTERVAL);
         if self.lease_file_dirty && due {
             self.lease_file_dirty = false;
             self.lease_file_at = Some(Instant::now());
@@ -276,7 +306,10 @@ impl Shell {
 
     /// Serves until `shutdown` resolves, then makes everything durable and
     /// writes the lease file one last time.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), crate::lease::LeaseError> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), crate::lease::LeaseError> {
         tokio::pin!(shutdown);
         let mut buf = vec![0u8; 2048];
         let mut tick = tokio::time::interval(TICK);

@@ -58,7 +58,10 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
     // lengths we pass.
     unsafe {
         let mut addr: libc::sockaddr_in = mem::zeroed();
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
         let mut control = [0u8; CMSG_SPACE];
         let mut msg: libc::msghdr = mem::zeroed();
         msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
@@ -73,21 +76,28 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
         }
         let mut meta = RecvMeta {
             len: n as usize,
-            src: SocketAddrV4::new(Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)), u16::from_be(addr.sin_port)),
+            src: SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+                u16::from_be(addr.sin_port),
+            ),
             ifindex: 0,
             dst: Ipv4Addr::UNSPECIFIED,
         };
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
-                let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+                let info =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
                 meta.ifindex = info.ipi_ifindex as u32;
                 meta.dst = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
         if msg.msg_flags & libc::MSG_TRUNC != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "datagram larger than the receive buffer"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram larger than the receive buffer",
+            ));
         }
         Ok(meta)
     }
@@ -95,7 +105,13 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
 
 /// Sends `packet` to `to` out of interface `ifindex` with source address
 /// `from` (IP_PKTINFO), so broadcasts leave on the right link.
-pub fn send(fd: RawFd, packet: &[u8], to: SocketAddrV4, ifindex: u32, from: Ipv4Addr) -> io::Result<()> {
+pub fn send(
+    fd: RawFd,
+    packet: &[u8],
+    to: SocketAddrV4,
+    ifindex: u32,
+    from: Ipv4Addr,
+) -> io::Result<()> {
     // SAFETY: as in `recv`; the control buffer is large enough for one
     // in_pktinfo header, which CMSG_FIRSTHDR checks against msg_controllen.
     unsafe {
@@ -103,7 +119,10 @@ pub fn send(fd: RawFd, packet: &[u8], to: SocketAddrV4, ifindex: u32, from: Ipv4
         addr.sin_family = libc::AF_INET as libc::sa_family_t;
         addr.sin_port = to.port().to_be();
         addr.sin_addr.s_addr = u32::from(*to.ip()).to_be();
-        let mut iov = libc::iovec { iov_base: packet.as_ptr() as *mut libc::c_void, iov_len: packet.len() };
+        let mut iov = libc::iovec {
+            iov_base: packet.as_ptr() as *mut libc::c_void,
+            iov_len: packet.len(),
+        };
         let mut control = [0u8; CMSG_SPACE];
         let mut msg: libc::msghdr = mem::zeroed();
         msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
@@ -121,7 +140,9 @@ pub fn send(fd: RawFd, packet: &[u8], to: SocketAddrV4, ifindex: u32, from: Ipv4
         (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
         let info = libc::in_pktinfo {
             ipi_ifindex: ifindex as libc::c_int,
-            ipi_spec_dst: libc::in_addr { s_addr: u32::from(from).to_be() },
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(from).to_be(),
+            },
             ipi_addr: libc::in_addr { s_addr: 0 },
         };
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
@@ -136,7 +157,10 @@ pub fn send(fd: RawFd, packet: &[u8], to: SocketAddrV4, ifindex: u32, from: Ipv4
 /// unicast to a client that has no address yet (what dnsmasq does too).
 pub fn arp_inject(fd: RawFd, ifname: &str, ip: Ipv4Addr, htype: u8, hw: &[u8]) -> io::Result<()> {
     if hw.len() > 14 || ifname.len() >= 16 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "hardware address or interface name too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "hardware address or interface name too long",
+        ));
     }
     // SAFETY: all-zero arpreq is valid; the copies stay within the fixed
     // arrays (lengths checked above); the ioctl reads the struct only.

@@ -830,6 +830,14 @@ impl<'a> Server<'a> {
         self.start();
     }
 
+    /// SIGKILL, as a power cut would end it: no flush, no cleanup. The files
+    /// stay for the next `start`.
+    pub fn kill9(&mut self) {
+        let mut proc = self.proc.take().expect("server not running");
+        proc.signal(libc::SIGKILL);
+        assert!(proc.wait_timeout(Duration::from_secs(5)).is_some(), "server survived SIGKILL");
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(Proc::pid)
     }
