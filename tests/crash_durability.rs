@@ -17,7 +17,10 @@ const GENERATOR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// The load generator from `examples/`, built beside the test binary's
 /// server (`cargo test --all-targets` builds it; a lone run builds it here).
 fn load_generator() -> PathBuf {
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_twinmasq")).parent().map(PathBuf::from).unwrap_or_default();
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_twinmasq"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let path = bin_dir.join("examples").join("dhcp_load");
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -46,7 +49,9 @@ fn read_acks(path: &std::path::Path) -> BTreeMap<String, Ipv4Addr> {
 
 #[test]
 fn kill_9_during_a_burst_loses_no_acknowledged_lease() {
-    let Some(lab) = Lab::new("kill_9_during_a_burst") else { return };
+    let Some(lab) = Lab::new("kill_9_during_a_burst") else {
+        return;
+    };
     let generator = load_generator();
     let conf = ServerConf::base()
         .line("dhcp-range=198.18.0.10,198.18.0.250,255.255.255.0,12h")
@@ -83,10 +88,15 @@ fn kill_9_during_a_burst_loses_no_acknowledged_lease() {
     );
 
     // Kill the server in the middle of the burst: some ACKs out, many not.
-    wait_for(Duration::from_secs(15), "the first 60 ACKs", || (read_acks(&acks_path).len() >= 60).then_some(()))
-        .unwrap_or_else(|e| panic!("{e}\n{}", srv.log_text()));
+    wait_for(Duration::from_secs(15), "the first 60 ACKs", || {
+        (read_acks(&acks_path).len() >= 60).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", srv.log_text()));
     srv.kill9();
-    assert!(gen.wait_timeout(Duration::from_secs(25)).is_some(), "the generator did not finish");
+    assert!(
+        gen.wait_timeout(Duration::from_secs(25)).is_some(),
+        "the generator did not finish"
+    );
     let acks = read_acks(&acks_path);
     assert!(acks.len() >= 60, "{} ACKs", acks.len());
     eprintln!("{} ACKs received before and around the kill", acks.len());
@@ -94,20 +104,27 @@ fn kill_9_during_a_burst_loses_no_acknowledged_lease() {
     // Every ACKed lease is in the lease file the restarted server exports.
     srv.start();
     let leases = srv.wait_leases("every acknowledged lease", |l| {
-        acks.iter().all(|(mac, ip)| l.iter().any(|x| &x.mac == mac && x.ip == *ip))
+        acks.iter()
+            .all(|(mac, ip)| l.iter().any(|x| &x.mac == mac && x.ip == *ip))
     });
     assert!(leases.len() >= acks.len());
     srv.stop();
 
     // And in the database itself, bound to the client that was told so.
     if srv.kind == ServerKind::Twinmasq {
-        let db = twinmasq::lease::LeaseDb::open(&srv.db, Default::default()).expect("open the lease database");
+        let db = twinmasq::lease::LeaseDb::open(&srv.db, Default::default())
+            .expect("open the lease database");
         for (mac, ip) in &acks {
-            let rec = db.get(*ip).unwrap_or_else(|| panic!("{ip} acknowledged to {mac} is not in the database"));
+            let rec = db
+                .get(*ip)
+                .unwrap_or_else(|| panic!("{ip} acknowledged to {mac} is not in the database"));
             let hw: Vec<String> = rec.hwaddr.iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(&hw.join(":"), mac, "{ip}");
             assert_eq!(rec.state, twinmasq_proto::LeaseState::Bound, "{ip}");
         }
-        eprintln!("checked {} acknowledged leases in the database after kill -9", acks.len());
+        eprintln!(
+            "checked {} acknowledged leases in the database after kill -9",
+            acks.len()
+        );
     }
 }

@@ -147,7 +147,7 @@ impl Engine {
             engine.refresh(ip, db);
         }
         for rec in db.iter() {
-            if occupies(rec) {
+            if occupies(&rec) {
                 engine.set_used(rec.ip, true);
             }
         }
@@ -188,7 +188,7 @@ impl Engine {
         let taken = self.reserved.contains(&ip)
             || self.excluded.contains(&ip)
             || self.holds.contains(ip)
-            || db.get(ip).is_some_and(occupies);
+            || db.get(ip).is_some_and(|r| occupies(&r));
         self.set_used(ip, taken);
     }
 
@@ -401,7 +401,7 @@ impl Engine {
 
     fn held_by_other(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
         let key = &ctx.client.key;
-        let by_lease = db.get(ip).is_some_and(|r| occupies(r) && &r.client != key);
+        let by_lease = db.get(ip).is_some_and(|r| occupies(&r) && &r.client != key);
         let by_hold = self
             .holds
             .get(ip)
@@ -645,7 +645,6 @@ impl Engine {
         if let Some(prev) = db
             .by_client(key)
             .filter(|r| r.ip != ip && r.state == LeaseState::Bound)
-            .cloned()
         {
             let ended = LeaseRecord {
                 state: LeaseState::Released,
@@ -659,7 +658,7 @@ impl Engine {
         }
         // A name belongs to one lease: the newest takes it (as dnsmasq).
         if let Some(name) = &hostname {
-            if let Some(other) = db.by_hostname(name).filter(|r| r.ip != ip).cloned() {
+            if let Some(other) = db.by_hostname(name).filter(|r| r.ip != ip) {
                 if db
                     .commit(
                         LeaseRecord {
@@ -743,8 +742,7 @@ impl Engine {
         self.log(MessageType::Release, ctx.arrival, Some(ip), ctx.req, "");
         let owned = db
             .get(ip)
-            .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound)
-            .cloned();
+            .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound);
         let Some(rec) = owned else {
             return self.ignore(Ignored::NotOwner);
         };
@@ -767,8 +765,7 @@ impl Engine {
         self.log(MessageType::Decline, ctx.arrival, Some(ip), ctx.req, "");
         let owned = db
             .get(ip)
-            .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound)
-            .cloned();
+            .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound);
         let Some(rec) = owned else {
             return self.ignore(Ignored::NotOwner);
         };

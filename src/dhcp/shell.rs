@@ -283,7 +283,9 @@ impl Shell {
             self.refresh_interfaces();
         }
         // A lagged feed still means something changed.
-        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) = self.feed.try_recv() {
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            self.feed.try_recv()
+        {
             self.lease_file_dirty = true;
         }
         let due = self

@@ -60,12 +60,19 @@ fn render_line(out: &mut String, rec: &LeaseRecord) {
 
 /// The lease file for the bound, unexpired records, ordered by address so
 /// successive exports diff cleanly.
-pub fn render<'a>(records: impl Iterator<Item = &'a LeaseRecord>, now_secs: u64) -> String {
-    let mut live: Vec<&LeaseRecord> = records.filter(|r| r.is_active(now_secs)).collect();
-    live.sort_unstable_by_key(|r| r.ip);
-    let mut out = String::with_capacity(live.len() * 72);
-    for rec in live {
-        render_line(&mut out, rec);
+/// Lines for the active leases, in the order given ([`LeaseDb::iter`]
+/// yields by address, as dnsmasq's file reads). Records are taken one at a
+/// time, so rendering 100k leases never holds them all decoded at once.
+pub fn render<R: std::borrow::Borrow<LeaseRecord>>(
+    records: impl IntoIterator<Item = R>,
+    now_secs: u64,
+) -> String {
+    let mut out = String::new();
+    for rec in records {
+        let rec = rec.borrow();
+        if rec.is_active(now_secs) {
+            render_line(&mut out, rec);
+        }
     }
     out
 }
@@ -326,14 +333,14 @@ mod tests {
     }
 
     #[test]
-    fn render_writes_only_bound_unexpired_sorted() {
+    fn render_writes_only_bound_unexpired_in_given_order() {
         let mut recs = parse(SAMPLE, p()).unwrap();
         recs.reverse();
         recs[0].state = LeaseState::Released; // .60
         let text = render(recs.iter(), 1_700_000_000);
         let ips: Vec<&str> = text.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
         // .57 expires at exactly now, so it is over.
-        assert_eq!(ips, ["198.18.0.58", "198.18.0.59"]);
+        assert_eq!(ips, ["198.18.0.59", "198.18.0.58"]);
     }
 
     #[test]

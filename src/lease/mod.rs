@@ -48,7 +48,7 @@ pub struct DbOptions {
 impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
-            cache_bytes: 8 << 20,
+            cache_bytes: 4 << 20,
         }
     }
 }
@@ -68,9 +68,10 @@ pub struct LeaseDb {
     meta: sled::Tree,
     node_id: u32,
     clock: Hlc,
-    /// Boxed so the table's spare capacity costs a pointer per slot rather
-    /// than a whole record.
-    records: HashMap<Ipv4Addr, Box<LeaseRecord>>,
+    /// Each record as its encoded bytes, the same bytes sled holds: one
+    /// small allocation per lease instead of a struct and its buffers, which
+    /// is what keeps 100k leases inside a router's memory. Lookups decode.
+    records: HashMap<Ipv4Addr, Box<[u8]>>,
     idx: Indexes,
     feed: broadcast::Sender<LeaseRecord>,
 }
@@ -189,7 +190,7 @@ impl LeaseDb {
             // a crash could separate from the first.
             last = last.max(rec.stamp);
             idx.add(&rec);
-            records.insert(ip, Box::new(rec));
+            records.insert(ip, Box::from(&*v));
         }
 
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
@@ -214,12 +215,23 @@ impl LeaseDb {
         self.clock.last()
     }
 
-    pub fn get(&self, ip: Ipv4Addr) -> Option<&LeaseRecord> {
-        self.records.get(&ip).map(|r| &**r)
+    /// Bytes in `records` were encoded by this process or checked at open,
+    /// so they always decode; should that ever fail, the lease reads as
+    /// absent and the failure is logged rather than panicking.
+    fn decode_stored(ip: Ipv4Addr, bytes: &[u8]) -> Option<LeaseRecord> {
+        decode(bytes)
+            .map_err(|e| tracing::error!("lease record for {ip} no longer decodes: {e}"))
+            .ok()
+    }
+
+    pub fn get(&self, ip: Ipv4Addr) -> Option<LeaseRecord> {
+        self.records
+            .get(&ip)
+            .and_then(|b| Self::decode_stored(ip, b))
     }
 
     /// The newest record (any state) that names this client.
-    pub fn by_client(&self, key: &ClientKey) -> Option<&LeaseRecord> {
+    pub fn by_client(&self, key: &ClientKey) -> Option<LeaseRecord> {
         self.idx
             .client_candidates(key)
             .filter_map(|ip| self.get(ip))
@@ -229,7 +241,7 @@ impl LeaseDb {
 
     /// The bound lease carrying this hostname (case-insensitive). Should two
     /// bound leases carry it, the newer one.
-    pub fn by_hostname(&self, name: &str) -> Option<&LeaseRecord> {
+    pub fn by_hostname(&self, name: &str) -> Option<LeaseRecord> {
         self.idx
             .host_candidates(name)
             .filter_map(|ip| self.get(ip))
@@ -275,7 +287,7 @@ impl LeaseDb {
     /// when the stored record is as new or newer, so merging the same record
     /// twice, or in any order, ends in the same table.
     pub fn merge_in(&mut self, rec: LeaseRecord) -> Result<Option<LeaseRecord>, LeaseError> {
-        if let Some(cur) = self.records.get(&rec.ip) {
+        if let Some(cur) = self.get(rec.ip) {
             if rec.stamp <= cur.stamp {
                 return Ok(None);
             }
@@ -285,25 +297,25 @@ impl LeaseDb {
     }
 
     fn store(&mut self, rec: LeaseRecord) -> Result<LeaseRecord, LeaseError> {
-        let bytes = encode(&rec)?;
-        self.leases.insert(rec.ip.octets(), bytes)?;
-        let stored = match self.records.entry(rec.ip) {
+        let bytes: Box<[u8]> = encode(&rec)?.into();
+        self.leases.insert(rec.ip.octets(), &*bytes)?;
+        match self.records.entry(rec.ip) {
             Entry::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut().as_mut(), rec);
-                self.idx.remove(&old);
-                self.idx.add(o.get());
-                (**o.get()).clone()
+                let old = std::mem::replace(o.get_mut(), bytes);
+                if let Some(old) = Self::decode_stored(rec.ip, &old) {
+                    self.idx.remove(&old);
+                }
             }
             Entry::Vacant(v) => {
-                self.idx.add(&rec);
-                let out = rec.clone();
-                v.insert(Box::new(rec));
-                out
+                v.insert(bytes);
             }
-        };
-        // An error only means nobody is subscribed right now.
-        let _ = self.feed.send(stored.clone());
-        Ok(stored)
+        }
+        self.idx.add(&rec);
+        // Nobody listening is fine; cloning for an empty feed is not needed.
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(rec.clone());
+        }
+        Ok(rec)
     }
 
     /// Moves every bound lease whose expiry is at or before `now_secs` to
@@ -317,11 +329,12 @@ impl LeaseDb {
         let due: Vec<Ipv4Addr> = self.idx.due(now_secs).collect();
         let mut out = Vec::with_capacity(due.len());
         for ip in due {
-            let Some(cur) = self.get(ip) else { continue };
-            if !cur.expires.is_past(now_secs) {
+            let Some(mut rec) = self.get(ip) else {
+                continue;
+            };
+            if !rec.expires.is_past(now_secs) {
                 continue;
             }
-            let mut rec = cur.clone();
             rec.state = LeaseState::Expired;
             out.push(self.commit(rec, now_ms)?);
         }
@@ -331,7 +344,7 @@ impl LeaseDb {
     /// Earliest expiry (unix seconds) among bound and declined records.
     pub fn next_expiry(&self) -> Option<u64> {
         let ip = self.idx.first_expiring()?;
-        self.get(ip).and_then(index::expiry_of)
+        self.get(ip).as_ref().and_then(index::expiry_of)
     }
 
     /// Number of records in state `Bound` (expired-but-not-yet-swept count).
@@ -347,8 +360,11 @@ impl LeaseDb {
         self.len() == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &LeaseRecord> + '_ {
-        self.records.values().map(|r| &**r)
+    /// Every record in address order, decoded one at a time.
+    pub fn iter(&self) -> impl Iterator<Item = LeaseRecord> + '_ {
+        let mut ips: Vec<Ipv4Addr> = self.records.keys().copied().collect();
+        ips.sort_unstable();
+        ips.into_iter().filter_map(|ip| self.get(ip))
     }
 
     pub fn durability(&self) -> Durability {

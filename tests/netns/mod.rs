@@ -835,7 +835,10 @@ impl<'a> Server<'a> {
     pub fn kill9(&mut self) {
         let mut proc = self.proc.take().expect("server not running");
         proc.signal(libc::SIGKILL);
-        assert!(proc.wait_timeout(Duration::from_secs(5)).is_some(), "server survived SIGKILL");
+        assert!(
+            proc.wait_timeout(Duration::from_secs(5)).is_some(),
+            "server survived SIGKILL"
+        );
     }
 
     pub fn pid(&self) -> Option<u32> {
