@@ -258,8 +258,9 @@ impl Engine {
             // The hold expired while the ping ran; the client will retry.
             return Decision::Done;
         };
-        let Ok(req) = request::decode(&p.bytes) else {
-            return self.ignore(Ignored::Encode);
+        let req = match request::decode(&p.bytes) {
+            Ok(r) => r,
+            Err(e) => return self.ignore(Ignored::Decode(e)),
         };
         let held = self
             .holds
@@ -898,29 +899,18 @@ impl Engine {
         )
     }
 
-    fn finish(
-        &mut self,
-        ctx: &Ctx<'_>,
-        header: Header,
-        opts: OptionList,
-        durable: bool,
-    ) -> Decision {
+    fn finish(&self, ctx: &Ctx<'_>, header: Header, opts: OptionList, durable: bool) -> Decision {
         let kind = header.kind;
         let yiaddr = header.yiaddr;
-        match reply::encode(ctx.req, header, opts) {
-            Ok(packet) => Decision::Reply(Reply {
-                packet,
-                to: reply::destination(ctx.req, kind, yiaddr),
-                from: ctx.net.server,
-                ifindex: ctx.arrival.ifindex,
-                kind,
-                durable,
-            }),
-            Err(e) => {
-                tracing::error!(target: "dhcp", "{e}");
-                self.ignore(Ignored::Encode)
-            }
-        }
+        let packet = reply::encode(ctx.req, header, opts);
+        Decision::Reply(Reply {
+            packet,
+            to: reply::destination(ctx.req, kind, yiaddr),
+            from: ctx.net.server,
+            ifindex: ctx.arrival.ifindex,
+            kind,
+            durable,
+        })
     }
 }
 

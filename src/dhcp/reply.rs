@@ -7,8 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{Flags, HType, Message, MessageType, Opcode};
-use dhcproto::{Encodable, Encoder};
+use dhcproto::v4::MessageType;
 
 use super::request::Request;
 
@@ -96,39 +95,41 @@ fn push_option(out: &mut Vec<u8>, code: u8, data: &[u8]) {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot encode reply header: {0}")]
-pub struct EncodeError(String);
-
 pub struct Header {
     pub kind: MessageType,
     pub ciaddr: Ipv4Addr,
     pub yiaddr: Ipv4Addr,
 }
 
-pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Result<Vec<u8>, EncodeError> {
-    let mut msg = Message::new_with_id(
-        req.xid,
-        header.ciaddr,
-        header.yiaddr,
-        Ipv4Addr::UNSPECIFIED,
-        req.giaddr,
-        &req.chaddr,
-    );
-    msg.set_opcode(Opcode::BootReply);
-    msg.set_htype(HType::from(req.htype));
-    let mut flags = Flags::default();
+/// The fixed BOOTP header (RFC 2131 §2, RFC 951) and the magic cookie.
+/// Written by hand: it is 240 fixed bytes, and building a dhcproto
+/// `Message` for it cost more than the rest of the reply together.
+fn header_bytes(out: &mut Vec<u8>, req: &Request, header: &Header) {
     // A NAK through a relay must be broadcast by the relay (RFC 2131 §4.3.2).
-    if req.broadcast || (header.kind == MessageType::Nak && !req.giaddr.is_unspecified()) {
-        flags = flags.set_broadcast();
-    }
-    msg.set_flags(flags);
+    let broadcast =
+        req.broadcast || (header.kind == MessageType::Nak && !req.giaddr.is_unspecified());
+    out.extend_from_slice(&[2, req.htype, req.chaddr.len() as u8, 0]);
+    out.extend_from_slice(&req.xid.to_be_bytes());
+    out.extend_from_slice(&[0, 0]); // secs
+    out.extend_from_slice(&(if broadcast { 0x8000u16 } else { 0 }).to_be_bytes());
+    out.extend_from_slice(&header.ciaddr.octets());
+    out.extend_from_slice(&header.yiaddr.octets());
+    out.extend_from_slice(&Ipv4Addr::UNSPECIFIED.octets()); // siaddr
+    out.extend_from_slice(&req.giaddr.octets());
+    let mut chaddr = [0u8; 16];
+    // decode() guarantees chaddr is at most 16 bytes.
+    let n = req.chaddr.len().min(16);
+    chaddr[..n].copy_from_slice(&req.chaddr[..n]);
+    out.extend_from_slice(&chaddr);
+    out.resize(out.len() + 64 + 128, 0); // sname, file
+    out.extend_from_slice(&MAGIC);
+}
 
+const MAGIC: [u8; 4] = [99, 130, 83, 99];
+
+pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Vec<u8> {
     let mut out = Vec::with_capacity(548);
-    msg.encode(&mut Encoder::new(&mut out))
-        .map_err(|e| EncodeError(e.to_string()))?;
-    // dhcproto ends the empty option list with END; the options go in its place.
-    out.truncate(240);
+    header_bytes(&mut out, req, &header);
 
     let limit = size_limit(req);
     let tail_len = opts.tail.as_ref().map_or(0, |(_, d)| option_len(d));
@@ -150,7 +151,7 @@ pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Result<Vec
     if out.len() < BOOTP_MIN_LEN {
         out.resize(BOOTP_MIN_LEN, 0);
     }
-    Ok(out)
+    out
 }
 
 /// RFC 2131 §4.1, in its order: relay first, then NAKs broadcast, then a
@@ -212,7 +213,7 @@ mod tests {
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::new(198, 18, 0, 50),
         };
-        let p = encode(&r, header, o).unwrap();
+        let p = encode(&r, header, o);
         assert_eq!(p.len(), 300);
         assert_eq!(p[0], 2);
         assert_eq!(&p[4..8], &0xabcdu32.to_be_bytes());
@@ -237,7 +238,7 @@ mod tests {
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::new(198, 18, 0, 5),
         };
-        let p = encode(&r, header, o).unwrap();
+        let p = encode(&r, header, o);
         assert!(p.len() <= 548, "{} bytes", p.len());
         let codes: Vec<u8> = options_of(&p).iter().map(|(c, _)| *c).collect();
         assert_eq!(codes.first(), Some(&53));
@@ -291,7 +292,7 @@ mod tests {
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::UNSPECIFIED,
         };
-        let p = encode(&relayed, header, OptionList::default()).unwrap();
+        let p = encode(&relayed, header, OptionList::default());
         assert_eq!(p[10] & 0x80, 0x80);
         assert_eq!(&p[24..28], &[198, 18, 9, 1]);
     }

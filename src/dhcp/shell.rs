@@ -6,7 +6,7 @@
 //! that change is on disk. The engine task hands such replies to the
 //! flusher thread in batches; the flusher takes everything queued, makes it
 //! durable with one fsync, then sends it all. While one flush runs, the next
-//! batch gathers, so the fsync rate stays fixed as the request rate grows.
+//! batch gathers, so the fsync rate stays bounded as the request rate grows.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -24,7 +24,7 @@ use crate::lease::{lease_file, Durability, LeaseDb};
 
 use super::engine::{Decision, Engine, Reply};
 use super::interfaces::{self, Interface};
-use super::network::Arrival;
+use super::network::{mask, same_subnet, Arrival};
 use super::ping::{self, ProbeRequest, ProbeResult};
 use super::reply::Destination;
 use super::socket::{self, CLIENT_PORT, SERVER_PORT};
@@ -35,7 +35,12 @@ const RECV_BATCH: usize = 256;
 const TICK: Duration = Duration::from_millis(500);
 /// Lease-file rewrites at most this often (dnsmasq rewrites per change).
 const LEASE_FILE_INTERVAL: Duration = Duration::from_secs(1);
+/// A rewrite may take this fraction of the time between rewrites, at most.
+const LEASE_FILE_COST_FACTOR: u32 = 100;
 const IFACE_REFRESH: Duration = Duration::from_secs(2);
+/// At most one fsync per this interval: while it passes, ACKs gather into
+/// the next batch. Costs at most this much latency; saves CPU at high rates.
+const FLUSH_MIN_INTERVAL: Duration = Duration::from_millis(5);
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -53,22 +58,31 @@ pub struct ShellStats {
     pub durable_replies: AtomicU64,
 }
 
-struct Outgoing {
-    reply: Reply,
-    ifname: String,
+fn ifname_of(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
-fn deliver(fd: RawFd, out: &Outgoing, stats: &ShellStats) {
-    let r = &out.reply;
+fn deliver(fd: RawFd, r: &Reply, stats: &ShellStats) {
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
     let to = match &r.to {
         Destination::Relay(ip) => SocketAddrV4::new(*ip, SERVER_PORT),
         Destination::Unicast(ip) => SocketAddrV4::new(*ip, CLIENT_PORT),
         Destination::Broadcast => broadcast,
         Destination::Hardware { ip, htype, chaddr } => {
-            match socket::arp_inject(fd, &out.ifname, *ip, *htype, chaddr) {
-                Ok(()) => SocketAddrV4::new(*ip, CLIENT_PORT),
-                Err(_) => broadcast,
+            let injected = ifname_of(r.ifindex)
+                .is_some_and(|name| socket::arp_inject(fd, &name, *ip, *htype, chaddr).is_ok());
+            if injected {
+                SocketAddrV4::new(*ip, CLIENT_PORT)
+            } else {
+                broadcast
             }
         }
     };
@@ -80,13 +94,18 @@ fn deliver(fd: RawFd, out: &Outgoing, stats: &ShellStats) {
 
 /// The flusher thread: one fsync per gathered batch, then the batch's replies.
 fn flusher(
-    rx: std_mpsc::Receiver<Vec<Outgoing>>,
+    rx: std_mpsc::Receiver<Vec<Reply>>,
     durability: Durability,
     sock: std::net::UdpSocket,
     stats: Arc<ShellStats>,
 ) {
     let fd = sock.as_raw_fd();
+    let mut last_flush: Option<Instant> = None;
     while let Ok(mut batch) = rx.recv() {
+        if let Some(wait) = last_flush.and_then(|t| FLUSH_MIN_INTERVAL.checked_sub(t.elapsed())) {
+            std::thread::sleep(wait);
+        }
+        last_flush = Some(Instant::now());
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
@@ -103,8 +122,8 @@ fn flusher(
         stats
             .durable_replies
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for out in &batch {
-            deliver(fd, out, &stats);
+        for reply in &batch {
+            deliver(fd, reply, &stats);
         }
     }
 }
@@ -113,18 +132,21 @@ pub struct Shell {
     engine: Engine,
     db: LeaseDb,
     cfg: Arc<Config>,
-    sock: Arc<UdpSocket>,
+    sock: UdpSocket,
     ifaces: HashMap<u32, Interface>,
+    /// Per served interface, what the engine is told with each request.
+    arrivals: HashMap<u32, Arrival>,
     ifaces_at: Instant,
     probe_tx: mpsc::Sender<ProbeRequest>,
     probe_rx: mpsc::Receiver<ProbeResult>,
-    /// Which interface a parked DISCOVER came in on, by probe token.
-    probe_ifname: HashMap<u64, String>,
-    flush_tx: std_mpsc::Sender<Vec<Outgoing>>,
-    batch: Vec<Outgoing>,
-    feed: tokio::sync::broadcast::Receiver<twinmasq_proto::LeaseRecord>,
-    lease_file_dirty: bool,
+    flush_tx: std_mpsc::Sender<Vec<Reply>>,
+    batch: Vec<Reply>,
+    /// The database's change count when the lease file was last rendered.
+    lease_file_generation: Option<u64>,
     lease_file_at: Option<Instant>,
+    /// At least a second, and long enough that rendering a large table
+    /// takes no more than 1/LEASE_FILE_COST_FACTOR of the engine's time.
+    lease_file_interval: Duration,
     pub stats: Arc<ShellStats>,
 }
 
@@ -136,7 +158,7 @@ impl Shell {
         // The flusher sends through its own handle, so its descriptor stays
         // valid however the shell's task ends.
         let flush_sock = std_sock.try_clone()?;
-        let sock = Arc::new(UdpSocket::from_std(std_sock)?);
+        let sock = UdpSocket::from_std(std_sock)?;
         let stats = Arc::new(ShellStats::default());
         let (flush_tx, flush_rx) = std_mpsc::channel();
         let durability = db.durability();
@@ -147,7 +169,6 @@ impl Shell {
         let (probe_tx, probe_req_rx) = mpsc::channel(4096);
         let (probe_res_tx, probe_rx) = mpsc::channel(4096);
         tokio::spawn(ping::run(probe_req_rx, probe_res_tx, ping::PING_WAIT));
-        let feed = db.subscribe();
         let engine = Engine::new(Arc::clone(&cfg), &db);
         let mut shell = Shell {
             engine,
@@ -155,15 +176,15 @@ impl Shell {
             cfg,
             sock,
             ifaces: HashMap::new(),
+            arrivals: HashMap::new(),
             ifaces_at: Instant::now(),
             probe_tx,
             probe_rx,
-            probe_ifname: HashMap::new(),
             flush_tx,
             batch: Vec::new(),
-            feed,
-            lease_file_dirty: true,
+            lease_file_generation: None,
             lease_file_at: None,
+            lease_file_interval: LEASE_FILE_INTERVAL,
             stats,
         };
         shell.refresh_interfaces();
@@ -186,6 +207,19 @@ impl Shell {
                     .flat_map(|i| i.addrs.iter().map(|a| a.addr))
                     .collect();
                 self.engine.set_local_addresses(&local, &self.db);
+                self.arrivals = list
+                    .values()
+                    .filter(|i| interfaces::serves(&self.cfg, i))
+                    .map(|i| {
+                        let arrival = Arrival {
+                            ifname: i.name.clone(),
+                            ifindex: i.index,
+                            addrs: i.addrs.clone(),
+                            to_broadcast: false,
+                        };
+                        (i.index, arrival)
+                    })
+                    .collect();
                 self.ifaces = list;
             }
             Err(e) => tracing::warn!("cannot list interfaces: {e}"),
@@ -193,47 +227,44 @@ impl Shell {
         self.ifaces_at = Instant::now();
     }
 
-    fn arrival(&mut self, ifindex: u32, dst: Ipv4Addr) -> Option<Arrival> {
+    /// Marks the cached arrival for `ifindex` with whether the datagram was
+    /// sent to a broadcast address; false if we do not serve the interface.
+    fn note_arrival(&mut self, ifindex: u32, dst: Ipv4Addr) -> bool {
         if !self.ifaces.contains_key(&ifindex) && self.ifaces_at.elapsed() > Duration::from_secs(1)
         {
             self.refresh_interfaces();
         }
-        let iface = self.ifaces.get(&ifindex)?;
-        if !interfaces::serves(&self.cfg, iface) {
-            return None;
-        }
-        let to_broadcast = dst == Ipv4Addr::BROADCAST
-            || iface.addrs.iter().any(|a| {
-                let host_bits = !u32::from(super::network::mask(a.prefix));
+        let Some(arrival) = self.arrivals.get_mut(&ifindex) else {
+            return false;
+        };
+        arrival.to_broadcast = dst == Ipv4Addr::BROADCAST
+            || arrival.addrs.iter().any(|a| {
+                let host_bits = !u32::from(mask(a.prefix));
                 host_bits != 0
-                    && u32::from(dst) | host_bits == u32::from(dst)
-                    && super::network::same_subnet(dst, a.addr, a.prefix)
+                    && u32::from(dst) & host_bits == host_bits
+                    && same_subnet(dst, a.addr, a.prefix)
             });
-        Some(Arrival {
-            ifname: iface.name.clone(),
-            ifindex,
-            addrs: iface.addrs.clone(),
-            to_broadcast,
-        })
+        true
     }
 
-    fn apply(&mut self, decision: Decision, ifname: String) {
+    fn apply(&mut self, decision: Decision) {
         match decision {
             Decision::Reply(reply) => {
-                let out = Outgoing { reply, ifname };
-                if out.reply.durable {
-                    self.batch.push(out);
+                if reply.durable {
+                    self.batch.push(reply);
                 } else {
-                    deliver(self.sock.as_raw_fd(), &out, &self.stats);
+                    deliver(self.sock.as_raw_fd(), &reply, &self.stats);
                 }
             }
             Decision::Probe { token, addr } => {
-                if self.probe_tx.try_send(ProbeRequest { token, addr }).is_ok() {
-                    self.probe_ifname.insert(token, ifname);
-                } else {
+                if self
+                    .probe_tx
+                    .try_send(ProbeRequest { token, addr })
+                    .is_err()
+                {
                     // Prober saturated: treat as quiet rather than stall.
                     let d = self.engine.probe_done(token, false, &mut self.db, now_ms());
-                    self.apply(d, ifname);
+                    self.apply(d);
                 }
             }
             Decision::Done | Decision::Ignored(_) => {}
@@ -254,16 +285,19 @@ impl Shell {
                     continue;
                 }
             };
-            let Some(arrival) = self.arrival(meta.ifindex, meta.dst) else {
+            if !self.note_arrival(meta.ifindex, meta.dst) {
                 self.stats
                     .not_served_interface
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
+            }
+            let Some(arrival) = self.arrivals.get(&meta.ifindex) else {
+                continue;
             };
             let d = self
                 .engine
-                .handle(&buf[..meta.len], &arrival, &mut self.db, now_ms());
-            self.apply(d, arrival.ifname);
+                .handle(&buf[..meta.len], arrival, &mut self.db, now_ms());
+            self.apply(d);
         }
     }
 
@@ -282,21 +316,19 @@ impl Shell {
         if self.ifaces_at.elapsed() >= IFACE_REFRESH {
             self.refresh_interfaces();
         }
-        // A lagged feed still means something changed.
-        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-            self.feed.try_recv()
-        {
-            self.lease_file_dirty = true;
-        }
+        let dirty = self.lease_file_generation != Some(self.db.generation());
         let due = self
             .lease_file_at
-            .is_none_or(|t| t.elapsed() >= LEASE_FILE_INTERVAL);
-        if self.lease_file_dirty && due {
-            self.lease_file_dirty = false;
-            self.lease_file_at = Some(Instant::now());
+            .is_none_or(|t| t.elapsed() >= self.lease_file_interval);
+        if dirty && due {
+            self.lease_file_generation = Some(self.db.generation());
+            let started = Instant::now();
+            self.lease_file_at = Some(started);
             // Render here (the database lives on this task); the write and
             // its fsync happen off the engine's thread.
             let text = lease_file::render(self.db.iter(), now_ms() / 1000);
+            self.lease_file_interval =
+                LEASE_FILE_INTERVAL.max(started.elapsed() * LEASE_FILE_COST_FACTOR);
             let path = self.cfg.lease_file.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = lease_file::write_atomic(&path, &text) {
@@ -325,9 +357,8 @@ impl Shell {
                     }
                 }
                 Some(res) = self.probe_rx.recv() => {
-                    let ifname = self.probe_ifname.remove(&res.token).unwrap_or_default();
                     let d = self.engine.probe_done(res.token, res.answered, &mut self.db, now_ms());
-                    self.apply(d, ifname);
+                    self.apply(d);
                 }
                 _ = tick.tick() => self.upkeep(),
             }

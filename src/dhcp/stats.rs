@@ -30,7 +30,6 @@ pub enum Ignored {
     Incomplete,
     /// The lease database refused the change: nothing was promised.
     Storage,
-    Encode,
 }
 
 impl Ignored {
@@ -52,7 +51,6 @@ impl Ignored {
             Ignored::NotOwner => "not_owner",
             Ignored::Incomplete => "incomplete",
             Ignored::Storage => "storage_error",
-            Ignored::Encode => "encode_error",
         }
     }
 }

@@ -74,6 +74,9 @@ pub struct LeaseDb {
     records: HashMap<Ipv4Addr, Box<[u8]>>,
     idx: Indexes,
     feed: broadcast::Sender<LeaseRecord>,
+    /// Changes stored since open: lets a reader that only needs "did
+    /// anything change" (the lease-file export) ask without a subscription.
+    generation: u64,
 }
 
 /// A cheap, `Send + Clone` handle that makes committed changes durable.
@@ -203,6 +206,7 @@ impl LeaseDb {
             records,
             idx,
             feed,
+            generation: 0,
         })
     }
 
@@ -311,6 +315,7 @@ impl LeaseDb {
             }
         }
         self.idx.add(&rec);
+        self.generation += 1;
         // Nobody listening is fine; cloning for an empty feed is not needed.
         if self.feed.receiver_count() > 0 {
             let _ = self.feed.send(rec.clone());
@@ -365,6 +370,11 @@ impl LeaseDb {
         let mut ips: Vec<Ipv4Addr> = self.records.keys().copied().collect();
         ips.sort_unstable();
         ips.into_iter().filter_map(|ip| self.get(ip))
+    }
+
+    /// Counts stored changes; it moves whenever the table does.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn durability(&self) -> Durability {
