@@ -31,6 +31,9 @@ run, and prints a table, ratios and a JSON summary (bench/results/).
   --seed N           seed for MAC list and perfdhcp (default 1)
   --twinmasq-bin P   use this twinmasq binary instead of target/release/twinmasq
   --no-build         do not run cargo build for twinmasq
+  --p99              record per-exchange timestamps (perfdhcp -x t) for p99
+                     latency; costs perfdhcp enough CPU that it, not the
+                     server, limits the rate near 8000 DORA/s on this machine
   --keep             keep the work directory (configs, logs, perfdhcp output)
   -h, --help         this text
 EOF
@@ -38,7 +41,7 @@ EOF
 
 # ---------------------------------------------------------------- options
 RATE=8000 PERIOD=10 PEAK_RUNS=5 MAX_RATE=16000 MIN_RATE=20 PING_RATE=200
-NMACS=100000 SEED=1 QUICK=0 JSON=0 DO_MAIN=1 DO_PING=1 BUILD=1 KEEP=0
+NMACS=100000 SEED=1 QUICK=0 JSON=0 DO_MAIN=1 DO_PING=1 BUILD=1 KEEP=0 P99=0
 SERVERS="twinmasq,dnsmasq,kea" TWINMASQ_BIN="" period_set=0 peak_set=0
 
 need_arg() { [ $# -ge 2 ] || { echo "dhcp.sh: $1 needs a value" >&2; exit 2; }; }
@@ -59,6 +62,7 @@ while [ $# -gt 0 ]; do
     --twinmasq-bin) need_arg "$@"; TWINMASQ_BIN=$2; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
+    --p99) P99=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "dhcp.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -409,7 +413,7 @@ measured_run() {
     fi
   fi
   cpu0=$(proc_cpu_ticks "$SRV_PID")
-  run_perfdhcp "$dir/perfdhcp.out" "$rate" "$PERIOD" "$WORK/macs" 1
+  run_perfdhcp "$dir/perfdhcp.out" "$rate" "$PERIOD" "$WORK/macs" "$P99"
   if ! proc_alive "$SRV_PID"; then
     stop_server
     R[$key.status]="FAILED: server exited during the run (see $dir)"

@@ -275,3 +275,33 @@ fn server_restart_keeps_every_lease() {
     assert!(err.contains("leasefail") || err.contains("exited"), "{err}");
     assert_eq!(pairs(&srv.leases()), want);
 }
+
+/// The address a client asks for is already used by a host the server does
+/// not know of: the ping check finds it and the client is given another.
+/// (Without the check the server would offer the requested, free-looking
+/// address.) The wait for the ping must not hold up a second client either.
+#[test]
+fn ping_check_skips_an_address_in_use() {
+    let lab = lab!("ping_check_skips_an_address_in_use");
+    let mut conf = ServerConf::standard();
+    conf.lines.retain(|l| l != "no-ping");
+    let srv = lab.start_server(&conf);
+    let squatter = lab.add_client();
+    let taken = Ipv4Addr::new(198, 18, 0, 150);
+    squatter.set_addr(taken, NETMASK);
+
+    let host = lab.add_client();
+    let mut c = Udhcpc::new(&lab, &host);
+    c.request = Some(taken);
+    let l = c.obtain().unwrap();
+    assert_ne!(l.address, taken, "offered an address that answers ping");
+    assert!(in_range(l.address));
+    srv.wait_lease(&host.mac, l.address);
+    if srv.kind == netns::ServerKind::Twinmasq {
+        assert!(
+            srv.log_text().contains(&format!("{taken} answered a ping")),
+            "{}",
+            srv.log_text()
+        );
+    }
+}
