@@ -65,7 +65,13 @@ fn init_logging(cfg: &Config) -> Result<(), StartError> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        _ => builder.with_writer(std::io::stderr).init(),
+        Some(LogFacility::Syslog(facility)) => {
+            builder.with_writer(std::io::stderr).init();
+            tracing::warn!(
+                "log-facility={facility}: syslog is not supported yet, logging to stderr"
+            );
+        }
+        Some(LogFacility::Stderr) | None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())
 }

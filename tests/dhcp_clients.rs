@@ -305,3 +305,34 @@ fn ping_check_skips_an_address_in_use() {
         );
     }
 }
+
+/// Drop-in migration: real dnsmasq hands out leases and stops; twinmasq
+/// starts on the same config file and lease file. Its empty database
+/// imports dnsmasq's file, so a client rebooting (INIT-REBOOT, which a
+/// non-authoritative server answers only for leases it knows) keeps its
+/// address.
+#[test]
+fn twinmasq_takes_over_dnsmasq_leases() {
+    let lab = lab!("twinmasq_takes_over_dnsmasq_leases");
+    let conf = ServerConf::standard();
+    let mut old = lab.start_server_kind(netns::ServerKind::Dnsmasq, &conf);
+    let host = lab.add_client();
+    let mut c = Dhclient::new(&lab, &host).with_hostname("migrated");
+    let first = c.obtain().unwrap();
+    old.wait_lease(&host.mac, first.address);
+    c.stop();
+    old.stop();
+    drop(old);
+
+    let new = lab.start_server_kind(netns::ServerKind::Twinmasq, &conf);
+    let imported = new.wait_lease(&host.mac, first.address);
+    assert_eq!(imported.hostname.as_deref(), Some("migrated"));
+    assert!(
+        new.log_text().contains("imported 1 leases"),
+        "{}",
+        new.log_text()
+    );
+    let again = c.obtain().unwrap();
+    assert_eq!(again.reason, "REBOOT", "{again:?}");
+    assert_eq!(again.address, first.address);
+}

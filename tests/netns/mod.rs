@@ -448,7 +448,13 @@ impl Lab {
 
     /// Starts the server under test in the server namespace.
     pub fn start_server(&self, conf: &ServerConf) -> Server<'_> {
-        let mut s = Server::new(self, ServerKind::from_env(), conf);
+        self.start_server_kind(ServerKind::from_env(), conf)
+    }
+
+    /// Starts a given server, whatever the environment says: for tests that
+    /// move from dnsmasq to twinmasq on the same files.
+    pub fn start_server_kind(&self, kind: ServerKind, conf: &ServerConf) -> Server<'_> {
+        let mut s = Server::new(self, kind, conf);
         s.start();
         s
     }
