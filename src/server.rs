@@ -45,7 +45,11 @@ impl StartError {
 
 fn init_logging(cfg: &Config) -> Result<(), StartError> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TWINMASQ_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if cfg.log_dhcp { "debug" } else { "info" })
+        tracing_subscriber::EnvFilter::new(if cfg.log_dhcp {
+            "info,twinmasq=debug"
+        } else {
+            "info"
+        })
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -903,9 +903,11 @@ impl Engine {
         let kind = header.kind;
         let yiaddr = header.yiaddr;
         let packet = reply::encode(ctx.req, header, opts);
+        let to = reply::destination(ctx.req, kind, yiaddr);
+        tracing::debug!(target: "dhcp", "{} xid {:#010x}: {} bytes to {to:?}", type_name(kind), ctx.req.xid, packet.len());
         Decision::Reply(Reply {
             packet,
-            to: reply::destination(ctx.req, kind, yiaddr),
+            to,
             from: ctx.net.server,
             ifindex: ctx.arrival.ifindex,
             kind,

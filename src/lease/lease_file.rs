@@ -215,16 +215,14 @@ impl LeaseDb {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(file_err(path, format!("cannot read: {e}"))),
         };
-        let records = parse(&text, path)?;
+        let mut records = parse(&text, path)?;
         let now_secs = now_ms / 1000;
-        let n = records.len();
-        for mut rec in records {
+        for rec in &mut records {
             if rec.expires.is_past(now_secs) {
                 rec.state = LeaseState::Expired;
             }
-            self.commit(rec, now_ms)?;
         }
-        Ok(n)
+        self.commit_batch(records, now_ms)
     }
 }
 

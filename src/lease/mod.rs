@@ -303,6 +303,36 @@ impl LeaseDb {
     fn store(&mut self, rec: LeaseRecord) -> Result<LeaseRecord, LeaseError> {
         let bytes: Box<[u8]> = encode(&rec)?.into();
         self.leases.insert(rec.ip.octets(), &*bytes)?;
+        self.remember(&rec, bytes);
+        Ok(rec)
+    }
+
+    /// Commits many records as one atomic sled batch: after a crash either
+    /// all of them are stored or none, so an interrupted import is simply
+    /// done again at the next start (the database is still empty).
+    pub fn commit_batch(
+        &mut self,
+        recs: Vec<LeaseRecord>,
+        now_ms: u64,
+    ) -> Result<usize, LeaseError> {
+        let mut batch = sled::Batch::default();
+        let mut stamped = Vec::with_capacity(recs.len());
+        for mut rec in recs {
+            rec.stamp = self.clock.next(now_ms);
+            let bytes: Box<[u8]> = encode(&rec)?.into();
+            batch.insert(&rec.ip.octets(), &*bytes);
+            stamped.push((rec, bytes));
+        }
+        self.leases.apply_batch(batch)?;
+        let n = stamped.len();
+        for (rec, bytes) in stamped {
+            self.remember(&rec, bytes);
+        }
+        Ok(n)
+    }
+
+    /// The in-memory half of storing: table, indexes, change count, feed.
+    fn remember(&mut self, rec: &LeaseRecord, bytes: Box<[u8]>) {
         match self.records.entry(rec.ip) {
             Entry::Occupied(mut o) => {
                 let old = std::mem::replace(o.get_mut(), bytes);
@@ -314,13 +344,12 @@ impl LeaseDb {
                 v.insert(bytes);
             }
         }
-        self.idx.add(&rec);
+        self.idx.add(rec);
         self.generation += 1;
         // Nobody listening is fine; cloning for an empty feed is not needed.
         if self.feed.receiver_count() > 0 {
             let _ = self.feed.send(rec.clone());
         }
-        Ok(rec)
     }
 
     /// Moves every bound lease whose expiry is at or before `now_secs` to

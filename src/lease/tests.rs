@@ -94,6 +94,23 @@ fn commit_then_get_and_indexes() {
 }
 
 #[test]
+fn commit_batch_stores_all_with_rising_stamps_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut db = open(dir.path());
+        let recs = (1..=3).map(|n| lease(n, n, Some("h"), 2_000_000_000)).collect();
+        assert_eq!(db.commit_batch(recs, 5_000).unwrap(), 3);
+        let stamps: Vec<_> = (1..=3).map(|n| db.get(ip(n)).unwrap().stamp).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+        assert_eq!(db.generation(), 3);
+        db.durability().flush().unwrap();
+    }
+    let db = open(dir.path());
+    assert_eq!(db.len(), 3);
+    assert_eq!(db.by_client(&client(2)).map(|r| r.ip), Some(ip(2)));
+}
+
+#[test]
 fn iter_yields_records_in_address_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = open(dir.path());
