@@ -741,22 +741,7 @@ impl Engine {
     fn release(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
         let ip = ctx.req.ciaddr;
         self.log(MessageType::Release, ctx.arrival, Some(ip), ctx.req, "");
-        let owned = db
-            .get(ip)
-            .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound);
-        let Some(rec) = owned else {
-            return self.ignore(Ignored::NotOwner);
-        };
-        let ended = LeaseRecord {
-            state: LeaseState::Released,
-            expires: Expiry::At(now_ms / 1000),
-            ..rec
-        };
-        if db.commit(ended, now_ms).is_err() {
-            return self.ignore(Ignored::Storage);
-        }
-        self.refresh(ip, db);
-        Decision::Done
+        self.end_lease(ctx, ip, db, now_ms, LeaseState::Released, now_ms / 1000)
     }
 
     fn decline(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
@@ -764,19 +749,35 @@ impl Engine {
             return self.ignore(Ignored::Incomplete);
         };
         self.log(MessageType::Decline, ctx.arrival, Some(ip), ctx.req, "");
+        let hold_until = now_ms / 1000 + DECLINE_HOLD_SECS;
+        self.end_lease(ctx, ip, db, now_ms, LeaseState::Declined, hold_until)
+    }
+
+    /// Ends the lease on `ip` as `state` until `until`, but only for the
+    /// client that holds it: a RELEASE or DECLINE forged by another client
+    /// changes nothing. The name goes with the lease.
+    fn end_lease(
+        &mut self,
+        ctx: &Ctx<'_>,
+        ip: Ipv4Addr,
+        db: &mut LeaseDb,
+        now_ms: u64,
+        state: LeaseState,
+        until: u64,
+    ) -> Decision {
         let owned = db
             .get(ip)
             .filter(|r| r.client == ctx.client.key && r.state == LeaseState::Bound);
         let Some(rec) = owned else {
             return self.ignore(Ignored::NotOwner);
         };
-        let held = LeaseRecord {
-            state: LeaseState::Declined,
-            expires: Expiry::At(now_ms / 1000 + DECLINE_HOLD_SECS),
+        let ended = LeaseRecord {
+            state,
+            expires: Expiry::At(until),
             hostname: None,
             ..rec
         };
-        if db.commit(held, now_ms).is_err() {
+        if db.commit(ended, now_ms).is_err() {
             return self.ignore(Ignored::Storage);
         }
         self.refresh(ip, db);

@@ -51,6 +51,21 @@ pub fn bind(port: u16) -> io::Result<std::net::UdpSocket> {
 
 const CMSG_SPACE: usize = 64;
 
+/// A msghdr over one address, one buffer and a control area. The caller
+/// keeps all three alive across the syscall that uses it.
+fn msghdr(addr: &mut libc::sockaddr_in, iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: all-zero is a valid msghdr; the fields set next give it its
+    // pointers and lengths.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = addr as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 /// One `recvmsg` on a non-blocking socket; `WouldBlock` when empty.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
     // SAFETY: all-zero is a valid sockaddr_in / msghdr; pointers set below
@@ -63,13 +78,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
             iov_len: buf.len(),
         };
         let mut control = [0u8; CMSG_SPACE];
-        let mut msg: libc::msghdr = mem::zeroed();
-        msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = control.len() as _;
+        let mut msg = msghdr(&mut addr, &mut iov, &mut control);
         let n = libc::recvmsg(fd, &mut msg, 0);
         if n < 0 {
             return Err(io::Error::last_os_error());
@@ -124,12 +133,7 @@ pub fn send(
             iov_len: packet.len(),
         };
         let mut control = [0u8; CMSG_SPACE];
-        let mut msg: libc::msghdr = mem::zeroed();
-        msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        let mut msg = msghdr(&mut addr, &mut iov, &mut control);
         msg.msg_controllen = libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         if cmsg.is_null() {

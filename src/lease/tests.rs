@@ -98,7 +98,9 @@ fn commit_batch_stores_all_with_rising_stamps_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut db = open(dir.path());
-        let recs = (1..=3).map(|n| lease(n, n, Some("h"), 2_000_000_000)).collect();
+        let recs = (1..=3)
+            .map(|n| lease(n, n, Some("h"), 2_000_000_000))
+            .collect();
         assert_eq!(db.commit_batch(recs, 5_000).unwrap(), 3);
         let stamps: Vec<_> = (1..=3).map(|n| db.get(ip(n)).unwrap().stamp).collect();
         assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
