@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod dhcp;
+pub mod dns;
 pub mod lease;
 pub mod server;

@@ -137,10 +137,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     if !(cfg.no_daemon || cfg.keep_in_foreground) {
         tracing::warn!("running in the foreground: background (daemon) mode is not implemented yet; use -k or -d");
     }
-    if cfg.dns_port != 0 {
+    if cfg.dns.port != 0 {
         tracing::warn!(
             "DNS is not served yet (port={}): only DHCP runs",
-            cfg.dns_port
+            cfg.dns.port
         );
     }
     if cfg.user.is_some() || cfg.group.is_some() {

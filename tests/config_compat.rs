@@ -59,7 +59,7 @@ fn example_config() {
     );
     assert_eq!(c.pid_file, PathBuf::from("/run/twinmasq.pid"));
     assert!(c.log_dhcp);
-    assert_eq!(c.dns_port, 53);
+    assert_eq!(c.dns.port, 53);
 
     let lan = DomainSpec {
         name: "home.lan".into(),
@@ -259,7 +259,7 @@ fn command_line_overrides_the_files() {
         "--test".to_string(),
     ])
     .unwrap();
-    assert_eq!(c.dns_port, 5353);
+    assert_eq!(c.dns.port, 5353);
     assert_eq!(c.lease_max, 50);
     assert!(c.no_daemon && c.keep_in_foreground && c.test_only);
 }

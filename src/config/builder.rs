@@ -201,7 +201,7 @@ impl Builder {
                 let port = parse_u32(v)
                     .and_then(|p| u16::try_from(p).ok())
                     .ok_or_else(|| bad(format!("'{}' is not a port number", unhide(v))))?;
-                c.dns_port = port;
+                c.dns.port = port;
             }
             // Flags were refused a value by check_shape.
             Opt::BindInterfaces
@@ -226,8 +226,8 @@ impl Builder {
             Opt::BindInterfaces => c.bind_interfaces = true,
             Opt::Authoritative => c.authoritative = true,
             Opt::NoPing => c.no_ping = true,
-            Opt::NoHosts => c.no_hosts = true,
-            Opt::NoResolv => c.no_resolv = true,
+            Opt::NoHosts => c.dns.no_hosts = true,
+            Opt::NoResolv => c.dns.no_resolv = true,
             Opt::RapidCommit => c.rapid_commit = true,
             Opt::LogDhcp => c.log_dhcp = true,
             Opt::QuietDhcp => c.quiet_dhcp = true,

@@ -10,6 +10,7 @@ mod cmdline;
 mod dhcp_host;
 mod dhcp_option;
 mod dhcp_range;
+pub mod dns_types;
 mod domain;
 mod error;
 mod file;
@@ -21,6 +22,7 @@ mod value;
 
 use std::path::Path;
 
+pub use dns_types::*;
 pub use error::{ConfigError, Location};
 pub use types::*;
 

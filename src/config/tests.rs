@@ -38,7 +38,7 @@ fn defaults() {
     let c = conf("");
     assert_eq!(c, Config::default());
     assert_eq!(c.lease_max, 1000);
-    assert_eq!(c.dns_port, 53);
+    assert_eq!(c.dns.port, 53);
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn every_simple_option() {
     assert_eq!(c.pid_file, PathBuf::from("/run/twinmasq.pid"));
     assert_eq!(c.user.as_deref(), Some("dnsmasq"));
     assert_eq!(c.group.as_deref(), Some("dnsmasq"));
-    assert_eq!(c.dns_port, 5353);
+    assert_eq!(c.dns.port, 5353);
     assert_eq!(c.lease_db, PathBuf::from("/var/lib/twinmasq/db"));
     assert!(!c.test_only);
 }
@@ -112,7 +112,7 @@ fn log_facility_forms() {
 
 #[test]
 fn port_zero_disables_dns() {
-    assert_eq!(conf("port=0").dns_port, 0);
+    assert_eq!(conf("port=0").dns.port, 0);
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn quoted_values() {
     assert_eq!(c.dhcp_options[1].value, OptionValue::Bytes(b"a,b".to_vec()));
     let c = conf("dhcp-host=00:11:22:33:44:55,\"nas\"");
     assert_eq!(c.dhcp_hosts[0].hostname.as_deref(), Some("nas"));
-    assert_eq!(conf("port=\"5353\"").dns_port, 5353);
+    assert_eq!(conf("port=\"5353\"").dns.port, 5353);
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn load_reads_default_then_command_line_on_top() {
         &default,
     )
     .unwrap();
-    assert_eq!(c.dns_port, 5300);
+    assert_eq!(c.dns.port, 5300);
     assert_eq!(c.interfaces, vec!["tmq0", "tmq1"]);
     assert_eq!(c.user.as_deref(), Some("dnsmasq"));
     assert!(c.test_only && c.no_daemon && c.keep_in_foreground);

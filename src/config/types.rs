@@ -4,6 +4,8 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use super::dns_types::DnsConfig;
+
 /// dnsmasq's default when a range gives none.
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
 /// dnsmasq refuses shorter leases and silently raises them to this.
@@ -148,10 +150,6 @@ pub struct Config {
     /// them (dnsmasq's implied `local=/name/` and `local=/x.y.in-addr.arpa/`).
     pub local_domains: Vec<DomainSpec>,
     pub no_ping: bool,
-    /// `no-hosts`: do not read /etc/hosts (DNS).
-    pub no_hosts: bool,
-    /// `no-resolv`: do not read resolv.conf for upstream servers (DNS).
-    pub no_resolv: bool,
     pub rapid_commit: bool,
     pub log_dhcp: bool,
     pub quiet_dhcp: bool,
@@ -161,8 +159,7 @@ pub struct Config {
     pub pid_file: PathBuf,
     pub user: Option<String>,
     pub group: Option<String>,
-    /// DNS port (`port`, `-p`); 0 turns DNS off.
-    pub dns_port: u16,
+    pub dns: DnsConfig,
     /// `--test`: check the configuration and exit.
     pub test_only: bool,
 }
@@ -184,8 +181,6 @@ impl Default for Config {
             domains: Vec::new(),
             local_domains: Vec::new(),
             no_ping: false,
-            no_hosts: false,
-            no_resolv: false,
             rapid_commit: false,
             log_dhcp: false,
             quiet_dhcp: false,
@@ -195,7 +190,7 @@ impl Default for Config {
             pid_file: PathBuf::from(DEFAULT_PID_FILE),
             user: None,
             group: None,
-            dns_port: 53,
+            dns: DnsConfig::default(),
             test_only: false,
         }
     }

@@ -132,7 +132,7 @@ const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
 #[test]
 fn dora_gives_an_address_with_default_options() {
-    let mut rig = Rig::new(|c| c.dns_port = 53);
+    let mut rig = Rig::new(|c| c.dns.port = 53);
     let discover = RawRequest::new(1, MAC_A, 1)
         .opt(55, &[1, 3, 6, 28])
         .broadcast()

@@ -82,7 +82,7 @@ pub fn wanted(ctx: &Context<'_>) -> Wanted {
         ctx.req.giaddr
     };
     values.insert(OPT_ROUTER, router.octets().to_vec());
-    if ctx.cfg.dns_port != 0 {
+    if ctx.cfg.dns.port != 0 {
         values.insert(OPT_DNS, server.octets().to_vec());
     }
     if let Some(d) = domain_for(ctx.cfg, ctx.addr) {

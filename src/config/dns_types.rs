@@ -1,0 +1,183 @@
+//! The DNS half of the parsed configuration. Names are stored lowercase,
+//! without a trailing dot; an empty domain in a `/.../` list stands for
+//! dnsmasq's "unqualified names" (`server=//ip`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+pub const DEFAULT_DNS_PORT: u16 = 53;
+pub const DEFAULT_CACHE_SIZE: u32 = 150;
+pub const DEFAULT_DNS_FORWARD_MAX: u32 = 150;
+pub const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
+pub const DEFAULT_RESOLV_FILE: &str = "/etc/resolv.conf";
+
+/// Where queries for some domains go (`server=/dom/...`, `local=/dom/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainTarget {
+    /// `server=/dom/ip[#port]`
+    Upstream(SocketAddr),
+    /// `local=/dom/` or `server=/dom/`: answered from local data only,
+    /// NXDOMAIN otherwise; never forwarded.
+    Local,
+    /// `server=/dom/#`: use the normal (unqualified) servers.
+    UseDefault,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainServer {
+    pub domains: Vec<String>,
+    pub target: DomainTarget,
+}
+
+/// `address=/dom/[ip]`: every name in (and under) the domains answers with
+/// these addresses; an empty list answers NXDOMAIN (blocking); `#` is
+/// stored as the unspecified addresses 0.0.0.0 and ::.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressOverride {
+    pub domains: Vec<String>,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// `rev-server=net/prefix[,ip[#port]]`: the reverse zone of the subnet goes
+/// to that server (or is local when none is given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevServer {
+    pub net: IpAddr,
+    pub prefix: u8,
+    pub target: DomainTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnameRecord {
+    pub aliases: Vec<String>,
+    pub target: String,
+    pub ttl: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxRecord {
+    pub name: String,
+    /// dnsmasq's default target is the server's own name; None keeps that.
+    pub target: Option<String>,
+    pub preference: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvRecord {
+    /// `_service._proto.domain`
+    pub name: String,
+    /// None: the service is not available here (empty SRV).
+    pub target: Option<String>,
+    pub port: u16,
+    pub priority: u16,
+    pub weight: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxtRecord {
+    pub name: String,
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtrRecord {
+    pub name: String,
+    pub target: Option<String>,
+}
+
+/// `host-record=name[,name...],[ipv4],[ipv6][,ttl]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRecord {
+    pub names: Vec<String>,
+    pub addrs: Vec<IpAddr>,
+    pub ttl: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `port`, `-p`: 0 turns DNS off.
+    pub port: u16,
+    /// `no-hosts`: do not read `hosts_file`.
+    pub no_hosts: bool,
+    /// Normally /etc/hosts; a field so tests can point elsewhere.
+    pub hosts_file: PathBuf,
+    /// `addn-hosts`: files or directories of hosts files.
+    pub addn_hosts: Vec<PathBuf>,
+    /// `expand-hosts`: plain names from hosts files also answer with the
+    /// `domain` appended.
+    pub expand_hosts: bool,
+    /// `no-resolv`: do not read `resolv_files` for upstream servers.
+    pub no_resolv: bool,
+    /// `resolv-file`; default /etc/resolv.conf.
+    pub resolv_files: Vec<PathBuf>,
+    /// `server=ip[#port]`: the normal upstream servers, in config order.
+    pub servers: Vec<SocketAddr>,
+    /// `server=/dom/...`, `local=/dom/`.
+    pub domain_servers: Vec<DomainServer>,
+    pub rev_servers: Vec<RevServer>,
+    pub addresses: Vec<AddressOverride>,
+    pub cnames: Vec<CnameRecord>,
+    pub mx: Vec<MxRecord>,
+    pub srv: Vec<SrvRecord>,
+    pub txt: Vec<TxtRecord>,
+    pub ptr: Vec<PtrRecord>,
+    pub host_records: Vec<HostRecord>,
+    /// `domain-needed`: never forward names without a dot.
+    pub domain_needed: bool,
+    /// `bogus-priv`: reverse lookups for private ranges not found locally
+    /// answer NXDOMAIN instead of being forwarded.
+    pub bogus_priv: bool,
+    pub stop_dns_rebind: bool,
+    pub rebind_localhost_ok: bool,
+    pub rebind_domain_ok: Vec<String>,
+    pub strict_order: bool,
+    pub all_servers: bool,
+    /// `cache-size`, default 150; 0 disables the cache.
+    pub cache_size: u32,
+    pub no_negcache: bool,
+    pub min_cache_ttl: u32,
+    pub max_cache_ttl: Option<u32>,
+    /// `local-ttl`: TTL of answers from local data (hosts, leases,
+    /// address=); 0 as in dnsmasq.
+    pub local_ttl: u32,
+    pub dns_forward_max: u32,
+    pub log_queries: bool,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            port: DEFAULT_DNS_PORT,
+            no_hosts: false,
+            hosts_file: PathBuf::from(DEFAULT_HOSTS_FILE),
+            addn_hosts: Vec::new(),
+            expand_hosts: false,
+            no_resolv: false,
+            resolv_files: vec![PathBuf::from(DEFAULT_RESOLV_FILE)],
+            servers: Vec::new(),
+            domain_servers: Vec::new(),
+            rev_servers: Vec::new(),
+            addresses: Vec::new(),
+            cnames: Vec::new(),
+            mx: Vec::new(),
+            srv: Vec::new(),
+            txt: Vec::new(),
+            ptr: Vec::new(),
+            host_records: Vec::new(),
+            domain_needed: false,
+            bogus_priv: false,
+            stop_dns_rebind: false,
+            rebind_localhost_ok: false,
+            rebind_domain_ok: Vec::new(),
+            strict_order: false,
+            all_servers: false,
+            cache_size: DEFAULT_CACHE_SIZE,
+            no_negcache: false,
+            min_cache_ttl: 0,
+            max_cache_ttl: None,
+            local_ttl: 0,
+            dns_forward_max: DEFAULT_DNS_FORWARD_MAX,
+            log_queries: false,
+        }
+    }
+}

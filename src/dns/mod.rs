@@ -1,0 +1,10 @@
+//! The DNS engine: local authority (leases, hosts files, dnsmasq's record
+//! options, `address=`/`local=`), then a forwarder with a cache for
+//! everything else. The core is sans-I/O (`engine`: bytes and the time in,
+//! actions out); `shell` holds the sockets.
+//!
+//! Module map: `names` (name helpers), `hosts` (hosts-file parsing),
+//! `authority` (what we answer ourselves), `cache`, `forward` (upstream
+//! choice and pending queries), `engine` (ties them together).
+
+pub mod authority;
