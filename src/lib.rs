@@ -5,4 +5,5 @@ pub mod config;
 pub mod dhcp;
 pub mod dns;
 pub mod lease;
+pub mod net;
 pub mod server;

@@ -5,7 +5,6 @@
 pub mod engine;
 pub mod holds;
 pub mod hostname;
-pub mod interfaces;
 pub mod network;
 pub mod options;
 pub mod ping;

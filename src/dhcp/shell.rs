@@ -23,11 +23,12 @@ use crate::config::Config;
 use crate::lease::{lease_file, Durability, LeaseDb};
 
 use super::engine::{Decision, Engine, Reply};
-use super::interfaces::{self, Interface};
 use super::network::{mask, same_subnet, Arrival};
 use super::ping::{self, ProbeRequest, ProbeResult};
 use super::reply::Destination;
 use super::socket::{self, CLIENT_PORT, SERVER_PORT};
+use crate::net::interfaces::{self, Interface};
+use crate::net::pktinfo;
 
 /// Datagrams handled per wake-up before durable replies are handed on, so
 /// a flood still flushes regularly.
@@ -86,7 +87,7 @@ fn deliver(fd: RawFd, r: &Reply, stats: &ShellStats) {
             }
         }
     };
-    if let Err(e) = socket::send(fd, &r.packet, to, r.ifindex, r.from) {
+    if let Err(e) = pktinfo::send(fd, &r.packet, to, r.ifindex, r.from) {
         stats.send_errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "dhcp", "send to {to} failed: {e}");
     }
@@ -276,7 +277,7 @@ impl Shell {
         for _ in 0..RECV_BATCH {
             let meta = match self
                 .sock
-                .try_io(Interest::READABLE, || socket::recv(fd, buf))
+                .try_io(Interest::READABLE, || pktinfo::recv(fd, buf))
             {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

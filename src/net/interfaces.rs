@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use crate::config::Config;
 
-use super::network::{prefix_of, IfAddr};
+use crate::dhcp::network::{prefix_of, IfAddr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
