@@ -500,6 +500,12 @@ impl<L: LocalData> DnsEngine<L> {
             return Vec::new();
         };
         p.failed = (p.failed + 1).min(p.sent);
+        if p.tcp_token.is_some() {
+            // Over TCP only one server is asked at a time, and UDP replies
+            // from the others are no longer accepted: nobody else will
+            // answer this round.
+            p.failed = p.sent;
+        }
         if p.sent < p.plan.order.len() {
             let server = p.plan.order[p.sent];
             p.sent += 1;

@@ -902,3 +902,36 @@ fn dns_mutation_fuzz_never_panics() {
         }
     }
 }
+
+#[test]
+fn dns_tcp_fallback_failure_gives_servfail() {
+    let mut e = engine(&DnsConfig {
+        all_servers: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(3, "tc.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (s, sock, q) = upstreams(&out).remove(0);
+    let mut tc = answer(&q, ResponseCode::NoError, vec![], vec![]);
+    tc[2] |= 0x02;
+    let out = e.upstream_reply(&tc, s, sock, 1);
+    let [Action::UpstreamTcp { token, .. }] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    // A TCP answer for another question counts as a failure, not a reply.
+    let wrong = answer(
+        &query_bytes(0, "other.example.", RecordType::A, None),
+        ResponseCode::NoError,
+        vec![],
+        vec![],
+    );
+    let out = e.upstream_tcp_reply(*token, Some(&wrong), 2);
+    assert_eq!(
+        reply_of(&out).metadata.response_code,
+        ResponseCode::ServFail
+    );
+    assert_eq!(e.pending_len(), 0);
+}
