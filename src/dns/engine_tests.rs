@@ -935,3 +935,52 @@ fn dns_tcp_fallback_failure_gives_servfail() {
     );
     assert_eq!(e.pending_len(), 0);
 }
+
+#[test]
+fn dns_mutated_matching_replies_never_panic() {
+    // Replies that pass the id/socket/source checks but are damaged after
+    // the question: they reach the full parse and the cache.
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut e = engine(&DnsConfig {
+        strict_order: true,
+        dns_forward_max: 100_000,
+        ..cfg(&[srv(1)])
+    });
+    for i in 0..3_000u32 {
+        let now = u64::from(i) * 10;
+        let out = e.query(
+            &query_bytes(1, &format!("f{i}.example."), RecordType::A, Some(1232)),
+            client(1),
+            now,
+        );
+        let Some((s, sock, q)) = upstreams(&out).pop() else {
+            continue;
+        };
+        let mut r = answer(
+            &q,
+            ResponseCode::NoError,
+            (0..3)
+                .map(|j| a(&format!("f{i}.example."), 60, j))
+                .collect(),
+            vec![soa_rec()],
+        );
+        let qend = q.len().min(r.len());
+        for _ in 0..rng.random_range(1..4) {
+            if r.len() > qend {
+                let at = rng.random_range(qend..r.len());
+                match rng.random_range(0..3) {
+                    0 => r[at] = rng.random(),
+                    1 => r.truncate(at),
+                    _ => r.insert(at, rng.random()),
+                }
+            }
+            if rng.random_range(0..4) == 0 {
+                // Counts and flags too.
+                let at = rng.random_range(2..12);
+                r[at] = rng.random();
+            }
+        }
+        e.upstream_reply(&r, s, sock, now + 1);
+        e.tick(now + 5_000);
+    }
+}
