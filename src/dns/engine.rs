@@ -301,9 +301,9 @@ impl<L: LocalData> DnsEngine<L> {
         }
         self.stats.cache_misses += 1;
 
-        let servers = match route {
-            Route::Default => self.servers.clone(),
-            Route::Servers(s) => s,
+        let (servers, domain) = match route {
+            Route::Default => (self.servers.clone(), false),
+            Route::Servers(s) => (s, true),
         };
         if servers.is_empty() {
             // dnsmasq answers REFUSED when it has nowhere to send a query.
@@ -330,7 +330,11 @@ impl<L: LocalData> DnsEngine<L> {
             return vec![Action::Reply { client, bytes: out }];
         }
 
-        let plan = self.selector.plan(&servers, now_ms);
+        let plan = if domain {
+            self.selector.plan_domain(&servers)
+        } else {
+            self.selector.plan(&servers, now_ms)
+        };
         // Source port and id randomisation: a spoofer has to guess both.
         let socket = self.rng.random_range(0..self.sockets);
         let upstream_id = self.fresh_id(socket);

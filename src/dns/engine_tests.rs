@@ -984,3 +984,30 @@ fn dns_mutated_matching_replies_never_panic() {
         e.tick(now + 5_000);
     }
 }
+
+#[test]
+fn dns_domain_servers_get_all_at_once() {
+    let mut local = FakeLocal::default();
+    local.names.insert(
+        "h.corp.".into(),
+        Lookup::Forward(Route::Servers(vec![srv(7), srv(8)])),
+    );
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 2, 3);
+    let out = e.query(
+        &query_bytes(1, "h.corp.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let targets: Vec<SocketAddr> = upstreams(&out).iter().map(|u| u.0).collect();
+    assert_eq!(targets, vec![srv(7), srv(8)]);
+    // Never to the default server, and its answer is not accepted.
+    let (_, sock, q) = upstreams(&out).remove(0);
+    let r = answer(&q, ResponseCode::NoError, vec![a("h.corp.", 60, 1)], vec![]);
+    assert!(e.upstream_reply(&r, srv(1), sock, 1).is_empty());
+    assert_eq!(
+        reply_of(&e.upstream_reply(&r, srv(8), sock, 2))
+            .answers
+            .len(),
+        1
+    );
+}

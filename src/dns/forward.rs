@@ -110,6 +110,20 @@ impl ServerSelector {
         }
     }
 
+    /// Plan a forward to `server=/domain/` servers. dnsmasq sends these to
+    /// all of the domain's servers at once unless `strict-order` is set
+    /// (its "last good server" applies only to the normal servers).
+    pub fn plan_domain(&self, servers: &[SocketAddr]) -> Plan {
+        let fan_out = match self.strategy {
+            Strategy::StrictOrder => 1,
+            Strategy::Fastest | Strategy::AllServers => servers.len(),
+        };
+        Plan {
+            order: servers.to_vec(),
+            fan_out,
+        }
+    }
+
     /// A server gave a usable answer. In a probe the first answer arrives
     /// here first, so the fastest server becomes the preferred one.
     pub fn good(&mut self, server: SocketAddr) {
