@@ -8,3 +8,6 @@
 //! choice and pending queries), `engine` (ties them together).
 
 pub mod authority;
+pub mod cache;
+pub mod engine;
+pub mod forward;

@@ -1,0 +1,810 @@
+//! The DNS engine core: bytes and the time in, actions out. Local data
+//! first, then the cache, then upstream servers. No sockets, no clock, no
+//! global RNG: the shell owns those and feeds this.
+//!
+//! `now_ms` must be unix-epoch milliseconds (the local data uses it for
+//! lease expiry); it only needs to be monotonic enough for timeouts.
+
+use std::net::SocketAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::authority::{LocalData, Lookup, Route};
+use super::cache::{Cache, CacheKey};
+use super::forward::{
+    ClientKey, Pending, PendingTable, Question, ServerSelector, Strategy, TCP_TIMEOUT_MS,
+    UDP_TIMEOUT_MS,
+};
+use crate::config::dns_types::DnsConfig;
+
+/// Plain DNS over UDP without EDNS (RFC 1035).
+pub const UDP_LIMIT: usize = 512;
+/// We never build UDP replies larger than this, whatever a client offers.
+pub const MAX_UDP_LIMIT: usize = 4096;
+/// The payload size we advertise in our own OPT records (the DNS flag day
+/// 2020 value dnsmasq also uses, safe from fragmentation).
+pub const EDNS_PAYLOAD: u16 = 1232;
+const HEADER_LEN: usize = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Who asked: where to send the reply. `conn` tells TCP connections apart
+/// (the shell's number); 0 for UDP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientRef {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    pub conn: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Reply {
+        client: ClientRef,
+        bytes: Vec<u8>,
+    },
+    /// Send over UDP socket number `socket` (of the N the shell bound).
+    Upstream {
+        server: SocketAddr,
+        socket: usize,
+        bytes: Vec<u8>,
+    },
+    /// Do this exchange over TCP (length framing is the shell's job) and
+    /// report back with `upstream_tcp_reply(token, ..)`.
+    UpstreamTcp {
+        server: SocketAddr,
+        token: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Why packets were dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// Shorter than a header.
+    pub junk: u64,
+    /// A response arrived on the query port.
+    pub not_query: u64,
+    /// A retransmission of a query we are still forwarding.
+    pub duplicate: u64,
+    /// Upstream reply with an id no pending query uses.
+    pub unknown_id: u64,
+    /// Right id, but on another socket than the one it was sent from.
+    pub wrong_socket: u64,
+    /// Right id, but from a server it was not sent to.
+    pub wrong_source: u64,
+    /// Right id, but another question (or none): a spoofing attempt.
+    pub wrong_question: u64,
+    /// Upstream reply that was not a response or could not be read.
+    pub malformed_reply: u64,
+    /// A TCP result for an exchange we already gave up on.
+    pub late_tcp: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    pub queries: u64,
+    pub local_answers: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub forwarded: u64,
+    pub upstream_replies: u64,
+    pub tcp_fallbacks: u64,
+    pub servfail: u64,
+    pub refused: u64,
+    pub formerr: u64,
+    pub notimp: u64,
+    /// Replies sent with TC because they did not fit.
+    pub truncated: u64,
+    /// Queries refused because `dns-forward-max` were already pending.
+    pub forward_max: u64,
+    pub dropped: DropStats,
+}
+
+/// What is wrong with an upstream reply; each maps to a drop counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum ReplyError {
+    #[error("reply too short or not a response")]
+    Malformed,
+    #[error("no pending query has this id")]
+    UnknownId,
+    #[error("id belongs to another socket")]
+    WrongSocket,
+    #[error("from a server the query was not sent to")]
+    WrongSource,
+    #[error("question does not match")]
+    WrongQuestion,
+}
+
+/// The client's query, as far as replies need it.
+struct Request {
+    id: u16,
+    rd: bool,
+    cd: bool,
+    query: Query,
+    edns: bool,
+    limit: usize,
+}
+
+pub struct DnsEngine<L: LocalData> {
+    local: L,
+    cache: Cache,
+    servers: Vec<SocketAddr>,
+    selector: ServerSelector,
+    pending: PendingTable,
+    sockets: usize,
+    rng: StdRng,
+    forward_max: usize,
+    log_queries: bool,
+    next_token: u64,
+    stats: DnsStats,
+}
+
+impl<L: LocalData> DnsEngine<L> {
+    pub fn new(cfg: &DnsConfig, local: L, upstream_sockets: usize, seed: u64) -> Self {
+        let strategy = if cfg.all_servers {
+            Strategy::AllServers
+        } else if cfg.strict_order {
+            Strategy::StrictOrder
+        } else {
+            Strategy::Fastest
+        };
+        DnsEngine {
+            local,
+            cache: Cache::new(cfg),
+            servers: cfg.servers.clone(),
+            selector: ServerSelector::new(strategy),
+            pending: PendingTable::default(),
+            // At least one socket, so the index we pick is always valid.
+            sockets: upstream_sockets.max(1),
+            rng: StdRng::seed_from_u64(seed),
+            forward_max: cfg.dns_forward_max as usize,
+            log_queries: cfg.log_queries,
+            next_token: 0,
+            stats: DnsStats::default(),
+        }
+    }
+
+    pub fn local(&self) -> &L {
+        &self.local
+    }
+
+    pub fn local_mut(&mut self) -> &mut L {
+        &mut self.local
+    }
+
+    pub fn stats(&self) -> &DnsStats {
+        &self.stats
+    }
+
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// New default servers (resolv-file reload). Queries already pending
+    /// keep the servers they were planned with.
+    pub fn set_servers(&mut self, servers: Vec<SocketAddr>) {
+        if servers != self.servers {
+            self.servers = servers;
+            self.selector.reset();
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.pending.next_deadline()
+    }
+
+    pub fn query(&mut self, bytes: &[u8], client: ClientRef, now_ms: u64) -> Vec<Action> {
+        self.stats.queries += 1;
+        if bytes.len() < HEADER_LEN {
+            self.stats.dropped.junk += 1;
+            return Vec::new();
+        }
+        // Cheap header checks before any parsing.
+        if bytes[2] & 0x80 != 0 {
+            self.stats.dropped.not_query += 1;
+            return Vec::new();
+        }
+        let opcode = (bytes[2] >> 3) & 0x0f;
+        if opcode != 0 {
+            self.stats.notimp += 1;
+            return vec![Action::Reply {
+                client,
+                bytes: header_reply(bytes, ResponseCode::NotImp),
+            }];
+        }
+        let qdcount = u16::from_be_bytes([bytes[4], bytes[5]]);
+        let msg = match (qdcount, Message::from_vec(bytes)) {
+            (1, Ok(m)) if m.queries.len() == 1 => m,
+            _ => {
+                self.stats.formerr += 1;
+                return vec![Action::Reply {
+                    client,
+                    bytes: header_reply(bytes, ResponseCode::FormErr),
+                }];
+            }
+        };
+        let Some(query) = msg.queries.first().cloned() else {
+            return Vec::new();
+        };
+        let limit = match client.transport {
+            Transport::Tcp => usize::from(u16::MAX),
+            Transport::Udp => msg
+                .edns
+                .as_ref()
+                .map(|e| usize::from(e.max_payload()).clamp(UDP_LIMIT, MAX_UDP_LIMIT))
+                .unwrap_or(UDP_LIMIT),
+        };
+        let req = Request {
+            id: msg.metadata.id,
+            rd: msg.metadata.recursion_desired,
+            cd: msg.metadata.checking_disabled,
+            query,
+            edns: msg.edns.is_some(),
+            limit,
+        };
+        if self.log_queries {
+            tracing::info!(
+                "query[{}] {} from {}",
+                req.query.query_type,
+                display_name(&req.query.name),
+                client.addr.ip()
+            );
+        }
+
+        // Local data answers only the Internet class; anything else goes
+        // to the normal servers.
+        let route = if req.query.query_class == DNSClass::IN {
+            match self
+                .local
+                .lookup(&req.query.name, req.query.query_type, now_ms / 1000)
+            {
+                Lookup::Local {
+                    rcode,
+                    answers,
+                    authorities,
+                    authoritative,
+                } => {
+                    self.stats.local_answers += 1;
+                    self.log_answer("config", &req.query, rcode, &answers);
+                    let out = self.build_reply(&req, rcode, authoritative, &answers, &authorities);
+                    return vec![Action::Reply { client, bytes: out }];
+                }
+                Lookup::Forward(r) => r,
+            }
+        } else {
+            Route::Default
+        };
+
+        let key = CacheKey::new(&req.query.name, req.query.query_type, req.query.query_class);
+        if let Some(hit) = self.cache.get(&key, now_ms) {
+            self.stats.cache_hits += 1;
+            self.log_answer("cached", &req.query, hit.rcode, &hit.answers);
+            let out = self.build_reply(&req, hit.rcode, false, &hit.answers, &hit.authorities);
+            return vec![Action::Reply { client, bytes: out }];
+        }
+        self.stats.cache_misses += 1;
+
+        let (servers, domain) = match route {
+            Route::Default => (self.servers.clone(), false),
+            Route::Servers(s) => (s, true),
+        };
+        if servers.is_empty() {
+            // dnsmasq answers REFUSED when it has nowhere to send a query.
+            self.stats.refused += 1;
+            let out = self.build_reply(&req, ResponseCode::Refused, false, &[], &[]);
+            return vec![Action::Reply { client, bytes: out }];
+        }
+        let question = Question::new(&req.query.name, req.query.query_type, req.query.query_class);
+        let client_key = ClientKey::new(&client, req.id, &question);
+        if self.pending.has_client(&client_key) {
+            self.stats.dropped.duplicate += 1;
+            return Vec::new();
+        }
+        if self.pending.len() >= self.forward_max {
+            // dnsmasq logs "Maximum number of concurrent DNS queries
+            // reached" and the client gets REFUSED rather than silence.
+            self.stats.forward_max += 1;
+            self.stats.refused += 1;
+            tracing::warn!(
+                "Maximum number of concurrent DNS queries reached (max: {})",
+                self.forward_max
+            );
+            let out = self.build_reply(&req, ResponseCode::Refused, false, &[], &[]);
+            return vec![Action::Reply { client, bytes: out }];
+        }
+
+        let plan = if domain {
+            self.selector.plan_domain(&servers)
+        } else {
+            self.selector.plan(&servers, now_ms)
+        };
+        // Source port and id randomisation: a spoofer has to guess both.
+        let socket = self.rng.random_range(0..self.sockets);
+        let upstream_id = self.fresh_id(socket);
+        let mut wire = bytes.to_vec();
+        wire[..2].copy_from_slice(&upstream_id.to_be_bytes());
+
+        let tcp = client.transport == Transport::Tcp;
+        let mut pending = Pending {
+            client,
+            client_key,
+            query: req.query.clone(),
+            client_rd: req.rd,
+            client_cd: req.cd,
+            client_edns: req.edns,
+            limit: req.limit,
+            wire,
+            upstream_id,
+            socket,
+            plan,
+            sent: 0,
+            failed: 0,
+            deadline_ms: 0,
+            started_ms: now_ms,
+            tcp_token: None,
+        };
+        let mut actions = Vec::new();
+        if tcp {
+            // A TCP client's query goes upstream over TCP, as dnsmasq does:
+            // its answer may be large.
+            let token = self.token();
+            pending.tcp_token = Some(token);
+            pending.sent = 1;
+            pending.deadline_ms = now_ms + TCP_TIMEOUT_MS;
+            let server = pending.plan.order[0];
+            self.log_forward(&pending.query, server);
+            actions.push(Action::UpstreamTcp {
+                server,
+                token,
+                bytes: pending.wire.clone(),
+            });
+        } else {
+            let fan_out = pending.plan.fan_out.max(1);
+            for server in pending.plan.order.iter().take(fan_out) {
+                self.log_forward(&pending.query, *server);
+                actions.push(Action::Upstream {
+                    server: *server,
+                    socket,
+                    bytes: pending.wire.clone(),
+                });
+            }
+            pending.sent = fan_out.min(pending.plan.order.len());
+            pending.deadline_ms = now_ms + UDP_TIMEOUT_MS;
+        }
+        self.stats.forwarded += 1;
+        self.pending.insert(pending);
+        actions
+    }
+
+    pub fn upstream_reply(
+        &mut self,
+        bytes: &[u8],
+        from: SocketAddr,
+        socket: usize,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let key = match self.match_udp_reply(bytes, from, socket) {
+            Ok(k) => k,
+            Err(e) => {
+                let d = &mut self.stats.dropped;
+                match e {
+                    ReplyError::Malformed => d.malformed_reply += 1,
+                    ReplyError::UnknownId => d.unknown_id += 1,
+                    ReplyError::WrongSocket => d.wrong_socket += 1,
+                    ReplyError::WrongSource => d.wrong_source += 1,
+                    ReplyError::WrongQuestion => d.wrong_question += 1,
+                }
+                tracing::debug!("dropped upstream reply from {from}: {e}");
+                return Vec::new();
+            }
+        };
+        self.stats.upstream_replies += 1;
+        let rcode = bytes[3] & 0x0f;
+        if rcode == ResponseCode::ServFail.low() || rcode == ResponseCode::Refused.low() {
+            self.selector.bad(from);
+            return self.server_failed(key, now_ms);
+        }
+        if bytes[2] & 0x02 != 0 {
+            // Truncated: ask again over TCP, from the same server.
+            let token = self.token();
+            self.pending.switch_to_tcp(key, token);
+            self.stats.tcp_fallbacks += 1;
+            let Some(p) = self.pending.get_mut(key) else {
+                return Vec::new();
+            };
+            p.deadline_ms = now_ms + TCP_TIMEOUT_MS;
+            return vec![Action::UpstreamTcp {
+                server: from,
+                token,
+                bytes: p.wire.clone(),
+            }];
+        }
+        self.selector.good(from);
+        self.finish(key, bytes, now_ms)
+    }
+
+    pub fn upstream_tcp_reply(
+        &mut self,
+        token: u64,
+        reply: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let Some(key) = self.pending.by_tcp(token) else {
+            self.stats.dropped.late_tcp += 1;
+            return Vec::new();
+        };
+        let Some(p) = self.pending.get(key) else {
+            return Vec::new();
+        };
+        let ok = reply.filter(|b| {
+            b.len() >= HEADER_LEN
+                && b[2] & 0x80 != 0
+                && u16::from_be_bytes([b[0], b[1]]) == p.upstream_id
+                && question_matches(b, &p.client_key.question)
+        });
+        let Some(bytes) = ok else {
+            if reply.is_some() {
+                self.stats.dropped.malformed_reply += 1;
+            }
+            return self.server_failed(key, now_ms);
+        };
+        self.stats.upstream_replies += 1;
+        let rcode = bytes[3] & 0x0f;
+        if rcode == ResponseCode::ServFail.low() || rcode == ResponseCode::Refused.low() {
+            return self.server_failed(key, now_ms);
+        }
+        self.finish(key, bytes, now_ms)
+    }
+
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for key in self.pending.expired(now_ms) {
+            if let Some(p) = self.pending.get(key) {
+                // Only the last server tried is to blame for the silence.
+                if let Some(s) = p.sent.checked_sub(1).and_then(|i| p.plan.order.get(i)) {
+                    let s = *s;
+                    self.selector.bad(s);
+                }
+            }
+            actions.extend(self.timed_out(key, now_ms));
+        }
+        actions
+    }
+
+    fn timed_out(&mut self, key: u64, now_ms: u64) -> Vec<Action> {
+        // A timeout counts as a failure of every server still silent.
+        if let Some(p) = self.pending.get_mut(key) {
+            p.failed = p.sent;
+        }
+        self.server_failed(key, now_ms)
+    }
+
+    /// A server failed (SERVFAIL, REFUSED, TCP error, timeout): try the
+    /// next one, or give up with SERVFAIL once every server has failed.
+    fn server_failed(&mut self, key: u64, now_ms: u64) -> Vec<Action> {
+        let next_token = self.next_token + 1;
+        let Some(p) = self.pending.get_mut(key) else {
+            return Vec::new();
+        };
+        p.failed = (p.failed + 1).min(p.sent);
+        if p.tcp_token.is_some() {
+            // Over TCP only one server is asked at a time, and UDP replies
+            // from the others are no longer accepted: nobody else will
+            // answer this round.
+            p.failed = p.sent;
+        }
+        if p.sent < p.plan.order.len() {
+            let server = p.plan.order[p.sent];
+            p.sent += 1;
+            if p.tcp_token.is_some() {
+                p.deadline_ms = now_ms + TCP_TIMEOUT_MS;
+                let bytes = p.wire.clone();
+                let query = p.query.clone();
+                self.next_token = next_token;
+                self.pending.switch_to_tcp(key, next_token);
+                self.log_forward(&query, server);
+                return vec![Action::UpstreamTcp {
+                    server,
+                    token: next_token,
+                    bytes,
+                }];
+            }
+            p.deadline_ms = now_ms + UDP_TIMEOUT_MS;
+            let action = Action::Upstream {
+                server,
+                socket: p.socket,
+                bytes: p.wire.clone(),
+            };
+            let query = p.query.clone();
+            self.log_forward(&query, server);
+            return vec![action];
+        }
+        if p.failed < p.sent {
+            // Others (all-servers, a probe) may still answer.
+            return Vec::new();
+        }
+        let Some(p) = self.pending.remove(key) else {
+            return Vec::new();
+        };
+        self.stats.servfail += 1;
+        let req = Request {
+            id: p.client_key.id,
+            rd: p.client_rd,
+            cd: p.client_cd,
+            query: p.query,
+            edns: p.client_edns,
+            limit: p.limit,
+        };
+        let out = self.build_reply(&req, ResponseCode::ServFail, false, &[], &[]);
+        vec![Action::Reply {
+            client: p.client,
+            bytes: out,
+        }]
+    }
+
+    /// A good answer: cache it and relay it to the client with its own id.
+    fn finish(&mut self, key: u64, bytes: &[u8], now_ms: u64) -> Vec<Action> {
+        let Some(p) = self.pending.remove(key) else {
+            return Vec::new();
+        };
+        let truncated = bytes[2] & 0x02 != 0;
+        match Message::from_vec(bytes) {
+            Ok(m) => {
+                self.log_answer("reply", &p.query, m.metadata.response_code, &m.answers);
+                if !truncated {
+                    let ck = CacheKey::new(
+                        &p.client_key.question.name,
+                        p.client_key.question.qtype,
+                        p.client_key.question.qclass,
+                    );
+                    self.cache.insert(
+                        ck,
+                        m.metadata.response_code,
+                        &m.answers,
+                        &m.authorities,
+                        now_ms,
+                    );
+                }
+            }
+            Err(e) => {
+                // Still relayed: the client may read what we cannot.
+                tracing::debug!("upstream reply not cached, unreadable: {e}");
+            }
+        }
+        let out = if bytes.len() <= p.limit {
+            let mut out = bytes.to_vec();
+            out[..2].copy_from_slice(&p.client_key.id.to_be_bytes());
+            out
+        } else {
+            // Too big for this client (a TCP answer to a UDP client):
+            // an empty TC reply sends it to TCP.
+            self.stats.truncated += 1;
+            let req = Request {
+                id: p.client_key.id,
+                rd: p.client_rd,
+                cd: p.client_cd,
+                query: p.query.clone(),
+                edns: p.client_edns,
+                limit: p.limit,
+            };
+            truncated_reply(&req, bytes[3] & 0x0f)
+        };
+        vec![Action::Reply {
+            client: p.client,
+            bytes: out,
+        }]
+    }
+
+    fn match_udp_reply(
+        &self,
+        bytes: &[u8],
+        from: SocketAddr,
+        socket: usize,
+    ) -> Result<u64, ReplyError> {
+        if bytes.len() < HEADER_LEN || bytes[2] & 0x80 == 0 {
+            return Err(ReplyError::Malformed);
+        }
+        let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+        let Some(key) = self.pending.by_upstream(socket, id) else {
+            let elsewhere = (0..self.sockets).any(|s| s != socket && self.pending.id_in_use(s, id));
+            return Err(if elsewhere {
+                ReplyError::WrongSocket
+            } else {
+                ReplyError::UnknownId
+            });
+        };
+        let p = self.pending.get(key).ok_or(ReplyError::UnknownId)?;
+        if !p.plan.order[..p.sent].contains(&from) {
+            return Err(ReplyError::WrongSource);
+        }
+        if !question_matches(bytes, &p.client_key.question) {
+            return Err(ReplyError::WrongQuestion);
+        }
+        Ok(key)
+    }
+
+    fn fresh_id(&mut self, socket: usize) -> u16 {
+        // Retry on collision; the table is far smaller than the id space,
+        // and after a few misses a duplicate id only costs that query.
+        let mut id = self.rng.random::<u16>();
+        for _ in 0..16 {
+            if !self.pending.id_in_use(socket, id) {
+                break;
+            }
+            id = self.rng.random::<u16>();
+        }
+        id
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn build_reply(
+        &mut self,
+        req: &Request,
+        rcode: ResponseCode,
+        aa: bool,
+        answers: &[Record],
+        authorities: &[Record],
+    ) -> Vec<u8> {
+        let (bytes, truncated) = encode_reply(req, rcode, aa, answers, authorities);
+        if truncated {
+            self.stats.truncated += 1;
+        }
+        bytes
+    }
+
+    fn log_forward(&self, q: &Query, server: SocketAddr) {
+        if self.log_queries {
+            tracing::info!("forwarded {} to {}", display_name(&q.name), server.ip());
+        }
+    }
+
+    fn log_answer(&self, kind: &str, q: &Query, rcode: ResponseCode, answers: &[Record]) {
+        if !self.log_queries {
+            return;
+        }
+        let name = display_name(&q.name);
+        if rcode == ResponseCode::NXDomain {
+            tracing::info!("{kind} {name} is NXDOMAIN");
+        } else if rcode != ResponseCode::NoError {
+            tracing::info!("{kind} {name} is {rcode}");
+        } else if answers.is_empty() {
+            let what = match q.query_type {
+                RecordType::A => "NODATA-IPv4",
+                RecordType::AAAA => "NODATA-IPv6",
+                _ => "NODATA",
+            };
+            tracing::info!("{kind} {name} is {what}");
+        } else {
+            for r in answers {
+                let rname = display_name(&r.name);
+                match r.record_type() {
+                    RecordType::CNAME => tracing::info!("{kind} {rname} is <CNAME>"),
+                    _ => tracing::info!("{kind} {rname} is {}", r.data),
+                }
+            }
+        }
+    }
+}
+
+/// Names as dnsmasq logs them: no trailing dot.
+fn display_name(n: &hickory_proto::rr::Name) -> String {
+    let s = n.to_ascii();
+    match s.strip_suffix('.') {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => s,
+    }
+}
+
+/// Does the reply's only question equal ours (case-insensitively)?
+fn question_matches(bytes: &[u8], q: &Question) -> bool {
+    if bytes.len() < HEADER_LEN || u16::from_be_bytes([bytes[4], bytes[5]]) != 1 {
+        return false;
+    }
+    let mut d = BinDecoder::new(bytes);
+    // Skip the header by reading it; its contents were checked already.
+    if d.read_slice(HEADER_LEN).is_err() {
+        return false;
+    }
+    match Query::read(&mut d) {
+        Ok(rq) => {
+            rq.query_type == q.qtype
+                && rq.query_class == q.qclass
+                && rq.name.to_lowercase() == q.name
+        }
+        Err(_) => false,
+    }
+}
+
+/// A header-only error reply (FORMERR, NOTIMP) for a query we could not or
+/// would not read: id, opcode and RD copied, nothing else trusted.
+fn header_reply(query: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    out[0] = query[0];
+    out[1] = query[1];
+    out[2] = 0x80 | (query[2] & 0x78) | (query[2] & 0x01);
+    out[3] = 0x80 | (rcode.low() & 0x0f);
+    out
+}
+
+fn reply_message(req: &Request, rcode: ResponseCode, aa: bool) -> Message {
+    let mut m = Message::new(req.id, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_desired = req.rd;
+    m.metadata.recursion_available = true;
+    m.metadata.checking_disabled = req.cd;
+    m.metadata.authoritative = aa;
+    m.metadata.response_code = rcode;
+    m.queries.push(req.query.clone());
+    if req.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        m.edns = Some(e);
+    }
+    m
+}
+
+/// Encode a reply within the client's limit. When it does not fit, the
+/// answer is dropped whole and TC set (as dnsmasq does): half an RRset is
+/// worse than none, and the client retries over TCP.
+fn encode_reply(
+    req: &Request,
+    rcode: ResponseCode,
+    aa: bool,
+    answers: &[Record],
+    authorities: &[Record],
+) -> (Vec<u8>, bool) {
+    let mut m = reply_message(req, rcode, aa);
+    m.answers = answers.to_vec();
+    m.authorities = authorities.to_vec();
+    let mut buf = Vec::with_capacity(UDP_LIMIT);
+    let fits = {
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_max_size(u16::try_from(req.limit).unwrap_or(u16::MAX));
+        m.emit(&mut enc).is_ok()
+    };
+    if fits && buf.len() >= HEADER_LEN && buf[2] & 0x02 == 0 {
+        return (buf, false);
+    }
+    (truncated_reply(req, rcode.low()), true)
+}
+
+/// Question (and OPT) only, TC set.
+fn truncated_reply(req: &Request, rcode_low: u8) -> Vec<u8> {
+    let mut m = reply_message(req, ResponseCode::from_low(rcode_low), false);
+    m.metadata.truncation = true;
+    match m.to_vec() {
+        Ok(b) => b,
+        Err(_) => {
+            // Cannot happen for a question we parsed; still answer.
+            let mut h = vec![0u8; HEADER_LEN];
+            h[..2].copy_from_slice(&req.id.to_be_bytes());
+            h[2] = 0x80 | 0x02 | u8::from(req.rd);
+            h[3] = 0x80 | (rcode_low & 0x0f);
+            h
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,1013 @@
+//! Engine tests: a fake LocalData, and "upstream servers" that are just
+//! functions from query bytes to reply bytes.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+#[derive(Default)]
+struct FakeLocal {
+    names: HashMap<String, Lookup>,
+}
+
+impl LocalData for FakeLocal {
+    fn lookup(&self, name: &Name, _qtype: RecordType, _now: u64) -> Lookup {
+        self.names
+            .get(&name.to_lowercase().to_ascii())
+            .cloned()
+            .unwrap_or(Lookup::Forward(Route::Default))
+    }
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).unwrap()
+}
+
+fn a(n: &str, ttl: u32, last: u8) -> Record {
+    Record::from_rdata(name(n), ttl, RData::A(A(Ipv4Addr::new(198, 18, 1, last))))
+}
+
+fn srv(n: u8) -> SocketAddr {
+    SocketAddr::from(([198, 18, 0, n], 53))
+}
+
+fn client(n: u8) -> ClientRef {
+    ClientRef {
+        addr: SocketAddr::from(([198, 18, 2, n], 40000 + u16::from(n))),
+        transport: Transport::Udp,
+        conn: 0,
+    }
+}
+
+fn tcp_client(n: u8) -> ClientRef {
+    ClientRef {
+        transport: Transport::Tcp,
+        conn: 7,
+        ..client(n)
+    }
+}
+
+fn query_bytes(id: u16, qname: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name(qname), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.edns = Some(e);
+    }
+    m.to_vec().unwrap()
+}
+
+/// An upstream server's answer to `query`.
+fn answer(query: &[u8], rcode: ResponseCode, answers: Vec<Record>, auth: Vec<Record>) -> Vec<u8> {
+    let q = Message::from_vec(query).unwrap();
+    let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_desired = q.metadata.recursion_desired;
+    m.metadata.recursion_available = true;
+    m.metadata.response_code = rcode;
+    m.queries = q.queries.clone();
+    m.answers = answers;
+    m.authorities = auth;
+    m.edns = q.edns.clone();
+    m.to_vec().unwrap()
+}
+
+fn cfg(servers: &[SocketAddr]) -> DnsConfig {
+    DnsConfig {
+        servers: servers.to_vec(),
+        ..DnsConfig::default()
+    }
+}
+
+fn engine(c: &DnsConfig) -> DnsEngine<FakeLocal> {
+    DnsEngine::new(c, FakeLocal::default(), 4, 42)
+}
+
+fn reply_of(actions: &[Action]) -> Message {
+    match actions {
+        [Action::Reply { bytes, .. }] => Message::from_vec(bytes).unwrap(),
+        other => panic!("expected one reply, got {other:?}"),
+    }
+}
+
+fn upstreams(actions: &[Action]) -> Vec<(SocketAddr, usize, Vec<u8>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Upstream {
+                server,
+                socket,
+                bytes,
+            } => Some((*server, *socket, bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn soa_rec() -> Record {
+    Record::from_rdata(
+        name("example."),
+        3600,
+        RData::SOA(SOA::new(
+            name("ns.example."),
+            name("host.example."),
+            1,
+            3600,
+            600,
+            86400,
+            60,
+        )),
+    )
+}
+
+#[test]
+fn dns_local_answer() {
+    let mut local = FakeLocal::default();
+    local.names.insert(
+        "host.lan.".into(),
+        Lookup::Local {
+            rcode: ResponseCode::NoError,
+            answers: vec![a("host.lan.", 0, 5)],
+            authorities: vec![],
+            authoritative: true,
+        },
+    );
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 2, 1);
+    let out = e.query(
+        &query_bytes(0x1234, "HOST.lan.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let m = reply_of(&out);
+    assert_eq!(m.metadata.id, 0x1234);
+    assert!(m.metadata.recursion_available && m.metadata.recursion_desired);
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers.len(), 1);
+    // The question is echoed as asked.
+    assert_eq!(m.queries[0].name.to_ascii(), "HOST.lan.");
+    assert_eq!(e.stats().local_answers, 1);
+    assert!(e.local().names.contains_key("host.lan."));
+}
+
+/// Forward one query and answer it from `server`.
+fn round_trip(
+    e: &mut DnsEngine<FakeLocal>,
+    id: u16,
+    qname: &str,
+    now: u64,
+    make: impl Fn(&[u8]) -> Vec<u8>,
+) -> Message {
+    let out = e.query(&query_bytes(id, qname, RecordType::A, None), client(1), now);
+    let ups = upstreams(&out);
+    assert!(!ups.is_empty(), "expected forwarding, got {out:?}");
+    let (server, socket, bytes) = &ups[0];
+    let r = e.upstream_reply(&make(bytes), *server, *socket, now + 5);
+    reply_of(&r)
+}
+
+#[test]
+fn dns_cache_hit_counts_ttl_down() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let m = round_trip(&mut e, 7, "www.example.", 1_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("www.example.", 300, 1)],
+            vec![],
+        )
+    });
+    assert_eq!(m.metadata.id, 7);
+    assert_eq!(m.answers[0].ttl, 300);
+    let out = e.query(
+        &query_bytes(8, "WWW.example.", RecordType::A, None),
+        client(2),
+        11_000,
+    );
+    let m = reply_of(&out);
+    assert_eq!(m.metadata.id, 8);
+    // Stored at 1.005 s, asked at 11 s: 9 whole seconds gone.
+    assert_eq!(m.answers[0].ttl, 291);
+    assert!(m.metadata.recursion_available);
+    assert_eq!(e.stats().cache_hits, 1);
+    assert_eq!(e.stats().cache_misses, 1);
+    e.clear_cache();
+    let out = e.query(
+        &query_bytes(9, "www.example.", RecordType::A, None),
+        client(2),
+        12_000,
+    );
+    assert_eq!(upstreams(&out).len(), 1);
+}
+
+#[test]
+fn dns_ttl0_answers_not_cached() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    round_trip(&mut e, 7, "zero.example.", 0, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("zero.example.", 0, 1)],
+            vec![],
+        )
+    });
+    assert_eq!(e.cache_len(), 0);
+}
+
+#[test]
+fn dns_negative_caching_and_no_negcache() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let m = round_trip(&mut e, 1, "nx.example.", 0, |q| {
+        answer(q, ResponseCode::NXDomain, vec![], vec![soa_rec()])
+    });
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let out = e.query(
+        &query_bytes(2, "nx.example.", RecordType::A, None),
+        client(1),
+        5_000,
+    );
+    let m = reply_of(&out);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // SOA minimum 60, stored at 5 ms, asked at 5 s.
+    assert_eq!(m.authorities[0].ttl, 56);
+
+    let mut e = engine(&DnsConfig {
+        no_negcache: true,
+        ..cfg(&[srv(1)])
+    });
+    round_trip(&mut e, 1, "nx.example.", 0, |q| {
+        answer(q, ResponseCode::NXDomain, vec![], vec![soa_rec()])
+    });
+    let out = e.query(
+        &query_bytes(2, "nx.example.", RecordType::A, None),
+        client(1),
+        5_000,
+    );
+    assert_eq!(upstreams(&out).len(), 1);
+}
+
+#[test]
+fn dns_cache_bound_in_engine() {
+    let mut e = engine(&DnsConfig {
+        cache_size: 2,
+        ..cfg(&[srv(1)])
+    });
+    for (i, n) in ["a.example.", "b.example.", "c.example."]
+        .iter()
+        .enumerate()
+    {
+        round_trip(&mut e, i as u16, n, i as u64 * 10, |q| {
+            answer(q, ResponseCode::NoError, vec![a(n, 300, 1)], vec![])
+        });
+    }
+    assert_eq!(e.cache_len(), 2);
+    // a. was the least recently used: gone.
+    let out = e.query(
+        &query_bytes(50, "a.example.", RecordType::A, None),
+        client(1),
+        100,
+    );
+    assert_eq!(upstreams(&out).len(), 1);
+    let out = e.query(
+        &query_bytes(51, "c.example.", RecordType::A, None),
+        client(1),
+        100,
+    );
+    assert!(upstreams(&out).is_empty());
+}
+
+#[test]
+fn dns_forward_randomises_id_and_socket() {
+    let mut e = engine(&DnsConfig {
+        strict_order: true,
+        dns_forward_max: 1000,
+        ..cfg(&[srv(1)])
+    });
+    let mut ids = std::collections::HashSet::new();
+    let mut sockets = std::collections::HashSet::new();
+    for i in 0..200u16 {
+        let out = e.query(
+            &query_bytes(1, &format!("n{i}.example."), RecordType::A, None),
+            client(1),
+            0,
+        );
+        let ups = upstreams(&out);
+        assert_eq!(ups.len(), 1);
+        let (_, socket, bytes) = &ups[0];
+        ids.insert(u16::from_be_bytes([bytes[0], bytes[1]]));
+        sockets.insert(*socket);
+        assert!(*socket < 4);
+    }
+    assert!(ids.len() > 190, "ids not random: {}", ids.len());
+    assert_eq!(sockets.len(), 4);
+    assert_eq!(e.stats().forwarded, 200);
+}
+
+#[test]
+fn dns_mismatched_replies_rejected() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let out = e.query(
+        &query_bytes(5, "www.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (server, socket, q) = upstreams(&out).remove(0);
+    let good = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("www.example.", 60, 1)],
+        vec![],
+    );
+
+    let mut bad_id = good.clone();
+    bad_id[1] ^= 0xff;
+    assert!(e.upstream_reply(&bad_id, server, socket, 1).is_empty());
+    assert_eq!(e.stats().dropped.unknown_id, 1);
+
+    assert!(e
+        .upstream_reply(&good, server, (socket + 1) % 4, 1)
+        .is_empty());
+    assert_eq!(e.stats().dropped.wrong_socket, 1);
+
+    assert!(e.upstream_reply(&good, srv(9), socket, 1).is_empty());
+    assert_eq!(e.stats().dropped.wrong_source, 1);
+
+    let mut other_q = query_bytes(0, "evil.example.", RecordType::A, None);
+    other_q[..2].copy_from_slice(&q[..2]);
+    let spoof = answer(
+        &other_q,
+        ResponseCode::NoError,
+        vec![a("evil.example.", 60, 66)],
+        vec![],
+    );
+    assert!(e.upstream_reply(&spoof, server, socket, 1).is_empty());
+    assert_eq!(e.stats().dropped.wrong_question, 1);
+
+    let mut other_type = query_bytes(0, "www.example.", RecordType::AAAA, None);
+    other_type[..2].copy_from_slice(&q[..2]);
+    let spoof = answer(&other_type, ResponseCode::NoError, vec![], vec![]);
+    assert!(e.upstream_reply(&spoof, server, socket, 1).is_empty());
+    assert_eq!(e.stats().dropped.wrong_question, 2);
+
+    // A query (QR clear) is not a reply.
+    assert!(e.upstream_reply(&q, server, socket, 1).is_empty());
+    assert_eq!(e.stats().dropped.malformed_reply, 1);
+
+    // Upper-case question from upstream is still ours.
+    let mut upper = q.clone();
+    for b in upper.iter_mut().skip(12) {
+        b.make_ascii_uppercase();
+    }
+    let ok = answer(
+        &upper,
+        ResponseCode::NoError,
+        vec![a("WWW.example.", 60, 1)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&ok, server, socket, 2));
+    assert_eq!(m.metadata.id, 5);
+    // Nothing is cached from the spoofs.
+    assert_eq!(e.cache_len(), 1);
+    // A second copy of the good answer finds nothing pending.
+    assert!(e.upstream_reply(&good, server, socket, 3).is_empty());
+}
+
+#[test]
+fn dns_retry_next_server_on_timeout_then_servfail() {
+    let mut e = engine(&DnsConfig {
+        strict_order: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(5, "slow.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let ups = upstreams(&out);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].0, srv(1));
+    assert_eq!(e.next_deadline(), Some(UDP_TIMEOUT_MS));
+    assert!(e.tick(999).is_empty());
+    let out = e.tick(1000);
+    let ups2 = upstreams(&out);
+    assert_eq!(ups2.len(), 1);
+    assert_eq!(ups2[0].0, srv(2));
+    assert_eq!(ups2[0].1, ups[0].1);
+    let out = e.tick(2000);
+    let m = reply_of(&out);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(m.metadata.id, 5);
+    assert_eq!(e.stats().servfail, 1);
+    assert_eq!(e.next_deadline(), None);
+}
+
+#[test]
+fn dns_servfail_and_refused_move_on() {
+    let mut e = engine(&DnsConfig {
+        strict_order: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(5, "x.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (s, sock, q) = upstreams(&out).remove(0);
+    let out = e.upstream_reply(
+        &answer(&q, ResponseCode::Refused, vec![], vec![]),
+        s,
+        sock,
+        1,
+    );
+    let (s2, _, _) = upstreams(&out).remove(0);
+    assert_eq!(s2, srv(2));
+    let out = e.upstream_reply(
+        &answer(&q, ResponseCode::ServFail, vec![], vec![]),
+        s2,
+        sock,
+        2,
+    );
+    assert_eq!(
+        reply_of(&out).metadata.response_code,
+        ResponseCode::ServFail
+    );
+}
+
+#[test]
+fn dns_strict_order_always_starts_first() {
+    let mut e = engine(&DnsConfig {
+        strict_order: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    for i in 0..5u16 {
+        let out = e.query(
+            &query_bytes(i, &format!("s{i}.example."), RecordType::A, None),
+            client(1),
+            u64::from(i) * 100,
+        );
+        let ups = upstreams(&out);
+        assert_eq!(ups.len(), 1);
+        assert_eq!(ups[0].0, srv(1));
+    }
+}
+
+#[test]
+fn dns_default_prefers_fastest() {
+    let mut e = engine(&cfg(&[srv(1), srv(2), srv(3)]));
+    // The first query probes all servers; srv(2) answers first.
+    let out = e.query(
+        &query_bytes(1, "p.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let ups = upstreams(&out);
+    assert_eq!(ups.len(), 3);
+    let (_, sock, q) = &ups[1];
+    e.upstream_reply(
+        &answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("p.example.", 60, 1)],
+            vec![],
+        ),
+        srv(2),
+        *sock,
+        10,
+    );
+    let out = e.query(
+        &query_bytes(2, "q.example.", RecordType::A, None),
+        client(1),
+        100,
+    );
+    let ups = upstreams(&out);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].0, srv(2));
+    // It times out: the next query goes elsewhere first.
+    e.tick(1100);
+    let out = e.query(
+        &query_bytes(3, "r.example.", RecordType::A, None),
+        client(1),
+        1200,
+    );
+    assert_ne!(upstreams(&out)[0].0, srv(2));
+}
+
+#[test]
+fn dns_all_servers_first_good_wins() {
+    let mut e = engine(&DnsConfig {
+        all_servers: true,
+        ..cfg(&[srv(1), srv(2), srv(3)])
+    });
+    let out = e.query(
+        &query_bytes(9, "all.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let ups = upstreams(&out);
+    assert_eq!(ups.len(), 3);
+    let (_, sock, q) = ups[0].clone();
+    // One fails: keep waiting for the others.
+    assert!(e
+        .upstream_reply(
+            &answer(&q, ResponseCode::ServFail, vec![], vec![]),
+            srv(1),
+            sock,
+            1
+        )
+        .is_empty());
+    let good = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("all.example.", 60, 3)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&good, srv(3), sock, 2));
+    assert_eq!(m.answers.len(), 1);
+    assert!(e.upstream_reply(&good, srv(2), sock, 3).is_empty());
+}
+
+#[test]
+fn dns_all_servers_all_fail_servfail() {
+    let mut e = engine(&DnsConfig {
+        all_servers: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(9, "all.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (_, sock, q) = upstreams(&out).remove(0);
+    let bad = answer(&q, ResponseCode::ServFail, vec![], vec![]);
+    assert!(e.upstream_reply(&bad, srv(1), sock, 1).is_empty());
+    let m = reply_of(&e.upstream_reply(&bad, srv(2), sock, 2));
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+}
+
+fn big_local(n: u8) -> FakeLocal {
+    let mut local = FakeLocal::default();
+    local.names.insert(
+        "big.lan.".into(),
+        Lookup::Local {
+            rcode: ResponseCode::NoError,
+            answers: (0..n).map(|i| a("big.lan.", 0, i)).collect(),
+            authorities: vec![],
+            authoritative: false,
+        },
+    );
+    local
+}
+
+#[test]
+fn dns_truncation_at_512_and_with_edns() {
+    // 40 A records: 40 * 16 bytes is more than 512.
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), big_local(40), 1, 1);
+    let out = e.query(
+        &query_bytes(1, "big.lan.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let Action::Reply { bytes, .. } = &out[0] else {
+        panic!()
+    };
+    assert!(bytes.len() <= 512);
+    let m = Message::from_vec(bytes).unwrap();
+    assert!(m.metadata.truncation);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.queries.len(), 1);
+    assert!(m.edns.is_none());
+
+    let out = e.query(
+        &query_bytes(2, "big.lan.", RecordType::A, Some(1232)),
+        client(1),
+        0,
+    );
+    let m = reply_of(&out);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 40);
+    assert!(m.edns.is_some());
+
+    // EDNS but still too small: TC, with an OPT record.
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), big_local(120), 1, 1);
+    let out = e.query(
+        &query_bytes(3, "big.lan.", RecordType::A, Some(1232)),
+        client(1),
+        0,
+    );
+    let m = reply_of(&out);
+    assert!(m.metadata.truncation);
+    assert!(m.edns.is_some());
+    // Over TCP it all fits.
+    let out = e.query(
+        &query_bytes(4, "big.lan.", RecordType::A, None),
+        tcp_client(1),
+        0,
+    );
+    let m = reply_of(&out);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 120);
+    // (a fresh engine: only the EDNS one counted)
+    assert_eq!(e.stats().truncated, 1);
+}
+
+#[test]
+fn dns_tcp_fallback_on_truncated_upstream() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let out = e.query(
+        &query_bytes(3, "tc.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (s, sock, q) = upstreams(&out).remove(0);
+    let mut tc = answer(&q, ResponseCode::NoError, vec![], vec![]);
+    tc[2] |= 0x02;
+    let out = e.upstream_reply(&tc, s, sock, 1);
+    let [Action::UpstreamTcp {
+        server,
+        token,
+        bytes,
+    }] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*server, s);
+    assert_eq!(bytes, &q);
+    // A late UDP reply is no longer accepted.
+    let udp = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("tc.example.", 60, 1)],
+        vec![],
+    );
+    assert!(e.upstream_reply(&udp, s, sock, 2).is_empty());
+    // The full answer over TCP is too big for this UDP client: TC, but
+    // it is cached for the retry over TCP.
+    let full = answer(
+        &q,
+        ResponseCode::NoError,
+        (0..60).map(|i| a("tc.example.", 60, i)).collect(),
+        vec![],
+    );
+    let out = e.upstream_tcp_reply(*token, Some(&full), 3);
+    let m = reply_of(&out);
+    assert!(m.metadata.truncation);
+    assert_eq!(m.metadata.id, 3);
+    let out = e.query(
+        &query_bytes(4, "tc.example.", RecordType::A, None),
+        tcp_client(1),
+        4,
+    );
+    assert_eq!(reply_of(&out).answers.len(), 60);
+    assert_eq!(e.stats().tcp_fallbacks, 1);
+    // A token we no longer know is dropped.
+    assert!(e.upstream_tcp_reply(*token, None, 5).is_empty());
+    assert_eq!(e.stats().dropped.late_tcp, 1);
+}
+
+#[test]
+fn dns_tcp_client_forwarded_over_tcp_and_failure_moves_on() {
+    let mut e = engine(&DnsConfig {
+        strict_order: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(3, "t.example.", RecordType::A, None),
+        tcp_client(1),
+        0,
+    );
+    let [Action::UpstreamTcp { server, token, .. }] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*server, srv(1));
+    let out = e.upstream_tcp_reply(*token, None, 1);
+    let [Action::UpstreamTcp {
+        server,
+        token,
+        bytes,
+    }] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*server, srv(2));
+    let good = answer(
+        bytes,
+        ResponseCode::NoError,
+        vec![a("t.example.", 60, 1)],
+        vec![],
+    );
+    let out = e.upstream_tcp_reply(*token, Some(&good), 2);
+    let [Action::Reply { client: c, bytes }] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(c, &tcp_client(1));
+    assert_eq!(Message::from_vec(bytes).unwrap().metadata.id, 3);
+}
+
+#[test]
+fn dns_forward_max_refuses() {
+    let mut e = engine(&DnsConfig {
+        dns_forward_max: 2,
+        ..cfg(&[srv(1)])
+    });
+    for i in 0..2u16 {
+        let out = e.query(
+            &query_bytes(i, &format!("m{i}.example."), RecordType::A, None),
+            client(1),
+            0,
+        );
+        assert_eq!(upstreams(&out).len(), 1);
+    }
+    let out = e.query(
+        &query_bytes(9, "m9.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    assert_eq!(reply_of(&out).metadata.response_code, ResponseCode::Refused);
+    assert_eq!(e.stats().forward_max, 1);
+    assert_eq!(e.pending_len(), 2);
+}
+
+#[test]
+fn dns_duplicate_query_not_reforwarded() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let q = query_bytes(77, "dup.example.", RecordType::A, None);
+    assert_eq!(upstreams(&e.query(&q, client(1), 0)).len(), 1);
+    assert!(e.query(&q, client(1), 10).is_empty());
+    assert_eq!(e.stats().dropped.duplicate, 1);
+    // Another client asking the same is forwarded.
+    assert_eq!(upstreams(&e.query(&q, client(2), 10)).len(), 1);
+}
+
+#[test]
+fn dns_no_servers_refused_and_set_servers() {
+    let mut e = engine(&cfg(&[]));
+    let out = e.query(
+        &query_bytes(1, "x.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    assert_eq!(reply_of(&out).metadata.response_code, ResponseCode::Refused);
+    e.set_servers(vec![srv(4)]);
+    let out = e.query(
+        &query_bytes(2, "x.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    assert_eq!(upstreams(&out)[0].0, srv(4));
+}
+
+#[test]
+fn dns_header_checks() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    // Junk shorter than a header: dropped.
+    assert!(e.query(&[1, 2, 3], client(1), 0).is_empty());
+    // A response on the query port: dropped.
+    let mut resp = query_bytes(1, "x.example.", RecordType::A, None);
+    resp[2] |= 0x80;
+    assert!(e.query(&resp, client(1), 0).is_empty());
+    // Non-QUERY opcode (NOTIFY = 4): NOTIMP.
+    let mut notify = query_bytes(1, "x.example.", RecordType::A, None);
+    notify[2] = (notify[2] & 0x87) | (4 << 3);
+    let out = e.query(&notify, client(1), 0);
+    let Action::Reply { bytes, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(bytes[3] & 0x0f, ResponseCode::NotImp.low());
+    // Two questions: FORMERR.
+    let mut two = Message::new(3, MessageType::Query, OpCode::Query);
+    two.add_query(Query::query(name("a.example."), RecordType::A));
+    two.add_query(Query::query(name("b.example."), RecordType::A));
+    let out = e.query(&two.to_vec().unwrap(), client(1), 0);
+    let Action::Reply { bytes, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(bytes[3] & 0x0f, ResponseCode::FormErr.low());
+    assert_eq!(&bytes[..2], &[0, 3]);
+    assert_eq!(e.stats().dropped.junk, 1);
+    assert_eq!(e.stats().dropped.not_query, 1);
+}
+
+fn assert_formerr_or_drop(out: &[Action]) {
+    match out {
+        [] => {}
+        [Action::Reply { bytes, .. }] => {
+            assert!(bytes[2] & 0x80 != 0);
+            let rc = bytes[3] & 0x0f;
+            assert!(
+                rc == ResponseCode::FormErr.low() || rc == ResponseCode::NotImp.low(),
+                "rcode {rc}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn dns_malformed_queries() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let good = query_bytes(1, "www.example.", RecordType::A, None);
+    // Truncated inside the question.
+    assert_formerr_or_drop(&e.query(&good[..good.len() - 3], client(1), 0));
+    // Compression loop: a pointer to itself as the question name.
+    let mut looped = good[..12].to_vec();
+    looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    assert_formerr_or_drop(&e.query(&looped, client(1), 0));
+    // Forward pointer past the end.
+    let mut fwd = good[..12].to_vec();
+    fwd.extend_from_slice(&[0xc0, 0xff, 0, 1, 0, 1]);
+    assert_formerr_or_drop(&e.query(&fwd, client(1), 0));
+    // Huge counts.
+    let mut huge = good.clone();
+    for b in &mut huge[6..12] {
+        *b = 0xff;
+    }
+    assert_formerr_or_drop(&e.query(&huge, client(1), 0));
+    let mut qd = good.clone();
+    qd[4] = 0xff;
+    qd[5] = 0xff;
+    assert_formerr_or_drop(&e.query(&qd, client(1), 0));
+    // Bad label: length byte with the reserved 0x40 bits.
+    let mut bad = good[..12].to_vec();
+    bad.extend_from_slice(&[0x45, b'a', 0, 0, 1, 0, 1]);
+    assert_formerr_or_drop(&e.query(&bad, client(1), 0));
+    // A label running past the end.
+    let mut long = good[..12].to_vec();
+    long.extend_from_slice(&[63, b'a', b'b']);
+    assert_formerr_or_drop(&e.query(&long, client(1), 0));
+    assert_eq!(e.stats().forwarded, 0);
+}
+
+#[test]
+fn dns_mutation_fuzz_never_panics() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut e = engine(&DnsConfig {
+        dns_forward_max: 100_000,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let seeds = [
+        query_bytes(1, "www.example.", RecordType::A, None),
+        query_bytes(2, "a.b.c.example.", RecordType::AAAA, Some(4096)),
+        answer(
+            &query_bytes(3, "x.example.", RecordType::A, None),
+            ResponseCode::NXDomain,
+            vec![],
+            vec![soa_rec()],
+        ),
+    ];
+    let mut now = 0;
+    for i in 0..10_000u32 {
+        let mut p = seeds[i as usize % seeds.len()].clone();
+        for _ in 0..rng.random_range(1..6) {
+            match rng.random_range(0..4) {
+                0 if !p.is_empty() => {
+                    let at = rng.random_range(0..p.len());
+                    p[at] = rng.random();
+                }
+                1 if !p.is_empty() => {
+                    let at = rng.random_range(0..p.len());
+                    p.truncate(at);
+                }
+                2 => {
+                    let at = rng.random_range(0..=p.len());
+                    p.insert(at, rng.random());
+                }
+                _ => {
+                    // Header counts and flags are where parsers break.
+                    if p.len() >= 12 {
+                        let at = rng.random_range(2..12);
+                        p[at] = rng.random();
+                    }
+                }
+            }
+        }
+        now += 1;
+        let out = e.query(&p, client((i % 200) as u8), now);
+        for a in &out {
+            if let Action::Reply { bytes, .. } = a {
+                assert!(bytes.len() <= 4096);
+            }
+        }
+        // Feed the same bytes in as an upstream reply too.
+        e.upstream_reply(&p, srv(1), rng.random_range(0..4), now);
+        e.upstream_tcp_reply(rng.random_range(0..50), Some(&p), now);
+        if i % 500 == 0 {
+            e.tick(now + 10_000);
+        }
+    }
+}
+
+#[test]
+fn dns_tcp_fallback_failure_gives_servfail() {
+    let mut e = engine(&DnsConfig {
+        all_servers: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(3, "tc.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (s, sock, q) = upstreams(&out).remove(0);
+    let mut tc = answer(&q, ResponseCode::NoError, vec![], vec![]);
+    tc[2] |= 0x02;
+    let out = e.upstream_reply(&tc, s, sock, 1);
+    let [Action::UpstreamTcp { token, .. }] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    // A TCP answer for another question counts as a failure, not a reply.
+    let wrong = answer(
+        &query_bytes(0, "other.example.", RecordType::A, None),
+        ResponseCode::NoError,
+        vec![],
+        vec![],
+    );
+    let out = e.upstream_tcp_reply(*token, Some(&wrong), 2);
+    assert_eq!(
+        reply_of(&out).metadata.response_code,
+        ResponseCode::ServFail
+    );
+    assert_eq!(e.pending_len(), 0);
+}
+
+#[test]
+fn dns_mutated_matching_replies_never_panic() {
+    // Replies that pass the id/socket/source checks but are damaged after
+    // the question: they reach the full parse and the cache.
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut e = engine(&DnsConfig {
+        strict_order: true,
+        dns_forward_max: 100_000,
+        ..cfg(&[srv(1)])
+    });
+    for i in 0..3_000u32 {
+        let now = u64::from(i) * 10;
+        let out = e.query(
+            &query_bytes(1, &format!("f{i}.example."), RecordType::A, Some(1232)),
+            client(1),
+            now,
+        );
+        let Some((s, sock, q)) = upstreams(&out).pop() else {
+            continue;
+        };
+        let mut r = answer(
+            &q,
+            ResponseCode::NoError,
+            (0..3)
+                .map(|j| a(&format!("f{i}.example."), 60, j))
+                .collect(),
+            vec![soa_rec()],
+        );
+        let qend = q.len().min(r.len());
+        for _ in 0..rng.random_range(1..4) {
+            if r.len() > qend {
+                let at = rng.random_range(qend..r.len());
+                match rng.random_range(0..3) {
+                    0 => r[at] = rng.random(),
+                    1 => r.truncate(at),
+                    _ => r.insert(at, rng.random()),
+                }
+            }
+            if rng.random_range(0..4) == 0 {
+                // Counts and flags too.
+                let at = rng.random_range(2..12);
+                r[at] = rng.random();
+            }
+        }
+        e.upstream_reply(&r, s, sock, now + 1);
+        e.tick(now + 5_000);
+    }
+}
+
+#[test]
+fn dns_domain_servers_get_all_at_once() {
+    let mut local = FakeLocal::default();
+    local.names.insert(
+        "h.corp.".into(),
+        Lookup::Forward(Route::Servers(vec![srv(7), srv(8)])),
+    );
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 2, 3);
+    let out = e.query(
+        &query_bytes(1, "h.corp.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let targets: Vec<SocketAddr> = upstreams(&out).iter().map(|u| u.0).collect();
+    assert_eq!(targets, vec![srv(7), srv(8)]);
+    // Never to the default server, and its answer is not accepted.
+    let (_, sock, q) = upstreams(&out).remove(0);
+    let r = answer(&q, ResponseCode::NoError, vec![a("h.corp.", 60, 1)], vec![]);
+    assert!(e.upstream_reply(&r, srv(1), sock, 1).is_empty());
+    assert_eq!(
+        reply_of(&e.upstream_reply(&r, srv(8), sock, 2))
+            .answers
+            .len(),
+        1
+    );
+}
