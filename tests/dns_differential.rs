@@ -450,7 +450,17 @@ fn summarise(r: &Message) -> Answer {
     let mut records = BTreeSet::new();
     let mut ttls = BTreeMap::new();
     for rec in &r.answers {
-        let key = format!("{} {} {}", rec.name, rec.record_type(), rec.data);
+        // TXT's Display runs its strings together; keep their boundaries.
+        let data = match &rec.data {
+            RData::TXT(t) => t
+                .txt_data
+                .iter()
+                .map(|x| format!("{:?}", String::from_utf8_lossy(x)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            d => d.to_string(),
+        };
+        let key = format!("{} {} {data}", rec.name, rec.record_type());
         records.insert(key.clone());
         ttls.insert(key, rec.ttl);
     }
@@ -833,7 +843,14 @@ fn dns_answers_match_dnsmasq() {
         r.sut.role,
         r.sut.log_text()
     );
-    let _ = &r.lab;
+    // Shown with --nocapture: what both servers answered.
+    eprintln!(
+        "{} outcomes, {:?} vs dnsmasq, lab {}:\n{}",
+        results.len(),
+        r.sut.kind,
+        r.lab.id,
+        table.join("\n")
+    );
 }
 
 /// Malformed queries over UDP: the server answers FORMERR (or REFUSED, as
