@@ -985,3 +985,35 @@ fn dns_malformed_queries() {
         sut.log_text()
     );
 }
+
+/// The comparison itself (no root needed): each kind of difference is
+/// reported, and equal outcomes give none.
+#[test]
+fn differences_are_all_listed() {
+    let base = Answer {
+        rcode: ResponseCode::NoError,
+        aa: true,
+        ra: true,
+        tc: false,
+        question: vec!["nas.home.lan. A".into()],
+        records: ["nas.home.lan. A 198.18.1.10".to_string()].into(),
+        ttls: [("nas.home.lan. A 198.18.1.10".to_string(), 300)].into(),
+    };
+    let same = Outcome::Answer(base.clone());
+    assert!(differences(&same, &same.clone()).is_empty());
+    let mut other = base.clone();
+    other.rcode = ResponseCode::NXDomain;
+    other.aa = false;
+    other.tc = true;
+    other.question = vec!["NAS.home.lan. A".into()];
+    other.records = ["nas.home.lan. A 198.18.1.11".to_string()].into();
+    other.ttls = [("nas.home.lan. A 198.18.1.11".to_string(), 300)].into();
+    let d = differences(&same, &Outcome::Answer(other));
+    assert_eq!(d.len(), 6, "{d:?}");
+    let mut ttl = base.clone();
+    ttl.ttls = [("nas.home.lan. A 198.18.1.10".to_string(), 297)].into();
+    assert_eq!(differences(&same, &Outcome::Answer(ttl.clone())).len(), 1);
+    ttl.ttls = [("nas.home.lan. A 198.18.1.10".to_string(), 298)].into();
+    assert!(differences(&same, &Outcome::Answer(ttl)).is_empty());
+    assert_eq!(differences(&same, &Outcome::NoAnswer).len(), 1);
+}
