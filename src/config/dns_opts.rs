@@ -31,10 +31,9 @@ pub(crate) fn dns_name(field: &str) -> Result<String, FieldError> {
         .map_err(FieldError::Bad)
 }
 
-fn optional_name(field: Option<&&str>) -> Result<Option<String>, FieldError> {
+fn optional_name(field: Option<&str>) -> Result<Option<String>, FieldError> {
     match field {
-        None => Ok(None),
-        Some(f) if f.is_empty() => Ok(None),
+        None | Some("") => Ok(None),
         Some(f) => dns_name(f).map(Some),
     }
 }
@@ -247,7 +246,7 @@ pub(crate) fn parse_mx(value: &str) -> Result<MxRecord, FieldError> {
         return Err(FieldError::bad("too many fields"));
     }
     let name = dns_name(fields[0])?;
-    let target = optional_name(fields.get(1))?;
+    let target = optional_name(fields.get(1).copied())?;
     let preference = match fields.get(2) {
         Some(p) => u16_field(p, "MX preference")?,
         None => DEFAULT_MX_PREFERENCE,
@@ -269,7 +268,7 @@ pub(crate) fn parse_srv(value: &str) -> Result<SrvRecord, FieldError> {
         return Err(FieldError::bad("too many fields"));
     }
     let name = dns_name(fields[0])?;
-    let target = optional_name(fields.get(1))?;
+    let target = optional_name(fields.get(1).copied())?;
     let num = |i: usize, what: &str, default: u16| match fields.get(i) {
         Some(f) => u16_field(f, what),
         None => Ok(default),
@@ -314,7 +313,7 @@ pub(crate) fn parse_ptr(value: &str) -> Result<PtrRecord, FieldError> {
     }
     Ok(PtrRecord {
         name: dns_name(fields[0])?,
-        target: optional_name(fields.get(1))?,
+        target: optional_name(fields.get(1).copied())?,
     })
 }
 
