@@ -1,11 +1,11 @@
 //! The shipped example and a realistic dnsmasq.conf parse to what they say.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use twinmasq::config::{
-    load, parse_conf_text, Config, DhcpOptionSpec, DomainScope, DomainSpec, LeaseTime, LogFacility,
-    MacPattern, OptionValue, TagMatch,
+    load, parse_conf_text, Config, DhcpOptionSpec, DomainScope, DomainServer, DomainSpec,
+    DomainTarget, LeaseTime, LogFacility, MacPattern, OptionValue, TagMatch,
 };
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -245,6 +245,57 @@ fn realistic_dnsmasq_conf() {
     assert_eq!(h[4].lease_time, Some(LeaseTime::Infinite));
     assert!(h[5].ignore);
     assert_eq!(h[6].hostname.as_deref(), Some("phone-reception"));
+
+    let d = &c.dns;
+    assert!(d.domain_needed && d.bogus_priv && d.no_resolv && d.expand_hosts && d.log_queries);
+    assert!(!d.no_hosts && !d.strict_order);
+    assert_eq!(
+        d.servers,
+        vec!["198.18.0.53:53".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(
+        d.domain_servers,
+        vec![
+            DomainServer {
+                domains: vec!["corp.example".into()],
+                target: DomainTarget::Upstream("198.18.9.1:5353".parse().unwrap()),
+            },
+            DomainServer {
+                domains: vec!["home.lan".into()],
+                target: DomainTarget::Local,
+            },
+        ]
+    );
+    assert_eq!(d.addresses.len(), 2);
+    assert_eq!(d.addresses[0].domains, vec!["ads.example"]);
+    assert!(d.addresses[0].addrs.is_empty());
+    assert_eq!(
+        d.addresses[1].domains,
+        vec!["tracker.example", "doubleclick.example"]
+    );
+    assert_eq!(
+        d.addresses[1].addrs,
+        vec![
+            IpAddr::from(Ipv4Addr::UNSPECIFIED),
+            IpAddr::from(Ipv6Addr::UNSPECIFIED)
+        ]
+    );
+    assert_eq!(d.cnames.len(), 1);
+    assert_eq!(
+        d.cnames[0].aliases,
+        vec!["www.office.example", "intranet.office.example"]
+    );
+    assert_eq!(d.cnames[0].target, "fileserver.office.example");
+    assert_eq!(d.mx[0].target.as_deref(), Some("mail.office.example"));
+    assert_eq!(d.mx[0].preference, 10);
+    assert_eq!(d.srv[0].port, 389);
+    assert_eq!(d.txt[0].texts, vec!["v=spf1 mx -all"]);
+    assert_eq!(d.host_records[0].names, vec!["gw", "gw.office.example"]);
+    assert_eq!(
+        d.host_records[0].addrs,
+        vec![IpAddr::from(ip("198.18.0.1"))]
+    );
+    assert_eq!(d.cache_size, 1000);
 }
 
 #[test]
@@ -266,9 +317,9 @@ fn command_line_overrides_the_files() {
 
 #[test]
 fn unsupported_dnsmasq_options_are_named() {
-    let e = parse_conf_text("port=53\n\nstrict-order\n", "/etc/dnsmasq.conf").unwrap_err();
+    let e = parse_conf_text("port=53\n\nauth-zone=home.lan\n", "/etc/dnsmasq.conf").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "option 'strict-order' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
+        "option 'auth-zone' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
     );
 }

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::dns_opts::{self, ServerLine};
 use super::error::{ConfigError, Location};
 use super::file::{display, split_line, DirSpec};
 use super::names::check_interface;
@@ -27,6 +28,9 @@ pub(crate) struct Builder {
     seen_files: HashSet<(u64, u64)>,
     singles_in_files: HashSet<Opt>,
     singles_on_cmdline: HashSet<Opt>,
+    /// `resolv_files` still holds only the default: dnsmasq's first
+    /// `resolv-file` replaces it, later ones add to the list.
+    resolv_is_default: bool,
 }
 
 impl Builder {
@@ -36,6 +40,7 @@ impl Builder {
             seen_files: HashSet::new(),
             singles_in_files: HashSet::new(),
             singles_on_cmdline: HashSet::new(),
+            resolv_is_default: true,
         }
     }
 
@@ -203,8 +208,99 @@ impl Builder {
                     .ok_or_else(|| bad(format!("'{}' is not a port number", unhide(v))))?;
                 c.dns.port = port;
             }
+            Opt::AddnHosts => c.dns.addn_hosts.push(path_value(v).map_err(bad)?),
+            Opt::ResolvFile => {
+                let path = path_value(v).map_err(bad)?;
+                if self.resolv_is_default {
+                    c.dns.resolv_files.clear();
+                    self.resolv_is_default = false;
+                }
+                c.dns.resolv_files.push(path);
+            }
+            Opt::Server => match dns_opts::parse_server(v).map_err(|e| e.at(name, at))? {
+                ServerLine::Default(s) => c.dns.servers.push(s),
+                ServerLine::Domains(d) => c.dns.domain_servers.push(d),
+            },
+            Opt::Address => {
+                let a = dns_opts::parse_address(v).map_err(|e| e.at(name, at))?;
+                c.dns.addresses.push(a);
+            }
+            Opt::RevServer => {
+                let r = dns_opts::parse_rev_server(v).map_err(|e| e.at(name, at))?;
+                c.dns.rev_servers.push(r);
+            }
+            Opt::Cname => {
+                let r = dns_opts::parse_cname(v, &c.dns.cnames).map_err(|e| e.at(name, at))?;
+                c.dns.cnames.push(r);
+            }
+            Opt::MxHost => {
+                let r = dns_opts::parse_mx(v).map_err(|e| e.at(name, at))?;
+                c.dns.mx.push(r);
+            }
+            Opt::SrvHost => {
+                let r = dns_opts::parse_srv(v).map_err(|e| e.at(name, at))?;
+                c.dns.srv.push(r);
+            }
+            Opt::TxtRecord => {
+                let r = dns_opts::parse_txt(v).map_err(|e| e.at(name, at))?;
+                c.dns.txt.push(r);
+            }
+            Opt::PtrRecord => {
+                let r = dns_opts::parse_ptr(v).map_err(|e| e.at(name, at))?;
+                c.dns.ptr.push(r);
+            }
+            Opt::HostRecord => {
+                let r = dns_opts::parse_host_record(v).map_err(|e| e.at(name, at))?;
+                c.dns.host_records.push(r);
+            }
+            Opt::RebindDomainOk => {
+                let d = dns_opts::parse_rebind_domains(v).map_err(|e| e.at(name, at))?;
+                c.dns.rebind_domain_ok.extend(d);
+            }
+            Opt::CacheSize => c.dns.cache_size = number(v).map_err(bad)?,
+            // dnsmasq caps it: a floor above an hour would keep stale
+            // answers far longer than their owners asked for.
+            Opt::MinCacheTtl => {
+                c.dns.min_cache_ttl = number(v).map_err(bad)?.min(MAX_MIN_CACHE_TTL)
+            }
+            Opt::MaxCacheTtl => c.dns.max_cache_ttl = Some(number(v).map_err(bad)?),
+            Opt::LocalTtl => c.dns.local_ttl = number(v).map_err(bad)?,
+            Opt::DnsForwardMax => c.dns.dns_forward_max = number(v).map_err(bad)?,
+            Opt::LogQueries => match unhide(v).as_str() {
+                // The extra detail these ask for is a logging format
+                // matter; queries are logged either way.
+                "extra" | "proto" => c.dns.log_queries = true,
+                other => {
+                    return Err(bad(format!(
+                        "'{other}' is not a log-queries form (extra or proto)"
+                    )))
+                }
+            },
+            Opt::LocalService => match unhide(v).as_str() {
+                "net" => c.dns.local_service = true,
+                "host" => {
+                    return Err(ConfigError::not_yet(
+                        name,
+                        at,
+                        "local-service=host (answering this host only)",
+                    ))
+                }
+                other => {
+                    return Err(bad(format!(
+                        "'{other}' is not a local-service form (net or host)"
+                    )))
+                }
+            },
             // Flags were refused a value by check_shape.
-            Opt::BindInterfaces
+            Opt::ExpandHosts
+            | Opt::DomainNeeded
+            | Opt::BogusPriv
+            | Opt::StopDnsRebind
+            | Opt::RebindLocalhostOk
+            | Opt::StrictOrder
+            | Opt::AllServers
+            | Opt::NoNegcache
+            | Opt::BindInterfaces
             | Opt::Authoritative
             | Opt::NoPing
             | Opt::NoHosts
@@ -228,6 +324,24 @@ impl Builder {
             Opt::NoPing => c.no_ping = true,
             Opt::NoHosts => c.dns.no_hosts = true,
             Opt::NoResolv => c.dns.no_resolv = true,
+            Opt::ExpandHosts => c.dns.expand_hosts = true,
+            Opt::DomainNeeded => c.dns.domain_needed = true,
+            Opt::BogusPriv => c.dns.bogus_priv = true,
+            Opt::StopDnsRebind => c.dns.stop_dns_rebind = true,
+            Opt::RebindLocalhostOk => c.dns.rebind_localhost_ok = true,
+            Opt::StrictOrder => c.dns.strict_order = true,
+            Opt::AllServers => c.dns.all_servers = true,
+            Opt::NoNegcache => c.dns.no_negcache = true,
+            Opt::LogQueries => c.dns.log_queries = true,
+            Opt::LocalService => c.dns.local_service = true,
+            // A bare `resolv-file` empties the default list, as in dnsmasq;
+            // after an explicit one it changes nothing.
+            Opt::ResolvFile => {
+                if self.resolv_is_default {
+                    c.dns.resolv_files.clear();
+                    self.resolv_is_default = false;
+                }
+            }
             Opt::RapidCommit => c.rapid_commit = true,
             Opt::LogDhcp => c.log_dhcp = true,
             Opt::QuietDhcp => c.quiet_dhcp = true,
@@ -310,6 +424,13 @@ fn path_value(v: &str) -> Result<PathBuf, String> {
         return Err("empty path".to_string());
     }
     Ok(PathBuf::from(p))
+}
+
+/// dnsmasq's TTL_FLOOR_LIMIT.
+const MAX_MIN_CACHE_TTL: u32 = 3600;
+
+fn number(v: &str) -> Result<u32, String> {
+    parse_u32(v).ok_or_else(|| format!("'{}' is not a number", unhide(v)))
 }
 
 fn word_value(v: &str) -> Result<String, String> {

@@ -76,6 +76,8 @@ pub struct SrvRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxtRecord {
     pub name: String,
+    /// Never empty: a bare `txt-record=name` holds one empty string, as
+    /// in dnsmasq.
     pub texts: Vec<String>,
 }
 
@@ -142,6 +144,9 @@ pub struct DnsConfig {
     pub local_ttl: u32,
     pub dns_forward_max: u32,
     pub log_queries: bool,
+    /// `local-service`: answer only clients on a directly attached subnet
+    /// (dnsmasq applies it only without interface/listen-address options).
+    pub local_service: bool,
 }
 
 impl Default for DnsConfig {
@@ -178,6 +183,7 @@ impl Default for DnsConfig {
             local_ttl: 0,
             dns_forward_max: DEFAULT_DNS_FORWARD_MAX,
             log_queries: false,
+            local_service: false,
         }
     }
 }

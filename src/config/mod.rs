@@ -10,6 +10,7 @@ mod cmdline;
 mod dhcp_host;
 mod dhcp_option;
 mod dhcp_range;
+mod dns_opts;
 pub mod dns_types;
 mod domain;
 mod error;

@@ -169,8 +169,8 @@ fn quoted_values() {
 #[test]
 fn error_messages_name_file_line_and_option() {
     assert_eq!(
-        err("# comment\n\nstrict-order"),
-        "option 'strict-order' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
+        err("# comment\n\ndnssec"),
+        "option 'dnssec' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
     );
     assert_eq!(
         err("foo=1"),
@@ -393,12 +393,12 @@ fn command_line_errors() {
             .to_string()
     };
     assert_eq!(
-        e(&["--strict-order"]),
-        "option 'strict-order' (on the command line) is not supported by twinmasq yet"
+        e(&["--dnssec"]),
+        "option 'dnssec' (on the command line) is not supported by twinmasq yet"
     );
     assert_eq!(
-        e(&["-o"]),
-        "option 'strict-order' (on the command line) is not supported by twinmasq yet"
+        e(&["-f"]),
+        "option 'filterwin2k' (on the command line) is not supported by twinmasq yet"
     );
     assert_eq!(
         e(&["--dhcp-range=198.18.0.9,198.18.0.1"]),
@@ -413,7 +413,7 @@ fn command_line_errors() {
         "option 'no-daemon' on the command line takes no value (got '1')"
     );
     // Command-line mistakes come before reading any file.
-    assert!(e(&["-C", "/nonexistent/x.conf", "--strict-order"]).contains("strict-order"));
+    assert!(e(&["-C", "/nonexistent/x.conf", "--dnssec"]).contains("dnssec"));
 }
 
 #[test]
@@ -474,6 +474,308 @@ fn command_line_all_dhcp_forms() {
     assert_eq!(c.lease_db, PathBuf::from("/tmp/db"));
 }
 
+fn sock(s: &str) -> std::net::SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn dns_options_reach_the_config() {
+    let c = conf(
+        "no-hosts\n\
+         addn-hosts=/etc/hosts.d\n\
+         addn-hosts=/etc/banner.hosts\n\
+         expand-hosts\n\
+         no-resolv\n\
+         resolv-file=/run/resolv.upstream\n\
+         server=198.18.0.53\n\
+         server=::1#5353\n\
+         server=/corp.example/198.18.9.1#5300\n\
+         server=//198.18.0.54\n\
+         server=/cdn.example/#\n\
+         local=/home.lan/\n\
+         address=/ads.example/\n\
+         address=/tracker.example/#\n\
+         address=/nas.example/198.18.0.10\n\
+         rev-server=198.18.0.0/16,198.18.9.1\n\
+         cname=www.home.lan,nas.home.lan\n\
+         mx-host=home.lan,mail.home.lan,5\n\
+         srv-host=_ldap._tcp.home.lan,ldap.home.lan,389\n\
+         txt-record=home.lan,\"v=spf1 a, mx -all\"\n\
+         ptr-record=10.0.18.198.in-addr.arpa,nas.home.lan\n\
+         host-record=printer,printer.home.lan,198.18.0.20,fd00::20\n\
+         domain-needed\n\
+         bogus-priv\n\
+         stop-dns-rebind\n\
+         rebind-localhost-ok\n\
+         rebind-domain-ok=/plex.direct/\n\
+         rebind-domain-ok=local.example\n\
+         strict-order\n\
+         all-servers\n\
+         cache-size=1000\n\
+         no-negcache\n\
+         min-cache-ttl=60\n\
+         max-cache-ttl=86400\n\
+         local-ttl=5\n\
+         dns-forward-max=300\n\
+         log-queries\n\
+         local-service\n\
+         bind-interfaces\n",
+    );
+    let d = &c.dns;
+    assert!(d.no_hosts && d.expand_hosts && d.no_resolv);
+    assert_eq!(
+        d.addn_hosts,
+        vec![
+            PathBuf::from("/etc/hosts.d"),
+            PathBuf::from("/etc/banner.hosts")
+        ]
+    );
+    assert_eq!(d.resolv_files, vec![PathBuf::from("/run/resolv.upstream")]);
+    assert_eq!(d.servers, vec![sock("198.18.0.53:53"), sock("[::1]:5353")]);
+    assert_eq!(
+        d.domain_servers,
+        vec![
+            DomainServer {
+                domains: vec!["corp.example".into()],
+                target: DomainTarget::Upstream(sock("198.18.9.1:5300")),
+            },
+            DomainServer {
+                domains: vec!["".into()],
+                target: DomainTarget::Upstream(sock("198.18.0.54:53")),
+            },
+            DomainServer {
+                domains: vec!["cdn.example".into()],
+                target: DomainTarget::UseDefault,
+            },
+            DomainServer {
+                domains: vec!["home.lan".into()],
+                target: DomainTarget::Local,
+            },
+        ]
+    );
+    assert_eq!(d.addresses.len(), 3);
+    assert!(d.addresses[0].addrs.is_empty());
+    assert_eq!(d.addresses[1].addrs.len(), 2);
+    assert_eq!(
+        d.addresses[2].addrs,
+        vec!["198.18.0.10".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(d.rev_servers[0].prefix, 16);
+    assert_eq!(d.cnames[0].aliases, vec!["www.home.lan"]);
+    assert_eq!(d.mx[0].preference, 5);
+    assert_eq!(d.srv[0].port, 389);
+    assert_eq!(d.txt[0].texts, vec!["v=spf1 a, mx -all"]);
+    assert_eq!(d.ptr[0].target.as_deref(), Some("nas.home.lan"));
+    assert_eq!(d.host_records[0].names, vec!["printer", "printer.home.lan"]);
+    assert_eq!(d.host_records[0].addrs.len(), 2);
+    assert!(d.domain_needed && d.bogus_priv && d.stop_dns_rebind && d.rebind_localhost_ok);
+    assert_eq!(d.rebind_domain_ok, vec!["plex.direct", "local.example"]);
+    assert!(d.strict_order && d.all_servers && d.no_negcache);
+    assert_eq!(d.cache_size, 1000);
+    assert_eq!(d.min_cache_ttl, 60);
+    assert_eq!(d.max_cache_ttl, Some(86400));
+    assert_eq!(d.local_ttl, 5);
+    assert_eq!(d.dns_forward_max, 300);
+    assert!(d.log_queries && d.local_service && c.bind_interfaces);
+}
+
+#[test]
+fn dns_defaults() {
+    let d = conf("").dns;
+    assert_eq!(d.resolv_files, vec![PathBuf::from("/etc/resolv.conf")]);
+    assert_eq!(d.cache_size, 150);
+    assert_eq!(d.dns_forward_max, 150);
+    assert!(!d.log_queries && !d.local_service && !d.expand_hosts);
+}
+
+#[test]
+fn resolv_file_replaces_the_default_then_adds() {
+    let d = conf("resolv-file=/a\nresolv-file=/b").dns;
+    assert_eq!(
+        d.resolv_files,
+        vec![PathBuf::from("/a"), PathBuf::from("/b")]
+    );
+    // A bare resolv-file means none at all...
+    assert!(conf("resolv-file").dns.resolv_files.is_empty());
+    assert_eq!(
+        conf("resolv-file\nresolv-file=/a").dns.resolv_files,
+        vec![PathBuf::from("/a")]
+    );
+    // ...but only in place of the default.
+    assert_eq!(
+        conf("resolv-file=/a\nresolv-file").dns.resolv_files,
+        vec![PathBuf::from("/a")]
+    );
+}
+
+#[test]
+fn dns_optional_values() {
+    assert!(conf("log-queries=extra").dns.log_queries);
+    assert!(conf("log-queries=proto").dns.log_queries);
+    assert!(conf("local-service=net").dns.local_service);
+    // dnsmasq never lets min-cache-ttl go above an hour.
+    assert_eq!(conf("min-cache-ttl=7200").dns.min_cache_ttl, 3600);
+    assert_eq!(conf("cache-size=0").dns.cache_size, 0);
+    // server and local are one option.
+    assert_eq!(conf("local=/x.lan/").dns, conf("server=/x.lan/").dns);
+}
+
+#[test]
+fn dns_error_messages() {
+    let f = "/etc/dnsmasq.conf";
+    assert_eq!(
+        err("\n\n\nserver=dns.example"),
+        format!("bad server at line 4 of {f}: 'dns.example' is not an IP address")
+    );
+    assert_eq!(
+        err("server=198.18.0.53@eth0"),
+        format!("server at line 1 of {f}: a source address or interface for the server (@...) is not supported by twinmasq yet")
+    );
+    assert_eq!(
+        err("local=/x.lan/198.18.0.1@198.18.0.2"),
+        format!("local at line 1 of {f}: a source address or interface for the server (@...) is not supported by twinmasq yet")
+    );
+    assert_eq!(
+        err("server=198.18.0.53#99999"),
+        format!("bad server at line 1 of {f}: '99999' is not a port number")
+    );
+    assert_eq!(
+        err(&format!("address=/{}.lan/", "a".repeat(64))),
+        format!(
+            "bad address at line 1 of {f}: label '{}' is 64 characters long, more than 63",
+            "a".repeat(64)
+        )
+    );
+    assert_eq!(
+        err("address=/#/0.0.0.0"),
+        format!("address at line 1 of {f}: the domain '#' (every domain) is not supported by twinmasq yet")
+    );
+    assert_eq!(
+        err("cname=a.lan,b.lan\ncname=a.lan,c.lan"),
+        format!("bad cname at line 2 of {f}: duplicate CNAME 'a.lan'")
+    );
+    assert_eq!(
+        err("mx-host=home.lan,mail,x"),
+        format!("bad mx-host at line 1 of {f}: bad MX preference 'x'")
+    );
+    assert_eq!(
+        err("srv-host=_a._tcp.x,t,70000"),
+        format!("bad srv-host at line 1 of {f}: bad SRV port '70000'")
+    );
+    assert_eq!(
+        err("txt-record=bad name,x"),
+        format!("bad txt-record at line 1 of {f}: 'bad name' contains the character ' '")
+    );
+    assert_eq!(
+        err("ptr-record=a,b,c"),
+        format!("bad ptr-record at line 1 of {f}: too many fields")
+    );
+    assert_eq!(
+        err("host-record=nas"),
+        format!("bad host-record at line 1 of {f}: needs an IPv4 or IPv6 address")
+    );
+    assert_eq!(
+        err("rev-server=198.18.0.0/40"),
+        format!("bad rev-server at line 1 of {f}: bad prefix length '40'")
+    );
+    assert_eq!(
+        err("rebind-domain-ok=//"),
+        format!("bad rebind-domain-ok at line 1 of {f}: needs a domain")
+    );
+    assert_eq!(
+        err("cache-size=lots"),
+        format!("bad cache-size at line 1 of {f}: 'lots' is not a number")
+    );
+    assert_eq!(
+        err("cache-size"),
+        format!("option 'cache-size' at line 1 of {f} needs a value")
+    );
+    assert_eq!(
+        err("log-queries=all"),
+        format!(
+            "bad log-queries at line 1 of {f}: 'all' is not a log-queries form (extra or proto)"
+        )
+    );
+    assert_eq!(
+        err("local-service=host"),
+        format!("local-service at line 1 of {f}: local-service=host (answering this host only) is not supported by twinmasq yet")
+    );
+    assert_eq!(
+        err("domain-needed=yes"),
+        format!("option 'domain-needed' at line 1 of {f} takes no value (got 'yes')")
+    );
+    assert_eq!(
+        err("addn-hosts="),
+        format!("bad addn-hosts at line 1 of {f}: empty path")
+    );
+    for unsupported in [
+        "dnssec",
+        "auth-zone=x",
+        "ipset=/x/s",
+        "nftset=/x/s",
+        "conntrack",
+        "filterwin2k",
+    ] {
+        assert!(
+            err(unsupported).contains("is not supported by twinmasq yet"),
+            "{unsupported}"
+        );
+    }
+}
+
+#[test]
+fn dns_options_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent.conf");
+    let c = load_with_default(
+        &args(&[
+            "-S",
+            "198.18.0.53",
+            "--server=/home.lan/",
+            "-A",
+            "/ads.example/",
+            "-D",
+            "-b",
+            "-o",
+            "-c",
+            "500",
+            "-q",
+            "-E",
+            "-H",
+            "/etc/more.hosts",
+            "-T",
+            "10",
+            "-N",
+            "-r",
+            "/run/r.conf",
+            "-m",
+            "home.lan",
+            "-W",
+            "_x._tcp.home.lan",
+            "-Y",
+            "home.lan,hi",
+            "-0",
+            "20",
+        ]),
+        &absent,
+    )
+    .unwrap();
+    let d = &c.dns;
+    assert_eq!(d.servers, vec![sock("198.18.0.53:53")]);
+    assert_eq!(d.domain_servers[0].target, DomainTarget::Local);
+    assert!(d.addresses[0].addrs.is_empty());
+    assert!(d.domain_needed && d.bogus_priv && d.strict_order && d.log_queries);
+    assert!(d.expand_hosts && d.no_negcache);
+    assert_eq!(d.cache_size, 500);
+    assert_eq!(d.addn_hosts, vec![PathBuf::from("/etc/more.hosts")]);
+    assert_eq!(d.local_ttl, 10);
+    assert_eq!(d.resolv_files, vec![PathBuf::from("/run/r.conf")]);
+    assert_eq!(d.mx[0].preference, 1);
+    assert_eq!(d.srv[0].target, None);
+    assert_eq!(d.txt[0].texts, vec!["hi"]);
+    assert_eq!(d.dns_forward_max, 20);
+}
+
 /// Option names that never touch the file system, for fuzzing.
 fn fuzz_names() -> Vec<&'static str> {
     table::OPTIONS
@@ -510,6 +812,18 @@ proptest! {
     ) {
         let name = ["dhcp-range", "dhcp-host", "dhcp-option", "domain"][which];
         let _ = parse_conf_text(&format!("{name}={}", fields.join(",")), "fuzz");
+    }
+
+    #[test]
+    fn never_panics_on_dns_like_values(
+        which in 0usize..11,
+        value in "[/#@,.:0-9a-fA-F_*x -]{0,40}",
+    ) {
+        let name = [
+            "server", "local", "address", "rev-server", "cname", "mx-host", "srv-host",
+            "txt-record", "ptr-record", "host-record", "rebind-domain-ok",
+        ][which];
+        let _ = parse_conf_text(&format!("{name}={value}"), "fuzz");
     }
 
     #[test]
