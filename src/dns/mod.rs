@@ -8,3 +8,5 @@
 //! choice and pending queries), `engine` (ties them together).
 
 pub mod authority;
+pub mod hosts;
+pub mod names;
