@@ -423,7 +423,7 @@ impl Authority {
                 }
             }
             // Hosts names shadow lease names, as in dnsmasq.
-            if want(RecordType::A) && !data.is_some_and(|d| !d.addrs.is_empty()) {
+            if want(RecordType::A) && data.is_none_or(|d| d.addrs.is_empty()) {
                 for ip in self.lease_addrs(key, now) {
                     out.push(Record::from_rdata(
                         owner.clone(),
