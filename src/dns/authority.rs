@@ -51,8 +51,8 @@ pub trait LocalData {
 // 1. local records of the asked type (hosts, expand-hosts, leases,
 //    host-record, cname, mx/srv/txt/ptr-record, reverse of those) answer
 //    NOERROR with AA;
-// 2. a name with local addresses asked for the other family (A vs AAAA) is
-//    NODATA, no AA;
+// 2. a hosts/host-record name asked for the other family (A vs AAAA) is
+//    NODATA, no AA (a lease name's other family is not: it goes on);
 // 3. the most specific `address=`/`local=`/`server=/dom/`/`rev-server=`
 //    domain decides: address= answers its addresses of the asked family with
 //    AA, empty address= is NXDOMAIN, a family it lacks is forwarded; local
@@ -375,9 +375,11 @@ impl Authority {
             || parse_reverse(key).is_some_and(|ip| self.reverse_of(ip, now_secs).is_some())
     }
 
-    fn has_addrs(&self, key: &str, now_secs: u64) -> bool {
+    /// Hosts-file or host-record addresses for `key`. Lease names do not
+    /// count: dnsmasq 2.90 answers the other family of a hosts name NODATA
+    /// but forwards it for a lease name.
+    fn has_static_addrs(&self, key: &str) -> bool {
         self.names.get(key).is_some_and(|d| !d.addrs.is_empty())
-            || !self.lease_addrs(key, now_secs).is_empty()
     }
 
     /// Local records of `qtype` for `key`, owner `owner`, following a
@@ -586,7 +588,7 @@ impl LocalData for Authority {
             return local(ResponseCode::NoError, answers, true);
         }
         let addr_query = matches!(qtype, RecordType::A | RecordType::AAAA);
-        if addr_query && self.has_addrs(&key, now_secs) {
+        if addr_query && self.has_static_addrs(&key) {
             return local(ResponseCode::NoError, Vec::new(), false);
         }
         match self.rule_for(&key) {

@@ -679,8 +679,72 @@ fn bound_lease_publishes_name_qualified_name_and_ptr() {
         answer(&a, "10.1.18.198.in-addr.arpa.", T_PTR),
         vec!["10.1.18.198.in-addr.arpa. PTR laptop.home.lan. 0"]
     );
+    // Under the local= domain the name exists: NODATA.
     nodata(&a, "laptop.home.lan.", AAAA);
-    nodata(&a, "laptop.", AAAA);
+}
+
+/// Seen with dnsmasq loading a lease file (domain=home.lan, no local=, no
+/// domain-needed, hosts file without expand-hosts).
+fn plain_lease_cfg() -> Config {
+    Config {
+        domains: vec![DomainSpec {
+            name: "home.lan".into(),
+            scope: DomainScope::All,
+        }],
+        ..Config::default()
+    }
+}
+
+#[test]
+fn lease_name_other_family_is_forwarded_not_nodata() {
+    let mut a = Authority::new(&plain_lease_cfg(), &[(PathBuf::from("h"), HOSTS.into())]);
+    a.lease_changed(
+        &lease("198.18.1.10", LeaseState::Bound, Some("laptop"), 5000),
+        1000,
+    );
+    assert_eq!(
+        answer(&a, "Laptop.Home.Lan.", ANY),
+        vec!["Laptop.Home.Lan. A 198.18.1.10 0"]
+    );
+    assert_eq!(
+        q(&a, "laptop.home.lan.", AAAA),
+        Lookup::Forward(Route::Default)
+    );
+    // A hosts name's other family is NODATA.
+    nodata(&a, "hostfile.", AAAA);
+}
+
+#[test]
+fn lease_named_like_a_hosts_name_keeps_only_the_qualified_name() {
+    // dnsmasq: "not giving name hostfile to the DHCP lease ... exists in
+    // hosts", yet hostfile.home.lan and the PTR go to the lease.
+    let mut a = Authority::new(&plain_lease_cfg(), &[(PathBuf::from("h"), HOSTS.into())]);
+    a.lease_changed(
+        &lease("198.18.1.12", LeaseState::Bound, Some("hostfile"), 5000),
+        1000,
+    );
+    assert_eq!(answer(&a, "hostfile.", A), vec!["hostfile. A 198.18.0.5 0"]);
+    assert_eq!(
+        answer(&a, "hostfile.home.lan.", A),
+        vec!["hostfile.home.lan. A 198.18.1.12 0"]
+    );
+    assert_eq!(
+        answer(&a, "12.1.18.198.in-addr.arpa.", T_PTR),
+        vec!["12.1.18.198.in-addr.arpa. PTR hostfile.home.lan. 0"]
+    );
+}
+
+#[test]
+fn lease_expired_at_load_is_not_published() {
+    let mut a = Authority::new(&plain_lease_cfg(), &[]);
+    a.lease_changed(
+        &lease("198.18.1.11", LeaseState::Bound, Some("oldone"), 990),
+        1000,
+    );
+    assert_eq!(
+        q(&a, "oldone.home.lan.", A),
+        Lookup::Forward(Route::Default)
+    );
 }
 
 #[test]
