@@ -60,8 +60,9 @@ pub trait LocalData {
 //    servers and `#` forward;
 // 4. `bogus-priv`: a PTR (or ANY) for a private address, partial reverse
 //    names included, is NXDOMAIN with AA;
-// 5. `domain-needed`: an unqualified A/AAAA/ANY is NXDOMAIN, no AA; other
-//    types of unqualified names are forwarded (dnsmasq does so);
+// 5. `domain-needed`: an unqualified A/AAAA/ANY is NXDOMAIN, no AA (before
+//    `server=//` and checked ahead of step 3); other types of unqualified
+//    names are forwarded (dnsmasq does so);
 // 6. everything else goes to the default servers.
 // No SOA is ever put in the authority section: dnsmasq adds none, even for
 // NXDOMAIN in a `local=` domain.
@@ -487,8 +488,8 @@ impl Authority {
         }
     }
 
-    /// The rule of the most specific configured domain `key` is in; an
-    /// unqualified name also matches the empty domain (`server=//...`).
+    /// The rule of the most specific configured domain `key` is in. The
+    /// empty domain (`server=//...`, unqualified names) is left to the caller.
     fn rule_for(&self, key: &str) -> Option<&Rule> {
         let mut rest = key;
         loop {
@@ -499,13 +500,9 @@ impl Authority {
             }
             match rest.find('.') {
                 Some(i) => rest = &rest[i + 1..],
-                None => break,
+                None => return None,
             }
         }
-        if is_unqualified(key) {
-            return self.rules.get("");
-        }
-        None
     }
 }
 
@@ -591,16 +588,40 @@ impl LocalData for Authority {
         if addr_query && self.has_static_addrs(&key) {
             return local(ResponseCode::NoError, Vec::new(), false);
         }
-        match self.rule_for(&key) {
+        let unqualified = is_unqualified(&key);
+        let specific = self.rule_for(&key);
+        // domain-needed comes before `server=//...` (seen: with both, an
+        // unqualified A is NXDOMAIN while its MX goes to that server).
+        if self.domain_needed
+            && unqualified
+            && specific.is_none()
+            && (addr_query || qtype == RecordType::ANY)
+        {
+            return local(ResponseCode::NXDomain, Vec::new(), false);
+        }
+        let rule = match specific {
+            Some(r) => Some(r),
+            None if unqualified => self.rules.get(""),
+            None => None,
+        };
+        match rule {
             Some(Rule::Address(addrs)) if addrs.is_empty() => {
                 return local(ResponseCode::NXDomain, Vec::new(), false);
             }
             Some(Rule::Address(addrs)) => {
                 let ttl = self.local_ttl;
+                // ANY gets the IPv6 addresses if there are any, else the
+                // IPv4 ones: what dnsmasq 2.90 answers.
+                let has_v6 = addrs.iter().any(IpAddr::is_ipv6);
+                let qtype = match qtype {
+                    RecordType::ANY if has_v6 => RecordType::AAAA,
+                    RecordType::ANY => RecordType::A,
+                    t => t,
+                };
                 let recs: Vec<Record> = addrs
                     .iter()
                     .filter_map(|a| match (a, qtype) {
-                        (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => {
+                        (IpAddr::V4(v4), RecordType::A) => {
                             Some(Record::from_rdata(name.clone(), ttl, RData::A(A(*v4))))
                         }
                         (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => Some(
@@ -635,12 +656,8 @@ impl LocalData for Authority {
                 }
             }
         }
-        if self.domain_needed && is_unqualified(&key) {
-            if addr_query || qtype == RecordType::ANY {
-                return local(ResponseCode::NXDomain, Vec::new(), false);
-            }
-            return Lookup::Forward(Route::Default);
-        }
+        // Unqualified names of other types are forwarded even with
+        // domain-needed, as dnsmasq 2.90 does.
         Lookup::Forward(Route::Default)
     }
 }

@@ -399,11 +399,19 @@ fn unqualified_server_rule_takes_dotless_names() {
         target: DomainTarget::Upstream(sa("127.0.0.6:53")),
     });
     let a = Authority::new(&c, &[]);
+    // domain-needed still answers an unqualified A itself.
+    nxdomain(&a, "nothere.", A, false);
+    assert_eq!(
+        q(&a, "nothere.", T_MX),
+        Lookup::Forward(Route::Servers(vec![sa("127.0.0.6:53")]))
+    );
+    assert_eq!(q(&a, "a.b.", A), Lookup::Forward(Route::Default));
+    c.dns.domain_needed = false;
+    let a = Authority::new(&c, &[]);
     assert_eq!(
         q(&a, "nothere.", A),
         Lookup::Forward(Route::Servers(vec![sa("127.0.0.6:53")]))
     );
-    assert_eq!(q(&a, "a.b.", A), Lookup::Forward(Route::Default));
 }
 
 #[test]
@@ -994,4 +1002,30 @@ fn mx_without_target_names_this_host() {
         answer(&a, "mx.out.test.", T_MX),
         vec!["mx.out.test. MX 1 vm. 0"]
     );
+}
+
+#[test]
+fn address_any_prefers_ipv6_like_dnsmasq() {
+    let mut c = cfg();
+    c.dns.addresses = vec![
+        AddressOverride {
+            domains: vec!["two.example".into()],
+            addrs: vec![ip("198.18.0.1")],
+        },
+        AddressOverride {
+            domains: vec!["two.example".into()],
+            addrs: vec![ip("198.18.0.2")],
+        },
+        AddressOverride {
+            domains: vec!["mix.example".into()],
+            addrs: vec![ip("198.18.0.1"), ip("2001:db8::1"), ip("198.18.0.3")],
+        },
+    ];
+    let a = Authority::new(&c, &[]);
+    assert_eq!(answer(&a, "two.example.", ANY).len(), 2);
+    assert_eq!(
+        answer(&a, "mix.example.", ANY),
+        vec!["mix.example. AAAA 2001:db8::1 0"]
+    );
+    assert_eq!(answer(&a, "mix.example.", A).len(), 2);
 }
