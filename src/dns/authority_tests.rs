@@ -1029,3 +1029,36 @@ fn address_any_prefers_ipv6_like_dnsmasq() {
     );
     assert_eq!(answer(&a, "mix.example.", A).len(), 2);
 }
+
+#[test]
+fn cname_to_outside_name_and_ttls_with_local_ttl() {
+    // dnsmasq with local-ttl=5: external target answered as the CNAME alone
+    // (the client's resolver chases it); cname TTL option beats local-ttl.
+    let mut c = cfg();
+    c.dns.local_ttl = 5;
+    c.dns.cnames = vec![
+        CnameRecord {
+            aliases: vec!["ext.test".into()],
+            target: "www.example.org".into(),
+            ttl: None,
+        },
+        CnameRecord {
+            aliases: vec!["tt.test".into()],
+            target: "hostfile".into(),
+            ttl: Some(77),
+        },
+    ];
+    let a = Authority::new(&c, &[(PathBuf::from("h"), HOSTS.into())]);
+    assert_eq!(
+        answer(&a, "ext.test.", A),
+        vec!["ext.test. CNAME www.example.org. 5"]
+    );
+    assert_eq!(
+        answer(&a, "tt.test.", A),
+        vec!["tt.test. CNAME hostfile. 77", "hostfile. A 198.18.0.5 5"]
+    );
+    assert_eq!(
+        answer(&a, "5.0.18.198.in-addr.arpa.", T_PTR),
+        vec!["5.0.18.198.in-addr.arpa. PTR hostfile.home.lan. 5"]
+    );
+}
