@@ -11,3 +11,5 @@ pub mod authority;
 pub mod cache;
 pub mod engine;
 pub mod forward;
+pub mod hosts;
+pub mod names;
