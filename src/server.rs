@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, LogFacility};
 use crate::dhcp::shell::{now_ms, Shell};
+use crate::dns::shell::LeaseSource;
 use crate::dhcp::socket::SERVER_PORT;
 use crate::lease::{DbOptions, LeaseDb};
 
@@ -26,6 +27,8 @@ pub enum StartError {
     Bind { port: u16, source: std::io::Error },
     #[error("{0}")]
     Lease(#[from] crate::lease::LeaseError),
+    #[error("{0}")]
+    Dns(#[from] crate::dns::shell::DnsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -37,7 +40,7 @@ impl StartError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             StartError::Config(_) => ExitCode::Config,
-            StartError::Bind { .. } => ExitCode::Network,
+            StartError::Bind { .. } | StartError::Dns(_) => ExitCode::Network,
             StartError::Lease(_) | StartError::Io { .. } => ExitCode::Filesystem,
         }
     }
@@ -137,12 +140,6 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     if !(cfg.no_daemon || cfg.keep_in_foreground) {
         tracing::warn!("running in the foreground: background (daemon) mode is not implemented yet; use -k or -d");
     }
-    if cfg.dns.port != 0 {
-        tracing::warn!(
-            "DNS is not served yet (port={}): only DHCP runs",
-            cfg.dns.port
-        );
-    }
     if cfg.user.is_some() || cfg.group.is_some() {
         tracing::warn!("user=/group= are read but privileges are not dropped yet");
     }
@@ -157,6 +154,11 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             source,
         })?;
     runtime.block_on(async {
+        // DNS binds first: a taken port 53 stops the start before DHCP runs.
+        let dns = crate::dns::shell::bind(&cfg)?;
+        // The DNS engine learns every lease now and each change after; it
+        // subscribes before the DHCP shell takes the database.
+        let leases = LeaseSource { initial: db.iter().collect(), feed: db.subscribe() };
         let shell =
             Shell::start(Arc::clone(&cfg), db, SERVER_PORT).map_err(|source| StartError::Bind {
                 port: SERVER_PORT,
@@ -170,12 +172,29 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         })?;
         let _pid = PidFile(&cfg.pid_file);
         tracing::info!(
-            "started, version {}, {} DHCP range(s)",
+            "started, version {}, {} DHCP range(s), DNS {}",
             env!("CARGO_PKG_VERSION"),
-            cfg.dhcp_ranges.len()
+            cfg.dhcp_ranges.len(),
+            if dns.is_some() { format!("on port {}", cfg.dns.port) } else { "off".into() }
         );
-        shell.run(shutdown_signal()).await?;
-        tracing::info!("exiting on signal");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let dns_task = async {
+            match dns {
+                Some(bound) => crate::dns::shell::run(bound, Arc::clone(&cfg), leases, stopped(stop_rx.clone())).await,
+                None => Ok(()),
+            }
+        };
+        let signal = async {
+            shutdown_signal().await;
+            tracing::info!("exiting on signal");
+            let _ = stop_tx.send(true);
+        };
+        let (dhcp, dns, ()) = tokio::join!(shell.run(stopped(stop_rx.clone())), dns_task, signal);
+        dhcp?;
+        dns?;
         Ok(())
     })
 }

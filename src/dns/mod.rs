@@ -13,3 +13,4 @@ pub mod engine;
 pub mod forward;
 pub mod hosts;
 pub mod names;
+pub mod shell;

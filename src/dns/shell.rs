@@ -1,0 +1,479 @@
+//! The DNS engine's sockets: UDP and TCP listeners on `port`, a pool of
+//! upstream UDP sockets on random ports, TCP to upstreams when an answer
+//! was truncated, and the lease feed that keeps lease names current.
+//!
+//! Everything the engine decides comes back as `Action`s; this module only
+//! carries them out.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc};
+use twinmasq_proto::LeaseRecord;
+
+use crate::config::Config;
+use crate::dhcp::network::same_subnet;
+use crate::dhcp::shell::now_ms;
+use crate::net::interfaces::{self, Interface};
+use crate::net::pktinfo;
+
+use super::authority::Authority;
+use super::engine::{Action, ClientRef, DnsEngine, Transport};
+
+/// Upstream UDP sockets, each on its own random port (source-port
+/// randomisation: the engine picks one per query).
+const UPSTREAM_SOCKETS: usize = 8;
+/// dnsmasq serves at most 20 TCP connections at once.
+const MAX_TCP_CONNECTIONS: usize = 20;
+/// A TCP client that sends nothing for this long is dropped (no slowloris).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(5);
+const IFACE_REFRESH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot bind DNS {what} socket on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("DNS: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The lease names the DNS engine needs: every record at start, then each
+/// change from the lease database's feed.
+pub struct LeaseSource {
+    pub initial: Vec<LeaseRecord>,
+    pub feed: broadcast::Receiver<LeaseRecord>,
+}
+
+/// Reads the hosts files the config names: /etc/hosts unless `no-hosts`,
+/// and every `addn-hosts` file (or every file in an `addn-hosts`
+/// directory). A file that cannot be read is logged and skipped, as dnsmasq
+/// does.
+pub fn read_hosts(cfg: &Config) -> Vec<(PathBuf, String)> {
+    let mut paths = Vec::new();
+    if !cfg.dns.no_hosts {
+        paths.push(cfg.dns.hosts_file.clone());
+    }
+    for p in &cfg.dns.addn_hosts {
+        match std::fs::read_dir(p) {
+            Ok(dir) => {
+                let mut files: Vec<PathBuf> = dir.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+                files.sort();
+                paths.extend(files);
+            }
+            Err(_) => paths.push(p.clone()),
+        }
+    }
+    paths
+        .into_iter()
+        .filter_map(|p| match std::fs::read_to_string(&p) {
+            Ok(text) => Some((p, text)),
+            Err(e) => {
+                tracing::warn!("cannot read hosts file {}: {e}", p.display());
+                None
+            }
+        })
+        .collect()
+}
+
+/// Upstream servers from resolv files (`nameserver` lines), unless
+/// `no-resolv`, after the `server=` lines.
+pub fn upstream_servers(cfg: &Config) -> Vec<SocketAddr> {
+    let mut servers = cfg.dns.servers.clone();
+    if !cfg.dns.no_resolv {
+        for f in &cfg.dns.resolv_files {
+            servers.extend(read_resolv(f));
+        }
+    }
+    servers
+}
+
+fn read_resolv(path: &Path) -> Vec<SocketAddr> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        tracing::warn!("cannot read {}", path.display());
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == "nameserver").then_some(())?;
+            let ip: IpAddr = w.next()?.parse().ok()?;
+            // A resolv.conf pointing at ourselves would loop.
+            (!ip.is_loopback()).then_some(SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
+enum Event {
+    TcpQuery { conn: u64, peer: SocketAddr, bytes: Vec<u8>, reply: mpsc::Sender<Vec<u8>> },
+    TcpClosed { conn: u64 },
+    UpstreamTcp { token: u64, reply: Option<Vec<u8>> },
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, DnsError> {
+    let err = |source| DnsError::Bind { what: "UDP", addr, source };
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    if addr.is_ipv4() {
+        pktinfo::enable(s.as_raw_fd()).map_err(err)?;
+    }
+    s.bind(&addr.into()).map_err(err)?;
+    Ok(s.into())
+}
+
+/// The addresses to listen on: with `bind-interfaces`, each address of
+/// each served interface (so another resolver may hold port 53 on other
+/// addresses, as with dnsmasq); otherwise the wildcard, filtering by
+/// arrival interface.
+fn listen_addrs(cfg: &Config, ifaces: &HashMap<u32, Interface>) -> Vec<Ipv4Addr> {
+    if !cfg.bind_interfaces {
+        return vec![Ipv4Addr::UNSPECIFIED];
+    }
+    let mut out: Vec<Ipv4Addr> = ifaces
+        .values()
+        .filter(|i| serves_dns(cfg, i))
+        .flat_map(|i| i.addrs.iter().map(|a| a.addr))
+        .collect();
+    for a in &cfg.listen_addresses {
+        if !out.contains(a) {
+            out.push(*a);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// DNS listens where DHCP serves, plus loopback: dnsmasq adds `lo` whenever
+/// interfaces are named, and with none named every interface answers.
+fn serves_dns(cfg: &Config, iface: &Interface) -> bool {
+    if cfg.except_interfaces.iter().any(|p| p == &iface.name) {
+        return false;
+    }
+    let loopback = iface.addrs.iter().all(|a| a.addr.is_loopback());
+    loopback || cfg.interfaces.is_empty() && cfg.listen_addresses.is_empty() || interfaces::serves(cfg, iface)
+}
+
+/// dnsmasq's `local-service` default: with no interface options, answer
+/// only clients on a directly attached subnet.
+fn local_service_ok(cfg: &Config, ifaces: &HashMap<u32, Interface>, client: IpAddr) -> bool {
+    let named = !cfg.interfaces.is_empty() || !cfg.listen_addresses.is_empty() || !cfg.except_interfaces.is_empty();
+    if named {
+        return true;
+    }
+    match client {
+        IpAddr::V4(c) => {
+            c.is_loopback() || ifaces.values().flat_map(|i| &i.addrs).any(|a| same_subnet(c, a.addr, a.prefix))
+        }
+        IpAddr::V6(c) => c.is_loopback(),
+    }
+}
+
+struct Shell {
+    cfg: Arc<Config>,
+    engine: DnsEngine<Authority>,
+    listeners: Vec<Arc<UdpSocket>>,
+    upstream: Vec<Arc<UdpSocket>>,
+    ifaces: HashMap<u32, Interface>,
+    tcp_conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    events: mpsc::Sender<Event>,
+}
+
+/// For a UDP client, which of our sockets it came in on and how to answer
+/// from the address it asked.
+fn udp_conn(listener: usize, ifindex: u32, local: Ipv4Addr) -> u64 {
+    ((listener as u64) << 48) | ((u64::from(ifindex) & 0xffff) << 32) | u64::from(u32::from(local))
+}
+
+fn udp_conn_parts(conn: u64) -> (usize, u32, Ipv4Addr) {
+    ((conn >> 48) as usize, ((conn >> 32) & 0xffff) as u32, Ipv4Addr::from(conn as u32))
+}
+
+impl Shell {
+    fn carry_out(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Reply { client, bytes } => match client.transport {
+                    Transport::Udp => {
+                        let (listener, ifindex, local) = udp_conn_parts(client.conn);
+                        let (Some(sock), SocketAddr::V4(to)) = (self.listeners.get(listener), client.addr) else {
+                            continue;
+                        };
+                        if let Err(e) = pktinfo::send(sock.as_raw_fd(), &bytes, to, ifindex, local) {
+                            tracing::debug!(target: "dns", "reply to {to}: {e}");
+                        }
+                    }
+                    Transport::Tcp => {
+                        if let Some(tx) = self.tcp_conns.get(&client.conn) {
+                            let _ = tx.try_send(bytes);
+                        }
+                    }
+                },
+                Action::Upstream { server, socket, bytes } => {
+                    let Some(sock) = self.upstream.get(socket % self.upstream.len().max(1)) else { continue };
+                    if let Err(e) = sock.try_send_to(&bytes, server) {
+                        tracing::debug!(target: "dns", "query to {server}: {e}");
+                    }
+                }
+                Action::UpstreamTcp { server, token, bytes } => {
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        let reply = tokio::time::timeout(UPSTREAM_TCP_TIMEOUT, tcp_exchange(server, &bytes)).await;
+                        let reply = reply.ok().and_then(|r| r.ok());
+                        let _ = events.send(Event::UpstreamTcp { token, reply }).await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn refresh_interfaces(&mut self) {
+        match interfaces::list() {
+            Ok(l) => self.ifaces = l,
+            Err(e) => tracing::warn!("cannot list interfaces: {e}"),
+        }
+    }
+
+    fn on_udp_query(&mut self, listener: usize, buf: &[u8], meta: pktinfo::RecvMeta) {
+        let client = SocketAddr::V4(meta.src);
+        let served = self.ifaces.get(&meta.ifindex).is_some_and(|i| serves_dns(&self.cfg, i));
+        if !served || !local_service_ok(&self.cfg, &self.ifaces, client.ip()) {
+            return;
+        }
+        let conn = udp_conn(listener, meta.ifindex, meta.dst);
+        let actions = self.engine.query(buf, ClientRef { addr: client, transport: Transport::Udp, conn }, now_ms());
+        self.carry_out(actions);
+    }
+}
+
+async fn tcp_exchange(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(server).await?;
+    let len = u16::try_from(query.len()).map_err(|_| std::io::Error::other("query too long for TCP"))?;
+    s.write_all(&len.to_be_bytes()).await?;
+    s.write_all(query).await?;
+    let mut l = [0u8; 2];
+    s.read_exact(&mut l).await?;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(l))];
+    s.read_exact(&mut reply).await?;
+    Ok(reply)
+}
+
+/// One client TCP connection: length-prefixed queries in, replies out,
+/// dropped when idle or when the engine goes away.
+async fn tcp_client(mut stream: TcpStream, peer: SocketAddr, conn: u64, events: mpsc::Sender<Event>) {
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (mut rd, mut wr) = stream.split();
+    loop {
+        let mut l = [0u8; 2];
+        tokio::select! {
+            r = tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut l)) => {
+                if !matches!(r, Ok(Ok(_))) {
+                    break;
+                }
+                let mut q = vec![0u8; usize::from(u16::from_be_bytes(l))];
+                if !matches!(tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut q)).await, Ok(Ok(_))) {
+                    break;
+                }
+                let ev = Event::TcpQuery { conn, peer, bytes: q, reply: reply_tx.clone() };
+                if events.send(ev).await.is_err() {
+                    break;
+                }
+            }
+            Some(reply) = reply_rx.recv() => {
+                let Ok(len) = u16::try_from(reply.len()) else { continue };
+                if wr.write_all(&len.to_be_bytes()).await.is_err() || wr.write_all(&reply).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = events.send(Event::TcpClosed { conn }).await;
+}
+
+/// The DNS sockets, bound before anything is served so that a port that is
+/// taken stops the start-up with dnsmasq's "network" exit code.
+pub struct Bound {
+    ifaces: HashMap<u32, Interface>,
+    listeners: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+    upstream: Vec<Arc<UdpSocket>>,
+}
+
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
+    let err = |source| DnsError::Bind { what: "TCP", addr, source };
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(128).map_err(err)?;
+    TcpListener::from_std(s.into()).map_err(err)
+}
+
+/// Binds the listeners and the upstream sockets; None when `port=0`.
+/// Call inside the runtime.
+pub fn bind(cfg: &Config) -> Result<Option<Bound>, DnsError> {
+    if cfg.dns.port == 0 {
+        return Ok(None);
+    }
+    let ifaces = interfaces::list()?;
+    let mut listeners = Vec::new();
+    let mut tcp = Vec::new();
+    for ip in listen_addrs(cfg, &ifaces) {
+        let addr = SocketAddr::V4(SocketAddrV4::new(ip, cfg.dns.port));
+        listeners.push(Arc::new(UdpSocket::from_std(bind_udp(addr)?)?));
+        tcp.push(bind_tcp(addr)?);
+    }
+    let mut upstream = Vec::new();
+    for _ in 0..UPSTREAM_SOCKETS {
+        // Port 0: the kernel picks a random ephemeral port per socket.
+        let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let s = std::net::UdpSocket::bind(any).map_err(|source| DnsError::Bind { what: "upstream", addr: any, source })?;
+        s.set_nonblocking(true)?;
+        upstream.push(Arc::new(UdpSocket::from_std(s)?));
+    }
+    Ok(Some(Bound { ifaces, listeners, tcp, upstream }))
+}
+
+/// Serves DNS on the bound sockets until `shutdown` resolves.
+pub async fn run(
+    bound: Bound,
+    cfg: Arc<Config>,
+    leases: LeaseSource,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DnsError> {
+    let Bound { ifaces, listeners, tcp, upstream } = bound;
+
+    let mut authority = Authority::new(&cfg, &read_hosts(&cfg));
+    let now_secs = now_ms() / 1000;
+    for rec in &leases.initial {
+        authority.lease_changed(rec, now_secs);
+    }
+    let mut engine = DnsEngine::new(&cfg.dns, authority, UPSTREAM_SOCKETS, rand::random());
+    engine.set_servers(upstream_servers(&cfg));
+
+    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    // Each socket gets a receiving task; datagrams come to the engine task
+    // through one channel, tagged with where they arrived.
+    let (udp_tx, mut udp_rx) = mpsc::channel::<(bool, usize, Vec<u8>, pktinfo::RecvMeta, SocketAddr)>(4096);
+    for (i, sock) in listeners.iter().enumerate() {
+        let (sock, tx) = (Arc::clone(sock), udp_tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            loop {
+                if sock.readable().await.is_err() {
+                    return;
+                }
+                let fd = sock.as_raw_fd();
+                match sock.try_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf)) {
+                    Ok(meta) => {
+                        let from = SocketAddr::V4(meta.src);
+                        if tx.send((false, i, buf[..meta.len].to_vec(), meta, from)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+    for (i, sock) in upstream.iter().enumerate() {
+        let (sock, tx) = (Arc::clone(sock), udp_tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
+                let meta = pktinfo::RecvMeta { len: n, src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), ifindex: 0, dst: Ipv4Addr::UNSPECIFIED };
+                if tx.send((true, i, buf[..n].to_vec(), meta, from)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let tcp_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for l in tcp {
+        let (events, count) = (events_tx.clone(), Arc::clone(&tcp_count));
+        tokio::spawn(async move {
+            let mut next_conn: u64 = 1;
+            loop {
+                let Ok((stream, peer)) = l.accept().await else { continue };
+                if count.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+                    continue; // dropping the stream closes it
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (events, count, conn) = (events.clone(), Arc::clone(&count), next_conn);
+                next_conn += 1;
+                tokio::spawn(async move {
+                    tcp_client(stream, peer, conn, events).await;
+                    count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        });
+    }
+
+    let mut shell = Shell {
+        cfg,
+        engine,
+        listeners,
+        upstream,
+        ifaces,
+        tcp_conns: HashMap::new(),
+        events: events_tx,
+    };
+    let mut feed = leases.feed;
+    tokio::pin!(shutdown);
+    let mut iface_tick = tokio::time::interval(IFACE_REFRESH);
+    loop {
+        let deadline = shell.engine.next_deadline();
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some((from_upstream, i, bytes, meta, from)) = udp_rx.recv() => {
+                if from_upstream {
+                    let actions = shell.engine.upstream_reply(&bytes, from, i, now_ms());
+                    shell.carry_out(actions);
+                } else {
+                    shell.on_udp_query(i, &bytes, meta);
+                }
+            }
+            Some(ev) = events.recv() => match ev {
+                Event::TcpQuery { conn, peer, bytes, reply } => {
+                    shell.tcp_conns.insert(conn, reply);
+                    let allowed = local_service_ok(&shell.cfg, &shell.ifaces, peer.ip());
+                    if allowed {
+                        let actions = shell.engine.query(&bytes, ClientRef { addr: peer, transport: Transport::Tcp, conn }, now_ms());
+                        shell.carry_out(actions);
+                    }
+                }
+                Event::TcpClosed { conn } => { shell.tcp_conns.remove(&conn); }
+                Event::UpstreamTcp { token, reply } => {
+                    let actions = shell.engine.upstream_tcp_reply(token, reply.as_deref(), now_ms());
+                    shell.carry_out(actions);
+                }
+            },
+            rec = feed.recv() => match rec {
+                Ok(rec) => shell.engine.local_mut().lease_changed(&rec, now_ms() / 1000),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!("DNS fell {n} lease changes behind; names may be stale until they change again");
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    feed = broadcast::channel(1).1;
+                }
+            },
+            _ = async { match deadline { Some(t) => tokio::time::sleep(Duration::from_millis(t.saturating_sub(now_ms()))).await, None => std::future::pending().await } } => {
+                let actions = shell.engine.tick(now_ms());
+                shell.carry_out(actions);
+            }
+            _ = iface_tick.tick() => shell.refresh_interfaces(),
+        }
+    }
+    Ok(())
+}
