@@ -464,7 +464,7 @@ impl Authority {
                     out.push(Record::from_rdata(
                         owner.clone(),
                         ttl,
-                        RData::TXT(TXT::new(texts.clone())),
+                        RData::TXT(txt_rdata(texts)),
                     ));
                 }
             }
@@ -504,6 +504,18 @@ impl Authority {
             }
         }
     }
+}
+
+/// A TXT record's character-strings hold at most 255 bytes each: longer
+/// configured strings are cut into 255-byte pieces rather than fail to
+/// encode on the wire.
+fn txt_rdata(texts: &[String]) -> TXT {
+    TXT::from_bytes(
+        texts
+            .iter()
+            .flat_map(|t| t.as_bytes().chunks(255))
+            .collect(),
+    )
 }
 
 /// The DNS label of a lease's hostname: the part before any dot, lowercase,

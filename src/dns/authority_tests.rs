@@ -1062,3 +1062,11 @@ fn cname_to_outside_name_and_ttls_with_local_ttl() {
         vec!["5.0.18.198.in-addr.arpa. PTR hostfile.home.lan. 5"]
     );
 }
+
+#[test]
+fn long_txt_strings_are_split_at_255_bytes() {
+    // Not run against dnsmasq: keeps the record encodable.
+    let t = txt_rdata(&["a".repeat(300), "b".into()]);
+    let lens: Vec<usize> = t.txt_data.iter().map(|s| s.len()).collect();
+    assert_eq!(lens, vec![255, 45, 1]);
+}
