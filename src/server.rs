@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, LogFacility};
 use crate::dhcp::shell::{now_ms, Shell};
-use crate::dns::shell::LeaseSource;
 use crate::dhcp::socket::SERVER_PORT;
+use crate::dns::shell::LeaseSource;
 use crate::lease::{DbOptions, LeaseDb};
 
 /// dnsmasq's exit codes, so init scripts read ours the same way.
@@ -158,7 +158,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         let dns = crate::dns::shell::bind(&cfg)?;
         // The DNS engine learns every lease now and each change after; it
         // subscribes before the DHCP shell takes the database.
-        let leases = LeaseSource { initial: db.iter().collect(), feed: db.subscribe() };
+        let leases = LeaseSource {
+            initial: db.iter().collect(),
+            feed: db.subscribe(),
+        };
         let shell =
             Shell::start(Arc::clone(&cfg), db, SERVER_PORT).map_err(|source| StartError::Bind {
                 port: SERVER_PORT,
@@ -175,7 +178,11 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             "started, version {}, {} DHCP range(s), DNS {}",
             env!("CARGO_PKG_VERSION"),
             cfg.dhcp_ranges.len(),
-            if dns.is_some() { format!("on port {}", cfg.dns.port) } else { "off".into() }
+            if dns.is_some() {
+                format!("on port {}", cfg.dns.port)
+            } else {
+                "off".into()
+            }
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -183,7 +190,15 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         };
         let dns_task = async {
             match dns {
-                Some(bound) => crate::dns::shell::run(bound, Arc::clone(&cfg), leases, stopped(stop_rx.clone())).await,
+                Some(bound) => {
+                    crate::dns::shell::run(
+                        bound,
+                        Arc::clone(&cfg),
+                        leases,
+                        stopped(stop_rx.clone()),
+                    )
+                    .await
+                }
                 None => Ok(()),
             }
         };

@@ -336,3 +336,45 @@ fn twinmasq_takes_over_dnsmasq_leases() {
     assert_eq!(again.reason, "REBOOT", "{again:?}");
     assert_eq!(again.address, first.address);
 }
+
+/// A name a real DHCP client gets a lease under resolves, forward and
+/// reverse, from the same server within a second.
+#[test]
+fn lease_names_resolve_in_dns_at_once() {
+    let lab = lab!("lease_names_resolve_in_dns_at_once");
+    let mut conf = ServerConf::standard();
+    conf.lines.retain(|l| l != "port=0");
+    let srv = lab.start_server(&conf);
+    let host = lab.add_client();
+    let l = Udhcpc::new(&lab, &host)
+        .with_hostname("printer7")
+        .obtain()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let dig = |args: &[&str]| {
+        let mut argv = vec![
+            "ip", "netns", "exec", &host.ns, "dig", "+short", "+time=1", "+tries=1",
+        ];
+        argv.extend_from_slice(args);
+        netns::run(&argv, std::time::Duration::from_secs(5)).unwrap_or_default()
+    };
+    let server = format!("@{SERVER_IP}");
+    let fqdn = format!("printer7.{DOMAIN}");
+    let forward = netns::wait_for(
+        std::time::Duration::from_secs(1),
+        "the lease name in DNS",
+        || {
+            let out = dig(&[&server, &fqdn, "A"]);
+            (out.trim() == l.address.to_string()).then_some(out)
+        },
+    );
+    assert!(
+        forward.is_ok(),
+        "{fqdn} did not resolve to {} within a second\n{}",
+        l.address,
+        srv.log_text()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let reverse = dig(&[&server, "-x", &l.address.to_string()]);
+    assert_eq!(reverse.trim(), format!("{fqdn}."), "{}", srv.log_text());
+}

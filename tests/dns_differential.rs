@@ -32,11 +32,9 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use netns::{wait_for, Host, Lab, Proc, ServerKind, NETMASK, SERVER_IP};
 
 /// The server compared with dnsmasq when `TWINMASQ_TEST_SERVER` is unset.
-/// It is dnsmasq for now (the reference against itself, which proves the
-/// harness) because twinmasq's DNS engine does not serve yet; flip it to
-/// `ServerKind::Twinmasq` once it does. `TWINMASQ_TEST_SERVER=twinmasq`
-/// compares twinmasq today.
-const DEFAULT_DNS_SERVER: ServerKind = ServerKind::Dnsmasq;
+/// `TWINMASQ_TEST_SERVER=dnsmasq` compares dnsmasq with itself, which
+/// shows the harness finds no difference where there is none.
+const DEFAULT_DNS_SERVER: ServerKind = ServerKind::Twinmasq;
 
 const REF_IP: Ipv4Addr = SERVER_IP; // 198.18.0.1
 const SUT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);

@@ -42,6 +42,15 @@ pub trait LocalData {
         qtype: hickory_proto::rr::RecordType,
         now_secs: u64,
     ) -> Lookup;
+
+    /// Whether local data knows this name at all (an address record):
+    /// an upstream NXDOMAIN for it is then NODATA.
+    fn has_name(&self, name: &hickory_proto::rr::Name, now_secs: u64) -> bool {
+        use hickory_proto::rr::RecordType;
+        [RecordType::A, RecordType::AAAA].into_iter().any(|t| {
+            matches!(self.lookup(name, t, now_secs), Lookup::Local { answers, .. } if !answers.is_empty())
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -106,6 +106,9 @@ pub struct DnsStats {
     pub truncated: u64,
     /// Queries refused because `dns-forward-max` were already pending.
     pub forward_max: u64,
+    /// Forwarded queries no server answered in time: like dnsmasq, the
+    /// client gets no answer (it retries) rather than SERVFAIL.
+    pub upstream_timeouts: u64,
     pub dropped: DropStats,
 }
 
@@ -293,8 +296,22 @@ impl<L: LocalData> DnsEngine<L> {
         };
 
         let key = CacheKey::new(&req.query.name, req.query.query_type, req.query.query_class);
-        if let Some(hit) = self.cache.get(&key, now_ms) {
+        // dnsmasq forwards a query that does not ask for recursion rather
+        // than answer it from the cache.
+        let hit = if req.rd {
+            self.cache.get(&key, now_ms)
+        } else {
+            None
+        };
+        if let Some(mut hit) = hit {
             self.stats.cache_hits += 1;
+            // Answer in the letter case the client asked, as a forwarded
+            // answer would be.
+            for r in &mut hit.answers {
+                if r.name.eq_case(&req.query.name) || r.name == req.query.name {
+                    r.name = req.query.name.clone();
+                }
+            }
             self.log_answer("cached", &req.query, hit.rcode, &hit.answers);
             let out = self.build_reply(&req, hit.rcode, false, &hit.answers, &hit.authorities);
             return vec![Action::Reply { client, bytes: out }];
@@ -490,8 +507,16 @@ impl<L: LocalData> DnsEngine<L> {
 
     fn timed_out(&mut self, key: u64, now_ms: u64) -> Vec<Action> {
         // A timeout counts as a failure of every server still silent.
-        if let Some(p) = self.pending.get_mut(key) {
-            p.failed = p.sent;
+        let Some(p) = self.pending.get_mut(key) else {
+            return Vec::new();
+        };
+        p.failed = p.sent;
+        if p.sent >= p.plan.order.len() {
+            // Nobody left to ask and nobody answered: dnsmasq stays silent
+            // and lets the client retry.
+            self.pending.remove(key);
+            self.stats.upstream_timeouts += 1;
+            return Vec::new();
         }
         self.server_failed(key, now_ms)
     }
@@ -565,10 +590,18 @@ impl<L: LocalData> DnsEngine<L> {
             return Vec::new();
         };
         let truncated = bytes[2] & 0x02 != 0;
-        match Message::from_vec(bytes) {
+        let mut bytes = std::borrow::Cow::Borrowed(bytes);
+        // A name we hold locally exists, whatever the upstream says of it
+        // for another type: dnsmasq turns that NXDOMAIN into NODATA.
+        let nxdomain = bytes[3] & 0x0f == ResponseCode::NXDomain.low();
+        if nxdomain && self.local.has_name(&p.query.name, now_ms / 1000) {
+            bytes.to_mut()[3] &= 0xf0;
+        }
+        match Message::from_vec(&bytes) {
             Ok(m) => {
                 self.log_answer("reply", &p.query, m.metadata.response_code, &m.answers);
-                if !truncated {
+                let positive = !m.answers.is_empty();
+                if !truncated && (!positive || cacheable_type(p.query.query_type)) {
                     let ck = CacheKey::new(
                         &p.client_key.question.name,
                         p.client_key.question.qtype,
@@ -589,7 +622,7 @@ impl<L: LocalData> DnsEngine<L> {
             }
         }
         let out = if bytes.len() <= p.limit {
-            let mut out = bytes.to_vec();
+            let mut out = bytes.into_owned();
             out[..2].copy_from_slice(&p.client_key.id.to_be_bytes());
             out
         } else {
@@ -708,6 +741,15 @@ impl<L: LocalData> DnsEngine<L> {
 }
 
 /// Names as dnsmasq logs them: no trailing dot.
+/// The answer types dnsmasq 2.90 keeps in its cache; others are forwarded
+/// every time (negative answers of any type are cached).
+fn cacheable_type(t: RecordType) -> bool {
+    matches!(
+        t,
+        RecordType::A | RecordType::AAAA | RecordType::CNAME | RecordType::PTR | RecordType::SRV
+    )
+}
+
 fn display_name(n: &hickory_proto::rr::Name) -> String {
     let s = n.to_ascii();
     match s.strip_suffix('.') {

@@ -39,7 +39,11 @@ const IFACE_REFRESH: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
     #[error("cannot bind DNS {what} socket on {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("DNS: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -63,7 +67,11 @@ pub fn read_hosts(cfg: &Config) -> Vec<(PathBuf, String)> {
     for p in &cfg.dns.addn_hosts {
         match std::fs::read_dir(p) {
             Ok(dir) => {
-                let mut files: Vec<PathBuf> = dir.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+                let mut files: Vec<PathBuf> = dir
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect();
                 files.sort();
                 paths.extend(files);
             }
@@ -110,16 +118,41 @@ fn read_resolv(path: &Path) -> Vec<SocketAddr> {
         .collect()
 }
 
+fn own_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 enum Event {
-    TcpQuery { conn: u64, peer: SocketAddr, bytes: Vec<u8>, reply: mpsc::Sender<Vec<u8>> },
-    TcpClosed { conn: u64 },
-    UpstreamTcp { token: u64, reply: Option<Vec<u8>> },
+    TcpQuery {
+        conn: u64,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+        reply: mpsc::Sender<Vec<u8>>,
+    },
+    TcpClosed {
+        conn: u64,
+    },
+    UpstreamTcp {
+        token: u64,
+        reply: Option<Vec<u8>>,
+    },
 }
 
 fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, DnsError> {
-    let err = |source| DnsError::Bind { what: "UDP", addr, source };
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(err)?;
+    let err = |source| DnsError::Bind {
+        what: "UDP",
+        addr,
+        source,
+    };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
     let _ = s.set_recv_buffer_size(4 << 20);
@@ -159,19 +192,27 @@ fn serves_dns(cfg: &Config, iface: &Interface) -> bool {
         return false;
     }
     let loopback = iface.addrs.iter().all(|a| a.addr.is_loopback());
-    loopback || cfg.interfaces.is_empty() && cfg.listen_addresses.is_empty() || interfaces::serves(cfg, iface)
+    loopback
+        || cfg.interfaces.is_empty() && cfg.listen_addresses.is_empty()
+        || interfaces::serves(cfg, iface)
 }
 
 /// dnsmasq's `local-service` default: with no interface options, answer
 /// only clients on a directly attached subnet.
 fn local_service_ok(cfg: &Config, ifaces: &HashMap<u32, Interface>, client: IpAddr) -> bool {
-    let named = !cfg.interfaces.is_empty() || !cfg.listen_addresses.is_empty() || !cfg.except_interfaces.is_empty();
+    let named = !cfg.interfaces.is_empty()
+        || !cfg.listen_addresses.is_empty()
+        || !cfg.except_interfaces.is_empty();
     if named {
         return true;
     }
     match client {
         IpAddr::V4(c) => {
-            c.is_loopback() || ifaces.values().flat_map(|i| &i.addrs).any(|a| same_subnet(c, a.addr, a.prefix))
+            c.is_loopback()
+                || ifaces
+                    .values()
+                    .flat_map(|i| &i.addrs)
+                    .any(|a| same_subnet(c, a.addr, a.prefix))
         }
         IpAddr::V6(c) => c.is_loopback(),
     }
@@ -194,7 +235,11 @@ fn udp_conn(listener: usize, ifindex: u32, local: Ipv4Addr) -> u64 {
 }
 
 fn udp_conn_parts(conn: u64) -> (usize, u32, Ipv4Addr) {
-    ((conn >> 48) as usize, ((conn >> 32) & 0xffff) as u32, Ipv4Addr::from(conn as u32))
+    (
+        (conn >> 48) as usize,
+        ((conn >> 32) & 0xffff) as u32,
+        Ipv4Addr::from(conn as u32),
+    )
 }
 
 impl Shell {
@@ -204,10 +249,13 @@ impl Shell {
                 Action::Reply { client, bytes } => match client.transport {
                     Transport::Udp => {
                         let (listener, ifindex, local) = udp_conn_parts(client.conn);
-                        let (Some(sock), SocketAddr::V4(to)) = (self.listeners.get(listener), client.addr) else {
+                        let (Some(sock), SocketAddr::V4(to)) =
+                            (self.listeners.get(listener), client.addr)
+                        else {
                             continue;
                         };
-                        if let Err(e) = pktinfo::send(sock.as_raw_fd(), &bytes, to, ifindex, local) {
+                        if let Err(e) = pktinfo::send(sock.as_raw_fd(), &bytes, to, ifindex, local)
+                        {
                             tracing::debug!(target: "dns", "reply to {to}: {e}");
                         }
                     }
@@ -217,16 +265,30 @@ impl Shell {
                         }
                     }
                 },
-                Action::Upstream { server, socket, bytes } => {
-                    let Some(sock) = self.upstream.get(socket % self.upstream.len().max(1)) else { continue };
+                Action::Upstream {
+                    server,
+                    socket,
+                    bytes,
+                } => {
+                    let Some(sock) = self.upstream.get(socket % self.upstream.len().max(1)) else {
+                        continue;
+                    };
                     if let Err(e) = sock.try_send_to(&bytes, server) {
                         tracing::debug!(target: "dns", "query to {server}: {e}");
                     }
                 }
-                Action::UpstreamTcp { server, token, bytes } => {
+                Action::UpstreamTcp {
+                    server,
+                    token,
+                    bytes,
+                } => {
                     let events = self.events.clone();
                     tokio::spawn(async move {
-                        let reply = tokio::time::timeout(UPSTREAM_TCP_TIMEOUT, tcp_exchange(server, &bytes)).await;
+                        let reply = tokio::time::timeout(
+                            UPSTREAM_TCP_TIMEOUT,
+                            tcp_exchange(server, &bytes),
+                        )
+                        .await;
                         let reply = reply.ok().and_then(|r| r.ok());
                         let _ = events.send(Event::UpstreamTcp { token, reply }).await;
                     });
@@ -244,19 +306,31 @@ impl Shell {
 
     fn on_udp_query(&mut self, listener: usize, buf: &[u8], meta: pktinfo::RecvMeta) {
         let client = SocketAddr::V4(meta.src);
-        let served = self.ifaces.get(&meta.ifindex).is_some_and(|i| serves_dns(&self.cfg, i));
+        let served = self
+            .ifaces
+            .get(&meta.ifindex)
+            .is_some_and(|i| serves_dns(&self.cfg, i));
         if !served || !local_service_ok(&self.cfg, &self.ifaces, client.ip()) {
             return;
         }
         let conn = udp_conn(listener, meta.ifindex, meta.dst);
-        let actions = self.engine.query(buf, ClientRef { addr: client, transport: Transport::Udp, conn }, now_ms());
+        let actions = self.engine.query(
+            buf,
+            ClientRef {
+                addr: client,
+                transport: Transport::Udp,
+                conn,
+            },
+            now_ms(),
+        );
         self.carry_out(actions);
     }
 }
 
 async fn tcp_exchange(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(server).await?;
-    let len = u16::try_from(query.len()).map_err(|_| std::io::Error::other("query too long for TCP"))?;
+    let len =
+        u16::try_from(query.len()).map_err(|_| std::io::Error::other("query too long for TCP"))?;
     s.write_all(&len.to_be_bytes()).await?;
     s.write_all(query).await?;
     let mut l = [0u8; 2];
@@ -268,7 +342,12 @@ async fn tcp_exchange(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u
 
 /// One client TCP connection: length-prefixed queries in, replies out,
 /// dropped when idle or when the engine goes away.
-async fn tcp_client(mut stream: TcpStream, peer: SocketAddr, conn: u64, events: mpsc::Sender<Event>) {
+async fn tcp_client(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    conn: u64,
+    events: mpsc::Sender<Event>,
+) {
     let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(16);
     let (mut rd, mut wr) = stream.split();
     loop {
@@ -308,9 +387,18 @@ pub struct Bound {
 }
 
 fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
-    let err = |source| DnsError::Bind { what: "TCP", addr, source };
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(err)?;
+    let err = |source| DnsError::Bind {
+        what: "TCP",
+        addr,
+        source,
+    };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+        .map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
     s.bind(&addr.into()).map_err(err)?;
@@ -336,11 +424,20 @@ pub fn bind(cfg: &Config) -> Result<Option<Bound>, DnsError> {
     for _ in 0..UPSTREAM_SOCKETS {
         // Port 0: the kernel picks a random ephemeral port per socket.
         let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let s = std::net::UdpSocket::bind(any).map_err(|source| DnsError::Bind { what: "upstream", addr: any, source })?;
+        let s = std::net::UdpSocket::bind(any).map_err(|source| DnsError::Bind {
+            what: "upstream",
+            addr: any,
+            source,
+        })?;
         s.set_nonblocking(true)?;
         upstream.push(Arc::new(UdpSocket::from_std(s)?));
     }
-    Ok(Some(Bound { ifaces, listeners, tcp, upstream }))
+    Ok(Some(Bound {
+        ifaces,
+        listeners,
+        tcp,
+        upstream,
+    }))
 }
 
 /// Serves DNS on the bound sockets until `shutdown` resolves.
@@ -350,9 +447,22 @@ pub async fn run(
     leases: LeaseSource,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DnsError> {
-    let Bound { ifaces, listeners, tcp, upstream } = bound;
+    let Bound {
+        ifaces,
+        listeners,
+        tcp,
+        upstream,
+    } = bound;
 
-    let mut authority = Authority::new(&cfg, &read_hosts(&cfg));
+    let hosts = read_hosts(&cfg);
+    let mut authority = Authority::new(&cfg, &hosts);
+    // mx-host without a target points at this machine, as in dnsmasq.
+    if let Some(name) = own_hostname() {
+        authority.set_own_name(&name, &hosts);
+    }
+    for (path, bad) in authority.bad_hosts_lines() {
+        tracing::warn!("{}: {bad}", path.display());
+    }
     let now_secs = now_ms() / 1000;
     for rec in &leases.initial {
         authority.lease_changed(rec, now_secs);
@@ -363,7 +473,8 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     // Each socket gets a receiving task; datagrams come to the engine task
     // through one channel, tagged with where they arrived.
-    let (udp_tx, mut udp_rx) = mpsc::channel::<(bool, usize, Vec<u8>, pktinfo::RecvMeta, SocketAddr)>(4096);
+    let (udp_tx, mut udp_rx) =
+        mpsc::channel::<(bool, usize, Vec<u8>, pktinfo::RecvMeta, SocketAddr)>(4096);
     for (i, sock) in listeners.iter().enumerate() {
         let (sock, tx) = (Arc::clone(sock), udp_tx.clone());
         tokio::spawn(async move {
@@ -376,7 +487,11 @@ pub async fn run(
                 match sock.try_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf)) {
                     Ok(meta) => {
                         let from = SocketAddr::V4(meta.src);
-                        if tx.send((false, i, buf[..meta.len].to_vec(), meta, from)).await.is_err() {
+                        if tx
+                            .send((false, i, buf[..meta.len].to_vec(), meta, from))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -391,9 +506,20 @@ pub async fn run(
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
-                let meta = pktinfo::RecvMeta { len: n, src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), ifindex: 0, dst: Ipv4Addr::UNSPECIFIED };
-                if tx.send((true, i, buf[..n].to_vec(), meta, from)).await.is_err() {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let meta = pktinfo::RecvMeta {
+                    len: n,
+                    src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                    ifindex: 0,
+                    dst: Ipv4Addr::UNSPECIFIED,
+                };
+                if tx
+                    .send((true, i, buf[..n].to_vec(), meta, from))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -405,7 +531,9 @@ pub async fn run(
         tokio::spawn(async move {
             let mut next_conn: u64 = 1;
             loop {
-                let Ok((stream, peer)) = l.accept().await else { continue };
+                let Ok((stream, peer)) = l.accept().await else {
+                    continue;
+                };
                 if count.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
                     continue; // dropping the stream closes it
                 }
