@@ -109,6 +109,8 @@ pub struct DnsStats {
     /// Forwarded queries no server answered in time: like dnsmasq, the
     /// client gets no answer (it retries) rather than SERVFAIL.
     pub upstream_timeouts: u64,
+    /// Upstream answers withheld by `stop-dns-rebind`.
+    pub rebind_blocked: u64,
     pub dropped: DropStats,
 }
 
@@ -147,8 +149,42 @@ pub struct DnsEngine<L: LocalData> {
     rng: StdRng,
     forward_max: usize,
     log_queries: bool,
+    rebind: RebindGuard,
     next_token: u64,
     stats: DnsStats,
+}
+
+/// `stop-dns-rebind`: upstream answers that point a public name at a
+/// private address are withheld (NOERROR, no answers, as dnsmasq does),
+/// except for `rebind-domain-ok` domains.
+struct RebindGuard {
+    on: bool,
+    localhost_ok: bool,
+    domains_ok: Vec<String>,
+}
+
+impl RebindGuard {
+    fn blocks(&self, qname: &hickory_proto::rr::Name, answers: &[Record]) -> bool {
+        if !self.on {
+            return false;
+        }
+        let name = crate::dns::names::key_of(qname);
+        if self
+            .domains_ok
+            .iter()
+            .any(|d| crate::dns::names::is_under(&name, d))
+        {
+            return false;
+        }
+        answers.iter().any(|r| {
+            let ip: std::net::IpAddr = match &r.data {
+                hickory_proto::rr::RData::A(a) => a.0.into(),
+                hickory_proto::rr::RData::AAAA(a) => a.0.into(),
+                _ => return false,
+            };
+            crate::dns::names::is_private(ip) && !(self.localhost_ok && ip.is_loopback())
+        })
+    }
 }
 
 impl<L: LocalData> DnsEngine<L> {
@@ -171,6 +207,11 @@ impl<L: LocalData> DnsEngine<L> {
             rng: StdRng::seed_from_u64(seed),
             forward_max: cfg.dns_forward_max as usize,
             log_queries: cfg.log_queries,
+            rebind: RebindGuard {
+                on: cfg.stop_dns_rebind,
+                localhost_ok: cfg.rebind_localhost_ok,
+                domains_ok: cfg.rebind_domain_ok.clone(),
+            },
             next_token: 0,
             stats: DnsStats::default(),
         }
@@ -598,6 +639,32 @@ impl<L: LocalData> DnsEngine<L> {
             bytes.to_mut()[3] &= 0xf0;
         }
         match Message::from_vec(&bytes) {
+            Ok(m) if self.rebind.blocks(&p.query.name, &m.answers) => {
+                tracing::warn!(
+                    "possible DNS-rebind attack detected: {}",
+                    display_name(&p.query.name)
+                );
+                self.stats.rebind_blocked += 1;
+                let req = Request {
+                    id: p.client_key.id,
+                    rd: p.client_rd,
+                    cd: p.client_cd,
+                    query: p.query.clone(),
+                    edns: p.client_edns,
+                    limit: p.limit,
+                };
+                let out = self.build_reply(
+                    &req,
+                    ResponseCode::NoError,
+                    m.metadata.authoritative,
+                    &[],
+                    &[],
+                );
+                return vec![Action::Reply {
+                    client: p.client,
+                    bytes: out,
+                }];
+            }
             Ok(m) => {
                 self.log_answer("reply", &p.query, m.metadata.response_code, &m.answers);
                 let positive = !m.answers.is_empty();

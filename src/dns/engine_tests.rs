@@ -1012,3 +1012,52 @@ fn dns_domain_servers_get_all_at_once() {
         1
     );
 }
+
+#[test]
+fn dns_stop_dns_rebind_withholds_private_answers() {
+    let mut e = engine(&DnsConfig {
+        stop_dns_rebind: true,
+        rebind_domain_ok: vec!["ok.example".into()],
+        ..cfg(&[srv(1)])
+    });
+    // a() builds 198.18.1.x, which dnsmasq does not count as private.
+    let private = |n: &str| {
+        Record::from_rdata(
+            name(n),
+            300,
+            hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(192, 168, 1, 1)),
+        )
+    };
+    // As dnsmasq 2.90 answers (checked on loopback): NOERROR, no answers.
+    let m = round_trip(&mut e, 1, "evil.example.", 1_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![private("evil.example.")],
+            vec![],
+        )
+    });
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(e.stats().rebind_blocked, 1);
+    // A domain allowed to rebind passes.
+    let m = round_trip(&mut e, 2, "nas.ok.example.", 2_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![private("nas.ok.example.")],
+            vec![],
+        )
+    });
+    assert_eq!(m.answers.len(), 1);
+    // Public answers pass.
+    let m = round_trip(&mut e, 3, "www.example.", 3_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("www.example.", 300, 1)],
+            vec![],
+        )
+    });
+    assert_eq!(m.answers.len(), 1);
+}
