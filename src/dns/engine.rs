@@ -139,6 +139,21 @@ struct Request {
     limit: usize,
 }
 
+impl Pending {
+    /// The client's side of a pending query, for replies built here
+    /// (SERVFAIL, a withheld rebind, a TC redirect to TCP).
+    fn client_request(&self) -> Request {
+        Request {
+            id: self.client_key.id,
+            rd: self.client_rd,
+            cd: self.client_cd,
+            query: self.query.clone(),
+            edns: self.client_edns,
+            limit: self.limit,
+        }
+    }
+}
+
 pub struct DnsEngine<L: LocalData> {
     local: L,
     cache: Cache,
@@ -610,14 +625,7 @@ impl<L: LocalData> DnsEngine<L> {
             return Vec::new();
         };
         self.stats.servfail += 1;
-        let req = Request {
-            id: p.client_key.id,
-            rd: p.client_rd,
-            cd: p.client_cd,
-            query: p.query,
-            edns: p.client_edns,
-            limit: p.limit,
-        };
+        let req = p.client_request();
         let out = self.build_reply(&req, ResponseCode::ServFail, false, &[], &[]);
         vec![Action::Reply {
             client: p.client,
@@ -645,14 +653,7 @@ impl<L: LocalData> DnsEngine<L> {
                     display_name(&p.query.name)
                 );
                 self.stats.rebind_blocked += 1;
-                let req = Request {
-                    id: p.client_key.id,
-                    rd: p.client_rd,
-                    cd: p.client_cd,
-                    query: p.query.clone(),
-                    edns: p.client_edns,
-                    limit: p.limit,
-                };
+                let req = p.client_request();
                 let out = self.build_reply(
                     &req,
                     ResponseCode::NoError,
@@ -696,14 +697,7 @@ impl<L: LocalData> DnsEngine<L> {
             // Too big for this client (a TCP answer to a UDP client):
             // an empty TC reply sends it to TCP.
             self.stats.truncated += 1;
-            let req = Request {
-                id: p.client_key.id,
-                rd: p.client_rd,
-                cd: p.client_cd,
-                query: p.query.clone(),
-                edns: p.client_edns,
-                limit: p.limit,
-            };
+            let req = p.client_request();
             truncated_reply(&req, bytes[3] & 0x0f)
         };
         vec![Action::Reply {

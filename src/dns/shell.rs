@@ -140,21 +140,32 @@ enum Event {
     },
 }
 
+/// A non-blocking, address-reusing socket of the address's family.
+fn new_socket(
+    addr: SocketAddr,
+    ty: socket2::Type,
+    proto: socket2::Protocol,
+    what: &'static str,
+) -> Result<socket2::Socket, DnsError> {
+    let err = |source| DnsError::Bind { what, addr, source };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, ty, Some(proto)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    Ok(s)
+}
+
 fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, DnsError> {
     let err = |source| DnsError::Bind {
         what: "UDP",
         addr,
         source,
     };
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-        .map_err(err)?;
-    s.set_reuse_address(true).map_err(err)?;
-    s.set_nonblocking(true).map_err(err)?;
+    let s = new_socket(addr, socket2::Type::DGRAM, socket2::Protocol::UDP, "UDP")?;
     let _ = s.set_recv_buffer_size(4 << 20);
     if addr.is_ipv4() {
         pktinfo::enable(s.as_raw_fd()).map_err(err)?;
@@ -392,15 +403,7 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
         addr,
         source,
     };
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-        .map_err(err)?;
-    s.set_reuse_address(true).map_err(err)?;
-    s.set_nonblocking(true).map_err(err)?;
+    let s = new_socket(addr, socket2::Type::STREAM, socket2::Protocol::TCP, "TCP")?;
     s.bind(&addr.into()).map_err(err)?;
     s.listen(128).map_err(err)?;
     TcpListener::from_std(s.into()).map_err(err)
