@@ -4,7 +4,9 @@
 //! The failover link protocol itself grows here; see `PROTOCOL.md`.
 
 pub mod codec;
+pub mod key;
 pub mod lease;
+pub mod link;
 
 pub use codec::{decode, encode, CodecError};
 pub use lease::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};

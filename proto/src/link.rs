@@ -1,0 +1,512 @@
+//! The failover link, sans-I/O: messages, framing, the handshake that
+//! proves both ends hold the shared key before any lease data moves, and
+//! per-frame MACs with sequence numbers afterwards. Bytes in, events and
+//! bytes out; the caller owns the TCP connection and the clock.
+//!
+//! Frame: `len: u32 BE` (of what follows) `| seq: u64 BE | body | mac: 32`.
+//! The MAC is HMAC-SHA256 over `seq | body` with the sender's key: during
+//! the handshake a key derived from the shared key alone, afterwards a
+//! per-session, per-direction key derived from both ends' fresh nonces.
+//! Sequence numbers start at 0 and rise by one per frame in each direction,
+//! so a replayed, dropped or reordered frame ends the link.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::key::Key;
+use crate::lease::LeaseRecord;
+
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame accepted, so a hostile length prefix cannot make us
+/// allocate without bound. Lease pages are sized to fit well within it.
+pub const MAX_FRAME: usize = 1 << 20;
+const MAC_LEN: usize = 32;
+const SEQ_LEN: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+impl Role {
+    fn byte(self) -> u8 {
+        match self {
+            Role::Primary => 1,
+            Role::Secondary => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub role: Role,
+    pub node: u32,
+    /// Fresh per connection: makes every session's proof and keys new.
+    pub nonce: [u8; 32],
+    /// Hash of the DHCP ranges and split, compared by the caller.
+    pub ranges: [u8; 32],
+    /// Sender's wall clock, for the skew check.
+    pub wall_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Hello(Hello),
+    Auth {
+        proof: [u8; 32],
+    },
+    LeasePage {
+        records: Vec<LeaseRecord>,
+        last: bool,
+    },
+    SyncDone {
+        serial: u64,
+    },
+    Update {
+        seq: u64,
+        records: Vec<LeaseRecord>,
+    },
+    Ack {
+        seq: u64,
+    },
+    Heartbeat {
+        wall_ms: u64,
+    },
+    Error {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    Oversize(usize),
+    #[error("frame too short to hold a sequence number and MAC")]
+    Runt,
+    #[error("frame MAC does not verify: wrong key or tampered frame")]
+    BadMac,
+    #[error("frame sequence {got}, expected {expected}: replayed, lost or reordered")]
+    Sequence { expected: u64, got: u64 },
+    #[error("frame body does not decode: {0}")]
+    Body(String),
+    #[error("peer speaks protocol version {0}, we speak {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("peer has the same role as we do")]
+    SameRole,
+    #[error("peer's proof of the shared key is wrong")]
+    AuthFailed,
+    #[error("unexpected {0} in state {1}")]
+    Unexpected(&'static str, &'static str),
+    #[error("the link has failed and carries nothing more")]
+    Failed,
+}
+
+/// What the peer said, after its frame verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The peer's hello: check version, ranges and skew before going on
+    /// (the link has already sent its proof; it sends nothing else until
+    /// the peer's proof verifies).
+    PeerHello(Hello),
+    /// Both ends proved the key: lease data may move.
+    Established,
+    Message(Message),
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitHello,
+    AwaitAuth,
+    Established,
+    Failed,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::AwaitHello => "await-hello",
+            State::AwaitAuth => "await-auth",
+            State::Established => "established",
+            State::Failed => "failed",
+        }
+    }
+}
+
+pub struct Link {
+    key: Key,
+    me: Hello,
+    peer: Option<Hello>,
+    state: State,
+    send_key: [u8; 32],
+    recv_key: [u8; 32],
+    send_seq: u64,
+    recv_seq: u64,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Link {
+    /// Starts a link; our hello is queued at once (see [`Link::take_output`]).
+    pub fn new(key: Key, me: Hello) -> Link {
+        let hs = hmac(key.as_bytes(), &[b"twinmasq handshake v1"]);
+        let mut link = Link {
+            key,
+            me: me.clone(),
+            peer: None,
+            state: State::AwaitHello,
+            send_key: hs,
+            recv_key: hs,
+            send_seq: 0,
+            recv_seq: 0,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+        };
+        link.queue(&Message::Hello(me));
+        link
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    pub fn peer(&self) -> Option<&Hello> {
+        self.peer.as_ref()
+    }
+
+    /// Bytes to write to the connection.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Queues a message; only once established (handshake messages are
+    /// the link's own).
+    pub fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
+        if self.state != State::Established {
+            return Err(LinkError::Unexpected("send", self.state.name()));
+        }
+        self.queue(msg);
+        Ok(())
+    }
+
+    fn queue(&mut self, msg: &Message) {
+        let Ok(body) = crate::codec::encode(msg) else {
+            // Our own messages always encode; should one not, the peer
+            // sees a sequence gap and ends the link.
+            return;
+        };
+        let seq = self.send_seq.to_be_bytes();
+        let mac = hmac(&self.send_key, &[&seq, &body]);
+        let len = (SEQ_LEN + body.len() + MAC_LEN) as u32;
+        self.out.extend_from_slice(&len.to_be_bytes());
+        self.out.extend_from_slice(&seq);
+        self.out.extend_from_slice(&body);
+        self.out.extend_from_slice(&mac);
+        self.send_seq += 1;
+    }
+
+    fn fail(&mut self, e: LinkError) -> LinkError {
+        self.state = State::Failed;
+        self.inbuf.clear();
+        e
+    }
+
+    /// Feeds bytes read from the connection. Any error ends the link: the
+    /// caller closes the connection, and nothing the peer sent after the
+    /// fault is acted on.
+    pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<Event>, LinkError> {
+        if self.state == State::Failed {
+            return Err(LinkError::Failed);
+        }
+        self.inbuf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(len) = self
+            .inbuf
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        {
+            if len > MAX_FRAME {
+                return Err(self.fail(LinkError::Oversize(len)));
+            }
+            if len < SEQ_LEN + MAC_LEN {
+                return Err(self.fail(LinkError::Runt));
+            }
+            if self.inbuf.len() < 4 + len {
+                break;
+            }
+            let frame: Vec<u8> = self.inbuf.drain(..4 + len).skip(4).collect();
+            let (seq_bytes, rest) = frame.split_at(SEQ_LEN);
+            let (body, mac) = rest.split_at(rest.len() - MAC_LEN);
+            let mut m = <HmacSha256 as Mac>::new_from_slice(&self.recv_key)
+                .unwrap_or_else(|_| unreachable!());
+            m.update(seq_bytes);
+            m.update(body);
+            if m.verify_slice(mac).is_err() {
+                return Err(self.fail(LinkError::BadMac));
+            }
+            let mut s = [0u8; SEQ_LEN];
+            s.copy_from_slice(seq_bytes);
+            let seq = u64::from_be_bytes(s);
+            if seq != self.recv_seq {
+                let expected = self.recv_seq;
+                return Err(self.fail(LinkError::Sequence { expected, got: seq }));
+            }
+            self.recv_seq += 1;
+            let msg: Message = match crate::codec::decode(body) {
+                Ok(m) => m,
+                Err(e) => return Err(self.fail(LinkError::Body(e.to_string()))),
+            };
+            match self.on_message(msg) {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        Ok(events)
+    }
+
+    fn proof(&self, role: Role, own: &[u8; 32], other: &[u8; 32]) -> [u8; 32] {
+        hmac(
+            self.key.as_bytes(),
+            &[b"twinmasq proof v1", &[role.byte()], own, other],
+        )
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<Option<Event>, LinkError> {
+        match (self.state, msg) {
+            (State::AwaitHello, Message::Hello(h)) => {
+                if h.version != PROTOCOL_VERSION {
+                    return Err(LinkError::Version(h.version));
+                }
+                if h.role == self.me.role {
+                    return Err(LinkError::SameRole);
+                }
+                let proof = self.proof(self.me.role, &self.me.nonce, &h.nonce);
+                self.queue(&Message::Auth { proof });
+                self.peer = Some(h.clone());
+                self.state = State::AwaitAuth;
+                Ok(Some(Event::PeerHello(h)))
+            }
+            (State::AwaitAuth, Message::Auth { proof }) => {
+                let Some(peer) = self.peer.clone() else {
+                    return Err(LinkError::Unexpected("auth", self.state.name()));
+                };
+                // The peer's proof is a MAC over its role, its nonce and
+                // ours; verified in constant time.
+                let mut m = <HmacSha256 as Mac>::new_from_slice(self.key.as_bytes())
+                    .unwrap_or_else(|_| unreachable!());
+                m.update(b"twinmasq proof v1");
+                m.update(&[peer.role.byte()]);
+                m.update(&peer.nonce);
+                m.update(&self.me.nonce);
+                if m.verify_slice(&proof).is_err() {
+                    return Err(LinkError::AuthFailed);
+                }
+                // Per-direction session keys from both nonces: frames of
+                // this session verify in no other session or direction.
+                let (p, s) = match self.me.role {
+                    Role::Primary => (&self.me.nonce, &peer.nonce),
+                    Role::Secondary => (&peer.nonce, &self.me.nonce),
+                };
+                let key_for = |role: Role| {
+                    hmac(
+                        self.key.as_bytes(),
+                        &[b"twinmasq session v1", &[role.byte()], p, s],
+                    )
+                };
+                self.send_key = key_for(self.me.role);
+                self.recv_key = key_for(peer.role);
+                self.state = State::Established;
+                Ok(Some(Event::Established))
+            }
+            (State::Established, m @ (Message::Hello(_) | Message::Auth { .. })) => {
+                let what = if matches!(m, Message::Hello(_)) {
+                    "hello"
+                } else {
+                    "auth"
+                };
+                Err(LinkError::Unexpected(what, "established"))
+            }
+            (State::Established, m) => Ok(Some(Event::Message(m))),
+            (state, _) => Err(LinkError::Unexpected("message", state.name())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> Key {
+        Key::parse(&Key::format_new([b; 32]), "test").unwrap()
+    }
+
+    fn hello(role: Role, nonce: u8) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            role,
+            node: nonce.into(),
+            nonce: [nonce; 32],
+            ranges: [9; 32],
+            wall_ms: 1,
+        }
+    }
+
+    type Outcome = Result<Vec<Event>, LinkError>;
+
+    /// Runs both ends to completion; returns them and each side's events.
+    fn pair(kp: Key, ks: Key) -> (Link, Link, Outcome, Outcome) {
+        let mut p = Link::new(kp, hello(Role::Primary, 1));
+        let mut s = Link::new(ks, hello(Role::Secondary, 2));
+        let mut ep = Ok(Vec::new());
+        let mut es = Ok(Vec::new());
+        for _ in 0..3 {
+            let to_s = p.take_output();
+            let to_p = s.take_output();
+            if let Ok(v) = &mut es {
+                match s.receive(&to_s) {
+                    Ok(more) => v.extend(more),
+                    Err(e) => es = Err(e),
+                }
+            }
+            if let Ok(v) = &mut ep {
+                match p.receive(&to_p) {
+                    Ok(more) => v.extend(more),
+                    Err(e) => ep = Err(e),
+                }
+            }
+        }
+        (p, s, ep, es)
+    }
+
+    #[test]
+    fn same_key_establishes_and_messages_flow() {
+        let (mut p, mut s, ep, es) = pair(key(5), key(5));
+        assert!(matches!(
+            ep.unwrap().as_slice(),
+            [Event::PeerHello(_), Event::Established]
+        ));
+        assert!(matches!(
+            es.unwrap().as_slice(),
+            [Event::PeerHello(_), Event::Established]
+        ));
+        p.send(&Message::Ack { seq: 7 }).unwrap();
+        p.send(&Message::Heartbeat { wall_ms: 3 }).unwrap();
+        let bytes = p.take_output();
+        // Delivered in pieces, as TCP may.
+        let mut got = s.receive(&bytes[..5]).unwrap();
+        got.extend(s.receive(&bytes[5..]).unwrap());
+        assert_eq!(
+            got,
+            vec![
+                Event::Message(Message::Ack { seq: 7 }),
+                Event::Message(Message::Heartbeat { wall_ms: 3 })
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_key_is_refused_before_any_data() {
+        let (p, s, ep, es) = pair(key(5), key(6));
+        // The hello frames' MACs already fail under the other key.
+        assert_eq!(ep, Err(LinkError::BadMac));
+        assert_eq!(es, Err(LinkError::BadMac));
+        assert!(!p.is_established() && !s.is_established());
+    }
+
+    #[test]
+    fn tampered_replayed_oversize_and_junk_frames_end_the_link() {
+        let established = || {
+            let (p, s, _, _) = pair(key(5), key(5));
+            (p, s)
+        };
+        let (mut p, mut s) = established();
+        p.send(&Message::Ack { seq: 1 }).unwrap();
+        let mut bytes = p.take_output();
+        let last = bytes.len() - 40;
+        bytes[last] ^= 1;
+        assert_eq!(s.receive(&bytes), Err(LinkError::BadMac));
+        assert_eq!(s.receive(&[]), Err(LinkError::Failed));
+
+        let (mut p, mut s) = established();
+        p.send(&Message::Ack { seq: 1 }).unwrap();
+        let frame = p.take_output();
+        s.receive(&frame).unwrap();
+        assert!(matches!(s.receive(&frame), Err(LinkError::Sequence { .. })));
+
+        let (_, mut s) = established();
+        assert_eq!(
+            s.receive(&((MAX_FRAME + 1) as u32).to_be_bytes()),
+            Err(LinkError::Oversize(MAX_FRAME + 1))
+        );
+        let (_, mut s) = established();
+        assert_eq!(s.receive(&[0, 0, 0, 3, 1, 2, 3]), Err(LinkError::Runt));
+        let (_, mut s) = established();
+        assert_eq!(s.receive(&[0, 0, 0, 60]).unwrap(), vec![]);
+        assert_eq!(s.receive(&[0xAA; 60]), Err(LinkError::BadMac));
+    }
+
+    #[test]
+    fn a_recorded_session_does_not_replay_into_a_new_one() {
+        // Record everything a primary sent in one session...
+        let mut p = Link::new(key(5), hello(Role::Primary, 1));
+        let mut s = Link::new(key(5), hello(Role::Secondary, 2));
+        s.receive(&p.take_output()).unwrap();
+        p.receive(&s.take_output()).unwrap();
+        s.receive(&p.take_output()).unwrap();
+        p.send(&Message::Ack { seq: 1 }).unwrap();
+        let recorded = p.take_output();
+        // ...and replay it to a fresh secondary (new nonce): the old proof
+        // and the old session's frames do not verify.
+        let mut s2 = Link::new(key(5), hello(Role::Secondary, 3));
+        let mut p2 = Link::new(key(5), hello(Role::Primary, 1));
+        let hello_frame = p2.take_output();
+        s2.receive(&hello_frame).unwrap();
+        assert!(s2.receive(&recorded).is_err());
+        assert!(!s2.is_established());
+    }
+
+    #[test]
+    fn version_and_role_mismatches_are_named() {
+        let mut p = Link::new(key(5), hello(Role::Primary, 1));
+        let mut other = hello(Role::Secondary, 2);
+        other.version = 99;
+        let mut s = Link::new(key(5), other);
+        assert_eq!(p.receive(&s.take_output()), Err(LinkError::Version(99)));
+        let mut p = Link::new(key(5), hello(Role::Primary, 1));
+        let mut p2 = Link::new(key(5), hello(Role::Primary, 2));
+        assert_eq!(p.receive(&p2.take_output()), Err(LinkError::SameRole));
+    }
+
+    #[test]
+    fn nothing_is_sent_before_established() {
+        let mut p = Link::new(key(5), hello(Role::Primary, 1));
+        assert!(p.send(&Message::SyncDone { serial: 1 }).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        use proptest::prelude::*;
+        proptest!(|(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8))| {
+            let (_, mut s, _, _) = pair(key(5), key(5));
+            for c in chunks {
+                if s.receive(&c).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
