@@ -175,7 +175,10 @@ impl Link {
             inbuf: Vec::new(),
             out: Vec::new(),
         };
-        link.queue(&Message::Hello(me));
+        // A hello is a few fixed-size fields: it always encodes and fits.
+        if link.queue(&Message::Hello(me)).is_err() {
+            link.state = State::Failed;
+        }
         link
     }
 
@@ -193,29 +196,30 @@ impl Link {
     }
 
     /// Queues a message; only once established (handshake messages are
-    /// the link's own).
+    /// the link's own). A message too big for one frame is refused.
     pub fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
         if self.state != State::Established {
             return Err(LinkError::Unexpected("send", self.state.name()));
         }
-        self.queue(msg);
-        Ok(())
+        self.queue(msg)
     }
 
-    fn queue(&mut self, msg: &Message) {
-        let Ok(body) = crate::codec::encode(msg) else {
-            // Our own messages always encode; should one not, the peer
-            // sees a sequence gap and ends the link.
-            return;
-        };
+    fn queue(&mut self, msg: &Message) -> Result<(), LinkError> {
+        let body = crate::codec::encode(msg).map_err(|e| LinkError::Body(e.to_string()))?;
+        let frame_len = SEQ_LEN + body.len() + MAC_LEN;
+        if frame_len > MAX_FRAME {
+            // The peer would refuse it; the caller must page it smaller.
+            return Err(LinkError::Oversize(frame_len));
+        }
         let seq = self.send_seq.to_be_bytes();
         let mac = hmac(&self.send_key, &[&seq, &body]);
-        let len = (SEQ_LEN + body.len() + MAC_LEN) as u32;
-        self.out.extend_from_slice(&len.to_be_bytes());
+        self.out
+            .extend_from_slice(&(frame_len as u32).to_be_bytes());
         self.out.extend_from_slice(&seq);
         self.out.extend_from_slice(&body);
         self.out.extend_from_slice(&mac);
         self.send_seq += 1;
+        Ok(())
     }
 
     fn fail(&mut self, e: LinkError) -> LinkError {
@@ -295,7 +299,7 @@ impl Link {
                     return Err(LinkError::SameRole);
                 }
                 let proof = self.proof(self.me.role, &self.me.nonce, &h.nonce);
-                self.queue(&Message::Auth { proof });
+                self.queue(&Message::Auth { proof })?;
                 self.peer = Some(h.clone());
                 self.state = State::AwaitAuth;
                 Ok(Some(Event::PeerHello(h)))
@@ -489,6 +493,18 @@ mod tests {
         let mut p = Link::new(key(5), hello(Role::Primary, 1));
         let mut p2 = Link::new(key(5), hello(Role::Primary, 2));
         assert_eq!(p.receive(&p2.take_output()), Err(LinkError::SameRole));
+    }
+
+    #[test]
+    fn a_message_too_big_for_a_frame_is_refused_not_sent() {
+        let (mut p, _, _, _) = pair(key(5), key(5));
+        let huge = Message::Error {
+            reason: "x".repeat(MAX_FRAME),
+        };
+        assert!(matches!(p.send(&huge), Err(LinkError::Oversize(_))));
+        assert!(p.take_output().is_empty());
+        p.send(&Message::Ack { seq: 1 }).unwrap();
+        assert!(!p.take_output().is_empty());
     }
 
     #[test]
