@@ -12,7 +12,7 @@ use super::names::check_interface;
 use super::table::{self, Arg, Opt, OptionDef};
 use super::types::{Config, DomainScope, LogFacility};
 use super::value::{parse_u32, split_fields, unhide};
-use super::{dhcp_host, dhcp_option, dhcp_range, domain};
+use super::{dhcp_host, dhcp_option, dhcp_range, domain, failover};
 
 /// glibc's syslog facility names, which dnsmasq accepts.
 const FACILITIES: &[&str] = &[
@@ -172,6 +172,42 @@ impl Builder {
             Opt::LeaseFile => c.lease_file = path_value(v).map_err(bad)?,
             Opt::PidFile => c.pid_file = path_value(v).map_err(bad)?,
             Opt::LeaseDb => c.lease_db = path_value(v).map_err(bad)?,
+            Opt::ControlSocket => c.control_socket = path_value(v).map_err(bad)?,
+            Opt::FailoverKey => c.failover_options.key_file = Some(path_value(v).map_err(bad)?),
+            Opt::FailoverListen
+            | Opt::FailoverMaster
+            | Opt::FailoverHeartbeat
+            | Opt::FailoverTimeout
+            | Opt::FailoverSplit
+            | Opt::FailoverMclt
+            | Opt::FailoverAutoPartnerDown
+            | Opt::FailoverMaxSkew
+            | Opt::FailoverUnansweredSecs => {
+                let f = &mut c.failover_options;
+                let field = |e: super::error::FieldError| e.at(name, at);
+                let v = unhide(v);
+                match def.opt {
+                    Opt::FailoverListen => f.listen = Some(failover::listen(&v).map_err(field)?),
+                    Opt::FailoverMaster => f.master = Some(failover::master(&v).map_err(field)?),
+                    Opt::FailoverHeartbeat => {
+                        f.heartbeat = Some(failover::duration(&v).map_err(field)?)
+                    }
+                    Opt::FailoverTimeout => {
+                        f.timeout = Some(failover::duration(&v).map_err(field)?)
+                    }
+                    Opt::FailoverSplit => {
+                        f.split_percent = Some(failover::percent(&v).map_err(field)?)
+                    }
+                    Opt::FailoverMclt => f.mclt = Some(failover::duration(&v).map_err(field)?),
+                    Opt::FailoverAutoPartnerDown => {
+                        f.auto_partner_down = Some(failover::duration(&v).map_err(field)?)
+                    }
+                    Opt::FailoverMaxSkew => {
+                        f.max_skew = Some(failover::duration(&v).map_err(field)?)
+                    }
+                    _ => f.unanswered_secs = Some(failover::secs(&v).map_err(field)?),
+                }
+            }
             Opt::User => c.user = Some(word_value(v).map_err(bad)?),
             Opt::Group => c.group = Some(word_value(v).map_err(bad)?),
             Opt::Domain => {
@@ -375,6 +411,16 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// Checks that need every option: the failover settings as a whole.
+    pub fn finish(mut self) -> Result<Config, ConfigError> {
+        self.cfg.failover = self
+            .cfg
+            .failover_options
+            .resolve()
+            .map_err(|reason| ConfigError::Inconsistent { reason })?;
+        Ok(self.cfg)
     }
 
     /// Reads one conf file. `context` says who asked for it, for errors.

@@ -42,6 +42,10 @@ impl fmt::Display for Location {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// Options that are each fine but do not fit together.
+    #[error("{reason}")]
+    Inconsistent { reason: String },
+
     #[error("unknown option '{name}' {at}")]
     UnknownOption { name: String, at: Location },
 

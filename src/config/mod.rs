@@ -14,6 +14,7 @@ mod dns_opts;
 pub mod dns_types;
 mod domain;
 mod error;
+pub mod failover;
 mod file;
 mod names;
 mod table;
@@ -25,6 +26,7 @@ use std::path::Path;
 
 pub use dns_types::*;
 pub use error::{ConfigError, Location};
+pub use failover::{FailoverConfig, FailoverRole};
 pub use types::*;
 
 use builder::Builder;
@@ -68,7 +70,7 @@ pub fn load_with_default(args: &[String], default_conf: &Path) -> Result<Config,
             b.apply(def, value.as_deref(), &Location::CommandLine)?;
         }
     }
-    Ok(b.cfg)
+    b.finish()
 }
 
 /// Parses conf-file text; `origin` names it in errors. `conf-file=` and
@@ -76,7 +78,7 @@ pub fn load_with_default(args: &[String], default_conf: &Path) -> Result<Config,
 pub fn parse_conf_text(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let mut b = Builder::new();
     b.read_text(text, origin)?;
-    Ok(b.cfg)
+    b.finish()
 }
 
 #[cfg(test)]

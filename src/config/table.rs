@@ -71,6 +71,17 @@ pub(crate) enum Opt {
     DnsForwardMax,
     LogQueries,
     LocalService,
+    FailoverListen,
+    FailoverMaster,
+    FailoverKey,
+    FailoverHeartbeat,
+    FailoverTimeout,
+    FailoverSplit,
+    FailoverMclt,
+    FailoverAutoPartnerDown,
+    FailoverMaxSkew,
+    FailoverUnansweredSecs,
+    ControlSocket,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -97,6 +108,17 @@ impl OptionDef {
                 | Opt::LeaseMax
                 | Opt::LogFacility
                 | Opt::LeaseDb
+                | Opt::FailoverListen
+                | Opt::FailoverMaster
+                | Opt::FailoverKey
+                | Opt::FailoverHeartbeat
+                | Opt::FailoverTimeout
+                | Opt::FailoverSplit
+                | Opt::FailoverMclt
+                | Opt::FailoverAutoPartnerDown
+                | Opt::FailoverMaxSkew
+                | Opt::FailoverUnansweredSecs
+                | Opt::ControlSocket
         )
     }
 
@@ -155,6 +177,27 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("test", None, N, Opt::Test),
     // twinmasq's own.
     def("lease-db", None, R, Opt::LeaseDb),
+    def("failover-listen", None, R, Opt::FailoverListen),
+    def("failover-master", None, R, Opt::FailoverMaster),
+    def("failover-key", None, R, Opt::FailoverKey),
+    def("failover-heartbeat", None, R, Opt::FailoverHeartbeat),
+    def("failover-timeout", None, R, Opt::FailoverTimeout),
+    def("failover-split", None, R, Opt::FailoverSplit),
+    def("failover-mclt", None, R, Opt::FailoverMclt),
+    def(
+        "failover-auto-partner-down",
+        None,
+        R,
+        Opt::FailoverAutoPartnerDown,
+    ),
+    def("failover-max-skew", None, R, Opt::FailoverMaxSkew),
+    def(
+        "failover-unanswered-secs",
+        None,
+        R,
+        Opt::FailoverUnansweredSecs,
+    ),
+    def("control-socket", None, R, Opt::ControlSocket),
     // The rest of dnsmasq's options, in dnsmasq's order: the DNS ones
     // twinmasq implements, the others Unsupported.
     def("version", Some('v'), N, U),
@@ -372,8 +415,9 @@ mod tests {
                 assert!(shorts.insert(c), "duplicate -{c}");
             }
         }
-        // dnsmasq's long option list, plus lease-db.
-        assert_eq!(OPTIONS.len(), 196);
+        // dnsmasq's long option list, plus lease-db, the ten failover
+        // options and control-socket.
+        assert_eq!(OPTIONS.len(), 207);
     }
 
     #[test]

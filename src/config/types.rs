@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use super::dns_types::DnsConfig;
+use super::failover::{FailoverConfig, FailoverOptions, DEFAULT_CONTROL_SOCKET};
 
 /// dnsmasq's default when a range gives none.
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
@@ -162,6 +163,10 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `--test`: check the configuration and exit.
     pub test_only: bool,
+    /// The failover options as given; `failover` is what they resolve to.
+    pub failover_options: FailoverOptions,
+    pub failover: Option<FailoverConfig>,
+    pub control_socket: PathBuf,
 }
 
 impl Default for Config {
@@ -192,6 +197,9 @@ impl Default for Config {
             group: None,
             dns: DnsConfig::default(),
             test_only: false,
+            failover_options: FailoverOptions::default(),
+            failover: None,
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
         }
     }
 }

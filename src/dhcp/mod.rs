@@ -11,6 +11,7 @@ pub mod ping;
 pub mod pool;
 pub mod reply;
 pub mod request;
+pub mod share;
 pub mod shell;
 pub mod socket;
 pub mod stats;
