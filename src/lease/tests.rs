@@ -746,3 +746,61 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn outbox_keeps_own_changes_only_and_only_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    db.commit(lease(1, 1, None, 100), 1).unwrap();
+    assert!(db.take_outbox().is_empty(), "off until enabled");
+    db.enable_outbox();
+    let a = db.commit(lease(2, 2, None, 100), 2).unwrap();
+    db.commit_batch(vec![lease(3, 3, None, 100)], 3).unwrap();
+    let mut remote = lease(4, 4, None, 100);
+    remote.stamp = Stamp {
+        wall_ms: 10,
+        counter: 0,
+        node: db.node_id().wrapping_add(1).max(1),
+    };
+    db.merge_in(remote).unwrap();
+    let out = db.take_outbox();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0], a);
+    assert_eq!(out[1].ip, ip(3));
+    assert!(db.take_outbox().is_empty());
+}
+
+#[test]
+fn merge_batch_keeps_the_newest_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = {
+        let mut db = open(dir.path());
+        let mine = db.commit(lease(1, 1, None, 100), 50).unwrap();
+        let other = db.node_id().wrapping_add(1).max(1);
+        let at = |ip_n, client_n, wall_ms| LeaseRecord {
+            stamp: Stamp {
+                wall_ms,
+                counter: 0,
+                node: other,
+            },
+            ..lease(ip_n, client_n, None, 100)
+        };
+        // Older than ours for ip 1; two versions of ip 2, newest last-but-one.
+        let stored = db
+            .merge_batch(vec![at(1, 9, 10), at(2, 5, 70), at(2, 6, 60)])
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(db.get(ip(1)).unwrap(), mine);
+        assert_eq!(db.get(ip(2)).unwrap().client, client(5));
+        assert!(
+            db.last_stamp().wall_ms >= 70,
+            "the clock moved past the merge"
+        );
+        db.durability().flush().unwrap();
+        db.node_id()
+    };
+    let db = open(dir.path());
+    assert_eq!(db.node_id(), node);
+    assert_eq!(db.get(ip(2)).unwrap().client, client(5));
+    assert_eq!(db.by_client(&client(5)).unwrap().ip, ip(2));
+}

@@ -1,0 +1,199 @@
+//! The merge rule of the failover pair, as pure functions: which of two
+//! records for one address stands, what counts as a conflict, and which
+//! leases a merge leaves superseded. The lease database and the failover
+//! link both decide through these, so both nodes reach the same table
+//! whatever order records arrive in.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use twinmasq_proto::{ClientKey, LeaseRecord};
+
+/// Orders two records for one address: the greater stamp is newer. Stamps
+/// carry the node id, so two nodes never issue equal ones; should equal
+/// stamps ever meet with different contents (a restored backup, a bug),
+/// the contents decide, so the order stays total and merging commutative.
+pub fn compare(a: &LeaseRecord, b: &LeaseRecord) -> Ordering {
+    a.stamp
+        .cmp(&b.stamp)
+        .then_with(|| content_key(a).cmp(&content_key(b)))
+}
+
+fn content_key(r: &LeaseRecord) -> impl Ord + '_ {
+    (
+        r.state as u8,
+        &r.client.0,
+        r.htype,
+        &r.hwaddr,
+        &r.client_id,
+        &r.hostname,
+        match r.expires {
+            twinmasq_proto::Expiry::At(t) => (0u8, t),
+            twinmasq_proto::Expiry::Never => (1u8, 0),
+        },
+    )
+}
+
+/// Does `incoming` replace `current`? Only if it is strictly newer, so a
+/// record merged twice changes nothing the second time.
+pub fn replaces(incoming: &LeaseRecord, current: Option<&LeaseRecord>) -> bool {
+    current.is_none_or(|cur| compare(incoming, cur) == Ordering::Greater)
+}
+
+/// Of two records for one address, the one that stands.
+pub fn merge<'a>(a: &'a LeaseRecord, b: &'a LeaseRecord) -> &'a LeaseRecord {
+    if compare(b, a) == Ordering::Greater {
+        b
+    } else {
+        a
+    }
+}
+
+/// Two records for one address that each give it, unexpired, to a
+/// different client: both nodes acknowledged the address to someone.
+pub fn is_conflict(a: &LeaseRecord, b: &LeaseRecord, now_secs: u64) -> bool {
+    a.ip == b.ip && a.client != b.client && a.is_active(now_secs) && b.is_active(now_secs)
+}
+
+/// A whole table, one record per address.
+pub type Table = BTreeMap<Ipv4Addr, LeaseRecord>;
+
+/// Merges two tables address by address. Commutative, associative and
+/// idempotent, because [`merge`] picks by a total order.
+pub fn merge_tables(a: &Table, b: &Table) -> Table {
+    let mut out = a.clone();
+    for (ip, rb) in b {
+        match out.get(ip) {
+            Some(ra) if !replaces(rb, Some(ra)) => {}
+            _ => {
+                out.insert(*ip, rb.clone());
+            }
+        }
+    }
+    out
+}
+
+/// One client, one lease: among `leases` (the bound records naming
+/// `client`), every one but the newest is superseded and should be
+/// released. Returns the superseded ones.
+pub fn superseded<'a>(
+    client: &ClientKey,
+    leases: impl IntoIterator<Item = &'a LeaseRecord>,
+    now_secs: u64,
+) -> Vec<&'a LeaseRecord> {
+    let mut bound: Vec<&LeaseRecord> = leases
+        .into_iter()
+        .filter(|r| &r.client == client && r.is_active(now_secs))
+        .collect();
+    bound.sort_by(|a, b| compare(a, b));
+    bound.pop();
+    bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use twinmasq_proto::{Expiry, LeaseState, Stamp};
+
+    fn rec(ip: u8, client: u8, wall: u64, node: u32, state: LeaseState) -> LeaseRecord {
+        let hw = vec![2, 0, 0, 0, 0, client];
+        LeaseRecord {
+            ip: Ipv4Addr::new(198, 18, 0, ip),
+            state,
+            client: ClientKey::from_hwaddr(1, &hw),
+            htype: 1,
+            hwaddr: hw,
+            client_id: None,
+            hostname: None,
+            expires: Expiry::At(1_000 + wall),
+            stamp: Stamp {
+                wall_ms: wall,
+                counter: 0,
+                node,
+            },
+        }
+    }
+
+    fn state(n: u8) -> LeaseState {
+        match n % 4 {
+            0 => LeaseState::Bound,
+            1 => LeaseState::Released,
+            2 => LeaseState::Expired,
+            _ => LeaseState::Declined,
+        }
+    }
+
+    /// Tables over a few addresses, clients, stamps and two node ids, so
+    /// the same address often carries different records on each side,
+    /// sometimes with the same stamp (the tie-break case).
+    fn table() -> impl Strategy<Value = Table> {
+        proptest::collection::vec((0u8..6, 0u8..4, 0u64..5, 1u32..3, any::<u8>()), 0..12).prop_map(
+            |v| {
+                v.into_iter()
+                    .map(|(ip, c, w, n, s)| {
+                        let r = rec(ip, c, w, n, state(s));
+                        (r.ip, r)
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in table(), b in table()) {
+            prop_assert_eq!(merge_tables(&a, &b), merge_tables(&b, &a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in table(), b in table(), c in table()) {
+            prop_assert_eq!(
+                merge_tables(&merge_tables(&a, &b), &c),
+                merge_tables(&a, &merge_tables(&b, &c))
+            );
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in table(), b in table()) {
+            let ab = merge_tables(&a, &b);
+            prop_assert_eq!(merge_tables(&ab, &b), ab.clone());
+            prop_assert_eq!(merge_tables(&a, &a), a);
+        }
+    }
+
+    #[test]
+    fn newer_stamp_wins_and_node_breaks_ties() {
+        let old = rec(1, 1, 5, 2, LeaseState::Bound);
+        let new = rec(1, 2, 6, 1, LeaseState::Bound);
+        assert_eq!(merge(&old, &new), &new);
+        assert_eq!(merge(&new, &old), &new);
+        let a = rec(1, 1, 5, 1, LeaseState::Bound);
+        let b = rec(1, 2, 5, 2, LeaseState::Bound);
+        assert_eq!(merge(&a, &b), &b);
+        assert!(!replaces(&a, Some(&a)));
+        assert!(replaces(&a, None));
+    }
+
+    #[test]
+    fn conflicts_need_two_active_clients() {
+        let a = rec(1, 1, 5, 1, LeaseState::Bound);
+        let b = rec(1, 2, 6, 2, LeaseState::Bound);
+        assert!(is_conflict(&a, &b, 1_000));
+        assert!(!is_conflict(&a, &b, 1_005), "a has expired by then");
+        let released = rec(1, 2, 6, 2, LeaseState::Released);
+        assert!(!is_conflict(&a, &released, 1_000));
+        assert!(!is_conflict(&a, &a, 1_000));
+    }
+
+    #[test]
+    fn only_the_newest_lease_of_a_client_stands() {
+        let older = rec(1, 7, 5, 1, LeaseState::Bound);
+        let newer = rec(2, 7, 9, 2, LeaseState::Bound);
+        let other = rec(3, 8, 10, 2, LeaseState::Bound);
+        let all = [older.clone(), newer, other];
+        let gone = superseded(&older.client, &all, 1_000);
+        assert_eq!(gone, vec![&older]);
+    }
+}
