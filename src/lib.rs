@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dhcp;
 pub mod dns;
+pub mod failover;
 pub mod lease;
 pub mod net;
 pub mod server;

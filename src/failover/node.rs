@@ -1,0 +1,832 @@
+//! The failover node, sans-I/O: one end of the primary/secondary pair.
+//!
+//! It owns the link sessions (handshake through [`twinmasq_proto::link`]),
+//! the sync on (re)connect, the numbered stream of changes and their acks,
+//! the timers (heartbeat, link timeout, reconnect backoff, automatic
+//! partner-down) and the serve mode it hands the DHCP engine. Connection
+//! events, bytes, the lease database and the time go in; [`Output`]s come
+//! out for the shell (or the simulation) to carry out. No sockets, clock or
+//! randomness inside: the caller passes the time and each session's nonce.
+//!
+//! Sync: the secondary sends its whole table in pages; the primary merges
+//! each page, and after the last one sends back every record the
+//! secondary's table lacks or holds an older version of, then `SyncDone`.
+//! From then on both ends stream their own changes as numbered updates;
+//! each end merges, makes durable, then acks. A reply that depends on a
+//! change leaves only after the partner's ack (see [`Output::AckedThrough`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use twinmasq_proto::key::Key;
+use twinmasq_proto::link::{Event, Hello, Link, Message, Role, PROTOCOL_VERSION};
+use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
+
+use crate::dhcp::share::ServeMode;
+use crate::lease::{merge, LeaseDb};
+
+pub type ConnId = u64;
+
+/// Lease pages and updates are cut at about this many encoded bytes, well
+/// inside the link's 1 MiB frame limit.
+const PAGE_BYTES: usize = 256 << 10;
+/// Reconnect backoff of the secondary: first retry, and the ceiling.
+const BACKOFF_MIN_MS: u64 = 250;
+const BACKOFF_MAX_MS: u64 = 4_000;
+/// Own changes waiting for a sync to finish before they are dropped and
+/// left to the next full sync: bounds memory while a sync stalls.
+const MAX_UNSENT: usize = 500_000;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub key: Key,
+    pub heartbeat_ms: u64,
+    pub timeout_ms: u64,
+    pub max_skew_ms: u64,
+    pub mclt_ms: u64,
+    pub auto_partner_down_ms: Option<u64>,
+    /// Hash of the DHCP ranges and split: both ends must agree.
+    pub ranges_fingerprint: [u8; 32],
+    /// The same, readable, for the message when they do not agree.
+    pub ranges_text: String,
+}
+
+/// What the node asks its caller to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Secondary: open a connection to the primary, then call
+    /// [`Node::connected`] or [`Node::connect_failed`].
+    Connect,
+    Write(ConnId, Vec<u8>),
+    /// Close the connection; the node has already forgotten it.
+    Close(ConnId),
+    /// The DHCP engine's mode changes.
+    Mode(ServeMode),
+    /// The partner has persisted every own change with a stamp up to this:
+    /// replies waiting on those changes may leave.
+    AckedThrough(Stamp),
+    /// Replies waiting on changes with these stamps must never leave: a
+    /// newer record from the partner replaced the change.
+    Cancel(Vec<Stamp>),
+    /// Records for these addresses changed by merge: the engine refreshes.
+    Changed(Vec<Ipv4Addr>),
+    /// Make the database durable, then call [`Node::persisted`] with this.
+    Flush(u64),
+}
+
+/// Does the engine's reply wait for the partner's ack in this mode?
+pub fn waits_for_partner(mode: ServeMode) -> bool {
+    matches!(mode, ServeMode::Linked | ServeMode::Passive)
+}
+
+#[derive(Debug)]
+enum Phase {
+    Handshake,
+    /// Secondary: our table is sent; merging the primary's pages.
+    AwaitPrimaryTable,
+    /// Primary: merging the secondary's pages, noting what it holds.
+    ReceivingTable {
+        theirs: HashMap<Ipv4Addr, Stamp>,
+    },
+    Streaming,
+}
+
+struct Session {
+    link: Link,
+    phase: Phase,
+    opened_ms: u64,
+    last_rx_ms: u64,
+    last_tx_ms: u64,
+    peer_node: Option<u32>,
+    /// Why this session must end once the handshake lets us say so.
+    refusal: Option<String>,
+}
+
+/// A snapshot for `twinmasq status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub role: Role,
+    pub state: &'static str,
+    pub linked: bool,
+    pub partner_node: Option<u32>,
+    pub last_sync_ms: Option<u64>,
+    pub unacked: u64,
+    pub conflicts: u64,
+    pub clock_skew_ms: Option<i64>,
+    pub partner_down_since_ms: Option<u64>,
+    pub mode: ServeMode,
+}
+
+pub struct Node {
+    cfg: NodeConfig,
+    node_id: u32,
+    sessions: HashMap<ConnId, Session>,
+    /// The session that is, or is becoming, the link to the partner.
+    partner: Option<ConnId>,
+    out: VecDeque<Output>,
+    mode: ServeMode,
+    /// Own changes not yet sent in an update.
+    unsent: Vec<LeaseRecord>,
+    next_update: u64,
+    /// Updates sent and not acked: (seq, greatest stamp, sent at).
+    in_flight: VecDeque<(u64, Stamp, u64)>,
+    acked_through: Stamp,
+    /// Received updates waiting for their flush: (token, session, seq).
+    pending_acks: VecDeque<(u64, ConnId, u64)>,
+    next_token: u64,
+    connecting: bool,
+    next_connect_ms: u64,
+    backoff_ms: u64,
+    unlinked_since_ms: Option<u64>,
+    partner_down_since_ms: Option<u64>,
+    last_partner_node: Option<u32>,
+    last_sync_ms: Option<u64>,
+    skew_ms: Option<i64>,
+    conflicts: u64,
+}
+
+fn record_size(r: &LeaseRecord) -> usize {
+    // An upper estimate of the encoded size: fixed fields plus the buffers.
+    64 + r.client.0.len()
+        + r.hwaddr.len()
+        + r.client_id.as_ref().map_or(0, Vec::len)
+        + r.hostname.as_ref().map_or(0, String::len)
+}
+
+/// Cuts records into pages of at most about [`PAGE_BYTES`].
+fn paginate(records: Vec<LeaseRecord>) -> Vec<Vec<LeaseRecord>> {
+    let mut pages = Vec::new();
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for r in records {
+        let size = record_size(&r);
+        if bytes + size > PAGE_BYTES && !page.is_empty() {
+            pages.push(std::mem::take(&mut page));
+            bytes = 0;
+        }
+        bytes += size;
+        page.push(r);
+    }
+    if !page.is_empty() {
+        pages.push(page);
+    }
+    pages
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, node_id: u32, now_ms: u64) -> Node {
+        let mut node = Node {
+            cfg,
+            node_id,
+            sessions: HashMap::new(),
+            partner: None,
+            out: VecDeque::new(),
+            mode: ServeMode::Unlinked,
+            unsent: Vec::new(),
+            next_update: 1,
+            in_flight: VecDeque::new(),
+            acked_through: Stamp::default(),
+            pending_acks: VecDeque::new(),
+            next_token: 1,
+            connecting: false,
+            next_connect_ms: now_ms,
+            backoff_ms: BACKOFF_MIN_MS,
+            unlinked_since_ms: Some(now_ms),
+            partner_down_since_ms: None,
+            last_partner_node: None,
+            last_sync_ms: None,
+            skew_ms: None,
+            conflicts: 0,
+        };
+        node.out.push_back(Output::Mode(ServeMode::Unlinked));
+        node
+    }
+
+    pub fn role(&self) -> Role {
+        self.cfg.role
+    }
+
+    pub fn mode(&self) -> ServeMode {
+        self.mode
+    }
+
+    /// Next thing for the caller to do.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn in_sync(&self) -> bool {
+        self.partner
+            .and_then(|c| self.sessions.get(&c))
+            .is_some_and(|s| matches!(s.phase, Phase::Streaming))
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let phase = self
+            .partner
+            .and_then(|c| self.sessions.get(&c))
+            .map(|s| &s.phase);
+        let state = match (self.cfg.role, phase) {
+            (_, _) if self.partner_down_since_ms.is_some() && !self.in_sync() => "partner-down",
+            (Role::Primary, Some(Phase::Streaming)) => "linked",
+            (Role::Secondary, Some(Phase::Streaming)) => "passive",
+            (_, Some(Phase::AwaitPrimaryTable | Phase::ReceivingTable { .. })) => "syncing",
+            (Role::Primary, _) => "unlinked",
+            (Role::Secondary, Some(Phase::Handshake)) => "connecting",
+            (Role::Secondary, None) => "active",
+        };
+        NodeStatus {
+            role: self.cfg.role,
+            state,
+            linked: self.in_sync(),
+            partner_node: self.last_partner_node,
+            last_sync_ms: self.last_sync_ms,
+            unacked: self.in_flight.len() as u64,
+            conflicts: self.conflicts,
+            clock_skew_ms: self.skew_ms,
+            partner_down_since_ms: self.partner_down_since_ms,
+            mode: self.mode,
+        }
+    }
+
+    /// The operator (or the automatic timer) says the partner is gone for
+    /// good: after an MCLT the partner's share may be used. Refused while
+    /// the partner is in sync, since then it plainly is not down.
+    pub fn declare_partner_down(&mut self, now_ms: u64) -> Result<u64, String> {
+        if self.in_sync() {
+            return Err("the partner is linked and in sync: it is not down".into());
+        }
+        let since = *self.partner_down_since_ms.get_or_insert(now_ms);
+        tracing::warn!(
+            "failover: partner declared down; its share of the ranges is used from {} ms on",
+            self.cfg.mclt_ms
+        );
+        self.update_mode();
+        Ok(since + self.cfg.mclt_ms)
+    }
+
+    fn update_mode(&mut self) {
+        let mode = if self.in_sync() {
+            match self.cfg.role {
+                Role::Primary => ServeMode::Linked,
+                Role::Secondary => ServeMode::Passive,
+            }
+        } else if let Some(since) = self.partner_down_since_ms {
+            ServeMode::PartnerDown {
+                partner_share_from_ms: since + self.cfg.mclt_ms,
+            }
+        } else {
+            ServeMode::Unlinked
+        };
+        if mode != self.mode {
+            tracing::info!("failover: serve mode {:?} -> {mode:?}", self.mode);
+            self.mode = mode;
+            self.out.push_back(Output::Mode(mode));
+        }
+    }
+
+    /// A connection is up (accepted by the primary, or the secondary's
+    /// [`Output::Connect`] succeeded). `nonce` must be fresh and random.
+    pub fn connected(&mut self, conn: ConnId, nonce: [u8; 32], db: &LeaseDb, now_ms: u64) {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role: self.cfg.role,
+            node: db.node_id(),
+            nonce,
+            ranges: self.cfg.ranges_fingerprint,
+            wall_ms: now_ms,
+        };
+        let session = Session {
+            link: Link::new(self.cfg.key.clone(), hello),
+            phase: Phase::Handshake,
+            opened_ms: now_ms,
+            last_rx_ms: now_ms,
+            last_tx_ms: now_ms,
+            peer_node: None,
+            refusal: None,
+        };
+        self.sessions.insert(conn, session);
+        if self.cfg.role == Role::Secondary {
+            self.connecting = false;
+            if let Some(old) = self.partner.replace(conn) {
+                self.close(old, now_ms, "replaced by a new connection");
+            }
+        }
+        self.flush_link(conn, now_ms);
+    }
+
+    /// The secondary's connection attempt failed.
+    pub fn connect_failed(&mut self, now_ms: u64) {
+        self.connecting = false;
+        self.schedule_reconnect(now_ms);
+    }
+
+    fn schedule_reconnect(&mut self, now_ms: u64) {
+        self.next_connect_ms = now_ms + self.backoff_ms;
+        self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+    }
+
+    /// The connection ended from the other side (or failed).
+    pub fn closed(&mut self, conn: ConnId, now_ms: u64) {
+        if self.sessions.contains_key(&conn) {
+            self.forget(conn, now_ms);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, now_ms: u64, why: &str) {
+        if self.sessions.contains_key(&conn) {
+            if Some(conn) == self.partner {
+                tracing::warn!("failover: link to the partner ends: {why}");
+            } else {
+                tracing::info!("failover: connection {conn} ends: {why}");
+            }
+            self.out.push_back(Output::Close(conn));
+            self.forget(conn, now_ms);
+        }
+    }
+
+    fn forget(&mut self, conn: ConnId, now_ms: u64) {
+        self.sessions.remove(&conn);
+        self.pending_acks.retain(|(_, c, _)| *c != conn);
+        if self.partner == Some(conn) {
+            self.partner = None;
+            self.in_flight.clear();
+            self.unsent.clear();
+            self.unlinked_since_ms.get_or_insert(now_ms);
+            if self.cfg.role == Role::Secondary {
+                self.schedule_reconnect(now_ms);
+            }
+            self.update_mode();
+        }
+    }
+
+    /// Moves the database's own changes into `unsent` (or drops them when
+    /// no partner session exists: the next sync sends the whole table).
+    fn absorb_outbox(&mut self, db: &mut LeaseDb) {
+        let changes = db.take_outbox();
+        if self.partner.is_some() {
+            self.unsent.extend(changes);
+            if self.unsent.len() > MAX_UNSENT {
+                self.unsent.clear();
+                if let Some(p) = self.partner {
+                    self.close(p, 0, "too many changes waiting for the sync to finish");
+                }
+            }
+        }
+    }
+
+    /// Sends the own changes made since the last call. Call after every
+    /// batch of DHCP requests, so replies wait no longer than needed.
+    pub fn pump(&mut self, db: &mut LeaseDb, now_ms: u64) {
+        self.absorb_outbox(db);
+        let Some(conn) = self.partner.filter(|_| self.in_sync()) else {
+            return;
+        };
+        if self.unsent.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.unsent);
+        for page in paginate(changes) {
+            let top = page.iter().map(|r| r.stamp).max().unwrap_or_default();
+            let seq = self.next_update;
+            self.next_update += 1;
+            if !self.send(conn, &Message::Update { seq, records: page }, now_ms) {
+                return;
+            }
+            self.in_flight.push_back((seq, top, now_ms));
+        }
+    }
+
+    /// Timers: reconnects, heartbeats, timeouts, automatic partner-down.
+    pub fn tick(&mut self, db: &mut LeaseDb, now_ms: u64) {
+        self.pump(db, now_ms);
+        if self.cfg.role == Role::Secondary
+            && self.partner.is_none()
+            && !self.connecting
+            && now_ms >= self.next_connect_ms
+        {
+            self.connecting = true;
+            self.out.push_back(Output::Connect);
+        }
+        let timeout = self.cfg.timeout_ms;
+        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            let Some(s) = self.sessions.get(&conn) else {
+                continue;
+            };
+            let silent = now_ms.saturating_sub(s.last_rx_ms);
+            let established = s.link.is_established();
+            if silent > timeout {
+                self.close(conn, now_ms, &format!("nothing heard for {silent} ms"));
+            } else if !established && now_ms.saturating_sub(s.opened_ms) > timeout {
+                self.close(conn, now_ms, "handshake did not finish in time");
+            } else if established && now_ms.saturating_sub(s.last_tx_ms) >= self.cfg.heartbeat_ms {
+                self.send(conn, &Message::Heartbeat { wall_ms: now_ms }, now_ms);
+            }
+        }
+        if let (Some(conn), Some(&(seq, _, sent))) = (self.partner, self.in_flight.front()) {
+            if now_ms.saturating_sub(sent) > timeout {
+                self.close(
+                    conn,
+                    now_ms,
+                    &format!("update {seq} not acked within {timeout} ms"),
+                );
+            }
+        }
+        if let (Some(after), Some(since), None) = (
+            self.cfg.auto_partner_down_ms,
+            self.unlinked_since_ms,
+            self.partner_down_since_ms,
+        ) {
+            if now_ms.saturating_sub(since) >= after {
+                tracing::warn!("failover: partner unlinked for {after} ms: declaring it down");
+                let _ = self.declare_partner_down(now_ms);
+            }
+        }
+    }
+
+    /// The flush for `token` (and every earlier one) is done: ack the
+    /// updates it covered.
+    pub fn persisted(&mut self, token: u64, now_ms: u64) {
+        while let Some(&(t, conn, seq)) = self.pending_acks.front() {
+            if t > token {
+                break;
+            }
+            self.pending_acks.pop_front();
+            if self.sessions.contains_key(&conn) {
+                self.send(conn, &Message::Ack { seq }, now_ms);
+            }
+        }
+    }
+
+    /// Queues a message; false (and the session closed) if it cannot go.
+    fn send(&mut self, conn: ConnId, msg: &Message, now_ms: u64) -> bool {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
+        if let Err(e) = s.link.send(msg) {
+            self.close(conn, now_ms, &format!("cannot send: {e}"));
+            return false;
+        }
+        self.flush_link(conn, now_ms);
+        true
+    }
+
+    fn flush_link(&mut self, conn: ConnId, now_ms: u64) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            let bytes = s.link.take_output();
+            if !bytes.is_empty() {
+                s.last_tx_ms = now_ms;
+                self.out.push_back(Output::Write(conn, bytes));
+            }
+        }
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn received(&mut self, conn: ConnId, bytes: &[u8], db: &mut LeaseDb, now_ms: u64) {
+        self.absorb_outbox(db);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        s.last_rx_ms = now_ms;
+        let events = match s.link.receive(bytes) {
+            Ok(evs) => evs,
+            Err(e) => {
+                // Nothing after a bad frame is acted on; the database is
+                // untouched by it.
+                self.flush_link(conn, now_ms);
+                self.close(conn, now_ms, &format!("link fault: {e}"));
+                return;
+            }
+        };
+        for ev in events {
+            if !self.sessions.contains_key(&conn) {
+                break;
+            }
+            self.on_event(conn, ev, db, now_ms);
+        }
+        self.flush_link(conn, now_ms);
+    }
+
+    fn on_event(&mut self, conn: ConnId, ev: Event, db: &mut LeaseDb, now_ms: u64) {
+        match ev {
+            Event::PeerHello(h) => self.on_hello(conn, &h, now_ms),
+            Event::Established => self.on_established(conn, db, now_ms),
+            Event::Message(m) => self.on_message(conn, m, db, now_ms),
+        }
+    }
+
+    fn on_hello(&mut self, conn: ConnId, h: &Hello, now_ms: u64) {
+        let skew = h.wall_ms as i64 - now_ms as i64;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        s.peer_node = Some(h.node);
+        if skew.unsigned_abs() > self.cfg.max_skew_ms {
+            s.refusal = Some(format!(
+                "clock skew of {skew} ms between the nodes exceeds the {} ms allowed (failover-max-skew): synchronise the clocks",
+                self.cfg.max_skew_ms
+            ));
+        } else if h.ranges != self.cfg.ranges_fingerprint {
+            s.refusal = Some(format!(
+                "DHCP ranges or failover-split differ between the nodes; this node has: {}",
+                self.cfg.ranges_text
+            ));
+        }
+        if Some(conn) == self.partner || self.cfg.role == Role::Primary {
+            self.skew_ms = Some(skew);
+        }
+    }
+
+    fn on_established(&mut self, conn: ConnId, db: &mut LeaseDb, now_ms: u64) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        let peer = s.peer_node;
+        if let Some(reason) = s.refusal.clone() {
+            tracing::error!("failover: refusing the link: {reason}");
+            self.send(conn, &Message::Error { reason }, now_ms);
+            self.close(conn, now_ms, "refused");
+            return;
+        }
+        if self.cfg.role == Role::Primary {
+            if let Some(other) = self.partner.filter(|o| *o != conn) {
+                let other_node = self.sessions.get(&other).and_then(|s| s.peer_node);
+                if other_node != peer {
+                    let reason = format!(
+                        "this primary already has a secondary (node {}); refusing node {} (one secondary per primary)",
+                        other_node.map_or("?".into(), |n| n.to_string()),
+                        peer.map_or("?".into(), |n| n.to_string()),
+                    );
+                    tracing::error!("failover: {reason}");
+                    self.send(conn, &Message::Error { reason }, now_ms);
+                    self.close(conn, now_ms, "second secondary refused");
+                    return;
+                }
+                // The same secondary again: its old connection is stale.
+                self.close(other, now_ms, "the secondary reconnected");
+            }
+            self.partner = Some(conn);
+        }
+        self.last_partner_node = peer;
+        self.unsent.clear();
+        match self.cfg.role {
+            Role::Primary => {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.phase = Phase::ReceivingTable {
+                        theirs: HashMap::new(),
+                    };
+                }
+            }
+            Role::Secondary => {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.phase = Phase::AwaitPrimaryTable;
+                }
+                let table: Vec<LeaseRecord> = db.iter().collect();
+                self.send_table(conn, table, now_ms);
+            }
+        }
+        tracing::info!(
+            "failover: link to node {} established; syncing",
+            peer.map_or("?".into(), |n| n.to_string())
+        );
+    }
+
+    /// Sends records as lease pages; the last page says so (an empty table
+    /// is one empty last page).
+    fn send_table(&mut self, conn: ConnId, table: Vec<LeaseRecord>, now_ms: u64) -> bool {
+        let mut pages = paginate(table);
+        if pages.is_empty() {
+            pages.push(Vec::new());
+        }
+        let n = pages.len();
+        for (i, records) in pages.into_iter().enumerate() {
+            let last = i + 1 == n;
+            if !self.send(conn, &Message::LeasePage { records, last }, now_ms) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn protocol_error(&mut self, conn: ConnId, what: &str, now_ms: u64) {
+        let reason = format!("protocol error: {what}");
+        self.send(
+            conn,
+            &Message::Error {
+                reason: reason.clone(),
+            },
+            now_ms,
+        );
+        self.close(conn, now_ms, &reason);
+    }
+
+    fn on_message(&mut self, conn: ConnId, m: Message, db: &mut LeaseDb, now_ms: u64) {
+        #[derive(Clone, Copy)]
+        enum P {
+            Handshake,
+            AwaitPrimaryTable,
+            ReceivingTable,
+            Streaming,
+        }
+        let phase = match self.sessions.get(&conn).map(|s| &s.phase) {
+            None => return,
+            Some(Phase::Handshake) => P::Handshake,
+            Some(Phase::AwaitPrimaryTable) => P::AwaitPrimaryTable,
+            Some(Phase::ReceivingTable { .. }) => P::ReceivingTable,
+            Some(Phase::Streaming) => P::Streaming,
+        };
+        match (phase, m) {
+            (_, Message::Error { reason }) => {
+                tracing::error!("failover: the partner refused the link: {reason}");
+                if self.cfg.role == Role::Secondary {
+                    // A refusal will not change in a moment: retry slowly.
+                    self.backoff_ms = BACKOFF_MAX_MS;
+                }
+                self.close(conn, now_ms, "refused by the partner");
+            }
+            (_, Message::Heartbeat { wall_ms }) => {
+                self.skew_ms = Some(wall_ms as i64 - now_ms as i64);
+            }
+            (P::ReceivingTable, Message::LeasePage { records, last }) => {
+                if let Some(Phase::ReceivingTable { theirs }) =
+                    self.sessions.get_mut(&conn).map(|s| &mut s.phase)
+                {
+                    for r in &records {
+                        theirs.insert(r.ip, r.stamp);
+                    }
+                }
+                self.merge_partner(records, db, now_ms);
+                if last {
+                    self.finish_sync_primary(conn, db, now_ms);
+                }
+            }
+            (P::AwaitPrimaryTable, Message::LeasePage { records, .. }) => {
+                self.merge_partner(records, db, now_ms);
+            }
+            (P::AwaitPrimaryTable, Message::SyncDone { .. }) => {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.phase = Phase::Streaming;
+                }
+                self.sync_complete(now_ms);
+                self.pump(db, now_ms);
+            }
+            (P::Streaming, Message::Update { seq, records }) => {
+                self.merge_partner(records, db, now_ms);
+                let token = self.next_token;
+                self.next_token += 1;
+                self.pending_acks.push_back((token, conn, seq));
+                self.out.push_back(Output::Flush(token));
+            }
+            (P::Streaming, Message::Ack { seq }) => {
+                let mut top = None;
+                while let Some(&(s, stamp, _)) = self.in_flight.front() {
+                    if s > seq {
+                        break;
+                    }
+                    self.in_flight.pop_front();
+                    top = Some(stamp);
+                }
+                if let Some(stamp) = top {
+                    self.acked_through = self.acked_through.max(stamp);
+                    self.out.push_back(Output::AckedThrough(self.acked_through));
+                }
+            }
+            (phase, m) => {
+                let what = format!(
+                    "{} while {}",
+                    match m {
+                        Message::Hello(_) => "hello",
+                        Message::Auth { .. } => "auth",
+                        Message::LeasePage { .. } => "lease page",
+                        Message::SyncDone { .. } => "sync done",
+                        Message::Update { .. } => "update",
+                        Message::Ack { .. } => "ack",
+                        Message::Heartbeat { .. } => "heartbeat",
+                        Message::Error { .. } => "error",
+                    },
+                    match phase {
+                        P::Handshake => "handshaking",
+                        P::AwaitPrimaryTable | P::ReceivingTable => "syncing",
+                        P::Streaming => "streaming",
+                    }
+                );
+                self.protocol_error(conn, &what, now_ms);
+            }
+        }
+    }
+
+    fn sync_complete(&mut self, now_ms: u64) {
+        self.last_sync_ms = Some(now_ms);
+        self.unlinked_since_ms = None;
+        self.partner_down_since_ms = None;
+        self.backoff_ms = BACKOFF_MIN_MS;
+        tracing::info!("failover: sync done; in sync with the partner");
+        self.update_mode();
+    }
+
+    /// After the secondary's last page: send it what it lacks, then done.
+    fn finish_sync_primary(&mut self, conn: ConnId, db: &mut LeaseDb, now_ms: u64) {
+        // Changes made up to now are in the table about to be sent.
+        db.take_outbox();
+        self.unsent.clear();
+        let theirs = match self.sessions.get_mut(&conn).map(|s| &mut s.phase) {
+            Some(Phase::ReceivingTable { theirs }) => std::mem::take(theirs),
+            _ => return,
+        };
+        let lacking: Vec<LeaseRecord> = db
+            .iter()
+            .filter(|r| theirs.get(&r.ip) != Some(&r.stamp))
+            .collect();
+        let sent = lacking.len();
+        if !lacking.is_empty() && !self.send_table(conn, lacking, now_ms) {
+            return;
+        }
+        let serial = db.last_stamp().wall_ms;
+        if !self.send(conn, &Message::SyncDone { serial }, now_ms) {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.phase = Phase::Streaming;
+        }
+        tracing::info!(
+            "failover: merged the secondary's {} records, sent {sent} back",
+            theirs.len()
+        );
+        self.sync_complete(now_ms);
+    }
+
+    /// Merges the partner's records: newer wins per address. Counts
+    /// conflicts, cancels own replies whose record lost, and releases a
+    /// client's older lease when the merge leaves it holding two.
+    fn merge_partner(&mut self, records: Vec<LeaseRecord>, db: &mut LeaseDb, now_ms: u64) {
+        let now_secs = now_ms / 1000;
+        let mut cancel = Vec::new();
+        for r in &records {
+            let current = db.get(r.ip);
+            if let Some(cur) = &current {
+                if merge::is_conflict(cur, r, now_secs) {
+                    self.conflicts += 1;
+                    let winner = merge::merge(cur, r);
+                    tracing::warn!(
+                        "failover: conflict on {}: both nodes gave it to a client; the newer ({}) stands, the other is NAKed at its next renew",
+                        r.ip,
+                        if std::ptr::eq(winner, r) { "partner's" } else { "ours" }
+                    );
+                }
+            }
+            if merge::replaces(r, current.as_ref()) {
+                if let Some(cur) = current.filter(|c| self.unreleased(c)) {
+                    cancel.push(cur.stamp);
+                }
+            }
+        }
+        let stored = match db.merge_batch(records) {
+            Ok(s) => s,
+            Err(e) => {
+                // Not stored, so not acked: the partner resends after the
+                // link restarts.
+                tracing::error!("failover: cannot store the partner's records: {e}");
+                if let Some(p) = self.partner {
+                    self.close(p, now_ms, "lease database error");
+                }
+                return;
+            }
+        };
+        let mut changed: Vec<Ipv4Addr> = stored.iter().map(|r| r.ip).collect();
+        for rec in stored.iter().filter(|r| r.is_active(now_secs)) {
+            let all = db.all_of_client(&rec.client);
+            let older: Vec<LeaseRecord> = merge::superseded(&rec.client, &all, now_secs)
+                .into_iter()
+                .cloned()
+                .collect();
+            for old in older {
+                if self.unreleased(&old) {
+                    cancel.push(old.stamp);
+                }
+                let ended = LeaseRecord {
+                    state: LeaseState::Released,
+                    expires: Expiry::At(now_secs),
+                    hostname: None,
+                    ..old
+                };
+                match db.commit(ended, now_ms) {
+                    Ok(r) => changed.push(r.ip),
+                    Err(e) => tracing::error!("failover: cannot release a superseded lease: {e}"),
+                }
+            }
+        }
+        if !cancel.is_empty() {
+            self.out.push_back(Output::Cancel(cancel));
+        }
+        if !changed.is_empty() {
+            self.out.push_back(Output::Changed(changed));
+        }
+    }
+
+    /// An own change whose reply may still be waiting for the partner.
+    fn unreleased(&self, r: &LeaseRecord) -> bool {
+        r.stamp.node == self.node_id && r.stamp > self.acked_through
+    }
+}

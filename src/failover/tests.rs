@@ -1,0 +1,452 @@
+//! The node state machine driven pairwise over an in-memory wire, with
+//! real lease databases.
+
+use super::node::*;
+use crate::dhcp::share::ServeMode;
+use crate::lease::{DbOptions, LeaseDb};
+
+use std::net::Ipv4Addr;
+use twinmasq_proto::key::Key;
+use twinmasq_proto::link::Role;
+use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
+
+fn key(b: u8) -> Key {
+    Key::parse(&Key::format_new([b; 32]), "test").unwrap()
+}
+
+fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
+    NodeConfig {
+        role,
+        key: key(key_byte),
+        heartbeat_ms: 1_000,
+        timeout_ms: 5_000,
+        max_skew_ms: 30_000,
+        mclt_ms: 60_000,
+        auto_partner_down_ms: None,
+        ranges_fingerprint: [ranges.len() as u8; 32],
+        ranges_text: ranges.to_string(),
+    }
+}
+
+fn lease(ip: u8, client: u8) -> LeaseRecord {
+    let hw = vec![2, 0, 0, 0, 0, client];
+    LeaseRecord {
+        ip: Ipv4Addr::new(198, 18, 0, ip),
+        state: LeaseState::Bound,
+        client: ClientKey::from_hwaddr(1, &hw),
+        htype: 1,
+        hwaddr: hw,
+        client_id: None,
+        hostname: None,
+        expires: Expiry::At(2_000_000_000),
+        stamp: Stamp::default(),
+    }
+}
+
+struct End {
+    node: Node,
+    db: LeaseDb,
+    _dir: tempfile::TempDir,
+    conn: Option<ConnId>,
+    mode: ServeMode,
+    acked: Stamp,
+    cancelled: Vec<Stamp>,
+    changed: usize,
+}
+
+impl End {
+    fn new(cfg: NodeConfig, now: u64) -> End {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = LeaseDb::open(dir.path(), DbOptions::default()).unwrap();
+        db.enable_outbox();
+        End {
+            node: Node::new(cfg, db.node_id(), now),
+            db,
+            _dir: dir,
+            conn: None,
+            mode: ServeMode::Standalone,
+            acked: Stamp::default(),
+            cancelled: Vec::new(),
+            changed: 0,
+        }
+    }
+
+    fn table(&self) -> Vec<LeaseRecord> {
+        self.db.iter().collect()
+    }
+}
+
+/// A primary, a secondary and the wire between them. Outputs are carried
+/// out in order; bytes cross the wire at once unless it is cut.
+struct Pair {
+    p: End,
+    s: End,
+    now: u64,
+    cut: bool,
+    next_conn: ConnId,
+    nonce: u8,
+    /// Extra connections to the primary from other secondaries.
+    extra: Vec<End>,
+}
+
+impl Pair {
+    fn new(pc: NodeConfig, sc: NodeConfig) -> Pair {
+        Pair {
+            p: End::new(pc, 1_000_000),
+            s: End::new(sc, 1_000_000),
+            now: 1_000_000,
+            cut: false,
+            next_conn: 1,
+            nonce: 0,
+            extra: Vec::new(),
+        }
+    }
+
+    fn nonce(&mut self) -> [u8; 32] {
+        self.nonce += 1;
+        [self.nonce; 32]
+    }
+
+    /// Carries out outputs until both nodes are quiet.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("did not settle");
+    }
+
+    fn step(&mut self) -> bool {
+        if let Some(o) = self.p.node.poll() {
+            self.apply(true, o);
+            return true;
+        }
+        if let Some(o) = self.s.node.poll() {
+            self.apply(false, o);
+            return true;
+        }
+        false
+    }
+
+    fn apply(&mut self, from_primary: bool, o: Output) {
+        let now = self.now;
+        let (me, other) = if from_primary {
+            (&mut self.p, &mut self.s)
+        } else {
+            (&mut self.s, &mut self.p)
+        };
+        match o {
+            Output::Connect => {
+                if self.cut {
+                    me.node.connect_failed(now);
+                } else {
+                    let c = self.next_conn;
+                    self.next_conn += 1;
+                    self.nonce += 1;
+                    let n1 = [self.nonce; 32];
+                    self.nonce += 1;
+                    let n2 = [self.nonce; 32];
+                    me.conn = Some(c);
+                    other.conn = Some(c);
+                    other.node.connected(c, n1, &other.db, now);
+                    me.node.connected(c, n2, &me.db, now);
+                }
+            }
+            Output::Write(c, bytes) => {
+                if !self.cut && other.conn == Some(c) {
+                    other.node.received(c, &bytes, &mut other.db, now);
+                }
+            }
+            Output::Close(c) => {
+                if other.conn == Some(c) {
+                    other.node.closed(c, now);
+                }
+            }
+            Output::Mode(m) => me.mode = m,
+            Output::AckedThrough(s) => me.acked = s,
+            Output::Cancel(v) => me.cancelled.extend(v),
+            Output::Changed(v) => me.changed += v.len(),
+            Output::Flush(t) => {
+                me.db.durability().flush().unwrap();
+                me.node.persisted(t, now);
+            }
+        }
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now += ms;
+        self.p.node.tick(&mut self.p.db, self.now);
+        self.s.node.tick(&mut self.s.db, self.now);
+        self.settle();
+    }
+
+    /// Cuts the wire: each side notices by its own timeout.
+    fn cut(&mut self) {
+        self.cut = true;
+    }
+
+    fn heal(&mut self) {
+        self.cut = false;
+    }
+}
+
+fn pair() -> Pair {
+    Pair::new(
+        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"),
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200"),
+    )
+}
+
+#[test]
+fn sync_merges_both_tables_then_modes_are_linked_and_passive() {
+    let mut t = pair();
+    t.settle();
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    t.p.db.commit(lease(10, 1), t.now).unwrap();
+    t.p.db.commit(lease(11, 2), t.now).unwrap();
+    t.s.db.commit(lease(12, 3), t.now).unwrap();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.p.table().len(), 3);
+    assert_eq!(t.p.table(), t.s.table());
+    assert_eq!(t.p.node.status().state, "linked");
+    assert_eq!(t.s.node.status().state, "passive");
+    assert!(t.s.node.status().last_sync_ms.is_some());
+}
+
+#[test]
+fn changes_stream_and_acks_release_replies() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let rec = t.p.db.commit(lease(20, 5), t.now).unwrap();
+    t.p.node.pump(&mut t.p.db, t.now);
+    t.settle();
+    assert_eq!(t.s.db.get(rec.ip), Some(rec.clone()));
+    assert!(
+        t.p.acked >= rec.stamp,
+        "the secondary's ack covers the change"
+    );
+    // And the other way: the secondary's own change reaches the primary.
+    let srec = t.s.db.commit(lease(21, 6), t.now).unwrap();
+    t.s.node.pump(&mut t.s.db, t.now);
+    t.settle();
+    assert_eq!(t.p.db.get(srec.ip), Some(srec.clone()));
+    assert!(t.s.acked >= srec.stamp);
+    assert_eq!(t.p.node.status().unacked, 0);
+}
+
+#[test]
+fn wrong_key_never_links_and_moves_no_data() {
+    let mut t = Pair::new(cfg(Role::Primary, 1, "r"), cfg(Role::Secondary, 2, "r"));
+    t.s.db.commit(lease(30, 1), t.now).unwrap();
+    t.tick(1);
+    t.tick(1_000);
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    assert!(
+        t.p.table().is_empty(),
+        "nothing crossed before the key was proved"
+    );
+}
+
+#[test]
+fn mismatched_ranges_are_refused_naming_them() {
+    let mut t = Pair::new(
+        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50"),
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
+    );
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    assert!(t.p.table().is_empty() && t.s.table().is_empty());
+}
+
+#[test]
+fn clock_skew_above_the_bound_is_refused() {
+    let mut t = pair();
+    t.s.node = Node::new(
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200"),
+        t.s.db.node_id(),
+        t.now,
+    );
+    t.s.node.tick(&mut t.s.db, t.now);
+    // The secondary's clock runs 60 s ahead.
+    let Some(Output::Mode(_)) = t.s.node.poll() else {
+        panic!()
+    };
+    let Some(Output::Connect) = t.s.node.poll() else {
+        panic!()
+    };
+    t.s.node.connected(7, [9; 32], &t.s.db, t.now + 60_000);
+    t.p.node.connected(7, [8; 32], &t.p.db, t.now);
+    t.p.conn = Some(7);
+    t.s.conn = Some(7);
+    t.settle();
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert!(!t.p.node.status().linked);
+}
+
+#[test]
+fn silence_past_the_timeout_ends_the_link_and_the_secondary_goes_active() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    t.cut();
+    t.tick(3_000);
+    assert_eq!(t.s.mode, ServeMode::Passive, "within the timeout");
+    t.tick(3_000);
+    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.s.node.status().state, "active");
+    // The link comes back: reconnect with backoff, resync.
+    t.heal();
+    for _ in 0..10 {
+        t.tick(500);
+    }
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+}
+
+#[test]
+fn split_brain_conflict_is_counted_and_both_end_identical() {
+    let mut t = pair();
+    t.cut();
+    t.tick(1);
+    let mine = t.p.db.commit(lease(40, 1), t.now).unwrap();
+    t.now += 5;
+    let theirs = t.s.db.commit(lease(40, 2), t.now).unwrap();
+    assert!(theirs.stamp > mine.stamp);
+    t.heal();
+    for _ in 0..10 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert_eq!(t.p.table(), t.s.table());
+    assert_eq!(t.p.db.get(mine.ip).unwrap().client, theirs.client);
+    assert_eq!(t.p.node.status().conflicts, 1);
+}
+
+#[test]
+fn a_client_holding_two_leases_after_merge_keeps_the_newer() {
+    let mut t = pair();
+    t.cut();
+    t.tick(1);
+    t.p.db.commit(lease(50, 9), t.now).unwrap();
+    t.now += 5;
+    t.s.db.commit(lease(51, 9), t.now).unwrap();
+    t.heal();
+    for _ in 0..10 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.table(), t.s.table());
+    let ip = |n| Ipv4Addr::new(198, 18, 0, n);
+    assert_eq!(t.p.db.get(ip(50)).unwrap().state, LeaseState::Released);
+    assert_eq!(t.p.db.get(ip(51)).unwrap().state, LeaseState::Bound);
+}
+
+#[test]
+fn a_change_that_loses_to_the_partner_before_its_ack_is_cancelled() {
+    let mut t = pair();
+    t.tick(1);
+    // Both commit the same address before either update crosses.
+    let mine = t.p.db.commit(lease(60, 1), t.now).unwrap();
+    t.now += 1;
+    let theirs = t.s.db.commit(lease(60, 2), t.now).unwrap();
+    t.p.node.pump(&mut t.p.db, t.now);
+    t.s.node.pump(&mut t.s.db, t.now);
+    t.settle();
+    assert_eq!(t.p.table(), t.s.table());
+    assert!(
+        t.p.cancelled.contains(&mine.stamp),
+        "the primary's reply must not leave"
+    );
+    assert!(!t.s.cancelled.contains(&theirs.stamp));
+}
+
+#[test]
+fn a_second_secondary_is_refused() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let mut intruder = End::new(cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200"), t.now);
+    intruder.node.tick(&mut intruder.db, t.now);
+    t.p.node.connected(99, [42; 32], &t.p.db, t.now);
+    intruder.node.connected(99, [43; 32], &intruder.db, t.now);
+    let mut refused = false;
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(o) = t.p.node.poll() {
+            moved = true;
+            match o {
+                Output::Write(99, b) => intruder.node.received(99, &b, &mut intruder.db, t.now),
+                Output::Close(99) => {
+                    refused = true;
+                    intruder.node.closed(99, t.now)
+                }
+                other => t.apply(true, other),
+            }
+        }
+        while let Some(o) = intruder.node.poll() {
+            moved = true;
+            if let Output::Write(99, b) = o {
+                t.p.node.received(99, &b, &mut t.p.db, t.now);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(refused);
+    assert_eq!(
+        t.p.mode,
+        ServeMode::Linked,
+        "the first secondary keeps its link"
+    );
+    intruder.node.tick(&mut intruder.db, t.now);
+    assert_eq!(intruder.node.mode(), ServeMode::Unlinked);
+}
+
+#[test]
+fn partner_down_opens_the_partner_share_after_an_mclt_and_not_while_linked() {
+    let mut t = pair();
+    t.tick(1);
+    assert!(t.p.node.declare_partner_down(t.now).is_err());
+    t.cut();
+    t.tick(6_000);
+    let from = t.p.node.declare_partner_down(t.now).unwrap();
+    assert_eq!(from, t.now + 60_000);
+    t.settle();
+    assert_eq!(
+        t.p.mode,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: from
+        }
+    );
+    assert_eq!(t.p.node.status().state, "partner-down");
+    // The partner returns: in sync again, partner-down is over.
+    t.heal();
+    for _ in 0..10 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+}
+
+#[test]
+fn junk_on_the_link_drops_the_connection_and_changes_nothing() {
+    let mut t = pair();
+    t.settle();
+    t.p.node.connected(5, [1; 32], &t.p.db, t.now);
+    t.settle();
+    t.p.node
+        .received(5, b"GET / HTTP/1.1\r\n\r\n", &mut t.p.db, t.now);
+    let mut closed = false;
+    while let Some(o) = t.p.node.poll() {
+        closed |= o == Output::Close(5);
+    }
+    assert!(closed);
+    assert!(t.p.table().is_empty());
+}
