@@ -85,8 +85,6 @@ struct Pair {
     cut: bool,
     next_conn: ConnId,
     nonce: u8,
-    /// Extra connections to the primary from other secondaries.
-    extra: Vec<End>,
 }
 
 impl Pair {
@@ -98,13 +96,7 @@ impl Pair {
             cut: false,
             next_conn: 1,
             nonce: 0,
-            extra: Vec::new(),
         }
-    }
-
-    fn nonce(&mut self) -> [u8; 32] {
-        self.nonce += 1;
-        [self.nonce; 32]
     }
 
     /// Carries out outputs until both nodes are quiet.
