@@ -29,6 +29,8 @@ pub enum StartError {
     Lease(#[from] crate::lease::LeaseError),
     #[error("{0}")]
     Dns(#[from] crate::dns::shell::DnsError),
+    #[error("{0}")]
+    Failover(#[from] crate::failover::setup::SetupError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -42,6 +44,8 @@ impl StartError {
             StartError::Config(_) => ExitCode::Config,
             StartError::Bind { .. } | StartError::Dns(_) => ExitCode::Network,
             StartError::Lease(_) | StartError::Io { .. } => ExitCode::Filesystem,
+            StartError::Failover(crate::failover::setup::SetupError::Key(_)) => ExitCode::Config,
+            StartError::Failover(_) => ExitCode::Network,
         }
     }
 }
@@ -144,6 +148,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         tracing::warn!("user=/group= are read but privileges are not dropped yet");
     }
     let cfg = Arc::new(cfg);
+    let failover = crate::failover::setup::prepare(&cfg)?;
     let db = open_db(&cfg)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -162,10 +167,19 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             initial: db.iter().collect(),
             feed: db.subscribe(),
         };
-        let shell =
-            Shell::start(Arc::clone(&cfg), db, SERVER_PORT).map_err(|source| StartError::Bind {
-                port: SERVER_PORT,
+        let failover = failover
+            .map(|f| f.into_setup())
+            .transpose()
+            .map_err(|source| StartError::Io {
+                what: "cannot set up the failover listener".into(),
                 source,
+            })?;
+        let shell =
+            Shell::start(Arc::clone(&cfg), db, SERVER_PORT, failover).map_err(|source| {
+                StartError::Bind {
+                    port: SERVER_PORT,
+                    source,
+                }
             })?;
         std::fs::write(&cfg.pid_file, format!("{}\n", std::process::id())).map_err(|source| {
             StartError::Io {

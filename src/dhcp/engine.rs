@@ -55,6 +55,9 @@ pub struct Reply {
     /// The reply promises a lease change committed to the database: it may
     /// only leave after that change is durable.
     pub durable: bool,
+    /// The stamp of the change a durable reply promises: with a failover
+    /// partner in sync, the reply waits for the partner's ack of it.
+    pub commit: Option<twinmasq_proto::Stamp>,
 }
 
 struct Pending {
@@ -82,6 +85,7 @@ pub struct Engine {
     probes: std::collections::HashMap<u64, Pending>,
     next_token: u64,
     stats: Stats,
+    mode: super::share::ServeMode,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -142,6 +146,7 @@ impl Engine {
             probes: Default::default(),
             next_token: 1,
             stats: Stats::default(),
+            mode: super::share::ServeMode::Standalone,
         };
         for ip in engine.reserved.clone() {
             engine.refresh(ip, db);
@@ -156,6 +161,27 @@ impl Engine {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    // TEMPORARY until the share rules land (engine-share branch).
+    pub fn with_policy(
+        cfg: Arc<Config>,
+        db: &LeaseDb,
+        _policy: Option<super::share::SharePolicy>,
+    ) -> Self {
+        Self::new(cfg, db)
+    }
+
+    pub fn set_mode(&mut self, mode: super::share::ServeMode) {
+        self.mode = mode;
+    }
+
+    pub fn mode(&self) -> super::share::ServeMode {
+        self.mode
+    }
+
+    pub fn note_change(&mut self, ip: Ipv4Addr, db: &LeaseDb) {
+        self.refresh(ip, db);
     }
 
     pub fn config(&self) -> &Config {
@@ -688,10 +714,13 @@ impl Engine {
             },
             stamp: Default::default(),
         };
-        if let Err(e) = db.commit(rec, now_ms) {
-            tracing::error!(target: "dhcp", "not acknowledging {ip}: cannot store the lease: {e}");
-            return self.ignore(Ignored::Storage);
-        }
+        let stamp = match db.commit(rec, now_ms) {
+            Ok(stored) => stored.stamp,
+            Err(e) => {
+                tracing::error!(target: "dhcp", "not acknowledging {ip}: cannot store the lease: {e}");
+                return self.ignore(Ignored::Storage);
+            }
+        };
         self.holds.remove(ip);
         self.set_used(ip, true);
         let extra = hostname
@@ -700,14 +729,18 @@ impl Engine {
             .unwrap_or_default();
         self.log(MessageType::Ack, ctx.arrival, Some(ip), req, &extra);
         self.stats.acks += 1;
-        self.build(
+        let mut decision = self.build(
             ctx,
             MessageType::Ack,
             ip,
             Some(lease),
             hostname.as_deref(),
             rapid,
-        )
+        );
+        if let Decision::Reply(r) = &mut decision {
+            r.commit = Some(stamp);
+        }
+        decision
     }
 
     fn nak(&mut self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, why: &str) -> Decision {
@@ -913,6 +946,7 @@ impl Engine {
             ifindex: ctx.arrival.ifindex,
             kind,
             durable,
+            commit: None,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! it (`shell`).
 
 pub mod engine;
+pub mod flusher;
 pub mod holds;
 pub mod hostname;
 pub mod network;

@@ -1,12 +1,9 @@
 //! The thin layer between the DHCP engine and the world: the port-67
-//! socket, the interface list, the ping prober, the lease file, and group
-//! commit.
+//! socket, the interface list, the ping prober, the lease file, the
+//! failover node and its link, and group commit (see `flusher`).
 //!
-//! Group commit: a reply that promises a lease change is not sent until
-//! that change is on disk. The engine task hands such replies to the
-//! flusher thread in batches; the flusher takes everything queued, makes it
-//! durable with one fsync, then sends it all. While one flush runs, the next
-//! batch gathers, so the fsync rate stays bounded as the request rate grows.
+//! The lease database lives in this task alone: the engine and the failover
+//! node both change it here, so neither needs a lock or a copy.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -20,12 +17,16 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::lease::{lease_file, Durability, LeaseDb};
+use crate::failover::link_io::{LinkEvent, LinkIo};
+use crate::failover::node::{waits_for_partner, Node, NodeConfig, Output};
+use crate::lease::{lease_file, LeaseDb};
 
 use super::engine::{Decision, Engine, Reply};
+use super::flusher::{Flusher, Job};
 use super::network::{mask, same_subnet, Arrival};
 use super::ping::{self, ProbeRequest, ProbeResult};
 use super::reply::Destination;
+use super::share::SharePolicy;
 use super::socket::{self, CLIENT_PORT, SERVER_PORT};
 use crate::net::interfaces::{self, Interface};
 use crate::net::pktinfo;
@@ -39,10 +40,8 @@ const LEASE_FILE_INTERVAL: Duration = Duration::from_secs(1);
 /// A rewrite may take this fraction of the time between rewrites, at most.
 const LEASE_FILE_COST_FACTOR: u32 = 100;
 const IFACE_REFRESH: Duration = Duration::from_secs(2);
-/// At most one fsync per this interval: while it passes, ACKs gather into
-/// the next batch. Costs at most this much latency; saves CPU at high rates.
-const FLUSH_MIN_INTERVAL: Duration = Duration::from_millis(5);
-
+/// The failover node's timer: well under its heartbeat and timeout.
+const LINK_TICK: Duration = Duration::from_millis(100);
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -57,6 +56,11 @@ pub struct ShellStats {
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
     pub durable_replies: AtomicU64,
+    /// Replies that waited for the failover partner's ack and were dropped
+    /// because the link went down (or the wait ran out).
+    pub partner_dropped: AtomicU64,
+    /// Replies dropped because the partner's newer record replaced theirs.
+    pub partner_cancelled: AtomicU64,
 }
 
 fn ifname_of(index: u32) -> Option<String> {
@@ -71,7 +75,7 @@ fn ifname_of(index: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-fn deliver(fd: RawFd, r: &Reply, stats: &ShellStats) {
+pub(super) fn deliver(fd: RawFd, r: &Reply, stats: &ShellStats) {
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
     let to = match &r.to {
         Destination::Relay(ip) => SocketAddrV4::new(*ip, SERVER_PORT),
@@ -93,42 +97,6 @@ fn deliver(fd: RawFd, r: &Reply, stats: &ShellStats) {
     }
 }
 
-/// The flusher thread: one fsync per gathered batch, then the batch's replies.
-fn flusher(
-    rx: std_mpsc::Receiver<Vec<Reply>>,
-    durability: Durability,
-    sock: std::net::UdpSocket,
-    stats: Arc<ShellStats>,
-) {
-    let fd = sock.as_raw_fd();
-    let mut last_flush: Option<Instant> = None;
-    while let Ok(mut batch) = rx.recv() {
-        if let Some(wait) = last_flush.and_then(|t| FLUSH_MIN_INTERVAL.checked_sub(t.elapsed())) {
-            std::thread::sleep(wait);
-        }
-        last_flush = Some(Instant::now());
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
-        }
-        stats.flushes.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = durability.flush() {
-            // Nothing promised leaves unless it is stored: the clients retry.
-            stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                "lease database flush failed, {} replies withheld: {e}",
-                batch.len()
-            );
-            continue;
-        }
-        stats
-            .durable_replies
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for reply in &batch {
-            deliver(fd, reply, &stats);
-        }
-    }
-}
-
 pub struct Shell {
     engine: Engine,
     db: LeaseDb,
@@ -140,8 +108,12 @@ pub struct Shell {
     ifaces_at: Instant,
     probe_tx: mpsc::Sender<ProbeRequest>,
     probe_rx: mpsc::Receiver<ProbeResult>,
-    flush_tx: std_mpsc::Sender<Vec<Reply>>,
-    batch: Vec<Reply>,
+    flush_tx: std_mpsc::Sender<Job>,
+    /// Durable replies of this wake-up, and whether each waits for the
+    /// failover partner's ack.
+    batch: Vec<(Reply, bool)>,
+    failover: Option<Failover>,
+    failover_inputs: Option<FailoverInputs>,
     /// The database's change count when the lease file was last rendered.
     lease_file_generation: Option<u64>,
     lease_file_at: Option<Instant>,
@@ -152,9 +124,14 @@ pub struct Shell {
 }
 
 impl Shell {
-    /// Binds the socket and starts the flusher thread and the prober. Call
-    /// inside a tokio runtime.
-    pub fn start(cfg: Arc<Config>, db: LeaseDb, port: u16) -> std::io::Result<Self> {
+    /// Binds the socket and starts the flusher thread and the prober (and
+    /// the failover node, when configured). Call inside a tokio runtime.
+    pub fn start(
+        cfg: Arc<Config>,
+        mut db: LeaseDb,
+        port: u16,
+        failover: Option<FailoverSetup>,
+    ) -> std::io::Result<Self> {
         let std_sock = socket::bind(port)?;
         // The flusher sends through its own handle, so its descriptor stays
         // valid however the shell's task ends.
@@ -162,15 +139,41 @@ impl Shell {
         let sock = UdpSocket::from_std(std_sock)?;
         let stats = Arc::new(ShellStats::default());
         let (flush_tx, flush_rx) = std_mpsc::channel();
-        let durability = db.durability();
-        let fstats = Arc::clone(&stats);
+        let (persisted_tx, persisted_rx) = mpsc::channel(1024);
+        let flusher = Flusher::new(
+            db.durability(),
+            flush_sock,
+            Arc::clone(&stats),
+            failover.is_some().then_some(persisted_tx),
+        );
         std::thread::Builder::new()
             .name("lease-flush".into())
-            .spawn(move || flusher(flush_rx, durability, flush_sock, fstats))?;
+            .spawn(move || flusher.run(flush_rx))?;
         let (probe_tx, probe_req_rx) = mpsc::channel(4096);
         let (probe_res_tx, probe_rx) = mpsc::channel(4096);
         tokio::spawn(ping::run(probe_req_rx, probe_res_tx, ping::PING_WAIT));
-        let engine = Engine::new(Arc::clone(&cfg), &db);
+        let policy = failover.as_ref().map(|f| f.policy);
+        let mut engine = Engine::with_policy(Arc::clone(&cfg), &db, policy);
+        let mut failover_inputs = None;
+        let failover = failover.map(|f| {
+            db.enable_outbox();
+            let (events_tx, events) = mpsc::channel(1024);
+            failover_inputs = Some(FailoverInputs {
+                events,
+                persisted: persisted_rx,
+            });
+            let io = LinkIo::new(events_tx);
+            if let Some(listener) = f.listener {
+                io.listen(listener);
+            }
+            let node = Node::new(f.node, db.node_id(), now_ms());
+            engine.set_mode(node.mode());
+            Failover {
+                node,
+                io,
+                master: f.master,
+            }
+        });
         let mut shell = Shell {
             engine,
             db,
@@ -183,6 +186,8 @@ impl Shell {
             probe_rx,
             flush_tx,
             batch: Vec::new(),
+            failover,
+            failover_inputs,
             lease_file_generation: None,
             lease_file_at: None,
             lease_file_interval: LEASE_FILE_INTERVAL,
@@ -252,7 +257,8 @@ impl Shell {
         match decision {
             Decision::Reply(reply) => {
                 if reply.durable {
-                    self.batch.push(reply);
+                    let wait = self.failover.is_some() && waits_for_partner(self.engine.mode());
+                    self.batch.push((reply, wait));
                 } else {
                     deliver(self.sock.as_raw_fd(), &reply, &self.stats);
                 }
@@ -307,7 +313,7 @@ impl Shell {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        if self.flush_tx.send(batch).is_err() {
+        if self.flush_tx.send(Job::Replies(batch)).is_err() {
             tracing::error!("lease flusher has stopped: replies withheld");
         }
     }
@@ -339,6 +345,73 @@ impl Shell {
         }
     }
 
+    /// Carries out what the failover node asks for.
+    fn drive_failover(&mut self) {
+        let Some(f) = &mut self.failover else {
+            return;
+        };
+        f.node.pump(&mut self.db, now_ms());
+        while let Some(out) = f.node.poll() {
+            match out {
+                Output::Connect => match f.master {
+                    Some(to) => f.io.connect(to),
+                    None => f.node.connect_failed(now_ms()),
+                },
+                Output::Write(conn, bytes) => {
+                    if !f.io.write(conn, bytes) {
+                        f.node.closed(conn, now_ms());
+                    }
+                }
+                Output::Close(conn) => f.io.close(conn),
+                Output::Mode(mode) => {
+                    self.engine.set_mode(mode);
+                    let _ = self.flush_tx.send(Job::Linked(waits_for_partner(mode)));
+                }
+                Output::AckedThrough(stamp) => {
+                    let _ = self.flush_tx.send(Job::Acked(stamp));
+                }
+                Output::Cancel(stamps) => {
+                    let _ = self.flush_tx.send(Job::Cancel(stamps));
+                }
+                Output::Changed(ips) => {
+                    for ip in ips {
+                        self.engine.note_change(ip, &self.db);
+                    }
+                }
+                Output::Flush(token) => {
+                    let _ = self.flush_tx.send(Job::Persist(token));
+                }
+            }
+        }
+    }
+
+    fn on_link_event(&mut self, ev: LinkEvent) {
+        let Some(f) = &mut self.failover else {
+            return;
+        };
+        let now = now_ms();
+        match ev {
+            LinkEvent::Connected { conn, peer, writer } => {
+                tracing::info!("failover: connection {conn} with {peer}");
+                f.io.opened(conn, peer, writer);
+                f.node.connected(conn, rand::random(), &self.db, now);
+            }
+            LinkEvent::Data { conn, bytes } => f.node.received(conn, &bytes, &mut self.db, now),
+            LinkEvent::Closed { conn } => {
+                f.io.close(conn);
+                f.node.closed(conn, now);
+            }
+            LinkEvent::ConnectFailed { reason } => {
+                tracing::debug!("failover: cannot reach the primary: {reason}");
+                f.node.connect_failed(now);
+            }
+        }
+    }
+
+    pub fn failover_node(&self) -> Option<&Node> {
+        self.failover.as_ref().map(|f| &f.node)
+    }
+
     /// Serves until `shutdown` resolves, then makes everything durable and
     /// writes the lease file one last time.
     pub async fn run(
@@ -349,6 +422,12 @@ impl Shell {
         let mut buf = vec![0u8; 2048];
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut link_events, mut persisted) = match self.failover_inputs.take() {
+            Some(i) => (Some(i.events), Some(i.persisted)),
+            None => (None, None),
+        };
+        let mut link_tick = tokio::time::interval(LINK_TICK);
+        link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -361,13 +440,58 @@ impl Shell {
                     let d = self.engine.probe_done(res.token, res.answered, &mut self.db, now_ms());
                     self.apply(d);
                 }
+                Some(ev) = recv_opt(&mut link_events) => self.on_link_event(ev),
+                Some(token) = recv_opt(&mut persisted) => {
+                    if let Some(f) = &mut self.failover {
+                        f.node.persisted(token, now_ms());
+                    }
+                }
+                _ = link_tick.tick(), if self.failover.is_some() => {
+                    if let Some(f) = &mut self.failover {
+                        f.node.tick(&mut self.db, now_ms());
+                    }
+                }
                 _ = tick.tick() => self.upkeep(),
             }
+            // Replies first, so a mode change the node makes next reaches
+            // the flusher after the replies it concerns.
             self.hand_over_batch();
+            self.drive_failover();
         }
         self.db.durability().flush()?;
         let text = lease_file::render(self.db.iter(), now_ms() / 1000);
         lease_file::write_atomic(&self.cfg.lease_file, &text)?;
         Ok(())
     }
+}
+
+/// Waits on a receiver that may not exist (no failover): then forever.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the server hands the shell to run a failover node.
+pub struct FailoverSetup {
+    pub node: NodeConfig,
+    pub policy: SharePolicy,
+    /// Primary: the bound link listener.
+    pub listener: Option<tokio::net::TcpListener>,
+    /// Secondary: the primary's link address.
+    pub master: Option<std::net::SocketAddr>,
+}
+
+struct Failover {
+    node: Node,
+    io: LinkIo,
+    master: Option<std::net::SocketAddr>,
+}
+
+/// The failover node's inputs, apart from the node so `select!` can wait
+/// on them while the arms use the node.
+struct FailoverInputs {
+    events: mpsc::Receiver<LinkEvent>,
+    persisted: mpsc::Receiver<u64>,
 }

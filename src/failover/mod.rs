@@ -4,6 +4,7 @@
 pub mod link_io;
 pub mod node;
 pub mod ranges;
+pub mod setup;
 
 #[cfg(test)]
 mod tests;

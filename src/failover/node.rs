@@ -330,6 +330,9 @@ impl Node {
     /// The connection ended from the other side (or failed).
     pub fn closed(&mut self, conn: ConnId, now_ms: u64) {
         if self.sessions.contains_key(&conn) {
+            if Some(conn) == self.partner {
+                tracing::warn!("failover: the partner closed the link");
+            }
             self.forget(conn, now_ms);
         }
     }

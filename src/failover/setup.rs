@@ -1,0 +1,96 @@
+//! From the configuration to a running node: the key checked, the link
+//! port bound, the node's and the engine's settings derived.
+
+use std::net::SocketAddr;
+
+use twinmasq_proto::key::{Key, KeyError};
+use twinmasq_proto::link::Role;
+
+use crate::config::{Config, FailoverRole};
+use crate::dhcp::share::{Owner, SharePolicy};
+use crate::dhcp::shell::FailoverSetup;
+
+use super::node::NodeConfig;
+use super::ranges;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("cannot listen for the failover link on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Checks the key and binds the listener (primary) before anything runs,
+/// so a bad key or a taken port stops the start with the reason.
+pub fn prepare(cfg: &Config) -> Result<Option<Prepared>, SetupError> {
+    let Some(f) = &cfg.failover else {
+        return Ok(None);
+    };
+    let key = Key::load(&f.key_file)?;
+    let description = ranges::describe(cfg, f.split_percent);
+    let (role, owner) = match f.role {
+        FailoverRole::Primary { .. } => (Role::Primary, Owner::Primary),
+        FailoverRole::Secondary { .. } => (Role::Secondary, Owner::Secondary),
+    };
+    let (listener, master) = match f.role {
+        FailoverRole::Primary { listen } => {
+            let l = std::net::TcpListener::bind(listen)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| SetupError::Listen {
+                    addr: listen,
+                    source,
+                })?;
+            (Some(l), None)
+        }
+        FailoverRole::Secondary { master } => (None, Some(master)),
+    };
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    Ok(Some(Prepared {
+        node: NodeConfig {
+            role,
+            key,
+            heartbeat_ms: ms(f.heartbeat),
+            timeout_ms: ms(f.timeout),
+            max_skew_ms: ms(f.max_skew),
+            mclt_ms: ms(f.mclt),
+            auto_partner_down_ms: f.auto_partner_down.map(ms),
+            ranges_fingerprint: ranges::fingerprint(&description),
+            ranges_text: description,
+        },
+        policy: SharePolicy {
+            own: owner,
+            split_percent: f.split_percent,
+            mclt: f.mclt,
+            unanswered_secs: f.unanswered_secs,
+        },
+        listener,
+        master,
+    }))
+}
+
+pub struct Prepared {
+    node: NodeConfig,
+    policy: SharePolicy,
+    listener: Option<std::net::TcpListener>,
+    master: Option<SocketAddr>,
+}
+
+impl Prepared {
+    /// Inside the runtime: the listener becomes a tokio one.
+    pub fn into_setup(self) -> std::io::Result<FailoverSetup> {
+        let listener = self
+            .listener
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()?;
+        Ok(FailoverSetup {
+            node: self.node,
+            policy: self.policy,
+            listener,
+            master: self.master,
+        })
+    }
+}
