@@ -16,9 +16,10 @@ use super::holds::{Hold, HoldKind, Holds};
 use super::hostname::fqdn_reply;
 use super::network::{self, Arrival, Network};
 use super::options::{self, Context, OPT_T1, OPT_T2};
-use super::pool::Pool;
+use super::pool::SplitPool;
 use super::reply::{self, Destination, Header, OptionList};
 use super::request::{self, Request};
+use super::share::{Owner, PartnerShare, Rules, ServeMode, SharePolicy};
 use super::stats::{Ignored, Stats};
 
 /// How long an offered address stays reserved for the client's REQUEST.
@@ -29,6 +30,10 @@ pub const IN_USE_HOLD_MS: u64 = 600_000;
 pub const DECLINE_HOLD_SECS: u64 = 600;
 /// Ping checks per DISCOVER before giving up on finding a quiet address.
 const MAX_PROBES: u8 = 3;
+/// Partner-share candidates tried per range and DISCOVER in partner-down
+/// before giving up: each one found too recent is held until it is not,
+/// so later DISCOVERs skip it and the search always makes progress.
+const MAX_RECENT_TRIES: usize = 16;
 
 /// What the shell should do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +60,9 @@ pub struct Reply {
     /// The reply promises a lease change committed to the database: it may
     /// only leave after that change is durable.
     pub durable: bool,
-    /// The stamp of the change a durable reply promises: with a failover
-    /// partner in sync, the reply waits for the partner's ack of it.
+    /// The stamp of the last database commit a durable reply promises
+    /// (None for other replies): with a failover partner in sync, the reply
+    /// waits for the partner's ack of it.
     pub commit: Option<twinmasq_proto::Stamp>,
 }
 
@@ -74,9 +80,17 @@ struct Client<'c> {
     tags: Vec<String>,
 }
 
+/// A lease time to grant, and whether the failover cap shortened it.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    time: LeaseTime,
+    capped: bool,
+}
+
 pub struct Engine {
     cfg: Arc<Config>,
-    pools: Vec<Pool>,
+    /// Per dhcp-range, split into the primary's and secondary's shares.
+    pools: Vec<SplitPool>,
     /// dhcp-host addresses: never handed out dynamically.
     reserved: HashSet<Ipv4Addr>,
     /// Our own addresses and subnet network/broadcast addresses.
@@ -85,7 +99,12 @@ pub struct Engine {
     probes: std::collections::HashMap<u64, Pending>,
     next_token: u64,
     stats: Stats,
-    mode: super::share::ServeMode,
+    /// None: no failover partner, the whole range is ours.
+    policy: Option<SharePolicy>,
+    mode: ServeMode,
+    /// Addresses whose `Recent` holds a mode change dropped; their pool
+    /// bits are recomputed at the next call that has the database.
+    stale: Vec<Ipv4Addr>,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -131,10 +150,19 @@ impl Engine {
     /// Builds the engine's view of free addresses from the database. Done
     /// once at start; afterwards every change passes through the engine.
     pub fn new(cfg: Arc<Config>, db: &LeaseDb) -> Self {
+        Self::with_policy(cfg, db, None)
+    }
+
+    /// As [`Engine::new`], for one node of a failover pair when `policy` is
+    /// set: each range is split into the two nodes' shares. The mode starts
+    /// as `Standalone`; the failover node sets the real one.
+    pub fn with_policy(cfg: Arc<Config>, db: &LeaseDb, policy: Option<SharePolicy>) -> Self {
+        // Without a partner, split 0 puts every address in the one share.
+        let split = policy.map_or(0, |p| p.split_percent);
         let pools = cfg
             .dhcp_ranges
             .iter()
-            .map(|r| Pool::new(r.start, r.end))
+            .map(|r| SplitPool::new(r.start, r.end, split))
             .collect();
         let reserved = cfg.dhcp_hosts.iter().filter_map(|h| h.ip).collect();
         let mut engine = Engine {
@@ -146,7 +174,9 @@ impl Engine {
             probes: Default::default(),
             next_token: 1,
             stats: Stats::default(),
-            mode: super::share::ServeMode::Standalone,
+            policy,
+            mode: ServeMode::Standalone,
+            stale: Vec::new(),
         };
         for ip in engine.reserved.clone() {
             engine.refresh(ip, db);
@@ -163,25 +193,42 @@ impl Engine {
         &self.stats
     }
 
-    // TEMPORARY until the share rules land (engine-share branch).
-    pub fn with_policy(
-        cfg: Arc<Config>,
-        db: &LeaseDb,
-        _policy: Option<super::share::SharePolicy>,
-    ) -> Self {
-        Self::new(cfg, db)
+    pub fn policy(&self) -> Option<&SharePolicy> {
+        self.policy.as_ref()
     }
 
-    pub fn set_mode(&mut self, mode: super::share::ServeMode) {
+    /// What the failover state allows from now on (see [`ServeMode`]).
+    pub fn set_mode(&mut self, mode: ServeMode) {
+        if !matches!(mode, ServeMode::PartnerDown { .. }) {
+            // "Too recent" holds only matter while partner-down reaches
+            // into the partner's share; elsewhere they would only keep
+            // usable addresses idle for up to an MCLT.
+            self.stale.extend(self.holds.remove_kind(HoldKind::Recent));
+        }
         self.mode = mode;
     }
 
-    pub fn mode(&self) -> super::share::ServeMode {
+    pub fn mode(&self) -> ServeMode {
         self.mode
     }
 
+    /// The record for `ip` was changed in `db` from outside the engine
+    /// (merged from the partner): recompute whether the address is free.
+    /// Call it for every changed record after a bulk merge too.
     pub fn note_change(&mut self, ip: Ipv4Addr, db: &LeaseDb) {
         self.refresh(ip, db);
+    }
+
+    /// Which node owns `ip`, if it lies in a dhcp-range (the first one
+    /// listing it). Without a policy every address is the primary's.
+    pub fn owner_of(&self, ip: Ipv4Addr) -> Option<Owner> {
+        self.pools.iter().find_map(|p| p.owner(ip))
+    }
+
+    fn refresh_stale(&mut self, db: &LeaseDb) {
+        for ip in std::mem::take(&mut self.stale) {
+            self.refresh(ip, db);
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -190,7 +237,7 @@ impl Engine {
 
     /// Free addresses per dhcp-range, in config order.
     pub fn free_per_range(&self) -> Vec<u32> {
-        self.pools.iter().map(Pool::free_count).collect()
+        self.pools.iter().map(SplitPool::free_count).collect()
     }
 
     /// Tells the engine which addresses are the server's own, so they are
@@ -221,6 +268,7 @@ impl Engine {
     /// Periodic upkeep: ends expired leases and holds. Returns the records
     /// it changed (the shell logs them and marks the lease file dirty).
     pub fn tick(&mut self, db: &mut LeaseDb, now_ms: u64) -> Vec<LeaseRecord> {
+        self.refresh_stale(db);
         let expired_holds = self.holds.expire(now_ms);
         if !expired_holds.is_empty() {
             // A ping whose hold ran out will never be answered usefully.
@@ -255,6 +303,7 @@ impl Engine {
         now_ms: u64,
     ) -> Decision {
         self.stats.received += 1;
+        self.refresh_stale(db);
         let req = match request::decode(bytes) {
             Ok(r) => r,
             Err(e) => return self.ignore(Ignored::Decode(e)),
@@ -352,6 +401,12 @@ impl Engine {
         now_ms: u64,
         tries: u8,
     ) -> Decision {
+        // A passive secondary leaves DHCP to the primary, unless the
+        // client's `secs` says the primary has left it unanswered.
+        let Some(rules) = Rules::for_request(self.mode, self.policy.as_ref(), req.secs, now_ms)
+        else {
+            return self.ignore(Ignored::Passive);
+        };
         let cfg = Arc::clone(&self.cfg);
         let mut tags = vec![arrival.ifname.clone()];
         let host = network::find_host(&cfg.dhcp_hosts, req, &tags);
@@ -383,6 +438,7 @@ impl Engine {
             arrival,
             net: &net,
             client: &client,
+            rules,
         };
         match req.msg_type {
             MessageType::Discover => self.discover(&ctx, bytes, db, now_ms, tries),
@@ -429,11 +485,37 @@ impl Engine {
     fn held_by_other(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
         let key = &ctx.client.key;
         let by_lease = db.get(ip).is_some_and(|r| occupies(&r) && &r.client != key);
+        // A `Recent` hold only keeps new allocations away: the client the
+        // partner may have renewed it for must still get its ACK.
         let by_hold = self
             .holds
             .get(ip)
-            .is_some_and(|h| h.client.as_ref() != Some(key));
+            .is_some_and(|h| h.kind != HoldKind::Recent && h.client.as_ref() != Some(key));
         by_lease || by_hold
+    }
+
+    /// May a new allocation (an offer, or a SELECTING request) give `ip` to
+    /// this client under the failover rules? Only the share matters here;
+    /// [`Engine::acceptable`] checks the rest. The client's dhcp-host
+    /// address and addresses outside the dynamic ranges are in no share.
+    fn may_allocate(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, now_ms: u64) -> bool {
+        if self.host_addr(ctx) == Some(ip) {
+            return true;
+        }
+        let Some(owner) = self
+            .dynamic_range_of(ip, ctx.net)
+            .and_then(|i| self.pools[i].owner(ip))
+        else {
+            return true;
+        };
+        if owner == ctx.rules.own {
+            return true;
+        }
+        match ctx.rules.partner {
+            PartnerShare::No => false,
+            PartnerShare::Any => true,
+            PartnerShare::Aged { mclt_ms } => recent_until(db.get(ip), mclt_ms, now_ms).is_none(),
+        }
     }
 
     fn discover(
@@ -446,7 +528,7 @@ impl Engine {
     ) -> Decision {
         self.log(MessageType::Discover, ctx.arrival, None, ctx.req, "");
         let key = &ctx.client.key;
-        let (ip, fresh) = match self.choose(ctx, db) {
+        let (ip, fresh) = match self.choose(ctx, db, now_ms) {
             Ok(c) => c,
             Err(why) => {
                 if why == Ignored::NoAddress {
@@ -460,6 +542,7 @@ impl Engine {
                 return self.ignore(Ignored::ProbeInProgress);
             }
         }
+        self.drop_other_hold(ctx, ip, db);
         if fresh && !self.cfg.no_ping {
             let token = self.next_token;
             self.next_token += 1;
@@ -498,19 +581,40 @@ impl Engine {
         self.set_used(ip, true);
         let hostname = self.lease_name(ctx);
         self.stats.offers += 1;
+        let grant = self.lease_time(ctx, ip);
         self.build(
             ctx,
             MessageType::Offer,
             ip,
-            Some(self.lease_time(ctx, ip)),
+            Some(grant),
             hostname.as_deref(),
             false,
         )
     }
 
+    /// The client is about to hold `ip`: a hold it has on another address
+    /// (chosen under rules that no longer allow it) ends, and that
+    /// address becomes free again rather than staying marked taken.
+    fn drop_other_hold(&mut self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) {
+        if let Some((old, _)) = self.holds.of_client(&ctx.client.key) {
+            if old != ip {
+                self.holds.remove(old);
+                self.refresh(old, db);
+            }
+        }
+    }
+
     /// Picks the address to offer, in RFC 2131 §4.3.1's order. The flag says
     /// whether the address is new to this client (and so worth a ping).
-    fn choose(&mut self, ctx: &Ctx<'_>, db: &LeaseDb) -> Result<(Ipv4Addr, bool), Ignored> {
+    /// Under the failover rules each step also asks
+    /// [`Engine::may_allocate`]: a client's old address in the partner's
+    /// share is a new allocation like any other.
+    fn choose(
+        &mut self,
+        ctx: &Ctx<'_>,
+        db: &LeaseDb,
+        now_ms: u64,
+    ) -> Result<(Ipv4Addr, bool), Ignored> {
         let key = &ctx.client.key;
         if let Some(fixed) = self.host_addr(ctx) {
             if !self.held_by_other(ctx, fixed, db) {
@@ -519,12 +623,15 @@ impl Engine {
             tracing::warn!(target: "dhcp", "not using configured address {fixed}: it is leased to another client");
         }
         if let Some(rec) = db.by_client(key) {
-            if rec.state == LeaseState::Bound && self.acceptable(ctx, rec.ip, db) {
+            if rec.state == LeaseState::Bound
+                && self.acceptable(ctx, rec.ip, db)
+                && self.may_allocate(ctx, rec.ip, db, now_ms)
+            {
                 return Ok((rec.ip, false));
             }
         }
         if let Some((ip, h)) = self.holds.of_client(key) {
-            if ctx.net.contains(ip) {
+            if ctx.net.contains(ip) && self.may_allocate(ctx, ip, db, now_ms) {
                 return Ok((ip, matches!(h.kind, HoldKind::Probing(_))));
             }
         }
@@ -533,22 +640,62 @@ impl Engine {
             return Err(Ignored::LeaseMax);
         }
         if let Some(rec) = db.by_client(key) {
-            if self.acceptable(ctx, rec.ip, db) {
+            if self.acceptable(ctx, rec.ip, db) && self.may_allocate(ctx, rec.ip, db, now_ms) {
                 return Ok((rec.ip, true));
             }
         }
         if let Some(want) = ctx.req.requested_ip {
-            if self.acceptable(ctx, want, db) && !self.holds.contains(want) {
+            if self.acceptable(ctx, want, db)
+                && !self.holds.contains(want)
+                && self.may_allocate(ctx, want, db, now_ms)
+            {
                 return Ok((want, true));
             }
         }
         let hint = fnv1a(&key.0);
-        for &i in &ctx.net.ranges {
-            if cfg.dhcp_ranges[i].is_static {
-                continue;
-            }
-            if let Some(ip) = self.pools[i].find_free(hint) {
+        let dynamic: Vec<usize> = ctx
+            .net
+            .ranges
+            .iter()
+            .copied()
+            .filter(|&i| !cfg.dhcp_ranges[i].is_static)
+            .collect();
+        let (own, partner) = (ctx.rules.own, ctx.rules.own.partner());
+        // The own share of every range before any of the partner's.
+        for &i in &dynamic {
+            if let Some(ip) = self.pools[i].find_free(own, hint) {
                 return Ok((ip, true));
+            }
+        }
+        match ctx.rules.partner {
+            PartnerShare::No => {}
+            PartnerShare::Any => {
+                for &i in &dynamic {
+                    if let Some(ip) = self.pools[i].find_free(partner, hint) {
+                        return Ok((ip, true));
+                    }
+                }
+            }
+            PartnerShare::Aged { mclt_ms } => {
+                for &i in &dynamic {
+                    for _ in 0..MAX_RECENT_TRIES {
+                        let Some(ip) = self.pools[i].find_free(partner, hint) else {
+                            break;
+                        };
+                        let Some(until_ms) = recent_until(db.get(ip), mclt_ms, now_ms) else {
+                            return Ok((ip, true));
+                        };
+                        self.holds.put(
+                            ip,
+                            Hold {
+                                client: None,
+                                until_ms,
+                                kind: HoldKind::Recent,
+                            },
+                        );
+                        self.set_used(ip, true);
+                    }
+                }
             }
         }
         Err(Ignored::NoAddress)
@@ -576,7 +723,8 @@ impl Engine {
                 return self.ignore(Ignored::Incomplete);
             };
             self.log(MessageType::Request, ctx.arrival, Some(ip), req, "");
-            if !self.acceptable(ctx, ip, db) {
+            // Answering an offer takes a new address: the share rules apply.
+            if !self.acceptable(ctx, ip, db) || !self.may_allocate(ctx, ip, db, now_ms) {
                 return self.nak(ctx, ip, db, "address not available");
             }
             return self.bind_and_ack(ctx, ip, db, now_ms, false);
@@ -603,7 +751,12 @@ impl Engine {
         if self.held_by_other(ctx, ip, db) {
             return self.nak(ctx, ip, db, "address in use");
         }
-        if !known && !authoritative {
+        // Apart from the partner, an address we do not know may be one the
+        // partner granted: if nobody else holds it, the client keeps it
+        // (with an MCLT-bounded lease) instead of losing it to a NAK.
+        let unclaimed = ctx.rules.ack_unclaimed
+            && (self.host_addr(ctx) == Some(ip) || self.dynamic_range_of(ip, ctx.net).is_some());
+        if !known && !authoritative && !unclaimed {
             return self.ignore(Ignored::UnknownClient);
         }
         if !self.acceptable(ctx, ip, db) {
@@ -618,7 +771,9 @@ impl Engine {
         self.bind_and_ack(ctx, ip, db, now_ms, false)
     }
 
-    fn lease_time(&self, ctx: &Ctx<'_>, ip: Ipv4Addr) -> LeaseTime {
+    /// The lease to grant: configured, shortened at the client's wish, then
+    /// capped by the failover rules.
+    fn lease_time(&self, ctx: &Ctx<'_>, ip: Ipv4Addr) -> Grant {
         let configured = ctx
             .client
             .host
@@ -635,7 +790,7 @@ impl Engine {
             })
             .unwrap_or(LeaseTime::Secs(crate::config::DEFAULT_LEASE_SECS));
         // A client may ask for less than we give, never less than dnsmasq's floor.
-        match (configured, ctx.req.lease_time) {
+        let time = match (configured, ctx.req.lease_time) {
             (LeaseTime::Secs(s), Some(want)) if want < s => {
                 LeaseTime::Secs(want.max(MIN_LEASE_SECS))
             }
@@ -643,6 +798,20 @@ impl Engine {
                 LeaseTime::Secs(want.max(MIN_LEASE_SECS))
             }
             (t, _) => t,
+        };
+        let secs = match time {
+            LeaseTime::Secs(s) => Some(s),
+            LeaseTime::Infinite => None,
+        };
+        match ctx.rules.cap(secs) {
+            (Some(s), true) => Grant {
+                time: LeaseTime::Secs(s),
+                capped: true,
+            },
+            _ => Grant {
+                time,
+                capped: false,
+            },
         }
     }
 
@@ -664,7 +833,7 @@ impl Engine {
     ) -> Decision {
         let req = ctx.req;
         let key = &ctx.client.key;
-        let lease = self.lease_time(ctx, ip);
+        let grant = self.lease_time(ctx, ip);
         let hostname = self.lease_name(ctx);
         let now_secs = now_ms / 1000;
 
@@ -708,7 +877,7 @@ impl Engine {
             hwaddr: req.chaddr.clone(),
             client_id: req.client_id.clone(),
             hostname: hostname.clone(),
-            expires: match lease {
+            expires: match grant.time {
                 LeaseTime::Infinite => Expiry::Never,
                 LeaseTime::Secs(s) => Expiry::At(now_secs + u64::from(s)),
             },
@@ -733,7 +902,7 @@ impl Engine {
             ctx,
             MessageType::Ack,
             ip,
-            Some(lease),
+            Some(grant),
             hostname.as_deref(),
             rapid,
         );
@@ -833,7 +1002,7 @@ impl Engine {
         ctx: &Ctx<'_>,
         kind: MessageType,
         ip: Ipv4Addr,
-        lease: Option<LeaseTime>,
+        lease: Option<Grant>,
         hostname: Option<&str>,
         rapid: bool,
     ) -> Decision {
@@ -858,18 +1027,27 @@ impl Engine {
 
         let mut opts = OptionList::default();
         opts.required(54, ctx.net.server.octets().to_vec());
-        if let Some(lease) = lease {
-            match lease {
+        if let Some(grant) = lease {
+            match grant.time {
                 LeaseTime::Infinite => opts.required(51, u32::MAX.to_be_bytes().to_vec()),
                 LeaseTime::Secs(s) => {
                     opts.required(51, s.to_be_bytes().to_vec());
+                    // A configured T1/T2 meant for the uncapped lease may
+                    // exceed the capped one: then the defaults follow the cap.
+                    let fits = |v: &Vec<u8>| {
+                        !grant.capped
+                            || <[u8; 4]>::try_from(v.as_slice())
+                                .is_ok_and(|b| u32::from_be_bytes(b) < s)
+                    };
                     let t1 = wanted
                         .values
                         .remove(&OPT_T1)
+                        .filter(fits)
                         .unwrap_or_else(|| (s / 2).to_be_bytes().to_vec());
                     let t2 = wanted
                         .values
                         .remove(&OPT_T2)
+                        .filter(fits)
                         .unwrap_or_else(|| (s / 8 * 7).to_be_bytes().to_vec());
                     opts.required(OPT_T1, t1);
                     opts.required(OPT_T2, t2);
@@ -956,4 +1134,26 @@ struct Ctx<'a> {
     arrival: &'a Arrival,
     net: &'a Network,
     client: &'a Client<'a>,
+    /// What the failover state allows for this request.
+    rules: Rules,
+}
+
+/// Until when (unix ms) a partner-share address with this record is too
+/// recent for partner-down to hand out: its lease ended less than an MCLT
+/// ago, or has not ended. None: no record, or it ended long enough ago.
+fn recent_until(rec: Option<LeaseRecord>, mclt_ms: u64, now_ms: u64) -> Option<u64> {
+    let rec = rec?;
+    let end_ms = match rec.expires {
+        Expiry::At(secs) => secs.saturating_mul(1000),
+        // Never ends: wait an MCLT and look again.
+        Expiry::Never => now_ms,
+    };
+    // A lease still running ends, at the earliest, now.
+    let end_ms = if occupies(&rec) {
+        end_ms.max(now_ms)
+    } else {
+        end_ms
+    };
+    let until = end_ms.saturating_add(mclt_ms);
+    (until > now_ms).then_some(until)
 }

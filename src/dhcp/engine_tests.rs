@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder};
-use twinmasq_proto::LeaseState;
+use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
 use super::engine::{Decision, Engine, Reply};
 use super::network::{Arrival, IfAddr};
 use super::reply::Destination;
 use super::request::build::RawRequest;
+use super::share::{owner_of, Owner, ServeMode, SharePolicy};
 use super::stats::Ignored;
 use crate::config::{
     Config, DhcpHost, DhcpOptionSpec, DhcpRange, LeaseTime, MacPattern, OptionValue,
@@ -44,6 +45,26 @@ struct Rig {
 
 impl Rig {
     fn new(edit: impl FnOnce(&mut Config)) -> Rig {
+        Rig::build(edit, None)
+    }
+
+    /// One node of a failover pair over the default range 10..=20: with a
+    /// 50 % split the primary owns 10..=15, the secondary 16..=20.
+    fn failover(own: Owner, mode: ServeMode) -> Rig {
+        let mut rig = Rig::build(
+            |_| {},
+            Some(SharePolicy {
+                own,
+                split_percent: 50,
+                mclt: std::time::Duration::from_secs(MCLT_SECS),
+                unanswered_secs: 10,
+            }),
+        );
+        rig.engine.set_mode(mode);
+        rig
+    }
+
+    fn build(edit: impl FnOnce(&mut Config), policy: Option<SharePolicy>) -> Rig {
         let mut cfg = Config {
             no_ping: true,
             ..Config::default()
@@ -52,7 +73,7 @@ impl Rig {
         edit(&mut cfg);
         let dir = tempfile::tempdir().unwrap();
         let db = LeaseDb::open(&dir.path().join("db"), DbOptions::default()).unwrap();
-        let engine = Engine::new(Arc::new(cfg), &db);
+        let engine = Engine::with_policy(Arc::new(cfg), &db, policy);
         let arrival = Arrival {
             ifname: "tmq0".into(),
             ifindex: 7,
@@ -102,6 +123,54 @@ impl Rig {
         assert!(r.durable);
         ip
     }
+
+    /// A record written into the database from outside the engine, as a
+    /// merge from the partner does, and the engine told of it.
+    fn merged(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
+        let rec = LeaseRecord {
+            ip,
+            state,
+            client: ClientKey::from_hwaddr(1, &mac),
+            htype: 1,
+            hwaddr: mac.to_vec(),
+            client_id: None,
+            hostname: None,
+            expires: Expiry::At(expires_secs),
+            stamp: Default::default(),
+        };
+        self.db.commit(rec, self.now).unwrap();
+        self.engine.note_change(ip, &self.db);
+    }
+
+    fn now_secs(&self) -> u64 {
+        self.now / 1000
+    }
+}
+
+const MCLT_SECS: u64 = 600;
+
+fn addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, n)
+}
+
+fn mac(n: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 1, n]
+}
+
+fn in_share(ip: Ipv4Addr, owner: Owner) -> bool {
+    let last = ip.octets()[3];
+    match owner {
+        Owner::Primary => (10..=15).contains(&last),
+        Owner::Secondary => (16..=20).contains(&last),
+    }
+}
+
+fn opt_u32(r: &Reply, code: u8) -> Option<u32> {
+    raw_opt(&r.packet, code).and_then(|v| {
+        <[u8; 4]>::try_from(v.as_slice())
+            .ok()
+            .map(u32::from_be_bytes)
+    })
 }
 
 fn msg_type(m: &Message) -> MessageType {
@@ -603,4 +672,312 @@ fn mutated_requests_never_panic_and_are_accounted_for() {
         replies > 100 && ignored > 100,
         "the mutations exercise both paths: {s:?}"
     );
+}
+
+#[test]
+fn owner_of_splits_each_range_contiguously() {
+    let (s, e) = (addr(10), addr(20));
+    let primaries = |split| {
+        (10..=20)
+            .filter(|&n| owner_of(s, e, addr(n), split) == Owner::Primary)
+            .count()
+    };
+    assert_eq!(
+        primaries(50),
+        6,
+        "11 addresses: floor(5.5) = 5 to the secondary"
+    );
+    assert_eq!(primaries(0), 11);
+    assert_eq!(primaries(100), 0);
+    assert_eq!(primaries(33), 8, "floor(3.63) = 3 to the secondary");
+    assert_eq!(owner_of(s, e, addr(15), 50), Owner::Primary);
+    assert_eq!(owner_of(s, e, addr(16), 50), Owner::Secondary);
+    assert_eq!(owner_of(addr(10), addr(10), addr(10), 99), Owner::Primary);
+    assert_eq!(
+        owner_of(addr(10), addr(10), addr(10), 100),
+        Owner::Secondary
+    );
+    // The engine splits its pools the same way.
+    let rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    assert_eq!(rig.engine.owner_of(addr(15)), Some(Owner::Primary));
+    assert_eq!(rig.engine.owner_of(addr(16)), Some(Owner::Secondary));
+    assert_eq!(rig.engine.owner_of(addr(21)), None);
+    assert_eq!(
+        Rig::new(|_| {}).engine.owner_of(addr(20)),
+        Some(Owner::Primary)
+    );
+}
+
+#[test]
+fn unlinked_allocates_only_its_own_share_with_mclt_leases() {
+    for own in [Owner::Primary, Owner::Secondary] {
+        let mut rig = Rig::failover(own, ServeMode::Unlinked);
+        let size = if own == Owner::Primary { 6 } else { 5 };
+        for n in 0..size {
+            let (_, offer) = rig.reply(&RawRequest::new(1, mac(n), 1).finish());
+            let ip = offer.yiaddr();
+            assert!(in_share(ip, own), "{own:?} offered {ip}");
+            let (r, ack) = rig.reply(
+                &RawRequest::new(3, mac(n), 2)
+                    .opt(54, &SERVER.octets())
+                    .opt(50, &ip.octets())
+                    .finish(),
+            );
+            assert_eq!(msg_type(&ack), MessageType::Ack);
+            assert_eq!(
+                opt_u32(&r, 51),
+                Some(MCLT_SECS as u32),
+                "lease capped at the MCLT"
+            );
+            assert_eq!(
+                opt_u32(&r, 58),
+                Some(MCLT_SECS as u32 / 2),
+                "T1 follows the cap"
+            );
+            assert_eq!(
+                opt_u32(&r, 59),
+                Some(MCLT_SECS as u32 / 8 * 7),
+                "T2 follows the cap"
+            );
+            assert_eq!(
+                rig.db.get(ip).unwrap().expires,
+                Expiry::At(rig.now_secs() + MCLT_SECS)
+            );
+        }
+        assert_eq!(
+            rig.send(&RawRequest::new(1, mac(99), 1).finish()),
+            Decision::Ignored(Ignored::NoAddress),
+            "own share exhausted: the partner's stays untouched"
+        );
+        assert_eq!(rig.engine.free_per_range(), vec![11 - size as u32]);
+    }
+}
+
+#[test]
+fn linked_primary_reaches_into_the_secondary_share_only_when_its_own_is_exhausted() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    for n in 0..6 {
+        let ip = rig.dora(mac(n));
+        assert!(in_share(ip, Owner::Primary), "{ip}");
+    }
+    let (r, offer) = rig.reply(&RawRequest::new(1, mac(6), 1).finish());
+    assert!(
+        in_share(offer.yiaddr(), Owner::Secondary),
+        "{}",
+        offer.yiaddr()
+    );
+    assert_eq!(
+        opt_u32(&r, 51),
+        Some(3600),
+        "configured lease time while linked"
+    );
+    for n in 7..11 {
+        assert!(in_share(rig.dora(mac(n)), Owner::Secondary));
+    }
+}
+
+#[test]
+fn passive_secondary_serves_only_clients_the_primary_leaves_unanswered() {
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    for secs in [0, 9] {
+        assert_eq!(
+            rig.send(&RawRequest::new(1, MAC_A, 1).secs(secs).finish()),
+            Decision::Ignored(Ignored::Passive)
+        );
+    }
+    assert_eq!(rig.engine.stats().ignored.get("passive"), Some(&2));
+    let (r, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).secs(10).finish());
+    let ip = offer.yiaddr();
+    assert!(in_share(ip, Owner::Secondary), "{ip}");
+    assert_eq!(opt_u32(&r, 51), Some(3600), "configured lease, no MCLT cap");
+    let request = |secs| {
+        RawRequest::new(3, MAC_A, 2)
+            .opt(54, &SERVER.octets())
+            .opt(50, &ip.octets())
+            .secs(secs)
+            .finish()
+    };
+    assert_eq!(rig.send(&request(0)), Decision::Ignored(Ignored::Passive));
+    let (r, ack) = rig.reply(&request(30));
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(opt_u32(&r, 51), Some(3600));
+    assert_eq!(rig.db.get(ip).unwrap().state, LeaseState::Bound);
+}
+
+#[test]
+fn unlinked_acks_an_unknown_unclaimed_rebind_and_naks_a_held_one() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    // Not authoritative, address in the partner's share, unknown to us.
+    let theirs = addr(18);
+    let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 5).ciaddr(theirs).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(ack.yiaddr(), theirs);
+    assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
+    assert_eq!(rig.db.get(theirs).unwrap().hwaddr, MAC_A.to_vec());
+    // INIT-REBOOT for an unknown own-share address: the same.
+    let (_, ack) = rig.reply(
+        &RawRequest::new(3, MAC_B, 6)
+            .opt(50, &addr(11).octets())
+            .finish(),
+    );
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+
+    // Another client's lease, learnt from the partner: NAK.
+    rig.merged(addr(17), mac(7), LeaseState::Bound, rig.now_secs() + 3600);
+    let (_, nak) = rig.reply(&RawRequest::new(3, mac(8), 7).ciaddr(addr(17)).finish());
+    assert_eq!(msg_type(&nak), MessageType::Nak);
+    // An address offered to another client (held): NAK.
+    let (_, offer) = rig.reply(&RawRequest::new(1, mac(9), 8).finish());
+    let (_, nak) = rig.reply(
+        &RawRequest::new(3, mac(8), 9)
+            .ciaddr(offer.yiaddr())
+            .finish(),
+    );
+    assert_eq!(msg_type(&nak), MessageType::Nak);
+    // Linked, the same unknown rebind is someone else's business.
+    rig.engine.set_mode(ServeMode::Linked);
+    assert_eq!(
+        rig.send(&RawRequest::new(3, mac(8), 10).ciaddr(addr(19)).finish()),
+        Decision::Ignored(Ignored::UnknownClient)
+    );
+}
+
+#[test]
+fn unlinked_discover_moves_a_client_out_of_the_partner_share() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let old = addr(18);
+    rig.merged(old, MAC_A, LeaseState::Bound, rig.now_secs() + 3600);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).opt(50, &old.octets()).finish());
+    let ip = offer.yiaddr();
+    assert!(in_share(ip, Owner::Primary), "{ip}");
+    // Selecting the partner-share address is a new allocation too: NAK.
+    let (_, nak) = rig.reply(
+        &RawRequest::new(3, MAC_A, 2)
+            .opt(54, &SERVER.octets())
+            .opt(50, &old.octets())
+            .finish(),
+    );
+    assert_eq!(msg_type(&nak), MessageType::Nak);
+    assert_eq!(rig.dora(MAC_A), ip);
+    assert_eq!(
+        rig.db.get(old).unwrap().state,
+        LeaseState::Released,
+        "one client, one lease"
+    );
+    // Renewing it, on the other hand, would have been acknowledged.
+    rig.merged(addr(19), MAC_B, LeaseState::Bound, rig.now_secs() + 3600);
+    let (_, ack) = rig.reply(&RawRequest::new(3, MAC_B, 3).ciaddr(addr(19)).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+}
+
+#[test]
+fn partner_down_takes_only_aged_partner_addresses_and_only_after_its_time() {
+    let from = T0 + 60_000;
+    let mut rig = Rig::failover(
+        Owner::Primary,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: from,
+        },
+    );
+    let now = rig.now_secs();
+    // The secondary's share: 16 released recently, 17 expired long ago,
+    // 18 never leased, 19 bound to a client, 20 expired recently.
+    rig.merged(addr(16), mac(16), LeaseState::Released, now - 100);
+    rig.merged(addr(17), mac(17), LeaseState::Expired, now - 2 * MCLT_SECS);
+    rig.merged(addr(19), mac(19), LeaseState::Bound, now + 3600);
+    rig.merged(
+        addr(20),
+        mac(20),
+        LeaseState::Expired,
+        from / 1000 - MCLT_SECS + 30,
+    );
+    for n in 0..6 {
+        let ip = rig.dora(mac(n));
+        assert!(in_share(ip, Owner::Primary), "{ip}");
+    }
+    assert_eq!(
+        rig.send(&RawRequest::new(1, mac(50), 1).finish()),
+        Decision::Ignored(Ignored::NoAddress),
+        "before the partner-share time: own share only"
+    );
+    rig.now = from;
+    let mut got: Vec<Ipv4Addr> = (50..52).map(|n| rig.dora(mac(n))).collect();
+    got.sort();
+    assert_eq!(got, vec![addr(17), addr(18)]);
+    let (r, _) = rig.reply(&RawRequest::new(3, mac(50), 9).ciaddr(addr(17)).finish());
+    assert_eq!(
+        opt_u32(&r, 51),
+        Some(MCLT_SECS as u32),
+        "partner-down leases are capped"
+    );
+    assert_eq!(
+        rig.send(&RawRequest::new(1, mac(52), 1).finish()),
+        Decision::Ignored(Ignored::NoAddress),
+        "16 and 20 ended less than an MCLT ago"
+    );
+    // The client the partner may have renewed 16 for still gets its ACK.
+    let (_, ack) = rig.reply(&RawRequest::new(3, mac(16), 2).ciaddr(addr(16)).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    // Once 20's lease is an MCLT old, it is free for partner-down.
+    rig.now = from + 30_000;
+    rig.engine.tick(&mut rig.db, rig.now);
+    assert_eq!(rig.dora(mac(52)), addr(20));
+}
+
+#[test]
+fn leaving_partner_down_frees_addresses_held_as_too_recent() {
+    let mut rig = Rig::failover(
+        Owner::Primary,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: T0,
+        },
+    );
+    for n in 16..=20 {
+        rig.merged(addr(n), mac(n), LeaseState::Released, rig.now_secs());
+    }
+    for n in 0..6 {
+        rig.dora(mac(n));
+    }
+    assert_eq!(rig.engine.free_per_range(), vec![5]);
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_A, 1).finish()),
+        Decision::Ignored(Ignored::NoAddress)
+    );
+    assert_eq!(rig.engine.free_per_range(), vec![0], "held as too recent");
+    // Back in sync, the partner acks every change: linked may use them.
+    rig.engine.set_mode(ServeMode::Linked);
+    rig.engine.tick(&mut rig.db, rig.now);
+    assert_eq!(rig.engine.free_per_range(), vec![5]);
+    assert!(in_share(rig.dora(MAC_A), Owner::Secondary));
+}
+
+#[test]
+fn durable_replies_carry_the_stamp_of_their_commit() {
+    for mut rig in [
+        Rig::new(|c| c.authoritative = true),
+        Rig::failover(Owner::Primary, ServeMode::Unlinked),
+    ] {
+        let (r, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+        assert_eq!(r.commit, None, "an offer promises nothing");
+        let ip = offer.yiaddr();
+        let (r, ack) = rig.reply(
+            &RawRequest::new(3, MAC_A, 2)
+                .opt(54, &SERVER.octets())
+                .opt(50, &ip.octets())
+                .opt(12, b"pc")
+                .finish(),
+        );
+        assert_eq!(msg_type(&ack), MessageType::Ack);
+        assert_eq!(r.commit, Some(rig.db.get(ip).unwrap().stamp));
+        // A move ends the old lease first; the reply waits for the last commit.
+        rig.now += 1000;
+        let to = if ip == addr(12) { addr(13) } else { addr(12) };
+        let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 3).opt(50, &to.octets()).finish());
+        assert_eq!(msg_type(&ack), MessageType::Ack);
+        let stamp = rig.db.get(to).unwrap().stamp;
+        assert_eq!(r.commit, Some(stamp));
+        assert!(stamp > rig.db.get(ip).unwrap().stamp);
+        let (r, _) = rig.reply(&RawRequest::new(8, MAC_B, 4).ciaddr(addr(200)).finish());
+        assert_eq!(r.commit, None, "an INFORM answer is not durable");
+    }
 }

@@ -16,6 +16,10 @@ pub enum HoldKind {
     Offered,
     /// Something answered a ping on this address; keep away from it.
     InUse,
+    /// A partner-share address whose lease ended less than an MCLT ago:
+    /// not yet ours to hand out in partner-down. Held until it is, so the
+    /// search skips it without rescanning.
+    Recent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +81,20 @@ impl Holds {
             }
         }
         Some(hold)
+    }
+
+    /// Drops every hold of `kind` and returns their addresses.
+    pub fn remove_kind(&mut self, kind: HoldKind) -> Vec<Ipv4Addr> {
+        let ips: Vec<Ipv4Addr> = self
+            .by_ip
+            .iter()
+            .filter(|(_, h)| h.kind == kind)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in &ips {
+            self.remove(*ip);
+        }
+        ips
     }
 
     /// Drops holds whose time is up and returns their addresses.

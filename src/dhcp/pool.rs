@@ -8,6 +8,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::share::{self, Owner};
+
 #[derive(Debug, Clone)]
 pub struct Pool {
     start: u32,
@@ -22,6 +24,11 @@ impl Pool {
     pub fn new(start: Ipv4Addr, end: Ipv4Addr) -> Self {
         let (s, e) = (u32::from(start), u32::from(end));
         let len = if e >= s { e - s + 1 } else { 0 };
+        Pool::span(s, len)
+    }
+
+    /// `len` addresses from `start`; `len` may be 0 (an empty share).
+    fn span(s: u32, len: u32) -> Self {
         let words = (len as usize).div_ceil(64);
         let mut pool = Pool {
             start: s,
@@ -148,6 +155,64 @@ impl Pool {
     }
 }
 
+/// One dhcp-range as two pools, the primary's share and the secondary's
+/// (see [`share::owner_of`]), so a node can search its own share, or the
+/// partner's, at bitmap speed. Without failover the split is 0: one pool
+/// holds the whole range and the secondary's is empty.
+#[derive(Debug, Clone)]
+pub struct SplitPool {
+    primary: Pool,
+    secondary: Pool,
+}
+
+impl SplitPool {
+    /// `end` is inclusive; a reversed range is treated as empty.
+    pub fn new(start: Ipv4Addr, end: Ipv4Addr, split_percent: u8) -> Self {
+        let whole = Pool::new(start, end);
+        let second = share::secondary_len(whole.len, split_percent);
+        let first = whole.len - second;
+        SplitPool {
+            primary: Pool::span(whole.start, first),
+            secondary: Pool::span(whole.start.wrapping_add(first), second),
+        }
+    }
+
+    pub fn share(&self, owner: Owner) -> &Pool {
+        match owner {
+            Owner::Primary => &self.primary,
+            Owner::Secondary => &self.secondary,
+        }
+    }
+
+    /// The share `ip` belongs to, if it is in the range.
+    pub fn owner(&self, ip: Ipv4Addr) -> Option<Owner> {
+        if self.primary.contains(ip) {
+            Some(Owner::Primary)
+        } else if self.secondary.contains(ip) {
+            Some(Owner::Secondary)
+        } else {
+            None
+        }
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.owner(ip).is_some()
+    }
+
+    pub fn set_used(&mut self, ip: Ipv4Addr, used: bool) {
+        self.primary.set_used(ip, used);
+        self.secondary.set_used(ip, used);
+    }
+
+    pub fn free_count(&self) -> u32 {
+        self.primary.free_count() + self.secondary.free_count()
+    }
+
+    pub fn find_free(&self, owner: Owner, hint: u64) -> Option<Ipv4Addr> {
+        self.share(owner).find_free(hint)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +261,29 @@ mod tests {
         p.set_used(ip(40_000), false);
         assert_eq!(p.find_free(41_000), Some(ip(40_000)));
         assert_eq!(p.find_free(7), Some(ip(40_000)));
+    }
+
+    #[test]
+    fn split_pool_searches_each_share_apart() {
+        let mut p = SplitPool::new(ip(10), ip(20), 50);
+        assert_eq!(p.share(Owner::Primary).len(), 6);
+        assert_eq!(p.share(Owner::Secondary).len(), 5);
+        assert_eq!(p.owner(ip(15)), Some(Owner::Primary));
+        assert_eq!(p.owner(ip(16)), Some(Owner::Secondary));
+        assert_eq!(p.owner(ip(21)), None);
+        for n in 10..16 {
+            p.set_used(ip(n), true);
+        }
+        assert_eq!(p.find_free(Owner::Primary, 0), None);
+        assert_eq!(p.find_free(Owner::Secondary, 0), Some(ip(16)));
+        assert_eq!(p.free_count(), 5);
+        let all_secondary = SplitPool::new(ip(0), ip(9), 100);
+        assert!(all_secondary.share(Owner::Primary).is_empty());
+        assert_eq!(all_secondary.find_free(Owner::Primary, 3), None);
+        assert_eq!(all_secondary.find_free(Owner::Secondary, 3), Some(ip(3)));
+        let top = SplitPool::new(Ipv4Addr::new(255, 255, 255, 250), Ipv4Addr::BROADCAST, 0);
+        assert_eq!(top.free_count(), 6);
+        assert!(top.share(Owner::Secondary).is_empty());
     }
 
     proptest! {

@@ -265,6 +265,11 @@ pub(crate) mod build {
             self.bytes[10] = 0x80;
             self
         }
+        /// The header's `secs` (bytes 8..10, big-endian).
+        pub fn secs(&mut self, secs: u16) -> &mut Self {
+            self.bytes[8..10].copy_from_slice(&secs.to_be_bytes());
+            self
+        }
         pub fn finish(&mut self) -> Vec<u8> {
             let mut b = self.bytes.clone();
             b.push(255);
@@ -285,10 +290,12 @@ mod tests {
             .opt(61, &[1, 2, 0, 0, 0, 0, 1])
             .opt(12, b"laptop")
             .opt(50, &[198, 18, 0, 9])
+            .secs(300)
             .finish();
         let r = decode(&bytes).unwrap();
         assert_eq!(r.msg_type, MessageType::Discover);
         assert_eq!(r.xid, 7);
+        assert_eq!(r.secs, 300);
         assert_eq!(r.chaddr, vec![2, 0, 0, 0, 0, 1]);
         assert_eq!(r.params.as_deref(), Some(&[1, 3, 6, 15][..]));
         assert_eq!(r.hostname.as_deref(), Some("laptop"));

@@ -1,6 +1,7 @@
 //! Failover address shares: which node of a pair may hand out which
 //! address of a range, and what the engine may do in each failover state.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// The end of a failover pair an address belongs to.
@@ -8,6 +9,15 @@ use std::time::Duration;
 pub enum Owner {
     Primary,
     Secondary,
+}
+
+impl Owner {
+    pub fn partner(self) -> Owner {
+        match self {
+            Owner::Primary => Owner::Secondary,
+            Owner::Secondary => Owner::Primary,
+        }
+    }
 }
 
 /// What the DHCP engine may do right now; the failover node sets it.
@@ -41,4 +51,225 @@ pub struct SharePolicy {
     pub split_percent: u8,
     pub mclt: Duration,
     pub unanswered_secs: u16,
+}
+
+/// How many addresses of a range of `len` belong to the secondary: the
+/// floor of `split_percent` percent (above 100 counts as 100), so both
+/// nodes compute the same split from the same configuration.
+pub fn secondary_len(len: u32, split_percent: u8) -> u32 {
+    let pct = u64::from(split_percent.min(100));
+    // u64: len * 100 overflows u32 for ranges above ~43 M addresses.
+    (u64::from(len) * pct / 100) as u32
+}
+
+/// Which node owns `ip` of the range `range_start..=range_end`. The range
+/// is split contiguously: the first `n - floor(n * split / 100)` addresses
+/// are the primary's, the rest the secondary's. An address below the range
+/// counts as the primary's, one above it as the secondary's (callers only
+/// ask about addresses of the range).
+pub fn owner_of(
+    range_start: Ipv4Addr,
+    range_end: Ipv4Addr,
+    ip: Ipv4Addr,
+    split_percent: u8,
+) -> Owner {
+    let (s, e, a) = (u32::from(range_start), u32::from(range_end), u32::from(ip));
+    if a < s {
+        return Owner::Primary;
+    }
+    // A reversed range is empty: nothing in it, all "above".
+    let len = match e.checked_sub(s) {
+        Some(d) => d.saturating_add(1),
+        None => return Owner::Secondary,
+    };
+    let primary_len = len - secondary_len(len, split_percent);
+    if a - s < primary_len {
+        Owner::Primary
+    } else {
+        Owner::Secondary
+    }
+}
+
+/// Which addresses of the partner's share new allocations may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerShare {
+    /// None: the partner may be handing them out right now.
+    No,
+    /// Any free one, once the own share is exhausted (the partner is in
+    /// sync, or there is no partner).
+    Any,
+    /// Once the own share is exhausted, only those with no lease or whose
+    /// lease ended at least `mclt_ms` ago: the partner may have extended a
+    /// lease we never heard of, but never by more than the MCLT.
+    Aged { mclt_ms: u64 },
+}
+
+/// What a mode allows for one request; computed per request because
+/// `Passive` depends on the request and `PartnerDown` on the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub own: Owner,
+    pub partner: PartnerShare,
+    /// Upper bound of any lease granted, in seconds.
+    pub cap_secs: Option<u32>,
+    /// A renewing, rebinding or rebooting client whose address no other
+    /// client holds is acknowledged even when we do not know the lease:
+    /// the partner may have granted it while we were apart.
+    pub ack_unclaimed: bool,
+}
+
+impl Rules {
+    /// Whole-range service with configured lease times: no partner to
+    /// defer to.
+    pub const STANDALONE: Rules = Rules {
+        own: Owner::Primary,
+        partner: PartnerShare::Any,
+        cap_secs: None,
+        ack_unclaimed: false,
+    };
+
+    /// The rules for a request with `secs` in it, arriving at `now_ms`;
+    /// `None` means stay silent (passive secondary, primary answering).
+    /// Without a policy there is no partner and every mode serves as
+    /// `Standalone`.
+    pub fn for_request(
+        mode: ServeMode,
+        policy: Option<&SharePolicy>,
+        secs: u16,
+        now_ms: u64,
+    ) -> Option<Rules> {
+        let Some(p) = policy else {
+            return Some(Rules::STANDALONE);
+        };
+        let mclt_secs = u32::try_from(p.mclt.as_secs()).unwrap_or(u32::MAX).max(1);
+        let mclt_ms = u64::try_from(p.mclt.as_millis()).unwrap_or(u64::MAX);
+        let unlinked = Rules {
+            own: p.own,
+            partner: PartnerShare::No,
+            cap_secs: Some(mclt_secs),
+            ack_unclaimed: true,
+        };
+        Some(match mode {
+            ServeMode::Standalone | ServeMode::Linked => Rules {
+                own: p.own,
+                ..Rules::STANDALONE
+            },
+            ServeMode::Passive if secs >= p.unanswered_secs => Rules {
+                cap_secs: None,
+                ..unlinked
+            },
+            ServeMode::Passive => return None,
+            ServeMode::Unlinked => unlinked,
+            ServeMode::PartnerDown {
+                partner_share_from_ms,
+            } if now_ms >= partner_share_from_ms => Rules {
+                partner: PartnerShare::Aged { mclt_ms },
+                ..unlinked
+            },
+            ServeMode::PartnerDown { .. } => unlinked,
+        })
+    }
+
+    /// The lease to grant given the configured `secs` (`None` = infinite),
+    /// and whether the cap shortened it.
+    pub fn cap(&self, secs: Option<u32>) -> (Option<u32>, bool) {
+        match (self.cap_secs, secs) {
+            (Some(cap), None) => (Some(cap), true),
+            (Some(cap), Some(s)) if s > cap => (Some(cap), true),
+            (_, s) => (s, false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(0xC612_0000 + n)
+    }
+
+    fn shares(len: u32, split: u8) -> (u32, u32) {
+        let (s, e) = (ip(10), ip(10 + len - 1));
+        let p = (0..len)
+            .filter(|&i| owner_of(s, e, ip(10 + i), split) == Owner::Primary)
+            .count() as u32;
+        (p, len - p)
+    }
+
+    #[test]
+    fn split_arithmetic() {
+        assert_eq!(shares(10, 50), (5, 5));
+        assert_eq!(shares(11, 50), (6, 5), "the odd address is the primary's");
+        assert_eq!(shares(7, 30), (5, 2), "floor(2.1) = 2 to the secondary");
+        assert_eq!(shares(3, 99), (1, 2));
+        assert_eq!(shares(1, 50), (1, 0));
+        assert_eq!(shares(10, 0), (10, 0));
+        assert_eq!(shares(10, 100), (0, 10));
+        assert_eq!(shares(10, 250), (0, 10), "above 100 counts as 100");
+        // Contiguous: the primary's first, then the secondary's.
+        let (s, e) = (ip(10), ip(20));
+        assert_eq!(owner_of(s, e, ip(15), 50), Owner::Primary);
+        assert_eq!(owner_of(s, e, ip(16), 50), Owner::Secondary);
+        assert_eq!(owner_of(s, e, ip(9), 50), Owner::Primary);
+        assert_eq!(owner_of(s, e, ip(21), 50), Owner::Secondary);
+        // The whole address space does not overflow.
+        let all = (Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(255, 255, 255, 255));
+        assert_eq!(
+            owner_of(all.0, all.1, Ipv4Addr::new(127, 255, 255, 255), 50),
+            Owner::Primary
+        );
+        assert_eq!(
+            owner_of(all.0, all.1, Ipv4Addr::new(128, 0, 0, 0), 50),
+            Owner::Secondary
+        );
+        assert_eq!(secondary_len(u32::MAX, 100), u32::MAX);
+    }
+
+    fn policy(own: Owner) -> SharePolicy {
+        SharePolicy {
+            own,
+            split_percent: 50,
+            mclt: Duration::from_secs(600),
+            unanswered_secs: 10,
+        }
+    }
+
+    #[test]
+    fn rules_per_mode() {
+        let p = policy(Owner::Secondary);
+        let r = |mode, secs, now| Rules::for_request(mode, Some(&p), secs, now);
+        assert_eq!(
+            Rules::for_request(ServeMode::Passive, None, 0, 0),
+            Some(Rules::STANDALONE)
+        );
+        let linked = r(ServeMode::Linked, 0, 0).unwrap();
+        assert_eq!(
+            (linked.own, linked.partner, linked.cap_secs),
+            (Owner::Secondary, PartnerShare::Any, None)
+        );
+        assert_eq!(r(ServeMode::Passive, 9, 0), None);
+        let passive = r(ServeMode::Passive, 10, 0).unwrap();
+        assert_eq!(
+            (passive.partner, passive.cap_secs),
+            (PartnerShare::No, None)
+        );
+        let unlinked = r(ServeMode::Unlinked, 0, 0).unwrap();
+        assert_eq!(
+            (unlinked.partner, unlinked.cap_secs, unlinked.ack_unclaimed),
+            (PartnerShare::No, Some(600), true)
+        );
+        let down = ServeMode::PartnerDown {
+            partner_share_from_ms: 1000,
+        };
+        assert_eq!(r(down, 0, 999), Some(unlinked));
+        assert_eq!(
+            r(down, 0, 1000).unwrap().partner,
+            PartnerShare::Aged { mclt_ms: 600_000 }
+        );
+        assert_eq!(unlinked.cap(None), (Some(600), true));
+        assert_eq!(unlinked.cap(Some(3600)), (Some(600), true));
+        assert_eq!(unlinked.cap(Some(120)), (Some(120), false));
+        assert_eq!(linked.cap(None), (None, false));
+    }
 }

@@ -30,6 +30,9 @@ pub enum Ignored {
     Incomplete,
     /// The lease database refused the change: nothing was promised.
     Storage,
+    /// A passive failover secondary leaves the request to the primary
+    /// (the client's `secs` is below the unanswered threshold).
+    Passive,
 }
 
 impl Ignored {
@@ -51,6 +54,7 @@ impl Ignored {
             Ignored::NotOwner => "not_owner",
             Ignored::Incomplete => "incomplete",
             Ignored::Storage => "storage_error",
+            Ignored::Passive => "passive",
         }
     }
 }
