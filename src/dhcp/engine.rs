@@ -199,10 +199,13 @@ impl Engine {
 
     /// What the failover state allows from now on (see [`ServeMode`]).
     pub fn set_mode(&mut self, mode: ServeMode) {
-        if !matches!(mode, ServeMode::PartnerDown { .. }) {
-            // "Too recent" holds only matter while partner-down reaches
-            // into the partner's share; elsewhere they would only keep
-            // usable addresses idle for up to an MCLT.
+        if matches!(
+            mode,
+            ServeMode::Linked | ServeMode::Passive | ServeMode::Standalone
+        ) {
+            // "Too recent" holds only matter while not in sync with the
+            // partner; in sync they would only keep usable addresses idle
+            // for up to an MCLT.
             self.stale.extend(self.holds.remove_kind(HoldKind::Recent));
         }
         self.mode = mode;
@@ -509,7 +512,13 @@ impl Engine {
             return true;
         };
         if owner == ctx.rules.own {
-            return true;
+            // The client's own old address is its to have back; another
+            // client's only once the partner cannot have extended it.
+            return ctx.rules.own_aged.is_none_or(|mclt_ms| {
+                db.get(ip).is_none_or(|r| {
+                    r.client == ctx.client.key || recent_until(Some(r), mclt_ms, now_ms).is_none()
+                })
+            });
         }
         match ctx.rules.partner {
             PartnerShare::No => false,
@@ -663,8 +672,26 @@ impl Engine {
         let (own, partner) = (ctx.rules.own, ctx.rules.own.partner());
         // The own share of every range before any of the partner's.
         for &i in &dynamic {
-            if let Some(ip) = self.pools[i].find_free(own, hint) {
-                return Ok((ip, true));
+            for _ in 0..MAX_RECENT_TRIES {
+                let Some(ip) = self.pools[i].find_free(own, hint) else {
+                    break;
+                };
+                let recent = ctx
+                    .rules
+                    .own_aged
+                    .and_then(|mclt_ms| recent_until(db.get(ip), mclt_ms, now_ms));
+                let Some(until_ms) = recent else {
+                    return Ok((ip, true));
+                };
+                self.holds.put(
+                    ip,
+                    Hold {
+                        client: None,
+                        until_ms,
+                        kind: HoldKind::Recent,
+                    },
+                );
+                self.set_used(ip, true);
             }
         }
         match ctx.rules.partner {
@@ -815,6 +842,44 @@ impl Engine {
         }
     }
 
+    /// Not in sync, a lease in the partner's share may run at most an MCLT
+    /// past the end the partner knows, which is what the partner waits
+    /// before reusing the address. A record this node wrote last may
+    /// already carry such an extension, so it is not extended again.
+    /// Seconds left under that bound, if it applies: a renewal that cannot
+    /// get a full MCLT under it is left unanswered (the client's lease runs
+    /// out and it asks again), rather than granting a sliver that would
+    /// race the partner's own answer in the merge.
+    fn partner_share_limit(
+        &self,
+        ctx: &Ctx<'_>,
+        ip: Ipv4Addr,
+        db: &LeaseDb,
+        now_ms: u64,
+    ) -> Option<u32> {
+        let mclt_ms = ctx.rules.own_aged?;
+        // Once partner-down opened the partner's share, the partner is
+        // declared gone and waits for nothing.
+        if !matches!(ctx.rules.partner, PartnerShare::No) {
+            return None;
+        }
+        let partner = self.owner_of(ip).is_some_and(|o| o != ctx.rules.own);
+        if !partner {
+            return None;
+        }
+        let rec = db.get(ip).filter(|r| r.client == ctx.client.key)?;
+        let Expiry::At(end_secs) = rec.expires else {
+            return None;
+        };
+        let end_ms = if rec.stamp.node == db.node_id() {
+            end_secs * 1000
+        } else {
+            end_secs * 1000 + mclt_ms
+        };
+        let left = end_ms.saturating_sub(now_ms) / 1000;
+        Some(u32::try_from(left).unwrap_or(u32::MAX).max(1))
+    }
+
     /// The name the lease publishes: the dhcp-host line's, else the client's.
     fn lease_name(&self, ctx: &Ctx<'_>) -> Option<String> {
         ctx.client
@@ -834,10 +899,19 @@ impl Engine {
         let req = ctx.req;
         let key = &ctx.client.key;
         let grant = self.lease_time(ctx, ip);
+        if let (Some(limit), LeaseTime::Secs(want)) =
+            (self.partner_share_limit(ctx, ip, db, now_ms), grant.time)
+        {
+            if limit < want {
+                return self.ignore(Ignored::NotForUs);
+            }
+        }
         let hostname = self.lease_name(ctx);
         let now_secs = now_ms / 1000;
 
-        // One client, one lease: an older lease elsewhere ends now.
+        // One client, one lease: an older lease elsewhere ends now (settled
+        // under its own stamp, so it cannot undo what a failover partner
+        // did with that address since).
         if let Some(prev) = db
             .by_client(key)
             .filter(|r| r.ip != ip && r.state == LeaseState::Bound)
@@ -847,7 +921,7 @@ impl Engine {
                 expires: Expiry::At(now_secs),
                 ..prev
             };
-            if db.commit(ended.clone(), now_ms).is_err() {
+            if db.settle(ended.clone(), now_ms).is_err() {
                 return self.ignore(Ignored::Storage);
             }
             self.refresh(ended.ip, db);

@@ -116,6 +116,10 @@ pub struct Rules {
     /// client holds is acknowledged even when we do not know the lease:
     /// the partner may have granted it while we were apart.
     pub ack_unclaimed: bool,
+    /// Not in sync: an own-share address whose lease ended less than this
+    /// many ms (an MCLT) ago is not handed to another client, because the
+    /// partner may have extended that lease by up to an MCLT meanwhile.
+    pub own_aged: Option<u64>,
 }
 
 impl Rules {
@@ -126,6 +130,7 @@ impl Rules {
         partner: PartnerShare::Any,
         cap_secs: None,
         ack_unclaimed: false,
+        own_aged: None,
     };
 
     /// The rules for a request with `secs` in it, arriving at `now_ms`;
@@ -148,6 +153,7 @@ impl Rules {
             partner: PartnerShare::No,
             cap_secs: Some(mclt_secs),
             ack_unclaimed: true,
+            own_aged: Some(mclt_ms),
         };
         Some(match mode {
             ServeMode::Standalone | ServeMode::Linked => Rules {
@@ -156,6 +162,7 @@ impl Rules {
             },
             ServeMode::Passive if secs >= p.unanswered_secs => Rules {
                 cap_secs: None,
+                own_aged: None,
                 ..unlinked
             },
             ServeMode::Passive => return None,

@@ -85,9 +85,11 @@ enum Phase {
     Handshake,
     /// Secondary: our table is sent; merging the primary's pages.
     AwaitPrimaryTable,
-    /// Primary: merging the secondary's pages, noting what it holds.
+    /// Primary: merging the secondary's pages, noting what it holds (whole
+    /// records: a settled lease keeps its stamp, so stamps alone do not
+    /// tell two versions apart).
     ReceivingTable {
-        theirs: HashMap<Ipv4Addr, Stamp>,
+        theirs: HashMap<Ipv4Addr, LeaseRecord>,
     },
     Streaming,
 }
@@ -657,7 +659,7 @@ impl Node {
                     self.sessions.get_mut(&conn).map(|s| &mut s.phase)
                 {
                     for r in &records {
-                        theirs.insert(r.ip, r.stamp);
+                        theirs.insert(r.ip, r.clone());
                     }
                 }
                 self.merge_partner(records, db, now_ms);
@@ -740,7 +742,7 @@ impl Node {
         };
         let lacking: Vec<LeaseRecord> = db
             .iter()
-            .filter(|r| theirs.get(&r.ip) != Some(&r.stamp))
+            .filter(|r| merge::replaces(r, theirs.get(&r.ip)))
             .collect();
         let sent = lacking.len();
         if !lacking.is_empty() && !self.send_table(conn, lacking, now_ms) {
@@ -814,8 +816,9 @@ impl Node {
                     hostname: None,
                     ..old
                 };
-                match db.commit(ended, now_ms) {
-                    Ok(r) => changed.push(r.ip),
+                match db.settle(ended, now_ms) {
+                    Ok(Some(r)) => changed.push(r.ip),
+                    Ok(None) => {}
                     Err(e) => tracing::error!("failover: cannot release a superseded lease: {e}"),
                 }
             }

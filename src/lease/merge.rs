@@ -22,7 +22,7 @@ pub fn compare(a: &LeaseRecord, b: &LeaseRecord) -> Ordering {
 
 fn content_key(r: &LeaseRecord) -> impl Ord + '_ {
     (
-        r.state as u8,
+        finality(r.state),
         &r.client.0,
         r.htype,
         &r.hwaddr,
@@ -33,6 +33,18 @@ fn content_key(r: &LeaseRecord) -> impl Ord + '_ {
             twinmasq_proto::Expiry::Never => (1u8, 0),
         },
     )
+}
+
+/// At one stamp (an expiry keeps the stamp of the lease it ends), the
+/// later stage of a lease's life stands.
+fn finality(s: twinmasq_proto::LeaseState) -> u8 {
+    use twinmasq_proto::LeaseState::*;
+    match s {
+        Bound => 0,
+        Declined => 1,
+        Released => 2,
+        Expired => 3,
+    }
 }
 
 /// Does `incoming` replace `current`? Only if it is strictly newer, so a

@@ -301,9 +301,12 @@ impl LeaseDb {
     /// meta tree (without fsync) as a floor; a remote stamp that must survive
     /// a restart arrives inside a record, and `merge_in` stores that.
     pub fn observe(&mut self, stamp: Stamp) {
-        if !self.clock.observe(stamp) {
-            return;
+        if self.clock.observe(stamp) {
+            self.write_floor(stamp);
         }
+    }
+
+    fn write_floor(&mut self, stamp: Stamp) {
         // The floor is an extra safety margin, not what correctness rests
         // on (see `open`), so failing to write it is worth a warning only.
         let written = encode(&stamp)
@@ -411,8 +414,15 @@ impl LeaseDb {
     }
 
     /// Moves every bound lease whose expiry is at or before `now_secs` to
-    /// `Expired` (through `commit`) and returns the new records; declined
-    /// holds that ended likewise. Uses an expiry index, not a scan.
+    /// `Expired` and returns the new records; declined holds that ended
+    /// likewise. Uses an expiry index, not a scan.
+    ///
+    /// An expiry keeps the record's stamp: it follows from the record
+    /// itself, it is not a new decision. So on a failover merge a renewal
+    /// the partner made meanwhile (a greater stamp) still wins over this
+    /// node's expiry of the old copy, and the merge order puts the expired
+    /// form above the bound one at the same stamp. The clock still moves,
+    /// so the zone serial rises.
     pub fn expire_due(
         &mut self,
         now_secs: u64,
@@ -428,9 +438,36 @@ impl LeaseDb {
                 continue;
             }
             rec.state = LeaseState::Expired;
-            out.push(self.commit(rec, now_ms)?);
+            if let Some(stored) = self.settle(rec, now_ms)? {
+                out.push(stored);
+            }
         }
         Ok(out)
+    }
+
+    /// Stores a change that follows from a lease itself rather than a new
+    /// decision (its expiry; its end because the same client took another
+    /// address), keeping the lease's stamp: then a change the failover
+    /// partner made to that lease meanwhile, which has a greater stamp,
+    /// still stands after a merge. At equal stamps the merge order puts the
+    /// ended form above the bound one. Returns `None` if the stored record
+    /// already stands above `rec`. The clock moves on (the zone serial
+    /// rises), and the change goes out like a commit.
+    pub fn settle(
+        &mut self,
+        rec: LeaseRecord,
+        now_ms: u64,
+    ) -> Result<Option<LeaseRecord>, LeaseError> {
+        if !merge::replaces(&rec, self.get(rec.ip).as_ref()) {
+            return Ok(None);
+        }
+        let stored = self.store(rec)?;
+        if let Some(o) = &mut self.outbox {
+            o.push(stored.clone());
+        }
+        let floor = self.clock.next(now_ms);
+        self.write_floor(floor);
+        Ok(Some(stored))
     }
 
     /// Earliest expiry (unix seconds) among bound and declined records.

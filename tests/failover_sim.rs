@@ -1,0 +1,1083 @@
+//! Deterministic simulation of a failover pair: two nodes (the real DHCP
+//! engine, the real failover node and a real sled lease database each),
+//! a dozen DHCP clients, and a network that partitions, delays and breaks
+//! the link, with node kills, restarts, clock skew and partner-down
+//! declarations, all driven by one seeded random generator.
+//!
+//! After every step it checks:
+//! - no address acknowledged to two clients with overlapping lease times;
+//! - once both nodes are in sync and quiet, every lease a client holds is
+//!   on both nodes, and both tables are identical;
+//! - the secondary answers DHCP only while not in sync, or for a client
+//!   whose `secs` shows the primary leaves it unanswered;
+//! - each node's clock floor (the zone serial's source) never decreases.
+//!
+//! `TWINMASQ_SIM_SEEDS=N` sets how many seeds run (default 1000);
+//! `TWINMASQ_SIM_SEED=S` runs seed S alone with a trace. A failure prints
+//! the command that reproduces it.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use twinmasq::config::{Config, DhcpRange, LeaseTime};
+use twinmasq::dhcp::engine::{Decision, Engine, Reply};
+use twinmasq::dhcp::network::{Arrival, IfAddr};
+use twinmasq::dhcp::share::{Owner, ServeMode, SharePolicy};
+use twinmasq::failover::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
+use twinmasq::lease::{DbOptions, LeaseDb, LeaseError};
+use twinmasq_proto::key::Key;
+use twinmasq_proto::link::Role;
+use twinmasq_proto::{LeaseState, Stamp};
+
+const T0: u64 = 1_800_000_000_000;
+const STEP_MS: u64 = 50;
+const SIM_MS: u64 = 240_000;
+const CLIENTS: usize = 12;
+const RANGE_START: u8 = 10;
+const RANGE_END: u8 = 29;
+const MCLT_MS: u64 = 30_000;
+const TIMEOUT_MS: u64 = 3_000;
+const UNANSWERED_SECS: u16 = 10;
+
+fn server_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 1 + i as u8)
+}
+
+fn config() -> Arc<Config> {
+    let mut cfg = Config {
+        no_ping: true,
+        ..Config::default()
+    };
+    cfg.dhcp_ranges.push(DhcpRange {
+        match_tags: vec![],
+        set_tag: None,
+        start: Ipv4Addr::new(198, 18, 0, RANGE_START),
+        end: Ipv4Addr::new(198, 18, 0, RANGE_END),
+        netmask: None,
+        broadcast: None,
+        lease_time: LeaseTime::Secs(120),
+        is_static: false,
+    });
+    Arc::new(cfg)
+}
+
+fn node_config(role: Role) -> NodeConfig {
+    NodeConfig {
+        role,
+        key: Key::parse(&Key::format_new([7; 32]), "sim").unwrap_or_else(|e| panic!("{e}")),
+        heartbeat_ms: 500,
+        timeout_ms: TIMEOUT_MS,
+        max_skew_ms: 30_000,
+        mclt_ms: MCLT_MS,
+        auto_partner_down_ms: None,
+        ranges_fingerprint: [1; 32],
+        ranges_text: "sim".into(),
+    }
+}
+
+fn policy(role: Role) -> SharePolicy {
+    SharePolicy {
+        own: match role {
+            Role::Primary => Owner::Primary,
+            Role::Secondary => Owner::Secondary,
+        },
+        split_percent: 50,
+        mclt: Duration::from_millis(MCLT_MS),
+        unanswered_secs: UNANSWERED_SECS,
+    }
+}
+
+/// sled lets go of its lock from background threads shortly after the last
+/// handle drops; a restart in the same process waits for that.
+fn open_db(dir: &Path) -> LeaseDb {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match LeaseDb::open(
+            dir,
+            DbOptions {
+                cache_bytes: 1 << 20,
+            },
+        ) {
+            Ok(db) => return db,
+            Err(LeaseError::Open { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
+/// A reply the node's flusher holds, as the real flusher does.
+struct Held {
+    reply: Reply,
+    client: usize,
+    commit: Stamp,
+}
+
+struct Live {
+    db: LeaseDb,
+    engine: Engine,
+    node: Node,
+    mode: ServeMode,
+    acked: Stamp,
+    held: Vec<Held>,
+}
+
+struct SimNode {
+    role: Role,
+    dir: PathBuf,
+    live: Option<Live>,
+    skew_ms: i64,
+    lan_up: bool,
+    conn: Option<ConnId>,
+    restart_at: Option<u64>,
+    serial_floor: Stamp,
+    /// Declared partner-down: the partner must stay dead (an operator's
+    /// promise the simulation keeps).
+    declared_down: bool,
+}
+
+impl SimNode {
+    fn now(&self, now: u64) -> u64 {
+        (now as i64 + self.skew_ms) as u64
+    }
+
+    fn start(&mut self, cfg: &Arc<Config>, now: u64) {
+        let mut db = open_db(&self.dir);
+        db.enable_outbox();
+        let mut engine = Engine::with_policy(Arc::clone(cfg), &db, Some(policy(self.role)));
+        engine.set_local_addresses(&[server_ip(0), server_ip(1)], &db);
+        let node = Node::new(node_config(self.role), db.node_id(), self.now(now));
+        self.serial_floor = self.serial_floor.max(Stamp::default());
+        self.live = Some(Live {
+            db,
+            engine,
+            node,
+            mode: ServeMode::Standalone,
+            acked: Stamp::default(),
+            held: Vec::new(),
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CState {
+    Idle {
+        until: u64,
+    },
+    Selecting {
+        xid: u32,
+        since: u64,
+        next_try: u64,
+    },
+    Requesting {
+        xid: u32,
+        ip: Ipv4Addr,
+        server: usize,
+        since: u64,
+        give_up: u64,
+    },
+    Bound,
+    Renewing {
+        xid: u32,
+        next_try: u64,
+        since: u64,
+    },
+    Rebinding {
+        xid: u32,
+        next_try: u64,
+        since: u64,
+    },
+    Rebooting {
+        xid: u32,
+        give_up: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    ip: Ipv4Addr,
+    server: usize,
+    t1: u64,
+    t2: u64,
+    end: u64,
+}
+
+struct Client {
+    mac: [u8; 6],
+    state: CState,
+    lease: Option<Lease>,
+    grant: Option<usize>,
+}
+
+/// One lease as a client saw it: the address was its from `start` to `end`.
+#[derive(Debug, Clone)]
+struct Grant {
+    ip: Ipv4Addr,
+    client: usize,
+    start: u64,
+    end: u64,
+    from: usize,
+}
+
+struct Wire {
+    at: u64,
+    to: usize,
+    conn: ConnId,
+    bytes: Option<Vec<u8>>,
+}
+
+struct Sim {
+    seed: u64,
+    rng: StdRng,
+    now: u64,
+    cfg: Arc<Config>,
+    nodes: [SimNode; 2],
+    clients: Vec<Client>,
+    grants: Vec<Grant>,
+    wire: VecDeque<Wire>,
+    last_at: [u64; 2],
+    broken: HashSet<ConnId>,
+    link_cut: bool,
+    next_conn: ConnId,
+    next_xid: u32,
+    trace: bool,
+    /// Whether a node's LAN side may fail (see the ignored test).
+    lan_faults: bool,
+    _tmp: tempfile::TempDir,
+    checks: u64,
+}
+
+fn dhcp_request(
+    kind: u8,
+    xid: u32,
+    secs: u16,
+    mac: [u8; 6],
+    ciaddr: Ipv4Addr,
+    opts: &[(u8, Vec<u8>)],
+) -> Vec<u8> {
+    let mut p = vec![0u8; 240];
+    p[0] = 1;
+    p[1] = 1;
+    p[2] = 6;
+    p[4..8].copy_from_slice(&xid.to_be_bytes());
+    p[8..10].copy_from_slice(&secs.to_be_bytes());
+    p[12..16].copy_from_slice(&ciaddr.octets());
+    p[28..34].copy_from_slice(&mac);
+    p[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    p.extend_from_slice(&[53, 1, kind]);
+    for (code, v) in opts {
+        p.push(*code);
+        p.push(v.len() as u8);
+        p.extend_from_slice(v);
+    }
+    p.push(255);
+    p
+}
+
+struct Answer {
+    kind: u8,
+    xid: u32,
+    yiaddr: Ipv4Addr,
+    lease_secs: u32,
+}
+
+fn parse_answer(p: &[u8]) -> Option<Answer> {
+    if p.len() < 240 {
+        return None;
+    }
+    let xid = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+    let yiaddr = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    let (mut kind, mut lease_secs) = (0, 0);
+    let mut i = 240;
+    while i + 1 < p.len() && p[i] != 255 {
+        if p[i] == 0 {
+            i += 1;
+            continue;
+        }
+        let (code, len) = (p[i], p[i + 1] as usize);
+        let v = p.get(i + 2..i + 2 + len)?;
+        match code {
+            53 => kind = v[0],
+            51 if len == 4 => lease_secs = u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    Some(Answer {
+        kind,
+        xid,
+        yiaddr,
+        lease_secs,
+    })
+}
+
+impl Sim {
+    fn new(seed: u64, trace: bool, lan_faults: bool) -> Sim {
+        let tmp = tempfile::Builder::new()
+            .prefix("tmq-sim-")
+            .tempdir_in(if Path::new("/dev/shm").is_dir() {
+                "/dev/shm"
+            } else {
+                "/tmp"
+            })
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mk = |role, n: &str, rng: &mut StdRng| SimNode {
+            role,
+            dir: tmp.path().join(n),
+            live: None,
+            skew_ms: rng.random_range(-1_500..=1_500),
+            lan_up: true,
+            conn: None,
+            restart_at: None,
+            serial_floor: Stamp::default(),
+            declared_down: false,
+        };
+        let nodes = [
+            mk(Role::Primary, "p", &mut rng),
+            mk(Role::Secondary, "s", &mut rng),
+        ];
+        let clients = (0..CLIENTS)
+            .map(|i| Client {
+                mac: [2, 0, 0, 0, (seed % 251) as u8, i as u8],
+                state: CState::Idle {
+                    until: T0 + rng.random_range(0..5_000),
+                },
+                lease: None,
+                grant: None,
+            })
+            .collect();
+        let mut sim = Sim {
+            seed,
+            rng,
+            now: T0,
+            cfg: config(),
+            nodes,
+            clients,
+            grants: Vec::new(),
+            wire: VecDeque::new(),
+            last_at: [0; 2],
+            broken: HashSet::new(),
+            link_cut: false,
+            next_conn: 1,
+            next_xid: 1,
+            trace,
+            lan_faults,
+            _tmp: tmp,
+            checks: 0,
+        };
+        for i in 0..2 {
+            sim.nodes[i].start(&sim.cfg, T0);
+        }
+        sim
+    }
+
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("[{:>7}] {}", self.now - T0, what());
+        }
+    }
+
+    fn fail(&self, what: String) -> ! {
+        panic!(
+            "seed {}: at {} ms: {what}\nreproduce: TWINMASQ_SIM_SEED={} cargo test --test failover_sim -- --nocapture",
+            self.seed,
+            self.now - T0,
+            self.seed
+        );
+    }
+
+    fn run(&mut self) {
+        while self.now < T0 + SIM_MS {
+            self.now += STEP_MS;
+            self.chaos();
+            self.deliver_wire();
+            for i in 0..2 {
+                self.tick_node(i);
+            }
+            for c in 0..self.clients.len() {
+                self.client_step(c);
+            }
+            for i in 0..2 {
+                self.drain(i);
+            }
+            self.check();
+        }
+    }
+
+    /// Random faults, each rare per step.
+    fn chaos(&mut self) {
+        let r: f64 = self.rng.random();
+        if r < 0.002 {
+            self.link_cut = !self.link_cut;
+            self.log(|| format!("link {}", if self.link_cut { "cut" } else { "healed" }));
+            if self.link_cut {
+                // Connections stall: nothing more crosses, nobody is told.
+                for i in 0..2 {
+                    if let Some(c) = self.nodes[i].conn {
+                        self.broken.insert(c);
+                    }
+                }
+            }
+        } else if r < 0.003 {
+            // One connection stalls (a frame lost for good, as TCP sees it).
+            if let Some(c) = self.nodes[0].conn {
+                self.log(|| format!("connection {c} stalls"));
+                self.broken.insert(c);
+            }
+        } else if r < 0.0035 {
+            let i = self.rng.random_range(0..2);
+            let down_elsewhere = self.nodes[1 - i].declared_down;
+            if self.nodes[i].live.is_some() && !down_elsewhere {
+                self.kill(i);
+            }
+        } else if r < 0.0045 && self.lan_faults {
+            let i = self.rng.random_range(0..2);
+            self.nodes[i].lan_up = !self.nodes[i].lan_up;
+            self.log(|| {
+                format!(
+                    "node {i} LAN {}",
+                    if self.nodes[i].lan_up { "up" } else { "down" }
+                )
+            });
+        } else if r < 0.0048 {
+            // The operator declares a dead partner down; it stays dead.
+            let i = self.rng.random_range(0..2);
+            let partner_dead = self.nodes[1 - i].live.is_none();
+            if partner_dead && self.nodes[i].live.is_some() && !self.nodes[i].declared_down {
+                let now = self.nodes[i].now(self.now);
+                if let Some(l) = &mut self.nodes[i].live {
+                    if l.node.declare_partner_down(now).is_ok() {
+                        self.nodes[i].declared_down = true;
+                        self.nodes[1 - i].restart_at = None;
+                        self.log(|| format!("node {i} declares its partner down"));
+                    }
+                }
+            }
+        }
+        for i in 0..2 {
+            if self.nodes[i].restart_at.is_some_and(|t| t <= self.now) {
+                self.nodes[i].restart_at = None;
+                self.log(|| format!("node {i} restarts"));
+                self.nodes[i].start(&self.cfg, self.now);
+            }
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.log(|| format!("node {i} killed"));
+        if let Some(live) = self.nodes[i].live.take() {
+            // The process dies; what sled wrote survives (the kernel keeps
+            // the page cache), held replies are lost.
+            drop(live);
+        }
+        if let Some(c) = self.nodes[i].conn.take() {
+            if !self.broken.contains(&c) && !self.link_cut {
+                let at = self.now + 1;
+                self.wire.push_back(Wire {
+                    at,
+                    to: 1 - i,
+                    conn: c,
+                    bytes: None,
+                });
+            }
+            self.broken.insert(c);
+        }
+        let delay = self.rng.random_range(500..20_000);
+        self.nodes[i].restart_at = Some(self.now + delay);
+    }
+
+    fn deliver_wire(&mut self) {
+        while self.wire.front().is_some_and(|w| w.at <= self.now) {
+            let Some(w) = self.wire.pop_front() else {
+                break;
+            };
+            let now = self.nodes[w.to].now(self.now);
+            let Some(live) = &mut self.nodes[w.to].live else {
+                continue;
+            };
+            match w.bytes {
+                Some(bytes) => {
+                    if !self.broken.contains(&w.conn) {
+                        live.node.received(w.conn, &bytes, &mut live.db, now);
+                    }
+                }
+                None => live.node.closed(w.conn, now),
+            }
+            self.drain(w.to);
+        }
+    }
+
+    fn tick_node(&mut self, i: usize) {
+        let now = self.nodes[i].now(self.now);
+        let Some(live) = &mut self.nodes[i].live else {
+            return;
+        };
+        if (self.now / STEP_MS) % 2 == 0 {
+            live.node.tick(&mut live.db, now);
+            live.engine.tick(&mut live.db, now);
+        }
+        self.drain(i);
+    }
+
+    /// Carries out node i's outputs and releases the replies it allows.
+    fn drain(&mut self, i: usize) {
+        let now = self.nodes[i].now(self.now);
+        loop {
+            let out = {
+                let Some(live) = &mut self.nodes[i].live else {
+                    return;
+                };
+                live.node.pump(&mut live.db, now);
+                match live.node.poll() {
+                    Some(o) => o,
+                    None => break,
+                }
+            };
+            match out {
+                Output::Connect => self.connect(i),
+                Output::Write(conn, bytes) => {
+                    if !self.link_cut && !self.broken.contains(&conn) {
+                        let delay = self.rng.random_range(1..30);
+                        let at = (self.now + delay).max(self.last_at[i]);
+                        self.last_at[i] = at;
+                        self.wire.push_back(Wire {
+                            at,
+                            to: 1 - i,
+                            conn,
+                            bytes: Some(bytes),
+                        });
+                        self.wire.make_contiguous().sort_by_key(|w| w.at);
+                    }
+                }
+                Output::Close(conn) => {
+                    if !self.link_cut && !self.broken.contains(&conn) {
+                        let at = (self.now + 1).max(self.last_at[i]);
+                        self.last_at[i] = at;
+                        self.wire.push_back(Wire {
+                            at,
+                            to: 1 - i,
+                            conn,
+                            bytes: None,
+                        });
+                    }
+                    self.broken.insert(conn);
+                }
+                other => {
+                    let Some(live) = &mut self.nodes[i].live else {
+                        return;
+                    };
+                    match other {
+                        Output::Mode(m) => {
+                            live.engine.set_mode(m);
+                            live.mode = m;
+                            if !waits_for_partner(m) {
+                                // The flusher drops what waited on the link.
+                                live.held.clear();
+                            }
+                        }
+                        Output::AckedThrough(s) => live.acked = live.acked.max(s),
+                        Output::Cancel(stamps) => live.held.retain(|h| !stamps.contains(&h.commit)),
+                        Output::Changed(ips) => {
+                            for ip in ips {
+                                live.engine.note_change(ip, &live.db);
+                            }
+                        }
+                        // Flushes are instant here: what sled wrote
+                        // survives a kill of the process.
+                        Output::Flush(t) => live.node.persisted(t, now),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Held replies leave once the partner's ack covers them.
+        let ready: Vec<Held> = {
+            let Some(live) = &mut self.nodes[i].live else {
+                return;
+            };
+            let acked = live.acked;
+            let (ready, wait) = std::mem::take(&mut live.held)
+                .into_iter()
+                .partition(|h| h.commit <= acked);
+            live.held = wait;
+            ready
+        };
+        for h in ready {
+            self.to_client(i, h.client, &h.reply);
+        }
+    }
+
+    fn connect(&mut self, i: usize) {
+        let now = self.nodes[i].now(self.now);
+        let other_up = self.nodes[1 - i].live.is_some();
+        if self.link_cut || !other_up {
+            if let Some(l) = &mut self.nodes[i].live {
+                l.node.connect_failed(now);
+            }
+            return;
+        }
+        let c = self.next_conn;
+        self.next_conn += 1;
+        self.nodes[i].conn = Some(c);
+        self.nodes[1 - i].conn = Some(c);
+        let mut n1 = [0u8; 32];
+        let mut n2 = [0u8; 32];
+        self.rng.fill(&mut n1);
+        self.rng.fill(&mut n2);
+        let pnow = self.nodes[1 - i].now(self.now);
+        if let Some(l) = &mut self.nodes[1 - i].live {
+            l.node.connected(c, n1, &l.db, pnow);
+        }
+        if let Some(l) = &mut self.nodes[i].live {
+            l.node.connected(c, n2, &l.db, now);
+        }
+        self.drain(1 - i);
+    }
+
+    /// A client's packet reaches the nodes that can hear it.
+    fn send(&mut self, c: usize, bytes: &[u8], to: Option<usize>, broadcast: bool) {
+        for i in 0..2 {
+            if to.is_some_and(|t| t != i) || !self.nodes[i].lan_up {
+                continue;
+            }
+            let now = self.nodes[i].now(self.now);
+            let Some(live) = &mut self.nodes[i].live else {
+                continue;
+            };
+            let arrival = Arrival {
+                ifname: "lan".into(),
+                ifindex: 2,
+                addrs: vec![IfAddr {
+                    addr: server_ip(i),
+                    prefix: 24,
+                }],
+                to_broadcast: broadcast,
+            };
+            let mode = live.mode;
+            let secs = u16::from_be_bytes([bytes[8], bytes[9]]);
+            let decision = live.engine.handle(bytes, &arrival, &mut live.db, now);
+            let Decision::Reply(reply) = decision else {
+                continue;
+            };
+            if self.nodes[i].role == Role::Secondary
+                && mode == ServeMode::Passive
+                && secs < UNANSWERED_SECS
+            {
+                self.fail(format!(
+                    "the passive secondary answered client {c} (secs {secs}) while in sync"
+                ));
+            }
+            match reply.commit {
+                Some(commit) if reply.durable && waits_for_partner(mode) => {
+                    if let Some(l) = &mut self.nodes[i].live {
+                        l.held.push(Held {
+                            reply,
+                            client: c,
+                            commit,
+                        });
+                    }
+                }
+                _ => self.to_client(i, c, &reply),
+            }
+        }
+    }
+
+    fn xid(&mut self) -> u32 {
+        self.next_xid += 1;
+        self.next_xid
+    }
+
+    fn client_step(&mut self, c: usize) {
+        let now = self.now;
+        let mac = self.clients[c].mac;
+        // A lease that ran out is gone.
+        if let Some(l) = self.clients[c].lease {
+            if now >= l.end {
+                self.end_lease(c, l.end);
+                self.clients[c].state = CState::Idle { until: now };
+            }
+        }
+        let secs = |since: u64| ((now - since) / 1000).min(u64::from(u16::MAX)) as u16;
+        match self.clients[c].state {
+            CState::Idle { until } if now >= until => {
+                let xid = self.xid();
+                self.clients[c].state = CState::Selecting {
+                    xid,
+                    since: now,
+                    next_try: now,
+                };
+            }
+            CState::Selecting {
+                xid,
+                since,
+                next_try,
+            } if now >= next_try => {
+                let p = dhcp_request(1, xid, secs(since), mac, Ipv4Addr::UNSPECIFIED, &[]);
+                let wait = self.rng.random_range(1_000..4_000);
+                self.clients[c].state = CState::Selecting {
+                    xid,
+                    since,
+                    next_try: now + wait,
+                };
+                self.send(c, &p, None, true);
+            }
+            CState::Requesting { give_up, since, .. } if now >= give_up => {
+                let xid = self.xid();
+                self.clients[c].state = CState::Selecting {
+                    xid,
+                    since,
+                    next_try: now,
+                };
+            }
+            CState::Bound => {
+                let Some(l) = self.clients[c].lease else {
+                    return;
+                };
+                if self.rng.random::<f64>() < 0.0005 {
+                    // Release and go away for a while.
+                    let p = dhcp_request(
+                        7,
+                        self.xid(),
+                        0,
+                        mac,
+                        l.ip,
+                        &[(54, server_ip(l.server).octets().to_vec())],
+                    );
+                    self.end_lease(c, now);
+                    self.clients[c].state = CState::Idle {
+                        until: now + self.rng.random_range(1_000..20_000),
+                    };
+                    self.send(c, &p, Some(l.server), false);
+                } else if self.rng.random::<f64>() < 0.0005 {
+                    // Reboot: INIT-REBOOT with the address it holds.
+                    let xid = self.xid();
+                    let p = dhcp_request(
+                        3,
+                        xid,
+                        0,
+                        mac,
+                        Ipv4Addr::UNSPECIFIED,
+                        &[(50, l.ip.octets().to_vec())],
+                    );
+                    self.clients[c].state = CState::Rebooting {
+                        xid,
+                        give_up: now + 4_000,
+                    };
+                    self.send(c, &p, None, true);
+                } else if now >= l.t1 {
+                    self.clients[c].state = CState::Renewing {
+                        xid: self.xid(),
+                        next_try: now,
+                        since: now,
+                    };
+                }
+            }
+            CState::Renewing {
+                xid,
+                next_try,
+                since,
+            } if now >= next_try => {
+                let Some(l) = self.clients[c].lease else {
+                    return;
+                };
+                if now >= l.t2 {
+                    self.clients[c].state = CState::Rebinding {
+                        xid: self.xid(),
+                        next_try: now,
+                        since: now,
+                    };
+                    return;
+                }
+                let p = dhcp_request(3, xid, secs(since), mac, l.ip, &[]);
+                self.clients[c].state = CState::Renewing {
+                    xid,
+                    next_try: now + 5_000,
+                    since,
+                };
+                self.send(c, &p, Some(l.server), false);
+            }
+            CState::Rebinding {
+                xid,
+                next_try,
+                since,
+            } if now >= next_try => {
+                let Some(l) = self.clients[c].lease else {
+                    return;
+                };
+                let p = dhcp_request(3, xid, secs(since), mac, l.ip, &[]);
+                self.clients[c].state = CState::Rebinding {
+                    xid,
+                    next_try: now + 3_000,
+                    since,
+                };
+                self.send(c, &p, None, true);
+            }
+            CState::Rebooting { give_up, .. } if now >= give_up => {
+                // No answer: keep using the lease as it stands.
+                self.clients[c].state = CState::Bound;
+            }
+            _ => {}
+        }
+    }
+
+    fn end_lease(&mut self, c: usize, at: u64) {
+        if let Some(g) = self.clients[c].grant.take() {
+            let g = &mut self.grants[g];
+            g.end = g.end.min(at);
+        }
+        self.clients[c].lease = None;
+    }
+
+    fn to_client(&mut self, from: usize, c: usize, reply: &Reply) {
+        let Some(a) = parse_answer(&reply.packet) else {
+            self.fail("a reply does not parse".into());
+        };
+        let now = self.now;
+        let mac = self.clients[c].mac;
+        match (self.clients[c].state, a.kind) {
+            (CState::Selecting { xid, since, .. }, 2) if xid == a.xid => {
+                let p = dhcp_request(
+                    3,
+                    xid,
+                    ((now - since) / 1000) as u16,
+                    mac,
+                    Ipv4Addr::UNSPECIFIED,
+                    &[
+                        (54, server_ip(from).octets().to_vec()),
+                        (50, a.yiaddr.octets().to_vec()),
+                    ],
+                );
+                self.clients[c].state = CState::Requesting {
+                    xid,
+                    ip: a.yiaddr,
+                    server: from,
+                    since,
+                    give_up: now + 3_000,
+                };
+                self.send(c, &p, None, true);
+            }
+            (CState::Requesting { xid, ip, .. }, 5) if xid == a.xid && a.yiaddr == ip => {
+                self.bind(c, from, a);
+            }
+            (
+                CState::Renewing { xid, .. }
+                | CState::Rebinding { xid, .. }
+                | CState::Rebooting { xid, .. },
+                5,
+            ) if xid == a.xid => {
+                if self.clients[c].lease.is_some_and(|l| l.ip == a.yiaddr) {
+                    self.bind(c, from, a);
+                }
+            }
+            (
+                CState::Requesting { xid, .. }
+                | CState::Renewing { xid, .. }
+                | CState::Rebinding { xid, .. }
+                | CState::Rebooting { xid, .. },
+                6,
+            ) if xid == a.xid => {
+                self.log(|| format!("client {c} NAKed by node {from}"));
+                self.end_lease(c, now);
+                self.clients[c].state = CState::Idle { until: now };
+            }
+            _ => {}
+        }
+    }
+
+    fn bind(&mut self, c: usize, from: usize, a: Answer) {
+        let now = self.now;
+        let secs = u64::from(a.lease_secs);
+        let lease = Lease {
+            ip: a.yiaddr,
+            server: from,
+            t1: now + secs * 500,
+            t2: now + secs * 875,
+            end: now + secs * 1000,
+        };
+        self.end_lease(c, now);
+        let grant = Grant {
+            ip: a.yiaddr,
+            client: c,
+            start: now,
+            end: lease.end,
+            from,
+        };
+        self.log(|| {
+            let rec = self.nodes[from]
+                .live
+                .as_ref()
+                .and_then(|l| l.db.get(a.yiaddr));
+            format!(
+                "client {c} gets {} from node {from} for {secs} s (node records {:?})",
+                a.yiaddr,
+                rec.map(|r| (r.state, r.expires, r.stamp.wall_ms))
+            )
+        });
+        // Time-based expiry cannot be more exact than the nodes' clocks
+        // agree, and lease ends are whole seconds.
+        let tolerance = (self.nodes[0].skew_ms - self.nodes[1].skew_ms).unsigned_abs() + 1_000;
+        for g in &self.grants {
+            if g.ip == grant.ip && g.client != c && g.end > grant.start + tolerance {
+                self.fail(format!(
+                    "{} acknowledged to client {c} by node {from} while client {} holds it until {} ms (from node {})",
+                    grant.ip,
+                    g.client,
+                    g.end - T0,
+                    g.from
+                ));
+            }
+        }
+        self.grants.push(grant);
+        self.clients[c].grant = Some(self.grants.len() - 1);
+        self.clients[c].lease = Some(lease);
+        self.clients[c].state = CState::Bound;
+    }
+
+    fn check(&mut self) {
+        for i in 0..2 {
+            if let Some(l) = &self.nodes[i].live {
+                let s = l.db.last_stamp();
+                if s < self.nodes[i].serial_floor {
+                    self.fail(format!("node {i}'s clock floor went back"));
+                }
+                self.nodes[i].serial_floor = s;
+            }
+        }
+        let (Some(p), Some(s)) = (&self.nodes[0].live, &self.nodes[1].live) else {
+            return;
+        };
+        let quiet = p.mode == ServeMode::Linked
+            && s.mode == ServeMode::Passive
+            && self.wire.is_empty()
+            && p.node.status().unacked == 0
+            && s.node.status().unacked == 0;
+        if !quiet {
+            return;
+        }
+        self.checks += 1;
+        let pt: Vec<_> = p.db.iter().collect();
+        let st: Vec<_> = s.db.iter().collect();
+        if pt != st {
+            let diff: Vec<String> = pt
+                .iter()
+                .zip(st.iter())
+                .filter(|(a, b)| a != b)
+                .take(3)
+                .map(|(a, b)| format!("{a:?} vs {b:?}"))
+                .collect();
+            self.fail(format!(
+                "in sync and quiet, but the tables differ ({} vs {} records): {diff:?}",
+                pt.len(),
+                st.len()
+            ));
+        }
+        let tolerance = (self.nodes[0].skew_ms - self.nodes[1].skew_ms).unsigned_abs()
+            + self.nodes[0]
+                .skew_ms
+                .unsigned_abs()
+                .max(self.nodes[1].skew_ms.unsigned_abs())
+            + 1_000;
+        for (c, cl) in self.clients.iter().enumerate() {
+            // A lease about to end may already be expired by a node whose
+            // clock runs ahead.
+            let Some(l) = cl.lease.filter(|l| l.end > self.now + tolerance) else {
+                continue;
+            };
+            for (n, db) in [(0, &p.db), (1, &s.db)] {
+                let held = db
+                    .get(l.ip)
+                    .is_some_and(|r| r.state == LeaseState::Bound && r.hwaddr == cl.mac.to_vec());
+                if !held {
+                    self.fail(format!(
+                        "client {c} holds {} but node {n} records {:?}",
+                        l.ip,
+                        db.get(l.ip)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn run_seed(seed: u64, trace: bool, lan_faults: bool) -> (u64, usize) {
+    let mut sim = Sim::new(seed, trace, lan_faults);
+    sim.run();
+    (sim.checks, sim.grants.len())
+}
+
+fn run_seeds(lan_faults: bool) {
+    if let Some(seed) = std::env::var("TWINMASQ_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let (checks, grants) = run_seed(seed, true, lan_faults);
+        eprintln!("seed {seed}: {grants} leases granted, {checks} in-sync checks");
+        return;
+    }
+    let seeds: u64 = std::env::var("TWINMASQ_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let threads = 2;
+    let started = Instant::now();
+    let totals: Vec<(u64, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut sum = (0u64, 0usize);
+                    let mut seed = t;
+                    while seed < seeds {
+                        let (c, g) = run_seed(seed, false, lan_faults);
+                        sum.0 += c;
+                        sum.1 += g;
+                        seed += threads;
+                    }
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let checks: u64 = totals.iter().map(|t| t.0).sum();
+    let grants: usize = totals.iter().map(|t| t.1).sum();
+    eprintln!(
+        "{seeds} seeds in {:?}: {grants} leases granted, {checks} in-sync table checks",
+        started.elapsed()
+    );
+    assert!(
+        grants > seeds as usize * 10,
+        "the clients got too few leases to mean anything"
+    );
+    assert!(checks > seeds, "too few in-sync checks to mean anything");
+}
+
+/// Partitions, stalled connections, kills and restarts, clock skew,
+/// partner-down: run in CI.
+#[test]
+fn failover_pair_never_duplicates_and_converges() {
+    run_seeds(false);
+}
+
+/// The same with a node's LAN side failing too, so clients renew with
+/// the node that did not grant their lease. Known to fail (seed 130): an
+/// unlinked node extends a partner-share lease by an MCLT again and again,
+/// while the partner reuses the address once the lease it knows has
+/// ended. The fix (reuse only after expiry + MCLT while unlinked, and cap
+/// extensions at the partner-known expiry + MCLT) is not built yet.
+/// Run: `cargo test --test failover_sim -- --ignored`.
+#[test]
+#[ignore = "known hole: chained unlinked renewals in the partner's share (seed 130)"]
+fn failover_pair_with_lan_faults() {
+    run_seeds(true);
+}
