@@ -611,7 +611,7 @@ impl Sim {
             ready
         };
         for h in ready {
-            self.to_client(i, h.client, &h.reply);
+            self.deliver_to_client(i, h.client, &h.reply);
         }
     }
 
@@ -685,7 +685,7 @@ impl Sim {
                         });
                     }
                 }
-                _ => self.to_client(i, c, &reply),
+                _ => self.deliver_to_client(i, c, &reply),
             }
         }
     }
@@ -836,7 +836,7 @@ impl Sim {
         self.clients[c].lease = None;
     }
 
-    fn to_client(&mut self, from: usize, c: usize, reply: &Reply) {
+    fn deliver_to_client(&mut self, from: usize, c: usize, reply: &Reply) {
         let Some(a) = parse_answer(&reply.packet) else {
             self.fail("a reply does not parse".into());
         };
@@ -872,10 +872,8 @@ impl Sim {
                 | CState::Rebinding { xid, .. }
                 | CState::Rebooting { xid, .. },
                 5,
-            ) if xid == a.xid => {
-                if self.clients[c].lease.is_some_and(|l| l.ip == a.yiaddr) {
-                    self.bind(c, from, a);
-                }
+            ) if xid == a.xid && self.clients[c].lease.is_some_and(|l| l.ip == a.yiaddr) => {
+                self.bind(c, from, a);
             }
             (
                 CState::Requesting { xid, .. }
