@@ -2,6 +2,7 @@
 //! lease failover. See `../shared/design.md` for the shape.
 
 pub mod config;
+pub mod control;
 pub mod dhcp;
 pub mod dns;
 pub mod failover;

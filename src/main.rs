@@ -9,7 +9,13 @@ use clap::Parser;
     about = "A dnsmasq-compatible DHCPv4 + DNS server with primary/secondary lease failover",
     // dnsmasq's -h (no-hosts) and -V (alias) are options, not help/version.
     disable_help_flag = true,
-    disable_version_flag = true
+    disable_version_flag = true,
+    after_help = "\
+Subcommands (see `twinmasq SUBCOMMAND --help`):
+  twinmasq status [--json] [--check]    the running server's state; --check for keepalived
+  twinmasq leases [--json] [--all]      the lease database
+  twinmasq failover gen-key             a new failover key
+  twinmasq failover partner-down        declare the failover partner down"
 )]
 struct Cli {
     /// Print help.
@@ -21,7 +27,17 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if twinmasq::control::cli::is_subcommand(&args) {
+        return match twinmasq::control::cli::run(args) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(e) => {
+                eprintln!("twinmasq: {e}");
+                std::process::ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    let cli = Cli::parse_from(args);
     let result = twinmasq::config::load(&cli.options)
         .map_err(twinmasq::server::StartError::from)
         .and_then(|cfg| {

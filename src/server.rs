@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, LogFacility};
+use crate::control::listener::ControlSocket;
 use crate::dhcp::shell::{now_ms, Shell};
 use crate::dhcp::socket::SERVER_PORT;
 use crate::dns::shell::LeaseSource;
@@ -174,13 +175,27 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 what: "cannot set up the failover listener".into(),
                 source,
             })?;
-        let shell =
+        let mut shell =
             Shell::start(Arc::clone(&cfg), db, SERVER_PORT, failover).map_err(|source| {
                 StartError::Bind {
                     port: SERVER_PORT,
                     source,
                 }
             })?;
+        // Before the pid file, so a started server answers on it at once.
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
+        let control = match ControlSocket::bind(&cfg.control_socket) {
+            Ok(sock) => {
+                shell.control.attach(control_rx);
+                Some(sock)
+            }
+            // Serving DHCP and DNS matters more than being asked about it;
+            // `twinmasq status --check` then says "no answer", loudly.
+            Err(e) => {
+                tracing::error!("{e}: running without a control socket (status, leases and partner-down get no answer)");
+                None
+            }
+        };
         std::fs::write(&cfg.pid_file, format!("{}\n", std::process::id())).map_err(|source| {
             StartError::Io {
                 what: format!("cannot write pid file {}", cfg.pid_file.display()),
@@ -216,12 +231,22 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 None => Ok(()),
             }
         };
+        let control_task = async {
+            if let Some(sock) = control {
+                sock.serve(control_tx, stopped(stop_rx.clone())).await;
+            }
+        };
         let signal = async {
             shutdown_signal().await;
             tracing::info!("exiting on signal");
             let _ = stop_tx.send(true);
         };
-        let (dhcp, dns, ()) = tokio::join!(shell.run(stopped(stop_rx.clone())), dns_task, signal);
+        let (dhcp, dns, (), ()) = tokio::join!(
+            shell.run(stopped(stop_rx.clone())),
+            dns_task,
+            control_task,
+            signal
+        );
         dhcp?;
         dns?;
         Ok(())

@@ -121,6 +121,9 @@ pub struct Shell {
     /// takes no more than 1/LEASE_FILE_COST_FACTOR of the engine's time.
     lease_file_interval: Duration,
     pub stats: Arc<ShellStats>,
+    /// Requests from the control socket (`twinmasq status`, ...); the
+    /// server attaches the queue after `start`.
+    pub control: crate::control::ControlHooks,
 }
 
 impl Shell {
@@ -192,6 +195,7 @@ impl Shell {
             lease_file_at: None,
             lease_file_interval: LEASE_FILE_INTERVAL,
             stats,
+            control: Default::default(),
         };
         shell.refresh_interfaces();
         Ok(shell)
@@ -408,6 +412,42 @@ impl Shell {
         }
     }
 
+    /// Answers a control-socket request: the database, the engine and the
+    /// failover node all live on this task. A partner-down declaration
+    /// changes the node's mode; `drive_failover`, which runs after every
+    /// wake-up, hands that on to the engine and the flusher.
+    fn on_control(&mut self, req: crate::control::ControlRequest) {
+        use crate::control::{ControlReply, RequestKind};
+        use crate::failover::status::FailoverStatus;
+        let now = now_ms();
+        let reply = match req.kind {
+            RequestKind::Status => {
+                let failover = self
+                    .failover
+                    .as_ref()
+                    .map(|f| FailoverStatus::from_node(&f.node.status(), f.master));
+                let report =
+                    self.control
+                        .status(&self.db, &self.engine, &self.stats, failover, now);
+                ControlReply::Status(Box::new(report))
+            }
+            RequestKind::Leases => ControlReply::Leases {
+                node_id: self.db.node_id(),
+                records: self.db.iter().collect(),
+            },
+            RequestKind::PartnerDown => match &mut self.failover {
+                None => ControlReply::Error("failover is not configured".into()),
+                Some(f) => {
+                    let declared = f.node.declare_partner_down(now);
+                    let status = FailoverStatus::from_node(&f.node.status(), f.master);
+                    crate::control::partner_down_reply(declared, &status, now)
+                }
+            },
+        };
+        // The client may have given up meanwhile; then nobody listens.
+        let _ = req.reply.send(reply);
+    }
+
     pub fn failover_node(&self) -> Option<&Node> {
         self.failover.as_ref().map(|f| &f.node)
     }
@@ -452,6 +492,7 @@ impl Shell {
                     }
                 }
                 _ = tick.tick() => self.upkeep(),
+                Some(req) = recv_opt(&mut self.control.requests) => self.on_control(req),
             }
             // Replies first, so a mode change the node makes next reaches
             // the flusher after the replies it concerns.

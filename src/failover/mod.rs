@@ -5,6 +5,7 @@ pub mod link_io;
 pub mod node;
 pub mod ranges;
 pub mod setup;
+pub mod status;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,146 @@
+//! The failover part of `twinmasq status`: what an operator, a monitoring
+//! system or keepalived's `track_script` needs to know about the pair.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use twinmasq_proto::link::Role;
+
+use super::node::NodeStatus;
+
+/// Which end of the pair this node is, as `status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Primary,
+    Secondary,
+}
+
+impl From<Role> for NodeRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Primary => NodeRole::Primary,
+            Role::Secondary => NodeRole::Secondary,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeRole::Primary => "primary",
+            NodeRole::Secondary => "secondary",
+        })
+    }
+}
+
+/// One node's view of the failover link. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    pub role: NodeRole,
+    /// The node's state name: primary `linked`, `unlinked`, `syncing`,
+    /// `partner-down`; secondary `passive`, `syncing`, `connecting`,
+    /// `active`, `partner-down` (see [`super::node::Node::status`]).
+    pub state: String,
+    /// The partner's link address, where this node knows it: the
+    /// secondary's `failover-master`. The primary accepts any address the
+    /// key proves, so it has none to report.
+    pub partner: Option<String>,
+    /// The partner's node id, once a handshake has told it.
+    pub partner_node: Option<u32>,
+    /// Linked and in sync: every change is acked by the partner.
+    pub linked: bool,
+    pub last_sync_unix_ms: Option<u64>,
+    /// Updates sent to the partner and not yet acked (replication lag).
+    pub unacked: u64,
+    /// Merges where both ends had changed the same address.
+    pub conflicts: u64,
+    /// The partner's clock minus ours, as measured at the handshake.
+    pub clock_skew_ms: Option<i64>,
+    pub partner_down_since_unix_ms: Option<u64>,
+}
+
+impl FailoverStatus {
+    /// The node's snapshot (its times are already unix milliseconds) plus
+    /// the partner address the shell knows.
+    pub fn from_node(status: &NodeStatus, partner: Option<SocketAddr>) -> FailoverStatus {
+        FailoverStatus {
+            role: status.role.into(),
+            state: status.state.to_string(),
+            partner: partner.map(|a| a.to_string()),
+            partner_node: status.partner_node,
+            linked: status.linked,
+            last_sync_unix_ms: status.last_sync_ms,
+            unacked: status.unacked,
+            conflicts: status.conflicts,
+            clock_skew_ms: status.clock_skew_ms,
+            partner_down_since_unix_ms: status.partner_down_since_ms,
+        }
+    }
+
+    /// Whether this node should be the one that serves (keepalived's
+    /// `track_script`), and why. The primary serves whenever it runs; the
+    /// secondary only while it has taken over: `active` (no primary in
+    /// sight) or `partner-down`. In `passive`, `syncing` or `connecting`
+    /// the primary is, or is about to be, the live one.
+    pub fn should_be_live(&self) -> (bool, String) {
+        match self.role {
+            NodeRole::Primary => (true, format!("primary, state {}", self.state)),
+            NodeRole::Secondary => {
+                let live = matches!(self.state.as_str(), "active" | "partner-down");
+                (live, format!("secondary, state {}", self.state))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(role: NodeRole, state: &str) -> FailoverStatus {
+        FailoverStatus {
+            role,
+            state: state.into(),
+            partner: Some("198.18.0.1:6470".into()),
+            partner_node: Some(7),
+            linked: false,
+            last_sync_unix_ms: None,
+            unacked: 0,
+            conflicts: 0,
+            clock_skew_ms: Some(-3),
+            partner_down_since_unix_ms: None,
+        }
+    }
+
+    #[test]
+    fn liveness_follows_role_and_state() {
+        for state in ["linked", "unlinked", "syncing", "partner-down"] {
+            assert!(
+                status(NodeRole::Primary, state).should_be_live().0,
+                "{state}"
+            );
+        }
+        for (state, live) in [
+            ("active", true),
+            ("partner-down", true),
+            ("passive", false),
+            ("syncing", false),
+            ("connecting", false),
+        ] {
+            assert_eq!(
+                status(NodeRole::Secondary, state).should_be_live().0,
+                live,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json_with_lowercase_role() {
+        let s = status(NodeRole::Secondary, "passive");
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains(r#""role":"secondary""#), "{text}");
+        assert_eq!(serde_json::from_str::<FailoverStatus>(&text).unwrap(), s);
+    }
+}
