@@ -8,6 +8,12 @@
 //! ever created in, or sent to, the host's network namespace. Addresses come
 //! from 198.18.0.0/15 only (see design.md, "Addresses in tests").
 //!
+//! More servers: [`Lab::add_server_host`] and [`Lab::start_server_on`] (each
+//! server with its own directory), [`Lab::add_direct_link`] (a veth between
+//! two namespaces, off the bridge, that a test can cut), and [`PairLab`], a
+//! twinmasq failover pair built from them. [`Lab::set_isolated`] steers
+//! clients to one server by bridge port isolation.
+//!
 //! Cleanup is RAII: [`Proc`] kills its process by PID on drop, and [`Lab`]
 //! on drop kills whatever is still running in its namespaces (only processes
 //! we started can be there), deletes the namespaces, `/etc/netns/<ns>` and the
@@ -36,6 +42,15 @@ pub const NETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
 pub const RANGE_START: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const RANGE_END: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 199);
 pub const ROUTER: Ipv4Addr = SERVER_IP;
+/// Failover pairs ([`PairLab`]): the secondary's LAN address (the primary
+/// is the lab's server host, [`SERVER_IP`]), and the direct link's
+/// addresses, from 198.19.0.0/24 (inside 198.18.0.0/15).
+pub const SECONDARY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const LINK_PRIMARY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+pub const LINK_SECONDARY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+pub const LINK_PREFIX_LEN: u8 = 24;
+/// The primary's failover listener (on [`LINK_PRIMARY_IP`]).
+pub const FAILOVER_PORT: u16 = 6470;
 /// Nothing listens on these; they only have to arrive in option 6.
 pub const DNS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 0, 53), Ipv4Addr::new(198, 18, 0, 54)];
 pub const DOMAIN: &str = "lab.test";
@@ -295,6 +310,8 @@ pub struct Lab {
     lan: String,
     namespaces: Mutex<Vec<String>>,
     ifnames: Mutex<Vec<String>>,
+    /// Host interface name -> its peer, the port on the lan bridge.
+    ports: Mutex<BTreeMap<String, String>>,
     // Last field: dropped after Drop::drop has dumped logs from it.
     dir: tempfile::TempDir,
 }
@@ -333,6 +350,7 @@ impl Lab {
             lan: lan.clone(),
             namespaces: Mutex::new(vec![]),
             ifnames: Mutex::new(vec![]),
+            ports: Mutex::new(BTreeMap::new()),
             dir,
         };
         // Registered before anything else can fail, so Drop removes it.
@@ -408,6 +426,10 @@ impl Lab {
             "netns", &ns,
         ]);
         self.ifnames.lock().unwrap().push(ifname.clone());
+        self.ports
+            .lock()
+            .unwrap()
+            .insert(ifname.clone(), lanif.clone());
         if let Some(mac) = mac {
             must(&[
                 "ip", "-n", &ns, "link", "set", "dev", &ifname, "address", mac,
@@ -457,6 +479,180 @@ impl Lab {
         let mut s = Server::new(self, kind, conf);
         s.start();
         s
+    }
+
+    /// A further server host on the bridge, at the fixed `addr` (in the lab
+    /// subnet, distinct from [`SERVER_IP`] and from every other host's).
+    pub fn add_server_host(&self, addr: Ipv4Addr) -> Host {
+        self.add_host("srv", None, Some(addr))
+    }
+
+    /// A server (not started) on `host`, with its files in the lab
+    /// subdirectory `name`: for labs with more than one server.
+    pub fn server_on(
+        &self,
+        host: &Host,
+        name: &str,
+        kind: ServerKind,
+        conf: &ServerConf,
+    ) -> Server<'_> {
+        Server::new_on(self, kind, conf, host, name)
+    }
+
+    /// [`server_on`](Self::server_on), started.
+    pub fn start_server_on(
+        &self,
+        host: &Host,
+        name: &str,
+        kind: ServerKind,
+        conf: &ServerConf,
+    ) -> Server<'_> {
+        let mut s = self.server_on(host, name, kind, conf);
+        s.start();
+        s
+    }
+
+    /// Bridge port isolation of `host`'s port on the lan bridge: isolated
+    /// ports exchange no frames with each other, only with ports that are
+    /// not isolated. Isolating one server and some clients steers those
+    /// clients to the other server(s), deterministically, without touching
+    /// anything else.
+    pub fn set_isolated(&self, host: &Host, isolated: bool) {
+        let port = self
+            .ports
+            .lock()
+            .unwrap()
+            .get(&host.ifname)
+            .cloned()
+            .unwrap_or_else(|| panic!("{} is not on this lab's bridge", host.ifname));
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.lan,
+            "bridge",
+            "link",
+            "set",
+            "dev",
+            &port,
+            "isolated",
+            if isolated { "on" } else { "off" },
+        ]);
+    }
+
+    /// A veth pair joining two hosts' namespaces directly, off the bridge,
+    /// with `a_addr` and `b_addr` (/[`LINK_PREFIX_LEN`]) on its ends. Both
+    /// ends live in the lab's namespaces, so deleting them removes it.
+    pub fn add_direct_link(
+        &self,
+        a: &Host,
+        a_addr: Ipv4Addr,
+        b: &Host,
+        b_addr: Ipv4Addr,
+    ) -> DirectLink {
+        let k = IF_COUNTER.fetch_add(1, Ordering::Relaxed);
+        // Names only need to be unique inside the two (private) namespaces.
+        let (a_if, b_if) = (format!("dl{k:x}a"), format!("dl{k:x}b"));
+        must(&[
+            "ip", "-n", &a.ns, "link", "add", &a_if, "type", "veth", "peer", "name", &b_if,
+            "netns", &b.ns,
+        ]);
+        let ends = [
+            LinkEnd {
+                ns: a.ns.clone(),
+                ifname: a_if,
+                addr: a_addr,
+            },
+            LinkEnd {
+                ns: b.ns.clone(),
+                ifname: b_if,
+                addr: b_addr,
+            },
+        ];
+        for e in &ends {
+            must(&[
+                "ip",
+                "-n",
+                &e.ns,
+                "addr",
+                "add",
+                &format!("{}/{LINK_PREFIX_LEN}", e.addr),
+                "dev",
+                &e.ifname,
+            ]);
+        }
+        let link = DirectLink { ends };
+        link.heal();
+        link
+    }
+
+    /// Writes a failover key file into the lab directory: 64 hex digits
+    /// (32 bytes from /dev/urandom) and a newline, mode 0600.
+    pub fn write_key_file(&self, name: &str) -> PathBuf {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut bytes = [0u8; 32];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .expect("read 32 bytes from /dev/urandom");
+        let mut text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        text.push('\n');
+        let path = self.dir().join(name);
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("create key file {}: {e}", path.display()));
+        f.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("write key file {}: {e}", path.display()));
+        // In case the file existed with a wider mode.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+}
+
+/// One end of a [`DirectLink`].
+#[derive(Clone, Debug)]
+pub struct LinkEnd {
+    pub ns: String,
+    pub ifname: String,
+    pub addr: Ipv4Addr,
+}
+
+/// A veth pair between two hosts, off the lab's bridge (see
+/// [`Lab::add_direct_link`]). Cutting it leaves both hosts on the LAN.
+#[derive(Clone, Debug)]
+pub struct DirectLink {
+    pub ends: [LinkEnd; 2],
+}
+
+impl DirectLink {
+    /// `ip link set down` on both ends: nothing crosses, and neither side
+    /// hears of it other than by silence (no FIN, no RST).
+    pub fn cut(&self) {
+        self.set(false);
+    }
+
+    /// `ip link set up` on both ends.
+    pub fn heal(&self) {
+        self.set(true);
+    }
+
+    fn set(&self, up: bool) {
+        for e in &self.ends {
+            must(&[
+                "ip",
+                "-n",
+                &e.ns,
+                "link",
+                "set",
+                "dev",
+                &e.ifname,
+                if up { "up" } else { "down" },
+            ]);
+        }
     }
 }
 
@@ -724,6 +920,9 @@ pub fn parse_lease_file(text: &str) -> Vec<LeaseLine> {
 pub struct Server<'a> {
     lab: &'a Lab,
     pub kind: ServerKind,
+    /// The host it runs on (the lab's server host unless started with
+    /// [`Lab::start_server_on`]).
+    pub host: Host,
     pub conf_path: PathBuf,
     pub leasefile: PathBuf,
     pub pidfile: PathBuf,
@@ -735,12 +934,22 @@ pub struct Server<'a> {
 
 impl<'a> Server<'a> {
     fn new(lab: &'a Lab, kind: ServerKind, conf: &ServerConf) -> Server<'a> {
-        let dir = lab.dir().join("server");
+        Server::new_on(lab, kind, conf, &lab.server, "server")
+    }
+
+    fn new_on(
+        lab: &'a Lab,
+        kind: ServerKind,
+        conf: &ServerConf,
+        host: &Host,
+        name: &str,
+    ) -> Server<'a> {
+        let dir = lab.dir().join(name);
         fs::create_dir_all(&dir).unwrap();
         let conf_path = dir.join("dnsmasq.conf");
         let mut text = format!(
             "# {} (generated by tests/netns)\ninterface={}\n",
-            lab.test, lab.server.ifname
+            lab.test, host.ifname
         );
         for l in &conf.lines {
             text.push_str(l);
@@ -750,6 +959,7 @@ impl<'a> Server<'a> {
         Server {
             lab,
             kind,
+            host: host.clone(),
             conf_path,
             leasefile: dir.join("leases"),
             pidfile: dir.join("pid"),
@@ -801,12 +1011,7 @@ impl<'a> Server<'a> {
             let _ = writeln!(f, "===== start #{}: {}", self.starts, args.join(" "));
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut proc = Proc::spawn(
-            &format!("{:?}", self.kind),
-            &self.lab.server.ns,
-            &argv,
-            &self.log,
-        );
+        let mut proc = Proc::spawn(&format!("{:?}", self.kind), &self.host.ns, &argv, &self.log);
         let ready = wait_for(SERVER_TIMEOUT, "server pid file and lease file", || {
             if let Some(st) = proc.try_status() {
                 return Some(Err(format!("server exited during start: {st}")));
@@ -893,6 +1098,138 @@ impl<'a> Server<'a> {
             l.iter().all(|x| x.ip != ip)
         });
     }
+
+    /// The lease file as a set of (address, MAC).
+    pub fn lease_pairs(&self) -> std::collections::BTreeSet<(Ipv4Addr, String)> {
+        self.leases().into_iter().map(|l| (l.ip, l.mac)).collect()
+    }
+
+    /// A position in the log: later searches from it see only what was
+    /// written after.
+    pub fn log_mark(&self) -> usize {
+        fs::metadata(&self.log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// The log's lines written since `mark`, ANSI colours stripped.
+    pub fn log_lines_since(&self, mark: usize) -> Vec<String> {
+        let raw = fs::read(&self.log).unwrap_or_default();
+        let tail = raw.get(mark..).unwrap_or_default();
+        String::from_utf8_lossy(tail)
+            .lines()
+            .map(strip_ansi)
+            .collect()
+    }
+
+    /// The lines since `mark` that contain `needle`.
+    pub fn log_grep(&self, mark: usize, needle: &str) -> Vec<String> {
+        self.log_lines_since(mark)
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+
+    /// Waits (polling every 10 ms) for a line after `mark` that contains
+    /// `needle`; returns it and when it was first seen. The error quotes
+    /// the log's tail.
+    pub fn wait_log(
+        &self,
+        mark: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<(String, Instant), String> {
+        self.wait_log_any(mark, &[needle], timeout)
+    }
+
+    /// [`wait_log`](Self::wait_log) for a line holding any of `needles`.
+    pub fn wait_log_any(
+        &self,
+        mark: usize,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Result<(String, Instant), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let hit = self
+                .log_lines_since(mark)
+                .into_iter()
+                .find(|l| needles.iter().any(|n| l.contains(n)));
+            if let Some(l) = hit {
+                return Ok((l, Instant::now()));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{}: no log line containing any of {needles:?} within {timeout:?}\n{}",
+                    self.log.display(),
+                    self.log_tail(40)
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last `n` lines of the log, for assertion messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let lines = self.log_lines_since(0);
+        let tail = &lines[lines.len().saturating_sub(n)..];
+        format!(
+            "--- {} (last {} lines):\n{}",
+            self.log.display(),
+            tail.len(),
+            tail.join("\n")
+        )
+    }
+}
+
+/// Removes ANSI escape sequences (the server's log levels are coloured).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters and intermediates, then one final byte.
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The time at the start of a twinmasq log line (`2025-01-31T12:34:56.789012Z`,
+/// UTC, as tracing writes it), as a `SystemTime`.
+pub fn log_line_time(line: &str) -> Option<std::time::SystemTime> {
+    let line = strip_ansi(line);
+    let ts = line.split_whitespace().next()?;
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let digits: String = frac.chars().take(9).collect();
+    let nanos = format!("{digits:0<9}").parse::<u64>().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(
+        std::time::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(secs).ok()?)
+            + Duration::from_nanos(nanos),
+    )
 }
 
 impl Drop for Server<'_> {
@@ -1427,5 +1764,125 @@ impl<'a> Dhcpcd<'a> {
 impl Drop for Dhcpcd<'_> {
     fn drop(&mut self) {
         remove_dhcpcd_files(&self.f.host.ifname);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Failover pairs
+
+/// Which end of a failover pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairRole {
+    Primary,
+    Secondary,
+}
+
+/// The failover timings written into both nodes' configs. Tests use short
+/// ones so that link loss shows within a second or two.
+#[derive(Clone, Copy, Debug)]
+pub struct FailoverTimings {
+    pub heartbeat_ms: u64,
+    pub timeout_secs: u64,
+    pub mclt_secs: u64,
+}
+
+impl FailoverTimings {
+    /// failover-heartbeat=200ms, failover-timeout=1, failover-mclt=60.
+    pub const SHORT: FailoverTimings = FailoverTimings {
+        heartbeat_ms: 200,
+        timeout_secs: 1,
+        mclt_secs: 60,
+    };
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// A lab for a failover pair: the primary on the lab's server host
+/// ([`SERVER_IP`]), the secondary on a second server host
+/// ([`SECONDARY_IP`]), both on the LAN bridge with the clients, and a
+/// separate direct veth between the two server namespaces for the failover
+/// link ([`LINK_PRIMARY_IP`] - [`LINK_SECONDARY_IP`]), so a test can cut
+/// the link alone while both servers still reach every client. A shared
+/// key file (0600) sits in the lab directory.
+///
+/// Servers are `Server`s with their own directories (`primary/`,
+/// `secondary/`: config, sled db, lease file, `server.log`); declare them
+/// after the `PairLab` so they are dropped (killed by PID) first. The
+/// lab's Drop then kills anything left in its namespaces and deletes them.
+pub struct PairLab {
+    pub lab: Lab,
+    pub primary: Host,
+    pub secondary: Host,
+    pub link: DirectLink,
+    pub key: PathBuf,
+    pub timings: FailoverTimings,
+}
+
+impl PairLab {
+    /// None (after SKIPPED) when namespaces are impossible, as [`Lab::new`].
+    pub fn new(test: &str) -> Option<PairLab> {
+        let lab = Lab::new(test)?;
+        let primary = lab.server.clone();
+        let secondary = lab.add_server_host(SECONDARY_IP);
+        let link = lab.add_direct_link(&primary, LINK_PRIMARY_IP, &secondary, LINK_SECONDARY_IP);
+        let key = lab.write_key_file("failover.key");
+        Some(PairLab {
+            lab,
+            primary,
+            secondary,
+            link,
+            key,
+            timings: FailoverTimings::SHORT,
+        })
+    }
+
+    pub fn host(&self, role: PairRole) -> &Host {
+        match role {
+            PairRole::Primary => &self.primary,
+            PairRole::Secondary => &self.secondary,
+        }
+    }
+
+    /// The node's LAN address: its DHCP server identifier.
+    pub fn lan_ip(role: PairRole) -> Ipv4Addr {
+        match role {
+            PairRole::Primary => SERVER_IP,
+            PairRole::Secondary => SECONDARY_IP,
+        }
+    }
+
+    /// `base` plus the failover lines for `role`, with key file `key`.
+    pub fn node_conf(&self, role: PairRole, base: &ServerConf, key: &Path) -> ServerConf {
+        let t = self.timings;
+        let role_line = match role {
+            PairRole::Primary => format!("failover-listen={LINK_PRIMARY_IP},{FAILOVER_PORT}"),
+            PairRole::Secondary => format!("failover-master={LINK_PRIMARY_IP},{FAILOVER_PORT}"),
+        };
+        base.clone()
+            .line(role_line)
+            .line(format!("failover-key={}", key.display()))
+            .line(format!("failover-heartbeat={}ms", t.heartbeat_ms))
+            .line(format!("failover-timeout={}", t.timeout_secs))
+            .line(format!("failover-mclt={}", t.mclt_secs))
+    }
+
+    /// A twinmasq node (not started) on its host, with a full config
+    /// (see [`node_conf`](Self::node_conf)).
+    pub fn node(&self, role: PairRole, conf: &ServerConf) -> Server<'_> {
+        let name = match role {
+            PairRole::Primary => "primary",
+            PairRole::Secondary => "secondary",
+        };
+        self.lab
+            .server_on(self.host(role), name, ServerKind::Twinmasq, conf)
+    }
+
+    /// Starts a node on `base` with the pair's key.
+    pub fn start_node(&self, role: PairRole, base: &ServerConf) -> Server<'_> {
+        let mut s = self.node(role, &self.node_conf(role, base, &self.key));
+        s.start();
+        s
     }
 }

@@ -1,0 +1,883 @@
+//! A real twinmasq failover pair in network namespaces: two server
+//! processes (primary on 198.18.0.1, secondary on 198.18.0.2) on the LAN
+//! bridge with real DHCP clients (BusyBox udhcpc), and the failover link on
+//! a separate veth between the two server namespaces (198.19.0.1 -
+//! 198.19.0.2), which a test can cut alone. See `netns::PairLab`.
+//!
+//! Short timings throughout (`netns::FailoverTimings::SHORT`):
+//! failover-heartbeat=200ms, failover-timeout=1, failover-mclt=60.
+//!
+//! Run as root: `cargo test --test failover_pair -- --test-threads=2`.
+//! Measurements (takeover time, time to notice a cut link) are written to
+//! stderr directly, so they show without `--nocapture`.
+//!
+//! A failed check lists every violation found in the scenario (the
+//! scenario goes on where it can), with log excerpts; the lab's Drop also
+//! dumps every log and lease file when a test panics.
+
+mod netns;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use netns::{
+    log_line_time, wait_for, Host, Lease, PairLab, PairRole, Server, ServerConf, Udhcpc,
+    RANGE_START, SECONDARY_IP, SERVER_IP,
+};
+
+/// Builds a pair lab or returns from the test (after a loud SKIPPED, which
+/// panics under CI).
+macro_rules! pair {
+    ($name:expr) => {
+        match PairLab::new($name) {
+            Some(p) => p,
+            None => return,
+        }
+    };
+}
+
+/// Both nodes started: bound for the link to come up and the sync to end.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+/// After a heal or a restart the secondary may be in its reconnect backoff
+/// (at most 4 s) and a connect attempt may be hanging (at most 3 s).
+const RESYNC_WAIT: Duration = Duration::from_secs(15);
+/// For the lease files to agree after a sync (rewritten at most 1/s).
+const CONVERGE_WAIT: Duration = Duration::from_secs(10);
+/// How long a refused link is watched for a sync that must not happen:
+/// the secondary retries several times within it (backoff 250 ms, 500 ms, ...,
+/// or 4 s after an explicit refusal).
+const REFUSED_WATCH: Duration = Duration::from_secs(5);
+
+const PRIMARY: PairRole = PairRole::Primary;
+const SECONDARY: PairRole = PairRole::Secondary;
+
+/// Writes to fd 2 directly: libtest captures `eprintln!` of passing tests.
+fn report(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// Violations found along a scenario, reported together at its end, so
+/// one run shows everything that is wrong (and the steps after a soft
+/// failure still run). Hard failures (a step the rest depends on) panic
+/// at once with their own message.
+struct Checks {
+    test: &'static str,
+    failed: Vec<String>,
+}
+
+impl Checks {
+    fn new(test: &'static str) -> Checks {
+        Checks {
+            test,
+            failed: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) {
+        if !ok {
+            let m = msg();
+            report(&format!("[{}] CHECK FAILED: {m}", self.test));
+            self.failed.push(m);
+        }
+    }
+
+    fn finish(self) {
+        if !self.failed.is_empty() {
+            panic!(
+                "{}: {} check(s) failed:\n\n{}",
+                self.test,
+                self.failed.len(),
+                self.failed.join("\n\n")
+            );
+        }
+    }
+}
+
+/// A hard step: its failure ends the test with the message.
+fn must<T>(r: Result<T, String>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn role_name(ip: Option<Ipv4Addr>) -> &'static str {
+    match ip {
+        Some(SERVER_IP) => "the primary",
+        Some(SECONDARY_IP) => "the secondary",
+        _ => "an unknown server",
+    }
+}
+
+/// Starts primary then secondary on `conf` and waits until both say the
+/// sync is done, the secondary is passive and the primary linked.
+fn start_synced<'a>(pair: &'a PairLab, conf: &ServerConf) -> (Server<'a>, Server<'a>) {
+    let p = pair.start_node(PRIMARY, conf);
+    let s = pair.start_node(SECONDARY, conf);
+    wait_synced(&p, 0, &s, 0, SYNC_WAIT);
+    (p, s)
+}
+
+/// Waits for a (re)sync after the given log marks.
+fn wait_synced(p: &Server, p_mark: usize, s: &Server, s_mark: usize, timeout: Duration) {
+    for (srv, mark, needle) in [
+        (p, p_mark, "sync done"),
+        (s, s_mark, "sync done"),
+        (s, s_mark, "serve mode Unlinked -> Passive"),
+        (p, p_mark, "serve mode Unlinked -> Linked"),
+    ] {
+        if let Err(e) = srv.wait_log(mark, needle, timeout) {
+            panic!(
+                "the link did not come up: {e}\n{}",
+                other_log(srv, p, s).log_tail(40)
+            );
+        }
+    }
+}
+
+/// The log of whichever of `p`/`s` is not `srv`, for context.
+fn other_log<'s, 'a>(srv: &Server, p: &'s Server<'a>, s: &'s Server<'a>) -> &'s Server<'a> {
+    if srv.log == p.log {
+        s
+    } else {
+        p
+    }
+}
+
+/// Waits until `srv`'s lease file holds `mac` at `ip`; Err names both.
+fn wait_pair_in(srv: &Server, mac: &str, ip: Ipv4Addr, timeout: Duration) -> Result<(), String> {
+    wait_for(
+        timeout,
+        &format!("{ip} for {mac} in {}", srv.leasefile.display()),
+        || {
+            srv.lease_pairs()
+                .contains(&(ip, mac.to_string()))
+                .then_some(())
+        },
+    )
+    .map_err(|e| {
+        format!(
+            "{e}\n--- lease file now: {:?}\n{}",
+            srv.lease_pairs(),
+            srv.log_tail(30)
+        )
+    })
+}
+
+/// Addresses held by more than one MAC across the named sources.
+fn duplicates(sources: &[(&str, Vec<(Ipv4Addr, String)>)]) -> Vec<String> {
+    let mut by_ip: BTreeMap<Ipv4Addr, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
+    for (name, pairs) in sources {
+        for (ip, mac) in pairs {
+            by_ip
+                .entry(*ip)
+                .or_default()
+                .entry(mac.clone())
+                .or_default()
+                .push(name);
+        }
+    }
+    by_ip
+        .into_iter()
+        .filter(|(_, macs)| macs.len() > 1)
+        .map(|(ip, macs)| {
+            let who: Vec<String> = macs
+                .iter()
+                .map(|(mac, srcs)| format!("{mac} (per {})", srcs.join(", ")))
+                .collect();
+            format!("{ip} held by {}", who.join(" and "))
+        })
+        .collect()
+}
+
+/// Starts one udhcpc per host at once (asking for `want[i]` when given)
+/// and waits for all; the clients keep running (and holding their
+/// leases) until dropped.
+fn obtain_all<'a>(
+    lab: &'a netns::Lab,
+    hosts: &[Host],
+    want: &[Option<Ipv4Addr>],
+) -> Vec<(Udhcpc<'a>, Result<Lease, String>)> {
+    let clients: Vec<Udhcpc<'a>> = hosts
+        .iter()
+        .zip(want)
+        .map(|(h, w)| {
+            let mut c = Udhcpc::new(lab, h);
+            c.request = *w;
+            c
+        })
+        .collect();
+    thread::scope(|sc| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| {
+                sc.spawn(move || {
+                    let r = c.obtain();
+                    (c, r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a client thread panicked"))
+            .collect()
+    })
+}
+
+/// A client served by the primary for certain: while it obtains, it and
+/// the secondary are isolated on the bridge, so it only hears the primary
+/// (a no-op once a passive secondary keeps out of DHCP, which it does not
+/// yet, see scenario 1). Isolation is lifted afterwards.
+fn obtain_from_primary<'a>(pair: &'a PairLab, host: &Host, what: &str) -> (Udhcpc<'a>, Lease) {
+    let lab = &pair.lab;
+    lab.set_isolated(&pair.secondary, true);
+    lab.set_isolated(host, true);
+    let mut c = Udhcpc::new(lab, host);
+    let r = c.obtain();
+    lab.set_isolated(&pair.secondary, false);
+    lab.set_isolated(host, false);
+    let l = must(r, &format!("{what} ({})", host.mac));
+    assert_eq!(
+        l.server_id,
+        Some(SERVER_IP),
+        "{what}: steered to the primary, served by {}: {l:?}",
+        role_name(l.server_id)
+    );
+    (c, l)
+}
+
+fn obtain(c: &mut Udhcpc, host: &Host, what: &str) -> Lease {
+    must(c.obtain(), &format!("{what} ({})", host.mac))
+}
+
+// ---------------------------------------------------------------------------
+
+/// Scenario 1: The link comes up: both nodes sync, the secondary goes
+/// passive, a client is served by the primary, and its lease is in the
+/// secondary's table too (the primary's ACK waited for the secondary's
+/// ack).
+#[test]
+fn link_up_syncs_and_replicates_leases() {
+    let pair = pair!("link_up_syncs_and_replicates_leases");
+    let mut checks = Checks::new("link_up_syncs_and_replicates_leases");
+    let conf = ServerConf::standard();
+    let (p, s) = start_synced(&pair, &conf);
+    let passive_mark = s.log_mark();
+    checks.check(!p.log_grep(0, "merged the secondary's").is_empty(), || {
+        format!(
+            "primary: no \"merged the secondary's N records\" line\n{}",
+            p.log_tail(30)
+        )
+    });
+
+    let host = pair.lab.add_client();
+    let mut c = Udhcpc::new(&pair.lab, &host).with_hostname("pair-one");
+    let l = obtain(&mut c, &host, "a client of the linked pair");
+    checks.check(l.server_id == Some(SERVER_IP), || {
+        format!(
+            "the lease came from {} ({:?}), not the primary {SERVER_IP}: a passive secondary must not answer DHCP\n{}",
+            role_name(l.server_id),
+            l.server_id,
+            s.log_tail(30)
+        )
+    });
+    must(
+        wait_pair_in(&p, &host.mac, l.address, netns::SERVER_TIMEOUT),
+        "the lease in the primary's lease file",
+    );
+    // The primary's ACK waited for the secondary's ack, so the secondary's
+    // database has the lease by now; its lease file follows within ~1 s.
+    must(
+        wait_pair_in(&s, &host.mac, l.address, Duration::from_secs(3)),
+        "the lease replicated to the secondary's lease file",
+    );
+    let line = s
+        .leases()
+        .into_iter()
+        .find(|x| x.ip == l.address)
+        .expect("just seen");
+    checks.check(line.hostname.as_deref() == Some("pair-one"), || {
+        format!("the secondary's copy lost the host name: {line:?}")
+    });
+
+    // Passive: the secondary answered nothing.
+    let answered: Vec<String> = ["DHCPOFFER(", "DHCPACK(", "DHCPNAK("]
+        .iter()
+        .flat_map(|n| s.log_grep(passive_mark, n))
+        .collect();
+    checks.check(answered.is_empty(), || {
+        format!(
+            "the passive secondary answered DHCP (the engine ignores the serve mode):\n{}",
+            answered.join("\n")
+        )
+    });
+    checks.check(
+        s.log_grep(passive_mark, "serve mode Passive ->").is_empty(),
+        || {
+            format!(
+                "the secondary left Passive while linked\n{}",
+                s.log_tail(30)
+            )
+        },
+    );
+    checks.finish();
+}
+
+/// Scenario 2: kill -9 the primary: the secondary takes over within
+/// failover-timeout + 1 s, serves a new client, and the primary's existing
+/// client keeps its address when it renews (rebinding to the secondary).
+#[test]
+fn secondary_takes_over_when_primary_is_killed() {
+    let pair = pair!("secondary_takes_over_when_primary_is_killed");
+    let mut checks = Checks::new("secondary_takes_over_when_primary_is_killed");
+    let conf = ServerConf::standard();
+    let (mut p, s) = start_synced(&pair, &conf);
+
+    let old_host = pair.lab.add_client();
+    let (mut old, l_old) = obtain_from_primary(&pair, &old_host, "a client of the primary");
+    must(
+        wait_pair_in(&s, &old_host.mac, l_old.address, netns::SERVER_TIMEOUT),
+        "the lease replicated to the secondary",
+    );
+
+    let mark = s.log_mark();
+    let killed_at = SystemTime::now();
+    let t0 = Instant::now();
+    p.kill9();
+    let limit = pair.timings.timeout() + Duration::from_secs(1);
+    let (line, seen) = must(
+        s.wait_log(
+            mark,
+            "serve mode Passive -> ",
+            limit + Duration::from_secs(5),
+        ),
+        "the secondary leaving Passive after the primary was killed",
+    );
+    let polled = seen - t0;
+    let logged = log_line_time(&line).and_then(|t| t.duration_since(killed_at).ok());
+    let took = logged.unwrap_or(polled);
+    let why = s
+        .log_lines_since(mark)
+        .into_iter()
+        .find(|l| l.contains("failover:") && !l.contains("serve mode"))
+        .unwrap_or_default();
+    report(&format!(
+        "takeover after kill -9 of the primary: {took:?} (log time; seen by polling after {polled:?}); \
+         failover-timeout {:?}; cause: {why}\n  {line}",
+        pair.timings.timeout()
+    ));
+    checks.check(took <= limit, || {
+        format!("takeover took {took:?}, more than failover-timeout + 1 s = {limit:?}\n{line}")
+    });
+
+    // A new client: only the secondary is there to serve it.
+    let new_host = pair.lab.add_client();
+    let mut new = Udhcpc::new(&pair.lab, &new_host);
+    let l_new = obtain(&mut new, &new_host, "a new client after the primary died");
+    checks.check(l_new.server_id == Some(SECONDARY_IP), || {
+        format!(
+            "new client served by {:?}, not the secondary: {l_new:?}",
+            l_new.server_id
+        )
+    });
+    checks.check(l_new.address != l_old.address, || {
+        format!(
+            "the new client got the old client's address {}",
+            l_new.address
+        )
+    });
+    if let Err(e) = wait_pair_in(&s, &new_host.mac, l_new.address, netns::SERVER_TIMEOUT) {
+        checks.check(false, || {
+            format!("the new lease is not in the secondary's file: {e}")
+        });
+    }
+
+    // The existing client renews: its unicast to the dead primary goes
+    // unanswered, it rebinds by broadcast, and the secondary, which has its
+    // lease, acknowledges the same address.
+    let renewed = old.renew();
+    match &renewed {
+        Ok(r) => {
+            checks.check(r.address == l_old.address, || {
+                format!(
+                    "renewal moved the client from {} to {}: {r:?}",
+                    l_old.address, r.address
+                )
+            });
+            checks.check(r.server_id == Some(SECONDARY_IP), || {
+                format!(
+                    "renewal answered by {:?}, not the secondary: {r:?}",
+                    r.server_id
+                )
+            });
+        }
+        Err(e) => checks.check(false, || {
+            format!(
+                "the existing client could not renew via the secondary: {e}\n{}",
+                s.log_tail(30)
+            )
+        }),
+    }
+    checks.finish();
+}
+
+/// Scenario 3: The killed primary restarts on the same database: the tables
+/// merge (the lease the secondary granted alone reaches the primary) and
+/// the secondary goes back to Passive.
+#[test]
+fn restarted_primary_merges_and_secondary_goes_passive() {
+    let pair = pair!("restarted_primary_merges_and_secondary_goes_passive");
+    let mut checks = Checks::new("restarted_primary_merges_and_secondary_goes_passive");
+    let conf = ServerConf::standard();
+    let (mut p, s) = start_synced(&pair, &conf);
+
+    let h1 = pair.lab.add_client();
+    let (_c1, l1) = obtain_from_primary(&pair, &h1, "a client of the primary");
+    must(
+        wait_pair_in(&s, &h1.mac, l1.address, netns::SERVER_TIMEOUT),
+        "the first lease replicated to the secondary",
+    );
+
+    let mark = s.log_mark();
+    p.kill9();
+    must(
+        s.wait_log(
+            mark,
+            "serve mode Passive -> ",
+            pair.timings.timeout() + Duration::from_secs(5),
+        ),
+        "the secondary taking over",
+    );
+    let h2 = pair.lab.add_client();
+    let mut c2 = Udhcpc::new(&pair.lab, &h2);
+    let l2 = obtain(&mut c2, &h2, "a client of the lone secondary");
+    checks.check(l2.server_id == Some(SECONDARY_IP), || {
+        format!("served by {:?}, not the secondary: {l2:?}", l2.server_id)
+    });
+    must(
+        wait_pair_in(&s, &h2.mac, l2.address, netns::SERVER_TIMEOUT),
+        "the secondary's own lease in its file",
+    );
+
+    let (p_mark, s_mark) = (p.log_mark(), s.log_mark());
+    p.start();
+    wait_synced(&p, p_mark, &s, s_mark, RESYNC_WAIT);
+    if let Err(e) = wait_pair_in(&p, &h2.mac, l2.address, CONVERGE_WAIT) {
+        checks.check(false, || {
+            format!(
+                "the lease the secondary granted alone did not reach the restarted primary: {e}"
+            )
+        });
+    }
+    checks.check(
+        p.lease_pairs().contains(&(l1.address, h1.mac.clone())),
+        || {
+            format!(
+                "the restarted primary lost its own lease {} {}: {:?}",
+                l1.address,
+                h1.mac,
+                p.leases()
+            )
+        },
+    );
+    let converged = wait_for(CONVERGE_WAIT, "equal lease files", || {
+        let (a, b) = (p.lease_pairs(), s.lease_pairs());
+        (a == b).then_some(a)
+    });
+    checks.check(converged.is_ok(), || {
+        format!(
+            "lease files differ after the resync: primary {:?}, secondary {:?}",
+            p.lease_pairs(),
+            s.lease_pairs()
+        )
+    });
+    checks.check(
+        s.log_grep(s_mark, "serve mode Passive ->").is_empty(),
+        || {
+            format!(
+                "the secondary left Passive again after the resync\n{}",
+                s.log_tail(30)
+            )
+        },
+    );
+    checks.finish();
+}
+
+/// Scenario 4: Only the link is cut; both nodes still reach the clients.
+/// Clients served meanwhile must not share an address (each node allocates
+/// from its own share, leases no longer than the MCLT); after the heal both
+/// tables end equal.
+#[test]
+fn split_link_gives_no_duplicates_and_heals() {
+    let pair = pair!("split_link_gives_no_duplicates_and_heals");
+    let mut checks = Checks::new("split_link_gives_no_duplicates_and_heals");
+    // A small range: 16 addresses, 8 per share at failover-split 50, for
+    // the 8 clients below (at most 5 of them on one node).
+    let last = Ipv4Addr::new(198, 18, 0, 115);
+    let conf = ServerConf::standard_range(RANGE_START, last);
+    let (p, s) = start_synced(&pair, &conf);
+
+    let (p_mark, s_mark) = (p.log_mark(), s.log_mark());
+    let t0 = Instant::now();
+    pair.link.cut();
+    let noticed = pair.timings.timeout() + Duration::from_secs(5);
+    let (pl, _) = must(
+        p.wait_log(p_mark, "serve mode Linked -> ", noticed),
+        "the primary noticing the cut",
+    );
+    let (sl, _) = must(
+        s.wait_log(s_mark, "serve mode Passive -> ", noticed),
+        "the secondary noticing the cut",
+    );
+    report(&format!(
+        "link cut noticed after {:?} (polled; failover-timeout {:?}):\n  primary:   {pl}\n  secondary: {sl}",
+        t0.elapsed(),
+        pair.timings.timeout()
+    ));
+
+    // Eight new clients while split. Three reach only the primary and three
+    // only the secondary (bridge port isolation steers them; both servers
+    // stay on the LAN), and each of the latter asks (option 50) for the
+    // address one of the former got: a node that cannot know of the other's
+    // lease must still not grant it, since it is not in its share. Two more
+    // reach both nodes and take the first offer, as real clients do.
+    let lab = &pair.lab;
+    let group_a: Vec<Host> = (0..3).map(|_| lab.add_client()).collect();
+    let group_b: Vec<Host> = (0..3).map(|_| lab.add_client()).collect();
+    let group_c: Vec<Host> = (0..2).map(|_| lab.add_client()).collect();
+    let steer = |server: &Host, clients: &[Host], on: bool| {
+        lab.set_isolated(server, on);
+        for h in clients {
+            lab.set_isolated(h, on);
+        }
+    };
+    steer(&pair.secondary, &group_a, true);
+    let mut got_a = obtain_all(lab, &group_a, &[None; 3]);
+    steer(&pair.secondary, &group_a, false);
+    let wanted: Vec<Option<Ipv4Addr>> = got_a
+        .iter()
+        .map(|(_, r)| r.as_ref().ok().map(|l| l.address))
+        .collect();
+    steer(&pair.primary, &group_b, true);
+    let mut got_b = obtain_all(lab, &group_b, &wanted);
+    steer(&pair.primary, &group_b, false);
+    let mut got_c = obtain_all(lab, &group_c, &[None; 2]);
+
+    let mut told: Vec<(Ipv4Addr, String)> = Vec::new();
+    let mut summary = Vec::new();
+    let mut served: Vec<(Host, Lease)> = Vec::new();
+    for (group, hosts, got, expect) in [
+        ("A", &group_a, &mut got_a, Some(SERVER_IP)),
+        ("B", &group_b, &mut got_b, Some(SECONDARY_IP)),
+        ("C", &group_c, &mut got_c, None),
+    ] {
+        for (h, (c, r)) in hosts.iter().zip(got.iter()) {
+            let l = match r {
+                Ok(l) => l,
+                Err(e) => {
+                    checks.check(false, || {
+                        format!("group {group}: a client got no lease while split: {e}")
+                    });
+                    continue;
+                }
+            };
+            summary.push(format!(
+                "  group {group} {} -> {} from {} ({:?} s){}",
+                h.mac,
+                l.address,
+                role_name(l.server_id),
+                l.lease_time,
+                c.request
+                    .map_or(String::new(), |w| format!(", asked for {w}"))
+            ));
+            if expect.is_some() && l.server_id != expect {
+                panic!(
+                    "group {group} was steered to {} but served by {:?}: the port isolation did not work",
+                    role_name(expect),
+                    l.server_id
+                );
+            }
+            told.push((l.address, h.mac.clone()));
+            served.push((h.clone(), l.clone()));
+        }
+    }
+    let mclt = pair.timings.mclt_secs;
+    let too_long: Vec<String> = served
+        .iter()
+        .filter(|(_, l)| l.lease_time.is_none_or(|t| u64::from(t) > mclt))
+        .map(|(h, l)| {
+            format!(
+                "  {} {} for {:?} s from {}",
+                h.mac,
+                l.address,
+                l.lease_time,
+                role_name(l.server_id)
+            )
+        })
+        .collect();
+    checks.check(too_long.is_empty(), || {
+        format!(
+            "leases granted while unlinked must not outlast failover-mclt={mclt} s:\n{}",
+            too_long.join("\n")
+        )
+    });
+    report(&format!("leases while split:\n{}", summary.join("\n")));
+    // Each lease reaches the lease file of the node that granted it.
+    for (h, l) in &served {
+        let srv = if l.server_id == Some(SECONDARY_IP) {
+            &s
+        } else {
+            &p
+        };
+        if let Err(e) = wait_pair_in(srv, &h.mac, l.address, netns::SERVER_TIMEOUT) {
+            checks.check(false, || {
+                format!("lease missing from its server's file: {e}")
+            });
+        }
+    }
+    let p_split: Vec<_> = p.lease_pairs().into_iter().collect();
+    let s_split: Vec<_> = s.lease_pairs().into_iter().collect();
+    let dups = duplicates(&[
+        ("primary lease file", p_split.clone()),
+        ("secondary lease file", s_split.clone()),
+        ("what the clients were told", told.clone()),
+    ]);
+    checks.check(dups.is_empty(), || {
+        format!(
+            "duplicate addresses while split:\n  {}\n--- primary lease file: {p_split:?}\n--- secondary lease file: {s_split:?}\n--- clients: {told:?}",
+            dups.join("\n  ")
+        )
+    });
+
+    let (p_mark, s_mark) = (p.log_mark(), s.log_mark());
+    let t_heal = Instant::now();
+    pair.link.heal();
+    wait_synced(&p, p_mark, &s, s_mark, RESYNC_WAIT);
+    let synced_after = t_heal.elapsed();
+    let converged = wait_for(CONVERGE_WAIT, "equal lease files", || {
+        let (a, b) = (p.lease_pairs(), s.lease_pairs());
+        (a == b).then_some(a)
+    });
+    report(&format!(
+        "link healed: resynced after {synced_after:?}, lease files {} after {:?}; conflicts logged: {}",
+        if converged.is_ok() { "equal" } else { "NOT equal" },
+        t_heal.elapsed(),
+        p.log_grep(p_mark, "conflict on").len() + s.log_grep(s_mark, "conflict on").len()
+    ));
+    match converged {
+        Ok(merged) => {
+            let missing: Vec<_> = told.iter().filter(|x| !merged.contains(x)).collect();
+            checks.check(missing.is_empty(), || {
+                format!("leases clients were told are missing from the merged table (with duplicates above, these are the losing sides of the conflicts): {missing:?}; merged {merged:?}")
+            });
+        }
+        Err(e) => checks.check(false, || {
+            format!(
+                "{e}: after the heal the lease files differ\n--- primary:   {:?}\n--- secondary: {:?}",
+                p.lease_pairs(),
+                s.lease_pairs()
+            )
+        }),
+    }
+    checks.finish();
+}
+
+/// Scenario 5: The secondary has another key: no sync, the primary drops
+/// the link because the frames do not verify, the secondary never goes
+/// passive, and no lease crosses in either direction.
+#[test]
+fn wrong_key_is_refused_and_nothing_crosses() {
+    let pair = pair!("wrong_key_is_refused_and_nothing_crosses");
+    let mut checks = Checks::new("wrong_key_is_refused_and_nothing_crosses");
+    let conf = ServerConf::standard();
+    let p = pair.start_node(PRIMARY, &conf);
+    let h1 = pair.lab.add_client();
+    let mut c1 = Udhcpc::new(&pair.lab, &h1);
+    let l1 = obtain(&mut c1, &h1, "a client of the lone primary");
+    must(
+        wait_pair_in(&p, &h1.mac, l1.address, netns::SERVER_TIMEOUT),
+        "the primary's lease in its file",
+    );
+
+    let wrong = pair.lab.write_key_file("wrong.key");
+    let p_mark = p.log_mark();
+    let mut s = pair.node(SECONDARY, &pair.node_conf(SECONDARY, &conf, &wrong));
+    s.start();
+    let (line, _) = must(
+        p.wait_log_any(
+            p_mark,
+            &["MAC does not verify", "proof of the shared key is wrong"],
+            SYNC_WAIT,
+        ),
+        "the primary dropping the link for the wrong key",
+    );
+    report(&format!("wrong key: primary says\n  {line}"));
+    checks.check(line.contains("ends") || line.contains("refus"), || {
+        format!("the primary's line does not say the link was dropped: {line}")
+    });
+    // A client while the two are apart: whoever serves it keeps it.
+    let h2 = pair.lab.add_client();
+    let mut c2 = Udhcpc::new(&pair.lab, &h2);
+    let l2 = obtain(&mut c2, &h2, "a client while the key is wrong");
+    thread::sleep(REFUSED_WATCH);
+    let attempts = p.log_grep(p_mark, "link fault").len();
+    let s_view: Vec<String> = s
+        .log_grep(0, "failover:")
+        .into_iter()
+        .filter(|l| !l.contains("cannot reach"))
+        .take(4)
+        .collect();
+    report(&format!(
+        "wrong key: {attempts} connection(s) dropped by the primary in ~{:?}; the secondary says:\n  {}",
+        REFUSED_WATCH,
+        s_view.join("\n  ")
+    ));
+
+    for (srv, name) in [(&p, "primary"), (&s, "secondary")] {
+        let bad: Vec<String> = ["established", "sync done", "merged the secondary"]
+            .iter()
+            .flat_map(|n| srv.log_grep(0, n))
+            .collect();
+        checks.check(bad.is_empty(), || {
+            format!(
+                "{name}: the link got past the handshake with a wrong key:\n{}",
+                bad.join("\n")
+            )
+        });
+    }
+    checks.check(s.log_grep(0, "-> Passive").is_empty(), || {
+        format!(
+            "the secondary went passive with a wrong key\n{}",
+            s.log_tail(30)
+        )
+    });
+    let (pp, sp) = (p.lease_pairs(), s.lease_pairs());
+    checks.check(!sp.contains(&(l1.address, h1.mac.clone())), || {
+        format!("the primary's lease reached the secondary despite the wrong key: {sp:?}")
+    });
+    let (granter, other, other_pairs) = if l2.server_id == Some(SECONDARY_IP) {
+        ("secondary", "primary", &pp)
+    } else {
+        ("primary", "secondary", &sp)
+    };
+    checks.check(!other_pairs.contains(&(l2.address, h2.mac.clone())), || {
+        format!(
+            "the {granter}'s lease {} reached the {other} despite the wrong key: {other_pairs:?}",
+            l2.address
+        )
+    });
+    checks.finish();
+}
+
+/// Scenario 6: The secondary's dhcp-range ends elsewhere: the link is
+/// refused, and the log names the ranges; nothing syncs.
+#[test]
+fn mismatched_ranges_are_refused_with_the_ranges_named() {
+    let pair = pair!("mismatched_ranges_are_refused_with_the_ranges_named");
+    let mut checks = Checks::new("mismatched_ranges_are_refused_with_the_ranges_named");
+    let p_conf = ServerConf::standard();
+    let s_end = Ipv4Addr::new(198, 18, 0, 150);
+    let s_conf = ServerConf::standard_range(RANGE_START, s_end);
+    let p = pair.start_node(PRIMARY, &p_conf);
+    let h1 = pair.lab.add_client();
+    let mut c1 = Udhcpc::new(&pair.lab, &h1);
+    let l1 = obtain(&mut c1, &h1, "a client of the lone primary");
+    must(
+        wait_pair_in(&p, &h1.mac, l1.address, netns::SERVER_TIMEOUT),
+        "the primary's lease in its file",
+    );
+
+    let p_mark = p.log_mark();
+    let s = pair.start_node(SECONDARY, &s_conf);
+    let needle = "DHCP ranges or failover-split differ";
+    let (pl, _) = must(
+        p.wait_log(p_mark, needle, SYNC_WAIT),
+        "the primary refusing the link",
+    );
+    let (sl, _) = must(
+        s.wait_log(0, needle, SYNC_WAIT),
+        "the secondary logging the refusal",
+    );
+    report(&format!(
+        "mismatched ranges:\n  primary:   {pl}\n  secondary: {sl}"
+    ));
+    let p_ranges = format!("this node has: ranges [{RANGE_START}-{}]", netns::RANGE_END);
+    let s_ranges = format!("ranges [{RANGE_START}-{s_end}]");
+    checks.check(pl.contains(&p_ranges), || {
+        format!("the primary's refusal does not name its ranges ({p_ranges}): {pl}")
+    });
+    // The secondary names its own ranges (its refusal), or quotes the
+    // primary's message; between the two logs both ranges are named.
+    let s_named = s.log_grep(0, &s_ranges);
+    checks.check(!s_named.is_empty(), || {
+        format!(
+            "the secondary's log never names its ranges ({s_ranges})\n{}",
+            s.log_tail(30)
+        )
+    });
+    thread::sleep(REFUSED_WATCH);
+    for (srv, name) in [(&p, "primary"), (&s, "secondary")] {
+        let bad: Vec<String> = ["sync done", "merged the secondary"]
+            .iter()
+            .flat_map(|n| srv.log_grep(0, n))
+            .collect();
+        checks.check(bad.is_empty(), || {
+            format!(
+                "{name}: synced despite different ranges:\n{}",
+                bad.join("\n")
+            )
+        });
+    }
+    checks.check(s.log_grep(0, "-> Passive").is_empty(), || {
+        format!(
+            "the secondary went passive despite different ranges\n{}",
+            s.log_tail(30)
+        )
+    });
+    checks.check(
+        !s.lease_pairs().contains(&(l1.address, h1.mac.clone())),
+        || {
+            format!(
+                "the primary's lease reached the secondary despite the refusal: {:?}",
+                s.lease_pairs()
+            )
+        },
+    );
+    checks.finish();
+}
+
+/// The duplicate finder itself, without root.
+#[test]
+fn duplicates_are_found_across_sources() {
+    let a = Ipv4Addr::new(198, 18, 0, 100);
+    let b = Ipv4Addr::new(198, 18, 0, 101);
+    let m = |s: &str| s.to_string();
+    let none = duplicates(&[
+        ("x", vec![(a, m("02:00:00:00:00:01"))]),
+        (
+            "y",
+            vec![(a, m("02:00:00:00:00:01")), (b, m("02:00:00:00:00:02"))],
+        ),
+    ]);
+    assert!(none.is_empty(), "{none:?}");
+    let found = duplicates(&[
+        ("x", vec![(a, m("02:00:00:00:00:01"))]),
+        ("y", vec![(a, m("02:00:00:00:00:02"))]),
+    ]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("per x") && found[0].contains("per y"),
+        "{found:?}"
+    );
+}
+
+/// Log timestamps as tracing writes them (UTC), with and without colours.
+#[test]
+fn log_times_are_read() {
+    let t = log_line_time("2024-03-01T00:00:01.250000Z  INFO failover: sync done").unwrap();
+    let want = std::time::UNIX_EPOCH + Duration::from_millis(1_709_251_201_250);
+    assert_eq!(t, want);
+    let coloured = "\u{1b}[2m2024-03-01T00:00:01.250000Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x";
+    assert_eq!(log_line_time(coloured), Some(want));
+    assert_eq!(log_line_time("===== start #1: twinmasq"), None);
+}
