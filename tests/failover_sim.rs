@@ -248,7 +248,7 @@ struct Sim {
     next_conn: ConnId,
     next_xid: u32,
     trace: bool,
-    /// Whether a node's LAN side may fail (see the ignored test).
+    /// Whether a node's LAN side may fail.
     lan_faults: bool,
     _tmp: tempfile::TempDir,
     checks: u64,
@@ -1060,22 +1060,10 @@ fn run_seeds(lan_faults: bool) {
     assert!(checks > seeds, "too few in-sync checks to mean anything");
 }
 
-/// Partitions, stalled connections, kills and restarts, clock skew,
-/// partner-down: run in CI.
+/// Partitions, stalled connections, a node's LAN side failing (so clients
+/// renew with the node that did not grant their lease), kills and
+/// restarts, clock skew, partner-down.
 #[test]
 fn failover_pair_never_duplicates_and_converges() {
-    run_seeds(false);
-}
-
-/// The same with a node's LAN side failing too, so clients renew with
-/// the node that did not grant their lease. Known to fail (seed 130): an
-/// unlinked node extends a partner-share lease by an MCLT again and again,
-/// while the partner reuses the address once the lease it knows has
-/// ended. The fix (reuse only after expiry + MCLT while unlinked, and cap
-/// extensions at the partner-known expiry + MCLT) is not built yet.
-/// Run: `cargo test --test failover_sim -- --ignored`.
-#[test]
-#[ignore = "known hole: chained unlinked renewals in the partner's share (seed 130)"]
-fn failover_pair_with_lan_faults() {
     run_seeds(true);
 }

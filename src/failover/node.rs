@@ -511,6 +511,14 @@ impl Node {
             }
             self.on_event(conn, ev, db, now_ms);
         }
+        // A long sync keeps this side busy merging pages without a tick;
+        // the partner must still hear from it within its timeout.
+        let due = self.sessions.get(&conn).is_some_and(|s| {
+            s.link.is_established() && now_ms.saturating_sub(s.last_tx_ms) >= self.cfg.heartbeat_ms
+        });
+        if due {
+            self.send(conn, &Message::Heartbeat { wall_ms: now_ms }, now_ms);
+        }
         self.flush_link(conn, now_ms);
     }
 
