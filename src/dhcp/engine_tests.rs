@@ -981,3 +981,76 @@ fn durable_replies_carry_the_stamp_of_their_commit() {
         assert_eq!(r.commit, None, "an INFORM answer is not durable");
     }
 }
+
+#[test]
+fn unlinked_reuses_an_own_share_address_only_an_mclt_after_its_lease_ended() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let own: Vec<Ipv4Addr> = (10..=20)
+        .map(addr)
+        .filter(|ip| in_share(*ip, Owner::Primary))
+        .collect();
+    let (&recent, others) = own.split_first().unwrap();
+    for (k, ip) in others.iter().enumerate() {
+        rig.merged(
+            *ip,
+            mac(100 + k as u8),
+            LeaseState::Bound,
+            rig.now_secs() + 3600,
+        );
+    }
+    // Ended 10 s ago: the partner may have extended it for its client.
+    rig.merged(recent, MAC_B, LeaseState::Expired, rig.now_secs() - 10);
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_A, 1).finish()),
+        Decision::Ignored(Ignored::NoAddress)
+    );
+    // Its own client may have it back at once.
+    let (_, offer) = rig.reply(
+        &RawRequest::new(1, MAC_B, 2)
+            .opt(50, &recent.octets())
+            .finish(),
+    );
+    assert_eq!(offer.yiaddr(), recent);
+    // An MCLT after the end, anyone may.
+    rig.now += (MCLT_SECS + 1) * 1000 + super::engine::OFFER_HOLD_MS;
+    rig.engine.tick(&mut rig.db, rig.now);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 3).finish());
+    assert_eq!(offer.yiaddr(), recent);
+}
+
+#[test]
+fn unlinked_extends_a_partner_share_lease_once_by_an_mclt_at_most() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let theirs = addr(19);
+    assert!(in_share(theirs, Owner::Secondary));
+    let partner_node = rig.db.node_id().wrapping_add(1).max(1);
+    rig.db
+        .merge_in(LeaseRecord {
+            ip: theirs,
+            state: LeaseState::Bound,
+            client: ClientKey::from_hwaddr(1, &MAC_A),
+            htype: 1,
+            hwaddr: MAC_A.to_vec(),
+            client_id: None,
+            hostname: None,
+            expires: Expiry::At(rig.now_secs() + 60),
+            stamp: twinmasq_proto::Stamp {
+                wall_ms: rig.now,
+                counter: 0,
+                node: partner_node,
+            },
+        })
+        .unwrap();
+    rig.engine.note_change(theirs, &rig.db);
+    // The partner knows the lease ends in 60 s: an MCLT past now fits.
+    let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(theirs).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
+    // Our own extension is not extended again once it cannot give a full
+    // MCLT: the client's lease runs out and it asks again.
+    rig.now += 100_000;
+    assert_eq!(
+        rig.send(&RawRequest::new(3, MAC_A, 2).ciaddr(theirs).finish()),
+        Decision::Ignored(Ignored::NotForUs)
+    );
+}
