@@ -672,60 +672,52 @@ impl Engine {
         let (own, partner) = (ctx.rules.own, ctx.rules.own.partner());
         // The own share of every range before any of the partner's.
         for &i in &dynamic {
-            for _ in 0..MAX_RECENT_TRIES {
-                let Some(ip) = self.pools[i].find_free(own, hint) else {
-                    break;
-                };
-                let recent = ctx
-                    .rules
-                    .own_aged
-                    .and_then(|mclt_ms| recent_until(db.get(ip), mclt_ms, now_ms));
-                let Some(until_ms) = recent else {
-                    return Ok((ip, true));
-                };
-                self.holds.put(
-                    ip,
-                    Hold {
-                        client: None,
-                        until_ms,
-                        kind: HoldKind::Recent,
-                    },
-                );
-                self.set_used(ip, true);
+            if let Some(ip) = self.find_aged(i, own, hint, ctx.rules.own_aged, db, now_ms) {
+                return Ok((ip, true));
             }
         }
-        match ctx.rules.partner {
-            PartnerShare::No => {}
-            PartnerShare::Any => {
-                for &i in &dynamic {
-                    if let Some(ip) = self.pools[i].find_free(partner, hint) {
-                        return Ok((ip, true));
-                    }
-                }
-            }
-            PartnerShare::Aged { mclt_ms } => {
-                for &i in &dynamic {
-                    for _ in 0..MAX_RECENT_TRIES {
-                        let Some(ip) = self.pools[i].find_free(partner, hint) else {
-                            break;
-                        };
-                        let Some(until_ms) = recent_until(db.get(ip), mclt_ms, now_ms) else {
-                            return Ok((ip, true));
-                        };
-                        self.holds.put(
-                            ip,
-                            Hold {
-                                client: None,
-                                until_ms,
-                                kind: HoldKind::Recent,
-                            },
-                        );
-                        self.set_used(ip, true);
-                    }
-                }
+        let partner_aged = match ctx.rules.partner {
+            PartnerShare::No => return Err(Ignored::NoAddress),
+            PartnerShare::Any => None,
+            PartnerShare::Aged { mclt_ms } => Some(mclt_ms),
+        };
+        for &i in &dynamic {
+            if let Some(ip) = self.find_aged(i, partner, hint, partner_aged, db, now_ms) {
+                return Ok((ip, true));
             }
         }
         Err(Ignored::NoAddress)
+    }
+
+    /// A free address of range `i` in `owner`'s share. With `aged` (an
+    /// MCLT in ms), one whose lease ended less than that ago is skipped and
+    /// held as `Recent` until it may be used, for a bounded number of tries.
+    fn find_aged(
+        &mut self,
+        i: usize,
+        owner: Owner,
+        hint: u64,
+        aged: Option<u64>,
+        db: &LeaseDb,
+        now_ms: u64,
+    ) -> Option<Ipv4Addr> {
+        for _ in 0..MAX_RECENT_TRIES {
+            let ip = self.pools[i].find_free(owner, hint)?;
+            let Some(until_ms) = aged.and_then(|mclt_ms| recent_until(db.get(ip), mclt_ms, now_ms))
+            else {
+                return Some(ip);
+            };
+            self.holds.put(
+                ip,
+                Hold {
+                    client: None,
+                    until_ms,
+                    kind: HoldKind::Recent,
+                },
+            );
+            self.set_used(ip, true);
+        }
+        None
     }
 
     fn request(&mut self, ctx: &Ctx<'_>, db: &mut LeaseDb, now_ms: u64) -> Decision {
