@@ -231,11 +231,16 @@ fn service_at(cfg: &Config, ifaces: &HashMap<u32, Interface>, dst: Ipv4Addr) -> 
     let Some(s) = &cfg.dns.auth.server else {
         return Service::Recursive;
     };
+    let named = |i: &Interface| {
+        s.interfaces
+            .iter()
+            .any(|(n, fam)| n == &i.name && *fam != IfFamily::V6)
+    };
     let auth = s.addrs.contains(&IpAddr::V4(dst))
         || ifaces
             .values()
             .filter(|i| i.addrs.iter().any(|a| a.addr == dst))
-            .any(|i| auth_iface(cfg, i));
+            .any(named);
     if auth {
         Service::Authoritative
     } else {
