@@ -410,13 +410,21 @@ impl Authority {
                 d.ptr.push(t.clone());
             }
         }
+        // Only names inside an auth-zone matter, up to the zone's apex: a
+        // large hosts file (a blocklist) costs nothing here without zones.
         for (key, d) in &self.names {
             if d.addrs.is_empty() && d.mx.is_empty() && d.srv.is_empty() && d.txt.is_empty() {
                 continue;
             }
+            let Some(zone) = self.zones.zone_of(key) else {
+                continue;
+            };
             let mut rest = key.as_str();
             while let Some(i) = rest.find('.') {
                 rest = &rest[i + 1..];
+                if rest.len() <= zone.domain.len() {
+                    break;
+                }
                 self.ents.insert(rest.to_string());
             }
         }
