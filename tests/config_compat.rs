@@ -317,9 +317,9 @@ fn command_line_overrides_the_files() {
 
 #[test]
 fn unsupported_dnsmasq_options_are_named() {
-    let e = parse_conf_text("port=53\n\nauth-zone=home.lan\n", "/etc/dnsmasq.conf").unwrap_err();
+    let e = parse_conf_text("port=53\n\nsynth-domain=home.lan\n", "/etc/dnsmasq.conf").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "option 'auth-zone' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
+        "option 'synth-domain' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
     );
 }

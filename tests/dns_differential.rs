@@ -355,6 +355,8 @@ struct Answer {
     question: Vec<String>,
     /// Answer RRset as a set of `owner type rdata` (owner case as sent).
     records: BTreeSet<String>,
+    /// Authority section, the same way (SOA and NS of authoritative zones).
+    authority: BTreeSet<String>,
     /// TTL per record; compared with a tolerance (cached TTLs count down).
     ttls: BTreeMap<String, u32>,
 }
@@ -444,23 +446,39 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A record as compared: `owner type data`. The SOA serial is left out:
+/// twinmasq derives it from the lease data where dnsmasq counts from its
+/// start time (a deliberate difference, see README).
+fn record_key(rec: &Record) -> String {
+    // TXT's Display runs its strings together; keep their boundaries.
+    let data = match &rec.data {
+        RData::TXT(t) => t
+            .txt_data
+            .iter()
+            .map(|x| format!("{:?}", String::from_utf8_lossy(x)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        RData::SOA(soa) => format!(
+            "{} {} <serial> {} {} {} {}",
+            soa.mname, soa.rname, soa.refresh, soa.retry, soa.expire, soa.minimum
+        ),
+        d => d.to_string(),
+    };
+    format!("{} {} {data}", rec.name, rec.record_type())
+}
+
 fn summarise(r: &Message) -> Answer {
     let mut records = BTreeSet::new();
     let mut ttls = BTreeMap::new();
     for rec in &r.answers {
-        // TXT's Display runs its strings together; keep their boundaries.
-        let data = match &rec.data {
-            RData::TXT(t) => t
-                .txt_data
-                .iter()
-                .map(|x| format!("{:?}", String::from_utf8_lossy(x)))
-                .collect::<Vec<_>>()
-                .join(" "),
-            d => d.to_string(),
-        };
-        let key = format!("{} {} {data}", rec.name, rec.record_type());
+        let key = record_key(rec);
         records.insert(key.clone());
         ttls.insert(key, rec.ttl);
+    }
+    let mut authority = BTreeSet::new();
+    for rec in &r.authorities {
+        let key = format!("{} {}", record_key(rec), rec.ttl);
+        authority.insert(key);
     }
     Answer {
         rcode: r.metadata.response_code,
@@ -473,6 +491,7 @@ fn summarise(r: &Message) -> Answer {
             .map(|q| format!("{} {}", q.name(), q.query_type()))
             .collect(),
         records,
+        authority,
         ttls,
     }
 }
@@ -501,6 +520,12 @@ fn differences(reference: &Outcome, other: &Outcome) -> Vec<String> {
     }
     for r in b.records.difference(&a.records) {
         d.push(format!("extra {r}"));
+    }
+    for r in a.authority.difference(&b.authority) {
+        d.push(format!("missing in authority {r}"));
+    }
+    for r in b.authority.difference(&a.authority) {
+        d.push(format!("extra in authority {r}"));
     }
     for (k, ta) in &a.ttls {
         if let Some(tb) = b.ttls.get(k) {
@@ -995,6 +1020,7 @@ fn differences_are_all_listed() {
         tc: false,
         question: vec!["nas.home.lan. A".into()],
         records: ["nas.home.lan. A 198.18.1.10".to_string()].into(),
+        authority: BTreeSet::new(),
         ttls: [("nas.home.lan. A 198.18.1.10".to_string(), 300)].into(),
     };
     let same = Outcome::Answer(base.clone());
@@ -1014,4 +1040,325 @@ fn differences_are_all_listed() {
     ttl.ttls = [("nas.home.lan. A 198.18.1.10".to_string(), 298)].into();
     assert!(differences(&same, &Outcome::Answer(ttl)).is_empty());
     assert_eq!(differences(&same, &Outcome::NoAnswer).len(), 1);
+    let mut auth = base.clone();
+    auth.authority = ["home.lan. SOA x 300".to_string()].into();
+    assert_eq!(differences(&same, &Outcome::Answer(auth)).len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Authoritative zones
+
+/// Each server's second address, where `auth-server` makes it authoritative.
+const REF_AUTH_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+const SUT_AUTH_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
+
+/// The shared lines of the auth scenario (each server adds its own
+/// `auth-server` address and lease file). `home.lan` is the zone; the
+/// leases come from a dnsmasq lease file both servers load at start.
+fn auth_config(dir: &Path) -> Vec<String> {
+    let hosts = dir.join("hosts");
+    fs::write(
+        &hosts,
+        "# addn-hosts of tests/dns_differential.rs (auth)\n\
+         198.18.1.10 nas\n\
+         198.18.1.11 printer\n\
+         198.18.1.13 excluded\n\
+         198.18.3.9 faraway\n\
+         192.168.77.5 lanbox\n",
+    )
+    .unwrap();
+    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+    [
+        "no-resolv".to_string(),
+        "no-hosts".into(),
+        format!("addn-hosts={}", hosts.display()),
+        "domain=home.lan".into(),
+        "expand-hosts".into(),
+        format!("server={UPSTREAM_IP}"),
+        "dhcp-range=198.18.1.100,198.18.1.150,12h".into(),
+        "dhcp-range=198.18.2.100,198.18.2.150,12h".into(),
+        // Without /32 dnsmasq excludes the whole /24 (its default length).
+        "auth-zone=home.lan,198.18.1.0/24,exclude:198.18.1.13/32".into(),
+        "auth-sec-servers=ns2.example.net".into(),
+        format!("auth-peer={CLIENT_IP}"),
+        "auth-soa=100,admin@home.lan,1800,300,604800".into(),
+        "auth-ttl=300".into(),
+        "host-record=router.home.lan,198.18.1.1,2001:db8::1".into(),
+        "host-record=far.home.lan,198.18.3.5".into(),
+        "cname=alias.home.lan,nas.home.lan".into(),
+        "cname=short.home.lan,nas".into(),
+        "mx-host=home.lan,mail.home.lan,10".into(),
+        "srv-host=_ldap._tcp.home.lan,nas.home.lan,389,0,100".into(),
+        "txt-record=info.home.lan,\"v=spf1 -all\"".into(),
+        "ptr-record=_printer._tcp.home.lan,printer.home.lan".into(),
+        "cache-size=0".into(),
+    ]
+    .into()
+}
+
+/// Asked at each server's normal address and at its authoritative one.
+fn auth_queries() -> Vec<(&'static str, RecordType)> {
+    use RecordType::*;
+    vec![
+        ("home.lan.", SOA),
+        ("HOME.LAN.", SOA),
+        ("home.lan.", NS),
+        ("home.lan.", A),
+        ("home.lan.", MX),
+        ("nas.home.lan.", A),
+        ("NAS.Home.Lan.", AAAA),
+        ("printer.home.lan.", A),
+        ("excluded.home.lan.", A),
+        ("faraway.home.lan.", A),
+        ("laptop.home.lan.", A),
+        ("laptop.home.lan.", AAAA),
+        ("laptop.home.lan.", SOA),
+        ("phone.home.lan.", A),
+        ("router.home.lan.", A),
+        ("router.home.lan.", AAAA),
+        ("far.home.lan.", A),
+        ("alias.home.lan.", A),
+        ("alias.home.lan.", CNAME),
+        ("short.home.lan.", A),
+        ("_ldap._tcp.home.lan.", SRV),
+        ("_tcp.home.lan.", A),
+        ("info.home.lan.", TXT),
+        ("_printer._tcp.home.lan.", PTR),
+        ("missing.home.lan.", A),
+        ("deep.nas.home.lan.", A),
+        ("ns2.example.net.", A),
+        ("www.example.net.", A),
+        ("laptop.", A),
+        ("10.1.18.198.in-addr.arpa.", PTR),
+        ("100.1.18.198.in-addr.arpa.", PTR),
+        ("13.1.18.198.in-addr.arpa.", PTR),
+        ("5.1.18.198.in-addr.arpa.", PTR),
+        ("1.18.198.in-addr.arpa.", SOA),
+        ("7.1.18.198.in-addr.arpa.", NS),
+        ("9.3.18.198.in-addr.arpa.", PTR),
+    ]
+}
+
+/// A dig zone transfer from the client's address: (SOA first and last,
+/// records as `owner type data` with the SOA serial masked), or the dig
+/// output when it failed.
+fn dig_axfr(outside: &Host, server: Ipv4Addr) -> Result<(bool, BTreeSet<String>), String> {
+    let out = outside
+        .exec(
+            &[
+                "dig",
+                "+nocookie",
+                "+tries=1",
+                "+time=3",
+                "-b",
+                &CLIENT_IP.to_string(),
+                &format!("@{server}"),
+                "home.lan",
+                "AXFR",
+            ],
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| e);
+    let recs: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 5)
+        .collect();
+    if recs.is_empty() {
+        return Err(out);
+    }
+    let is_soa = |f: &Vec<&str>| f[3] == "SOA";
+    let soa_ends = is_soa(&recs[0]) && is_soa(&recs[recs.len() - 1]);
+    let set = recs
+        .iter()
+        .map(|f| {
+            let mut data: Vec<&str> = f[4..].to_vec();
+            if f[3] == "SOA" && data.len() > 2 {
+                data[2] = "<serial>";
+            }
+            format!(
+                "{} {} {} {}",
+                f[0].to_lowercase(),
+                f[1],
+                f[3],
+                data.join(" ")
+            )
+        })
+        .collect();
+    Ok((soa_ends, set))
+}
+
+#[test]
+fn dns_auth_matches_dnsmasq() {
+    let lab = lab!("dns_auth_matches_dnsmasq");
+    let sut_kind = server_under_test();
+    fs::set_permissions(lab.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+    let sut_host = lab.add_client();
+    sut_host.set_addr(SUT_IP, NETMASK);
+    sut_host.set_addr(SUT_AUTH_IP, NETMASK);
+    lab.server.set_addr(REF_AUTH_IP, NETMASK);
+    let outside = lab.add_client();
+    for ip in [CLIENT_IP, UPSTREAM_IP, CORP_UPSTREAM_IP] {
+        outside.set_addr(ip, NETMASK);
+    }
+    let upstream = Upstream::start(&outside.ns);
+    let client = Client::new(&outside.ns);
+    let data = lab.dir().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = auth_config(&data);
+    // The same leases for both: one in the zone's subnet, one outside it.
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let leases = format!(
+        "{expiry} 02:00:00:00:00:01 198.18.1.100 laptop 01:02:00:00:00:00:01\n\
+         {expiry} 02:00:00:00:00:02 198.18.2.100 phone *\n"
+    );
+    let lines_for = |role: &str, auth_ip: Ipv4Addr| {
+        let dir = lab.dir().join(role);
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("leases");
+        fs::write(&file, &leases).unwrap();
+        let mut l = shared.clone();
+        l.push(format!("auth-server=ns1.home.lan,{auth_ip}"));
+        l.push(format!("dhcp-leasefile={}", file.display()));
+        l
+    };
+    let server = lab.server.clone();
+    let ref_lines = lines_for("auth-reference", REF_AUTH_IP);
+    let reference = DnsServer::start(
+        &lab,
+        "auth-reference",
+        ServerKind::Dnsmasq,
+        &server,
+        REF_IP,
+        &ref_lines,
+        &client,
+        "nas.home.lan.",
+    );
+    let sut_lines = lines_for("auth-under-test", SUT_AUTH_IP);
+    let sut = DnsServer::start(
+        &lab,
+        "auth-under-test",
+        sut_kind,
+        &sut_host,
+        SUT_IP,
+        &sut_lines,
+        &client,
+        "nas.home.lan.",
+    );
+
+    let at = |ip: Ipv4Addr| SocketAddr::new(ip.into(), 53);
+    let mut results = vec![];
+    let mut report = vec![];
+    for (service, ref_ip, sut_ip) in [
+        ("normal", REF_IP, SUT_IP),
+        ("auth", REF_AUTH_IP, SUT_AUTH_IP),
+    ] {
+        for (qname, rtype) in auth_queries() {
+            let a = client.ask(at(ref_ip), qname, rtype, true);
+            let b = client.ask(at(sut_ip), qname, rtype, true);
+            let label = format!("{service} {qname} {rtype}");
+            for d in differences(&a, &b) {
+                report.push(format!("{label}: {d}"));
+            }
+            results.push((label, a, b));
+        }
+        match (dig_axfr(&outside, ref_ip), dig_axfr(&outside, sut_ip)) {
+            (Ok((ref_ends, a)), Ok((sut_ends, b))) => {
+                if !(ref_ends && sut_ends) {
+                    report.push(format!(
+                        "{service} AXFR: SOA first and last: dnsmasq {ref_ends}, under test {sut_ends}"
+                    ));
+                }
+                for r in a.difference(&b) {
+                    report.push(format!("{service} AXFR: missing {r}"));
+                }
+                for r in b.difference(&a) {
+                    report.push(format!("{service} AXFR: extra {r}"));
+                }
+                results.push((
+                    format!("{service} AXFR ({} records)", a.len()),
+                    Outcome::NoAnswer,
+                    Outcome::NoAnswer,
+                ));
+            }
+            (a, b) => report.push(format!(
+                "{service} AXFR failed: dnsmasq {a:?}\nunder test {b:?}"
+            )),
+        }
+    }
+
+    // The scenario means something only if dnsmasq did these.
+    let find = |label: &str| {
+        results
+            .iter()
+            .find(|(l, _, _)| l == label)
+            .map(|(_, r, _)| r.clone())
+            .unwrap_or(Outcome::NoAnswer)
+    };
+    let mut sanity = vec![];
+    let mut want = |label: &str, ok: &dyn Fn(&Answer) -> bool| {
+        if !matches!(find(label), Outcome::Answer(a) if ok(&a)) {
+            sanity.push(label.to_string());
+        }
+    };
+    want("auth home.lan. SOA", &|a| {
+        a.aa && !a.ra && a.records.len() == 1
+    });
+    want("auth laptop.home.lan. A", &|a| {
+        a.aa && a.records.iter().any(|r| r.contains("198.18.1.100"))
+    });
+    want("auth phone.home.lan. A", &|a| {
+        a.records.is_empty() && a.rcode == ResponseCode::NoError
+    });
+    want("auth missing.home.lan. A", &|a| {
+        a.rcode == ResponseCode::NXDomain && a.authority.iter().any(|r| r.contains(" SOA "))
+    });
+    want("auth www.example.net. A", &|a| {
+        a.rcode == ResponseCode::Refused
+    });
+    want("normal phone.home.lan. A", &|a| {
+        !a.aa && a.ra && a.records.iter().any(|r| r.contains("198.18.2.100"))
+    });
+    want("normal www.example.net. A", &|a| {
+        a.records.iter().any(|r| r.contains("198.18.5.1"))
+    });
+    let table: Vec<String> = results
+        .iter()
+        .map(|(l, a, b)| {
+            if a == b {
+                format!("  {l}: {a}")
+            } else {
+                format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
+            }
+        })
+        .collect();
+    assert!(
+        sanity.is_empty(),
+        "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",
+        table.join("\n"),
+        reference.log_text()
+    );
+    assert!(
+        report.is_empty(),
+        "{:?} differs from dnsmasq in {} places:\n  {}\n--- all outcomes:\n{}\n--- log:\n{}",
+        sut.kind,
+        report.len(),
+        report.join("\n  "),
+        table.join("\n"),
+        sut.log_text()
+    );
+    eprintln!(
+        "{} outcomes, {:?} vs dnsmasq, lab {}:\n{}",
+        results.len(),
+        sut.kind,
+        lab.id,
+        table.join("\n")
+    );
+    drop((reference, sut, upstream));
 }

@@ -289,6 +289,26 @@ impl Builder {
                 let r = dns_opts::parse_host_record(v).map_err(|e| e.at(name, at))?;
                 c.dns.host_records.push(r);
             }
+            Opt::AuthZone => {
+                let z = dns_opts::parse_auth_zone(v).map_err(|e| e.at(name, at))?;
+                c.dns.auth.zones.push(z);
+            }
+            Opt::AuthServer => {
+                let s = dns_opts::parse_auth_server(v).map_err(|e| e.at(name, at))?;
+                c.dns.auth.server = Some(s);
+            }
+            Opt::AuthSoa => {
+                dns_opts::parse_auth_soa(v, &mut c.dns.auth).map_err(|e| e.at(name, at))?
+            }
+            Opt::AuthSecServers => {
+                let n = dns_opts::parse_name_list(v).map_err(|e| e.at(name, at))?;
+                c.dns.auth.sec_servers.extend(n);
+            }
+            Opt::AuthPeer => {
+                let p = dns_opts::parse_peers(v).map_err(|e| e.at(name, at))?;
+                c.dns.auth.peers.extend(p);
+            }
+            Opt::AuthTtl => c.dns.auth.ttl = number(v).map_err(bad)?,
             Opt::RebindDomainOk => {
                 let d = dns_opts::parse_rebind_domains(v).map_err(|e| e.at(name, at))?;
                 c.dns.rebind_domain_ok.extend(d);
@@ -413,8 +433,16 @@ impl Builder {
         Ok(())
     }
 
-    /// Checks that need every option: the failover settings as a whole.
+    /// Checks that need every option: auth zones need an auth-server, and
+    /// the failover settings as a whole.
     pub fn finish(mut self) -> Result<Config, ConfigError> {
+        let auth = &self.cfg.dns.auth;
+        if !auth.zones.is_empty() && auth.server.is_none() {
+            // dnsmasq's own message: the SOA and NS records need the name.
+            return Err(ConfigError::Inconsistent {
+                reason: "--auth-server required when an auth zone is defined.".into(),
+            });
+        }
         self.cfg.failover = self
             .cfg
             .failover_options

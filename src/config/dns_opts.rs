@@ -1,6 +1,8 @@
 //! Values of dnsmasq's DNS options: `server`/`local`, `address`,
 //! `rev-server`, the record options (`cname`, `mx-host`, `srv-host`,
-//! `txt-record`, `ptr-record`, `host-record`) and `rebind-domain-ok`.
+//! `txt-record`, `ptr-record`, `host-record`), `rebind-domain-ok` and the
+//! authoritative-zone options (`auth-zone`, `auth-server`, `auth-soa`,
+//! `auth-sec-servers`, `auth-peer`).
 //!
 //! Names are normalised here once (lowercase, no trailing dot) so the DNS
 //! engine can compare them byte for byte.
@@ -8,11 +10,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::dns_types::{
-    AddressOverride, CnameRecord, DomainServer, DomainTarget, HostRecord, MxRecord, PtrRecord,
-    RevServer, SrvRecord, TxtRecord, DEFAULT_DNS_PORT,
+    AddressOverride, AuthConfig, AuthServer, AuthZone, CnameRecord, DomainServer, DomainTarget,
+    HostRecord, IfFamily, MxRecord, PtrRecord, RevServer, SrvRecord, TxtRecord, ZoneNet,
+    DEFAULT_DNS_PORT,
 };
 use super::error::FieldError;
-use super::names::check_domain;
+use super::names::{check_domain, check_interface};
 use super::value::{parse_u32, split_fields, unhide};
 
 /// A character-string in a TXT record holds at most 255 bytes (RFC 1035).
@@ -372,6 +375,145 @@ pub(crate) fn parse_rebind_domains(value: &str) -> Result<Vec<String>, FieldErro
     names.into_iter().map(dns_name).collect()
 }
 
+/// dnsmasq's prefix lengths for an `auth-zone` subnet given without one.
+const DEFAULT_ZONE_PREFIX_V4: u8 = 24;
+const DEFAULT_ZONE_PREFIX_V6: u8 = 64;
+
+/// An interface name with an optional `/4` or `/6` (which of its addresses).
+fn interface_with_family(text: &str) -> Result<(String, IfFamily), FieldError> {
+    let (name, family) = match text.rsplit_once('/') {
+        Some((n, "4")) => (n, IfFamily::V4),
+        Some((n, "6")) => (n, IfFamily::V6),
+        Some((_, other)) => {
+            return Err(FieldError::bad(format!(
+                "'{text}': an interface takes /4 or /6, not /{other}"
+            )))
+        }
+        None => (text, IfFamily::Any),
+    };
+    Ok((check_interface(name).map_err(FieldError::Bad)?, family))
+}
+
+/// `subnet[/len]` or an interface name (`eth0`, `eth0/4`, `eth0/6`).
+fn zone_net(text: &str) -> Result<ZoneNet, FieldError> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let Ok(addr) = addr.parse::<IpAddr>() else {
+        let (name, family) = interface_with_family(text)?;
+        return Ok(ZoneNet::Interface { name, family });
+    };
+    let (max, default) = if addr.is_ipv4() {
+        (32, DEFAULT_ZONE_PREFIX_V4)
+    } else {
+        (128, DEFAULT_ZONE_PREFIX_V6)
+    };
+    let prefix = match len {
+        None => default,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| FieldError::bad(format!("bad prefix length '{l}'")))?,
+    };
+    Ok(ZoneNet::Subnet { addr, prefix })
+}
+
+/// `auth-zone=domain[,subnet[/len]...][,exclude:subnet[/len]...]`; each
+/// subnet may be an interface name instead.
+pub(crate) fn parse_auth_zone(value: &str) -> Result<AuthZone, FieldError> {
+    let fields = split_fields(value);
+    let domain = dns_name(fields[0])?;
+    let mut subnets = Vec::new();
+    let mut excludes = Vec::new();
+    for f in &fields[1..] {
+        let text = unhide(f);
+        if text.is_empty() {
+            return Err(FieldError::bad("empty subnet"));
+        }
+        match text.strip_prefix("exclude:") {
+            Some(rest) => excludes.push(zone_net(rest)?),
+            None => subnets.push(zone_net(&text)?),
+        }
+    }
+    Ok(AuthZone {
+        domain,
+        subnets,
+        excludes,
+    })
+}
+
+/// `auth-server=name[,interface|address...]`
+pub(crate) fn parse_auth_server(value: &str) -> Result<AuthServer, FieldError> {
+    let fields = split_fields(value);
+    if fields[0].is_empty() {
+        return Err(FieldError::bad("needs the name server's name"));
+    }
+    let name = dns_name(fields[0])?;
+    let mut interfaces = Vec::new();
+    let mut addrs = Vec::new();
+    for f in &fields[1..] {
+        let text = unhide(f);
+        match text.parse::<IpAddr>() {
+            // The listeners are IPv4 only: an IPv6 address would never
+            // receive a query, so say so rather than accept it silently.
+            Ok(IpAddr::V6(_)) => {
+                return Err(FieldError::not_yet(format!(
+                    "the IPv6 auth-server address '{text}' (no IPv6 listeners yet)"
+                )))
+            }
+            Ok(a) => addrs.push(a),
+            Err(_) => interfaces.push(interface_with_family(&text)?),
+        }
+    }
+    Ok(AuthServer {
+        name,
+        interfaces,
+        addrs,
+    })
+}
+
+/// `auth-soa=serial[,hostmaster[,refresh[,retry[,expiry]]]]` into `auth`.
+pub(crate) fn parse_auth_soa(value: &str, auth: &mut AuthConfig) -> Result<(), FieldError> {
+    let fields = split_fields(value);
+    if fields.len() > 5 {
+        return Err(FieldError::bad("too many fields"));
+    }
+    let num = |f: &str, what: &str| {
+        parse_u32(f).ok_or_else(|| FieldError::bad(format!("bad {what} '{}'", unhide(f))))
+    };
+    auth.serial = Some(num(fields[0], "serial")?);
+    if let Some(h) = fields.get(1).filter(|h| !h.is_empty()) {
+        // dnsmasq lets the mailbox be written as an address.
+        let h = unhide(h).replace('@', ".");
+        auth.hostmaster = Some(dns_name(&h)?);
+    }
+    if let Some(f) = fields.get(2) {
+        auth.refresh = num(f, "refresh")?;
+    }
+    if let Some(f) = fields.get(3) {
+        auth.retry = num(f, "retry")?;
+    }
+    if let Some(f) = fields.get(4) {
+        auth.expiry = num(f, "expiry")?;
+    }
+    Ok(())
+}
+
+/// `auth-sec-servers=name[,name...]`
+pub(crate) fn parse_name_list(value: &str) -> Result<Vec<String>, FieldError> {
+    split_fields(value).into_iter().map(dns_name).collect()
+}
+
+/// `auth-peer=ip[,ip...]`
+pub(crate) fn parse_peers(value: &str) -> Result<Vec<IpAddr>, FieldError> {
+    split_fields(value)
+        .into_iter()
+        .map(|f| ip(&unhide(f)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,5 +773,103 @@ mod tests {
         );
         assert!(bad(parse_rebind_domains("//")).contains("needs"));
         assert!(bad(parse_rebind_domains("a..b")).contains("empty label"));
+    }
+
+    #[test]
+    fn auth_zone_forms() {
+        let z = parse_auth_zone("Home.LAN").unwrap();
+        assert_eq!(z.domain, "home.lan");
+        assert!(z.subnets.is_empty() && z.excludes.is_empty());
+        let z = parse_auth_zone(
+            "home.lan,198.18.0.0/16,198.18.7.9,fd00::/48,eth0,eth1/4,exclude:198.18.0.5/32",
+        )
+        .unwrap();
+        assert_eq!(
+            z.subnets,
+            vec![
+                ZoneNet::Subnet {
+                    addr: ipa("198.18.0.0"),
+                    prefix: 16
+                },
+                ZoneNet::Subnet {
+                    addr: ipa("198.18.7.9"),
+                    prefix: 24
+                },
+                ZoneNet::Subnet {
+                    addr: ipa("fd00::"),
+                    prefix: 48
+                },
+                ZoneNet::Interface {
+                    name: "eth0".into(),
+                    family: IfFamily::Any
+                },
+                ZoneNet::Interface {
+                    name: "eth1".into(),
+                    family: IfFamily::V4
+                },
+            ]
+        );
+        assert_eq!(
+            z.excludes,
+            vec![ZoneNet::Subnet {
+                addr: ipa("198.18.0.5"),
+                prefix: 32
+            }]
+        );
+        let z = parse_auth_zone("x,fd00::1").unwrap();
+        assert_eq!(
+            z.subnets,
+            vec![ZoneNet::Subnet {
+                addr: ipa("fd00::1"),
+                prefix: 64
+            }]
+        );
+        assert!(bad(parse_auth_zone("x,198.18.0.0/33")).contains("prefix"));
+        assert!(bad(parse_auth_zone("x,fd00::/129")).contains("prefix"));
+        assert!(bad(parse_auth_zone("x,eth0/5")).contains("/4 or /6"));
+        assert!(bad(parse_auth_zone("x,")).contains("empty"));
+        assert!(bad(parse_auth_zone("a..b")).contains("empty label"));
+    }
+
+    #[test]
+    fn auth_server_forms() {
+        let s = parse_auth_server("NS1.home.lan").unwrap();
+        assert_eq!(s.name, "ns1.home.lan");
+        assert!(!s.listens());
+        let s = parse_auth_server("ns1.home.lan,eth0,198.18.0.1,wan/4").unwrap();
+        assert_eq!(
+            s.interfaces,
+            vec![("eth0".into(), IfFamily::Any), ("wan".into(), IfFamily::V4)]
+        );
+        assert_eq!(s.addrs, vec![ipa("198.18.0.1")]);
+        assert!(s.listens());
+        assert!(bad(parse_auth_server("")).contains("name"));
+        assert!(bad(parse_auth_server("a..b,eth0")).contains("empty label"));
+        assert!(not_yet(parse_auth_server("ns1,fd00::1")).contains("IPv6"));
+    }
+
+    #[test]
+    fn auth_soa_and_lists() {
+        let mut a = AuthConfig::default();
+        parse_auth_soa("2024010101", &mut a).unwrap();
+        assert_eq!(a.serial, Some(2024010101));
+        assert_eq!((a.hostmaster.as_deref(), a.refresh), (None, 1200));
+        parse_auth_soa("5,John@Example.com,100,20,300", &mut a).unwrap();
+        assert_eq!(a.serial, Some(5));
+        assert_eq!(a.hostmaster.as_deref(), Some("john.example.com"));
+        assert_eq!((a.refresh, a.retry, a.expiry), (100, 20, 300));
+        assert_eq!(bad(parse_auth_soa("abc", &mut a)), "bad serial 'abc'");
+        assert_eq!(bad(parse_auth_soa("1,h,x", &mut a)), "bad refresh 'x'");
+        assert!(bad(parse_auth_soa("1,h,1,2,3,4", &mut a)).contains("too many"));
+        assert_eq!(
+            parse_name_list("a.example,B.example").unwrap(),
+            vec!["a.example", "b.example"]
+        );
+        assert!(bad(parse_name_list("a..b")).contains("empty label"));
+        assert_eq!(
+            parse_peers("198.18.0.1,fd00::1").unwrap(),
+            vec![ipa("198.18.0.1"), ipa("fd00::1")]
+        );
+        assert!(bad(parse_peers("nope")).contains("not an IP"));
     }
 }

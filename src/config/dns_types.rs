@@ -10,6 +10,11 @@ pub const DEFAULT_CACHE_SIZE: u32 = 150;
 pub const DEFAULT_DNS_FORWARD_MAX: u32 = 150;
 pub const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
 pub const DEFAULT_RESOLV_FILE: &str = "/etc/resolv.conf";
+/// dnsmasq's defaults for authoritative zones (`auth-ttl`, `auth-soa`).
+pub const DEFAULT_AUTH_TTL: u32 = 600;
+pub const DEFAULT_SOA_REFRESH: u32 = 1200;
+pub const DEFAULT_SOA_RETRY: u32 = 180;
+pub const DEFAULT_SOA_EXPIRY: u32 = 1_209_600;
 
 /// Where queries for some domains go (`server=/dom/...`, `local=/dom/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +100,108 @@ pub struct HostRecord {
     pub ttl: Option<u32>,
 }
 
+/// Which addresses of an interface an `auth-zone`/`auth-server` entry
+/// means: `eth0` (all), `eth0/4`, `eth0/6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfFamily {
+    Any,
+    V4,
+    V6,
+}
+
+impl IfFamily {
+    pub fn admits(self, addr: IpAddr) -> bool {
+        match self {
+            IfFamily::Any => true,
+            IfFamily::V4 => addr.is_ipv4(),
+            IfFamily::V6 => addr.is_ipv6(),
+        }
+    }
+}
+
+/// One subnet of an `auth-zone`: literal, or the subnets of an interface's
+/// addresses as they are when the server looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneNet {
+    /// Host bits are kept as written; matching masks both sides.
+    Subnet {
+        addr: IpAddr,
+        prefix: u8,
+    },
+    Interface {
+        name: String,
+        family: IfFamily,
+    },
+}
+
+/// `auth-zone=domain[,subnet[/len]...][,exclude:subnet[/len]...]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthZone {
+    pub domain: String,
+    /// Addresses in the zone must be in one of these (none: no filter);
+    /// they also define the reverse zones served.
+    pub subnets: Vec<ZoneNet>,
+    /// Addresses never answered from the zone.
+    pub excludes: Vec<ZoneNet>,
+}
+
+/// `auth-server=name[,interface|address...]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthServer {
+    /// The zone's primary name server (SOA MNAME, NS).
+    pub name: String,
+    /// Queries arriving here get the authoritative service.
+    pub interfaces: Vec<(String, IfFamily)>,
+    pub addrs: Vec<IpAddr>,
+}
+
+impl AuthServer {
+    /// dnsmasq names itself in NS records only when it really serves
+    /// somewhere as an authoritative server.
+    pub fn listens(&self) -> bool {
+        !self.interfaces.is_empty() || !self.addrs.is_empty()
+    }
+}
+
+/// The authoritative-zone options together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub zones: Vec<AuthZone>,
+    pub server: Option<AuthServer>,
+    /// `auth-soa` serial: the floor of the zone serial, which twinmasq
+    /// derives from the lease database (see `dns::zone::zone_serial`).
+    pub serial: Option<u32>,
+    /// `auth-soa` hostmaster, `@` already turned into `.`; default
+    /// `hostmaster.<auth-server name>`.
+    pub hostmaster: Option<String>,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expiry: u32,
+    /// `auth-sec-servers`: named in NS records; enables zone transfer.
+    pub sec_servers: Vec<String>,
+    /// `auth-peer`: when given, the only addresses allowed to transfer.
+    pub peers: Vec<IpAddr>,
+    /// `auth-ttl`: TTL of every authoritative answer and the SOA minimum.
+    pub ttl: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            zones: Vec::new(),
+            server: None,
+            serial: None,
+            hostmaster: None,
+            refresh: DEFAULT_SOA_REFRESH,
+            retry: DEFAULT_SOA_RETRY,
+            expiry: DEFAULT_SOA_EXPIRY,
+            sec_servers: Vec::new(),
+            peers: Vec::new(),
+            ttl: DEFAULT_AUTH_TTL,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
     /// `port`, `-p`: 0 turns DNS off.
@@ -147,6 +254,9 @@ pub struct DnsConfig {
     /// `local-service`: answer only clients on a directly attached subnet
     /// (dnsmasq applies it only without interface/listen-address options).
     pub local_service: bool,
+    /// `auth-zone`, `auth-server`, `auth-soa`, `auth-sec-servers`,
+    /// `auth-peer`, `auth-ttl`.
+    pub auth: AuthConfig,
 }
 
 impl Default for DnsConfig {
@@ -184,6 +294,7 @@ impl Default for DnsConfig {
             dns_forward_max: DEFAULT_DNS_FORWARD_MAX,
             log_queries: false,
             local_service: false,
+            auth: AuthConfig::default(),
         }
     }
 }

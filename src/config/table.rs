@@ -71,6 +71,12 @@ pub(crate) enum Opt {
     DnsForwardMax,
     LogQueries,
     LocalService,
+    AuthZone,
+    AuthServer,
+    AuthTtl,
+    AuthSoa,
+    AuthSecServers,
+    AuthPeer,
     FailoverListen,
     FailoverMaster,
     FailoverKey,
@@ -108,6 +114,8 @@ impl OptionDef {
                 | Opt::LeaseMax
                 | Opt::LogFacility
                 | Opt::LeaseDb
+                | Opt::AuthServer
+                | Opt::AuthSoa
                 | Opt::FailoverListen
                 | Opt::FailoverMaster
                 | Opt::FailoverKey
@@ -326,12 +334,12 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("dhcp-duid", None, R, U),
     def("host-record", None, R, Opt::HostRecord),
     def("bind-dynamic", None, N, U),
-    def("auth-zone", None, R, U),
-    def("auth-server", None, R, U),
-    def("auth-ttl", None, R, U),
-    def("auth-soa", None, R, U),
-    def("auth-sec-servers", None, R, U),
-    def("auth-peer", None, R, U),
+    def("auth-zone", None, R, Opt::AuthZone),
+    def("auth-server", None, R, Opt::AuthServer),
+    def("auth-ttl", None, R, Opt::AuthTtl),
+    def("auth-soa", None, R, Opt::AuthSoa),
+    def("auth-sec-servers", None, R, Opt::AuthSecServers),
+    def("auth-peer", None, R, Opt::AuthPeer),
     def("ipset", None, R, U),
     def("nftset", None, R, U),
     def("connmark-allowlist-enable", None, O, U),
@@ -430,6 +438,8 @@ mod tests {
         );
         assert_eq!(by_name("local").map(|d| d.opt), Some(Opt::Server));
         assert_eq!(by_name("dnssec").map(|d| d.opt), Some(Opt::Unsupported));
+        assert_eq!(by_name("auth-zone").map(|d| d.opt), Some(Opt::AuthZone));
+        assert!(by_name("auth-soa").unwrap().single_valued());
         assert!(by_name("foo").is_none());
         assert_eq!(
             by_prefix("keep-in").unwrap().map(|d| d.name),

@@ -580,6 +580,55 @@ fn dns_options_reach_the_config() {
 }
 
 #[test]
+fn auth_options_reach_the_config() {
+    let c = conf(
+        "auth-server=ns1.home.lan,eth0,198.18.0.1\n\
+         auth-zone=home.lan,198.18.0.0/24,exclude:198.18.0.9\n\
+         auth-zone=lab.example\n\
+         auth-soa=100,admin@home.lan,600,60,86400\n\
+         auth-sec-servers=ns2.example.net\n\
+         auth-sec-servers=ns3.example.net\n\
+         auth-peer=198.18.0.53\n\
+         auth-peer=198.18.0.54,198.18.0.55\n\
+         auth-ttl=300\n",
+    );
+    let a = &c.dns.auth;
+    assert_eq!(a.zones.len(), 2);
+    assert_eq!(a.zones[0].domain, "home.lan");
+    assert_eq!(a.zones[0].excludes.len(), 1);
+    let s = a.server.as_ref().unwrap();
+    assert_eq!(s.name, "ns1.home.lan");
+    assert_eq!(s.interfaces, vec![("eth0".to_string(), IfFamily::Any)]);
+    assert_eq!(a.serial, Some(100));
+    assert_eq!(a.hostmaster.as_deref(), Some("admin.home.lan"));
+    assert_eq!((a.refresh, a.retry, a.expiry, a.ttl), (600, 60, 86400, 300));
+    assert_eq!(a.sec_servers, vec!["ns2.example.net", "ns3.example.net"]);
+    assert_eq!(a.peers.len(), 3);
+    assert_eq!(conf("").dns.auth, AuthConfig::default());
+    let f = "/etc/dnsmasq.conf";
+    assert_eq!(
+        err("auth-zone=home.lan"),
+        "--auth-server required when an auth zone is defined."
+    );
+    assert_eq!(
+        err("auth-server=a\nauth-server=b"),
+        format!("option 'auth-server' at line 2 of {f} is given more than once")
+    );
+    assert_eq!(
+        err("auth-soa=1\nauth-soa=2"),
+        format!("option 'auth-soa' at line 2 of {f} is given more than once")
+    );
+    assert_eq!(
+        err("auth-ttl=x"),
+        format!("bad auth-ttl at line 1 of {f}: 'x' is not a number")
+    );
+    assert_eq!(
+        err("auth-server=ns1,fd00::1"),
+        format!("auth-server at line 1 of {f}: the IPv6 auth-server address 'fd00::1' (no IPv6 listeners yet) is not supported by twinmasq yet")
+    );
+}
+
+#[test]
 fn dns_defaults() {
     let d = conf("").dns;
     assert_eq!(d.resolv_files, vec![PathBuf::from("/etc/resolv.conf")]);
@@ -710,7 +759,7 @@ fn dns_error_messages() {
     );
     for unsupported in [
         "dnssec",
-        "auth-zone=x",
+        "synth-domain=x,198.18.0.0/24",
         "ipset=/x/s",
         "nftset=/x/s",
         "conntrack",

@@ -31,6 +31,49 @@ pub enum Lookup {
     Forward(Route),
 }
 
+/// Which DNS service a query arrived at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The normal, recursive service (LAN clients).
+    Recursive,
+    /// An `auth-server` interface or address: authoritative answers only.
+    Authoritative,
+}
+
+/// One question for the authoritative zones.
+#[derive(Debug, Clone)]
+pub struct AuthQuery<'a> {
+    pub name: &'a hickory_proto::rr::Name,
+    pub qtype: hickory_proto::rr::RecordType,
+    pub qclass: hickory_proto::rr::DNSClass,
+    pub service: Service,
+    /// The client's address: zone transfers are only for `auth-peer`s.
+    pub peer: std::net::IpAddr,
+    pub tcp: bool,
+    /// IXFR: the serial the client holds (its SOA in the authority section).
+    pub client_serial: Option<u32>,
+}
+
+/// What the authoritative zones say about a question.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthVerdict {
+    /// Not in any zone, asked of the recursive service: the normal path.
+    NotMine,
+    Answer {
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+        authoritative: bool,
+    },
+    /// Out of zone at the authoritative service, or a transfer not allowed.
+    Refused,
+    /// A whole zone (AXFR, or IXFR answered with the whole zone): the SOA
+    /// first and last, every record between.
+    Transfer(Vec<Record>),
+    /// No reply at all: dnsmasq ignores an AXFR over UDP.
+    Drop,
+}
+
 /// What the DNS engine asks of local data. `Authority` implements it; the
 /// engine's tests use small fakes.
 pub trait LocalData {
@@ -50,6 +93,16 @@ pub trait LocalData {
         [RecordType::A, RecordType::AAAA].into_iter().any(|t| {
             matches!(self.lookup(name, t, now_secs), Lookup::Local { answers, .. } if !answers.is_empty())
         })
+    }
+
+    /// The authoritative zones' verdict; asked before `lookup`.
+    fn auth(&self, _q: &AuthQuery<'_>, _now_secs: u64) -> AuthVerdict {
+        AuthVerdict::NotMine
+    }
+
+    /// The zones' current SOA serial, when any zone is configured.
+    fn zone_serial(&self) -> Option<u32> {
+        None
     }
 }
 
@@ -76,7 +129,7 @@ pub trait LocalData {
 // No SOA is ever put in the authority section: dnsmasq adds none, even for
 // NXDOMAIN in a `local=` domain.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -89,6 +142,7 @@ use super::names::{
     is_private, is_unqualified, key_of, normalize, parse_reverse, parse_reverse_prefix,
     reverse_zone, to_name,
 };
+use super::zone::{AuthZones, Net, ZoneSerial};
 use crate::config::dns_types::DomainTarget;
 use crate::config::types::{Config, DomainScope};
 use crate::dhcp::options::domain_for;
@@ -153,6 +207,11 @@ pub struct Authority {
     bad_lines: Vec<(PathBuf, BadLine)>,
     /// This machine's host name: the target of an `mx-host` without one.
     own_name: Option<String>,
+    /// `auth-zone`s and their serial.
+    zones: AuthZones,
+    /// Proper ancestors of names with data: they exist (empty
+    /// non-terminals) in an authoritative zone rather than being NXDOMAIN.
+    ents: HashSet<String>,
 }
 
 impl Authority {
@@ -176,6 +235,8 @@ impl Authority {
             lease_names: HashMap::new(),
             bad_lines: Vec::new(),
             own_name: None,
+            zones: AuthZones::new(&cfg.dns.auth),
+            ents: HashSet::new(),
         };
         a.build_static(hosts);
         a
@@ -187,7 +248,24 @@ impl Authority {
         self.names.clear();
         self.rev.clear();
         self.bad_lines.clear();
+        self.ents.clear();
         self.build_static(hosts);
+    }
+
+    /// The zone serial's handle, for whoever reports or replicates it.
+    pub fn zone_serial_handle(&self) -> ZoneSerial {
+        self.zones.serial_handle()
+    }
+
+    /// Publish the serial through `handle` (made before the authority).
+    pub fn share_zone_serial(&mut self, handle: ZoneSerial) {
+        self.zones.share_serial(handle);
+    }
+
+    /// The interfaces' subnets now, by interface name: `auth-zone`s given
+    /// by interface follow them.
+    pub fn set_interface_nets(&mut self, ifaces: &[(String, Vec<Net>)]) {
+        self.zones.set_interfaces(ifaces);
     }
 
     /// The server's own host name (the shell asks the system): dnsmasq's
@@ -206,6 +284,8 @@ impl Authority {
     /// published before, then publishes `host` and `host.<domain>` if the
     /// record is bound and named. O(1) in the number of leases.
     pub fn lease_changed(&mut self, rec: &LeaseRecord, now_secs: u64) {
+        // Every change moves the zone serial, whatever it does to names.
+        self.zones.observe(rec.stamp);
         if let Some(old) = self.leases.remove(&rec.ip) {
             for n in &old.names {
                 if let Some(ips) = self.lease_names.get_mut(n) {
@@ -328,6 +408,24 @@ impl Authority {
             let d = self.names.entry(normalize(&p.name)).or_default();
             if let Some(t) = &p.target {
                 d.ptr.push(t.clone());
+            }
+        }
+        // Only names inside an auth-zone matter, up to the zone's apex: a
+        // large hosts file (a blocklist) costs nothing here without zones.
+        for (key, d) in &self.names {
+            if d.addrs.is_empty() && d.mx.is_empty() && d.srv.is_empty() && d.txt.is_empty() {
+                continue;
+            }
+            let Some(zone) = self.zones.zone_of(key) else {
+                continue;
+            };
+            let mut rest = key.as_str();
+            while let Some(i) = rest.find('.') {
+                rest = &rest[i + 1..];
+                if rest.len() <= zone.domain.len() {
+                    break;
+                }
+                self.ents.insert(rest.to_string());
             }
         }
     }
@@ -598,6 +696,14 @@ fn local(rcode: ResponseCode, answers: Vec<Record>, authoritative: bool) -> Look
 }
 
 impl LocalData for Authority {
+    fn auth(&self, q: &AuthQuery<'_>, now_secs: u64) -> AuthVerdict {
+        self.auth_verdict(q, now_secs)
+    }
+
+    fn zone_serial(&self) -> Option<u32> {
+        (!self.zones.is_empty()).then(|| self.zones.serial())
+    }
+
     fn lookup(&self, name: &Name, qtype: RecordType, now_secs: u64) -> Lookup {
         let key = key_of(name);
         let mut answers = Vec::new();
@@ -682,6 +788,9 @@ impl LocalData for Authority {
         Lookup::Forward(Route::Default)
     }
 }
+
+#[path = "auth_zone.rs"]
+mod auth_zone;
 
 #[cfg(test)]
 #[path = "authority_tests.rs"]

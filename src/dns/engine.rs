@@ -8,12 +8,12 @@
 use std::net::SocketAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::authority::{LocalData, Lookup, Route};
+use super::authority::{AuthQuery, AuthVerdict, LocalData, Lookup, Route, Service};
 use super::cache::{Cache, CacheKey};
 use super::forward::{
     ClientKey, Pending, PendingTable, Question, ServerSelector, Strategy, TCP_TIMEOUT_MS,
@@ -29,6 +29,9 @@ pub const MAX_UDP_LIMIT: usize = 4096;
 /// 2020 value dnsmasq also uses, safe from fragmentation).
 pub const EDNS_PAYLOAD: u16 = 1232;
 const HEADER_LEN: usize = 12;
+/// Records per zone-transfer message, by their uncompressed size: well
+/// under the 64 KiB a TCP message can hold with header, question and OPT.
+const TRANSFER_MESSAGE_MAX: usize = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -50,6 +53,11 @@ pub enum Action {
     Reply {
         client: ClientRef,
         bytes: Vec<u8>,
+    },
+    /// Several messages to one TCP client, in this order (a zone transfer).
+    ReplyMany {
+        client: ClientRef,
+        messages: Vec<Vec<u8>>,
     },
     /// Send over UDP socket number `socket` (of the N the shell bound).
     Upstream {
@@ -87,6 +95,8 @@ pub struct DropStats {
     pub malformed_reply: u64,
     /// A TCP result for an exchange we already gave up on.
     pub late_tcp: u64,
+    /// AXFR over UDP, which dnsmasq ignores too.
+    pub udp_transfer: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,6 +121,10 @@ pub struct DnsStats {
     pub upstream_timeouts: u64,
     /// Upstream answers withheld by `stop-dns-rebind`.
     pub rebind_blocked: u64,
+    /// Answers from authoritative zones (transfers not counted).
+    pub auth_answers: u64,
+    /// Zone transfers sent (AXFR, or IXFR answered with the whole zone).
+    pub transfers: u64,
     pub dropped: DropStats,
 }
 
@@ -137,6 +151,9 @@ struct Request {
     query: Query,
     edns: bool,
     limit: usize,
+    /// RA in replies: set by the recursive service, clear at the
+    /// authoritative one (as dnsmasq).
+    ra: bool,
 }
 
 impl Pending {
@@ -150,6 +167,7 @@ impl Pending {
             query: self.query.clone(),
             edns: self.client_edns,
             limit: self.limit,
+            ra: true,
         }
     }
 }
@@ -269,7 +287,25 @@ impl<L: LocalData> DnsEngine<L> {
         self.pending.next_deadline()
     }
 
+    /// The authoritative zones' current SOA serial, if any zone is set up.
+    pub fn zone_serial(&self) -> Option<u32> {
+        self.local.zone_serial()
+    }
+
+    /// A query at the normal (recursive) service.
     pub fn query(&mut self, bytes: &[u8], client: ClientRef, now_ms: u64) -> Vec<Action> {
+        self.query_at(bytes, client, Service::Recursive, now_ms)
+    }
+
+    /// A query at `service`: the shell knows whether it arrived at an
+    /// `auth-server` interface or address.
+    pub fn query_at(
+        &mut self,
+        bytes: &[u8],
+        client: ClientRef,
+        service: Service,
+        now_ms: u64,
+    ) -> Vec<Action> {
         self.stats.queries += 1;
         if bytes.len() < HEADER_LEN {
             self.stats.dropped.junk += 1;
@@ -317,6 +353,7 @@ impl<L: LocalData> DnsEngine<L> {
             query,
             edns: msg.edns.is_some(),
             limit,
+            ra: service == Service::Recursive,
         };
         if self.log_queries {
             tracing::info!(
@@ -325,6 +362,10 @@ impl<L: LocalData> DnsEngine<L> {
                 display_name(&req.query.name),
                 client.addr.ip()
             );
+        }
+
+        if let Some(actions) = self.authoritative(&req, &msg, &client, service, now_ms) {
+            return actions;
         }
 
         // Local data answers only the Internet class; anything else goes
@@ -464,6 +505,97 @@ impl<L: LocalData> DnsEngine<L> {
         self.stats.forwarded += 1;
         self.pending.insert(pending);
         actions
+    }
+
+    /// The authoritative zones' part: None when the query is not theirs
+    /// (only at the recursive service).
+    fn authoritative(
+        &mut self,
+        req: &Request,
+        msg: &Message,
+        client: &ClientRef,
+        service: Service,
+        now_ms: u64,
+    ) -> Option<Vec<Action>> {
+        let client_serial = if req.query.query_type == RecordType::IXFR {
+            msg.authorities.iter().find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(soa.serial),
+                _ => None,
+            })
+        } else {
+            None
+        };
+        let q = AuthQuery {
+            name: &req.query.name,
+            qtype: req.query.query_type,
+            qclass: req.query.query_class,
+            service,
+            peer: client.addr.ip(),
+            tcp: client.transport == Transport::Tcp,
+            client_serial,
+        };
+        let client = client.clone();
+        let reply = |bytes| {
+            Some(vec![Action::Reply {
+                client: client.clone(),
+                bytes,
+            }])
+        };
+        match self.local.auth(&q, now_ms / 1000) {
+            // The authoritative service answers nothing else.
+            AuthVerdict::NotMine if service == Service::Authoritative => {
+                self.stats.refused += 1;
+                reply(self.build_reply(req, ResponseCode::Refused, false, &[], &[]))
+            }
+            AuthVerdict::NotMine => None,
+            AuthVerdict::Refused => {
+                self.stats.refused += 1;
+                reply(self.build_reply(req, ResponseCode::Refused, false, &[], &[]))
+            }
+            AuthVerdict::Drop => {
+                self.stats.dropped.udp_transfer += 1;
+                Some(Vec::new())
+            }
+            AuthVerdict::Answer {
+                rcode,
+                answers,
+                authorities,
+                authoritative,
+            } => {
+                self.stats.auth_answers += 1;
+                self.log_answer("auth", &req.query, rcode, &answers);
+                reply(self.build_reply(req, rcode, authoritative, &answers, &authorities))
+            }
+            AuthVerdict::Transfer(records) => {
+                if client.transport != Transport::Tcp {
+                    self.stats.dropped.udp_transfer += 1;
+                    return Some(Vec::new());
+                }
+                if self.log_queries {
+                    tracing::info!(
+                        "auth {} is <{}> to {}, {} records",
+                        display_name(&req.query.name),
+                        req.query.query_type,
+                        client.addr.ip(),
+                        records.len()
+                    );
+                }
+                match encode_transfer(req, &records) {
+                    Some(messages) => {
+                        self.stats.transfers += 1;
+                        Some(vec![Action::ReplyMany { client, messages }])
+                    }
+                    None => {
+                        tracing::error!(
+                            "zone {} does not encode for transfer",
+                            display_name(&req.query.name)
+                        );
+                        self.stats.servfail += 1;
+                        reply(self.build_reply(req, ResponseCode::ServFail, true, &[], &[]))
+                    }
+                }
+            }
+        }
     }
 
     pub fn upstream_reply(
@@ -853,7 +985,7 @@ fn header_reply(query: &[u8], rcode: ResponseCode) -> Vec<u8> {
 fn reply_message(req: &Request, rcode: ResponseCode, aa: bool) -> Message {
     let mut m = Message::new(req.id, MessageType::Response, OpCode::Query);
     m.metadata.recursion_desired = req.rd;
-    m.metadata.recursion_available = true;
+    m.metadata.recursion_available = req.ra;
     m.metadata.checking_disabled = req.cd;
     m.metadata.authoritative = aa;
     m.metadata.response_code = rcode;
@@ -891,6 +1023,42 @@ fn encode_reply(
     (truncated_reply(req, rcode.low()), true)
 }
 
+/// A zone transfer as TCP messages: records in order (the SOA first and
+/// last), as many per message as fit; the question and OPT in the first.
+/// None if a message does not encode (a record alone too big).
+fn encode_transfer(req: &Request, records: &[Record]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut batch: Vec<Record> = Vec::new();
+    let mut size = 0;
+    let flush = |batch: &mut Vec<Record>, out: &mut Vec<Vec<u8>>| {
+        let mut m = reply_message(req, ResponseCode::NoError, true);
+        if !out.is_empty() {
+            // RFC 5936 2.2.1: later messages may leave the question out.
+            m.queries.clear();
+            m.edns = None;
+        }
+        m.answers = std::mem::take(batch);
+        m.to_vec().ok().filter(|b| b.len() <= usize::from(u16::MAX))
+    };
+    for r in records {
+        // Alone, without compression: an upper bound of its share.
+        let mut buf = Vec::new();
+        r.emit(&mut BinEncoder::new(&mut buf)).ok()?;
+        if !batch.is_empty() && size + buf.len() > TRANSFER_MESSAGE_MAX {
+            let msg = flush(&mut batch, &mut out)?;
+            out.push(msg);
+            size = 0;
+        }
+        size += buf.len();
+        batch.push(r.clone());
+    }
+    if !batch.is_empty() || out.is_empty() {
+        let msg = flush(&mut batch, &mut out)?;
+        out.push(msg);
+    }
+    Some(out)
+}
+
 /// Question (and OPT) only, TC set.
 fn truncated_reply(req: &Request, rcode_low: u8) -> Vec<u8> {
     let mut m = reply_message(req, ResponseCode::from_low(rcode_low), false);
@@ -902,7 +1070,7 @@ fn truncated_reply(req: &Request, rcode_low: u8) -> Vec<u8> {
             let mut h = vec![0u8; HEADER_LEN];
             h[..2].copy_from_slice(&req.id.to_be_bytes());
             h[2] = 0x80 | 0x02 | u8::from(req.rd);
-            h[3] = 0x80 | (rcode_low & 0x0f);
+            h[3] = if req.ra { 0x80 } else { 0 } | (rcode_low & 0x0f);
             h
         }
     }

@@ -15,6 +15,10 @@ use super::*;
 #[derive(Default)]
 struct FakeLocal {
     names: HashMap<String, Lookup>,
+    /// Authoritative-zone verdicts by name; others are NotMine.
+    zone: HashMap<String, AuthVerdict>,
+    /// The IXFR serial the engine passed on last.
+    seen_client_serial: std::cell::Cell<Option<u32>>,
 }
 
 impl LocalData for FakeLocal {
@@ -23,6 +27,18 @@ impl LocalData for FakeLocal {
             .get(&name.to_lowercase().to_ascii())
             .cloned()
             .unwrap_or(Lookup::Forward(Route::Default))
+    }
+
+    fn auth(&self, q: &AuthQuery<'_>, _now: u64) -> AuthVerdict {
+        self.seen_client_serial.set(q.client_serial);
+        self.zone
+            .get(&q.name.to_lowercase().to_ascii())
+            .cloned()
+            .unwrap_or(AuthVerdict::NotMine)
+    }
+
+    fn zone_serial(&self) -> Option<u32> {
+        Some(42)
     }
 }
 
@@ -1060,4 +1076,104 @@ fn dns_stop_dns_rebind_withholds_private_answers() {
         )
     });
     assert_eq!(m.answers.len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Authoritative zones
+
+fn zone_engine(zone: Vec<(&str, AuthVerdict)>) -> DnsEngine<FakeLocal> {
+    let local = FakeLocal {
+        zone: zone.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        ..FakeLocal::default()
+    };
+    DnsEngine::new(&cfg(&[srv(53)]), local, 4, 42)
+}
+
+#[test]
+fn zone_answers_clear_ra_at_the_authoritative_service_only() {
+    let verdict = AuthVerdict::Answer {
+        rcode: ResponseCode::NXDomain,
+        answers: vec![],
+        authorities: vec![soa_rec()],
+        authoritative: true,
+    };
+    let mut e = zone_engine(vec![("x.example.", verdict)]);
+    assert_eq!(e.zone_serial(), Some(42));
+    let q = query_bytes(9, "x.example.", RecordType::A, None);
+    let r = reply_of(&e.query_at(&q, client(1), Service::Authoritative, 0));
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert!(r.metadata.authoritative && !r.metadata.recursion_available);
+    assert_eq!(r.authorities.len(), 1);
+    let r = reply_of(&e.query(&q, client(1), 0));
+    assert!(r.metadata.authoritative && r.metadata.recursion_available);
+    assert_eq!(e.stats().auth_answers, 2);
+    // Nothing for a name outside the zones goes upstream from the
+    // authoritative service: REFUSED, without RA.
+    let q = query_bytes(10, "www.example.net.", RecordType::A, None);
+    let r = reply_of(&e.query_at(&q, client(1), Service::Authoritative, 0));
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    assert!(!r.metadata.recursion_available && r.answers.is_empty());
+    assert_eq!(e.pending_len(), 0);
+    // ...while the normal service forwards it.
+    assert_eq!(upstreams(&e.query(&q, client(1), 0)).len(), 1);
+}
+
+#[test]
+fn zone_transfer_is_split_into_tcp_messages_soa_first_and_last() {
+    let mut records = vec![soa_rec()];
+    for i in 0..6000u32 {
+        let n = format!("host-with-a-longish-name-{i}.example.");
+        records.push(a(&n, 600, (i % 250) as u8));
+    }
+    records.push(soa_rec());
+    let mut e = zone_engine(vec![("example.", AuthVerdict::Transfer(records.clone()))]);
+    let q = query_bytes(77, "example.", RecordType::AXFR, Some(1232));
+    let actions = e.query_at(&q, tcp_client(3), Service::Authoritative, 0);
+    let [Action::ReplyMany {
+        client: to,
+        messages,
+    }] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(to, &tcp_client(3));
+    assert!(messages.len() > 1, "{} messages", messages.len());
+    let mut got = vec![];
+    for (i, m) in messages.iter().enumerate() {
+        assert!(m.len() <= usize::from(u16::MAX));
+        let m = Message::from_vec(m).unwrap();
+        assert_eq!(m.metadata.id, 77);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.queries.len(), usize::from(i == 0));
+        got.extend(m.answers);
+    }
+    assert_eq!(got, records);
+    assert_eq!(e.stats().transfers, 1);
+    // Never over UDP.
+    assert!(e
+        .query_at(&q, client(3), Service::Authoritative, 0)
+        .is_empty());
+}
+
+#[test]
+fn ixfr_passes_the_clients_serial_on() {
+    let mut e = zone_engine(vec![]);
+    let mut m = Message::new(5, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(name("example."), RecordType::IXFR));
+    let mut soa = soa_rec();
+    if let RData::SOA(s) = &mut soa.data {
+        s.serial = 1234;
+    }
+    m.authorities.push(soa);
+    e.query_at(
+        &m.to_vec().unwrap(),
+        tcp_client(1),
+        Service::Authoritative,
+        0,
+    );
+    assert_eq!(e.local().seen_client_serial.get(), Some(1234));
+    let q = query_bytes(6, "example.", RecordType::AXFR, None);
+    e.query_at(&q, tcp_client(1), Service::Authoritative, 0);
+    assert_eq!(e.local().seen_client_serial.get(), None);
 }

@@ -5,7 +5,8 @@
 //!
 //! Module map: `names` (name helpers), `hosts` (hosts-file parsing),
 //! `authority` (what we answer ourselves), `cache`, `forward` (upstream
-//! choice and pending queries), `engine` (ties them together).
+//! choice and pending queries), `zone` (authoritative zones: SOA, NS, serial,
+//! transfer permission), `engine` (ties them together).
 
 pub mod authority;
 pub mod cache;
@@ -14,3 +15,4 @@ pub mod forward;
 pub mod hosts;
 pub mod names;
 pub mod shell;
+pub mod zone;

@@ -2,6 +2,10 @@
 //! upstream UDP sockets on random ports, TCP to upstreams when an answer
 //! was truncated, and the lease feed that keeps lease names current.
 //!
+//! A query that arrives at an `auth-server` interface or address gets the
+//! authoritative service (authoritative zones only, as dnsmasq); the
+//! others the normal one.
+//!
 //! Everything the engine decides comes back as `Action`s; this module only
 //! carries them out.
 
@@ -17,14 +21,16 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use twinmasq_proto::LeaseRecord;
 
+use crate::config::dns_types::IfFamily;
 use crate::config::Config;
 use crate::dhcp::network::same_subnet;
 use crate::dhcp::shell::now_ms;
 use crate::net::interfaces::{self, Interface};
 use crate::net::pktinfo;
 
-use super::authority::Authority;
+use super::authority::{Authority, Service};
 use super::engine::{Action, ClientRef, DnsEngine, Transport};
+use super::zone::{Net, ZoneSerial};
 
 /// Upstream UDP sockets, each on its own random port (source-port
 /// randomisation: the engine picks one per query).
@@ -129,7 +135,9 @@ enum Event {
         conn: u64,
         peer: SocketAddr,
         bytes: Vec<u8>,
-        reply: mpsc::Sender<Vec<u8>>,
+        /// Our side of the connection: which service it reached.
+        local: SocketAddr,
+        reply: mpsc::Sender<Vec<Vec<u8>>>,
     },
     TcpClosed {
         conn: u64,
@@ -187,18 +195,84 @@ fn listen_addrs(cfg: &Config, ifaces: &HashMap<u32, Interface>) -> Vec<Ipv4Addr>
         .filter(|i| serves_dns(cfg, i))
         .flat_map(|i| i.addrs.iter().map(|a| a.addr))
         .collect();
-    for a in &cfg.listen_addresses {
-        if !out.contains(a) {
-            out.push(*a);
+    let auth_addrs = cfg.dns.auth.server.iter().flat_map(|s| &s.addrs);
+    let auth_v4 = auth_addrs.filter_map(|a| match a {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    });
+    for a in cfg.listen_addresses.iter().copied().chain(auth_v4) {
+        if !out.contains(&a) {
+            out.push(a);
         }
     }
     out.sort();
     out
 }
 
+/// Does `iface` carry the authoritative service: named in `auth-server`
+/// (for IPv4), or holding one of its addresses?
+fn auth_iface(cfg: &Config, iface: &Interface) -> bool {
+    let Some(s) = &cfg.dns.auth.server else {
+        return false;
+    };
+    s.interfaces
+        .iter()
+        .any(|(n, fam)| n == &iface.name && *fam != IfFamily::V6)
+        || iface
+            .addrs
+            .iter()
+            .any(|a| s.addrs.contains(&IpAddr::V4(a.addr)))
+}
+
+/// Which service a query to our address `dst` reached. dnsmasq decides by
+/// the address: those of `auth-server` interfaces and the `auth-server`
+/// addresses are authoritative, even if also named in `interface=`.
+fn service_at(cfg: &Config, ifaces: &HashMap<u32, Interface>, dst: Ipv4Addr) -> Service {
+    let Some(s) = &cfg.dns.auth.server else {
+        return Service::Recursive;
+    };
+    let named = |i: &Interface| {
+        s.interfaces
+            .iter()
+            .any(|(n, fam)| n == &i.name && *fam != IfFamily::V6)
+    };
+    let auth = s.addrs.contains(&IpAddr::V4(dst))
+        || ifaces
+            .values()
+            .filter(|i| i.addrs.iter().any(|a| a.addr == dst))
+            .any(named);
+    if auth {
+        Service::Authoritative
+    } else {
+        Service::Recursive
+    }
+}
+
+/// Each interface's subnets by name, for zones given by interface.
+fn interface_nets(ifaces: &HashMap<u32, Interface>) -> Vec<(String, Vec<Net>)> {
+    ifaces
+        .values()
+        .map(|i| {
+            let nets = i
+                .addrs
+                .iter()
+                .map(|a| Net {
+                    addr: IpAddr::V4(a.addr),
+                    prefix: a.prefix,
+                })
+                .collect();
+            (i.name.clone(), nets)
+        })
+        .collect()
+}
+
 /// DNS listens where DHCP serves, plus loopback: dnsmasq adds `lo` whenever
-/// interfaces are named, and with none named every interface answers.
+/// interfaces are named, and with none named every interface answers. An
+/// `auth-server` interface is served even when not named otherwise.
 fn serves_dns(cfg: &Config, iface: &Interface) -> bool {
+    if auth_iface(cfg, iface) {
+        return true;
+    }
     if cfg.except_interfaces.iter().any(|p| p == &iface.name) {
         return false;
     }
@@ -213,7 +287,8 @@ fn serves_dns(cfg: &Config, iface: &Interface) -> bool {
 fn local_service_ok(cfg: &Config, ifaces: &HashMap<u32, Interface>, client: IpAddr) -> bool {
     let named = !cfg.interfaces.is_empty()
         || !cfg.listen_addresses.is_empty()
-        || !cfg.except_interfaces.is_empty();
+        || !cfg.except_interfaces.is_empty()
+        || cfg.dns.auth.server.is_some();
     if named {
         return true;
     }
@@ -235,7 +310,7 @@ struct Shell {
     listeners: Vec<Arc<UdpSocket>>,
     upstream: Vec<Arc<UdpSocket>>,
     ifaces: HashMap<u32, Interface>,
-    tcp_conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    tcp_conns: HashMap<u64, mpsc::Sender<Vec<Vec<u8>>>>,
     events: mpsc::Sender<Event>,
 }
 
@@ -272,10 +347,16 @@ impl Shell {
                     }
                     Transport::Tcp => {
                         if let Some(tx) = self.tcp_conns.get(&client.conn) {
-                            let _ = tx.try_send(bytes);
+                            let _ = tx.try_send(vec![bytes]);
                         }
                     }
                 },
+                Action::ReplyMany { client, messages } => {
+                    // Only TCP carries several messages (zone transfers).
+                    if let Some(tx) = self.tcp_conns.get(&client.conn) {
+                        let _ = tx.try_send(messages);
+                    }
+                }
                 Action::Upstream {
                     server,
                     socket,
@@ -310,7 +391,11 @@ impl Shell {
 
     fn refresh_interfaces(&mut self) {
         match interfaces::list() {
-            Ok(l) => self.ifaces = l,
+            Ok(l) => {
+                self.ifaces = l;
+                let nets = interface_nets(&self.ifaces);
+                self.engine.local_mut().set_interface_nets(&nets);
+            }
             Err(e) => tracing::warn!("cannot list interfaces: {e}"),
         }
     }
@@ -325,13 +410,15 @@ impl Shell {
             return;
         }
         let conn = udp_conn(listener, meta.ifindex, meta.dst);
-        let actions = self.engine.query(
+        let service = service_at(&self.cfg, &self.ifaces, meta.dst);
+        let actions = self.engine.query_at(
             buf,
             ClientRef {
                 addr: client,
                 transport: Transport::Udp,
                 conn,
             },
+            service,
             now_ms(),
         );
         self.carry_out(actions);
@@ -359,7 +446,11 @@ async fn tcp_client(
     conn: u64,
     events: mpsc::Sender<Event>,
 ) {
-    let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(16);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    // One item per query: a reply, or the messages of a zone transfer.
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<Vec<u8>>>(16);
     let (mut rd, mut wr) = stream.split();
     loop {
         let mut l = [0u8; 2];
@@ -372,14 +463,20 @@ async fn tcp_client(
                 if !matches!(tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut q)).await, Ok(Ok(_))) {
                     break;
                 }
-                let ev = Event::TcpQuery { conn, peer, bytes: q, reply: reply_tx.clone() };
+                let ev = Event::TcpQuery { conn, peer, local, bytes: q, reply: reply_tx.clone() };
                 if events.send(ev).await.is_err() {
                     break;
                 }
             }
-            Some(reply) = reply_rx.recv() => {
-                let Ok(len) = u16::try_from(reply.len()) else { continue };
-                if wr.write_all(&len.to_be_bytes()).await.is_err() || wr.write_all(&reply).await.is_err() {
+            Some(messages) = reply_rx.recv() => {
+                // Framed into one buffer: one write for a whole transfer.
+                let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 2).sum());
+                for m in &messages {
+                    let Ok(len) = u16::try_from(m.len()) else { continue };
+                    out.extend_from_slice(&len.to_be_bytes());
+                    out.extend_from_slice(m);
+                }
+                if wr.write_all(&out).await.is_err() {
                     break;
                 }
             }
@@ -395,6 +492,15 @@ pub struct Bound {
     listeners: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
     upstream: Vec<Arc<UdpSocket>>,
+    serial: ZoneSerial,
+}
+
+impl Bound {
+    /// The authoritative zones' SOA serial as it moves, for whoever reports
+    /// or replicates it (the failover link); 0 until `run` starts.
+    pub fn zone_serial(&self) -> ZoneSerial {
+        self.serial.clone()
+    }
 }
 
 fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
@@ -440,6 +546,7 @@ pub fn bind(cfg: &Config) -> Result<Option<Bound>, DnsError> {
         listeners,
         tcp,
         upstream,
+        serial: ZoneSerial::default(),
     }))
 }
 
@@ -455,10 +562,13 @@ pub async fn run(
         listeners,
         tcp,
         upstream,
+        serial,
     } = bound;
 
     let hosts = read_hosts(&cfg);
     let mut authority = Authority::new(&cfg, &hosts);
+    authority.share_zone_serial(serial);
+    authority.set_interface_nets(&interface_nets(&ifaces));
     // mx-host without a target points at this machine, as in dnsmasq.
     if let Some(name) = own_hostname() {
         authority.set_own_name(&name, &hosts);
@@ -576,11 +686,16 @@ pub async fn run(
                 }
             }
             Some(ev) = events.recv() => match ev {
-                Event::TcpQuery { conn, peer, bytes, reply } => {
+                Event::TcpQuery { conn, peer, local, bytes, reply } => {
                     shell.tcp_conns.insert(conn, reply);
                     let allowed = local_service_ok(&shell.cfg, &shell.ifaces, peer.ip());
                     if allowed {
-                        let actions = shell.engine.query(&bytes, ClientRef { addr: peer, transport: Transport::Tcp, conn }, now_ms());
+                        let service = match local.ip() {
+                            IpAddr::V4(dst) => service_at(&shell.cfg, &shell.ifaces, dst),
+                            IpAddr::V6(_) => Service::Recursive,
+                        };
+                        let client = ClientRef { addr: peer, transport: Transport::Tcp, conn };
+                        let actions = shell.engine.query_at(&bytes, client, service, now_ms());
                         shell.carry_out(actions);
                     }
                 }
