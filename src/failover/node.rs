@@ -36,6 +36,12 @@ const BACKOFF_MAX_MS: u64 = 4_000;
 /// Own changes waiting for a sync to finish before they are dropped and
 /// left to the next full sync: bounds memory while a sync stalls.
 const MAX_UNSENT: usize = 500_000;
+/// Updates sent and not yet acked before further changes wait in `unsent`.
+/// The partner's cost is mostly per update (a wake-up, a sled batch, a
+/// flush request, an ack), so while it works on one update the next ones
+/// gather into a single, larger one. Two keep the link busy while an ack
+/// is on its way back.
+const SEND_WINDOW: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -132,7 +138,8 @@ pub struct Node {
     unsent: Vec<LeaseRecord>,
     next_update: u64,
     /// Updates sent and not acked: (seq, greatest stamp, sent at).
-    in_flight: VecDeque<(u64, Stamp, u64)>,
+    /// Updates sent and not yet acked: (seq, greatest stamp, sent at, records).
+    in_flight: VecDeque<(u64, Stamp, u64, usize)>,
     acked_through: Stamp,
     /// Received updates waiting for their flush: (token, session, seq).
     pending_acks: VecDeque<(u64, ConnId, u64)>,
@@ -244,7 +251,8 @@ impl Node {
             linked: self.in_sync(),
             partner_node: self.last_partner_node,
             last_sync_ms: self.last_sync_ms,
-            unacked: self.in_flight.len() as u64,
+            unacked: (self.in_flight.iter().map(|f| f.3).sum::<usize>() + self.unsent.len())
+                as u64,
             conflicts: self.conflicts,
             clock_skew_ms: self.skew_ms,
             partner_down_since_ms: self.partner_down_since_ms,
@@ -388,18 +396,18 @@ impl Node {
         let Some(conn) = self.partner.filter(|_| self.in_sync()) else {
             return;
         };
-        if self.unsent.is_empty() {
+        if self.unsent.is_empty() || self.in_flight.len() >= SEND_WINDOW {
             return;
         }
         let changes = std::mem::take(&mut self.unsent);
         for page in paginate(changes) {
             let top = page.iter().map(|r| r.stamp).max().unwrap_or_default();
-            let seq = self.next_update;
+            let (seq, count) = (self.next_update, page.len());
             self.next_update += 1;
             if !self.send(conn, &Message::Update { seq, records: page }, now_ms) {
                 return;
             }
-            self.in_flight.push_back((seq, top, now_ms));
+            self.in_flight.push_back((seq, top, now_ms, count));
         }
     }
 
@@ -430,7 +438,7 @@ impl Node {
                 self.send(conn, &Message::Heartbeat { wall_ms: now_ms }, now_ms);
             }
         }
-        if let (Some(conn), Some(&(seq, _, sent))) = (self.partner, self.in_flight.front()) {
+        if let (Some(conn), Some(&(seq, _, sent, _))) = (self.partner, self.in_flight.front()) {
             if now_ms.saturating_sub(sent) > timeout {
                 self.close(
                     conn,
@@ -694,7 +702,7 @@ impl Node {
             }
             (P::Streaming, Message::Ack { seq }) => {
                 let mut top = None;
-                while let Some(&(s, stamp, _)) = self.in_flight.front() {
+                while let Some(&(s, stamp, _, _)) = self.in_flight.front() {
                     if s > seq {
                         break;
                     }
@@ -705,6 +713,8 @@ impl Node {
                     self.acked_through = self.acked_through.max(stamp);
                     self.out.push_back(Output::AckedThrough(self.acked_through));
                 }
+                // The window has room again: what gathered meanwhile goes now.
+                self.pump(db, now_ms);
             }
             (phase, m) => {
                 let what = format!(
