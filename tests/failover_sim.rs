@@ -66,7 +66,7 @@ fn config(range_end: u8) -> Arc<Config> {
     Arc::new(cfg)
 }
 
-fn node_config(role: Role) -> NodeConfig {
+fn node_config(role: Role, cfg: &Config) -> NodeConfig {
     NodeConfig {
         role,
         key: Key::parse(&Key::format_new([7; 32]), "sim").unwrap_or_else(|e| panic!("{e}")),
@@ -77,6 +77,8 @@ fn node_config(role: Role) -> NodeConfig {
         auto_partner_down_ms: None,
         ranges_fingerprint: [1; 32],
         ranges_text: "sim".into(),
+        shares: cfg.dhcp_ranges.iter().map(|r| (r.start, r.end)).collect(),
+        split_percent: 50,
     }
 }
 
@@ -152,7 +154,7 @@ impl SimNode {
         db.enable_outbox();
         let mut engine = Engine::with_policy(Arc::clone(cfg), &db, Some(policy(self.role)));
         engine.set_local_addresses(&[server_ip(0), server_ip(1)], &db);
-        let node = Node::new(node_config(self.role), db.node_id(), self.now(now));
+        let node = Node::new(node_config(self.role, cfg), db.node_id(), self.now(now));
         self.serial_floor = self.serial_floor.max(Stamp::default());
         self.live = Some(Live {
             db,
@@ -1101,9 +1103,6 @@ fn run_seeds(scenario: Scenario) {
     assert!(checks > seeds, "too few in-sync checks to mean anything");
 }
 
-/// Partitions, stalled connections, a node's LAN side failing (so clients
-/// renew with the node that did not grant their lease), kills and
-/// restarts, clock skew, partner-down.
 /// Partitions, stalled connections, a node's LAN side failing (so clients
 /// renew with the node that did not grant their lease), kills and
 /// restarts, clock skew, partner-down; each node's share big enough for

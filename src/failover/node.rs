@@ -22,7 +22,7 @@ use twinmasq_proto::key::Key;
 use twinmasq_proto::link::{Event, Hello, Link, Message, Role, PROTOCOL_VERSION};
 use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
 
-use crate::dhcp::share::ServeMode;
+use crate::dhcp::share::{self, Owner, ServeMode};
 use crate::lease::{merge, LeaseDb};
 
 pub type ConnId = u64;
@@ -56,6 +56,10 @@ pub struct NodeConfig {
     pub ranges_fingerprint: [u8; 32],
     /// The same, readable, for the message when they do not agree.
     pub ranges_text: String,
+    /// The DHCP ranges (first, last) and the split, for the owner of an
+    /// address's share when a merge meets a conflict.
+    pub shares: Vec<(Ipv4Addr, Ipv4Addr)>,
+    pub split_percent: u8,
 }
 
 /// What the node asks its caller to do.
@@ -251,8 +255,7 @@ impl Node {
             linked: self.in_sync(),
             partner_node: self.last_partner_node,
             last_sync_ms: self.last_sync_ms,
-            unacked: (self.in_flight.iter().map(|f| f.3).sum::<usize>() + self.unsent.len())
-                as u64,
+            unacked: (self.in_flight.iter().map(|f| f.3).sum::<usize>() + self.unsent.len()) as u64,
             conflicts: self.conflicts,
             clock_skew_ms: self.skew_ms,
             partner_down_since_ms: self.partner_down_since_ms,
@@ -783,29 +786,86 @@ impl Node {
     /// Merges the partner's records: newer wins per address. Counts
     /// conflicts, cancels own replies whose record lost, and releases a
     /// client's older lease when the merge leaves it holding two.
+    /// The node id of the owner of `ip`'s share, when known.
+    fn share_owner_node(&self, ip: Ipv4Addr) -> Option<u32> {
+        let (first, last) = self
+            .cfg
+            .shares
+            .iter()
+            .find(|(first, last)| *first <= ip && ip <= *last)?;
+        let owner = share::owner_of(*first, *last, ip, self.cfg.split_percent);
+        let own = match self.cfg.role {
+            Role::Primary => Owner::Primary,
+            Role::Secondary => Owner::Secondary,
+        };
+        if owner == own {
+            Some(self.node_id)
+        } else {
+            self.last_partner_node
+        }
+    }
+
+    /// Of two records giving one address to two clients, the one that
+    /// stands: the one its share's owner wrote. The owner hands out its
+    /// share only once it knows the address free, while the other node
+    /// writes there only linked (a change the owner acks before the client
+    /// hears of it) or as a bounded extension of a lease the owner knows;
+    /// so a conflict means the other node's record was never told to the
+    /// owner, nor to its client. Without a single owner's record, the
+    /// newer stands.
+    fn conflict_winner<'a>(&self, a: &'a LeaseRecord, b: &'a LeaseRecord) -> &'a LeaseRecord {
+        match self.share_owner_node(a.ip) {
+            Some(n) if a.stamp.node == n && b.stamp.node != n => a,
+            Some(n) if b.stamp.node == n && a.stamp.node != n => b,
+            _ => merge::merge(a, b),
+        }
+    }
+
     fn merge_partner(&mut self, records: Vec<LeaseRecord>, db: &mut LeaseDb, now_ms: u64) {
         let now_secs = now_ms / 1000;
         let mut cancel = Vec::new();
-        for r in &records {
+        // Conflicts the newer-stamp order would settle the wrong way: the
+        // owner's record is committed again with a fresh stamp, so it wins
+        // on both nodes whatever else arrives (the merge stays the one
+        // pure order).
+        let mut restamp = Vec::new();
+        let mut merged = Vec::with_capacity(records.len());
+        for r in records {
             let current = db.get(r.ip);
             if let Some(cur) = &current {
-                if merge::is_conflict(cur, r, now_secs) {
+                if merge::is_conflict(cur, &r, now_secs) {
                     self.conflicts += 1;
-                    let winner = merge::merge(cur, r);
+                    let winner = self.conflict_winner(cur, &r);
+                    let ours = std::ptr::eq(winner, cur);
                     tracing::warn!(
-                        "failover: conflict on {}: both nodes gave it to a client; the newer ({}) stands, the other is NAKed at its next renew",
+                        "failover: conflict on {}: both nodes gave it to a client; {} record stands (the share owner's, or else the newer), the other client is NAKed at its next renew",
                         r.ip,
-                        if std::ptr::eq(winner, r) { "partner's" } else { "ours" }
+                        if ours { "our" } else { "the partner's" }
                     );
+                    if !std::ptr::eq(winner, merge::merge(cur, &r)) {
+                        if !ours && self.unreleased(cur) {
+                            cancel.push(cur.stamp);
+                        }
+                        db.observe(r.stamp);
+                        restamp.push(winner.clone());
+                        continue;
+                    }
                 }
             }
-            if merge::replaces(r, current.as_ref()) {
+            if merge::replaces(&r, current.as_ref()) {
                 if let Some(cur) = current.filter(|c| self.unreleased(c)) {
                     cancel.push(cur.stamp);
                 }
             }
+            merged.push(r);
         }
-        let stored = match db.merge_batch(records) {
+        let stored = db.merge_batch(merged).and_then(|mut stored| {
+            for rec in restamp {
+                stored.push(db.commit(rec, now_ms)?);
+            }
+            Ok(stored)
+        });
+        let stored = match stored {
             Ok(s) => s,
             Err(e) => {
                 // Not stored, so not acked: the partner resends after the

@@ -60,6 +60,8 @@ pub fn prepare(cfg: &Config) -> Result<Option<Prepared>, SetupError> {
             auto_partner_down_ms: f.auto_partner_down.map(ms),
             ranges_fingerprint: ranges::fingerprint(&description),
             ranges_text: description,
+            shares: cfg.dhcp_ranges.iter().map(|r| (r.start, r.end)).collect(),
+            split_percent: f.split_percent,
         },
         policy: SharePolicy {
             own: owner,

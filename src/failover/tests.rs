@@ -25,6 +25,8 @@ fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
         auto_partner_down_ms: None,
         ranges_fingerprint: [ranges.len() as u8; 32],
         ranges_text: ranges.to_string(),
+        shares: vec![(Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 49))],
+        split_percent: 50,
     }
 }
 
