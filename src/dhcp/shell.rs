@@ -212,7 +212,13 @@ impl Shell {
             crate::metrics::snapshot::Reply<crate::metrics::DhcpSnapshot>,
         >,
     ) {
-        let leases = crate::metrics::leases::RangeLeases::new(&self.cfg.dhcp_ranges, &self.db);
+        let bounds = self
+            .cfg
+            .dhcp_ranges
+            .iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        let leases = crate::metrics::leases::RangeLeases::new(bounds, &self.db);
         self.metrics = Some(crate::metrics::DhcpHooks {
             requests: rx,
             leases,
