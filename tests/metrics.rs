@@ -17,7 +17,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netns::{wait_for, Host, Lab, Proc, ServerConf, Udhcpc, SERVER_IP};
+use netns::{
+    wait_for, Host, Lab, PairLab, PairRole, Proc, ServerConf, Udhcpc, SECONDARY_IP, SERVER_IP,
+};
 
 const METRICS_PORT: u16 = 9153;
 /// The real dnsmasq the server forwards `fwd.test` to.
@@ -29,7 +31,11 @@ const RANGE: &str = "198.18.0.100-198.18.0.199";
 const CMD: Duration = Duration::from_secs(15);
 
 fn url(path: &str) -> String {
-    format!("http://{SERVER_IP}:{METRICS_PORT}{path}")
+    url_at(SERVER_IP, path)
+}
+
+fn url_at(ip: Ipv4Addr, path: &str) -> String {
+    format!("http://{ip}:{METRICS_PORT}{path}")
 }
 
 /// The lab's standard DHCP config with DNS on port 53, a local name, a
@@ -45,8 +51,15 @@ fn conf() -> ServerConf {
 
 /// `curl -i` from `host`: (status line, headers, body).
 fn fetch(host: &Host, path: &str) -> (String, String, String) {
+    fetch_at(host, SERVER_IP, path)
+}
+
+fn fetch_at(host: &Host, ip: Ipv4Addr, path: &str) -> (String, String, String) {
     let out = host
-        .exec(&["curl", "-sS", "-i", "--max-time", "10", &url(path)], CMD)
+        .exec(
+            &["curl", "-sS", "-i", "--max-time", "10", &url_at(ip, path)],
+            CMD,
+        )
         .unwrap_or_else(|e| panic!("curl {path}: {e}"));
     let (head, body) = out
         .split_once("\r\n\r\n")
@@ -57,7 +70,11 @@ fn fetch(host: &Host, path: &str) -> (String, String, String) {
 
 /// GET /metrics: checks the status and type, parses the body strictly.
 fn scrape(host: &Host) -> BTreeMap<String, f64> {
-    let (status, headers, body) = fetch(host, "/metrics");
+    scrape_at(host, SERVER_IP)
+}
+
+fn scrape_at(host: &Host, ip: Ipv4Addr) -> BTreeMap<String, f64> {
+    let (status, headers, body) = fetch_at(host, ip, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{headers}\n{body}");
     assert!(
         headers.contains("content-type: text/plain; version=0.0.4"),
@@ -505,6 +522,99 @@ fn metrics_port_answers_only_metrics_and_shrugs_off_junk() {
         1.0
     );
     server.stop();
+}
+
+#[test]
+fn failover_pair_reports_its_states_lag_and_sync() {
+    let Some(pair) = PairLab::new("failover_pair_reports_its_states_lag_and_sync") else {
+        return;
+    };
+    let base =
+        |ip: Ipv4Addr| ServerConf::standard().line(format!("metrics-listen={ip}:{METRICS_PORT}"));
+    let primary = pair.start_node(PairRole::Primary, &base(SERVER_IP));
+    let secondary = pair.start_node(PairRole::Secondary, &base(SECONDARY_IP));
+    let watcher = pair.lab.add_server_host(UPSTREAM_IP);
+    let state = |m: &BTreeMap<String, f64>, role: &str, state: &str| {
+        let series = format!("twinmasq_failover_state{{role=\"{role}\",state=\"{state}\"}}");
+        m.get(&series).copied()
+    };
+    let linked = wait_for(
+        Duration::from_secs(20),
+        "primary linked, secondary passive",
+        || {
+            let p = scrape_at(&watcher, SERVER_IP);
+            let s = scrape_at(&watcher, SECONDARY_IP);
+            (state(&p, "primary", "linked") == Some(1.0)
+                && state(&s, "secondary", "passive") == Some(1.0))
+            .then_some((p, s))
+        },
+    );
+    let (p, s) = linked.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nprimary:\n{}\nsecondary:\n{}",
+            primary.log_tail(30),
+            secondary.log_tail(30)
+        )
+    });
+    // One state at a time, and the rest listed as 0.
+    for (m, role, n) in [(&p, "primary", 4), (&s, "secondary", 5)] {
+        let states: Vec<f64> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("twinmasq_failover_state{{role=\"{role}\"")))
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(states.len(), n, "{role}: {m:#?}");
+        assert_eq!(states.iter().sum::<f64>(), 1.0, "{role}");
+        assert_eq!(get(m, "twinmasq_failover_linked"), 1.0, "{role}");
+        assert_eq!(get(m, "twinmasq_failover_conflicts_total"), 0.0, "{role}");
+        let age = get(m, "twinmasq_failover_last_sync_age_seconds");
+        assert!((0.0..30.0).contains(&age), "{role}: last sync {age} s ago");
+    }
+
+    // A lease from the primary reaches the secondary: both count it, and
+    // the primary has nothing left unacked.
+    let client = pair.lab.add_client();
+    let lease = Udhcpc::new(&pair.lab, &client)
+        .obtain()
+        .expect("a lease from the linked pair");
+    primary.wait_lease(&client.mac, lease.address);
+    let range = format!("twinmasq_dhcp_range_leases{{range=\"{RANGE}\"}}");
+    let both = wait_for(
+        Duration::from_secs(10),
+        "the lease counted on both nodes",
+        || {
+            let p = scrape_at(&watcher, SERVER_IP);
+            let s = scrape_at(&watcher, SECONDARY_IP);
+            (get(&p, &range) == 1.0
+                && get(&s, &range) == 1.0
+                && get(&p, "twinmasq_failover_unacked_updates") == 0.0)
+                .then_some((p, s))
+        },
+    );
+    let (p, s) = both.unwrap();
+    assert!(get(&p, r#"twinmasq_dhcp_replies_total{type="ack"}"#) >= 1.0);
+    // The passive secondary read the client's DISCOVER and left it alone.
+    assert_eq!(get(&s, r#"twinmasq_dhcp_replies_total{type="offer"}"#), 0.0);
+    assert!(get(&s, r#"twinmasq_dhcp_ignored_total{reason="passive"}"#) >= 1.0);
+
+    // Cut the link: the primary reports unlinked, the secondary active.
+    pair.link.cut();
+    let cut = wait_for(Duration::from_secs(15), "both nodes to see the cut", || {
+        let p = scrape_at(&watcher, SERVER_IP);
+        let s = scrape_at(&watcher, SECONDARY_IP);
+        (state(&p, "primary", "unlinked") == Some(1.0)
+            && state(&s, "secondary", "active") == Some(1.0))
+        .then_some(p)
+    });
+    let p = cut.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nprimary:\n{}\nsecondary:\n{}",
+            primary.log_tail(30),
+            secondary.log_tail(30)
+        )
+    });
+    assert_eq!(get(&p, "twinmasq_failover_linked"), 0.0);
+    assert_eq!(state(&p, "primary", "linked"), Some(0.0));
 }
 
 #[test]
