@@ -7,7 +7,7 @@
 set -euo pipefail
 
 pkgs=(isc-dhcp-client udhcpc dhcpcd-base dnsmasq-base kea-dhcp4-server kea-admin
-      dnsperf bind9-dnsutils knot iproute2 ethtool iputils-ping procps psmisc)
+      dnsperf bind9-dnsutils knot iproute2 ethtool iputils-ping procps psmisc curl)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,5 +7,6 @@ pub mod dhcp;
 pub mod dns;
 pub mod failover;
 pub mod lease;
+pub mod metrics;
 pub mod net;
 pub mod server;

@@ -32,6 +32,8 @@ pub enum StartError {
     Dns(#[from] crate::dns::shell::DnsError),
     #[error("{0}")]
     Failover(#[from] crate::failover::setup::SetupError),
+    #[error("{0}")]
+    Metrics(#[from] crate::metrics::http::MetricsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -43,7 +45,9 @@ impl StartError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             StartError::Config(_) => ExitCode::Config,
-            StartError::Bind { .. } | StartError::Dns(_) => ExitCode::Network,
+            StartError::Bind { .. } | StartError::Dns(_) | StartError::Metrics(_) => {
+                ExitCode::Network
+            }
             StartError::Lease(_) | StartError::Io { .. } => ExitCode::Filesystem,
             StartError::Failover(crate::failover::setup::SetupError::Key(_)) => ExitCode::Config,
             StartError::Failover(_) => ExitCode::Network,
@@ -196,6 +200,25 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 None
             }
         };
+        // Metrics: opt-in; each engine task answers scrapes over its own
+        // channel (see `metrics::snapshot`).
+        let mut metrics_sources = crate::metrics::MetricsSources::default();
+        let mut dns_metrics = None;
+        let metrics = match cfg.metrics_listen {
+            Some(addr) => {
+                let listener = crate::metrics::http::bind(addr)?;
+                let (tx, rx) = crate::metrics::snapshot::channel();
+                shell.attach_metrics(rx);
+                metrics_sources.dhcp = Some(tx);
+                if dns.is_some() {
+                    let (tx, rx) = crate::metrics::snapshot::channel();
+                    dns_metrics = Some(crate::metrics::DnsHooks { requests: rx });
+                    metrics_sources.dns = Some(tx);
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         std::fs::write(&cfg.pid_file, format!("{}\n", std::process::id())).map_err(|source| {
             StartError::Io {
                 what: format!("cannot write pid file {}", cfg.pid_file.display()),
@@ -220,10 +243,11 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         let dns_task = async {
             match dns {
                 Some(bound) => {
-                    crate::dns::shell::run(
+                    crate::dns::shell::run_with_metrics(
                         bound,
                         Arc::clone(&cfg),
                         leases,
+                        dns_metrics,
                         stopped(stop_rx.clone()),
                     )
                     .await
@@ -236,15 +260,23 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 sock.serve(control_tx, stopped(stop_rx.clone())).await;
             }
         };
+        let metrics_task = async {
+            if let Some(listener) = metrics {
+                listener
+                    .serve(metrics_sources, stopped(stop_rx.clone()))
+                    .await;
+            }
+        };
         let signal = async {
             shutdown_signal().await;
             tracing::info!("exiting on signal");
             let _ = stop_tx.send(true);
         };
-        let (dhcp, dns, (), ()) = tokio::join!(
+        let (dhcp, dns, (), (), ()) = tokio::join!(
             shell.run(stopped(stop_rx.clone())),
             dns_task,
             control_task,
+            metrics_task,
             signal
         );
         dhcp?;

@@ -173,6 +173,10 @@ impl Builder {
             Opt::PidFile => c.pid_file = path_value(v).map_err(bad)?,
             Opt::LeaseDb => c.lease_db = path_value(v).map_err(bad)?,
             Opt::ControlSocket => c.control_socket = path_value(v).map_err(bad)?,
+            Opt::MetricsListen => {
+                c.metrics_listen =
+                    Some(failover::metrics_listen(&unhide(v)).map_err(|e| e.at(name, at))?)
+            }
             Opt::FailoverKey => c.failover_options.key_file = Some(path_value(v).map_err(bad)?),
             Opt::FailoverListen
             | Opt::FailoverMaster

@@ -1,4 +1,5 @@
-//! twinmasq's own options: the failover pair and the control socket.
+//! twinmasq's own options: the failover pair, the control socket and the
+//! metrics listener.
 //! dnsmasq has none of these, so their syntax follows dnsmasq's habits
 //! (`addr,port` pairs, durations with an optional s/m/h suffix).
 
@@ -168,6 +169,25 @@ pub(crate) fn master(v: &str) -> Result<SocketAddr, FieldError> {
     }
 }
 
+/// `metrics-listen=ADDR:PORT` (`[V6]:PORT` for IPv6), or dnsmasq's habit
+/// `ADDR,PORT`. An address is required: metrics are not meant for every
+/// interface by accident.
+pub(crate) fn metrics_listen(v: &str) -> Result<SocketAddr, FieldError> {
+    let v = v.trim();
+    if let Ok(addr) = v.parse::<SocketAddr>() {
+        return match addr.port() {
+            0 => Err(FieldError::bad(format!("'{v}': port 0"))),
+            _ => Ok(addr),
+        };
+    }
+    match split_fields(v).as_slice() {
+        [a, p] => Ok(SocketAddr::new(address(a)?, port(p)?)),
+        _ => Err(FieldError::bad(format!(
+            "'{v}' is not ADDR:PORT (like 127.0.0.1:9153)"
+        ))),
+    }
+}
+
 pub(crate) fn percent(v: &str) -> Result<u8, FieldError> {
     match parse_u32(v.trim()) {
         Some(n) if n <= 100 => Ok(n as u8),
@@ -212,6 +232,20 @@ mod tests {
         assert!(master("647").is_err());
         assert!(listen("x,647").is_err());
         assert!(listen("0").is_err());
+    }
+
+    #[test]
+    fn metrics_listen_forms() {
+        let want: SocketAddr = "198.18.0.1:9153".parse().unwrap();
+        assert_eq!(metrics_listen("198.18.0.1:9153").unwrap(), want);
+        assert_eq!(metrics_listen("198.18.0.1,9153").unwrap(), want);
+        assert_eq!(
+            metrics_listen("[::1]:9153").unwrap(),
+            "[::1]:9153".parse().unwrap()
+        );
+        for bad in ["9153", "198.18.0.1:0", "host:9153", "198.18.0.1", ""] {
+            assert!(metrics_listen(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub(crate) enum Opt {
     FailoverMaxSkew,
     FailoverUnansweredSecs,
     ControlSocket,
+    MetricsListen,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -127,6 +128,7 @@ impl OptionDef {
                 | Opt::FailoverMaxSkew
                 | Opt::FailoverUnansweredSecs
                 | Opt::ControlSocket
+                | Opt::MetricsListen
         )
     }
 
@@ -206,6 +208,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
         Opt::FailoverUnansweredSecs,
     ),
     def("control-socket", None, R, Opt::ControlSocket),
+    def("metrics-listen", None, R, Opt::MetricsListen),
     // The rest of dnsmasq's options, in dnsmasq's order: the DNS ones
     // twinmasq implements, the others Unsupported.
     def("version", Some('v'), N, U),
@@ -424,8 +427,8 @@ mod tests {
             }
         }
         // dnsmasq's long option list, plus lease-db, the ten failover
-        // options and control-socket.
-        assert_eq!(OPTIONS.len(), 207);
+        // options, control-socket and metrics-listen.
+        assert_eq!(OPTIONS.len(), 208);
     }
 
     #[test]

@@ -167,6 +167,9 @@ pub struct Config {
     pub failover_options: FailoverOptions,
     pub failover: Option<FailoverConfig>,
     pub control_socket: PathBuf,
+    /// `metrics-listen=ADDR:PORT` (ours): where Prometheus scrapes
+    /// `/metrics`; off unless given.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -200,6 +203,7 @@ impl Default for Config {
             failover_options: FailoverOptions::default(),
             failover: None,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            metrics_listen: None,
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct Shell {
     /// Requests from the control socket (`twinmasq status`, ...); the
     /// server attaches the queue after `start`.
     pub control: crate::control::ControlHooks,
+    /// Scrape requests and per-range lease counts, with `metrics-listen`.
+    metrics: Option<crate::metrics::DhcpHooks>,
 }
 
 impl Shell {
@@ -196,9 +198,53 @@ impl Shell {
             lease_file_interval: LEASE_FILE_INTERVAL,
             stats,
             control: Default::default(),
+            metrics: None,
         };
         shell.refresh_interfaces();
         Ok(shell)
+    }
+
+    /// Makes the shell answer metrics scrapes arriving on `rx`, and keep
+    /// the per-range lease counts they report from now on.
+    pub fn attach_metrics(
+        &mut self,
+        rx: tokio::sync::mpsc::Receiver<
+            crate::metrics::snapshot::Reply<crate::metrics::DhcpSnapshot>,
+        >,
+    ) {
+        let bounds = self
+            .cfg
+            .dhcp_ranges
+            .iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        let leases = crate::metrics::leases::RangeLeases::new(bounds, &self.db);
+        self.metrics = Some(crate::metrics::DhcpHooks {
+            requests: rx,
+            leases,
+        });
+    }
+
+    fn on_metrics(&mut self, reply: crate::metrics::snapshot::Reply<crate::metrics::DhcpSnapshot>) {
+        use crate::failover::status::FailoverStatus;
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        m.leases.absorb(&self.db);
+        let failover = self
+            .failover
+            .as_ref()
+            .map(|f| FailoverStatus::from_node(&f.node.status(), f.master));
+        let snapshot = crate::metrics::DhcpSnapshot::build(
+            &self.engine,
+            &self.db,
+            &self.stats,
+            &m.leases,
+            failover,
+            now_ms(),
+        );
+        // The scrape may have given up meanwhile.
+        let _ = reply.send(snapshot);
     }
 
     pub fn engine(&self) -> &Engine {
@@ -493,11 +539,15 @@ impl Shell {
                 }
                 _ = tick.tick() => self.upkeep(),
                 Some(req) = recv_opt(&mut self.control.requests) => self.on_control(req),
+                Some(reply) = recv_metrics(&mut self.metrics) => self.on_metrics(reply),
             }
             // Replies first, so a mode change the node makes next reaches
             // the flusher after the replies it concerns.
             self.hand_over_batch();
             self.drive_failover();
+            if let Some(m) = &mut self.metrics {
+                m.leases.absorb(&self.db);
+            }
         }
         self.db.durability().flush()?;
         let text = lease_file::render(self.db.iter(), now_ms() / 1000);
@@ -510,6 +560,16 @@ impl Shell {
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a scrape request, or forever without `metrics-listen`.
+async fn recv_metrics(
+    m: &mut Option<crate::metrics::DhcpHooks>,
+) -> Option<crate::metrics::snapshot::Reply<crate::metrics::DhcpSnapshot>> {
+    match m {
+        Some(m) => m.requests.recv().await,
         None => std::future::pending().await,
     }
 }

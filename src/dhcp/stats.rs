@@ -36,6 +36,29 @@ pub enum Ignored {
 }
 
 impl Ignored {
+    /// Every reason, so a metrics scrape can show each one from zero
+    /// (a counter that appears only on its first event hides that event
+    /// from `rate()`).
+    pub const ALL: [Ignored; 17] = [
+        Ignored::Decode(DecodeError::TooShort),
+        Ignored::Decode(DecodeError::NotRequest),
+        Ignored::Decode(DecodeError::BadHlen),
+        Ignored::Decode(DecodeError::NoCookie),
+        Ignored::Decode(DecodeError::NoMessageType),
+        Ignored::Decode(DecodeError::UnexpectedType),
+        Ignored::NoNetwork,
+        Ignored::HostIgnored,
+        Ignored::NoAddress,
+        Ignored::LeaseMax,
+        Ignored::NotForUs,
+        Ignored::UnknownClient,
+        Ignored::ProbeInProgress,
+        Ignored::NotOwner,
+        Ignored::Incomplete,
+        Ignored::Storage,
+        Ignored::Passive,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Ignored::Decode(DecodeError::TooShort) => "decode_too_short",
@@ -84,5 +107,55 @@ impl Stats {
 
     pub fn ignored_total(&self) -> u64 {
         self.ignored.values().sum()
+    }
+
+    /// Requests by DHCP message type (lowercase names, for labels).
+    pub fn received_by_type(&self) -> [(&'static str, u64); 5] {
+        [
+            ("discover", self.discover),
+            ("request", self.request),
+            ("decline", self.decline),
+            ("release", self.release),
+            ("inform", self.inform),
+        ]
+    }
+
+    /// Replies sent, by DHCP message type (an INFORM's answer is an ACK).
+    pub fn replies_by_type(&self) -> [(&'static str, u64); 3] {
+        [
+            ("offer", self.offers),
+            ("ack", self.acks),
+            ("nak", self.naks),
+        ]
+    }
+
+    /// Every ignore reason with its count, the ones never seen as zero.
+    pub fn ignored_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Ignored::ALL.iter().map(|why| {
+            let label = why.label();
+            (label, self.ignored.get(label).copied().unwrap_or(0))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_and_counted_under_its_label() {
+        let labels: std::collections::BTreeSet<&str> =
+            Ignored::ALL.iter().map(|w| w.label()).collect();
+        assert_eq!(labels.len(), Ignored::ALL.len());
+        let mut s = Stats::default();
+        s.count_ignored(Ignored::NotForUs);
+        s.count_ignored(Ignored::NotForUs);
+        s.count_ignored(Ignored::Decode(DecodeError::NoCookie));
+        let all: Vec<(&str, u64)> = s.ignored_by_reason().collect();
+        assert_eq!(all.len(), Ignored::ALL.len());
+        assert!(all.contains(&("not_for_us", 2)));
+        assert!(all.contains(&("decode_no_cookie", 1)));
+        assert!(all.contains(&("lease_max", 0)));
+        assert_eq!(all.iter().map(|(_, n)| n).sum::<u64>(), s.ignored_total());
     }
 }

@@ -60,6 +60,17 @@ struct Entry {
     stamp: u64,
 }
 
+/// What the cache did since start, for metrics. Plain counters: the
+/// cache lives in the one DNS task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub insertions: u64,
+    /// Live entries pushed out to make room (`cache-size` reached).
+    pub evictions: u64,
+    /// Entries found past their TTL and dropped.
+    pub expired: u64,
+}
+
 #[derive(Debug)]
 pub struct Cache {
     capacity: usize,
@@ -71,6 +82,7 @@ pub struct Cache {
     /// is always the least recently used one.
     lru: BTreeMap<u64, CacheKey>,
     next_stamp: u64,
+    stats: CacheStats,
 }
 
 impl Cache {
@@ -83,7 +95,17 @@ impl Cache {
             entries: HashMap::new(),
             lru: BTreeMap::new(),
             next_stamp: 0,
+            stats: CacheStats::default(),
         }
+    }
+
+    /// `cache-size`: the most entries kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.stats
     }
 
     pub fn len(&self) -> usize {
@@ -127,6 +149,7 @@ impl Cache {
         };
         if expired {
             self.remove(key);
+            self.stats.expired += 1;
             return None;
         }
         let stamp = self.stamp();
@@ -219,7 +242,9 @@ impl Cache {
                 break;
             };
             self.entries.remove(&oldest);
+            self.stats.evictions += 1;
         }
+        self.stats.insertions += 1;
         let stamp = self.stamp();
         self.lru.insert(stamp, key.clone());
         self.entries.insert(
@@ -387,6 +412,32 @@ mod tests {
         assert!(c.get(&key("b."), 3).is_none());
         assert!(c.get(&key("a."), 3).is_some());
         assert!(c.get(&key("d."), 3).is_some());
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                insertions: 4,
+                evictions: 1,
+                expired: 0
+            }
+        );
+        // Replacing an entry is no eviction; reading one past its TTL
+        // drops it as expired.
+        c.insert(
+            key("d."),
+            ResponseCode::NoError,
+            &[a("d.", 300, [198, 18, 0, 9])],
+            &[],
+            4,
+        );
+        assert!(c.get(&key("c."), 300_001).is_none());
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                insertions: 5,
+                evictions: 1,
+                expired: 1
+            }
+        );
         c.clear();
         assert!(c.is_empty());
 

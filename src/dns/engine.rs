@@ -14,10 +14,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::authority::{AuthQuery, AuthVerdict, LocalData, Lookup, Route, Service};
-use super::cache::{Cache, CacheKey};
+use super::cache::{Cache, CacheKey, CacheStats};
 use super::forward::{
-    ClientKey, Pending, PendingTable, Question, ServerSelector, Strategy, TCP_TIMEOUT_MS,
-    UDP_TIMEOUT_MS,
+    ClientKey, LatencyHistogram, Pending, PendingTable, Question, ServerSelector, Strategy,
+    TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
 };
 use crate::config::dns_types::DnsConfig;
 
@@ -125,6 +125,16 @@ pub struct DnsStats {
     pub auth_answers: u64,
     /// Zone transfers sent (AXFR, or IXFR answered with the whole zone).
     pub transfers: u64,
+    /// Failed upstream attempts: SERVFAIL or REFUSED from a server, a TCP
+    /// exchange that failed, one server's silence past its timeout. The
+    /// query itself may still be answered by the next server.
+    pub upstream_errors: u64,
+    /// Of those, the silences (a subset, so `upstream_timeouts` above
+    /// counts queries and this counts attempts).
+    pub upstream_attempt_timeouts: u64,
+    /// Time from an attempt to the server's answer, for every upstream
+    /// answer accepted (error answers too).
+    pub upstream_latency: LatencyHistogram,
     pub dropped: DropStats,
 }
 
@@ -268,6 +278,14 @@ impl<L: LocalData> DnsEngine<L> {
 
     pub fn cache_len(&self) -> usize {
         self.cache.len()
+    }
+
+    pub fn cache_capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     pub fn pending_len(&self) -> usize {
@@ -472,6 +490,7 @@ impl<L: LocalData> DnsEngine<L> {
             failed: 0,
             deadline_ms: 0,
             started_ms: now_ms,
+            sent_ms: now_ms,
             tcp_token: None,
         };
         let mut actions = Vec::new();
@@ -621,9 +640,11 @@ impl<L: LocalData> DnsEngine<L> {
             }
         };
         self.stats.upstream_replies += 1;
+        self.observe_latency(key, now_ms);
         let rcode = bytes[3] & 0x0f;
         if rcode == ResponseCode::ServFail.low() || rcode == ResponseCode::Refused.low() {
             self.selector.bad(from);
+            self.stats.upstream_errors += 1;
             return self.server_failed(key, now_ms);
         }
         if bytes[2] & 0x02 != 0 {
@@ -635,6 +656,7 @@ impl<L: LocalData> DnsEngine<L> {
                 return Vec::new();
             };
             p.deadline_ms = now_ms + TCP_TIMEOUT_MS;
+            p.sent_ms = now_ms;
             return vec![Action::UpstreamTcp {
                 server: from,
                 token,
@@ -668,11 +690,14 @@ impl<L: LocalData> DnsEngine<L> {
             if reply.is_some() {
                 self.stats.dropped.malformed_reply += 1;
             }
+            self.stats.upstream_errors += 1;
             return self.server_failed(key, now_ms);
         };
         self.stats.upstream_replies += 1;
+        self.observe_latency(key, now_ms);
         let rcode = bytes[3] & 0x0f;
         if rcode == ResponseCode::ServFail.low() || rcode == ResponseCode::Refused.low() {
+            self.stats.upstream_errors += 1;
             return self.server_failed(key, now_ms);
         }
         self.finish(key, bytes, now_ms)
@@ -698,6 +723,8 @@ impl<L: LocalData> DnsEngine<L> {
         let Some(p) = self.pending.get_mut(key) else {
             return Vec::new();
         };
+        self.stats.upstream_errors += 1;
+        self.stats.upstream_attempt_timeouts += 1;
         p.failed = p.sent;
         if p.sent >= p.plan.order.len() {
             // Nobody left to ask and nobody answered: dnsmasq stays silent
@@ -726,6 +753,7 @@ impl<L: LocalData> DnsEngine<L> {
         if p.sent < p.plan.order.len() {
             let server = p.plan.order[p.sent];
             p.sent += 1;
+            p.sent_ms = now_ms;
             if p.tcp_token.is_some() {
                 p.deadline_ms = now_ms + TCP_TIMEOUT_MS;
                 let bytes = p.wire.clone();
@@ -877,6 +905,13 @@ impl<L: LocalData> DnsEngine<L> {
             id = self.rng.random::<u16>();
         }
         id
+    }
+
+    fn observe_latency(&mut self, key: u64, now_ms: u64) {
+        if let Some(p) = self.pending.get(key) {
+            let ms = now_ms.saturating_sub(p.sent_ms);
+            self.stats.upstream_latency.observe(ms);
+        }
     }
 
     fn token(&mut self) -> u64 {

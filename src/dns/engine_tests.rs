@@ -420,6 +420,10 @@ fn dns_retry_next_server_on_timeout_then_silence() {
     // and the pending query is gone.
     assert!(e.tick(2000).is_empty());
     assert_eq!(e.stats().upstream_timeouts, 1);
+    // Two silent attempts, one query left without an answer.
+    assert_eq!(e.stats().upstream_attempt_timeouts, 2);
+    assert_eq!(e.stats().upstream_errors, 2);
+    assert_eq!(e.stats().upstream_latency.count, 0);
     assert_eq!(e.stats().servfail, 0);
     assert_eq!(e.pending_len(), 0);
     assert_eq!(e.next_deadline(), None);
@@ -449,12 +453,21 @@ fn dns_servfail_and_refused_move_on() {
         &answer(&q, ResponseCode::ServFail, vec![], vec![]),
         s2,
         sock,
-        2,
+        30,
     );
     assert_eq!(
         reply_of(&out).metadata.response_code,
         ResponseCode::ServFail
     );
+    let st = e.stats();
+    assert_eq!(st.upstream_errors, 2);
+    assert_eq!(st.upstream_attempt_timeouts, 0);
+    // Each answer is timed from its own attempt: 1 ms, then 29 ms.
+    assert_eq!(st.upstream_latency.count, 2);
+    assert_eq!(st.upstream_latency.sum_ms, 30);
+    assert_eq!(st.upstream_latency.buckets[0], 1);
+    assert_eq!(st.upstream_latency.buckets[3], 1);
+    assert_eq!(st.upstream_latency.buckets[4], 2);
 }
 
 #[test]

@@ -19,6 +19,33 @@ pub const TCP_TIMEOUT_MS: u64 = 5000;
 pub const PROBE_EVERY_QUERIES: u32 = 50;
 pub const PROBE_EVERY_MS: u64 = 20_000;
 
+/// Upper bounds (milliseconds) of the upstream latency buckets: from a
+/// server on the LAN to one that is about to time out.
+pub const LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
+
+/// How long upstream servers took to answer, as a cumulative histogram
+/// (Prometheus's shape), in whole milliseconds: the engine's clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// `buckets[i]`: answers that took at most `LATENCY_BUCKETS_MS[i]`.
+    pub buckets: [u64; LATENCY_BUCKETS_MS.len()],
+    pub count: u64,
+    pub sum_ms: u64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, ms: u64) {
+        self.count += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        // Cumulative: an answer counts in its bucket and every larger one.
+        for (bound, n) in LATENCY_BUCKETS_MS.iter().zip(&mut self.buckets) {
+            if ms <= *bound {
+                *n += 1;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// dnsmasq's default: the server that answered fastest recently.
@@ -191,6 +218,8 @@ pub struct Pending {
     pub failed: usize,
     pub deadline_ms: u64,
     pub started_ms: u64,
+    /// When the latest attempt went out, to time the answer to it.
+    pub sent_ms: u64,
     /// Set while the exchange runs over TCP.
     pub tcp_token: Option<u64>,
 }
@@ -302,6 +331,17 @@ impl PendingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        let mut h = LatencyHistogram::default();
+        for ms in [0, 3, 5, 700, 9000] {
+            h.observe(ms);
+        }
+        assert_eq!(h.count, 5);
+        assert_eq!(h.sum_ms, 9708);
+        assert_eq!(h.buckets, [1, 3, 3, 3, 3, 3, 3, 3, 4, 4]);
+    }
 
     fn s(n: u8) -> SocketAddr {
         SocketAddr::from(([198, 18, 0, n], 53))

@@ -557,6 +557,38 @@ pub async fn run(
     leases: LeaseSource,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DnsError> {
+    run_with_metrics(bound, cfg, leases, None, shutdown).await
+}
+
+/// The engine's counters for a metrics scrape.
+fn metrics_snapshot(engine: &DnsEngine<Authority>) -> crate::metrics::DnsSnapshot {
+    crate::metrics::DnsSnapshot {
+        stats: engine.stats().clone(),
+        cache: engine.cache_stats(),
+        cache_entries: engine.cache_len() as u64,
+        cache_capacity: engine.cache_capacity() as u64,
+        pending: engine.pending_len() as u64,
+    }
+}
+
+/// Waits for a scrape request, or forever without `metrics-listen`.
+async fn recv_metrics(
+    m: &mut Option<crate::metrics::DnsHooks>,
+) -> Option<crate::metrics::snapshot::Reply<crate::metrics::DnsSnapshot>> {
+    match m {
+        Some(m) => m.requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`run`], also answering metrics scrapes that arrive on `metrics`.
+pub async fn run_with_metrics(
+    bound: Bound,
+    cfg: Arc<Config>,
+    leases: LeaseSource,
+    mut metrics: Option<crate::metrics::DnsHooks>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DnsError> {
     let Bound {
         ifaces,
         listeners,
@@ -719,6 +751,9 @@ pub async fn run(
                 shell.carry_out(actions);
             }
             _ = iface_tick.tick() => shell.refresh_interfaces(),
+            Some(reply) = recv_metrics(&mut metrics) => {
+                let _ = reply.send(metrics_snapshot(&shell.engine));
+            }
         }
     }
     Ok(())
