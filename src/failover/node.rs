@@ -379,14 +379,14 @@ impl Node {
 
     /// Moves the database's own changes into `unsent` (or drops them when
     /// no partner session exists: the next sync sends the whole table).
-    fn absorb_outbox(&mut self, db: &mut LeaseDb) {
+    fn absorb_outbox(&mut self, db: &mut LeaseDb, now_ms: u64) {
         let changes = db.take_outbox();
         if self.partner.is_some() {
             self.unsent.extend(changes);
             if self.unsent.len() > MAX_UNSENT {
                 self.unsent.clear();
                 if let Some(p) = self.partner {
-                    self.close(p, 0, "too many changes waiting for the sync to finish");
+                    self.close(p, now_ms, "too many changes waiting for the sync to finish");
                 }
             }
         }
@@ -395,7 +395,7 @@ impl Node {
     /// Sends the own changes made since the last call. Call after every
     /// batch of DHCP requests, so replies wait no longer than needed.
     pub fn pump(&mut self, db: &mut LeaseDb, now_ms: u64) {
-        self.absorb_outbox(db);
+        self.absorb_outbox(db, now_ms);
         let Some(conn) = self.partner.filter(|_| self.in_sync()) else {
             return;
         };
@@ -501,7 +501,7 @@ impl Node {
 
     /// Bytes arrived on a connection.
     pub fn received(&mut self, conn: ConnId, bytes: &[u8], db: &mut LeaseDb, now_ms: u64) {
-        self.absorb_outbox(db);
+        self.absorb_outbox(db, now_ms);
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
