@@ -324,6 +324,42 @@ fn split_brain_conflict_is_counted_and_both_end_identical() {
     assert_eq!(t.p.node.status().conflicts, 1);
 }
 
+/// The pair's shares (see `cfg`): .10–.29 the primary's, .30–.49 the
+/// secondary's. On a conflict the share owner's record stands even when the
+/// other node's is newer, and both tables end identical.
+#[test]
+fn on_a_conflict_the_share_owners_record_stands() {
+    for (ip, owner_is_primary) in [(45u8, false), (15u8, true)] {
+        let mut t = pair();
+        t.cut();
+        t.tick(1);
+        let (owner, other) = if owner_is_primary {
+            (&mut t.p, &mut t.s)
+        } else {
+            (&mut t.s, &mut t.p)
+        };
+        let owners = owner.db.commit(lease(ip, 1), t.now).unwrap();
+        // The other node's record is newer: the newer-stamp order alone
+        // would let it win.
+        let others = other.db.commit(lease(ip, 2), t.now + 5_000).unwrap();
+        assert!(others.stamp > owners.stamp);
+        t.heal();
+        for _ in 0..10 {
+            t.tick(500);
+        }
+        assert_eq!(t.p.mode, ServeMode::Linked, "address .{ip}");
+        assert_eq!(t.p.table(), t.s.table(), "address .{ip}");
+        let stands = t.p.db.get(owners.ip).unwrap();
+        assert_eq!(stands.client, owners.client, "address .{ip}");
+        assert_eq!(stands.state, LeaseState::Bound);
+        assert!(
+            stands.stamp > others.stamp,
+            "committed again, newer than the loser"
+        );
+        assert!(t.p.node.status().conflicts + t.s.node.status().conflicts >= 1);
+    }
+}
+
 #[test]
 fn a_client_holding_two_leases_after_merge_keeps_the_newer() {
     let mut t = pair();
