@@ -512,6 +512,11 @@ impl Node {
                 // Nothing after a bad frame is acted on; the database is
                 // untouched by it.
                 self.flush_link(conn, now_ms);
+                if Some(conn) != self.partner {
+                    // A wrong key, a stranger or junk on the port: the
+                    // operator should see it even at the default level.
+                    tracing::warn!("failover: connection {conn} refused: {e}");
+                }
                 self.close(conn, now_ms, &format!("link fault: {e}"));
                 return;
             }
