@@ -10,7 +10,9 @@
 //!   on both nodes, and both tables are identical;
 //! - the secondary answers DHCP only while not in sync, or for a client
 //!   whose `secs` shows the primary leaves it unanswered;
-//! - each node's clock floor (the zone serial's source) never decreases.
+//! - each node's clock floor never decreases, nor does the zone serial
+//!   the DNS side derives from its lease table (`dns::zone::zone_serial`
+//!   of the newest record's stamp), across kills and restarts.
 //!
 //! `TWINMASQ_SIM_SEEDS=N` sets how many seeds run (default 1000);
 //! `TWINMASQ_SIM_SEED=S` runs seed S alone with a trace. A failure prints
@@ -29,6 +31,7 @@ use twinmasq::config::{Config, DhcpRange, LeaseTime};
 use twinmasq::dhcp::engine::{Decision, Engine, Reply};
 use twinmasq::dhcp::network::{Arrival, IfAddr};
 use twinmasq::dhcp::share::{Owner, ServeMode, SharePolicy};
+use twinmasq::dns::zone::{serial_gt, zone_serial, DEFAULT_SERIAL_BASE};
 use twinmasq::failover::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use twinmasq::lease::{DbOptions, LeaseDb, LeaseError};
 use twinmasq_proto::key::Key;
@@ -139,6 +142,9 @@ struct SimNode {
     conn: Option<ConnId>,
     restart_at: Option<u64>,
     serial_floor: Stamp,
+    /// The zone serial last seen, and the table generation it was read at.
+    zone_serial: u32,
+    zone_serial_at: Option<u64>,
     /// Declared partner-down: the partner must stay dead (an operator's
     /// promise the simulation keeps).
     declared_down: bool,
@@ -155,7 +161,7 @@ impl SimNode {
         let mut engine = Engine::with_policy(Arc::clone(cfg), &db, Some(policy(self.role)));
         engine.set_local_addresses(&[server_ip(0), server_ip(1)], &db);
         let node = Node::new(node_config(self.role, cfg), db.node_id(), self.now(now));
-        self.serial_floor = self.serial_floor.max(Stamp::default());
+        self.zone_serial_at = None;
         self.live = Some(Live {
             db,
             engine,
@@ -342,6 +348,8 @@ impl Sim {
             conn: None,
             restart_at: None,
             serial_floor: Stamp::default(),
+            zone_serial: DEFAULT_SERIAL_BASE,
+            zone_serial_at: None,
             declared_down: false,
         };
         let nodes = [
@@ -950,10 +958,24 @@ impl Sim {
         for i in 0..2 {
             if let Some(l) = &self.nodes[i].live {
                 let s = l.db.last_stamp();
+                let generation = l.db.generation();
+                let newest = (self.nodes[i].zone_serial_at != Some(generation))
+                    .then(|| l.db.iter().map(|r| r.stamp).max().unwrap_or_default());
                 if s < self.nodes[i].serial_floor {
                     self.fail(format!("node {i}'s clock floor went back"));
                 }
                 self.nodes[i].serial_floor = s;
+                if let Some(newest) = newest {
+                    let z = zone_serial(newest, DEFAULT_SERIAL_BASE);
+                    if serial_gt(self.nodes[i].zone_serial, z) {
+                        self.fail(format!(
+                            "node {i}'s zone serial went back from {} to {z}",
+                            self.nodes[i].zone_serial
+                        ));
+                    }
+                    self.nodes[i].zone_serial = z;
+                    self.nodes[i].zone_serial_at = Some(generation);
+                }
             }
         }
         let (Some(p), Some(s)) = (&self.nodes[0].live, &self.nodes[1].live) else {
