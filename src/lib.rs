@@ -8,4 +8,5 @@ pub mod dns;
 pub mod failover;
 pub mod lease;
 pub mod net;
+pub mod script;
 pub mod server;

@@ -32,6 +32,8 @@ pub enum StartError {
     Dns(#[from] crate::dns::shell::DnsError),
     #[error("{0}")]
     Failover(#[from] crate::failover::setup::SetupError),
+    #[error("{0}")]
+    Script(#[from] crate::script::ScriptError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -47,6 +49,8 @@ impl StartError {
             StartError::Lease(_) | StartError::Io { .. } => ExitCode::Filesystem,
             StartError::Failover(crate::failover::setup::SetupError::Key(_)) => ExitCode::Config,
             StartError::Failover(_) => ExitCode::Network,
+            StartError::Script(crate::script::ScriptError::Start(_)) => ExitCode::Other,
+            StartError::Script(_) => ExitCode::Config,
         }
     }
 }
@@ -168,6 +172,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             initial: db.iter().collect(),
             feed: db.subscribe(),
         };
+        // dhcp-script follows the same feed, on a thread of its own.
+        let _script = crate::script::start(&cfg, &db)?;
         let failover = failover
             .map(|f| f.into_setup())
             .transpose()
