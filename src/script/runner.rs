@@ -333,9 +333,13 @@ mod tests {
         i.args.push("host".into());
         let o = rt().block_on(run_script(&path, &i, None, Duration::from_secs(10)));
         assert!(matches!(o, Outcome::Exited(s) if s.success()), "{o:?}");
+        // A script's $0 is the path the kernel ran it by, not argv[0].
         assert_eq!(
             std::fs::read_to_string(out).unwrap(),
-            "script.sh|add 02:00:00:00:00:01 198.18.0.9 host|lab.test\n"
+            format!(
+                "{}|add 02:00:00:00:00:01 198.18.0.9 host|lab.test\n",
+                path.display()
+            )
         );
     }
 
