@@ -68,9 +68,6 @@ pub struct Change {
     /// An `old` that announces the loss of this name: no hostname argument,
     /// `DNSMASQ_OLD_HOSTNAME` set (dnsmasq's ACTION_OLD_HOSTNAME).
     pub lost_name: Option<String>,
-    /// Reported from the stored table at start, not from a request: no
-    /// interface, and `DNSMASQ_DATA_MISSING=1`.
-    pub at_startup: bool,
 }
 
 impl Change {
@@ -79,7 +76,6 @@ impl Change {
             action,
             lease,
             lost_name: None,
-            at_startup: false,
         }
     }
 }
@@ -122,10 +118,7 @@ impl Tracker {
                 self.reported.insert(rec.ip, rec.clone());
                 Action::Old
             };
-            out.push(Change {
-                at_startup: true,
-                ..Change::new(action, rec)
-            });
+            out.push(Change::new(action, rec));
         }
         out
     }
@@ -264,10 +257,8 @@ pub fn invocation(change: &Change, ctx: &Context) -> Invocation {
     if let Some(id) = &lease.client_id {
         env.push(("DNSMASQ_CLIENT_ID", hex_colons(id)));
     }
-    if !change.at_startup {
-        if let Some(ifname) = &ctx.interface {
-            env.push(("DNSMASQ_INTERFACE", ifname.clone()));
-        }
+    if let Some(ifname) = &ctx.interface {
+        env.push(("DNSMASQ_INTERFACE", ifname.clone()));
     }
     env.push((
         "DNSMASQ_LEASE_EXPIRES",
@@ -283,7 +274,12 @@ pub fn invocation(change: &Change, ctx: &Context) -> Invocation {
             }
         }
     }
-    if change.at_startup {
+    // The request's details (tags, classes, supplied name...) are never
+    // here. dnsmasq 2.90 has them only in the run right after the request,
+    // which for a lease that stays is its `add`: from then on, and at
+    // start, it says DATA_MISSING. Scripts use it to tell a replayed lease
+    // from a new one, so `add` goes without it here as there.
+    if change.action != Action::Add {
         env.push(("DNSMASQ_DATA_MISSING", "1".into()));
     }
     if ctx.log_dhcp {
@@ -432,7 +428,6 @@ mod tests {
         let released = ended(&bound([198, 18, 0, 102], None, 900), LeaseState::Released);
         let out = t.startup([live.clone(), overdue.clone(), released], 1_000);
         assert_eq!(actions(&out), [Action::Old, Action::Del]);
-        assert!(out.iter().all(|c| c.at_startup));
         assert_eq!(t.len(), 1);
         // The sweep that stores the overdue lease's expiry adds nothing.
         assert!(t.observe(ended(&overdue, LeaseState::Expired)).is_empty());
@@ -499,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn lost_name_and_startup_and_log_dhcp_variables() {
+    fn lost_name_data_missing_and_log_dhcp_variables() {
         let rec = bound([198, 18, 0, 100], None, 4_600);
         let lost = Change {
             lost_name: Some("was".into()),
@@ -510,18 +505,14 @@ mod tests {
         assert_eq!(inv.var("DNSMASQ_OLD_HOSTNAME"), Some("was"));
         assert_eq!(inv.var("DNSMASQ_DOMAIN"), Some("lab.test"));
 
-        let start = Change {
-            at_startup: true,
-            ..Change::new(Action::Old, rec)
-        };
         let inv = invocation(
-            &start,
+            &Change::new(Action::Del, rec),
             &Context {
                 log_dhcp: true,
                 ..ctx()
             },
         );
-        assert_eq!(inv.var("DNSMASQ_INTERFACE"), None);
+        assert_eq!(inv.var("DNSMASQ_INTERFACE"), Some("eth1"));
         assert_eq!(inv.var("DNSMASQ_DATA_MISSING"), Some("1"));
         assert_eq!(inv.var("DNSMASQ_LOG_DHCP"), Some("1"));
     }

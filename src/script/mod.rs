@@ -10,7 +10,7 @@
 //!   `script-on-renewal`, also its expiry (a renewal). A name that goes
 //!   away is first announced by an `old` without the name and with
 //!   `DNSMASQ_OLD_HOSTNAME`. At start, each bound lease in the database is
-//!   reported as `old` (with `DNSMASQ_DATA_MISSING=1`, no interface), and
+//!   reported as `old`, and
 //!   each bound lease that ran out while we were down as `del`.
 //! - `del`: a lease ended (released, expired, declined, or superseded by
 //!   the same client's lease on another address), with the MAC, address and
@@ -25,12 +25,15 @@
 //!   `DNSMASQ_TIME_REMAINING` (not for `del`, nor for infinite leases),
 //!   `DNSMASQ_DOMAIN` (the `domain=` for the address, when the lease has a
 //!   name), `DNSMASQ_CLIENT_ID` (hex with colons, when the client sent one),
-//!   `DNSMASQ_INTERFACE`, `DNSMASQ_OLD_HOSTNAME`, `DNSMASQ_DATA_MISSING`,
+//!   `DNSMASQ_INTERFACE`, `DNSMASQ_OLD_HOSTNAME`, `DNSMASQ_DATA_MISSING`
+//!   (for every run but `add`, as dnsmasq 2.90 does in practice),
 //!   `DNSMASQ_LOG_DHCP` (with `log-dhcp`).
 //! - `DNSMASQ_INTERFACE` is the local interface on the lease's subnet, not
 //!   the one the last request came in on: the record does not keep it. The
 //!   two are the same for directly attached clients; a relayed lease gets
-//!   none.
+//!   none. It is set at start too: dnsmasq's man page says it is not, but
+//!   dnsmasq 2.90 finds it from the subnet there as well (seen in
+//!   `tests/dhcp_script.rs` run against it).
 //! - Not set: `DNSMASQ_SUPPLIED_HOSTNAME`, `DNSMASQ_TAGS`,
 //!   `DNSMASQ_RELAY_ADDRESS`, `DNSMASQ_VENDOR_CLASS`,
 //!   `DNSMASQ_USER_CLASS0..`, `DNSMASQ_REQUESTED_OPTIONS` (and the relay

@@ -165,11 +165,7 @@ async fn run_change(settings: &Settings, change: &Change, counters: &Counters) {
     let ip = change.lease.ip;
     let ctx = Context {
         domain: domain_for(&settings.cfg, ip).map(String::from),
-        interface: if change.at_startup {
-            None
-        } else {
-            interface_for(&settings.cfg, ip)
-        },
+        interface: interface_for(&settings.cfg, ip),
         log_dhcp: settings.log_dhcp,
         now_secs: now_secs(),
     };
