@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netns::{wait_for, Lab, ServerConf, ServerKind, Udhcpc, DOMAIN, LEASE_SECS};
+use netns::{wait_for, Lab, PairLab, PairRole, ServerConf, ServerKind, Udhcpc, DOMAIN, LEASE_SECS};
 
 macro_rules! lab {
     ($name:expr) => {
@@ -344,4 +344,73 @@ fn script_runs_as_dhcp_scriptuser() {
         // Ours names the user in the log only when it cannot switch.
         assert!(!srv.log_text().contains("not running as root"));
     }
+}
+
+/// In a failover pair each node runs its own script for every change,
+/// whichever node made it: the secondary hears of the primary's lease
+/// through the link's merge.
+#[test]
+fn both_nodes_of_a_pair_run_the_script() {
+    if ServerKind::from_env() == ServerKind::Dnsmasq {
+        // dnsmasq has no failover pair to compare with.
+        return;
+    }
+    let Some(pair) = PairLab::new("both_nodes_of_a_pair_run_the_script") else {
+        return;
+    };
+    let (log_p, log_s) = (
+        pair.lab.dir().join("primary-script.log"),
+        pair.lab.dir().join("secondary-script.log"),
+    );
+    let script_dir = pair.lab.dir().join("scripts");
+    let (dir_p, dir_s) = (script_dir.join("p"), script_dir.join("s"));
+    fs::create_dir_all(&dir_p).unwrap();
+    fs::create_dir_all(&dir_s).unwrap();
+    let p = pair.start_node(
+        PairRole::Primary,
+        &script_conf(&write_script(&dir_p, &log_p, None)),
+    );
+    let s = pair.start_node(
+        PairRole::Secondary,
+        &script_conf(&write_script(&dir_s, &log_s, None)),
+    );
+    for (srv, needle) in [
+        (&p, "sync done"),
+        (&s, "sync done"),
+        (&s, "serve mode Unlinked -> Passive"),
+        (&p, "serve mode Unlinked -> Linked"),
+    ] {
+        if let Err(e) = srv.wait_log(0, needle, Duration::from_secs(10)) {
+            panic!("the link did not come up: {e}\n{}", srv.log_tail(40));
+        }
+    }
+
+    let host = pair.lab.add_client();
+    let mut c = Udhcpc::new(&pair.lab, &host).with_hostname("paired");
+    let l = c.obtain().unwrap();
+    let expect = vec![
+        "add".to_string(),
+        host.mac.clone(),
+        l.address.to_string(),
+        "paired".into(),
+    ];
+    for (log, node) in [(&log_p, &pair.primary), (&log_s, &pair.secondary)] {
+        let runs = wait_runs(log, 1, "the add run on each node");
+        assert_eq!(runs.len(), 1, "{runs:#?}");
+        assert_eq!(runs[0].args, expect, "{runs:#?}");
+        assert_eq!(
+            runs[0].var("DNSMASQ_INTERFACE"),
+            Some(node.ifname.as_str()),
+            "{runs:#?}"
+        );
+    }
+    c.release().unwrap();
+    for log in [&log_p, &log_s] {
+        let runs = wait_runs(log, 2, "the del run on each node");
+        assert_eq!(runs[1].args[0], "del", "{runs:#?}");
+        assert_eq!(runs[1].args[1..], expect[1..], "{runs:#?}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_runs(&log_p).len(), 2, "{:#?}", read_runs(&log_p));
+    assert_eq!(read_runs(&log_s).len(), 2, "{:#?}", read_runs(&log_s));
 }
