@@ -367,6 +367,40 @@ mod tests {
         );
     }
 
+    fn lease(n: u8) -> LeaseRecord {
+        use twinmasq_proto::{ClientKey, Expiry, LeaseState, Stamp};
+        LeaseRecord {
+            ip: Ipv4Addr::new(198, 18, 0, n),
+            state: LeaseState::Bound,
+            client: ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, n]),
+            htype: 1,
+            hwaddr: vec![2, 0, 0, 0, 0, n],
+            client_id: None,
+            hostname: None,
+            expires: Expiry::At(u64::MAX),
+            stamp: Stamp::default(),
+        }
+    }
+
+    #[test]
+    fn full_queue_drops_and_lagging_is_counted() {
+        let counters = Counters::default();
+        let (feed_tx, feed) = broadcast::channel(2);
+        // Five records into a feed of two: the follower misses three.
+        for n in 1..=5 {
+            feed_tx.send(lease(n)).unwrap();
+        }
+        drop(feed_tx);
+        let (tx, mut rx) = mpsc::channel(1);
+        rt().block_on(follow(Tracker::new(false), feed, tx, &counters));
+        assert_eq!(counters.lagged.load(Ordering::Relaxed), 3);
+        // Two adds reached it; one fits the queue, one is dropped.
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
+        let queued = rx.try_recv().unwrap();
+        assert_eq!(queued.lease.ip, Ipv4Addr::new(198, 18, 0, 4));
+        assert!(rx.try_recv().is_err());
+    }
+
     #[test]
     fn non_zero_exit_is_reported() {
         let dir = tempfile::tempdir().unwrap();
