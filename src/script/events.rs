@@ -83,8 +83,9 @@ impl Change {
 /// What the script was last told, per address: only bound leases are kept,
 /// so the map is as large as the bound part of the table (a record each,
 /// and only when `dhcp-script` is set). After the runner misses feed
-/// records (lag), an entry may be stale until its lease changes again: a
-/// missed end then shows as `del`+`add` or an `old`, never as silence.
+/// records (lag), an entry may be stale: a missed end followed by a lease
+/// for another client shows as `del` then `add`, but one missed while the
+/// same client left and came back goes unreported.
 pub struct Tracker {
     on_renewal: bool,
     reported: HashMap<Ipv4Addr, LeaseRecord>,
