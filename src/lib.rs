@@ -9,4 +9,5 @@ pub mod failover;
 pub mod lease;
 pub mod metrics;
 pub mod net;
+pub mod script;
 pub mod server;

@@ -34,6 +34,8 @@ pub enum StartError {
     Failover(#[from] crate::failover::setup::SetupError),
     #[error("{0}")]
     Metrics(#[from] crate::metrics::http::MetricsError),
+    #[error("{0}")]
+    Script(#[from] crate::script::ScriptError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -51,6 +53,8 @@ impl StartError {
             StartError::Lease(_) | StartError::Io { .. } => ExitCode::Filesystem,
             StartError::Failover(crate::failover::setup::SetupError::Key(_)) => ExitCode::Config,
             StartError::Failover(_) => ExitCode::Network,
+            StartError::Script(crate::script::ScriptError::Start(_)) => ExitCode::Other,
+            StartError::Script(_) => ExitCode::Config,
         }
     }
 }
@@ -172,6 +176,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             initial: db.iter().collect(),
             feed: db.subscribe(),
         };
+        // dhcp-script follows the same feed, on a thread of its own.
+        let _script = crate::script::start(&cfg, &db)?;
         let failover = failover
             .map(|f| f.into_setup())
             .transpose()

@@ -213,6 +213,16 @@ impl Builder {
                 }
             }
             Opt::User => c.user = Some(word_value(v).map_err(bad)?),
+            Opt::DhcpScript => {
+                let path = path_value(v).map_err(bad)?;
+                // dnsmasq runs it without a PATH search, so a relative
+                // name would depend on the working directory.
+                if !path.is_absolute() {
+                    return Err(bad(format!("'{}' is not an absolute path", path.display())));
+                }
+                c.dhcp_script = Some(path);
+            }
+            Opt::DhcpScriptUser => c.dhcp_script_user = Some(word_value(v).map_err(bad)?),
             Opt::Group => c.group = Some(word_value(v).map_err(bad)?),
             Opt::Domain => {
                 let (spec, local) = domain::parse(v).map_err(|e| e.at(name, at))?;
@@ -368,6 +378,7 @@ impl Builder {
             | Opt::RapidCommit
             | Opt::LogDhcp
             | Opt::QuietDhcp
+            | Opt::ScriptOnRenewal
             | Opt::KeepInForeground
             | Opt::NoDaemon
             | Opt::Test
@@ -405,6 +416,7 @@ impl Builder {
             Opt::RapidCommit => c.rapid_commit = true,
             Opt::LogDhcp => c.log_dhcp = true,
             Opt::QuietDhcp => c.quiet_dhcp = true,
+            Opt::ScriptOnRenewal => c.script_on_renewal = true,
             Opt::KeepInForeground => c.keep_in_foreground = true,
             Opt::NoDaemon => c.no_daemon = true,
             Opt::Test => {

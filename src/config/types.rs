@@ -160,6 +160,12 @@ pub struct Config {
     pub pid_file: PathBuf,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `dhcp-script`: run on lease changes (see `crate::script`).
+    pub dhcp_script: Option<PathBuf>,
+    /// `dhcp-scriptuser`: the user the script runs as when we are root.
+    pub dhcp_script_user: Option<String>,
+    /// `script-on-renewal`: a renewal (new expiry) also runs the script.
+    pub script_on_renewal: bool,
     pub dns: DnsConfig,
     /// `--test`: check the configuration and exit.
     pub test_only: bool,
@@ -198,6 +204,9 @@ impl Default for Config {
             pid_file: PathBuf::from(DEFAULT_PID_FILE),
             user: None,
             group: None,
+            dhcp_script: None,
+            dhcp_script_user: None,
+            script_on_renewal: false,
             dns: DnsConfig::default(),
             test_only: false,
             failover_options: FailoverOptions::default(),

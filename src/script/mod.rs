@@ -1,0 +1,207 @@
+//! `dhcp-script=PATH`: dnsmasq's lease-change script.
+//!
+//! The script runs as `PATH add|old|del MAC IP [HOSTNAME]` (argv[0] is the
+//! file name), as dnsmasq runs it:
+//!
+//! - `add`: a lease began (an address bound to a client that did not hold
+//!   it). When an address passes straight to another client, `del` for the
+//!   old holder comes first.
+//! - `old`: a held lease changed its hostname or hardware address; with
+//!   `script-on-renewal`, also its expiry (a renewal). A name that goes
+//!   away is first announced by an `old` without the name and with
+//!   `DNSMASQ_OLD_HOSTNAME`. At start, each bound lease in the database is
+//!   reported as `old`, and
+//!   each bound lease that ran out while we were down as `del`.
+//! - `del`: a lease ended (released, expired, declined, or superseded by
+//!   the same client's lease on another address), with the MAC, address and
+//!   name it was last reported with.
+//!
+//! MAC is lowercase hex with colons, prefixed by the hardware type in hex
+//! for anything but Ethernet (`06-01:23:...`). HOSTNAME is the lease's
+//! unqualified name, left out when it has none.
+//!
+//! Environment (inherited from the server, plus):
+//! - `DNSMASQ_LEASE_EXPIRES` (unix time; 0 for an infinite lease),
+//!   `DNSMASQ_TIME_REMAINING` (not for `del`, nor for infinite leases),
+//!   `DNSMASQ_DOMAIN` (the `domain=` for the address, when the lease has a
+//!   name), `DNSMASQ_CLIENT_ID` (hex with colons, when the client sent one),
+//!   `DNSMASQ_INTERFACE`, `DNSMASQ_OLD_HOSTNAME`, `DNSMASQ_DATA_MISSING`
+//!   (for every run but `add`, as dnsmasq 2.90 does in practice),
+//!   `DNSMASQ_LOG_DHCP` (with `log-dhcp`).
+//! - `DNSMASQ_INTERFACE` is the local interface on the lease's subnet, not
+//!   the one the last request came in on: the record does not keep it. The
+//!   two are the same for directly attached clients; a relayed lease gets
+//!   none. It is set at start too: dnsmasq's man page says it is not, but
+//!   dnsmasq 2.90 finds it from the subnet there as well (seen in
+//!   `tests/dhcp_script.rs` run against it).
+//! - Not set: `DNSMASQ_SUPPLIED_HOSTNAME`, `DNSMASQ_TAGS`,
+//!   `DNSMASQ_RELAY_ADDRESS`, `DNSMASQ_VENDOR_CLASS`,
+//!   `DNSMASQ_USER_CLASS0..`, `DNSMASQ_REQUESTED_OPTIONS` (and the relay
+//!   agent and CPE-WAN ones). They describe the request, not the lease, and
+//!   the lease record (the unit the database stores and the failover pair
+//!   replicates) does not carry them (dnsmasq's man page, too, has the
+//!   client's hostname and classes only in runs caused by a request).
+//!   `DNSMASQ_LEASE_LENGTH` is dnsmasq's
+//!   broken-RTC alternative to `DNSMASQ_LEASE_EXPIRES`. Any of these the
+//!   server inherited are removed, as dnsmasq does.
+//!
+//! Off the hot path: a thread of its own follows the lease database's
+//! change feed, decides the runs ([`events`], pure) and runs them one at a
+//! time in order ([`runner`]), like dnsmasq's helper process. Runs wait in
+//! a bounded queue; when it is full a change is dropped, logged and
+//! counted, and so are feed records missed by falling behind. A run is
+//! killed (with its process group) after 60 s; that and a non-zero exit
+//! are logged and the next run goes ahead. Its output is logged line by
+//! line. Runs still queued at shutdown are not run.
+//!
+//! Failover: records merged from the partner come through the same feed,
+//! so the script runs on both nodes for every change, whichever node made
+//! it. Each node then tells its script about the whole shared table, as
+//! dnsmasq's script sees its whole table; the alternative (only the node
+//! that granted a lease) would leave a node's script blind to leases it
+//! will serve after a takeover, and a change made while unlinked would be
+//! told to neither script once merged.
+//!
+//! `dhcp-scriptuser=USER`: when the server runs as root, the script runs as
+//! that user (and its primary group); otherwise as the server's own user.
+//! Without it the script runs as the server's user. `script-arp` and
+//! `leasefile-ro` (the `init` action) are not supported yet.
+
+pub mod events;
+pub mod runner;
+
+use std::ffi::CString;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::lease::LeaseDb;
+
+pub use runner::ScriptRunner;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("dhcp-scriptuser={0}: no such user")]
+    UnknownUser(String),
+    #[error("dhcp-scriptuser={user}: cannot look the user up: {source}")]
+    UserLookup {
+        user: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the dhcp-script runner: {0}")]
+    Start(std::io::Error),
+}
+
+/// Starts the runner if `dhcp-script` is set. Subscribes to `db`'s feed and
+/// reads its table, so call it before anything else changes the table.
+pub fn start(cfg: &Arc<Config>, db: &LeaseDb) -> Result<Option<ScriptRunner>, ScriptError> {
+    let Some(path) = cfg.dhcp_script.clone() else {
+        return Ok(None);
+    };
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let run_as = match (&cfg.dhcp_script_user, root) {
+        (Some(user), true) => Some(lookup_user(user)?),
+        (Some(user), false) => {
+            tracing::warn!(
+                "dhcp-scriptuser={user}: not running as root, the script runs as this server's user"
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    let settings = runner::Settings {
+        path,
+        run_as,
+        on_renewal: cfg.script_on_renewal,
+        log_dhcp: cfg.log_dhcp,
+        cfg: Arc::clone(cfg),
+        timeout: runner::TIMEOUT,
+        queue: runner::QUEUE,
+    };
+    let feed = db.subscribe();
+    let initial = db.iter().collect();
+    runner::spawn(settings, initial, feed)
+        .map_err(ScriptError::Start)
+        .map(Some)
+}
+
+/// uid and primary gid of `name`.
+fn lookup_user(name: &str) -> Result<(u32, u32), ScriptError> {
+    let cname = CString::new(name).map_err(|_| ScriptError::UnknownUser(name.to_string()))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: passwd is plain data; getpwnam_r writes it and strings
+        // into `buf` (of the length we pass) and sets `result` to it or null.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(ScriptError::UserLookup {
+                user: name.to_string(),
+                source: std::io::Error::from_raw_os_error(rc),
+            });
+        }
+        if result.is_null() {
+            return Err(ScriptError::UnknownUser(name.to_string()));
+        }
+        return Ok((pwd.pw_uid, pwd.pw_gid));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_conf_text;
+
+    #[test]
+    fn options_are_read() {
+        let c = parse_conf_text(
+            "dhcp-script=/usr/local/bin/lease-hook\ndhcp-scriptuser=nobody\nscript-on-renewal\n",
+            "/etc/dnsmasq.conf",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dhcp_script.as_deref(),
+            Some(std::path::Path::new("/usr/local/bin/lease-hook"))
+        );
+        assert_eq!(c.dhcp_script_user.as_deref(), Some("nobody"));
+        assert!(c.script_on_renewal);
+        let d = parse_conf_text("", "/etc/dnsmasq.conf").unwrap();
+        assert_eq!((d.dhcp_script, d.script_on_renewal), (None, false));
+    }
+
+    #[test]
+    fn relative_script_path_and_script_arp_are_errors() {
+        let e = parse_conf_text("dhcp-script=hook.sh\n", "/etc/dnsmasq.conf")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an absolute path"), "{e}");
+        for unsupported in ["script-arp", "leasefile-ro"] {
+            let e = parse_conf_text(&format!("{unsupported}\n"), "/etc/dnsmasq.conf")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not supported by twinmasq yet"), "{e}");
+        }
+    }
+
+    #[test]
+    fn users_are_looked_up() {
+        assert_eq!(lookup_user("root").unwrap(), (0, 0));
+        assert!(matches!(
+            lookup_user("no-such-user-twinmasq"),
+            Err(ScriptError::UnknownUser(_))
+        ));
+    }
+}
