@@ -9,3 +9,4 @@ pub mod failover;
 pub mod lease;
 pub mod net;
 pub mod server;
+pub mod service;

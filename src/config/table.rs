@@ -82,6 +82,7 @@ pub(crate) enum Opt {
     FailoverMaxSkew,
     FailoverUnansweredSecs,
     ControlSocket,
+    LogAsync,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -119,6 +120,7 @@ impl OptionDef {
                 | Opt::FailoverMaxSkew
                 | Opt::FailoverUnansweredSecs
                 | Opt::ControlSocket
+                | Opt::LogAsync
         )
     }
 
@@ -278,7 +280,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("shared-network", None, R, U),
     def("dhcp-option-pxe", None, R, U),
     def("tftp-no-blocksize", None, N, U),
-    def("log-async", None, O, U),
+    def("log-async", None, O, Opt::LogAsync),
     def("dhcp-circuitid", None, R, U),
     def("dhcp-remoteid", None, R, U),
     def("dhcp-subscrid", None, R, U),
