@@ -70,12 +70,14 @@ impl LineSink for Syslog {
 }
 
 enum Msg {
-    Line(Arc<dyn LineSink>, Level, Vec<u8>),
+    /// The last field: lines dropped just before this one.
+    Line(Arc<dyn LineSink>, Level, Vec<u8>, u64),
     Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The `log-async` queue: senders never wait; a full queue drops the line
-/// and counts it, and the writer reports the count with its next line.
+/// and counts it, and the next line that gets in carries the count, so the
+/// writer reports the loss where it happened.
 #[derive(Clone)]
 pub struct Queue {
     tx: SyncSender<Msg>,
@@ -86,23 +88,28 @@ impl Queue {
     /// Starts the writer thread with room for `depth` lines.
     pub fn start(depth: usize) -> Result<Queue, std::io::Error> {
         let (tx, rx) = sync_channel(depth.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&dropped);
         std::thread::Builder::new()
             .name("twinmasq-log".into())
-            .spawn(move || write_queued(rx, counter))?;
-        Ok(Queue { tx, dropped })
+            .spawn(move || write_queued(rx))?;
+        Ok(Queue {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     fn push(&self, sink: &Arc<dyn LineSink>, level: Level, line: Vec<u8>) {
-        match self.tx.try_send(Msg::Line(Arc::clone(sink), level, line)) {
+        let lost = self.dropped.swap(0, Ordering::Relaxed);
+        match self
+            .tx
+            .try_send(Msg::Line(Arc::clone(sink), level, line, lost))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(lost + 1, Ordering::Relaxed);
             }
             // The writer is gone (it never exits while we hold a sender,
             // but should it): write in place rather than lose the line.
-            Err(TrySendError::Disconnected(Msg::Line(sink, level, line))) => {
+            Err(TrySendError::Disconnected(Msg::Line(sink, level, line, _))) => {
                 sink.write_line(level, &line)
             }
             Err(TrySendError::Disconnected(Msg::Flush(_))) => {}
@@ -135,11 +142,10 @@ impl Queue {
     }
 }
 
-fn write_queued(rx: Receiver<Msg>, dropped: Arc<AtomicU64>) {
+fn write_queued(rx: Receiver<Msg>) {
     while let Ok(msg) = rx.recv() {
         match msg {
-            Msg::Line(sink, level, line) => {
-                let lost = dropped.swap(0, Ordering::Relaxed);
+            Msg::Line(sink, level, line, lost) => {
                 if lost > 0 {
                     let note = format!("{lost} log lines dropped: the log-async queue was full\n");
                     sink.write_line(Level::WARN, note.as_bytes());
@@ -368,6 +374,10 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(500));
         assert_eq!(queue.dropped(), 7);
         gate.barrier.wait();
+        // Room again once the writer has taken the queued lines.
+        while gate.lines.lock().unwrap().len() < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut l = lines.make_writer();
         write!(l, "after").unwrap();
         drop(l);
