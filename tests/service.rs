@@ -348,7 +348,10 @@ fn drops_root_and_still_serves_and_stores_leases() {
 #[test]
 fn daemon_mode_detaches_writes_pid_file_and_stops_on_sigterm() {
     let lab = lab!("daemon_mode_detaches_writes_pid_file_and_stops_on_sigterm");
-    let mut d = Daemon::new(&lab, "svc", &ServerConf::standard().lines);
+    // log-async: the log goes through the writer thread, and the last
+    // line (written while exiting) must still reach the file.
+    let conf = ServerConf::standard().line("log-async=20");
+    let mut d = Daemon::new(&lab, "svc", &conf.lines);
     // As systemd's RuntimeDirectory=: the pid file's directory is the
     // dropped user's, so the daemon can remove its pid file at exit.
     let run = d.path("run");
