@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod net;
 pub mod script;
 pub mod server;
+pub mod service;

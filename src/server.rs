@@ -1,15 +1,25 @@
-//! Starting and stopping the daemon: config → lease database → sockets →
-//! engines, and back down on SIGTERM/SIGINT.
+//! Starting and stopping the daemon: (background) → log → lease database
+//! → sockets → (drop root) → engines, and back down on SIGTERM/SIGINT.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Config, LogFacility};
+use crate::config::Config;
 use crate::control::listener::ControlSocket;
 use crate::dhcp::shell::{now_ms, Shell};
 use crate::dhcp::socket::SERVER_PORT;
 use crate::dns::shell::LeaseSource;
 use crate::lease::{DbOptions, LeaseDb};
+use crate::service::daemon::{self, Reporter, Role, StartReport};
+use crate::service::logging;
+use crate::service::privileges::{self, PrivError, Target};
+use crate::service::signals::{SignalHooks, Signals};
+
+/// How long the exit waits for blocking tasks (a lease-file write) left.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// Requests from SIGHUP/SIGUSR1 waiting for the DNS task.
+const DNS_SIGNAL_QUEUE: usize = 4;
 
 /// dnsmasq's exit codes, so init scripts read ours the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +51,15 @@ pub enum StartError {
         what: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Log(#[from] logging::LogError),
+    #[error("{0}")]
+    Daemon(#[from] daemon::DaemonError),
+    #[error("{0}")]
+    Privileges(#[from] PrivError),
+    /// The daemon's start error, as the waiting parent received it.
+    #[error("{message}")]
+    Reported { code: u8, message: String },
 }
 
 impl StartError {
@@ -55,45 +74,24 @@ impl StartError {
             StartError::Failover(_) => ExitCode::Network,
             StartError::Script(crate::script::ScriptError::Start(_)) => ExitCode::Other,
             StartError::Script(_) => ExitCode::Config,
+            StartError::Log(logging::LogError::File { .. }) => ExitCode::Filesystem,
+            StartError::Log(logging::LogError::Facility(_)) => ExitCode::Config,
+            StartError::Log(_) | StartError::Daemon(_) => ExitCode::Other,
+            StartError::Privileges(PrivError::Unknown(_) | PrivError::Lookup { .. }) => {
+                ExitCode::Config
+            }
+            StartError::Privileges(PrivError::Unreachable { .. } | PrivError::Chown { .. }) => {
+                ExitCode::Filesystem
+            }
+            StartError::Privileges(PrivError::Switch { .. }) => ExitCode::Other,
+            StartError::Reported { code, .. } => match code {
+                1 => ExitCode::Config,
+                2 => ExitCode::Network,
+                3 => ExitCode::Filesystem,
+                _ => ExitCode::Other,
+            },
         }
     }
-}
-
-fn init_logging(cfg: &Config) -> Result<(), StartError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINMASQ_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if cfg.log_dhcp {
-            "info,twinmasq=debug"
-        } else {
-            "info"
-        })
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match &cfg.log_facility {
-        Some(LogFacility::File(path)) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| StartError::Io {
-                    what: format!("cannot open log file {}", path.display()),
-                    source,
-                })?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
-        }
-        Some(LogFacility::Syslog(facility)) => {
-            builder.with_writer(std::io::stderr).init();
-            tracing::warn!(
-                "log-facility={facility}: syslog is not supported yet, logging to stderr"
-            );
-        }
-        Some(LogFacility::Stderr) | None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
 }
 
 fn open_db(cfg: &Config) -> Result<LeaseDb, StartError> {
@@ -126,39 +124,83 @@ fn open_db(cfg: &Config) -> Result<LeaseDb, StartError> {
 struct PidFile<'a>(&'a Path);
 
 impl Drop for PidFile<'_> {
+    /// Best-effort, as in dnsmasq: after the drop to `user` the pid file's
+    /// directory (/run, /var/run) is usually not ours to change, and the
+    /// init system removes it (systemd's PIDFile=, start-stop-daemon).
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0);
+        if let Err(e) = std::fs::remove_file(self.0) {
+            tracing::debug!("pid file {} left in place: {e}", self.0.display());
+        }
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+fn write_pid_file(path: &Path) -> Result<PidFile<'_>, StartError> {
+    std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| StartError::Io {
+        what: format!("cannot write pid file {}", path.display()),
+        source,
+    })?;
+    Ok(PidFile(path))
+}
+
+/// Whom to become after binding, with the files that must stay writable
+/// already handed over. With the default user only, a database the user
+/// could not reach leaves us root with a warning rather than a server that
+/// fails later; a `user=` the operator gave is held to.
+fn prepare_drop(cfg: &Config) -> Result<Option<Target>, StartError> {
+    let Some(target) = privileges::plan(cfg)? else {
+        return Ok(None);
+    };
+    match privileges::hand_over(&target, &cfg.lease_db, &cfg.lease_file) {
+        Ok(()) => Ok(Some(target)),
+        Err(e @ PrivError::Unreachable { .. }) if !target.explicit => {
+            tracing::warn!("{e}; staying root (an explicit user= makes this a start error)");
+            Ok(None)
         }
-        _ => std::future::pending().await,
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Runs the server with an already loaded config until a stop signal.
+/// Without `-k`/`-d` the calling process returns once the daemon it forked
+/// reports that it serves (Ok) or why it could not start (Err).
 pub fn run(cfg: Config) -> Result<(), StartError> {
-    init_logging(&cfg)?;
-    if !(cfg.no_daemon || cfg.keep_in_foreground) {
-        tracing::warn!("running in the foreground: background (daemon) mode is not implemented yet; use -k or -d");
+    let foreground = cfg.no_daemon || cfg.keep_in_foreground;
+    let mut reporter = None;
+    if !foreground {
+        match daemon::detach()? {
+            Role::Parent(report) => return parent_outcome(report),
+            Role::Daemon(r) => reporter = Some(r),
+        }
     }
-    if cfg.user.is_some() || cfg.group.is_some() {
-        tracing::warn!("user=/group= are read but privileges are not dropped yet");
+    let result = serve(cfg, foreground, &mut reporter);
+    if let (Err(e), Some(r)) = (&result, reporter.take()) {
+        tracing::error!("{e}");
+        r.failed(e.exit_code() as u8, &e.to_string());
     }
+    result
+}
+
+fn parent_outcome(report: StartReport) -> Result<(), StartError> {
+    match report {
+        StartReport::Ready => Ok(()),
+        StartReport::Failed { code, message } => Err(StartError::Reported { code, message }),
+        StartReport::Vanished => Err(StartError::Reported {
+            code: ExitCode::Other as u8,
+            message: "the daemon exited during start-up without saying why".into(),
+        }),
+    }
+}
+
+fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Result<(), StartError> {
+    if reporter.is_some() {
+        let keep_stderr = logging::outputs(&cfg, foreground).contains(&logging::Output::Stderr);
+        daemon::detach_stdio(keep_stderr)?;
+    }
+    let _log = logging::init(&cfg, foreground)?;
     let cfg = Arc::new(cfg);
     let failover = crate::failover::setup::prepare(&cfg)?;
     let db = open_db(&cfg)?;
+    let target = prepare_drop(&cfg)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -167,7 +209,11 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             what: "cannot start the runtime".into(),
             source,
         })?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
+        let signals = Signals::install().map_err(|source| StartError::Io {
+            what: "cannot install signal handlers".into(),
+            source,
+        })?;
         // DNS binds first: a taken port 53 stops the start before DHCP runs.
         let dns = crate::dns::shell::bind(&cfg)?;
         // The DNS engine learns every lease now and each change after; it
@@ -192,13 +238,12 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                     source,
                 }
             })?;
-        // Before the pid file, so a started server answers on it at once.
+        // The shell answers the control socket and SIGUSR1 from one queue.
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
+        shell.control.attach(control_rx);
+        // Before the pid file, so a started server answers on it at once.
         let control = match ControlSocket::bind(&cfg.control_socket) {
-            Ok(sock) => {
-                shell.control.attach(control_rx);
-                Some(sock)
-            }
+            Ok(sock) => Some(sock),
             // Serving DHCP and DNS matters more than being asked about it;
             // `twinmasq status --check` then says "no answer", loudly.
             Err(e) => {
@@ -225,13 +270,28 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             }
             None => None,
         };
-        std::fs::write(&cfg.pid_file, format!("{}\n", std::process::id())).map_err(|source| {
-            StartError::Io {
-                what: format!("cannot write pid file {}", cfg.pid_file.display()),
-                source,
-            }
-        })?;
-        let _pid = PidFile(&cfg.pid_file);
+        // dnsmasq's -d (debug mode) writes no pid file.
+        let _pid = if cfg.no_daemon {
+            None
+        } else {
+            Some(write_pid_file(&cfg.pid_file)?)
+        };
+        // Every privileged socket is bound and every file opened: from
+        // here on, root is only a liability.
+        if let Some(t) = &target {
+            let caps = privileges::needed_caps(&cfg);
+            privileges::become_user(t, &caps)?;
+            tracing::info!(
+                "running as {}, keeping capabilities: {}",
+                privileges::describe(t),
+                privileges::cap_names(&caps)
+            );
+        }
+        let (dns_signal_tx, dns_signal_rx) = tokio::sync::mpsc::channel(DNS_SIGNAL_QUEUE);
+        let hooks = SignalHooks {
+            dns: dns.is_some().then_some(dns_signal_tx),
+            dhcp: control_tx.clone(),
+        };
         tracing::info!(
             "started, version {}, {} DHCP range(s), DNS {}",
             env!("CARGO_PKG_VERSION"),
@@ -242,6 +302,9 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 "off".into()
             }
         );
+        if let Some(r) = reporter.take() {
+            r.ready();
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -249,10 +312,11 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         let dns_task = async {
             match dns {
                 Some(bound) => {
-                    crate::dns::shell::run_with_metrics(
+                    crate::dns::shell::run(
                         bound,
                         Arc::clone(&cfg),
                         leases,
+                        dns_signal_rx,
                         dns_metrics,
                         stopped(stop_rx.clone()),
                     )
@@ -274,10 +338,13 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             }
         };
         let signal = async {
-            shutdown_signal().await;
-            tracing::info!("exiting on signal");
+            let name = signals.serve(hooks).await;
+            tracing::info!("exiting on receipt of {name}");
             let _ = stop_tx.send(true);
         };
+        // The DHCP shell flushes the lease database and writes the lease
+        // file as it stops; the failover link's sockets close with the
+        // runtime below.
         let (dhcp, dns, (), (), ()) = tokio::join!(
             shell.run(stopped(stop_rx.clone())),
             dns_task,
@@ -288,5 +355,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         dhcp?;
         dns?;
         Ok(())
-    })
+    });
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    result
 }

@@ -151,7 +151,11 @@ fn control_socket_answers_status_leases_and_survives_junk() {
     // Left over from a server that died: removed at start.
     drop(UnixListener::bind(&sock).unwrap());
 
-    let conf = ServerConf::base().line(format!("control-socket={}", sock.display()));
+    // Stays root so it may remove its socket from the root-owned lab
+    // directory at exit (after a drop to nobody that is best-effort).
+    let conf = ServerConf::base()
+        .line(format!("control-socket={}", sock.display()))
+        .line("user=root");
     let mut srv = lab.start_server_kind(netns::ServerKind::Twinmasq, &conf);
 
     let meta = std::fs::metadata(&sock).expect("control socket exists");
@@ -362,7 +366,7 @@ fn failover_pair_reports_roles_states_and_partner_down() {
     std::fs::create_dir_all(&dir).unwrap();
     let secondary_sock = lab.dir().join("secondary.sock");
     let mut text_conf = format!(
-        "interface={}\nport=0\nno-resolv\nno-hosts\nno-ping\nlog-dhcp\n\
+        "interface={}\nport=0\nno-resolv\nno-hosts\nno-ping\nlog-dhcp\nuser=root\n\
          control-socket={}\nfailover-key={}\nfailover-master={},6470\n",
         host.ifname,
         secondary_sock.display(),

@@ -259,6 +259,12 @@ impl Builder {
                 c.dns.port = port;
             }
             Opt::AddnHosts => c.dns.addn_hosts.push(path_value(v).map_err(bad)?),
+            Opt::LogAsync => {
+                let n = parse_u32(v)
+                    .ok_or_else(|| bad(format!("'{}' is not a number of lines", unhide(v))))?;
+                // dnsmasq caps the queue rather than refusing a big one.
+                c.log_async = Some(n.min(super::types::MAX_LOG_ASYNC));
+            }
             Opt::ResolvFile => {
                 let path = path_value(v).map_err(bad)?;
                 if self.resolv_is_default {
@@ -418,6 +424,7 @@ impl Builder {
             Opt::QuietDhcp => c.quiet_dhcp = true,
             Opt::ScriptOnRenewal => c.script_on_renewal = true,
             Opt::KeepInForeground => c.keep_in_foreground = true,
+            Opt::LogAsync => c.log_async = Some(super::types::DEFAULT_LOG_ASYNC),
             Opt::NoDaemon => c.no_daemon = true,
             Opt::Test => {
                 if *at != Location::CommandLine {

@@ -92,6 +92,7 @@ pub(crate) enum Opt {
     DhcpScript,
     DhcpScriptUser,
     ScriptOnRenewal,
+    LogAsync,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -132,6 +133,7 @@ impl OptionDef {
                 | Opt::FailoverUnansweredSecs
                 | Opt::ControlSocket
                 | Opt::MetricsListen
+                | Opt::LogAsync
         )
     }
 
@@ -292,7 +294,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("shared-network", None, R, U),
     def("dhcp-option-pxe", None, R, U),
     def("tftp-no-blocksize", None, N, U),
-    def("log-async", None, O, U),
+    def("log-async", None, O, Opt::LogAsync),
     def("dhcp-circuitid", None, R, U),
     def("dhcp-remoteid", None, R, U),
     def("dhcp-subscrid", None, R, U),

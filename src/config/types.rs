@@ -15,6 +15,11 @@ pub const DEFAULT_LEASE_MAX: u32 = 1000;
 pub const DEFAULT_LEASE_FILE: &str = "/var/lib/misc/dnsmasq.leases";
 pub const DEFAULT_LEASE_DB: &str = "/var/lib/twinmasq/leases.sled";
 pub const DEFAULT_CONF_FILE: &str = "/etc/dnsmasq.conf";
+/// dnsmasq's compiled-in group (`CHGRP`; `CHUSER` is [`DEFAULT_USER`]).
+pub const DEFAULT_GROUP: &str = "dip";
+/// dnsmasq's `log-async` queue without a value, and its cap.
+pub const DEFAULT_LOG_ASYNC: u32 = 5;
+pub const MAX_LOG_ASYNC: u32 = 100;
 pub const DEFAULT_PID_FILE: &str = "/var/run/dnsmasq.pid";
 pub const DEFAULT_USER: &str = "nobody";
 
@@ -155,9 +160,14 @@ pub struct Config {
     pub log_dhcp: bool,
     pub quiet_dhcp: bool,
     pub log_facility: Option<LogFacility>,
+    /// `log-async[=N]`: log lines queue up to N deep for a writer thread
+    /// (dnsmasq's default 5, at most 100); None or 0 logs synchronously.
+    pub log_async: Option<u32>,
     pub keep_in_foreground: bool,
     pub no_daemon: bool,
     pub pid_file: PathBuf,
+    /// None: dnsmasq's default, [`DEFAULT_USER`] (and [`DEFAULT_GROUP`]
+    /// if it exists); the drop happens only when started as root.
     pub user: Option<String>,
     pub group: Option<String>,
     /// `dhcp-script`: run on lease changes (see `crate::script`).
@@ -199,6 +209,7 @@ impl Default for Config {
             log_dhcp: false,
             quiet_dhcp: false,
             log_facility: None,
+            log_async: None,
             keep_in_foreground: false,
             no_daemon: false,
             pid_file: PathBuf::from(DEFAULT_PID_FILE),

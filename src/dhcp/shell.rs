@@ -75,21 +75,30 @@ fn ifname_of(index: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// Turns a reply to a client's hardware address into a unicast (after
+/// writing the ARP entry the kernel needs for it) or, failing that, a
+/// broadcast. Runs on the engine's thread: after the privilege drop only
+/// that thread keeps CAP_NET_ADMIN, which the ARP write needs.
+fn resolve_hardware(fd: RawFd, r: &mut Reply) {
+    if let Destination::Hardware { ip, htype, chaddr } = &r.to {
+        let injected = ifname_of(r.ifindex)
+            .is_some_and(|name| socket::arp_inject(fd, &name, *ip, *htype, chaddr).is_ok());
+        r.to = if injected {
+            Destination::Unicast(*ip)
+        } else {
+            Destination::Broadcast
+        };
+    }
+}
+
 pub(super) fn deliver(fd: RawFd, r: &Reply, stats: &ShellStats) {
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
     let to = match &r.to {
         Destination::Relay(ip) => SocketAddrV4::new(*ip, SERVER_PORT),
         Destination::Unicast(ip) => SocketAddrV4::new(*ip, CLIENT_PORT),
         Destination::Broadcast => broadcast,
-        Destination::Hardware { ip, htype, chaddr } => {
-            let injected = ifname_of(r.ifindex)
-                .is_some_and(|name| socket::arp_inject(fd, &name, *ip, *htype, chaddr).is_ok());
-            if injected {
-                SocketAddrV4::new(*ip, CLIENT_PORT)
-            } else {
-                broadcast
-            }
-        }
+        // `resolve_hardware` ran before any reply got here.
+        Destination::Hardware { .. } => broadcast,
     };
     if let Err(e) = pktinfo::send(fd, &r.packet, to, r.ifindex, r.from) {
         stats.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +314,8 @@ impl Shell {
 
     fn apply(&mut self, decision: Decision) {
         match decision {
-            Decision::Reply(reply) => {
+            Decision::Reply(mut reply) => {
+                resolve_hardware(self.sock.as_raw_fd(), &mut reply);
                 if reply.durable {
                     let wait = self.failover.is_some() && waits_for_partner(self.engine.mode());
                     self.batch.push((reply, wait));

@@ -61,6 +61,15 @@ pub struct LeaseSource {
     pub feed: broadcast::Receiver<LeaseRecord>,
 }
 
+/// What the service's signal handler asks of the DNS task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsSignal {
+    /// SIGHUP: re-read the hosts files and clear the cache.
+    Reload,
+    /// SIGUSR1: log the cache and query counters.
+    LogStats,
+}
+
 /// Reads the hosts files the config names: /etc/hosts unless `no-hosts`,
 /// and every `addn-hosts` file (or every file in an `addn-hosts`
 /// directory). A file that cannot be read is logged and skipped, as dnsmasq
@@ -389,6 +398,42 @@ impl Shell {
         }
     }
 
+    /// Lease names live apart from the hosts tables and are kept.
+    fn on_signal(&mut self, sig: DnsSignal) {
+        match sig {
+            DnsSignal::Reload => {
+                let hosts = read_hosts(&self.cfg);
+                self.engine.local_mut().reload_hosts(&hosts);
+                self.engine.clear_cache();
+                for (path, _) in &hosts {
+                    tracing::info!("read {}", path.display());
+                }
+                for (path, bad) in self.engine.local().bad_hosts_lines() {
+                    tracing::warn!("{}: {bad}", path.display());
+                }
+                tracing::info!("cleared cache");
+            }
+            DnsSignal::LogStats => {
+                let s = self.engine.stats();
+                tracing::info!(
+                    "cache size {}, {} entries in use, {} hits, {} misses",
+                    self.cfg.dns.cache_size,
+                    self.engine.cache_len(),
+                    s.cache_hits,
+                    s.cache_misses
+                );
+                tracing::info!(
+                    "queries {}, forwarded {}, answered locally {}, upstream timeouts {}, pending {}",
+                    s.queries,
+                    s.forwarded,
+                    s.local_answers,
+                    s.upstream_timeouts,
+                    self.engine.pending_len()
+                );
+            }
+        }
+    }
+
     fn refresh_interfaces(&mut self) {
         match interfaces::list() {
             Ok(l) => {
@@ -550,16 +595,6 @@ pub fn bind(cfg: &Config) -> Result<Option<Bound>, DnsError> {
     }))
 }
 
-/// Serves DNS on the bound sockets until `shutdown` resolves.
-pub async fn run(
-    bound: Bound,
-    cfg: Arc<Config>,
-    leases: LeaseSource,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), DnsError> {
-    run_with_metrics(bound, cfg, leases, None, shutdown).await
-}
-
 /// The engine's counters for a metrics scrape.
 fn metrics_snapshot(engine: &DnsEngine<Authority>) -> crate::metrics::DnsSnapshot {
     crate::metrics::DnsSnapshot {
@@ -581,11 +616,12 @@ async fn recv_metrics(
     }
 }
 
-/// [`run`], also answering metrics scrapes that arrive on `metrics`.
-pub async fn run_with_metrics(
+/// Serves DNS on the bound sockets until `shutdown` resolves.
+pub async fn run(
     bound: Bound,
     cfg: Arc<Config>,
     leases: LeaseSource,
+    mut signals: mpsc::Receiver<DnsSignal>,
     mut metrics: Option<crate::metrics::DnsHooks>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DnsError> {
@@ -754,6 +790,7 @@ pub async fn run_with_metrics(
             Some(reply) = recv_metrics(&mut metrics) => {
                 let _ = reply.send(metrics_snapshot(&shell.engine));
             }
+            Some(sig) = signals.recv() => shell.on_signal(sig),
         }
     }
     Ok(())

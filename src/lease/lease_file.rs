@@ -94,7 +94,22 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), LeaseError> {
     let tmp = dir.join(tmp_name);
 
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = match std::fs::File::create(&tmp) {
+            Ok(f) => f,
+            // After the drop from root the directory may not be ours (a
+            // shared /var/lib/misc) while the file is (see
+            // service::privileges::hand_over): rewrite it in place, as
+            // dnsmasq always does.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(path)?;
+                f.write_all(text.as_bytes())?;
+                return f.sync_all();
+            }
+            Err(e) => return Err(e),
+        };
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
