@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use dhcproto::v4::Message;
 use dhcproto::{Decodable, Decoder};
 use libfuzzer_sys::fuzz_target;
-use twinmasq::dhcp::{Arrival, Decision, Engine, IfAddr};
+use twinmasq::dhcp::{reply, request, Arrival, Decision, Engine, IfAddr};
 use twinmasq::lease::{DbOptions, LeaseDb};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -81,14 +81,24 @@ fuzz_target!(|data: &[u8]| {
     {
         Decision::Reply(r) => {
             // Whatever it answers is a DHCP message a client can read, for
-            // the transaction the client started, and fits a minimal UDP
-            // datagram as RFC 2131 requires of servers.
+            // the transaction the client started, at least BOOTP's 300
+            // bytes, and within the client's maximum message size (576 by
+            // RFC 2131 unless its option 57 says more). The echoed relay
+            // information (82) does not count: whoever added it (a relay,
+            // a snooping switch) strips it before the client sees the reply.
             let m = Message::decode(&mut Decoder::new(&r.packet))
                 .unwrap_or_else(|e| panic!("reply does not decode: {e}"));
             assert_eq!(m.xid().to_be_bytes(), data[4..8], "reply xid");
+            let req = request::decode(data).expect("a request that was answered decodes");
+            let echo = req
+                .relay_info
+                .as_ref()
+                .map_or(0, |r| r.len() + 2 * r.len().div_ceil(255).max(1));
+            let limit = reply::size_limit(&req);
+            assert!(r.packet.len() >= 300, "reply of {} bytes", r.packet.len());
             assert!(
-                (300..=548).contains(&r.packet.len()),
-                "reply of {} bytes",
+                r.packet.len().saturating_sub(echo) <= limit,
+                "reply of {} bytes ({echo} of them relay information) for a client limit of {limit}",
                 r.packet.len()
             );
             let s = rig.engine.stats();
