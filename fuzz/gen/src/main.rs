@@ -308,8 +308,26 @@ fn raw_session(role: Role) -> Vec<u8> {
     sent
 }
 
+/// Script steps of `fuzz_targets/failover_frame.rs`.
+const HELLO_OP: u8 = 0x00;
+const AUTH_OP: u8 = 0x01;
+const BODY_OP: u8 = 0x02;
+const GOOD_PROOF: u8 = 4;
+
+/// A hello step; a wrong version is taken from the op's high nibble.
+fn hello_op(good_version: bool, other_role: bool) -> u8 {
+    let mut op = HELLO_OP;
+    if good_version {
+        op |= 4;
+    }
+    if other_role {
+        op |= 8;
+    }
+    op
+}
+
 fn script_body(out: &mut Vec<u8>, body: &[u8]) {
-    out.push(0x02);
+    out.push(BODY_OP);
     out.extend_from_slice(&(body.len() as u16).to_be_bytes());
     out.extend_from_slice(body);
 }
@@ -329,15 +347,15 @@ fn failover_seeds() {
         );
 
         // Script: a correct hello and proof, then every session message.
-        let mut s = vec![bit, 0x00 | 4 | 8];
+        let mut s = vec![bit, hello_op(true, true)];
         s.extend_from_slice(&[0x33; 32]);
-        s.push(0x01 | 4);
+        s.push(AUTH_OP | GOOD_PROOF);
         for m in session_messages() {
             script_body(&mut s, &twinmasq_proto::encode(&m).expect("encode"));
         }
         write("failover_frame", &format!("script-session-{name}"), &s);
 
-        let mut bad_version = vec![bit, 0x70 | 8];
+        let mut bad_version = vec![bit, 0x70 | hello_op(false, true)];
         bad_version.extend_from_slice(&[0x33; 32]);
         write(
             "failover_frame",
@@ -345,7 +363,7 @@ fn failover_seeds() {
             &bad_version,
         );
 
-        let mut same_role = vec![bit, 0x00 | 4];
+        let mut same_role = vec![bit, hello_op(true, false)];
         same_role.extend_from_slice(&[0x33; 32]);
         write(
             "failover_frame",
@@ -353,9 +371,9 @@ fn failover_seeds() {
             &same_role,
         );
 
-        let mut bad_proof = vec![bit, 0x00 | 4 | 8];
+        let mut bad_proof = vec![bit, hello_op(true, true)];
         bad_proof.extend_from_slice(&[0x33; 32]);
-        bad_proof.push(0x01);
+        bad_proof.push(AUTH_OP);
         bad_proof.extend_from_slice(&[0x44; 32]);
         write(
             "failover_frame",
