@@ -56,7 +56,7 @@ for target in $("${fuzz[@]}" list); do
     if [ "$crashes" -ne 0 ]; then
         failed+=("$target")
         # The panic and the input that caused it, for the CI log.
-        grep -E "panicked at|^Error|ERROR: libFuzzer|SUMMARY" "$log" | head -n 20 || true
+        grep -a -A2 -E "panicked at|^Error|ERROR: libFuzzer|SUMMARY" "$log" | head -n 30 || true
         for f in $crash_files; do
             echo "  crash artifact: $f"
         done

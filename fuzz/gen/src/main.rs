@@ -145,6 +145,30 @@ fn dhcp_seeds() {
     for (name, bytes) in seeds {
         write("dhcp_engine", name, &bytes);
     }
+    // Relay information too long for one option, split in two (RFC 3396):
+    // its echo alone makes the reply longer than 548 bytes (found by the
+    // fuzzer; the relay strips it, so the client's limit still holds).
+    let mut relayed = dhcp(
+        10,
+        a,
+        MessageType::Request,
+        UNSPEC,
+        vec![
+            DhcpOption::RequestedIpAddress(Ipv4Addr::new(198, 18, 0, 37)),
+            DhcpOption::ServerIdentifier(SERVER),
+        ],
+    );
+    let end = relayed
+        .iter()
+        .rposition(|&b| b == 255)
+        .expect("an end option");
+    relayed.truncate(end);
+    for part in [198u8, 82] {
+        relayed.extend_from_slice(&[82, part]);
+        relayed.extend(std::iter::repeat_n(0x52, usize::from(part)));
+    }
+    relayed.push(255);
+    write("dhcp_engine", "request-long-relay-info", &relayed);
 }
 
 fn dns_query(id: u16, name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
