@@ -6,31 +6,38 @@
 # if any target crashed, naming the artifact that reproduces it.
 #
 #   FUZZ_SECONDS      run time per target (default 12)
-#   FUZZ_TOOLCHAIN    toolchain with -Z sanitizer support (default nightly)
-#   FUZZ_SANITIZER    none (default: Rust code panics on its own) or address
 #   FUZZ_ARTIFACTS    where crash inputs are kept (default fuzz/target/fuzz-artifacts)
+#
+# The targets are libFuzzer programs (libfuzzer-sys), built here the way
+# `cargo fuzz build --sanitizer none --debug-assertions` builds them, with
+# the coverage instrumentation flags it passes, all of which the stable
+# toolchain takes. So CI needs neither nightly nor a cargo-fuzz install;
+# `cargo +nightly fuzz run TARGET` (fuzz/README.md) works as well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-12}"
-toolchain="${FUZZ_TOOLCHAIN:-nightly}"
-sanitizer="${FUZZ_SANITIZER:-none}"
 artifacts="${FUZZ_ARTIFACTS:-$PWD/fuzz/target/fuzz-artifacts}"
+triple="$(rustc -vV | sed -n 's/^host: //p')"
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
-fi
-
-fuzz=(cargo "+$toolchain" fuzz)
+# An explicit --target keeps these flags off build scripts and proc macros.
+export RUSTFLAGS="-Cpasses=sancov-module \
+ -Cllvm-args=-sanitizer-coverage-level=4 \
+ -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+ -Cllvm-args=-sanitizer-coverage-pc-table \
+ -Cllvm-args=-sanitizer-coverage-trace-compares \
+ --cfg fuzzing -Cdebug-assertions"
 # Release with debug assertions, so arithmetic overflow is a crash too.
-build_flags=(--sanitizer "$sanitizer" --debug-assertions)
-"${fuzz[@]}" build "${build_flags[@]}"
+cargo build --manifest-path fuzz/Cargo.toml --locked --release \
+    --target "$triple" -p twinmasq-fuzz --bins
+bin_dir="fuzz/target/$triple/release"
+targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^twinmasq-fuzz$')
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
 failed=()
-for target in $("${fuzz[@]}" list); do
+for target in $targets; do
     corpus="$scratch/$target"
     mkdir -p "$corpus" "$artifacts/$target"
     if [ -d "fuzz/corpus/$target" ]; then
@@ -38,7 +45,7 @@ for target in $("${fuzz[@]}" list); do
     fi
     log="$scratch/$target.log"
     status=0
-    "${fuzz[@]}" run "${build_flags[@]}" "$target" "$corpus" -- \
+    "$bin_dir/$target" "$corpus" \
         -max_total_time="$seconds" -rss_limit_mb=2048 \
         -artifact_prefix="$artifacts/$target/" >"$log" 2>&1 || status=$?
     # "Done N runs" when time ran out; otherwise the last status line.
