@@ -95,8 +95,16 @@ const FEED_CAPACITY: usize = 4096;
 /// interval: each costs a full re-read, and the engine waits for it.
 const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// sled drops its file lock from background threads a little after the
-/// last handle goes, so a reopen in the same process waits for it this long.
-const REOPEN_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// last handle goes, so a reopen in the same process waits for it this
+/// long; the engine waits too, so not longer (the next attempt retries).
+const REOPEN_LOCK_WAIT: Duration = Duration::from_millis(300);
+
+/// sled's "could not acquire lock" at open, which passes once the threads
+/// of the previous open have let go of the file.
+fn is_lock_busy(e: &LeaseError) -> bool {
+    matches!(e, LeaseError::Open { source: sled::Error::Io(io), .. }
+        if io.to_string().contains("could not acquire lock"))
+}
 
 /// The open sled handles, replaced together when the database is reopened.
 struct Store {
@@ -506,7 +514,14 @@ impl LeaseDb {
             f.last_try = Some(Instant::now());
             f.cause.clone()
         };
-        match self.reopen() {
+        let started = Instant::now();
+        let reopened = self.reopen();
+        tracing::debug!(
+            "lease database {}: reopen took {} ms",
+            self.path.display(),
+            started.elapsed().as_millis()
+        );
+        match reopened {
             Ok(rewritten) => {
                 let fault = self
                     .shared
@@ -556,7 +571,7 @@ impl LeaseDb {
         let deadline = Instant::now() + REOPEN_LOCK_WAIT;
         let store = loop {
             match open_store(&self.path, self.opts) {
-                Err(LeaseError::Open { .. }) if Instant::now() < deadline => {
+                Err(e) if is_lock_busy(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 other => break other?,
