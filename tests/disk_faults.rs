@@ -282,6 +282,9 @@ fn full_disk_refuses_leases_then_recovers_without_restart() {
         "{} acknowledged leases checked after the full disk",
         all.len()
     );
+    for l in srv.log_grep(mark, "lease database") {
+        eprintln!("{l}");
+    }
 }
 
 // --- a damaged database at start --------------------------------------
