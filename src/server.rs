@@ -100,7 +100,7 @@ fn open_db(cfg: &Config) -> Result<LeaseDb, StartError> {
         })?;
     }
     // A database that cannot be used stops the start (exit code 3) with
-    // what to do about it: the files are left as they are for the operator.
+    // what to do about it; moving or deleting files is the operator's call.
     let mut db = LeaseDb::open(&cfg.lease_db, DbOptions::default()).map_err(|e| {
         let advice = match &e {
             crate::lease::LeaseError::CorruptDb { .. } | crate::lease::LeaseError::Corrupt { .. } => {

@@ -293,9 +293,11 @@ fn open_store(dir: &Path, opts: DbOptions) -> Result<Store, LeaseError> {
     if dir.exists() && !dir.is_dir() {
         return Err(LeaseError::NotADirectory { path });
     }
-    // sled 0.34 asserts on some damage it finds in its files instead of
-    // returning `Corruption`, and a panic must not end the daemon without
-    // saying what to do; so a panic while opening counts as corruption.
+    // sled 0.34 reads its files with asserts and unwraps along the way,
+    // so damage may panic instead of returning `Corruption` (a bytes-
+    // overwritten file did not, in our tests: it reads short, see
+    // `open_db` in server.rs). A panic must not end the start without
+    // saying what to do, so one while opening counts as corruption.
     // Nothing else is shared with the closure: the half-opened handles are
     // dropped with the unwind.
     let opened = std::panic::catch_unwind(|| -> Result<Store, sled::Error> {
