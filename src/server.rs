@@ -101,7 +101,59 @@ fn open_db(cfg: &Config) -> Result<LeaseDb, StartError> {
             source,
         })?;
     }
-    let mut db = LeaseDb::open(&cfg.lease_db, DbOptions::default())?;
+    // A database that cannot be used stops the start (exit code 3) with
+    // what to do about it; moving or deleting files is the operator's call.
+    let mut db = LeaseDb::open(&cfg.lease_db, DbOptions::default()).map_err(|e| {
+        let advice = match &e {
+            crate::lease::LeaseError::CorruptDb { .. } | crate::lease::LeaseError::Corrupt { .. } => {
+                format!(
+                    "move it aside (mv {0} {0}.broken); the next start imports {1} if present, or starts empty",
+                    cfg.lease_db.display(),
+                    cfg.lease_file.display()
+                )
+            }
+            crate::lease::LeaseError::NotADirectory { .. } => {
+                "move the file aside, or point lease-db at a directory".to_string()
+            }
+            crate::lease::LeaseError::NoAccess { .. } => {
+                "fix the owner or mode of the directory and its files".to_string()
+            }
+            _ => return StartError::Lease(e),
+        };
+        StartError::Io {
+            what: e.to_string(),
+            source: std::io::Error::other(advice),
+        }
+    })?;
+    // sled 0.34 reads its log up to the first damaged entry and takes the
+    // rest as never written: no error, leases silently gone. The lease
+    // file is this database's own export, so a lease it lists that the
+    // database lacks means the database lost it; starting anyway would
+    // hand those addresses out again.
+    if !db.is_empty() {
+        let listed = std::fs::read_to_string(&cfg.lease_file)
+            .ok()
+            .and_then(|text| crate::lease::lease_file::parse(&text, &cfg.lease_file).ok())
+            .unwrap_or_default();
+        let missing: Vec<_> = listed.iter().filter(|r| db.get(r.ip).is_none()).collect();
+        if let Some(first) = missing.first() {
+            return Err(StartError::Io {
+                what: format!(
+                    "lease database {} is corrupt (it lacks {} of the {} leases its export {} lists, {} among them: it was read only up to damage in its files)",
+                    cfg.lease_db.display(),
+                    missing.len(),
+                    listed.len(),
+                    cfg.lease_file.display(),
+                    first.ip
+                ),
+                source: std::io::Error::other(format!(
+                    "move it aside (mv {0} {0}.broken); the next start imports {1}, or starts empty",
+                    cfg.lease_db.display(),
+                    cfg.lease_file.display()
+                )),
+            });
+        }
+    }
     let imported = db.import_lease_file(&cfg.lease_file, now_ms())?;
     if imported > 0 {
         db.durability().flush()?;

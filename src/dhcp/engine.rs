@@ -952,7 +952,8 @@ impl Engine {
         let stamp = match db.commit(rec, now_ms) {
             Ok(stored) => stored.stamp,
             Err(e) => {
-                tracing::error!(target: "dhcp", "not acknowledging {ip}: cannot store the lease: {e}");
+                // Debug: the lease database logs a storage fault once per episode.
+                tracing::debug!(target: "dhcp", "not acknowledging {ip}: cannot store the lease: {e}");
                 return self.ignore(Ignored::Storage);
             }
         };

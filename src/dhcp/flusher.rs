@@ -49,6 +49,10 @@ pub struct Flusher {
     acked: Stamp,
     linked: bool,
     waiting: BTreeMap<Stamp, Vec<(Reply, Instant)>>,
+    /// Replies withheld since flushing began to fail; `None` while flushes
+    /// succeed. One log line when an episode starts and one when it ends,
+    /// however many batches fail in between.
+    withheld: Option<u64>,
 }
 
 impl Flusher {
@@ -66,6 +70,7 @@ impl Flusher {
             acked: Stamp::default(),
             linked: false,
             waiting: BTreeMap::new(),
+            withheld: None,
         }
     }
 
@@ -88,18 +93,53 @@ impl Flusher {
                 last_flush = Some(Instant::now());
                 jobs.extend(rx.try_iter());
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.durability.flush() {
-                    // Nothing promised leaves unless it is stored: the
-                    // clients retry, and nothing is acked to the partner.
-                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("lease database flush failed; replies and acks withheld: {e}");
-                    flushed = false;
+                match self.durability.flush() {
+                    Err(e) => {
+                        // Nothing promised leaves unless it is stored: the
+                        // clients retry, and nothing is acked to the partner.
+                        self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                        self.withhold(&jobs, &e);
+                        flushed = false;
+                    }
+                    Ok(()) => self.end_withholding(),
                 }
             }
             for job in jobs {
                 self.apply(job, flushed);
             }
             self.expire_waiting();
+        }
+    }
+
+    fn withhold(&mut self, jobs: &[Job], e: &crate::lease::LeaseError) {
+        let n: u64 = jobs
+            .iter()
+            .map(|j| match j {
+                Job::Replies(r) => r.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        match &mut self.withheld {
+            Some(total) => *total += n,
+            None => {
+                let until = if e.is_no_space() {
+                    "space returns"
+                } else {
+                    "it can be written again"
+                };
+                tracing::error!(
+                    "{e}: not acknowledging {n} leases until {until} (clients retry; no restart needed)"
+                );
+                self.withheld = Some(n);
+            }
+        }
+    }
+
+    fn end_withholding(&mut self) {
+        if let Some(total) = self.withheld.take() {
+            tracing::warn!(
+                "lease database: flushing works again; {total} replies were withheld while it failed"
+            );
         }
     }
 

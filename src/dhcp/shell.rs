@@ -387,7 +387,9 @@ impl Shell {
         let due = self
             .lease_file_at
             .is_none_or(|t| t.elapsed() >= self.lease_file_interval);
-        if dirty && due {
+        // Not while the database cannot write: the export must never list a
+        // lease the database may lose (a start refuses such a database).
+        if dirty && due && !self.db.is_faulted() {
             self.lease_file_generation = Some(self.db.generation());
             let started = Instant::now();
             self.lease_file_at = Some(started);

@@ -16,7 +16,9 @@ pub mod merge;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 use twinmasq_proto::{decode, encode, ClientKey, CodecError, LeaseRecord, LeaseState, Stamp};
@@ -28,6 +30,17 @@ use index::Indexes;
 pub enum LeaseError {
     #[error("lease database at {path}: {source}")]
     Open { path: String, source: sled::Error },
+    /// sled found its own files damaged, or could not read them back.
+    #[error("lease database {path} is corrupt ({detail})")]
+    CorruptDb { path: String, detail: String },
+    #[error("lease database {path} cannot be opened: {detail}")]
+    NoAccess { path: String, detail: String },
+    #[error("lease database {path} is a file, not a directory")]
+    NotADirectory { path: String },
+    /// Writing failed earlier and the database has not been reopened yet:
+    /// nothing can be stored now (see [`LeaseDb::commit`]).
+    #[error("lease database: cannot write ({cause})")]
+    Unwritable { cause: String },
     #[error("lease database: {0}")]
     Storage(#[from] sled::Error),
     #[error("lease database record for {key}: {source}")]
@@ -41,6 +54,21 @@ pub enum LeaseError {
     LeaseFile { path: String, message: String },
 }
 
+/// The cause [`describe`] gives a full filesystem.
+const NO_SPACE: &str = "No space left on device";
+
+impl LeaseError {
+    /// Whether this is a write refused because the filesystem is full.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            LeaseError::Unwritable { cause } => cause == NO_SPACE,
+            LeaseError::Storage(e) => is_no_space(e),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
 pub struct DbOptions {
     /// sled's page cache; its default (1 GB) is far too much for a router.
     pub cache_bytes: u64,
@@ -63,10 +91,104 @@ const HLC_KEY: &[u8] = b"hlc";
 /// slow subscriber starts lagging; lagging is the subscriber's to handle.
 const FEED_CAPACITY: usize = 4096;
 
-pub struct LeaseDb {
+/// Reopen attempts while the database is unwritable, at most one per this
+/// interval: each costs a full re-read, and the engine waits for it.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// sled drops its file lock from background threads a little after the
+/// last handle goes, so a reopen in the same process waits for it this
+/// long; the engine waits too, so not longer (the next attempt retries).
+const REOPEN_LOCK_WAIT: Duration = Duration::from_millis(300);
+
+/// sled's "could not acquire lock" at open, which passes once the threads
+/// of the previous open have let go of the file.
+fn is_lock_busy(e: &LeaseError) -> bool {
+    matches!(e, LeaseError::Open { source: sled::Error::Io(io), .. }
+        if io.to_string().contains("could not acquire lock"))
+}
+
+/// The open sled handles, replaced together when the database is reopened.
+struct Store {
     db: sled::Db,
     leases: sled::Tree,
     meta: sled::Tree,
+}
+
+/// What a [`LeaseDb`] and its [`Durability`] handles share.
+struct Shared {
+    /// `None` while closed for a reopen. A flush holds the read lock for
+    /// its whole length, so no handle outlives a reopen's write lock.
+    db: RwLock<Option<sled::Db>>,
+    /// Set by the first failed write or flush. sled 0.34 keeps the first
+    /// I/O error of its log writer and refuses every later write and flush
+    /// with it until the database is opened again, so space coming back is
+    /// not enough: the database must be reopened (see `LeaseDb::recover`).
+    fault: Mutex<Option<Fault>>,
+}
+
+struct Fault {
+    cause: String,
+    since: Instant,
+    last_try: Option<Instant>,
+    refused: u64,
+}
+
+impl Shared {
+    /// Notes a failed write; logs only the first one of an episode.
+    fn fail(&self, path: &Path, e: &sled::Error) {
+        let mut fault = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *fault {
+            Some(f) => f.refused += 1,
+            None => {
+                let cause = describe(e);
+                tracing::error!(
+                    "lease database {}: cannot write ({cause}): refusing new leases until {}; retrying every {}s, no restart needed",
+                    path.display(),
+                    if is_no_space(e) { "space returns" } else { "it can be written again" },
+                    REOPEN_INTERVAL.as_secs()
+                );
+                *fault = Some(Fault {
+                    cause,
+                    since: Instant::now(),
+                    last_try: None,
+                    refused: 1,
+                });
+            }
+        }
+    }
+}
+
+/// Whether sled's error is a full filesystem. sled hands out its stored
+/// error as a copy that keeps only the kind and a debug text, not the OS
+/// error number, so the text is checked too.
+pub fn is_no_space(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.raw_os_error() == Some(libc::ENOSPC)
+                || io.kind() == std::io::ErrorKind::StorageFull
+                || io.to_string().contains("StorageFull")
+        }
+        _ => false,
+    }
+}
+
+/// A short cause for a log line: "No space left on device", not the
+/// debug text of sled's copied error.
+fn describe(e: &sled::Error) -> String {
+    if is_no_space(e) {
+        return NO_SPACE.into();
+    }
+    match e {
+        sled::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub struct LeaseDb {
+    /// `None` only while a reopen is under way or after one failed.
+    store: Option<Store>,
+    shared: Arc<Shared>,
+    path: PathBuf,
+    opts: DbOptions,
     node_id: u32,
     clock: Hlc,
     /// Each record as its encoded bytes, the same bytes sled holds: one
@@ -87,15 +209,48 @@ pub struct LeaseDb {
 /// A cheap, `Send + Clone` handle that makes committed changes durable.
 #[derive(Clone)]
 pub struct Durability {
-    db: sled::Db,
+    shared: Arc<Shared>,
+    path: Arc<Path>,
 }
 
 impl Durability {
     /// Blocks until every change committed before this call is on stable
     /// storage (fsync). Meant for a flusher thread or `spawn_blocking`.
+    /// While the database is unwritable this fails at once, so nothing
+    /// waiting on it is acknowledged.
     pub fn flush(&self) -> Result<(), LeaseError> {
-        self.db.flush()?;
-        Ok(())
+        let db = self
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = db.as_ref() else {
+            return Err(self.unwritable());
+        };
+        if let Some(cause) = self.fault_cause() {
+            return Err(LeaseError::Unwritable { cause });
+        }
+        db.flush().map(drop).map_err(|e| {
+            self.shared.fail(&self.path, &e);
+            LeaseError::Unwritable {
+                cause: describe(&e),
+            }
+        })
+    }
+
+    fn fault_cause(&self) -> Option<String> {
+        let fault = self
+            .shared
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        fault.as_ref().map(|f| f.cause.clone())
+    }
+
+    fn unwritable(&self) -> LeaseError {
+        LeaseError::Unwritable {
+            cause: self.fault_cause().unwrap_or_else(|| "closed".into()),
+        }
     }
 }
 
@@ -130,82 +285,179 @@ fn new_node_id() -> u32 {
     }
 }
 
+/// Opens sled in `dir` and its two trees, saying plainly what is wrong when
+/// that fails: a damaged or unreadable database stops the start, and the
+/// operator needs to know which of the two it is.
+fn open_store(dir: &Path, opts: DbOptions) -> Result<Store, LeaseError> {
+    let path = dir.display().to_string();
+    if dir.exists() && !dir.is_dir() {
+        return Err(LeaseError::NotADirectory { path });
+    }
+    // sled 0.34 reads its files with asserts and unwraps along the way,
+    // so damage may panic instead of returning `Corruption` (a bytes-
+    // overwritten file did not, in our tests: it reads short, see
+    // `open_db` in server.rs). A panic must not end the start without
+    // saying what to do, so one while opening counts as corruption.
+    // Nothing else is shared with the closure: the half-opened handles are
+    // dropped with the unwind.
+    let opened = std::panic::catch_unwind(|| -> Result<Store, sled::Error> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .open()?;
+        let leases = db.open_tree(LEASES_TREE)?;
+        let meta = db.open_tree(META_TREE)?;
+        Ok(Store { db, leases, meta })
+    });
+    match opened {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(open_error(dir, e)),
+        Err(panic) => Err(LeaseError::CorruptDb {
+            path,
+            detail: format!("reading it failed: {}", panic_text(&panic)),
+        }),
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "sled panicked".into())
+}
+
+/// Sorts an error from sled while opening or reading into what the
+/// operator has to do about it.
+fn open_error(dir: &Path, e: sled::Error) -> LeaseError {
+    let path = dir.display().to_string();
+    match &e {
+        sled::Error::Corruption { .. } => LeaseError::CorruptDb {
+            path,
+            detail: e.to_string(),
+        },
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            // SAFETY: geteuid(2) has no preconditions and cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            LeaseError::NoAccess {
+                path,
+                detail: format!(
+                    "{io}: the server runs as uid {uid} and needs to read and write the directory and every file in it"
+                ),
+            }
+        }
+        sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOTDIR) => {
+            LeaseError::NotADirectory { path }
+        }
+        _ => LeaseError::Open { path, source: e },
+    }
+}
+
+/// Everything [`LeaseDb::open`] reads back from disk.
+struct Loaded {
+    node_id: u32,
+    last: Stamp,
+    records: HashMap<Ipv4Addr, Box<[u8]>>,
+    idx: Indexes,
+}
+
+fn load(dir: &Path, store: &Store) -> Result<Loaded, LeaseError> {
+    let open_err = |e| open_error(dir, e);
+    let node_id = match store.meta.get(NODE_ID_KEY).map_err(open_err)? {
+        Some(v) => {
+            let raw: [u8; 4] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("meta node_id", format!("{} bytes, not 4", v.len())))?;
+            match u32::from_be_bytes(raw) {
+                0 => return Err(corrupt("meta node_id", "node id is 0")),
+                id => id,
+            }
+        }
+        None => {
+            let id = new_node_id();
+            store
+                .meta
+                .insert(NODE_ID_KEY, &id.to_be_bytes())
+                .map_err(open_err)?;
+            // The id is stamped into every record from now on: it must
+            // not change under a crash, so make it durable right away.
+            store.db.flush().map_err(open_err)?;
+            id
+        }
+    };
+
+    let mut last = match store.meta.get(HLC_KEY).map_err(open_err)? {
+        Some(v) => decode::<Stamp>(&v).map_err(|source| LeaseError::Corrupt {
+            key: "meta hlc".into(),
+            source,
+        })?,
+        None => Stamp::default(),
+    };
+
+    let mut records = HashMap::new();
+    let mut idx = Indexes::new();
+    for item in store.leases.iter() {
+        let (k, v) = item.map_err(open_err)?;
+        let ip = key_ip(&k)?;
+        let rec: LeaseRecord = decode(&v).map_err(|source| LeaseError::Corrupt {
+            key: ip.to_string(),
+            source,
+        })?;
+        if rec.ip != ip {
+            return Err(corrupt(
+                ip.to_string(),
+                format!("record is for {}, stored under {ip}", rec.ip),
+            ));
+        }
+        // Every stamp this node issued is inside the record it stamped,
+        // written in the same single insert, so the clock's floor is
+        // recovered from the records themselves: there is no second write
+        // a crash could separate from the first.
+        last = last.max(rec.stamp);
+        idx.add(&rec);
+        records.insert(ip, Box::from(&*v));
+    }
+    Ok(Loaded {
+        node_id,
+        last,
+        records,
+        idx,
+    })
+}
+
 impl LeaseDb {
     /// Opens or creates the database in `dir`. A new database gets a random
     /// node id, kept in the database. A record that does not decode is an
     /// error naming its key (never silently skipped).
     pub fn open(dir: &Path, opts: DbOptions) -> Result<Self, LeaseError> {
-        let open_err = |source| LeaseError::Open {
-            path: dir.display().to_string(),
-            source,
-        };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(opts.cache_bytes)
-            .open()
-            .map_err(open_err)?;
-        let leases = db.open_tree(LEASES_TREE).map_err(open_err)?;
-        let meta = db.open_tree(META_TREE).map_err(open_err)?;
-
-        let node_id = match meta.get(NODE_ID_KEY).map_err(open_err)? {
-            Some(v) => {
-                let raw: [u8; 4] = v
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt("meta node_id", format!("{} bytes, not 4", v.len())))?;
-                match u32::from_be_bytes(raw) {
-                    0 => return Err(corrupt("meta node_id", "node id is 0")),
-                    id => id,
-                }
-            }
-            None => {
-                let id = new_node_id();
-                meta.insert(NODE_ID_KEY, &id.to_be_bytes())
-                    .map_err(open_err)?;
-                // The id is stamped into every record from now on: it must
-                // not change under a crash, so make it durable right away.
-                db.flush().map_err(open_err)?;
-                id
-            }
-        };
-
-        let mut last = match meta.get(HLC_KEY).map_err(open_err)? {
-            Some(v) => decode::<Stamp>(&v).map_err(|source| LeaseError::Corrupt {
-                key: "meta hlc".into(),
-                source,
-            })?,
-            None => Stamp::default(),
-        };
-
-        let mut records = HashMap::new();
-        let mut idx = Indexes::new();
-        for item in leases.iter() {
-            let (k, v) = item.map_err(open_err)?;
-            let ip = key_ip(&k)?;
-            let rec: LeaseRecord = decode(&v).map_err(|source| LeaseError::Corrupt {
-                key: ip.to_string(),
-                source,
-            })?;
-            if rec.ip != ip {
-                return Err(corrupt(
-                    ip.to_string(),
-                    format!("record is for {}, stored under {ip}", rec.ip),
-                ));
-            }
-            // Every stamp this node issued is inside the record it stamped,
-            // written in the same single insert, so the clock's floor is
-            // recovered from the records themselves: there is no second write
-            // a crash could separate from the first.
-            last = last.max(rec.stamp);
-            idx.add(&rec);
-            records.insert(ip, Box::from(&*v));
-        }
+        let store = open_store(dir, opts)?;
+        // Pages are read lazily, so damage can also surface (or make sled
+        // panic) while reading the records: same treatment as at open.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(dir, &store)))
+            .unwrap_or_else(|panic| {
+            Err(LeaseError::CorruptDb {
+                path: dir.display().to_string(),
+                detail: format!("reading it failed: {}", panic_text(&panic)),
+            })
+        })?;
+        let Loaded {
+            node_id,
+            last,
+            records,
+            idx,
+        } = loaded;
 
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(store.db.clone())),
+            fault: Mutex::new(None),
+        });
         Ok(LeaseDb {
-            db,
-            leases,
-            meta,
+            store: Some(store),
+            shared,
+            path: dir.to_path_buf(),
+            opts,
             node_id,
             clock: Hlc::new(node_id, last),
             records,
@@ -214,6 +466,137 @@ impl LeaseDb {
             generation: 0,
             outbox: None,
         })
+    }
+
+    /// Runs one write against the open database. After a failed write the
+    /// database refuses everything until it is reopened: at most once per
+    /// [`REOPEN_INTERVAL`] this tries that first, so writes succeed again
+    /// as soon as the cause (a full disk) is gone, without a restart.
+    fn write<T>(&mut self, f: impl FnOnce(&Store) -> sled::Result<T>) -> Result<T, LeaseError> {
+        self.recover()?;
+        let Some(store) = self.store.as_ref() else {
+            return Err(LeaseError::Unwritable {
+                cause: "closed".into(),
+            });
+        };
+        f(store).map_err(|e| {
+            self.shared.fail(&self.path, &e);
+            LeaseError::Unwritable {
+                cause: describe(&e),
+            }
+        })
+    }
+
+    /// Whether a write or flush has failed and the database not been
+    /// reopened since.
+    pub fn is_faulted(&self) -> bool {
+        self.shared
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn recover(&mut self) -> Result<(), LeaseError> {
+        let cause = {
+            let mut fault = self
+                .shared
+                .fault
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(f) = fault.as_mut() else {
+                return Ok(());
+            };
+            if f.last_try.is_some_and(|t| t.elapsed() < REOPEN_INTERVAL) {
+                f.refused += 1;
+                return Err(LeaseError::Unwritable {
+                    cause: f.cause.clone(),
+                });
+            }
+            f.last_try = Some(Instant::now());
+            f.cause.clone()
+        };
+        let started = Instant::now();
+        let reopened = self.reopen();
+        tracing::debug!(
+            "lease database {}: reopen took {} ms",
+            self.path.display(),
+            started.elapsed().as_millis()
+        );
+        match reopened {
+            Ok(rewritten) => {
+                let fault = self
+                    .shared
+                    .fault
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some(f) = fault {
+                    tracing::warn!(
+                        "lease database {}: writable again after {}s; reopened, {rewritten} unsaved changes stored, {} writes refused meanwhile; acknowledging leases again",
+                        self.path.display(),
+                        f.since.elapsed().as_secs(),
+                        f.refused
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(
+                    "lease database {}: still unwritable: {e}",
+                    self.path.display()
+                );
+                let mut fault = self
+                    .shared
+                    .fault
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(f) = fault.as_mut() {
+                    f.refused += 1;
+                }
+                Err(LeaseError::Unwritable { cause })
+            }
+        }
+    }
+
+    /// Closes sled and opens it again (which clears the error it keeps),
+    /// then stores every record the table holds that did not reach the
+    /// disk, and flushes: after this, disk and memory agree again. Returns
+    /// how many records were stored anew.
+    fn reopen(&mut self) -> Result<usize, LeaseError> {
+        *self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.store = None;
+        let deadline = Instant::now() + REOPEN_LOCK_WAIT;
+        let store = loop {
+            match open_store(&self.path, self.opts) {
+                Err(e) if is_lock_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other?,
+            }
+        };
+        let mut batch = sled::Batch::default();
+        let mut rewritten = 0;
+        for (ip, bytes) in &self.records {
+            if store.leases.get(ip.octets())?.as_deref() != Some(&**bytes) {
+                batch.insert(&ip.octets(), &**bytes);
+                rewritten += 1;
+            }
+        }
+        store.leases.apply_batch(batch)?;
+        store.meta.insert(HLC_KEY, encode(&self.clock.last())?)?;
+        store.db.flush()?;
+        *self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(store.db.clone());
+        self.store = Some(store);
+        Ok(rewritten)
     }
 
     pub fn node_id(&self) -> u32 {
@@ -308,10 +691,15 @@ impl LeaseDb {
 
     fn write_floor(&mut self, stamp: Stamp) {
         // The floor is an extra safety margin, not what correctness rests
-        // on (see `open`), so failing to write it is worth a warning only.
+        // on (see `open`), so failing to write it is worth a warning only;
+        // while the database is unwritable it is not even tried (a reopen
+        // writes the floor).
+        if self.is_faulted() {
+            return;
+        }
         let written = encode(&stamp)
             .map_err(LeaseError::from)
-            .and_then(|b| self.meta.insert(HLC_KEY, b).map_err(LeaseError::from));
+            .and_then(|b| self.write(|s| s.meta.insert(HLC_KEY, b)));
         if let Err(e) = written {
             tracing::warn!("cannot record the clock floor: {e}");
         }
@@ -348,7 +736,7 @@ impl LeaseDb {
             batch.insert(&rec.ip.octets(), &*bytes);
             stored.push((rec, bytes));
         }
-        self.leases.apply_batch(batch)?;
+        self.write(|s| s.leases.apply_batch(batch))?;
         let mut out = Vec::with_capacity(stored.len());
         for (rec, bytes) in stored {
             self.clock.observe(rec.stamp);
@@ -360,7 +748,7 @@ impl LeaseDb {
 
     fn store(&mut self, rec: LeaseRecord) -> Result<LeaseRecord, LeaseError> {
         let bytes: Box<[u8]> = encode(&rec)?.into();
-        self.leases.insert(rec.ip.octets(), &*bytes)?;
+        self.write(|s| s.leases.insert(rec.ip.octets(), &*bytes))?;
         self.remember(&rec, bytes);
         Ok(rec)
     }
@@ -381,7 +769,7 @@ impl LeaseDb {
             batch.insert(&rec.ip.octets(), &*bytes);
             stamped.push((rec, bytes));
         }
-        self.leases.apply_batch(batch)?;
+        self.write(|s| s.leases.apply_batch(batch))?;
         let n = stamped.len();
         for (rec, bytes) in stamped {
             self.remember(&rec, bytes);
@@ -503,7 +891,8 @@ impl LeaseDb {
 
     pub fn durability(&self) -> Durability {
         Durability {
-            db: self.db.clone(),
+            shared: Arc::clone(&self.shared),
+            path: Arc::from(self.path.as_path()),
         }
     }
 
