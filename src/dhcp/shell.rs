@@ -395,12 +395,20 @@ impl Shell {
             self.lease_file_at = Some(started);
             // Render here (the database lives on this task); the write and
             // its fsync happen off the engine's thread.
+            let seq = lease_file::next_export();
             let text = lease_file::render(self.db.iter(), now_ms() / 1000);
             self.lease_file_interval =
                 LEASE_FILE_INTERVAL.max(started.elapsed() * LEASE_FILE_COST_FACTOR);
             let path = self.cfg.lease_file.clone();
+            let durability = self.db.durability();
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = lease_file::write_atomic(&path, &text) {
+                // Every lease in the text is on disk before the text is: a
+                // start compares the two and takes a lease the export lists
+                // but the database lacks for a damaged database.
+                let written = durability
+                    .flush()
+                    .and_then(|()| lease_file::write_export(&path, &text, seq));
+                if let Err(e) = written {
                     tracing::error!("{e}");
                 }
             });
@@ -562,8 +570,9 @@ impl Shell {
             }
         }
         self.db.durability().flush()?;
+        let seq = lease_file::next_export();
         let text = lease_file::render(self.db.iter(), now_ms() / 1000);
-        lease_file::write_atomic(&self.cfg.lease_file, &text)?;
+        lease_file::write_export(&self.cfg.lease_file, &text, seq)?;
         Ok(())
     }
 }

@@ -77,6 +77,30 @@ pub fn render<R: std::borrow::Borrow<LeaseRecord>>(
     out
 }
 
+/// Orders the server's exports: each rendering takes a number, and a text
+/// is written only if no newer one was, so an export still running in the
+/// background can neither collide with the final one at shutdown nor
+/// overwrite it with older contents.
+static EXPORTED: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+static EXPORT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The number of a rendering about to be taken: call just before `render`.
+pub fn next_export() -> u64 {
+    EXPORT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// [`write_atomic`] for rendering number `seq`, unless a newer one is out.
+pub fn write_export(path: &Path, text: &str, seq: u64) -> Result<(), LeaseError> {
+    // A panic elsewhere while holding it leaves a plain number behind.
+    let mut newest = EXPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    if seq < *newest {
+        return Ok(());
+    }
+    write_atomic(path, text)?;
+    *newest = seq;
+    Ok(())
+}
+
 /// Replaces `path` with `text` so a reader sees the old file or the new one,
 /// never a torn one: write a temporary file beside it, fsync, rename over,
 /// then fsync the directory so the rename itself survives a crash.
