@@ -10,3 +10,5 @@ bash scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
+# A short coverage-guided fuzzing pass on the checked-in corpora (fuzz/).
+bash scripts/fuzz.sh
