@@ -125,8 +125,14 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// dnsmasq runs the script as root (from a helper process it forks before
+/// dropping privileges); twinmasq runs it as `user` (README, differences).
+/// These tests keep root so both servers run it the same way, in a lab
+/// directory private to root.
 fn script_conf(script: &Path) -> ServerConf {
-    ServerConf::standard().line(format!("dhcp-script={}", script.display()))
+    ServerConf::standard()
+        .line("user=root")
+        .line(format!("dhcp-script={}", script.display()))
 }
 
 #[test]
