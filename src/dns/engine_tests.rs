@@ -1223,7 +1223,10 @@ fn dns_replayed_local_reply_is_what_the_full_path_builds() {
     let mut fresh = DnsEngine::new(&cfg(&[srv(1)]), host_local(5), 2, 1);
     let full = reply_bytes(&fresh.query(&q2, client(2), 1_500));
     assert_eq!(replayed, full);
-    assert_eq!(reply_of(&e.query(&q2, client(2), 1_600)).metadata.id, 0x2222);
+    assert_eq!(
+        reply_of(&e.query(&q2, client(2), 1_600)).metadata.id,
+        0x2222
+    );
     assert_eq!(e.stats().local_answers, 3);
     assert_eq!(e.stats().queries, 3);
 
