@@ -41,6 +41,9 @@ pub struct CachedAnswer {
     pub answers: Vec<Record>,
     /// The SOA of a negative answer, so clients can cache it too.
     pub authorities: Vec<Record>,
+    /// Until when (ms) the same entry gives the same TTLs: the next
+    /// whole second of its age, or its expiry if sooner.
+    pub steady_until_ms: u64,
 }
 
 impl CachedAnswer {
@@ -167,10 +170,14 @@ impl Cache {
                 })
                 .collect::<Vec<_>>()
         };
+        let next_tick = e
+            .stored_ms
+            .saturating_add((u64::from(elapsed) + 1).saturating_mul(1000));
         Some(CachedAnswer {
             rcode: e.rcode,
             answers: count_down(&e.answers),
             authorities: count_down(&e.authorities),
+            steady_until_ms: next_tick.min(e.expires_ms),
         })
     }
 

@@ -19,6 +19,7 @@ use super::forward::{
     ClientKey, LatencyHistogram, Pending, PendingTable, Question, ServerSelector, Strategy,
     TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
 };
+use super::replay::{Replay, Source as ReplaySource};
 use crate::config::dns_types::DnsConfig;
 
 /// Plain DNS over UDP without EDNS (RFC 1035).
@@ -28,7 +29,7 @@ pub const MAX_UDP_LIMIT: usize = 4096;
 /// The payload size we advertise in our own OPT records (the DNS flag day
 /// 2020 value dnsmasq also uses, safe from fragmentation).
 pub const EDNS_PAYLOAD: u16 = 1232;
-const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 /// Records per zone-transfer message, by their uncompressed size: well
 /// under the 64 KiB a TCP message can hold with header, question and OPT.
 const TRANSFER_MESSAGE_MAX: usize = 60_000;
@@ -195,6 +196,10 @@ pub struct DnsEngine<L: LocalData> {
     rebind: RebindGuard,
     next_token: u64,
     stats: DnsStats,
+    replay: Replay,
+    /// Set by the answering path when its reply may be replayed: until
+    /// when the same query would get the same bytes.
+    replay_until: Option<(u64, ReplaySource)>,
 }
 
 /// `stop-dns-rebind`: upstream answers that point a public name at a
@@ -257,6 +262,8 @@ impl<L: LocalData> DnsEngine<L> {
             },
             next_token: 0,
             stats: DnsStats::default(),
+            replay: Replay::default(),
+            replay_until: None,
         }
     }
 
@@ -265,6 +272,7 @@ impl<L: LocalData> DnsEngine<L> {
     }
 
     pub fn local_mut(&mut self) -> &mut L {
+        self.replay.retire_all();
         &mut self.local
     }
 
@@ -273,6 +281,7 @@ impl<L: LocalData> DnsEngine<L> {
     }
 
     pub fn clear_cache(&mut self) {
+        self.replay.retire_all();
         self.cache.clear();
     }
 
@@ -296,6 +305,7 @@ impl<L: LocalData> DnsEngine<L> {
     /// keep the servers they were planned with.
     pub fn set_servers(&mut self, servers: Vec<SocketAddr>) {
         if servers != self.servers {
+            self.replay.retire_all();
             self.servers = servers;
             self.selector.reset();
         }
@@ -325,6 +335,44 @@ impl<L: LocalData> DnsEngine<L> {
         now_ms: u64,
     ) -> Vec<Action> {
         self.stats.queries += 1;
+        // Logging wants every query looked at; TCP is rare and its replies
+        // may be transfers.
+        let replayable = client.transport == Transport::Udp && !self.log_queries;
+        let auth = service == Service::Authoritative;
+        if replayable {
+            if let Some((reply, source)) = self.replay.get(bytes, auth, now_ms) {
+                match source {
+                    ReplaySource::Local => self.stats.local_answers += 1,
+                    ReplaySource::Cache => self.stats.cache_hits += 1,
+                }
+                return vec![Action::Reply {
+                    client,
+                    bytes: reply,
+                }];
+            }
+        }
+        self.replay_until = None;
+        let truncated = self.stats.truncated;
+        let actions = self.answer(bytes, client, service, now_ms);
+        if let (true, Some((until, source)), [Action::Reply { bytes: reply, .. }]) =
+            (replayable, self.replay_until.take(), actions.as_slice())
+        {
+            // A truncated reply is counted each time it is sent.
+            if self.stats.truncated == truncated {
+                self.replay.put(bytes, auth, reply, source, until);
+            }
+        }
+        actions
+    }
+
+    /// The full path for one query: decode, look up, encode.
+    fn answer(
+        &mut self,
+        bytes: &[u8],
+        client: ClientRef,
+        service: Service,
+        now_ms: u64,
+    ) -> Vec<Action> {
         if bytes.len() < HEADER_LEN {
             self.stats.dropped.junk += 1;
             return Vec::new();
@@ -400,6 +448,9 @@ impl<L: LocalData> DnsEngine<L> {
                     authoritative,
                 } => {
                     self.stats.local_answers += 1;
+                    // Local data may change with the clock, in whole seconds.
+                    let next_second = (now_ms / 1000 + 1) * 1000;
+                    self.replay_until = Some((next_second, ReplaySource::Local));
                     self.log_answer("config", &req.query, rcode, &answers);
                     let out = self.build_reply(&req, rcode, authoritative, &answers, &authorities);
                     return vec![Action::Reply { client, bytes: out }];
@@ -420,6 +471,7 @@ impl<L: LocalData> DnsEngine<L> {
         };
         if let Some(mut hit) = hit {
             self.stats.cache_hits += 1;
+            self.replay_until = Some((hit.steady_until_ms, ReplaySource::Cache));
             // Answer in the letter case the client asked, as a forwarded
             // answer would be.
             for r in &mut hit.answers {
@@ -835,6 +887,8 @@ impl<L: LocalData> DnsEngine<L> {
                         p.client_key.question.qtype,
                         p.client_key.question.qclass,
                     );
+                    // Kept replies may now differ from what the cache says.
+                    self.replay.retire_all();
                     self.cache.insert(
                         ck,
                         m.metadata.response_code,

@@ -1190,3 +1190,104 @@ fn ixfr_passes_the_clients_serial_on() {
     e.query_at(&q, tcp_client(1), Service::Authoritative, 0);
     assert_eq!(e.local().seen_client_serial.get(), None);
 }
+
+fn host_local(last: u8) -> FakeLocal {
+    let mut local = FakeLocal::default();
+    local.names.insert(
+        "host.lan.".into(),
+        Lookup::Local {
+            rcode: ResponseCode::NoError,
+            answers: vec![a("host.lan.", 0, last)],
+            authorities: vec![],
+            authoritative: true,
+        },
+    );
+    local
+}
+
+fn reply_bytes(actions: &[Action]) -> Vec<u8> {
+    match actions {
+        [Action::Reply { bytes, .. }] => bytes.clone(),
+        other => panic!("expected one reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn dns_replayed_local_reply_is_what_the_full_path_builds() {
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), host_local(5), 2, 1);
+    let q1 = query_bytes(0x1111, "Host.LAN.", RecordType::A, Some(1232));
+    let q2 = query_bytes(0x2222, "Host.LAN.", RecordType::A, Some(1232));
+    e.query(&q1, client(1), 1_000);
+    let replayed = reply_bytes(&e.query(&q2, client(2), 1_500));
+    // A fresh engine can only take the full path.
+    let mut fresh = DnsEngine::new(&cfg(&[srv(1)]), host_local(5), 2, 1);
+    let full = reply_bytes(&fresh.query(&q2, client(2), 1_500));
+    assert_eq!(replayed, full);
+    assert_eq!(
+        reply_of(&e.query(&q2, client(2), 1_600)).metadata.id,
+        0x2222
+    );
+    assert_eq!(e.stats().local_answers, 3);
+    assert_eq!(e.stats().queries, 3);
+
+    // Other letter case: its own reply, echoing that case.
+    let q3 = query_bytes(0x3333, "host.lan.", RecordType::A, Some(1232));
+    let m = reply_of(&e.query(&q3, client(2), 1_700));
+    assert_eq!(m.queries[0].name.to_ascii(), "host.lan.");
+}
+
+#[test]
+fn dns_replay_follows_local_data_changes() {
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), host_local(5), 2, 1);
+    let q = query_bytes(1, "host.lan.", RecordType::A, None);
+    e.query(&q, client(1), 1_000);
+    *e.local_mut() = host_local(6);
+    let m = reply_of(&e.query(&q, client(1), 1_100));
+    assert_eq!(
+        m.answers[0].data,
+        RData::A(A(Ipv4Addr::new(198, 18, 1, 6))),
+        "a reply kept from before the change was replayed"
+    );
+}
+
+#[test]
+fn dns_replayed_cache_hit_counts_ttl_down() {
+    let fill = |e: &mut DnsEngine<FakeLocal>| {
+        round_trip(e, 7, "www.example.", 1_000, |q| {
+            answer(
+                q,
+                ResponseCode::NoError,
+                vec![a("www.example.", 300, 1)],
+                vec![],
+            )
+        });
+    };
+    let mut e = engine(&cfg(&[srv(1)]));
+    fill(&mut e);
+    let q = |id| query_bytes(id, "www.example.", RecordType::A, None);
+    // Stored at 1.005 s: 9 s old from 10.005 s, 10 s old from 11.005 s.
+    for (id, now, ttl) in [(8, 10_500, 291), (9, 11_000, 291), (10, 11_005, 290)] {
+        let got = reply_bytes(&e.query(&q(id), client(2), now));
+        let mut fresh = engine(&cfg(&[srv(1)]));
+        fill(&mut fresh);
+        let full = reply_bytes(&fresh.query(&q(id), client(2), now));
+        assert_eq!(got, full, "at {now} ms");
+        assert_eq!(Message::from_vec(&got).unwrap().answers[0].ttl, ttl);
+    }
+    assert_eq!(e.stats().cache_hits, 3);
+    // Past its TTL the entry is gone: forwarded again, not replayed.
+    let out = e.query(&q(11), client(2), 301_005);
+    assert_eq!(upstreams(&out).len(), 1);
+    // A new upstream answer replaces what was kept.
+    let m = round_trip(&mut e, 12, "www.example.", 302_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("www.example.", 300, 2)],
+            vec![],
+        )
+    });
+    assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
+    let m = reply_of(&e.query(&q(13), client(2), 302_100));
+    assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
+}

@@ -14,5 +14,6 @@ pub mod engine;
 pub mod forward;
 pub mod hosts;
 pub mod names;
+pub mod replay;
 pub mod shell;
 pub mod zone;
