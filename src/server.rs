@@ -266,14 +266,15 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
             what: "cannot install signal handlers".into(),
             source,
         })?;
-        // DNS binds first: a taken port 53 stops the start before DHCP runs.
-        let dns = crate::dns::shell::bind(&cfg)?;
         // The DNS engine learns every lease now and each change after; it
         // subscribes before the DHCP shell takes the database.
         let leases = LeaseSource {
             initial: db.iter().collect(),
             feed: db.subscribe(),
         };
+        // DNS binds first, on its own thread: a taken port 53 stops the
+        // start before DHCP runs.
+        let dns = crate::dns::thread::spawn(Arc::clone(&cfg), leases)?;
         // dhcp-script follows the same feed, on a thread of its own.
         let _script = crate::script::start(&cfg, &db)?;
         let failover = failover
@@ -363,16 +364,14 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         };
         let dns_task = async {
             match dns {
-                Some(bound) => {
-                    crate::dns::shell::run(
-                        bound,
-                        Arc::clone(&cfg),
-                        leases,
-                        dns_signal_rx,
-                        dns_metrics,
-                        stopped(stop_rx.clone()),
-                    )
-                    .await
+                Some(thread) => {
+                    thread
+                        .serve(crate::dns::thread::DnsStart {
+                            signals: dns_signal_rx,
+                            metrics: dns_metrics,
+                            stop: stop_rx.clone(),
+                        })
+                        .await
                 }
                 None => Ok(()),
             }

@@ -16,4 +16,5 @@ pub mod hosts;
 pub mod names;
 pub mod replay;
 pub mod shell;
+pub mod thread;
 pub mod zone;
