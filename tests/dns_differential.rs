@@ -581,6 +581,16 @@ fn dns_config(dir: &Path) -> Vec<String> {
         "domain-needed".into(),
         "bogus-priv".into(),
         "cache-size=1000".into(),
+        "strict-order".into(),
+        "dns-forward-max=150".into(),
+        "log-queries".into(),
+        "stop-dns-rebind".into(),
+        "rebind-domain-ok=/corp.example/".into(),
+        format!("rev-server=10.77.0.0/16,{CORP_UPSTREAM_IP}"),
+        "max-cache-ttl=3600".into(),
+        "min-cache-ttl=30".into(),
+        "no-negcache".into(),
+        "server=/plain.corp.example/#".into(),
     ]
     .into()
 }

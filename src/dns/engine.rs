@@ -230,7 +230,7 @@ impl RebindGuard {
                 hickory_proto::rr::RData::AAAA(a) => a.0.into(),
                 _ => return false,
             };
-            crate::dns::names::is_private(ip) && !(self.localhost_ok && ip.is_loopback())
+            crate::dns::names::is_rebind_private(ip) && !(self.localhost_ok && ip.is_loopback())
         })
     }
 }

@@ -203,6 +203,14 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// The addresses `stop-dns-rebind` withholds from upstream answers: those
+/// of [`is_private`] and, unlike `bogus-priv`, the IPv6 documentation
+/// prefix 2001:db8::/32 (real dnsmasq 2.90 drops an upstream AAAA answer
+/// in it; `tests/dns_differential.rs` asks for one).
+pub fn is_rebind_private(ip: IpAddr) -> bool {
+    is_private(ip) || matches!(ip, IpAddr::V6(v6) if v6.segments()[..2] == [0x2001, 0x0db8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +309,9 @@ mod tests {
         for p in ["100.64.0.1", "198.18.7.7", "8.8.8.8", "2001:db8::1"] {
             assert!(!is_private(p.parse().unwrap()), "{p}");
         }
+        assert!(is_rebind_private("2001:db8:5::1".parse().unwrap()));
+        assert!(is_rebind_private("10.0.0.1".parse().unwrap()));
+        assert!(!is_rebind_private("2001:db9::1".parse().unwrap()));
     }
 
     #[test]
