@@ -63,6 +63,10 @@ pub struct ShellStats {
     pub partner_cancelled: AtomicU64,
 }
 
+/// A failover message that kept the engine this long (a sync page, a table
+/// to send back) excuses the partner's silence meanwhile.
+const BUSY_MS: u64 = 100;
+
 fn ifname_of(index: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname requires.
@@ -466,7 +470,13 @@ impl Shell {
                 f.io.opened(conn, peer, writer);
                 f.node.connected(conn, rand::random(), &self.db, now);
             }
-            LinkEvent::Data { conn, bytes } => f.node.received(conn, &bytes, &mut self.db, now),
+            LinkEvent::Data { conn, bytes } => {
+                f.node.received(conn, &bytes, &mut self.db, now);
+                let after = now_ms();
+                if after.saturating_sub(now) >= BUSY_MS {
+                    f.node.was_busy(after);
+                }
+            }
             LinkEvent::Closed { conn } => {
                 f.io.close(conn);
                 f.node.closed(conn, now);

@@ -499,6 +499,17 @@ impl Node {
         }
     }
 
+    /// The caller could not listen until `now_ms` (a long sync page, a
+    /// whole table to send back): silence from the partner until then is
+    /// ours, not its (what it sent meanwhile waits in the socket), so the
+    /// link timeout counts from now. A dead partner is noticed that much
+    /// later, at most.
+    pub fn was_busy(&mut self, now_ms: u64) {
+        for s in self.sessions.values_mut() {
+            s.last_rx_ms = s.last_rx_ms.max(now_ms);
+        }
+    }
+
     /// Bytes arrived on a connection.
     pub fn received(&mut self, conn: ConnId, bytes: &[u8], db: &mut LeaseDb, now_ms: u64) {
         self.absorb_outbox(db, now_ms);

@@ -480,3 +480,24 @@ fn junk_on_the_link_drops_the_connection_and_changes_nothing() {
     assert!(closed);
     assert!(t.p.table().is_empty());
 }
+
+/// A node kept busy past the timeout (a whole table to merge or send) does
+/// not blame the partner for the silence: the timeout counts from when it
+/// could listen again.
+#[test]
+fn a_busy_node_does_not_drop_a_live_partner() {
+    for busy in [true, false] {
+        let mut t = pair();
+        t.tick(1);
+        assert_eq!(t.p.mode, ServeMode::Linked);
+        // Time passes with nothing read (both heartbeats are stuck behind
+        // the primary's long piece of work).
+        t.now += 6_000;
+        if busy {
+            t.p.node.was_busy(t.now);
+        }
+        t.p.node.tick(&mut t.p.db, t.now);
+        let still = t.p.node.status().linked;
+        assert_eq!(still, busy, "busy={busy}");
+    }
+}
