@@ -70,7 +70,6 @@
 pub mod events;
 pub mod runner;
 
-use std::ffi::CString;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -127,37 +126,12 @@ pub fn start(cfg: &Arc<Config>, db: &LeaseDb) -> Result<Option<ScriptRunner>, Sc
 
 /// uid and primary gid of `name`.
 fn lookup_user(name: &str) -> Result<(u32, u32), ScriptError> {
-    let cname = CString::new(name).map_err(|_| ScriptError::UnknownUser(name.to_string()))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: passwd is plain data; getpwnam_r writes it and strings
-        // into `buf` (of the length we pass) and sets `result` to it or null.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(ScriptError::UserLookup {
-                user: name.to_string(),
-                source: std::io::Error::from_raw_os_error(rc),
-            });
-        }
-        if result.is_null() {
-            return Err(ScriptError::UnknownUser(name.to_string()));
-        }
-        return Ok((pwd.pw_uid, pwd.pw_gid));
-    }
+    crate::service::privileges::user_ids(name)
+        .map_err(|source| ScriptError::UserLookup {
+            user: name.to_string(),
+            source,
+        })?
+        .ok_or_else(|| ScriptError::UnknownUser(name.to_string()))
 }
 
 #[cfg(test)]

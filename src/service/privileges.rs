@@ -67,13 +67,12 @@ struct Passwd {
     gid: u32,
 }
 
-fn lookup_user(name: &str) -> Result<Option<Passwd>, PrivError> {
-    let err = |source| PrivError::Lookup {
-        what: "user",
-        name: name.to_string(),
-        source,
+/// uid and primary gid of user `name`, or `None` if there is no such user
+/// (a name with a NUL byte included). Shared with `dhcp-scriptuser`.
+pub fn user_ids(name: &str) -> Result<Option<(u32, u32)>, std::io::Error> {
+    let Ok(cname) = CString::new(name) else {
+        return Ok(None);
     };
-    let cname = CString::new(name).map_err(|_| PrivError::Unknown(name.to_string()))?;
     let mut buf = vec![0u8; 4096];
     loop {
         // SAFETY: all-zero is a valid passwd for getpwnam_r to fill.
@@ -92,16 +91,20 @@ fn lookup_user(name: &str) -> Result<Option<Passwd>, PrivError> {
         };
         match rc {
             0 if result.is_null() => return Ok(None),
-            0 => {
-                return Ok(Some(Passwd {
-                    uid: pw.pw_uid,
-                    gid: pw.pw_gid,
-                }))
-            }
+            0 => return Ok(Some((pw.pw_uid, pw.pw_gid))),
             libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            e => return Err(err(std::io::Error::from_raw_os_error(e))),
+            e => return Err(std::io::Error::from_raw_os_error(e)),
         }
     }
+}
+
+fn lookup_user(name: &str) -> Result<Option<Passwd>, PrivError> {
+    let ids = user_ids(name).map_err(|source| PrivError::Lookup {
+        what: "user",
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(ids.map(|(uid, gid)| Passwd { uid, gid }))
 }
 
 fn lookup_group(name: &str) -> Result<Option<u32>, PrivError> {
