@@ -557,8 +557,19 @@ fn dns_config(dir: &Path) -> Vec<String> {
     .unwrap();
     // dnsmasq reads hosts files after dropping privileges to nobody.
     fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+    // The normal upstream comes from a resolv file, as on most routers.
+    let resolv = dir.join("resolv.conf");
+    fs::write(
+        &resolv,
+        format!(
+            "nameserver {UPSTREAM_IP}
+"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&resolv, fs::Permissions::from_mode(0o644)).unwrap();
     [
-        "no-resolv".to_string(),
+        format!("resolv-file={}", resolv.display()),
         "no-hosts".into(),
         format!("addn-hosts={}", hosts.display()),
         "domain=home.lan".into(),
@@ -567,7 +578,6 @@ fn dns_config(dir: &Path) -> Vec<String> {
         "address=/ads.example/".into(),
         "address=/blocked.example/0.0.0.0".into(),
         format!("server=/corp.example/{CORP_UPSTREAM_IP}"),
-        format!("server={UPSTREAM_IP}"),
         "cname=alias.home.lan,nas.home.lan".into(),
         "cname=chain.home.lan,alias.home.lan".into(),
         "mx-host=home.lan,mail.home.lan,10".into(),
@@ -1102,6 +1112,7 @@ fn auth_config(dir: &Path) -> Vec<String> {
         "txt-record=info.home.lan,\"v=spf1 -all\"".into(),
         "ptr-record=_printer._tcp.home.lan,printer.home.lan".into(),
         "cache-size=0".into(),
+        "all-servers".into(),
     ]
     .into()
 }
