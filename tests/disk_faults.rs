@@ -22,42 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use netns::{run, Lab, Proc, Server, ServerConf, NETMASK, SERVER_IP};
+use netns::{load_generator, read_acks, run, Lab, Proc, Server, ServerConf, NETMASK, SERVER_IP};
 
 const GENERATOR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-
-/// The load generator from `examples/`, built beside the server binary
-/// (`cargo test --all-targets` builds it; a lone run builds it here).
-fn load_generator() -> PathBuf {
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_twinmasq"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let path = bin_dir.join("examples").join("dhcp_load");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--example", "dhcp_load"]);
-        if bin_dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build --example dhcp_load");
-        assert!(st.success(), "building the load generator failed");
-    }
-    path
-}
-
-/// `<mac> <ip>` lines the generator wrote, one per ACK received.
-fn read_acks(path: &Path) -> BTreeMap<String, Ipv4Addr> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
-        })
-        .collect()
-}
 
 /// A tmpfs mounted on a directory for the length of a test; unmounted
 /// when dropped, also while a failed test unwinds.

@@ -1886,3 +1886,39 @@ impl PairLab {
         s
     }
 }
+
+// ---------------------------------------------------------------------------
+// The load generator (examples/dhcp_load.rs)
+
+/// The load generator from `examples/`, built beside the server binary
+/// (`cargo test --all-targets` builds it; a lone run builds it here).
+pub fn load_generator() -> PathBuf {
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_twinmasq"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let path = bin_dir.join("examples").join("dhcp_load");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--example", "dhcp_load"]);
+        if bin_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build --example dhcp_load");
+        assert!(st.success(), "building the load generator failed");
+    }
+    path
+}
+
+/// `<mac> <ip>` lines the generator wrote, one per ACK received.
+pub fn read_acks(path: &Path) -> BTreeMap<String, Ipv4Addr> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect()
+}
