@@ -664,6 +664,17 @@ fn split_link_gives_no_duplicates_and_heals() {
         t_heal.elapsed(),
         p.log_grep(p_mark, "conflict on").len() + s.log_grep(s_mark, "conflict on").len()
     ));
+    // Both processes lived through the cut: the sync resumes, sending only
+    // what changed, never the whole tables.
+    for (node, mark, name) in [(&p, p_mark, "primary"), (&s, s_mark, "secondary")] {
+        let (resumed, full) = (
+            node.log_grep(mark, "resumed sync done").len(),
+            node.log_grep(mark, "full sync done").len(),
+        );
+        checks.check(resumed >= 1 && full == 0, || {
+            format!("{name}: after the heal {resumed} resumed and {full} full syncs; expected only resumed ones")
+        });
+    }
     match converged {
         Ok(merged) => {
             let missing: Vec<_> = told.iter().filter(|x| !merged.contains(x)).collect();

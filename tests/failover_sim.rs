@@ -156,12 +156,17 @@ impl SimNode {
         (now as i64 + self.skew_ms) as u64
     }
 
-    fn start(&mut self, cfg: &Arc<Config>, now: u64) {
+    fn start(&mut self, cfg: &Arc<Config>, incarnation: u64, now: u64) {
         let mut db = open_db(&self.dir);
         db.enable_outbox();
         let mut engine = Engine::with_policy(Arc::clone(cfg), &db, Some(policy(self.role)));
         engine.set_local_addresses(&[server_ip(0), server_ip(1)], &db);
-        let node = Node::new(node_config(self.role, cfg), db.node_id(), self.now(now));
+        let node = Node::new(
+            node_config(self.role, cfg),
+            db.node_id(),
+            incarnation,
+            self.now(now),
+        );
         self.zone_serial_at = None;
         self.live = Some(Live {
             db,
@@ -245,6 +250,7 @@ struct Wire {
 struct Sim {
     seed: u64,
     rng: StdRng,
+    next_incarnation: u64,
     now: u64,
     cfg: Arc<Config>,
     nodes: [SimNode; 2],
@@ -263,6 +269,8 @@ struct Sim {
     checks: u64,
     /// Client leases that lost a counted conflict in a merge.
     conflict_losses: u64,
+    /// Completed syncs (full, resumed) of nodes no longer running.
+    syncs_of_the_dead: (u64, u64),
 }
 
 fn dhcp_request(
@@ -387,9 +395,12 @@ impl Sim {
             _tmp: tmp,
             checks: 0,
             conflict_losses: 0,
+            next_incarnation: 0,
+            syncs_of_the_dead: (0, 0),
         };
         for i in 0..2 {
-            sim.nodes[i].start(&sim.cfg, T0);
+            sim.next_incarnation += 1;
+            sim.nodes[i].start(&sim.cfg, sim.next_incarnation, T0);
         }
         sim
     }
@@ -481,7 +492,10 @@ impl Sim {
             if self.nodes[i].restart_at.is_some_and(|t| t <= self.now) {
                 self.nodes[i].restart_at = None;
                 self.log(|| format!("node {i} restarts"));
-                self.nodes[i].start(&self.cfg, self.now);
+                // Not drawn from the generator, so every seed keeps the path it
+                // had before incarnations existed.
+                self.next_incarnation += 1;
+                self.nodes[i].start(&self.cfg, self.next_incarnation, self.now);
             }
         }
     }
@@ -489,6 +503,9 @@ impl Sim {
     fn kill(&mut self, i: usize) {
         self.log(|| format!("node {i} killed"));
         if let Some(live) = self.nodes[i].live.take() {
+            let st = live.node.status();
+            self.syncs_of_the_dead.0 += st.full_syncs;
+            self.syncs_of_the_dead.1 += st.resumed_syncs;
             // The process dies; what sled wrote survives (the kernel keeps
             // the page cache), held replies are lost.
             drop(live);
@@ -1070,10 +1087,42 @@ struct Scenario {
     seeds: u64,
 }
 
-fn run_seed(seed: u64, trace: bool, scenario: Scenario) -> (u64, usize, u64) {
+/// What one seed did, for the totals.
+#[derive(Default, Clone, Copy)]
+struct Outcome {
+    checks: u64,
+    grants: usize,
+    lost: u64,
+    full_syncs: u64,
+    resumed_syncs: u64,
+}
+
+impl std::ops::AddAssign for Outcome {
+    fn add_assign(&mut self, o: Outcome) {
+        self.checks += o.checks;
+        self.grants += o.grants;
+        self.lost += o.lost;
+        self.full_syncs += o.full_syncs;
+        self.resumed_syncs += o.resumed_syncs;
+    }
+}
+
+fn run_seed(seed: u64, trace: bool, scenario: Scenario) -> Outcome {
     let mut sim = Sim::new(seed, trace, scenario);
     sim.run();
-    (sim.checks, sim.grants.len(), sim.conflict_losses)
+    let (mut full_syncs, mut resumed_syncs) = sim.syncs_of_the_dead;
+    for live in sim.nodes.iter().filter_map(|n| n.live.as_ref()) {
+        let st = live.node.status();
+        full_syncs += st.full_syncs;
+        resumed_syncs += st.resumed_syncs;
+    }
+    Outcome {
+        checks: sim.checks,
+        grants: sim.grants.len(),
+        lost: sim.conflict_losses,
+        full_syncs,
+        resumed_syncs,
+    }
 }
 
 fn run_seeds(scenario: Scenario) {
@@ -1081,9 +1130,10 @@ fn run_seeds(scenario: Scenario) {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        let (checks, grants, lost) = run_seed(seed, true, scenario);
+        let o = run_seed(seed, true, scenario);
         eprintln!(
-            "seed {seed}: {grants} leases granted, {checks} in-sync checks, {lost} conflict losses"
+            "seed {seed}: {} leases granted, {} in-sync checks, {} conflict losses, {} full and {} resumed syncs",
+            o.grants, o.checks, o.lost, o.full_syncs, o.resumed_syncs
         );
         return;
     }
@@ -1093,17 +1143,14 @@ fn run_seeds(scenario: Scenario) {
         .unwrap_or(scenario.seeds);
     let threads = 2;
     let started = Instant::now();
-    let totals: Vec<(u64, usize, u64)> = std::thread::scope(|s| {
+    let totals: Vec<Outcome> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let mut sum = (0u64, 0usize, 0u64);
+                    let mut sum = Outcome::default();
                     let mut seed = t;
                     while seed < seeds {
-                        let (c, g, l) = run_seed(seed, false, scenario);
-                        sum.0 += c;
-                        sum.1 += g;
-                        sum.2 += l;
+                        sum += run_seed(seed, false, scenario);
                         seed += threads;
                     }
                     sum
@@ -1115,18 +1162,29 @@ fn run_seeds(scenario: Scenario) {
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    let checks: u64 = totals.iter().map(|t| t.0).sum();
-    let grants: usize = totals.iter().map(|t| t.1).sum();
-    let lost: u64 = totals.iter().map(|t| t.2).sum();
+    let mut t = Outcome::default();
+    for o in totals {
+        t += o;
+    }
     eprintln!(
-        "{seeds} seeds in {:?}: {grants} leases granted, {checks} in-sync table checks, {lost} client leases lost a counted conflict",
-        started.elapsed()
+        "{seeds} seeds in {:?}: {} leases granted, {} in-sync table checks, {} client leases lost a counted conflict, {} full and {} resumed syncs",
+        started.elapsed(),
+        t.grants,
+        t.checks,
+        t.lost,
+        t.full_syncs,
+        t.resumed_syncs
     );
     assert!(
-        grants > seeds as usize * 10,
+        t.grants > seeds as usize * 10,
         "the clients got too few leases to mean anything"
     );
-    assert!(checks > seeds, "too few in-sync checks to mean anything");
+    assert!(t.checks > seeds, "too few in-sync checks to mean anything");
+    // Both kinds of sync must be exercised for the checks to cover them.
+    assert!(
+        t.resumed_syncs > seeds && t.full_syncs > seeds,
+        "too few syncs of each kind to mean anything"
+    );
 }
 
 /// Partitions, stalled connections, a node's LAN side failing (so clients

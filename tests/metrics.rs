@@ -567,6 +567,13 @@ fn failover_pair_reports_its_states_lag_and_sync() {
         assert_eq!(states.iter().sum::<f64>(), 1.0, "{role}");
         assert_eq!(get(m, "twinmasq_failover_linked"), 1.0, "{role}");
         assert_eq!(get(m, "twinmasq_failover_conflicts_total"), 0.0, "{role}");
+        // A first link: whole tables, nothing to resume from.
+        assert_eq!(get(m, "twinmasq_failover_full_syncs_total"), 1.0, "{role}");
+        assert_eq!(
+            get(m, "twinmasq_failover_resumed_syncs_total"),
+            0.0,
+            "{role}"
+        );
         let age = get(m, "twinmasq_failover_last_sync_age_seconds");
         assert!((0.0..30.0).contains(&age), "{role}: last sync {age} s ago");
     }

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use crate::key::Key;
 use crate::lease::LeaseRecord;
 
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted, so a hostile length prefix cannot make us
 /// allocate without bound. Lease pages are sized to fit well within it.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -52,18 +52,66 @@ pub struct Hello {
     pub wall_ms: u64,
 }
 
+/// What a side knows of the peer when a link opens: whether the two can
+/// resume where the last session left off instead of sending whole tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStart {
+    /// Random per start of the sender's process: a peer that restarted
+    /// (and may have lost what it had not flushed) has a new one.
+    pub incarnation: u64,
+    pub resume: Option<ResumePoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    /// The peer's incarnation this point belongs to.
+    pub peer_incarnation: u64,
+    /// Every update of the peer's up to this number is merged here.
+    pub applied_through: u64,
+    /// The sender can send again every own update from this number on, and
+    /// every change it made since.
+    pub kept_from: u64,
+}
+
+impl SyncStart {
+    /// Whether two sides that sent these can resume. Symmetric, so both
+    /// ends decide alike without another round trip: each must hold the
+    /// other's current incarnation, and each must still keep every update
+    /// the other has not applied.
+    pub fn can_resume(&self, other: &SyncStart) -> bool {
+        match (self.resume, other.resume) {
+            (Some(a), Some(b)) => {
+                a.peer_incarnation == other.incarnation
+                    && b.peer_incarnation == self.incarnation
+                    && a.kept_from <= b.applied_through.saturating_add(1)
+                    && b.kept_from <= a.applied_through.saturating_add(1)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     Hello(Hello),
     Auth {
         proof: [u8; 32],
     },
+    /// Opens the sync; both sides send it once the link is established.
+    SyncStart(SyncStart),
+    /// Part of a table during sync. `last` is `None` on every page but the
+    /// secondary's last one, where it is the number of the sender's latest
+    /// update: the table covers every change up to it.
     LeasePage {
         records: Vec<LeaseRecord>,
-        last: bool,
+        last: Option<u64>,
     },
+    /// The primary's table is merged and sent: `serial` is the zone
+    /// serial's source, `through` the number of its latest update, which
+    /// what it sent covers.
     SyncDone {
         serial: u64,
+        through: u64,
     },
     Update {
         seq: u64,
@@ -510,7 +558,12 @@ mod tests {
     #[test]
     fn nothing_is_sent_before_established() {
         let mut p = Link::new(key(5), hello(Role::Primary, 1));
-        assert!(p.send(&Message::SyncDone { serial: 1 }).is_err());
+        assert!(p
+            .send(&Message::SyncDone {
+                serial: 1,
+                through: 0
+            })
+            .is_err());
     }
 
     #[test]
@@ -523,6 +576,54 @@ mod tests {
                     break;
                 }
             }
+        });
+    }
+
+    fn start(inc: u64, resume: Option<(u64, u64, u64)>) -> SyncStart {
+        SyncStart {
+            incarnation: inc,
+            resume: resume.map(
+                |(peer_incarnation, applied_through, kept_from)| ResumePoint {
+                    peer_incarnation,
+                    applied_through,
+                    kept_from,
+                },
+            ),
+        }
+    }
+
+    #[test]
+    fn resume_needs_both_incarnations_and_both_journals() {
+        let p = start(10, Some((20, 7, 5)));
+        let s = start(20, Some((10, 4, 8)));
+        assert!(p.can_resume(&s) && s.can_resume(&p));
+        // The secondary restarted: the primary's point is for an old one.
+        let s2 = start(21, None);
+        assert!(!p.can_resume(&s2));
+        let s3 = start(21, Some((10, 4, 8)));
+        assert!(!p.can_resume(&s3) && !s3.can_resume(&p));
+        // The primary no longer keeps update 5, which the secondary lacks.
+        let s4 = start(20, Some((10, 3, 8)));
+        assert!(!p.can_resume(&s4) && !s4.can_resume(&p));
+        // The secondary keeps its updates from 9 on, but the primary has
+        // applied them only through 7: update 8 is gone.
+        let s5 = start(20, Some((10, 4, 9)));
+        assert!(!p.can_resume(&s5) && !s5.can_resume(&p));
+        // A SyncStart encodes and decodes as a message.
+        let m = Message::SyncStart(p);
+        assert_eq!(
+            crate::decode::<Message>(&crate::encode(&m).unwrap()).unwrap(),
+            m
+        );
+    }
+
+    #[test]
+    fn resume_decision_is_symmetric() {
+        use proptest::prelude::*;
+        let side = || (0u64..3, prop::option::of((0u64..3, 0u64..6, 0u64..8)));
+        proptest!(|(a in side(), b in side())| {
+            let (a, b) = (start(a.0, a.1), start(b.0, b.1));
+            prop_assert_eq!(a.can_resume(&b), b.can_resume(&a));
         });
     }
 }

@@ -367,6 +367,11 @@ pub fn render_status(r: &StatusReport, now_ms: u64) -> String {
                 "  last sync {last_sync}, {} unacked updates, {} conflicts, clock skew {skew}",
                 f.unacked, f.conflicts
             );
+            let _ = writeln!(
+                s,
+                "  syncs since start: {} full, {} resumed",
+                f.full_syncs, f.resumed_syncs
+            );
             if let Some(since) = f.partner_down_since_unix_ms {
                 let _ = writeln!(s, "  partner declared down {}", ago_text(since, now_ms));
             }
@@ -459,6 +464,8 @@ mod tests {
             last_sync_unix_ms: Some(1_000),
             unacked: 0,
             conflicts: 0,
+            full_syncs: 0,
+            resumed_syncs: 0,
             clock_skew_ms: None,
             partner_down_since_unix_ms: None,
         }

@@ -184,7 +184,7 @@ impl Shell {
             if let Some(listener) = f.listener {
                 io.listen(listener);
             }
-            let node = Node::new(f.node, db.node_id(), now_ms());
+            let node = Node::new(f.node, db.node_id(), rand::random(), now_ms());
             engine.set_mode(node.mode());
             Failover {
                 node,

@@ -8,18 +8,24 @@
 //! out for the shell (or the simulation) to carry out. No sockets, clock or
 //! randomness inside: the caller passes the time and each session's nonce.
 //!
-//! Sync: the secondary sends its whole table in pages; the primary merges
-//! each page, and after the last one sends back every record the
-//! secondary's table lacks or holds an older version of, then `SyncDone`.
-//! From then on both ends stream their own changes as numbered updates;
-//! each end merges, makes durable, then acks. A reply that depends on a
-//! change leaves only after the partner's ack (see [`Output::AckedThrough`]).
+//! Sync: both ends open with `SyncStart`, saying how far they got with the
+//! other's changes. When both processes are still the ones that last synced
+//! and each still keeps the own changes the other lacks, the sync resumes:
+//! each side sends only those changes. Otherwise the secondary sends its
+//! whole table in pages; the primary merges each page, and after the last
+//! one sends back every record the secondary's table lacks or holds an
+//! older version of. Then `SyncDone`. From then on both ends stream their
+//! own changes as numbered updates; each end merges, makes durable, then
+//! acks. A reply that depends on a change leaves only after the partner's
+//! ack (see [`Output::AckedThrough`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use twinmasq_proto::key::Key;
-use twinmasq_proto::link::{Event, Hello, Link, Message, Role, PROTOCOL_VERSION};
+use twinmasq_proto::link::{
+    Event, Hello, Link, Message, ResumePoint, Role, SyncStart, PROTOCOL_VERSION,
+};
 use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
 
 use crate::dhcp::share::{self, Owner, ServeMode};
@@ -33,9 +39,10 @@ const PAGE_BYTES: usize = 256 << 10;
 /// Reconnect backoff of the secondary: first retry, and the ceiling.
 const BACKOFF_MIN_MS: u64 = 250;
 const BACKOFF_MAX_MS: u64 = 4_000;
-/// Own changes waiting for a sync to finish before they are dropped and
-/// left to the next full sync: bounds memory while a sync stalls.
-const MAX_UNSENT: usize = 500_000;
+/// Own changes kept for the partner (sent and not known merged, or not
+/// sent yet) beyond which they are dropped and left to the next full sync:
+/// bounds memory while a sync stalls or the partner is away long.
+const MAX_KEPT: usize = 100_000;
 /// Updates sent and not yet acked before further changes wait in `unsent`.
 /// The partner's cost is mostly per update (a wake-up, a sled batch, a
 /// flush request, an ack), so while it works on one update the next ones
@@ -93,15 +100,27 @@ pub fn waits_for_partner(mode: ServeMode) -> bool {
 #[derive(Debug)]
 enum Phase {
     Handshake,
-    /// Secondary: our table is sent; merging the primary's pages.
-    AwaitPrimaryTable,
-    /// Primary: merging the secondary's pages, noting what it holds (whole
-    /// records: a settled lease keeps its stamp, so stamps alone do not
-    /// tell two versions apart).
+    /// Our `SyncStart` is sent; waiting for the partner's.
+    AwaitSyncStart,
+    /// Secondary: our table (or changes) sent; merging the primary's pages.
+    AwaitPrimaryTable {
+        resumed: bool,
+    },
+    /// Primary: merging the secondary's pages. In a full sync, noting what
+    /// it holds (whole records: a settled lease keeps its stamp, so stamps
+    /// alone do not tell two versions apart).
     ReceivingTable {
         theirs: HashMap<Ipv4Addr, LeaseRecord>,
+        resumed: bool,
     },
     Streaming,
+}
+
+/// How far this node got with the partner's changes, for a resume.
+#[derive(Debug, Clone, Copy)]
+struct PeerPoint {
+    incarnation: u64,
+    applied_through: u64,
 }
 
 struct Session {
@@ -113,6 +132,13 @@ struct Session {
     peer_node: Option<u32>,
     /// Why this session must end once the handshake lets us say so.
     refusal: Option<String>,
+    /// The `SyncStart` we sent, and the partner's incarnation from its own.
+    own_start: Option<SyncStart>,
+    peer_incarnation: Option<u64>,
+    /// The number our table (or resumed changes) covered, once sent.
+    sent_through: u64,
+    /// How far the partner got with our updates, from its `SyncStart`.
+    peer_applied: u64,
 }
 
 /// A snapshot for `twinmasq status`.
@@ -128,6 +154,8 @@ pub struct NodeStatus {
     pub clock_skew_ms: Option<i64>,
     pub partner_down_since_ms: Option<u64>,
     pub mode: ServeMode,
+    pub full_syncs: u64,
+    pub resumed_syncs: u64,
 }
 
 pub struct Node {
@@ -138,12 +166,27 @@ pub struct Node {
     partner: Option<ConnId>,
     out: VecDeque<Output>,
     mode: ServeMode,
+    /// Random per process start (see [`SyncStart::incarnation`]).
+    incarnation: u64,
     /// Own changes not yet sent in an update.
     unsent: Vec<LeaseRecord>,
+    /// Numbers own updates for the whole life of the process, across
+    /// sessions, so a resumed session can say where it stands.
     next_update: u64,
-    /// Updates sent and not acked: (seq, greatest stamp, sent at).
-    /// Updates sent and not yet acked: (seq, greatest stamp, sent at, records).
+    /// Updates sent in this session and not yet acked: (seq, greatest
+    /// stamp, sent at, records).
     in_flight: VecDeque<(u64, Stamp, u64, usize)>,
+    /// Own changes sent and not yet known to be merged by the partner, by
+    /// update number (or the number a resumed table was given), kept
+    /// across a broken link so a resumed session sends them again.
+    kept: VecDeque<(u64, Vec<LeaseRecord>)>,
+    /// False once own changes were dropped (too many kept): the next sync
+    /// must be a full one.
+    kept_whole: bool,
+    /// How far we got with the partner's changes, once a sync completed.
+    peer: Option<PeerPoint>,
+    full_syncs: u64,
+    resumed_syncs: u64,
     acked_through: Stamp,
     /// Received updates waiting for their flush: (token, session, seq).
     pending_acks: VecDeque<(u64, ConnId, u64)>,
@@ -188,7 +231,9 @@ fn paginate(records: Vec<LeaseRecord>) -> Vec<Vec<LeaseRecord>> {
 }
 
 impl Node {
-    pub fn new(cfg: NodeConfig, node_id: u32, now_ms: u64) -> Node {
+    /// `incarnation` must be random and new at every start of the process
+    /// (or of whatever holds the lease database open).
+    pub fn new(cfg: NodeConfig, node_id: u32, incarnation: u64, now_ms: u64) -> Node {
         let mut node = Node {
             cfg,
             node_id,
@@ -196,9 +241,15 @@ impl Node {
             partner: None,
             out: VecDeque::new(),
             mode: ServeMode::Unlinked,
+            incarnation,
             unsent: Vec::new(),
             next_update: 1,
             in_flight: VecDeque::new(),
+            kept: VecDeque::new(),
+            kept_whole: true,
+            peer: None,
+            full_syncs: 0,
+            resumed_syncs: 0,
             acked_through: Stamp::default(),
             pending_acks: VecDeque::new(),
             next_token: 1,
@@ -244,7 +295,14 @@ impl Node {
             (_, _) if self.partner_down_since_ms.is_some() && !self.in_sync() => "partner-down",
             (Role::Primary, Some(Phase::Streaming)) => "linked",
             (Role::Secondary, Some(Phase::Streaming)) => "passive",
-            (_, Some(Phase::AwaitPrimaryTable | Phase::ReceivingTable { .. })) => "syncing",
+            (
+                _,
+                Some(
+                    Phase::AwaitSyncStart
+                    | Phase::AwaitPrimaryTable { .. }
+                    | Phase::ReceivingTable { .. },
+                ),
+            ) => "syncing",
             (Role::Primary, _) => "unlinked",
             (Role::Secondary, Some(Phase::Handshake)) => "connecting",
             (Role::Secondary, None) => "active",
@@ -260,6 +318,8 @@ impl Node {
             clock_skew_ms: self.skew_ms,
             partner_down_since_ms: self.partner_down_since_ms,
             mode: self.mode,
+            full_syncs: self.full_syncs,
+            resumed_syncs: self.resumed_syncs,
         }
     }
 
@@ -318,6 +378,10 @@ impl Node {
             last_tx_ms: now_ms,
             peer_node: None,
             refusal: None,
+            own_start: None,
+            peer_incarnation: None,
+            sent_through: 0,
+            peer_applied: 0,
         };
         self.sessions.insert(conn, session);
         if self.cfg.role == Role::Secondary {
@@ -368,7 +432,11 @@ impl Node {
         if self.partner == Some(conn) {
             self.partner = None;
             self.in_flight.clear();
-            self.unsent.clear();
+            if self.peer.is_none() {
+                // Nothing to resume: the next sync is a full one.
+                self.unsent.clear();
+                self.kept.clear();
+            }
             self.unlinked_since_ms.get_or_insert(now_ms);
             if self.cfg.role == Role::Secondary {
                 self.schedule_reconnect(now_ms);
@@ -377,19 +445,39 @@ impl Node {
         }
     }
 
-    /// Moves the database's own changes into `unsent` (or drops them when
-    /// no partner session exists: the next sync sends the whole table).
+    /// Moves the database's own changes into `unsent`: while a session
+    /// exists, or while unlinked after a sync, for a resume. Otherwise they
+    /// are dropped: the next sync sends the whole table.
     fn absorb_outbox(&mut self, db: &mut LeaseDb, now_ms: u64) {
         let changes = db.take_outbox();
-        if self.partner.is_some() {
-            self.unsent.extend(changes);
-            if self.unsent.len() > MAX_UNSENT {
-                self.unsent.clear();
-                if let Some(p) = self.partner {
-                    self.close(p, now_ms, "too many changes waiting for the sync to finish");
-                }
+        if changes.is_empty()
+            || (self.partner.is_none() && (self.peer.is_none() || !self.kept_whole))
+        {
+            return;
+        }
+        self.unsent.extend(changes);
+        let kept: usize = self.kept.iter().map(|(_, r)| r.len()).sum();
+        if self.unsent.len() + kept > MAX_KEPT {
+            tracing::warn!(
+                "failover: over {MAX_KEPT} changes kept for the partner; the next sync sends the whole table"
+            );
+            self.unsent.clear();
+            self.kept.clear();
+            self.kept_whole = false;
+            if let Some(p) = self.partner {
+                self.close(p, now_ms, "too many changes waiting for the partner");
             }
         }
+    }
+
+    /// Where this side stands for a resume, if it can offer one.
+    fn resume_point(&self) -> Option<ResumePoint> {
+        let peer = self.peer.filter(|_| self.kept_whole)?;
+        Some(ResumePoint {
+            peer_incarnation: peer.incarnation,
+            applied_through: peer.applied_through,
+            kept_from: self.kept.front().map_or(self.next_update, |(seq, _)| *seq),
+        })
     }
 
     /// Sends the own changes made since the last call. Call after every
@@ -403,10 +491,18 @@ impl Node {
             return;
         }
         let changes = std::mem::take(&mut self.unsent);
+        let mut updates = Vec::new();
         for page in paginate(changes) {
-            let top = page.iter().map(|r| r.stamp).max().unwrap_or_default();
-            let (seq, count) = (self.next_update, page.len());
+            let seq = self.next_update;
             self.next_update += 1;
+            // Kept before anything is sent: should the link break midway,
+            // a resumed session sends them again.
+            self.kept.push_back((seq, page.clone()));
+            updates.push((seq, page));
+        }
+        for (seq, page) in updates {
+            let top = page.iter().map(|r| r.stamp).max().unwrap_or_default();
+            let count = page.len();
             if !self.send(conn, &Message::Update { seq, records: page }, now_ms) {
                 return;
             }
@@ -552,7 +648,7 @@ impl Node {
     fn on_event(&mut self, conn: ConnId, ev: Event, db: &mut LeaseDb, now_ms: u64) {
         match ev {
             Event::PeerHello(h) => self.on_hello(conn, &h, now_ms),
-            Event::Established => self.on_established(conn, db, now_ms),
+            Event::Established => self.on_established(conn, now_ms),
             Event::Message(m) => self.on_message(conn, m, db, now_ms),
         }
     }
@@ -579,7 +675,7 @@ impl Node {
         }
     }
 
-    fn on_established(&mut self, conn: ConnId, db: &mut LeaseDb, now_ms: u64) {
+    fn on_established(&mut self, conn: ConnId, now_ms: u64) {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
@@ -610,44 +706,118 @@ impl Node {
             self.partner = Some(conn);
         }
         self.last_partner_node = peer;
-        self.unsent.clear();
-        match self.cfg.role {
-            Role::Primary => {
-                if let Some(s) = self.sessions.get_mut(&conn) {
-                    s.phase = Phase::ReceivingTable {
-                        theirs: HashMap::new(),
-                    };
-                }
-            }
-            Role::Secondary => {
-                if let Some(s) = self.sessions.get_mut(&conn) {
-                    s.phase = Phase::AwaitPrimaryTable;
-                }
-                let table: Vec<LeaseRecord> = db.iter().collect();
-                self.send_table(conn, table, now_ms);
-            }
+        let start = SyncStart {
+            incarnation: self.incarnation,
+            resume: self.resume_point(),
+        };
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.phase = Phase::AwaitSyncStart;
+            s.own_start = Some(start);
         }
         tracing::info!(
             "failover: link to node {} established; syncing",
             peer.map_or("?".into(), |n| n.to_string())
         );
+        self.send(conn, &Message::SyncStart(start), now_ms);
     }
 
-    /// Sends records as lease pages; the last page says so (an empty table
-    /// is one empty last page).
-    fn send_table(&mut self, conn: ConnId, table: Vec<LeaseRecord>, now_ms: u64) -> bool {
+    /// Both `SyncStart`s are known: the secondary sends its table, or its
+    /// changes the primary lacks; the primary waits for them.
+    fn on_sync_start(&mut self, conn: ConnId, theirs: SyncStart, db: &mut LeaseDb, now_ms: u64) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let resumed = s.own_start.is_some_and(|mine| mine.can_resume(&theirs));
+        s.peer_incarnation = Some(theirs.incarnation);
+        s.peer_applied = theirs.resume.map_or(0, |p| p.applied_through);
+        match self.cfg.role {
+            Role::Primary => {
+                s.phase = Phase::ReceivingTable {
+                    theirs: HashMap::new(),
+                    resumed,
+                };
+            }
+            Role::Secondary => {
+                s.phase = Phase::AwaitPrimaryTable { resumed };
+                let (records, through) = match theirs.resume.filter(|_| resumed) {
+                    Some(point) => self.take_changes_for_resume(point.applied_through, db, now_ms),
+                    None => self.take_whole_table(db),
+                };
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.sent_through = through;
+                }
+                self.send_table(conn, records, Some(through), now_ms);
+            }
+        }
+    }
+
+    /// For a full sync: every record, and nothing kept any longer (the
+    /// table covers it). Returns the records and the update number they
+    /// cover.
+    fn take_whole_table(&mut self, db: &mut LeaseDb) -> (Vec<LeaseRecord>, u64) {
+        db.take_outbox();
+        self.unsent.clear();
+        self.kept.clear();
+        self.kept_whole = true;
+        (db.iter().collect(), self.next_update - 1)
+    }
+
+    /// For a resumed sync: the own changes the partner has not merged
+    /// (it has every update up to `applied`), still kept until it is known
+    /// to have these. Returns the records and the update number they cover.
+    fn take_changes_for_resume(
+        &mut self,
+        applied: u64,
+        db: &mut LeaseDb,
+        now_ms: u64,
+    ) -> (Vec<LeaseRecord>, u64) {
+        self.absorb_outbox(db, now_ms);
+        self.kept.retain(|(seq, _)| *seq > applied);
+        let fresh = std::mem::take(&mut self.unsent);
+        if !fresh.is_empty() {
+            self.kept.push_back((self.next_update, fresh));
+            self.next_update += 1;
+        }
+        let records = self
+            .kept
+            .iter()
+            .flat_map(|(_, r)| r.iter().cloned())
+            .collect();
+        (records, self.next_update - 1)
+    }
+
+    /// Sends records as lease pages, `last` on the last one (an empty
+    /// table is one empty page).
+    fn send_table(
+        &mut self,
+        conn: ConnId,
+        table: Vec<LeaseRecord>,
+        last: Option<u64>,
+        now_ms: u64,
+    ) -> bool {
         let mut pages = paginate(table);
         if pages.is_empty() {
             pages.push(Vec::new());
         }
         let n = pages.len();
         for (i, records) in pages.into_iter().enumerate() {
-            let last = i + 1 == n;
+            let last = last.filter(|_| i + 1 == n);
             if !self.send(conn, &Message::LeasePage { records, last }, now_ms) {
                 return false;
             }
         }
         true
+    }
+
+    /// A sync finished on this side: from now on the partner's updates
+    /// count from `through`, which its sync covered.
+    fn note_peer_point(&mut self, conn: ConnId, through: u64) {
+        if let Some(incarnation) = self.sessions.get(&conn).and_then(|s| s.peer_incarnation) {
+            self.peer = Some(PeerPoint {
+                incarnation,
+                applied_through: through,
+            });
+        }
     }
 
     fn protocol_error(&mut self, conn: ConnId, what: &str, now_ms: u64) {
@@ -666,6 +836,7 @@ impl Node {
         #[derive(Clone, Copy)]
         enum P {
             Handshake,
+            AwaitSyncStart,
             AwaitPrimaryTable,
             ReceivingTable,
             Streaming,
@@ -673,7 +844,8 @@ impl Node {
         let phase = match self.sessions.get(&conn).map(|s| &s.phase) {
             None => return,
             Some(Phase::Handshake) => P::Handshake,
-            Some(Phase::AwaitPrimaryTable) => P::AwaitPrimaryTable,
+            Some(Phase::AwaitSyncStart) => P::AwaitSyncStart,
+            Some(Phase::AwaitPrimaryTable { .. }) => P::AwaitPrimaryTable,
             Some(Phase::ReceivingTable { .. }) => P::ReceivingTable,
             Some(Phase::Streaming) => P::Streaming,
         };
@@ -689,37 +861,57 @@ impl Node {
             (_, Message::Heartbeat { wall_ms }) => {
                 self.skew_ms = Some(wall_ms as i64 - now_ms as i64);
             }
+            (P::AwaitSyncStart, Message::SyncStart(theirs)) => {
+                self.on_sync_start(conn, theirs, db, now_ms);
+            }
             (P::ReceivingTable, Message::LeasePage { records, last }) => {
-                if let Some(Phase::ReceivingTable { theirs }) =
-                    self.sessions.get_mut(&conn).map(|s| &mut s.phase)
+                if let Some(Phase::ReceivingTable {
+                    theirs,
+                    resumed: false,
+                }) = self.sessions.get_mut(&conn).map(|s| &mut s.phase)
                 {
                     for r in &records {
                         theirs.insert(r.ip, r.clone());
                     }
                 }
-                self.merge_partner(records, db, now_ms);
-                if last {
+                if !self.merge_partner(records, db, now_ms) {
+                    return;
+                }
+                if let Some(through) = last {
+                    self.note_peer_point(conn, through);
                     self.finish_sync_primary(conn, db, now_ms);
                 }
             }
             (P::AwaitPrimaryTable, Message::LeasePage { records, .. }) => {
                 self.merge_partner(records, db, now_ms);
             }
-            (P::AwaitPrimaryTable, Message::SyncDone { .. }) => {
+            (P::AwaitPrimaryTable, Message::SyncDone { through, .. }) => {
+                self.note_peer_point(conn, through);
+                let mut resumed = false;
                 if let Some(s) = self.sessions.get_mut(&conn) {
+                    resumed = matches!(s.phase, Phase::AwaitPrimaryTable { resumed: true });
                     s.phase = Phase::Streaming;
+                    // The primary answers only after merging all we sent.
+                    let sent = s.sent_through;
+                    self.kept.retain(|(seq, _)| *seq > sent);
                 }
-                self.sync_complete(now_ms);
+                self.sync_complete(resumed, now_ms);
                 self.pump(db, now_ms);
             }
             (P::Streaming, Message::Update { seq, records }) => {
-                self.merge_partner(records, db, now_ms);
+                if !self.merge_partner(records, db, now_ms) {
+                    return;
+                }
+                if let Some(p) = &mut self.peer {
+                    p.applied_through = p.applied_through.max(seq);
+                }
                 let token = self.next_token;
                 self.next_token += 1;
                 self.pending_acks.push_back((token, conn, seq));
                 self.out.push_back(Output::Flush(token));
             }
             (P::Streaming, Message::Ack { seq }) => {
+                self.kept.retain(|(s, _)| *s > seq);
                 let mut top = None;
                 while let Some(&(s, stamp, _, _)) = self.in_flight.front() {
                     if s > seq {
@@ -741,6 +933,7 @@ impl Node {
                     match m {
                         Message::Hello(_) => "hello",
                         Message::Auth { .. } => "auth",
+                        Message::SyncStart(_) => "sync start",
                         Message::LeasePage { .. } => "lease page",
                         Message::SyncDone { .. } => "sync done",
                         Message::Update { .. } => "update",
@@ -750,7 +943,7 @@ impl Node {
                     },
                     match phase {
                         P::Handshake => "handshaking",
-                        P::AwaitPrimaryTable | P::ReceivingTable => "syncing",
+                        P::AwaitSyncStart | P::AwaitPrimaryTable | P::ReceivingTable => "syncing",
                         P::Streaming => "streaming",
                     }
                 );
@@ -759,49 +952,64 @@ impl Node {
         }
     }
 
-    fn sync_complete(&mut self, now_ms: u64) {
+    fn sync_complete(&mut self, resumed: bool, now_ms: u64) {
+        if resumed {
+            self.resumed_syncs += 1;
+        } else {
+            self.full_syncs += 1;
+        }
         self.last_sync_ms = Some(now_ms);
         self.unlinked_since_ms = None;
         self.partner_down_since_ms = None;
         self.backoff_ms = BACKOFF_MIN_MS;
-        tracing::info!("failover: sync done; in sync with the partner");
+        tracing::info!(
+            "failover: {} sync done; in sync with the partner",
+            if resumed { "resumed" } else { "full" }
+        );
         self.update_mode();
     }
 
     /// After the secondary's last page: send it what it lacks, then done.
     fn finish_sync_primary(&mut self, conn: ConnId, db: &mut LeaseDb, now_ms: u64) {
-        // Changes made up to now are in the table about to be sent.
-        db.take_outbox();
-        self.unsent.clear();
-        let theirs = match self.sessions.get_mut(&conn).map(|s| &mut s.phase) {
-            Some(Phase::ReceivingTable { theirs }) => std::mem::take(theirs),
+        let (theirs, resumed) = match self.sessions.get_mut(&conn).map(|s| &mut s.phase) {
+            Some(Phase::ReceivingTable { theirs, resumed }) => (std::mem::take(theirs), *resumed),
             _ => return,
         };
-        let lacking: Vec<LeaseRecord> = db
-            .iter()
-            .filter(|r| merge::replaces(r, theirs.get(&r.ip)))
-            .collect();
+        let (lacking, through) = if resumed {
+            let applied = self.sessions.get(&conn).map_or(0, |s| s.peer_applied);
+            self.take_changes_for_resume(applied, db, now_ms)
+        } else {
+            // Changes made up to now are in the table about to be sent.
+            let (table, through) = self.take_whole_table(db);
+            let lacking = table
+                .into_iter()
+                .filter(|r| merge::replaces(r, theirs.get(&r.ip)))
+                .collect();
+            (lacking, through)
+        };
         let sent = lacking.len();
-        if !lacking.is_empty() && !self.send_table(conn, lacking, now_ms) {
+        if !lacking.is_empty() && !self.send_table(conn, lacking, None, now_ms) {
             return;
         }
         let serial = db.last_stamp().wall_ms;
-        if !self.send(conn, &Message::SyncDone { serial }, now_ms) {
+        if !self.send(conn, &Message::SyncDone { serial, through }, now_ms) {
             return;
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.phase = Phase::Streaming;
+            s.sent_through = through;
         }
-        tracing::info!(
-            "failover: merged the secondary's {} records, sent {sent} back",
-            theirs.len()
-        );
-        self.sync_complete(now_ms);
+        if resumed {
+            tracing::info!("failover: resumed: merged the secondary's changes, sent {sent} back");
+        } else {
+            tracing::info!(
+                "failover: merged the secondary's {} records, sent {sent} back",
+                theirs.len()
+            );
+        }
+        self.sync_complete(resumed, now_ms);
     }
 
-    /// Merges the partner's records: newer wins per address. Counts
-    /// conflicts, cancels own replies whose record lost, and releases a
-    /// client's older lease when the merge leaves it holding two.
     /// The node id of the owner of `ip`'s share, when known.
     fn share_owner_node(&self, ip: Ipv4Addr) -> Option<u32> {
         let (first, last) = self
@@ -837,7 +1045,11 @@ impl Node {
         }
     }
 
-    fn merge_partner(&mut self, records: Vec<LeaseRecord>, db: &mut LeaseDb, now_ms: u64) {
+    /// Merges the partner's records: newer wins per address. Counts
+    /// conflicts, cancels own replies whose record lost, and releases a
+    /// client's older lease when the merge leaves it holding two. False
+    /// (and the link closed) if they could not be stored.
+    fn merge_partner(&mut self, records: Vec<LeaseRecord>, db: &mut LeaseDb, now_ms: u64) -> bool {
         let now_secs = now_ms / 1000;
         let mut cancel = Vec::new();
         // Conflicts the newer-stamp order would settle the wrong way: the
@@ -890,7 +1102,7 @@ impl Node {
                 if let Some(p) = self.partner {
                     self.close(p, now_ms, "lease database error");
                 }
-                return;
+                return false;
             }
         };
         let mut changed: Vec<Ipv4Addr> = stored.iter().map(|r| r.ip).collect();
@@ -923,6 +1135,7 @@ impl Node {
         if !changed.is_empty() {
             self.out.push_back(Output::Changed(changed));
         }
+        true
     }
 
     /// An own change whose reply may still be waiting for the partner.

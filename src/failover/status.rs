@@ -55,6 +55,12 @@ pub struct FailoverStatus {
     pub unacked: u64,
     /// Merges where both ends had changed the same address.
     pub conflicts: u64,
+    /// Completed syncs since start: whole tables, and resumed ones that
+    /// sent only the changes the other side lacked.
+    #[serde(default)]
+    pub full_syncs: u64,
+    #[serde(default)]
+    pub resumed_syncs: u64,
     /// The partner's clock minus ours, as measured at the handshake.
     pub clock_skew_ms: Option<i64>,
     pub partner_down_since_unix_ms: Option<u64>,
@@ -73,6 +79,8 @@ impl FailoverStatus {
             last_sync_unix_ms: status.last_sync_ms,
             unacked: status.unacked,
             conflicts: status.conflicts,
+            full_syncs: status.full_syncs,
+            resumed_syncs: status.resumed_syncs,
             clock_skew_ms: status.clock_skew_ms,
             partner_down_since_unix_ms: status.partner_down_since_ms,
         }
@@ -108,6 +116,8 @@ mod tests {
             last_sync_unix_ms: None,
             unacked: 0,
             conflicts: 0,
+            full_syncs: 1,
+            resumed_syncs: 2,
             clock_skew_ms: Some(-3),
             partner_down_since_unix_ms: None,
         }

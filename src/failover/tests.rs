@@ -62,7 +62,7 @@ impl End {
         let mut db = LeaseDb::open(dir.path(), DbOptions::default()).unwrap();
         db.enable_outbox();
         End {
-            node: Node::new(cfg, db.node_id(), now),
+            node: Node::new(cfg, db.node_id(), rand::random(), now),
             db,
             _dir: dir,
             conn: None,
@@ -87,6 +87,8 @@ struct Pair {
     cut: bool,
     next_conn: ConnId,
     nonce: u8,
+    /// Bytes that crossed the wire, both ways.
+    wire_bytes: usize,
 }
 
 impl Pair {
@@ -98,6 +100,7 @@ impl Pair {
             cut: false,
             next_conn: 1,
             nonce: 0,
+            wire_bytes: 0,
         }
     }
 
@@ -149,6 +152,7 @@ impl Pair {
             }
             Output::Write(c, bytes) => {
                 if !self.cut && other.conn == Some(c) {
+                    self.wire_bytes += bytes.len();
                     other.node.received(c, &bytes, &mut other.db, now);
                 }
             }
@@ -265,6 +269,7 @@ fn clock_skew_above_the_bound_is_refused() {
     t.s.node = Node::new(
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200"),
         t.s.db.node_id(),
+        rand::random(),
         t.now,
     );
     t.s.node.tick(&mut t.s.db, t.now);
@@ -500,4 +505,66 @@ fn a_busy_node_does_not_drop_a_live_partner() {
         let still = t.p.node.status().linked;
         assert_eq!(still, busy, "busy={busy}");
     }
+}
+
+#[test]
+fn a_short_break_resumes_with_only_the_changes() {
+    let mut t = pair();
+    for ip in 10..160 {
+        t.p.db.commit(lease(ip, ip), t.now).unwrap();
+    }
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    // An update in flight when the link breaks, changes on both sides
+    // while it is down.
+    let in_flight = t.p.db.commit(lease(160, 160), t.now).unwrap();
+    t.cut();
+    t.p.node.pump(&mut t.p.db, t.now);
+    t.tick(6_000);
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    let p_change = t.p.db.commit(lease(161, 161), t.now).unwrap();
+    let s_change = t.s.db.commit(lease(40, 200), t.now).unwrap();
+    t.tick(1);
+    t.heal();
+    t.wire_bytes = 0;
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.p.table(), t.s.table());
+    for r in [&in_flight, &p_change, &s_change] {
+        assert_eq!(t.s.db.get(r.ip).as_ref(), Some(r));
+    }
+    for end in [&t.p, &t.s] {
+        let st = end.node.status();
+        assert_eq!((st.full_syncs, st.resumed_syncs), (1, 1));
+    }
+    let resumed_bytes = t.wire_bytes;
+
+    // A restarted secondary (a new process: it may have lost what it had
+    // not flushed) gets a full sync again.
+    t.s.node = Node::new(
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200"),
+        t.s.db.node_id(),
+        rand::random(),
+        t.now,
+    );
+    t.wire_bytes = 0;
+    t.tick(6_000);
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.p.table(), t.s.table());
+    assert_eq!(t.p.node.status().full_syncs, 2);
+    assert_eq!(t.s.node.status().full_syncs, 1);
+    // Both counts hold the handshake and ten seconds of heartbeats; the
+    // full sync also 152 records each way, the resumed one three.
+    assert!(
+        resumed_bytes * 4 < t.wire_bytes,
+        "resumed sync moved {resumed_bytes} bytes, the full one {}",
+        t.wire_bytes
+    );
 }

@@ -355,6 +355,18 @@ fn failover(t: &mut Text, f: &FailoverStatus, now_unix_ms: u64) {
         "Merges where both nodes had changed the same address.",
         f.conflicts,
     );
+    t.single(
+        "twinmasq_failover_full_syncs_total",
+        Kind::Counter,
+        "Completed syncs that sent whole lease tables.",
+        f.full_syncs,
+    );
+    t.single(
+        "twinmasq_failover_resumed_syncs_total",
+        Kind::Counter,
+        "Completed syncs that resumed, sending only the changes the partner lacked.",
+        f.resumed_syncs,
+    );
     if let Some(at) = f.last_sync_unix_ms {
         t.single(
             "twinmasq_failover_last_sync_age_seconds",

@@ -152,6 +152,8 @@ fn primary(state: &str) -> FailoverStatus {
         last_sync_unix_ms: Some(997_500),
         unacked: 12,
         conflicts: 2,
+        full_syncs: 1,
+        resumed_syncs: 0,
         clock_skew_ms: Some(-250),
         partner_down_since_unix_ms: None,
     }
@@ -231,6 +233,8 @@ fn full_scrape_is_valid_and_exact() {
         "twinmasq_failover_linked 1",
         "twinmasq_failover_unacked_updates 12",
         "twinmasq_failover_conflicts_total 2",
+        "twinmasq_failover_full_syncs_total 1",
+        "twinmasq_failover_resumed_syncs_total 0",
         "twinmasq_failover_last_sync_age_seconds 2.5",
         "twinmasq_failover_clock_skew_seconds -0.25",
         "twinmasq_dns_queries_total 10",

@@ -13,7 +13,7 @@ use dhcproto::Encodable;
 use hickory_proto::op::{Edns, Message as DnsMessage, MessageType as DnsType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use twinmasq_proto::key::Key;
-use twinmasq_proto::link::{Hello, Link, Message, Role, PROTOCOL_VERSION};
+use twinmasq_proto::link::{Hello, Link, Message, ResumePoint, Role, SyncStart, PROTOCOL_VERSION};
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
 
 /// Must match `fuzz_targets/failover_frame.rs`.
@@ -287,11 +287,22 @@ fn some_lease() -> LeaseRecord {
 
 fn session_messages() -> Vec<Message> {
     vec![
+        Message::SyncStart(SyncStart {
+            incarnation: 7,
+            resume: Some(ResumePoint {
+                peer_incarnation: 9,
+                applied_through: 3,
+                kept_from: 2,
+            }),
+        }),
         Message::LeasePage {
             records: vec![some_lease()],
-            last: true,
+            last: Some(4),
         },
-        Message::SyncDone { serial: 1 },
+        Message::SyncDone {
+            serial: 1,
+            through: 4,
+        },
         Message::Update {
             seq: 1,
             records: vec![some_lease()],
