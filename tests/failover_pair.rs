@@ -668,8 +668,8 @@ fn split_link_gives_no_duplicates_and_heals() {
     // what changed, never the whole tables.
     for (node, mark, name) in [(&p, p_mark, "primary"), (&s, s_mark, "secondary")] {
         let (resumed, full) = (
-            node.log_grep(mark, "resumed sync done").len(),
-            node.log_grep(mark, "full sync done").len(),
+            node.log_grep(mark, "sync done (resumed)").len(),
+            node.log_grep(mark, "sync done (full)").len(),
         );
         checks.check(resumed >= 1 && full == 0, || {
             format!("{name}: after the heal {resumed} resumed and {full} full syncs; expected only resumed ones")

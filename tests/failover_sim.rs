@@ -76,6 +76,9 @@ fn node_config(role: Role, cfg: &Config) -> NodeConfig {
         key: Key::parse(&Key::format_new([7; 32]), "sim").unwrap_or_else(|e| panic!("{e}")),
         heartbeat_ms: 500,
         timeout_ms: TIMEOUT_MS,
+        // Longer, as in a real pair, yet short enough that a link stalled
+        // during a sync is given up on within a run.
+        sync_timeout_ms: 3 * TIMEOUT_MS,
         max_skew_ms: 30_000,
         mclt_ms: MCLT_MS,
         auto_partner_down_ms: None,

@@ -113,6 +113,9 @@ pub enum Message {
         serial: u64,
         through: u64,
     },
+    /// The secondary has merged everything before `SyncDone`: the sync is
+    /// over on both sides.
+    Synced,
     Update {
         seq: u64,
         records: Vec<LeaseRecord>,

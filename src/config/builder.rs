@@ -182,6 +182,7 @@ impl Builder {
             | Opt::FailoverMaster
             | Opt::FailoverHeartbeat
             | Opt::FailoverTimeout
+            | Opt::FailoverSyncTimeout
             | Opt::FailoverSplit
             | Opt::FailoverMclt
             | Opt::FailoverAutoPartnerDown
@@ -198,6 +199,9 @@ impl Builder {
                     }
                     Opt::FailoverTimeout => {
                         f.timeout = Some(failover::duration(&v).map_err(field)?)
+                    }
+                    Opt::FailoverSyncTimeout => {
+                        f.sync_timeout = Some(failover::duration(&v).map_err(field)?)
                     }
                     Opt::FailoverSplit => {
                         f.split_percent = Some(failover::percent(&v).map_err(field)?)

@@ -13,6 +13,9 @@ use super::value::{parse_duration, parse_u32, split_fields};
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/twinmasq.sock";
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 pub const DEFAULT_LINK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Silence allowed while a sync is under way, when the partner may be busy
+/// merging or reading a whole table (Kea's HA `sync-timeout`, the same 60 s).
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SPLIT_PERCENT: u8 = 50;
 pub const DEFAULT_MCLT: Duration = Duration::from_secs(3600);
 /// Clock skew above which the link refuses to run: the newer-wins merge
@@ -39,6 +42,7 @@ pub struct FailoverOptions {
     pub key_file: Option<PathBuf>,
     pub heartbeat: Option<Duration>,
     pub timeout: Option<Duration>,
+    pub sync_timeout: Option<Duration>,
     pub split_percent: Option<u8>,
     pub mclt: Option<Duration>,
     pub auto_partner_down: Option<Duration>,
@@ -53,6 +57,8 @@ pub struct FailoverConfig {
     pub key_file: PathBuf,
     pub heartbeat: Duration,
     pub timeout: Duration,
+    /// Replaces `timeout` while a sync is under way (never shorter).
+    pub sync_timeout: Duration,
     /// Percent of each range's addresses owned by the secondary.
     pub split_percent: u8,
     pub mclt: Duration,
@@ -80,6 +86,7 @@ impl FailoverOptions {
                     (self.key_file.is_some(), "failover-key"),
                     (self.heartbeat.is_some(), "failover-heartbeat"),
                     (self.timeout.is_some(), "failover-timeout"),
+                    (self.sync_timeout.is_some(), "failover-sync-timeout"),
                     (self.split_percent.is_some(), "failover-split"),
                     (self.mclt.is_some(), "failover-mclt"),
                     (self.auto_partner_down.is_some(), "failover-auto-partner-down"),
@@ -114,6 +121,10 @@ impl FailoverOptions {
             key_file,
             heartbeat,
             timeout,
+            sync_timeout: self
+                .sync_timeout
+                .unwrap_or(DEFAULT_SYNC_TIMEOUT)
+                .max(timeout),
             split_percent: self.split_percent.unwrap_or(DEFAULT_SPLIT_PERCENT),
             mclt: self.mclt.unwrap_or(DEFAULT_MCLT),
             auto_partner_down: self.auto_partner_down,
@@ -262,7 +273,18 @@ mod tests {
         let c = primary().resolve().unwrap().unwrap();
         assert_eq!(c.heartbeat, DEFAULT_HEARTBEAT);
         assert_eq!(c.timeout, DEFAULT_LINK_TIMEOUT);
+        assert_eq!(c.sync_timeout, DEFAULT_SYNC_TIMEOUT);
         assert_eq!(c.split_percent, 50);
+        // Never shorter than the link timeout it stands in for.
+        let short = FailoverOptions {
+            timeout: Some(Duration::from_secs(90)),
+            sync_timeout: Some(Duration::from_secs(10)),
+            ..primary()
+        };
+        assert_eq!(
+            short.resolve().unwrap().unwrap().sync_timeout,
+            Duration::from_secs(90)
+        );
         assert_eq!(c.mclt, DEFAULT_MCLT);
         assert!(c.auto_partner_down.is_none());
     }

@@ -82,6 +82,7 @@ pub(crate) enum Opt {
     FailoverKey,
     FailoverHeartbeat,
     FailoverTimeout,
+    FailoverSyncTimeout,
     FailoverSplit,
     FailoverMclt,
     FailoverAutoPartnerDown,
@@ -126,6 +127,7 @@ impl OptionDef {
                 | Opt::FailoverKey
                 | Opt::FailoverHeartbeat
                 | Opt::FailoverTimeout
+                | Opt::FailoverSyncTimeout
                 | Opt::FailoverSplit
                 | Opt::FailoverMclt
                 | Opt::FailoverAutoPartnerDown
@@ -197,6 +199,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("failover-key", None, R, Opt::FailoverKey),
     def("failover-heartbeat", None, R, Opt::FailoverHeartbeat),
     def("failover-timeout", None, R, Opt::FailoverTimeout),
+    def("failover-sync-timeout", None, R, Opt::FailoverSyncTimeout),
     def("failover-split", None, R, Opt::FailoverSplit),
     def("failover-mclt", None, R, Opt::FailoverMclt),
     def(
@@ -431,9 +434,9 @@ mod tests {
                 assert!(shorts.insert(c), "duplicate -{c}");
             }
         }
-        // dnsmasq's long option list, plus lease-db, the ten failover
+        // dnsmasq's long option list, plus lease-db, the eleven failover
         // options, control-socket and metrics-listen.
-        assert_eq!(OPTIONS.len(), 208);
+        assert_eq!(OPTIONS.len(), 209);
     }
 
     #[test]

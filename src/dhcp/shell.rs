@@ -472,10 +472,7 @@ impl Shell {
             }
             LinkEvent::Data { conn, bytes } => {
                 f.node.received(conn, &bytes, &mut self.db, now);
-                let after = now_ms();
-                if after.saturating_sub(now) >= BUSY_MS {
-                    f.node.was_busy(after);
-                }
+                self.note_busy(now);
             }
             LinkEvent::Closed { conn } => {
                 f.io.close(conn);
@@ -484,6 +481,17 @@ impl Shell {
             LinkEvent::ConnectFailed { reason } => {
                 tracing::debug!("failover: cannot reach the primary: {reason}");
                 f.node.connect_failed(now);
+            }
+        }
+    }
+
+    /// Work since `since` kept this task from listening: if that was long,
+    /// the link's silence meanwhile is ours, not the partner's.
+    fn note_busy(&mut self, since: u64) {
+        let now = now_ms();
+        if let Some(f) = &mut self.failover {
+            if now.saturating_sub(since) >= BUSY_MS {
+                f.node.was_busy(now);
             }
         }
     }
@@ -567,14 +575,20 @@ impl Shell {
                         f.node.tick(&mut self.db, now_ms());
                     }
                 }
-                _ = tick.tick() => self.upkeep(),
+                _ = tick.tick() => {
+                    let since = now_ms();
+                    self.upkeep();
+                    self.note_busy(since);
+                }
                 Some(req) = recv_opt(&mut self.control.requests) => self.on_control(req),
                 Some(reply) = recv_metrics(&mut self.metrics) => self.on_metrics(reply),
             }
             // Replies first, so a mode change the node makes next reaches
             // the flusher after the replies it concerns.
             self.hand_over_batch();
+            let since = now_ms();
             self.drive_failover();
+            self.note_busy(since);
             if let Some(m) = &mut self.metrics {
                 m.leases.absorb(&self.db);
             }

@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub key: Key,
     pub heartbeat_ms: u64,
     pub timeout_ms: u64,
+    /// Replaces `timeout_ms` while a sync is under way: a partner reading
+    /// or merging a whole table sends nothing meanwhile.
+    pub sync_timeout_ms: u64,
     pub max_skew_ms: u64,
     pub mclt_ms: u64,
     pub auto_partner_down_ms: Option<u64>,
@@ -113,7 +116,18 @@ enum Phase {
         theirs: HashMap<Ipv4Addr, LeaseRecord>,
         resumed: bool,
     },
+    /// Primary: `SyncDone` sent; waiting for the secondary to have merged
+    /// what came before it.
+    AwaitSynced {
+        resumed: bool,
+    },
     Streaming,
+}
+
+impl Phase {
+    fn is_sync(&self) -> bool {
+        !matches!(self, Phase::Handshake | Phase::Streaming)
+    }
 }
 
 /// How far this node got with the partner's changes, for a resume.
@@ -300,7 +314,8 @@ impl Node {
                 Some(
                     Phase::AwaitSyncStart
                     | Phase::AwaitPrimaryTable { .. }
-                    | Phase::ReceivingTable { .. },
+                    | Phase::ReceivingTable { .. }
+                    | Phase::AwaitSynced { .. },
                 ),
             ) => "syncing",
             (Role::Primary, _) => "unlinked",
@@ -529,7 +544,13 @@ impl Node {
             };
             let silent = now_ms.saturating_sub(s.last_rx_ms);
             let established = s.link.is_established();
-            if silent > timeout {
+            // A partner reading or merging a whole table is busy, not gone.
+            let limit = if s.phase.is_sync() {
+                self.cfg.sync_timeout_ms.max(timeout)
+            } else {
+                timeout
+            };
+            if silent > limit {
                 self.close(conn, now_ms, &format!("nothing heard for {silent} ms"));
             } else if !established && now_ms.saturating_sub(s.opened_ms) > timeout {
                 self.close(conn, now_ms, "handshake did not finish in time");
@@ -839,6 +860,7 @@ impl Node {
             AwaitSyncStart,
             AwaitPrimaryTable,
             ReceivingTable,
+            AwaitSynced,
             Streaming,
         }
         let phase = match self.sessions.get(&conn).map(|s| &s.phase) {
@@ -847,6 +869,7 @@ impl Node {
             Some(Phase::AwaitSyncStart) => P::AwaitSyncStart,
             Some(Phase::AwaitPrimaryTable { .. }) => P::AwaitPrimaryTable,
             Some(Phase::ReceivingTable { .. }) => P::ReceivingTable,
+            Some(Phase::AwaitSynced { .. }) => P::AwaitSynced,
             Some(Phase::Streaming) => P::Streaming,
         };
         match (phase, m) {
@@ -895,6 +918,20 @@ impl Node {
                     let sent = s.sent_through;
                     self.kept.retain(|(seq, _)| *seq > sent);
                 }
+                if !self.send(conn, &Message::Synced, now_ms) {
+                    return;
+                }
+                self.sync_complete(resumed, now_ms);
+                self.pump(db, now_ms);
+            }
+            (P::AwaitSynced, Message::Synced) => {
+                let mut resumed = false;
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    resumed = matches!(s.phase, Phase::AwaitSynced { resumed: true });
+                    s.phase = Phase::Streaming;
+                    let sent = s.sent_through;
+                    self.kept.retain(|(seq, _)| *seq > sent);
+                }
                 self.sync_complete(resumed, now_ms);
                 self.pump(db, now_ms);
             }
@@ -936,6 +973,7 @@ impl Node {
                         Message::SyncStart(_) => "sync start",
                         Message::LeasePage { .. } => "lease page",
                         Message::SyncDone { .. } => "sync done",
+                        Message::Synced => "synced",
                         Message::Update { .. } => "update",
                         Message::Ack { .. } => "ack",
                         Message::Heartbeat { .. } => "heartbeat",
@@ -943,7 +981,10 @@ impl Node {
                     },
                     match phase {
                         P::Handshake => "handshaking",
-                        P::AwaitSyncStart | P::AwaitPrimaryTable | P::ReceivingTable => "syncing",
+                        P::AwaitSyncStart
+                        | P::AwaitPrimaryTable
+                        | P::ReceivingTable
+                        | P::AwaitSynced => "syncing",
                         P::Streaming => "streaming",
                     }
                 );
@@ -963,7 +1004,7 @@ impl Node {
         self.partner_down_since_ms = None;
         self.backoff_ms = BACKOFF_MIN_MS;
         tracing::info!(
-            "failover: {} sync done; in sync with the partner",
+            "failover: sync done ({}); in sync with the partner",
             if resumed { "resumed" } else { "full" }
         );
         self.update_mode();
@@ -996,7 +1037,7 @@ impl Node {
             return;
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
-            s.phase = Phase::Streaming;
+            s.phase = Phase::AwaitSynced { resumed };
             s.sent_through = through;
         }
         if resumed {
@@ -1007,7 +1048,6 @@ impl Node {
                 theirs.len()
             );
         }
-        self.sync_complete(resumed, now_ms);
     }
 
     /// The node id of the owner of `ip`'s share, when known.

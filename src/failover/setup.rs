@@ -55,6 +55,7 @@ pub fn prepare(cfg: &Config) -> Result<Option<Prepared>, SetupError> {
             key,
             heartbeat_ms: ms(f.heartbeat),
             timeout_ms: ms(f.timeout),
+            sync_timeout_ms: ms(f.sync_timeout),
             max_skew_ms: ms(f.max_skew),
             mclt_ms: ms(f.mclt),
             auto_partner_down_ms: f.auto_partner_down.map(ms),

@@ -20,6 +20,7 @@ fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
         key: key(key_byte),
         heartbeat_ms: 1_000,
         timeout_ms: 5_000,
+        sync_timeout_ms: 60_000,
         max_skew_ms: 30_000,
         mclt_ms: 60_000,
         auto_partner_down_ms: None,

@@ -303,6 +303,7 @@ fn session_messages() -> Vec<Message> {
             serial: 1,
             through: 4,
         },
+        Message::Synced,
         Message::Update {
             seq: 1,
             records: vec![some_lease()],
