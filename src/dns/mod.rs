@@ -6,7 +6,8 @@
 //! Module map: `names` (name helpers), `hosts` (hosts-file parsing),
 //! `authority` (what we answer ourselves), `cache`, `forward` (upstream
 //! choice and pending queries), `zone` (authoritative zones: SOA, NS, serial,
-//! transfer permission), `engine` (ties them together).
+//! transfer permission), `resolv` (resolv files and their polling),
+//! `engine` (ties them together).
 
 pub mod authority;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod forward;
 pub mod hosts;
 pub mod names;
 pub mod replay;
+pub mod resolv;
 pub mod shell;
 pub mod thread;
 pub mod zone;
