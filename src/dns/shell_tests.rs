@@ -106,16 +106,20 @@ fn local_service_is_off_once_interfaces_or_addresses_are_named() {
     assert!(!local_service_ok(&cfg, &ifs, far, 2));
     cfg.listen_addresses_v6 = vec![ip6("2001:db8:1::1")];
     assert!(local_service_ok(&cfg, &ifs, far, 2));
-    let mut cfg = Config::default();
-    cfg.interfaces = vec!["eth0".into()];
+    let cfg = Config {
+        interfaces: vec!["eth0".into()],
+        ..Config::default()
+    };
     assert!(local_service_ok(&cfg, &ifs, far, 2));
 }
 
 #[test]
 fn an_ipv6_listen_address_selects_its_interface_for_dns() {
     let ifs = ifaces();
-    let mut cfg = Config::default();
-    cfg.listen_addresses_v6 = vec![ip6("fd00:5::1")];
+    let mut cfg = Config {
+        listen_addresses_v6: vec![ip6("fd00:5::1")],
+        ..Config::default()
+    };
     assert!(serves_dns(&cfg, &ifs[&3]));
     assert!(!serves_dns(&cfg, &ifs[&2]));
     assert!(serves_dns(&cfg, &ifs[&1]), "loopback always");

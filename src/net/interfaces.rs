@@ -191,8 +191,10 @@ mod tests {
 
     #[test]
     fn an_ipv6_listen_address_selects_its_interface() {
-        let mut cfg = Config::default();
-        cfg.listen_addresses_v6 = vec!["2001:db8:7::1".parse().unwrap()];
+        let mut cfg = Config {
+            listen_addresses_v6: vec!["2001:db8:7::1".parse().unwrap()],
+            ..Config::default()
+        };
         assert!(serves(&cfg, &iface("eth2", [198, 18, 7, 1])));
         cfg.listen_addresses_v6 = vec!["2001:db8:8::1".parse().unwrap()];
         assert!(!serves(&cfg, &iface("eth2", [198, 18, 7, 1])));
