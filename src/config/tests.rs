@@ -624,7 +624,7 @@ fn auth_options_reach_the_config() {
     );
     assert_eq!(
         err("auth-server=ns1,fd00::1"),
-        format!("auth-server at line 1 of {f}: the IPv6 auth-server address 'fd00::1' (no IPv6 listeners yet) is not supported by twinmasq yet")
+        format!("auth-server at line 1 of {f}: the IPv6 auth-server address 'fd00::1' (authoritative service over IPv6) is not supported by twinmasq yet")
     );
 }
 
