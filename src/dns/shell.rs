@@ -246,8 +246,8 @@ fn listen_addrs6(cfg: &Config, ifaces: &HashMap<u32, Interface>) -> Vec<(SocketA
             None => out.push((sa, named)),
         }
     };
-    for i in ifaces.values().filter(|i| serves_dns(cfg, i)) {
-        for a in &i.addrs6 {
+    for i in ifaces.values() {
+        for a in i.addrs6.iter().filter(|a| serves_dns6(cfg, i, a.addr)) {
             add(a.addr, i.index, false);
         }
     }
@@ -336,17 +336,51 @@ fn serves_dns(cfg: &Config, iface: &Interface) -> bool {
         || interfaces::serves(cfg, iface)
 }
 
+/// Whether a query to our IPv6 address `dst` on `iface` is served. Unlike
+/// IPv4 (where DHCP's interface choice is followed), an IPv4
+/// `listen-address` does not open the interface's IPv6 addresses, as in
+/// dnsmasq: a config that names only IPv4 addresses keeps IPv6 closed
+/// (and with `bind-interfaces` binds no IPv6 socket that could collide
+/// with another resolver's). Loopback comes with `interface=`, as dnsmasq
+/// adds `lo` then.
+fn serves_dns6(cfg: &Config, iface: &Interface, dst: Ipv6Addr) -> bool {
+    if cfg
+        .except_interfaces
+        .iter()
+        .any(|p| interfaces::name_matches(p, &iface.name))
+    {
+        return false;
+    }
+    if cfg.listen_addresses_v6.contains(&dst) {
+        return true;
+    }
+    if cfg.interfaces.is_empty()
+        && cfg.listen_addresses.is_empty()
+        && cfg.listen_addresses_v6.is_empty()
+    {
+        return true;
+    }
+    !cfg.interfaces.is_empty()
+        && (iface.is_loopback()
+            || cfg
+                .interfaces
+                .iter()
+                .any(|p| interfaces::name_matches(p, &iface.name)))
+}
+
 /// For TCP, where the arrival interface is not reported: whether our
 /// address `local` belongs to an interface DNS serves.
 fn served_at(cfg: &Config, ifaces: &HashMap<u32, Interface>, local: IpAddr) -> bool {
-    let holds = |i: &Interface| match local {
-        IpAddr::V4(a) => i.addrs.iter().any(|x| x.addr == a),
-        IpAddr::V6(a) => i.addrs6.iter().any(|x| x.addr == a),
-    };
-    ifaces
-        .values()
-        .filter(|i| holds(i))
-        .any(|i| serves_dns(cfg, i))
+    match local {
+        IpAddr::V4(a) => ifaces
+            .values()
+            .filter(|i| i.addrs.iter().any(|x| x.addr == a))
+            .any(|i| serves_dns(cfg, i)),
+        IpAddr::V6(a) => ifaces
+            .values()
+            .filter(|i| i.addrs6.iter().any(|x| x.addr == a))
+            .any(|i| serves_dns6(cfg, i, a)),
+    }
 }
 
 /// dnsmasq's `local-service` default: with no interface options, answer
@@ -723,7 +757,7 @@ impl Shell {
         let served = self
             .ifaces
             .get(&meta.ifindex)
-            .is_some_and(|i| serves_dns(&self.cfg, i));
+            .is_some_and(|i| serves_dns6(&self.cfg, i, meta.dst));
         if !served || !local_service_ok(&self.cfg, &self.ifaces, client.ip(), meta.ifindex) {
             return;
         }

@@ -114,19 +114,41 @@ fn local_service_is_off_once_interfaces_or_addresses_are_named() {
 }
 
 #[test]
-fn an_ipv6_listen_address_selects_its_interface_for_dns() {
+fn which_ipv6_addresses_are_served() {
     let ifs = ifaces();
+    let (lo, eth0, tun) = (&ifs[&1], &ifs[&2], &ifs[&3]);
+    // No options: everything.
+    let cfg = Config::default();
+    assert!(serves_dns6(&cfg, eth0, ip6("2001:db8:1::1")));
+    assert!(serves_dns6(&cfg, lo, Ipv6Addr::LOCALHOST));
+    // An IPv6 listen-address: that address only.
     let mut cfg = Config {
         listen_addresses_v6: vec![ip6("fd00:5::1")],
         ..Config::default()
     };
-    assert!(serves_dns(&cfg, &ifs[&3]));
-    assert!(!serves_dns(&cfg, &ifs[&2]));
-    assert!(serves_dns(&cfg, &ifs[&1]), "loopback always");
+    assert!(serves_dns6(&cfg, tun, ip6("fd00:5::1")));
+    assert!(!serves_dns6(&cfg, eth0, ip6("2001:db8:1::1")));
+    assert!(!serves_dns6(&cfg, lo, Ipv6Addr::LOCALHOST));
     assert!(served_at(&cfg, &ifs, IpAddr::V6(ip6("fd00:5::1"))));
     assert!(!served_at(&cfg, &ifs, IpAddr::V6(ip6("2001:db8:1::1"))));
-    cfg.except_interfaces = vec!["tun0".into()];
-    assert!(!serves_dns(&cfg, &ifs[&3]));
+    cfg.except_interfaces = vec!["tun*".into()];
+    assert!(!serves_dns6(&cfg, tun, ip6("fd00:5::1")));
+    // Only IPv4 listen-addresses: no IPv6 at all, even on their interface.
+    let cfg = Config {
+        listen_addresses: vec![Ipv4Addr::new(198, 18, 0, 1)],
+        ..Config::default()
+    };
+    assert!(!serves_dns6(&cfg, eth0, ip6("2001:db8:1::1")));
+    assert!(!serves_dns6(&cfg, lo, Ipv6Addr::LOCALHOST));
+    assert!(serves_dns(&cfg, eth0), "IPv4 still served");
+    // interface=: its addresses, and loopback's.
+    let cfg = Config {
+        interfaces: vec!["eth*".into()],
+        ..Config::default()
+    };
+    assert!(serves_dns6(&cfg, eth0, ip6("fe80::1")));
+    assert!(serves_dns6(&cfg, lo, Ipv6Addr::LOCALHOST));
+    assert!(!serves_dns6(&cfg, tun, ip6("fd00:5::1")));
 }
 
 #[test]
@@ -171,4 +193,20 @@ fn udp_client_references_round_trip() {
         t.index(Ipv6Addr::from(0x2001_0db8_00ff_u128 << 80 | i));
     }
     assert_eq!(t.index(ip6("2001:db8:2::1")), None, "the table is capped");
+}
+
+#[test]
+fn bind_interfaces_with_ipv4_addresses_only_binds_no_ipv6() {
+    let ifs = ifaces();
+    let mut cfg = Config {
+        listen_addresses: vec![Ipv4Addr::new(198, 18, 0, 1)],
+        bind_interfaces: true,
+        ..Config::default()
+    };
+    assert_eq!(listen_addrs6(&cfg, &ifs), vec![]);
+    cfg.listen_addresses_v6 = vec![ip6("fd00:5::1")];
+    assert_eq!(
+        listen_addrs6(&cfg, &ifs),
+        vec![(SocketAddrV6::new(ip6("fd00:5::1"), 53, 0, 0), true)]
+    );
 }

@@ -108,7 +108,7 @@ pub fn list_all() -> io::Result<HashMap<u32, Interface>> {
 }
 
 /// dnsmasq's interface names may end in `*` to match a prefix.
-fn name_matches(pattern: &str, name: &str) -> bool {
+pub fn name_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
