@@ -7,7 +7,8 @@
 //! - a client elsewhere: 2001:db8:2::10/64, routed on-link both ways, so
 //!   only `local-service` can keep it from an answer
 //! - the test's upstream servers, one namespace: 198.18.0.60 and
-//!   [2001:db8:1::61], each answering every A question with its own address
+//!   [2001:db8:1::61] (port 53, and 5353 for `server=`), each answering
+//!   every A question with its own address
 //!
 //! The listener test runs the server `TWINMASQ_TEST_SERVER` names (twinmasq
 //! by default; `dnsmasq` shows the test checks dnsmasq's behaviour); the
@@ -188,7 +189,11 @@ impl DnsServer {
         args.push(p("--dhcp-leasefile", &dir.join("leases")));
         match kind {
             ServerKind::Dnsmasq => args.push("--log-facility=-".into()),
-            ServerKind::Twinmasq => args.push(p("--lease-db", &dir.join("db"))),
+            ServerKind::Twinmasq => {
+                args.push(p("--lease-db", &dir.join("db")));
+                // Not the shared default under /run.
+                args.push(p("--control-socket", &dir.join("control.sock")));
+            }
         }
         fs::write(&log, format!("===== {}\n", args.join(" "))).unwrap();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -197,7 +202,7 @@ impl DnsServer {
             if let Some(st) = proc.try_status() {
                 return Some(Err(format!("exited during start: {st}")));
             }
-            let got = dig(client, &SERVER_IP.to_string(), READY_NAME, "A", false).ok()?;
+            let (_, got) = dig(client, &SERVER_IP.to_string(), READY_NAME, "A", false).ok()?;
             (got == [READY_IP]).then_some(Ok(()))
         });
         if let Err(e) = ready.and_then(|r| r) {
@@ -218,36 +223,55 @@ impl DnsServer {
     }
 }
 
-/// `dig +short` from `host` to `server` (an IPv4 or IPv6 address): the
-/// answer's records, or Err when no answer came. Over UDP dig takes a reply
-/// only from the address it asked (another source is "unexpected" and
-/// ignored), so an answer also shows where it came from.
+/// `dig` from `host` to `server` (an IPv4 or IPv6 address): the rcode and
+/// the answer's record data, or Err when no answer came. Over UDP dig takes
+/// a reply only from the address it asked (another source is "unexpected"
+/// and ignored), so an answer also shows where it came from.
 fn dig(
     host: &Host,
     server: &str,
     name: &str,
     rtype: &str,
     tcp: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<(String, Vec<String>), String> {
     let at = format!("@{server}");
-    let mut args = vec!["dig", "+short", "+time=1", "+tries=1", &at, name, rtype];
+    let mut args = vec![
+        "dig",
+        "+noall",
+        "+comments",
+        "+answer",
+        "+time=1",
+        "+tries=1",
+        &at,
+        name,
+        rtype,
+    ];
     if tcp {
         args.push("+tcp");
     }
     let out = host.exec(&args, Duration::from_secs(5))?;
-    if out.contains(";;") {
-        return Err(out);
-    }
-    Ok(out.lines().map(|l| l.trim().to_string()).collect())
+    let status = out
+        .split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .ok_or_else(|| format!("no reply: {out}"))?
+        .to_string();
+    let data = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    Ok((status, data))
 }
 
+/// [`dig`] that must get a NOERROR answer: its record data.
 fn dig_ok(host: &Host, server: &str, name: &str, rtype: &str, tcp: bool) -> Vec<String> {
-    dig(host, server, name, rtype, tcp).unwrap_or_else(|e| {
-        panic!(
-            "no answer for {name} {rtype} from {server} ({}): {e}",
-            if tcp { "TCP" } else { "UDP" }
-        )
-    })
+    let proto = if tcp { "TCP" } else { "UDP" };
+    match dig(host, server, name, rtype, tcp) {
+        Ok((status, data)) if status == "NOERROR" => data,
+        Ok((status, _)) => panic!("{name} {rtype} from {server} ({proto}): {status}"),
+        Err(e) => panic!("no answer for {name} {rtype} from {server} ({proto}): {e}"),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -268,6 +292,14 @@ fn ipv6_clients_get_answers_under_local_service() {
     let far = lab.add_client();
     far.add_addr6(&format!("{FAR6}/64"));
     far.add_route6("2001:db8:1::/64");
+    // An IPv6 upstream on a port of its own, given by `server=`.
+    let outside = lab.add_client();
+    outside.add_addr6(&format!("{UPSTREAM_V6}/64"));
+    let upstream = Upstream::start(
+        &outside.ns,
+        SocketAddr::new(UPSTREAM_V6.parse().unwrap(), 5353),
+        FROM_V6_UPSTREAM,
+    );
 
     // No interface options, so local-service applies (DHCP serves every
     // interface). twinmasq applies it by default then; dnsmasq 2.90 only
@@ -277,6 +309,7 @@ fn ipv6_clients_get_answers_under_local_service() {
         "domain=lab.test".to_string(),
         "dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h".to_string(),
         "no-resolv".to_string(),
+        format!("server={UPSTREAM_V6}#5353"),
         "no-ping".to_string(),
     ];
     let _server = DnsServer::start(&lab, kind, "server", &lines, &near);
@@ -290,6 +323,18 @@ fn ipv6_clients_get_answers_under_local_service() {
             );
         }
     }
+
+    // Forwarded, from an IPv6 client to the IPv6 upstream and back (over
+    // UDP: dnsmasq forwards a TCP query over TCP, which this upstream
+    // does not serve).
+    for _ in 0..2 {
+        assert_eq!(
+            dig_ok(&near, SERVER6, "www.example.net", "A", false),
+            [FROM_V6_UPSTREAM.to_string()],
+            "{kind:?}: forwarded over IPv6"
+        );
+    }
+    assert!(upstream.hits() >= 1);
 
     // A lease name answers over IPv6: its A record, and no AAAA (DHCPv4).
     let laptop = lab.add_client();
@@ -398,7 +443,7 @@ impl ResolvRig {
     fn ask(&self, n: &mut u32) -> Option<Ipv4Addr> {
         *n += 1;
         let name = format!("q{n}.example.net");
-        let got = dig(&self.client, &SERVER_IP.to_string(), &name, "A", false).ok()?;
+        let (_, got) = dig(&self.client, &SERVER_IP.to_string(), &name, "A", false).ok()?;
         got.first()?.parse().ok()
     }
 

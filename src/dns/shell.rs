@@ -91,7 +91,8 @@ pub struct LeaseSource {
 /// What the service's signal handler asks of the DNS task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsSignal {
-    /// SIGHUP: re-read the hosts files and clear the cache.
+    /// SIGHUP: re-read the hosts files (with `no-poll`, the resolv file
+    /// too) and clear the cache.
     Reload,
     /// SIGUSR1: log the cache and query counters.
     LogStats,
@@ -753,6 +754,11 @@ impl Shell {
     /// As [`Self::on_udp_query`], for IPv6. The authoritative service is
     /// IPv4-only (an IPv6 `auth-server` is refused by the config).
     fn on_udp_query6(&mut self, listener: usize, buf: &[u8], meta: pktinfo6::RecvMeta6) {
+        // A query to a multicast group we are in (all-nodes) has no
+        // address of ours to answer from.
+        if meta.dst.is_multicast() {
+            return;
+        }
         let client = SocketAddr::V6(meta.src);
         let served = self
             .ifaces
