@@ -372,6 +372,46 @@ fn ipv6_clients_get_answers_under_local_service() {
     assert_eq!(dig_ok(&near, SERVER6, READY_NAME, "A", false), [READY_IP]);
 }
 
+/// The interface options select IPv6 as they select IPv4: `interface=`
+/// with the wildcard socket, and IPv6 `listen-address` with
+/// `bind-interfaces`, which must leave the interface's other IPv6 address
+/// unanswered.
+#[test]
+fn ipv6_follows_interface_and_listen_address_options() {
+    let lab = lab!("ipv6_follows_interface_and_listen_address_options");
+    let kind = ServerKind::from_env();
+    lab.server.add_addr6(&format!("{SERVER6}/64"));
+    lab.server.add_addr6(&format!("{SERVER6_B}/64"));
+    let near = lab.add_client();
+    near.set_addr(CLIENT_IP, NETMASK);
+    near.add_addr6(&format!("{CLIENT6}/64"));
+
+    let by_name = vec![
+        format!("interface={}", lab.server.ifname),
+        "no-resolv".to_string(),
+    ];
+    let server = DnsServer::start(&lab, kind, "by-name", &by_name, &near);
+    for tcp in [false, true] {
+        assert_eq!(dig_ok(&near, SERVER6, READY_NAME, "A", tcp), [READY_IP]);
+    }
+    drop(server);
+
+    let by_address = vec![
+        format!("listen-address={SERVER_IP},{SERVER6_B}"),
+        "bind-interfaces".to_string(),
+        "no-resolv".to_string(),
+    ];
+    let _server = DnsServer::start(&lab, kind, "by-address", &by_address, &near);
+    for tcp in [false, true] {
+        assert_eq!(dig_ok(&near, SERVER6_B, READY_NAME, "A", tcp), [READY_IP]);
+        let r = dig(&near, SERVER6, READY_NAME, "A", tcp);
+        assert!(
+            r.is_err(),
+            "{kind:?}: {SERVER6} is not a listen-address: {r:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The resolv file
 

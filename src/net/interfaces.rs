@@ -132,15 +132,14 @@ pub fn serves(cfg: &Config, iface: &Interface) -> bool {
     {
         return !iface.is_loopback();
     }
+    // An IPv6 listen-address selects (so the rest is not served) but
+    // opens only itself, for DNS; IPv4 follows the IPv4 addresses, as in
+    // dnsmasq.
     cfg.interfaces.iter().any(|p| name_matches(p, &iface.name))
         || iface
             .addrs
             .iter()
             .any(|a| cfg.listen_addresses.contains(&a.addr))
-        || iface
-            .addrs6
-            .iter()
-            .any(|a| cfg.listen_addresses_v6.contains(&a.addr))
 }
 
 /// Whether `a` and `b` share their first `prefix` bits.
@@ -190,14 +189,15 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_listen_address_selects_its_interface() {
+    fn an_ipv6_listen_address_opens_no_ipv4() {
         let mut cfg = Config {
             listen_addresses_v6: vec!["2001:db8:7::1".parse().unwrap()],
             ..Config::default()
         };
-        assert!(serves(&cfg, &iface("eth2", [198, 18, 7, 1])));
-        cfg.listen_addresses_v6 = vec!["2001:db8:8::1".parse().unwrap()];
+        // eth2 holds that address, but IPv4 service needs an IPv4 one.
         assert!(!serves(&cfg, &iface("eth2", [198, 18, 7, 1])));
+        cfg.listen_addresses = vec![Ipv4Addr::new(198, 18, 7, 1)];
+        assert!(serves(&cfg, &iface("eth2", [198, 18, 7, 1])));
     }
 
     #[test]
