@@ -846,7 +846,8 @@ async fn tcp_client(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    // One item per query: a reply, or the messages of a zone transfer.
+    // One item per query: a reply, or the messages of a zone transfer; none
+    // closes the connection.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<Vec<u8>>>(16);
     let (mut rd, mut wr) = stream.split();
     loop {
@@ -866,6 +867,10 @@ async fn tcp_client(
                 }
             }
             Some(messages) = reply_rx.recv() => {
+                // Nothing to send: the client is refused.
+                if messages.is_empty() {
+                    break;
+                }
                 // Framed into one buffer: one write for a whole transfer.
                 let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 2).sum());
                 for m in &messages {
@@ -1173,14 +1178,18 @@ pub async fn run(
             }
             Some(ev) = events.recv() => match ev {
                 Event::TcpQuery { conn, peer, local, bytes, reply } => {
-                    shell.tcp_conns.insert(conn, reply);
                     let scope = match peer {
                         SocketAddr::V6(p) => p.scope_id(),
                         SocketAddr::V4(_) => 0,
                     };
                     let allowed = served_at(&shell.cfg, &shell.ifaces, local.ip())
                         && local_service_ok(&shell.cfg, &shell.ifaces, peer.ip(), scope);
-                    if allowed {
+                    if !allowed {
+                        // Closed at once, as dnsmasq does, so a refused
+                        // client holds none of the few TCP slots.
+                        let _ = reply.try_send(Vec::new());
+                    } else {
+                        shell.tcp_conns.insert(conn, reply);
                         let service = match local.ip() {
                             IpAddr::V4(dst) => service_at(&shell.cfg, &shell.ifaces, dst),
                             IpAddr::V6(_) => Service::Recursive,
