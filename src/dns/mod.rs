@@ -7,13 +7,15 @@
 //! `authority` (what we answer ourselves), `cache`, `forward` (upstream
 //! choice and pending queries), `zone` (authoritative zones: SOA, NS, serial,
 //! transfer permission), `resolv` (resolv files and their polling),
-//! `engine` (ties them together).
+//! `engine` (ties them together), `listen` (where the shell listens and
+//! whom it answers).
 
 pub mod authority;
 pub mod cache;
 pub mod engine;
 pub mod forward;
 pub mod hosts;
+mod listen;
 pub mod names;
 pub mod replay;
 pub mod resolv;
