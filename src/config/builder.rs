@@ -145,10 +145,10 @@ impl Builder {
                     let text = unhide(f);
                     match text.parse::<Ipv4Addr>() {
                         Ok(a) => c.listen_addresses.push(a),
-                        Err(_) if text.parse::<Ipv6Addr>().is_ok() => {
-                            return Err(ConfigError::not_yet(name, at, "an IPv6 listen address"))
-                        }
-                        Err(_) => return Err(bad(format!("'{text}' is not an IPv4 address"))),
+                        Err(_) => match text.parse::<Ipv6Addr>() {
+                            Ok(a) => c.listen_addresses_v6.push(a),
+                            Err(_) => return Err(bad(format!("'{text}' is not an IP address"))),
+                        },
                     }
                 }
             }
@@ -385,6 +385,7 @@ impl Builder {
             | Opt::NoPing
             | Opt::NoHosts
             | Opt::NoResolv
+            | Opt::NoPoll
             | Opt::RapidCommit
             | Opt::LogDhcp
             | Opt::QuietDhcp
@@ -405,6 +406,7 @@ impl Builder {
             Opt::NoPing => c.no_ping = true,
             Opt::NoHosts => c.dns.no_hosts = true,
             Opt::NoResolv => c.dns.no_resolv = true,
+            Opt::NoPoll => c.dns.no_poll = true,
             Opt::ExpandHosts => c.dns.expand_hosts = true,
             Opt::DomainNeeded => c.dns.domain_needed = true,
             Opt::BogusPriv => c.dns.bogus_priv = true,
@@ -468,6 +470,14 @@ impl Builder {
             // dnsmasq's own message: the SOA and NS records need the name.
             return Err(ConfigError::Inconsistent {
                 reason: "--auth-server required when an auth zone is defined.".into(),
+            });
+        }
+        let dns = &self.cfg.dns;
+        if dns.no_poll && !dns.no_resolv && dns.resolv_files.len() > 1 {
+            // dnsmasq's own message: without polling there is no newest
+            // file to choose.
+            return Err(ConfigError::Inconsistent {
+                reason: "only one resolv.conf file allowed in no-poll mode.".into(),
             });
         }
         self.cfg.failover = self

@@ -456,11 +456,11 @@ pub(crate) fn parse_auth_server(value: &str) -> Result<AuthServer, FieldError> {
     for f in &fields[1..] {
         let text = unhide(f);
         match text.parse::<IpAddr>() {
-            // The listeners are IPv4 only: an IPv6 address would never
-            // receive a query, so say so rather than accept it silently.
+            // The authoritative service is IPv4 only: an IPv6 address
+            // would get the normal one, so say so rather than accept it.
             Ok(IpAddr::V6(_)) => {
                 return Err(FieldError::not_yet(format!(
-                    "the IPv6 auth-server address '{text}' (no IPv6 listeners yet)"
+                    "the IPv6 auth-server address '{text}' (authoritative service over IPv6)"
                 )))
             }
             Ok(a) => addrs.push(a),

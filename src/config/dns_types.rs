@@ -219,6 +219,9 @@ pub struct DnsConfig {
     pub no_resolv: bool,
     /// `resolv-file`; default /etc/resolv.conf.
     pub resolv_files: Vec<PathBuf>,
+    /// `no-poll`: read the resolv file at start and on SIGHUP only, not
+    /// whenever it changes.
+    pub no_poll: bool,
     /// `server=ip[#port]`: the normal upstream servers, in config order.
     pub servers: Vec<SocketAddr>,
     /// `server=/dom/...`, `local=/dom/`.
@@ -269,6 +272,7 @@ impl Default for DnsConfig {
             expand_hosts: false,
             no_resolv: false,
             resolv_files: vec![PathBuf::from(DEFAULT_RESOLV_FILE)],
+            no_poll: false,
             servers: Vec::new(),
             domain_servers: Vec::new(),
             rev_servers: Vec::new(),

@@ -31,6 +31,7 @@ pub(crate) enum Opt {
     NoPing,
     NoHosts,
     NoResolv,
+    NoPoll,
     RapidCommit,
     LogDhcp,
     QuietDhcp,
@@ -221,7 +222,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     // twinmasq implements, the others Unsupported.
     def("version", Some('v'), N, U),
     def("no-hosts", Some('h'), N, Opt::NoHosts),
-    def("no-poll", Some('n'), N, U),
+    def("no-poll", Some('n'), N, Opt::NoPoll),
     def("help", Some('w'), N, U),
     def("log-queries", Some('q'), O, Opt::LogQueries),
     def("resolv-file", Some('r'), O, Opt::ResolvFile),

@@ -248,12 +248,12 @@ fn error_messages_name_file_line_and_option() {
         "bad interface at line 1 of /etc/dnsmasq.conf: interface name 'a/b' contains '/'"
     );
     assert_eq!(
-        err("listen-address=::1"),
-        "listen-address at line 1 of /etc/dnsmasq.conf: an IPv6 listen address is not supported by twinmasq yet"
+        err("listen-address=localhost"),
+        "bad listen-address at line 1 of /etc/dnsmasq.conf: 'localhost' is not an IP address"
     );
     assert_eq!(
-        err("listen-address=localhost"),
-        "bad listen-address at line 1 of /etc/dnsmasq.conf: 'localhost' is not an IPv4 address"
+        err("no-poll\nresolv-file=/run/a\nresolv-file=/run/b"),
+        "only one resolv.conf file allowed in no-poll mode."
     );
     assert_eq!(
         err("dhcp-option=252,\"unterminated"),
@@ -624,7 +624,7 @@ fn auth_options_reach_the_config() {
     );
     assert_eq!(
         err("auth-server=ns1,fd00::1"),
-        format!("auth-server at line 1 of {f}: the IPv6 auth-server address 'fd00::1' (no IPv6 listeners yet) is not supported by twinmasq yet")
+        format!("auth-server at line 1 of {f}: the IPv6 auth-server address 'fd00::1' (authoritative service over IPv6) is not supported by twinmasq yet")
     );
 }
 
@@ -880,4 +880,18 @@ proptest! {
         prop_assume!(!argv.iter().any(|a| a.starts_with("-C") || a.starts_with("-7") || a.contains("conf")));
         let _ = load_with_default(&argv, Path::new("/nonexistent/twinmasq-test.conf"));
     }
+}
+
+#[test]
+fn ipv6_listen_addresses_and_no_poll() {
+    let c = conf("listen-address=198.18.0.1,2001:db8::1\nlisten-address=fe80::1\nno-poll\n");
+    assert_eq!(c.listen_addresses, vec![ip("198.18.0.1")]);
+    let v6: Vec<std::net::Ipv6Addr> =
+        vec!["2001:db8::1".parse().unwrap(), "fe80::1".parse().unwrap()];
+    assert_eq!(c.listen_addresses_v6, v6);
+    assert!(c.dns.no_poll);
+    assert!(!conf("").dns.no_poll);
+    // dnsmasq checks the file count only when it reads resolv files.
+    let c = conf("no-poll\nno-resolv\nresolv-file=/run/a\nresolv-file=/run/b\n");
+    assert!(c.dns.no_poll && c.dns.no_resolv);
 }

@@ -1,7 +1,7 @@
 //! The parsed configuration: what the engines read. Parsing lives in the
 //! sibling modules; nothing here touches files.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use super::dns_types::DnsConfig;
@@ -142,6 +142,9 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub except_interfaces: Vec<String>,
     pub listen_addresses: Vec<Ipv4Addr>,
+    /// The IPv6 `listen-address`es: DNS only (DHCP is IPv4 here), kept
+    /// apart so the DHCP side keeps its plain IPv4 list.
+    pub listen_addresses_v6: Vec<Ipv6Addr>,
     pub bind_interfaces: bool,
     pub dhcp_ranges: Vec<DhcpRange>,
     pub dhcp_hosts: Vec<DhcpHost>,
@@ -194,6 +197,7 @@ impl Default for Config {
             interfaces: Vec::new(),
             except_interfaces: Vec::new(),
             listen_addresses: Vec::new(),
+            listen_addresses_v6: Vec::new(),
             bind_interfaces: false,
             dhcp_ranges: Vec::new(),
             dhcp_hosts: Vec::new(),

@@ -6,15 +6,19 @@
 //! Module map: `names` (name helpers), `hosts` (hosts-file parsing),
 //! `authority` (what we answer ourselves), `cache`, `forward` (upstream
 //! choice and pending queries), `zone` (authoritative zones: SOA, NS, serial,
-//! transfer permission), `engine` (ties them together).
+//! transfer permission), `resolv` (resolv files and their polling),
+//! `engine` (ties them together), `listen` (where the shell listens and
+//! whom it answers).
 
 pub mod authority;
 pub mod cache;
 pub mod engine;
 pub mod forward;
 pub mod hosts;
+mod listen;
 pub mod names;
 pub mod replay;
+pub mod resolv;
 pub mod shell;
 pub mod thread;
 pub mod zone;

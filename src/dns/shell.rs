@@ -1,6 +1,7 @@
-//! The DNS engine's sockets: UDP and TCP listeners on `port`, a pool of
-//! upstream UDP sockets on random ports, TCP to upstreams when an answer
-//! was truncated, and the lease feed that keeps lease names current.
+//! The DNS engine's sockets: UDP and TCP listeners on `port` (IPv4 and
+//! IPv6), a pool of upstream UDP sockets on random ports (one of each
+//! family per slot), TCP to upstreams when an answer was truncated, the
+//! lease feed that keeps lease names current, and the resolv-file poll.
 //!
 //! A query that arrives at an `auth-server` interface or address gets the
 //! authoritative service (authoritative zones only, as dnsmasq); the
@@ -10,9 +11,9 @@
 //! carries them out.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -22,16 +23,19 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use twinmasq_proto::LeaseRecord;
 
-use crate::config::dns_types::IfFamily;
 use crate::config::Config;
-use crate::dhcp::network::same_subnet;
 use crate::dhcp::shell::now_ms;
 use crate::net::interfaces::{self, Interface};
-use crate::net::pktinfo;
+use crate::net::{pktinfo, pktinfo6};
 
 use super::authority::{Authority, Service};
 use super::engine::{Action, ClientRef, DnsEngine, Transport};
-use super::zone::{Net, ZoneSerial};
+use super::listen::{
+    interface_nets, listen_addrs, listen_addrs6, local_service_ok, served_at, serves_dns,
+    serves_dns6, service_at,
+};
+use super::resolv::{self, ResolvWatch};
+use super::zone::ZoneSerial;
 
 /// Upstream UDP sockets, each on its own random port (source-port
 /// randomisation: the engine picks one per query).
@@ -46,6 +50,10 @@ const IFACE_REFRESH: Duration = Duration::from_secs(5);
 const RECV_BATCH: usize = 32;
 /// A UDP query may be as long as any UDP datagram, as before batching.
 const MAX_UDP_QUERY: usize = 65535;
+/// Our own IPv6 addresses that queries arrived at, remembered so that a UDP
+/// client's reference (a u64) can name the one to answer from. Only our own
+/// addresses can be destinations, so this stays small; the cap is a guard.
+const MAX_LOCAL_V6: usize = 4096;
 /// Datagrams served from one listener before the runtime's other work
 /// (timers, TCP, upstream answers, DHCP on the same thread) gets a turn.
 const MAX_PER_WAKE: usize = 256;
@@ -85,7 +93,8 @@ pub struct LeaseSource {
 /// What the service's signal handler asks of the DNS task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsSignal {
-    /// SIGHUP: re-read the hosts files and clear the cache.
+    /// SIGHUP: re-read the hosts files (with `no-poll`, the resolv file
+    /// too) and clear the cache.
     Reload,
     /// SIGUSR1: log the cache and query counters.
     LogStats,
@@ -122,34 +131,6 @@ pub fn read_hosts(cfg: &Config) -> Vec<(PathBuf, String)> {
                 tracing::warn!("cannot read hosts file {}: {e}", p.display());
                 None
             }
-        })
-        .collect()
-}
-
-/// Upstream servers from resolv files (`nameserver` lines), unless
-/// `no-resolv`, after the `server=` lines.
-pub fn upstream_servers(cfg: &Config) -> Vec<SocketAddr> {
-    let mut servers = cfg.dns.servers.clone();
-    if !cfg.dns.no_resolv {
-        for f in &cfg.dns.resolv_files {
-            servers.extend(read_resolv(f));
-        }
-    }
-    servers
-}
-
-fn read_resolv(path: &Path) -> Vec<SocketAddr> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        tracing::warn!("cannot read {}", path.display());
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next()? == "nameserver").then_some(())?;
-            let ip: IpAddr = w.next()?.parse().ok()?;
-            // A resolv.conf pointing at ourselves would loop.
-            (!ip.is_loopback()).then_some(SocketAddr::new(ip, 53))
         })
         .collect()
 }
@@ -194,6 +175,10 @@ fn new_socket(
     let s = socket2::Socket::new(domain, ty, Some(proto)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
+    if addr.is_ipv6() {
+        // IPv4 has its own listeners on the same port.
+        s.set_only_v6(true).map_err(err)?;
+    }
     Ok(s)
 }
 
@@ -207,147 +192,65 @@ fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, DnsError> {
     let _ = s.set_recv_buffer_size(4 << 20);
     if addr.is_ipv4() {
         pktinfo::enable(s.as_raw_fd()).map_err(err)?;
+    } else {
+        pktinfo6::enable(s.as_raw_fd()).map_err(err)?;
     }
     s.bind(&addr.into()).map_err(err)?;
     Ok(s.into())
-}
-
-/// The addresses to listen on: with `bind-interfaces`, each address of
-/// each served interface (so another resolver may hold port 53 on other
-/// addresses, as with dnsmasq); otherwise the wildcard, filtering by
-/// arrival interface.
-fn listen_addrs(cfg: &Config, ifaces: &HashMap<u32, Interface>) -> Vec<Ipv4Addr> {
-    if !cfg.bind_interfaces {
-        return vec![Ipv4Addr::UNSPECIFIED];
-    }
-    let mut out: Vec<Ipv4Addr> = ifaces
-        .values()
-        .filter(|i| serves_dns(cfg, i))
-        .flat_map(|i| i.addrs.iter().map(|a| a.addr))
-        .collect();
-    let auth_addrs = cfg.dns.auth.server.iter().flat_map(|s| &s.addrs);
-    let auth_v4 = auth_addrs.filter_map(|a| match a {
-        IpAddr::V4(v4) => Some(*v4),
-        IpAddr::V6(_) => None,
-    });
-    for a in cfg.listen_addresses.iter().copied().chain(auth_v4) {
-        if !out.contains(&a) {
-            out.push(a);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Does `iface` carry the authoritative service: named in `auth-server`
-/// (for IPv4), or holding one of its addresses?
-fn auth_iface(cfg: &Config, iface: &Interface) -> bool {
-    let Some(s) = &cfg.dns.auth.server else {
-        return false;
-    };
-    s.interfaces
-        .iter()
-        .any(|(n, fam)| n == &iface.name && *fam != IfFamily::V6)
-        || iface
-            .addrs
-            .iter()
-            .any(|a| s.addrs.contains(&IpAddr::V4(a.addr)))
-}
-
-/// Which service a query to our address `dst` reached. dnsmasq decides by
-/// the address: those of `auth-server` interfaces and the `auth-server`
-/// addresses are authoritative, even if also named in `interface=`.
-fn service_at(cfg: &Config, ifaces: &HashMap<u32, Interface>, dst: Ipv4Addr) -> Service {
-    let Some(s) = &cfg.dns.auth.server else {
-        return Service::Recursive;
-    };
-    let named = |i: &Interface| {
-        s.interfaces
-            .iter()
-            .any(|(n, fam)| n == &i.name && *fam != IfFamily::V6)
-    };
-    let auth = s.addrs.contains(&IpAddr::V4(dst))
-        || ifaces
-            .values()
-            .filter(|i| i.addrs.iter().any(|a| a.addr == dst))
-            .any(named);
-    if auth {
-        Service::Authoritative
-    } else {
-        Service::Recursive
-    }
-}
-
-/// Each interface's subnets by name, for zones given by interface.
-fn interface_nets(ifaces: &HashMap<u32, Interface>) -> Vec<(String, Vec<Net>)> {
-    ifaces
-        .values()
-        .map(|i| {
-            let nets = i
-                .addrs
-                .iter()
-                .map(|a| Net {
-                    addr: IpAddr::V4(a.addr),
-                    prefix: a.prefix,
-                })
-                .collect();
-            (i.name.clone(), nets)
-        })
-        .collect()
-}
-
-/// DNS listens where DHCP serves, plus loopback: dnsmasq adds `lo` whenever
-/// interfaces are named, and with none named every interface answers. An
-/// `auth-server` interface is served even when not named otherwise.
-fn serves_dns(cfg: &Config, iface: &Interface) -> bool {
-    if auth_iface(cfg, iface) {
-        return true;
-    }
-    if cfg.except_interfaces.iter().any(|p| p == &iface.name) {
-        return false;
-    }
-    let loopback = iface.addrs.iter().all(|a| a.addr.is_loopback());
-    loopback
-        || cfg.interfaces.is_empty() && cfg.listen_addresses.is_empty()
-        || interfaces::serves(cfg, iface)
-}
-
-/// dnsmasq's `local-service` default: with no interface options, answer
-/// only clients on a directly attached subnet.
-fn local_service_ok(cfg: &Config, ifaces: &HashMap<u32, Interface>, client: IpAddr) -> bool {
-    let named = !cfg.interfaces.is_empty()
-        || !cfg.listen_addresses.is_empty()
-        || !cfg.except_interfaces.is_empty()
-        || cfg.dns.auth.server.is_some();
-    if named {
-        return true;
-    }
-    match client {
-        IpAddr::V4(c) => {
-            c.is_loopback()
-                || ifaces
-                    .values()
-                    .flat_map(|i| &i.addrs)
-                    .any(|a| same_subnet(c, a.addr, a.prefix))
-        }
-        IpAddr::V6(c) => c.is_loopback(),
-    }
 }
 
 /// A UDP reply waiting for the batch's `sendmmsg`.
 struct UdpReply {
     listener: usize,
     bytes: Vec<u8>,
-    to: SocketAddrV4,
+    to: SocketAddr,
     ifindex: u32,
-    from: Ipv4Addr,
+    from: IpAddr,
+}
+
+/// Our IPv6 addresses as small numbers, for [`udp_conn`].
+#[derive(Default)]
+struct LocalV6 {
+    by_addr: HashMap<Ipv6Addr, u32>,
+    addrs: Vec<Ipv6Addr>,
+}
+
+impl LocalV6 {
+    /// None when the table is full (then the kernel picks the source).
+    fn index(&mut self, a: Ipv6Addr) -> Option<u32> {
+        if let Some(i) = self.by_addr.get(&a) {
+            return Some(*i);
+        }
+        if self.addrs.len() >= MAX_LOCAL_V6 {
+            return None;
+        }
+        let i = u32::try_from(self.addrs.len()).ok()?;
+        self.addrs.push(a);
+        self.by_addr.insert(a, i);
+        Some(i)
+    }
+
+    fn addr(&self, i: u32) -> Ipv6Addr {
+        self.addrs
+            .get(i as usize)
+            .copied()
+            .unwrap_or(Ipv6Addr::UNSPECIFIED)
+    }
 }
 
 struct Shell {
     cfg: Arc<Config>,
     engine: DnsEngine<Authority>,
     listeners: Vec<Arc<UdpSocket>>,
+    /// Per listener: IPv6 (read and answered with IPV6_PKTINFO).
+    listener_v6: Vec<bool>,
+    local_v6: LocalV6,
     upstream: Vec<Arc<UdpSocket>>,
+    /// The IPv6 twin of each upstream socket (same slot number), for
+    /// IPv6 servers; empty when the host has no IPv6.
+    upstream6: Vec<Arc<UdpSocket>>,
+    /// The resolv files, unless `no-resolv`.
+    resolv: Option<ResolvWatch>,
     ifaces: HashMap<u32, Interface>,
     tcp_conns: HashMap<u64, mpsc::Sender<Vec<Vec<u8>>>>,
     events: mpsc::Sender<Event>,
@@ -356,16 +259,17 @@ struct Shell {
 }
 
 /// For a UDP client, which of our sockets it came in on and how to answer
-/// from the address it asked.
-fn udp_conn(listener: usize, ifindex: u32, local: Ipv4Addr) -> u64 {
-    ((listener as u64) << 48) | ((u64::from(ifindex) & 0xffff) << 32) | u64::from(u32::from(local))
+/// from the address it asked: the IPv4 address itself, or for IPv6 its
+/// number in [`LocalV6`].
+fn udp_conn(listener: usize, ifindex: u32, local: u32) -> u64 {
+    ((listener as u64) << 48) | ((u64::from(ifindex) & 0xffff) << 32) | u64::from(local)
 }
 
-fn udp_conn_parts(conn: u64) -> (usize, u32, Ipv4Addr) {
+fn udp_conn_parts(conn: u64) -> (usize, u32, u32) {
     (
         (conn >> 48) as usize,
         ((conn >> 32) & 0xffff) as u32,
-        Ipv4Addr::from(conn as u32),
+        conn as u32,
     )
 }
 
@@ -375,14 +279,16 @@ impl Shell {
             match a {
                 Action::Reply { client, bytes } => match client.transport {
                     Transport::Udp => {
-                        let (listener, ifindex, from) = udp_conn_parts(client.conn);
-                        let SocketAddr::V4(to) = client.addr else {
-                            continue;
+                        let (listener, ifindex, local) = udp_conn_parts(client.conn);
+                        let from = if self.listener_v6.get(listener).copied().unwrap_or(false) {
+                            IpAddr::V6(self.local_v6.addr(local))
+                        } else {
+                            IpAddr::V4(Ipv4Addr::from(local))
                         };
                         self.udp_out.push(UdpReply {
                             listener,
                             bytes,
-                            to,
+                            to: client.addr,
                             ifindex,
                             from,
                         });
@@ -404,7 +310,13 @@ impl Shell {
                     socket,
                     bytes,
                 } => {
-                    let Some(sock) = self.upstream.get(socket % self.upstream.len().max(1)) else {
+                    let pool = if server.is_ipv4() {
+                        &self.upstream
+                    } else {
+                        &self.upstream6
+                    };
+                    let Some(sock) = pool.get(socket % pool.len().max(1)) else {
+                        tracing::debug!(target: "dns", "no IPv6 socket for {server}");
                         continue;
                     };
                     if let Err(e) = sock.try_send_to(&bytes, server) {
@@ -435,6 +347,11 @@ impl Shell {
     fn on_signal(&mut self, sig: DnsSignal) {
         match sig {
             DnsSignal::Reload => {
+                // dnsmasq: "If --no-poll is set SIGHUP also re-reads
+                // /etc/resolv.conf"; otherwise the poll has it already.
+                if self.cfg.dns.no_poll {
+                    self.reread_resolv(true);
+                }
                 let hosts = read_hosts(&self.cfg);
                 self.engine.local_mut().reload_hosts(&hosts);
                 self.engine.clear_cache();
@@ -467,6 +384,19 @@ impl Shell {
         }
     }
 
+    /// Looks at the resolv files (`force`: reads the newest one even if
+    /// unchanged) and takes the servers of one that changed.
+    fn reread_resolv(&mut self, force: bool) {
+        let Some(watch) = &mut self.resolv else {
+            return;
+        };
+        if let Some(r) = watch.poll(force) {
+            let servers = resolv::combine(&self.cfg, &r.servers);
+            resolv::log_servers(&servers);
+            self.engine.set_servers(servers);
+        }
+    }
+
     /// Sends the waiting UDP replies, one `sendmmsg` per listener and up to
     /// its batch size.
     fn flush_udp(&mut self) {
@@ -480,15 +410,33 @@ impl Shell {
             let Some(sock) = self.listeners.get(listener) else {
                 continue;
             };
-            let out: Vec<pktinfo::Outgoing<'_>> = self
-                .udp_out
-                .iter()
-                .filter(|r| r.listener == listener)
-                .map(|r| pktinfo::Outgoing {
-                    packet: &r.bytes,
-                    to: r.to,
-                    ifindex: r.ifindex,
-                    from: r.from,
+            let mine = self.udp_out.iter().filter(|r| r.listener == listener);
+            if self.listener_v6.get(listener).copied().unwrap_or(false) {
+                let out: Vec<pktinfo6::Outgoing6<'_>> = mine
+                    .filter_map(|r| match (r.to, r.from) {
+                        (SocketAddr::V6(to), IpAddr::V6(from)) => Some(pktinfo6::Outgoing6 {
+                            packet: &r.bytes,
+                            to,
+                            ifindex: r.ifindex,
+                            from,
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                pktinfo6::send_batch(sock.as_raw_fd(), &out, |to, e| {
+                    tracing::debug!(target: "dns", "reply to {to}: {e}");
+                });
+                continue;
+            }
+            let out: Vec<pktinfo::Outgoing<'_>> = mine
+                .filter_map(|r| match (r.to, r.from) {
+                    (SocketAddr::V4(to), IpAddr::V4(from)) => Some(pktinfo::Outgoing {
+                        packet: &r.bytes,
+                        to,
+                        ifindex: r.ifindex,
+                        from,
+                    }),
+                    _ => None,
                 })
                 .collect();
             pktinfo::send_batch(sock.as_raw_fd(), &out, |to, e| {
@@ -500,7 +448,7 @@ impl Shell {
 
     /// Answers what listener `i` holds, a batch at a time, until it is
     /// empty or [`MAX_PER_WAKE`] datagrams were served; returns how many.
-    fn drain_listener(&mut self, i: usize, batch: &mut pktinfo::RecvBatch) -> usize {
+    fn drain_listener<B: ListenBatch>(&mut self, i: usize, batch: &mut B) -> usize {
         let Some(sock) = self.listeners.get(i).map(Arc::clone) else {
             return 0;
         };
@@ -520,9 +468,7 @@ impl Shell {
                 Ok(())
             });
             for j in 0..got {
-                if let Some((buf, meta)) = batch.get(j) {
-                    self.on_udp_query(i, buf, meta);
-                }
+                batch.serve(self, i, j);
             }
             self.flush_udp();
             total += got;
@@ -539,7 +485,7 @@ impl Shell {
     }
 
     fn refresh_interfaces(&mut self) {
-        match interfaces::list() {
+        match interfaces::list_all() {
             Ok(l) => {
                 self.ifaces = l;
                 let nets = interface_nets(&self.ifaces);
@@ -555,10 +501,10 @@ impl Shell {
             .ifaces
             .get(&meta.ifindex)
             .is_some_and(|i| serves_dns(&self.cfg, i));
-        if !served || !local_service_ok(&self.cfg, &self.ifaces, client.ip()) {
+        if !served || !local_service_ok(&self.cfg, &self.ifaces, client.ip(), meta.ifindex) {
             return;
         }
-        let conn = udp_conn(listener, meta.ifindex, meta.dst);
+        let conn = udp_conn(listener, meta.ifindex, u32::from(meta.dst));
         let service = service_at(&self.cfg, &self.ifaces, meta.dst);
         let actions = self.engine.query_at(
             buf,
@@ -571,6 +517,76 @@ impl Shell {
             now_ms(),
         );
         self.carry_out(actions);
+    }
+
+    /// As [`Self::on_udp_query`], for IPv6. The authoritative service is
+    /// IPv4-only (an IPv6 `auth-server` is refused by the config).
+    fn on_udp_query6(&mut self, listener: usize, buf: &[u8], meta: pktinfo6::RecvMeta6) {
+        // A query to a multicast group we are in (all-nodes) has no
+        // address of ours to answer from.
+        if meta.dst.is_multicast() {
+            return;
+        }
+        let client = SocketAddr::V6(meta.src);
+        let served = self
+            .ifaces
+            .get(&meta.ifindex)
+            .is_some_and(|i| serves_dns6(&self.cfg, i, meta.dst));
+        if !served || !local_service_ok(&self.cfg, &self.ifaces, client.ip(), meta.ifindex) {
+            return;
+        }
+        // A full table leaves the reply's source to the kernel: an index
+        // past the table reads back as `::`.
+        let local = self.local_v6.index(meta.dst).unwrap_or(u32::MAX);
+        let conn = udp_conn(listener, meta.ifindex, local);
+        let actions = self.engine.query_at(
+            buf,
+            ClientRef {
+                addr: client,
+                transport: Transport::Udp,
+                conn,
+            },
+            Service::Recursive,
+            now_ms(),
+        );
+        self.carry_out(actions);
+    }
+}
+
+/// A listener's receive batch, by address family: the drain loop is the
+/// same, each family's datagrams go to their own handler.
+trait ListenBatch {
+    fn recv(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize>;
+    fn capacity(&self) -> usize;
+    /// Answers datagram `j` of the last `recv`, which came in on `listener`.
+    fn serve(&self, shell: &mut Shell, listener: usize, j: usize);
+}
+
+impl ListenBatch for pktinfo::RecvBatch {
+    fn recv(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize> {
+        pktinfo::RecvBatch::recv(self, fd)
+    }
+    fn capacity(&self) -> usize {
+        pktinfo::RecvBatch::capacity(self)
+    }
+    fn serve(&self, shell: &mut Shell, listener: usize, j: usize) {
+        if let Some((buf, meta)) = self.get(j) {
+            shell.on_udp_query(listener, buf, meta);
+        }
+    }
+}
+
+impl ListenBatch for pktinfo6::RecvBatch6 {
+    fn recv(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize> {
+        pktinfo6::RecvBatch6::recv(self, fd)
+    }
+    fn capacity(&self) -> usize {
+        pktinfo6::RecvBatch6::capacity(self)
+    }
+    fn serve(&self, shell: &mut Shell, listener: usize, j: usize) {
+        if let Some((buf, meta)) = self.get(j) {
+            shell.on_udp_query6(listener, buf, meta);
+        }
     }
 }
 
@@ -598,7 +614,8 @@ async fn tcp_client(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    // One item per query: a reply, or the messages of a zone transfer.
+    // One item per query: a reply, or the messages of a zone transfer; none
+    // closes the connection.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<Vec<u8>>>(16);
     let (mut rd, mut wr) = stream.split();
     loop {
@@ -618,6 +635,10 @@ async fn tcp_client(
                 }
             }
             Some(messages) = reply_rx.recv() => {
+                // Nothing to send: the client is refused.
+                if messages.is_empty() {
+                    break;
+                }
                 // Framed into one buffer: one write for a whole transfer.
                 let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 2).sum());
                 for m in &messages {
@@ -639,8 +660,10 @@ async fn tcp_client(
 pub struct Bound {
     ifaces: HashMap<u32, Interface>,
     listeners: Vec<Arc<UdpSocket>>,
+    listener_v6: Vec<bool>,
     tcp: Vec<TcpListener>,
     upstream: Vec<Arc<UdpSocket>>,
+    upstream6: Vec<Arc<UdpSocket>>,
     serial: ZoneSerial,
 }
 
@@ -664,13 +687,34 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
     TcpListener::from_std(s.into()).map_err(err)
 }
 
+fn bind_upstream(addr: SocketAddr) -> Result<std::net::UdpSocket, DnsError> {
+    let s = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
+        what: "upstream",
+        addr,
+        source,
+    })?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A bind that failed because IPv6, or the address, is not (yet) there.
+fn v6_unavailable(e: &DnsError) -> bool {
+    let DnsError::Bind { source, .. } = e else {
+        return false;
+    };
+    matches!(
+        source.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
+
 /// Binds the listeners and the upstream sockets; None when `port=0`.
 /// Call inside the runtime.
 pub fn bind(cfg: &Config) -> Result<Option<Bound>, DnsError> {
     if cfg.dns.port == 0 {
         return Ok(None);
     }
-    let ifaces = interfaces::list()?;
+    let ifaces = interfaces::list_all()?;
     let mut listeners = Vec::new();
     let mut tcp = Vec::new();
     for ip in listen_addrs(cfg, &ifaces) {
@@ -678,23 +722,47 @@ pub fn bind(cfg: &Config) -> Result<Option<Bound>, DnsError> {
         listeners.push(Arc::new(UdpSocket::from_std(bind_udp(addr)?)?));
         tcp.push(bind_tcp(addr)?);
     }
+    let mut listener_v6 = vec![false; listeners.len()];
+    for (addr, named) in listen_addrs6(cfg, &ifaces) {
+        let addr = SocketAddr::V6(addr);
+        match bind_udp(addr).and_then(|u| Ok((u, bind_tcp(addr)?))) {
+            Ok((u, t)) => {
+                listeners.push(Arc::new(UdpSocket::from_std(u)?));
+                listener_v6.push(true);
+                tcp.push(t);
+            }
+            Err(e) if !named && v6_unavailable(&e) => {
+                // No IPv6 on this host, or an address still in duplicate
+                // address detection: serve IPv4 (and the other addresses).
+                tracing::warn!("{e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let mut upstream = Vec::new();
+    let mut upstream6 = Vec::new();
     for _ in 0..UPSTREAM_SOCKETS {
         // Port 0: the kernel picks a random ephemeral port per socket.
         let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let s = std::net::UdpSocket::bind(any).map_err(|source| DnsError::Bind {
-            what: "upstream",
-            addr: any,
-            source,
-        })?;
-        s.set_nonblocking(true)?;
-        upstream.push(Arc::new(UdpSocket::from_std(s)?));
+        upstream.push(Arc::new(UdpSocket::from_std(bind_upstream(any)?)?));
+        let any6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
+        match bind_upstream(any6) {
+            Ok(s) => upstream6.push(Arc::new(UdpSocket::from_std(s)?)),
+            Err(e) if v6_unavailable(&e) => {
+                tracing::warn!("no IPv6 upstream sockets: {e}");
+                upstream6.clear();
+                break;
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(Some(Bound {
         ifaces,
         listeners,
+        listener_v6,
         tcp,
         upstream,
+        upstream6,
         serial: ZoneSerial::default(),
     }))
 }
@@ -732,8 +800,10 @@ pub async fn run(
     let Bound {
         ifaces,
         listeners,
+        listener_v6,
         tcp,
         upstream,
+        upstream6,
         serial,
     } = bound;
 
@@ -753,14 +823,30 @@ pub async fn run(
         authority.lease_changed(rec, now_secs);
     }
     let mut engine = DnsEngine::new(&cfg.dns, authority, UPSTREAM_SOCKETS, rand::random());
-    engine.set_servers(upstream_servers(&cfg));
+    let mut resolv_watch = ResolvWatch::new(&cfg);
+    let from_resolv = resolv_watch
+        .as_mut()
+        .and_then(|w| w.poll(true))
+        .map(|r| r.servers)
+        .unwrap_or_default();
+    let servers = resolv::combine(&cfg, &from_resolv);
+    resolv::log_servers(&servers);
+    engine.set_servers(servers);
+    let polling = resolv_watch.is_some() && !cfg.dns.no_poll;
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     // Upstream answers (the slow path) come through a channel from one
     // receiving task per socket; the listeners are read by the engine's
     // own loop, in batches.
     let (udp_tx, mut udp_rx) = mpsc::channel::<(usize, Vec<u8>, SocketAddr)>(4096);
-    for (i, sock) in upstream.iter().enumerate() {
+    // An IPv6 socket reports under its IPv4 twin's slot number: the engine
+    // checks that an answer came in where its query went out, and the
+    // server's address tells the families apart.
+    let slots = upstream
+        .iter()
+        .enumerate()
+        .chain(upstream6.iter().enumerate());
+    for (i, sock) in slots {
         let (sock, tx) = (Arc::clone(sock), udp_tx.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
@@ -801,7 +887,11 @@ pub async fn run(
         cfg,
         engine,
         listeners,
+        listener_v6,
+        local_v6: LocalV6::default(),
         upstream,
+        upstream6,
+        resolv: resolv_watch,
         ifaces,
         tcp_conns: HashMap::new(),
         events: events_tx,
@@ -811,17 +901,35 @@ pub async fn run(
     let mut listen_dead = vec![false; listen_socks.len()];
     let mut listen_next = 0usize;
     let mut batch = pktinfo::RecvBatch::new(RECV_BATCH, MAX_UDP_QUERY);
+    // Allocated (lazily, as address space) only when there is an IPv6
+    // listener to read.
+    let mut batch6 = pktinfo6::RecvBatch6::new(
+        if shell.listener_v6.contains(&true) {
+            RECV_BATCH
+        } else {
+            1
+        },
+        MAX_UDP_QUERY,
+    );
     let mut last_drain: Option<Instant> = None;
     let mut feed = leases.feed;
     tokio::pin!(shutdown);
     let mut iface_tick = tokio::time::interval(IFACE_REFRESH);
+    let mut resolv_tick = tokio::time::interval(resolv::POLL_EVERY);
+    resolv_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and the files were just read.
+    resolv_tick.tick().await;
     loop {
         let deadline = shell.engine.next_deadline();
         tokio::select! {
             _ = &mut shutdown => break,
             i = any_readable(&listen_socks, &mut listen_dead, listen_next) => {
                 listen_next = i + 1;
-                let served = shell.drain_listener(i, &mut batch);
+                let served = if shell.listener_v6[i] {
+                    shell.drain_listener(i, &mut batch6)
+                } else {
+                    shell.drain_listener(i, &mut batch)
+                };
                 let now = Instant::now();
                 let busy = served >= 2
                     || last_drain.is_some_and(|t| now.duration_since(t) < MODERATION);
@@ -838,9 +946,18 @@ pub async fn run(
             }
             Some(ev) = events.recv() => match ev {
                 Event::TcpQuery { conn, peer, local, bytes, reply } => {
-                    shell.tcp_conns.insert(conn, reply);
-                    let allowed = local_service_ok(&shell.cfg, &shell.ifaces, peer.ip());
-                    if allowed {
+                    let scope = match peer {
+                        SocketAddr::V6(p) => p.scope_id(),
+                        SocketAddr::V4(_) => 0,
+                    };
+                    let allowed = served_at(&shell.cfg, &shell.ifaces, local.ip())
+                        && local_service_ok(&shell.cfg, &shell.ifaces, peer.ip(), scope);
+                    if !allowed {
+                        // Closed at once, as dnsmasq does, so a refused
+                        // client holds none of the few TCP slots.
+                        let _ = reply.try_send(Vec::new());
+                    } else {
+                        shell.tcp_conns.insert(conn, reply);
                         let service = match local.ip() {
                             IpAddr::V4(dst) => service_at(&shell.cfg, &shell.ifaces, dst),
                             IpAddr::V6(_) => Service::Recursive,
@@ -870,6 +987,7 @@ pub async fn run(
                 shell.carry_out(actions);
             }
             _ = iface_tick.tick() => shell.refresh_interfaces(),
+            _ = resolv_tick.tick(), if polling => shell.reread_resolv(false),
             Some(reply) = recv_metrics(&mut metrics) => {
                 let _ = reply.send(metrics_snapshot(&shell.engine));
             }
@@ -904,3 +1022,7 @@ async fn any_readable(socks: &[Arc<UdpSocket>], dead: &mut [bool], start: usize)
     })
     .await
 }
+
+#[cfg(test)]
+#[path = "shell_tests.rs"]
+mod tests;

@@ -1,5 +1,7 @@
 //! Socket plumbing shared by the DHCP and DNS shells: the host's interfaces
-//! and which of them the config serves, and UDP with IP_PKTINFO.
+//! and which of them the config serves, and UDP with IP_PKTINFO
+//! (IPv4) and IPV6_PKTINFO (IPv6).
 
 pub mod interfaces;
 pub mod pktinfo;
+pub mod pktinfo6;

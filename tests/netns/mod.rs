@@ -277,6 +277,39 @@ impl Host {
         ]);
     }
 
+    /// Adds an IPv6 address (`ADDR/PREFIX`) to the interface, usable at
+    /// once: duplicate address detection is skipped (`nodad`), as nothing
+    /// else in a lab holds it.
+    pub fn add_addr6(&self, cidr: &str) {
+        must(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "-6",
+            "addr",
+            "add",
+            cidr,
+            "dev",
+            &self.ifname,
+            "nodad",
+        ]);
+    }
+
+    /// An IPv6 route to `prefix` straight out of the interface (on-link).
+    pub fn add_route6(&self, prefix: &str) {
+        must(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "-6",
+            "route",
+            "add",
+            prefix,
+            "dev",
+            &self.ifname,
+        ]);
+    }
+
     /// The IPv4 addresses configured on the interface.
     pub fn addrs(&self) -> Vec<Ipv4Addr> {
         let out = must(&[
