@@ -152,6 +152,28 @@ enum ReplyError {
     WrongQuestion,
 }
 
+/// dnsmasq's LOGRATE: a warning a client can trigger at will is logged at
+/// most this often.
+const LOG_EVERY_MS: u64 = 120_000;
+
+/// Lets a repeated warning through once per [`LOG_EVERY_MS`].
+#[derive(Debug, Default)]
+struct LogLimit {
+    last_ms: Option<u64>,
+}
+
+impl LogLimit {
+    fn allow(&mut self, now_ms: u64) -> bool {
+        let due = self
+            .last_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= LOG_EVERY_MS);
+        if due {
+            self.last_ms = Some(now_ms);
+        }
+        due
+    }
+}
+
 /// The client's query, as far as replies need it.
 struct Request {
     id: u16,
@@ -195,6 +217,7 @@ pub struct DnsEngine<L: LocalData> {
     forward_max: usize,
     /// `edns-packet-max`: no UDP reply is larger, whatever a client offers.
     edns_max: u16,
+    forward_max_log: LogLimit,
     log_queries: bool,
     rebind: RebindGuard,
     next_token: u64,
@@ -258,6 +281,7 @@ impl<L: LocalData> DnsEngine<L> {
             rng: StdRng::seed_from_u64(seed),
             forward_max: cfg.dns_forward_max as usize,
             edns_max: cfg.edns_packet_max.max(UDP_LIMIT as u16),
+            forward_max_log: LogLimit::default(),
             log_queries: cfg.log_queries,
             rebind: RebindGuard {
                 on: cfg.stop_dns_rebind,
@@ -518,10 +542,14 @@ impl<L: LocalData> DnsEngine<L> {
             // reached" and the client gets REFUSED rather than silence.
             self.stats.forward_max += 1;
             self.stats.refused += 1;
-            tracing::warn!(
-                "Maximum number of concurrent DNS queries reached (max: {})",
-                self.forward_max
-            );
+            // Once per LOG_EVERY_MS, as dnsmasq: a flood must not become
+            // a flood of log lines (the counter has the full number).
+            if self.forward_max_log.allow(now_ms) {
+                tracing::warn!(
+                    "Maximum number of concurrent DNS queries reached (max: {})",
+                    self.forward_max
+                );
+            }
             let out = self.build_reply(&req, ResponseCode::Refused, false, &[], &[]);
             return vec![Action::Reply { client, bytes: out }];
         }

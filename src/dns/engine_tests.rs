@@ -1395,3 +1395,13 @@ fn dns_local_any_is_one_rrset_over_udp_and_all_over_tcp() {
     let m = reply_of(&e.query(&q, client(1), 0));
     assert_eq!(m.answers.len(), 23);
 }
+
+#[test]
+fn dns_repeated_warnings_are_logged_once_per_log_period() {
+    let mut l = LogLimit::default();
+    assert!(l.allow(1_000));
+    assert!(!l.allow(1_001));
+    assert!(!l.allow(1_000 + LOG_EVERY_MS - 1));
+    assert!(l.allow(1_000 + LOG_EVERY_MS));
+    assert!(!l.allow(1_000 + LOG_EVERY_MS + 5));
+}
