@@ -305,21 +305,30 @@ fn scope_conf() -> Vec<String> {
     .collect()
 }
 
-/// Asks `server` from `host` (whose address is `src`) over UDP and TCP;
-/// (UDP answered, TCP connected, TCP answered).
-fn scope_probe(host: &Host, src: Ipv4Addr, server: Ipv4Addr) -> (bool, bool, bool) {
+/// Asks `server` from `host` (whose address is `src`) over UDP and TCP:
+/// (UDP answered, TCP connected, TCP answered, TCP closed unanswered
+/// within 2 s).
+fn scope_probe(host: &Host, src: Ipv4Addr, server: Ipv4Addr) -> (bool, bool, bool, bool) {
     let to = SocketAddr::new(server.into(), 53);
     let sock = udp_in_ns(&host.ns, SocketAddr::new(src.into(), 0));
     let q = query("scope.lab.test.", RecordType::A, None);
     let udp = ask_udp(&sock, to, &q, Duration::from_secs(2)).is_some();
-    let (connected, tcp) = match tcp_in_ns(&host.ns, to) {
-        Err(_) => (false, false),
-        Ok(mut s) => (
-            true,
-            matches!(ask_tcp(&mut s, &q, Duration::from_secs(2)), Ok(Some(_))),
-        ),
+    let Ok(mut s) = tcp_in_ns(&host.ns, to) else {
+        return (udp, false, false, false);
     };
-    (udp, connected, tcp)
+    match ask_tcp(&mut s, &q, Duration::from_secs(2)) {
+        Ok(Some(_)) => (udp, true, true, false),
+        Ok(None) => (udp, true, false, true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            (udp, true, false, false)
+        }
+        Err(_) => (udp, true, false, true),
+    }
 }
 
 #[test]
@@ -408,7 +417,7 @@ fn local_service_scope_answers_attached_hosts_only() {
     // is the deliberate difference.
     assert_eq!(
         scope_probe(&far, FAR_IP, PLAIN_REF_IP),
-        (true, true, true),
+        (true, true, true, false),
         "dnsmasq without local-service should answer a routed host"
     );
     drop(plain);
@@ -420,13 +429,18 @@ fn local_service_scope_answers_attached_hosts_only() {
             .unwrap_or_else(|e| panic!("far host cannot reach {kind:?}: {e}"));
         assert_eq!(
             scope_probe(&near, CLIENT_IP, ip),
-            (true, true, true),
+            (true, true, true, false),
             "{kind:?}: an attached host must be answered over UDP and TCP"
         );
-        let (udp, connected, tcp) = scope_probe(&far, FAR_IP, ip);
+        let (udp, connected, tcp, closed) = scope_probe(&far, FAR_IP, ip);
         assert!(!udp, "{kind:?} answered a routed host over UDP");
         assert!(connected, "{kind:?}: TCP from the routed host must connect");
         assert!(!tcp, "{kind:?} answered a routed host over TCP");
+        // Closed at once, so it holds no connection slot.
+        assert!(
+            closed,
+            "{kind:?} kept the routed host's TCP connection open"
+        );
         // And a real client sees the same.
         let out = dig(&far, &[&format!("@{ip}"), "scope.lab.test", "A"]);
         assert!(

@@ -616,6 +616,10 @@ async fn tcp_client(
                 }
             }
             Some(messages) = reply_rx.recv() => {
+                // No messages: the engine's side refuses this client.
+                if messages.is_empty() {
+                    break;
+                }
                 // Framed into one buffer: one write for a whole transfer.
                 let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 2).sum());
                 for m in &messages {
@@ -837,9 +841,13 @@ pub async fn run(
             }
             Some(ev) = events.recv() => match ev {
                 Event::TcpQuery { conn, peer, local, bytes, reply } => {
-                    shell.tcp_conns.insert(conn, reply);
                     let allowed = local_service_ok(&shell.cfg, &shell.ifaces, peer.ip());
-                    if allowed {
+                    if !allowed {
+                        // Closed, as dnsmasq does, so that it does not
+                        // hold a connection slot until the idle timeout.
+                        let _ = reply.try_send(Vec::new());
+                    } else {
+                        shell.tcp_conns.insert(conn, reply);
                         let service = match local.ip() {
                             IpAddr::V4(dst) => service_at(&shell.cfg, &shell.ifaces, dst),
                             IpAddr::V6(_) => Service::Recursive,
