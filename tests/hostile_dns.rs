@@ -206,13 +206,12 @@ struct DnsServer {
 impl DnsServer {
     /// Starts `kind` in `host`'s namespace with exactly `lines` (no
     /// `interface=` is added) and waits until `prober` gets an answer for
-    /// `probe` from `ip`.
+    /// `probe` from the host's address.
     fn start(
         lab: &Lab,
         role: &str,
         kind: ServerKind,
         host: &Host,
-        ip: Ipv4Addr,
         lines: &[String],
         prober: &Host,
         probe: &str,
@@ -240,8 +239,8 @@ impl DnsServer {
         fs::write(&log, format!("===== {}\n", args.join(" "))).unwrap();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut proc = Proc::spawn(&format!("{kind:?}"), &host.ns, &argv, &log);
-        let sock = udp_in_ns(&prober.ns, SocketAddr::new(prober_ip(prober).into(), 0));
-        let server = SocketAddr::new(ip.into(), 53);
+        let sock = udp_in_ns(&prober.ns, SocketAddr::new(first_addr(prober).into(), 0));
+        let server = SocketAddr::new(first_addr(host).into(), 53);
         let q = query(probe, RecordType::A, None);
         let ready = wait_for(START_TIMEOUT, "a first answer", || {
             if let Some(st) = proc.try_status() {
@@ -273,8 +272,8 @@ impl DnsServer {
     }
 }
 
-fn prober_ip(h: &Host) -> Ipv4Addr {
-    *h.addrs().first().expect("prober host has an address")
+fn first_addr(h: &Host) -> Ipv4Addr {
+    *h.addrs().first().expect("the host has an address")
 }
 
 /// A host on the lab's bridge at `ip`.
@@ -383,7 +382,6 @@ fn local_service_scope_answers_attached_hosts_only() {
         "twinmasq",
         ServerKind::Twinmasq,
         &server,
-        SERVER_IP,
         &conf,
         &near,
         probe,
@@ -398,7 +396,6 @@ fn local_service_scope_answers_attached_hosts_only() {
         "dnsmasq",
         ServerKind::Dnsmasq,
         &ref_host,
-        REF_IP,
         &ref_conf,
         &near,
         probe,
@@ -408,7 +405,6 @@ fn local_service_scope_answers_attached_hosts_only() {
         "dnsmasq-plain",
         ServerKind::Dnsmasq,
         &plain_host,
-        PLAIN_REF_IP,
         &conf,
         &near,
         probe,
@@ -502,7 +498,6 @@ fn response_size_is_bounded_and_any_is_minimal() {
         "default",
         ServerKind::Twinmasq,
         &server,
-        SERVER_IP,
         &size_conf(&[]),
         &client,
         probe,
@@ -513,7 +508,6 @@ fn response_size_is_bounded_and_any_is_minimal() {
         "capped",
         ServerKind::Twinmasq,
         &small_host,
-        REF_IP,
         &size_conf(&["edns-packet-max=800"]),
         &client,
         probe,
@@ -611,7 +605,6 @@ fn tcp_connection_limit_idle_timeout_and_fds_are_bounded() {
         "twinmasq",
         ServerKind::Twinmasq,
         &server,
-        SERVER_IP,
         &conf,
         &client,
         "tcp.lab.test.",
@@ -891,7 +884,6 @@ fn spoofed_upstream_answers_are_rejected_and_do_not_poison_the_cache() {
         "twinmasq",
         ServerKind::Twinmasq,
         &server,
-        SERVER_IP,
         &conf,
         &client,
         "probe.lab.test.",
