@@ -24,8 +24,8 @@ use crate::config::dns_types::DnsConfig;
 
 /// Plain DNS over UDP without EDNS (RFC 1035).
 pub const UDP_LIMIT: usize = 512;
-/// The largest UDP reply with the largest `edns-packet-max` the fuzzers
-/// configure; the limit in force is `edns-packet-max` (default 1232).
+/// A bound on UDP replies for the fuzz target, whose configuration keeps
+/// the default `edns-packet-max` (1232); that option is the real limit.
 pub const MAX_UDP_LIMIT: usize = 4096;
 pub(crate) const HEADER_LEN: usize = 12;
 /// Records per zone-transfer message, by their uncompressed size: well
