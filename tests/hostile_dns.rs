@@ -12,6 +12,8 @@
 //!   ANY gets one RRset over UDP and everything over TCP.
 //! - `tcp_connection_limit_*`: `max-tcp-connections`, the idle timeout
 //!   against a slowloris client, and the server's fd count meanwhile.
+//! - `tcp_accept_survives_descriptor_exhaustion`: out of descriptors, the
+//!   server does not spin on its listen backlog.
 //! - `spoofed_upstream_answers_*`: forged answers (wrong id, wrong
 //!   question, wrong source address or port, wrong socket) to the
 //!   server's upstream ports while the real upstream answers slowly.
@@ -934,4 +936,86 @@ fn spoofed_upstream_answers_are_rejected_and_do_not_poison_the_cache() {
     }
     drop(upstream);
     drop(sut);
+}
+
+/// CPU time (user + system, all threads) of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which may hold spaces, in parens.
+    let rest = &stat[stat.rfind(')').expect("comm in stat") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn tcp_accept_survives_descriptor_exhaustion() {
+    let lab = lab!("tcp_accept_survives_descriptor_exhaustion");
+    let client = lan_host(&lab, CLIENT_IP);
+    let conf: Vec<String> = [
+        "no-resolv",
+        "no-hosts",
+        "host-record=fd.lab.test,198.18.7.10",
+        "max-tcp-connections=100",
+        // The test lowers the server's descriptor limit with prlimit(1),
+        // which without CAP_SYS_RESOURCE needs the same uid and gid.
+        "user=root",
+        "group=root",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let server = lab.server.clone();
+    let sut = DnsServer::start(
+        &lab,
+        "twinmasq",
+        ServerKind::Twinmasq,
+        &server,
+        &conf,
+        &client,
+        "fd.lab.test.",
+    );
+    let to = SocketAddr::new(SERVER_IP.into(), 53);
+    let q = query("fd.lab.test.", RecordType::A, None);
+    // Room for two more descriptors only: the third connection finds the
+    // process out of them (EMFILE) while the kernel keeps completing
+    // handshakes into the listen backlog.
+    let limit = (sut.fds() + 2).to_string();
+    netns::run(
+        &[
+            "prlimit",
+            "--pid",
+            &sut.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ],
+        CMD,
+    )
+    .unwrap();
+    let mut conns = vec![];
+    for _ in 0..10 {
+        conns.push(tcp_in_ns(&client.ns, to).expect("connect (backlog)"));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let ticks0 = cpu_ticks(sut.pid());
+    thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(sut.pid()) - ticks0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    eprintln!("server CPU while out of descriptors: {used} ticks in 2 s ({hz} Hz)");
+    assert!(
+        used * 4 < hz,
+        "the server spins while out of descriptors: {used} ticks in 2 s"
+    );
+    // UDP is still answered, and once the connections go, TCP again.
+    let out = dig(
+        &client,
+        &[&format!("@{SERVER_IP}"), "+short", "fd.lab.test", "A"],
+    );
+    assert_eq!(out.trim(), "198.18.7.10");
+    conns.clear();
+    let fresh = wait_for(Duration::from_secs(5), "a TCP answer after EMFILE", || {
+        let mut s = tcp_in_ns(&client.ns, to).ok()?;
+        ask_tcp(&mut s, &q, Duration::from_secs(1)).ok().flatten()
+    });
+    assert!(fresh.is_ok(), "{fresh:?}\n{}", sut.log_text());
 }

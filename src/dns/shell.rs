@@ -39,6 +39,7 @@ const UPSTREAM_SOCKETS: usize = 8;
 /// A TCP client that sends nothing for this long is dropped (no slowloris).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(5);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const IFACE_REFRESH: Duration = Duration::from_secs(5);
 /// Datagrams taken from a listener by one `recvmmsg`.
 const RECV_BATCH: usize = 32;
@@ -784,6 +785,10 @@ pub async fn run(
             let mut next_conn: u64 = 1;
             loop {
                 let Ok((stream, peer)) = l.accept().await else {
+                    // Out of descriptors (EMFILE) the connection stays in
+                    // the backlog and accept fails again at once: pause
+                    // rather than spin.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 };
                 if count.load(std::sync::atomic::Ordering::Relaxed) >= max_tcp {
