@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::dns_opts::{self, ServerLine};
+use super::dns_types::MIN_EDNS_PACKET_MAX;
 use super::error::{ConfigError, Location};
 use super::file::{display, split_line, DirSpec};
 use super::names::check_interface;
@@ -346,6 +347,15 @@ impl Builder {
             Opt::MaxCacheTtl => c.dns.max_cache_ttl = Some(number(v).map_err(bad)?),
             Opt::LocalTtl => c.dns.local_ttl = number(v).map_err(bad)?,
             Opt::DnsForwardMax => c.dns.dns_forward_max = number(v).map_err(bad)?,
+            // dnsmasq raises a value below 512 to 512: RFC 6891 6.2.5 lets
+            // no EDNS size go below plain DNS's.
+            Opt::EdnsPacketMax => {
+                let n = number(v).map_err(bad)?;
+                let n = u16::try_from(n)
+                    .map_err(|_| bad(format!("{n} is larger than a UDP datagram")))?;
+                c.dns.edns_packet_max = n.max(MIN_EDNS_PACKET_MAX);
+            }
+            Opt::MaxTcpConnections => c.dns.max_tcp_connections = number(v).map_err(bad)?,
             Opt::LogQueries => match unhide(v).as_str() {
                 // The extra detail these ask for is a logging format
                 // matter; queries are logged either way.

@@ -8,6 +8,13 @@ use std::path::PathBuf;
 pub const DEFAULT_DNS_PORT: u16 = 53;
 pub const DEFAULT_CACHE_SIZE: u32 = 150;
 pub const DEFAULT_DNS_FORWARD_MAX: u32 = 150;
+/// `edns-packet-max` default in dnsmasq 2.90: the DNS flag day 2020 size,
+/// which crosses any path without IP fragmentation.
+pub const DEFAULT_EDNS_PACKET_MAX: u16 = 1232;
+/// Plain DNS's UDP size (RFC 1035); no EDNS size may be smaller.
+pub const MIN_EDNS_PACKET_MAX: u16 = 512;
+/// `max-tcp-connections` default in dnsmasq 2.90 (its MAX_PROCS).
+pub const DEFAULT_MAX_TCP_CONNECTIONS: u32 = 20;
 pub const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
 pub const DEFAULT_RESOLV_FILE: &str = "/etc/resolv.conf";
 /// dnsmasq's defaults for authoritative zones (`auth-ttl`, `auth-soa`).
@@ -253,6 +260,13 @@ pub struct DnsConfig {
     /// address=); 0 as in dnsmasq.
     pub local_ttl: u32,
     pub dns_forward_max: u32,
+    /// `edns-packet-max`, `-P`: the largest UDP reply sent to an EDNS
+    /// client (which gets at most the size it offered), and the size
+    /// advertised in our OPT records. Never below 512.
+    pub edns_packet_max: u16,
+    /// `max-tcp-connections`: client TCP connections served at once; more
+    /// are closed as they are accepted.
+    pub max_tcp_connections: u32,
     pub log_queries: bool,
     /// `local-service`: answer only clients on a directly attached subnet
     /// (dnsmasq applies it only without interface/listen-address options).
@@ -296,6 +310,8 @@ impl Default for DnsConfig {
             max_cache_ttl: None,
             local_ttl: 0,
             dns_forward_max: DEFAULT_DNS_FORWARD_MAX,
+            edns_packet_max: DEFAULT_EDNS_PACKET_MAX,
+            max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
             log_queries: false,
             local_service: false,
             auth: AuthConfig::default(),

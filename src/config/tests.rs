@@ -670,6 +670,22 @@ fn dns_optional_values() {
 }
 
 #[test]
+fn edns_packet_max_and_max_tcp_connections() {
+    // dnsmasq 2.90's defaults: 1232 bytes, 20 connections.
+    let d = conf("").dns;
+    assert_eq!((d.edns_packet_max, d.max_tcp_connections), (1232, 20));
+    assert_eq!(conf("edns-packet-max=4096").dns.edns_packet_max, 4096);
+    // Below plain DNS's 512 is raised to it, as dnsmasq does.
+    assert_eq!(conf("edns-packet-max=100").dns.edns_packet_max, 512);
+    assert!(err("edns-packet-max=70000").contains("edns-packet-max"));
+    assert!(err("edns-packet-max=big").contains("not a number"));
+    assert_eq!(conf("max-tcp-connections=3").dns.max_tcp_connections, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let c = load_with_default(&args(&["-P", "2048"]), &dir.path().join("absent.conf")).unwrap();
+    assert_eq!(c.dns.edns_packet_max, 2048);
+}
+
+#[test]
 fn dns_error_messages() {
     let f = "/etc/dnsmasq.conf";
     assert_eq!(

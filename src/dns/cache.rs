@@ -63,6 +63,13 @@ struct Entry {
     stamp: u64,
 }
 
+impl Entry {
+    /// Its share of `cache-size`.
+    fn weight(&self) -> usize {
+        self.answers.len() + self.authorities.len()
+    }
+}
+
 /// What the cache did since start, for metrics. Plain counters: the
 /// cache lives in the one DNS task.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,6 +88,10 @@ pub struct Cache {
     min_ttl: u32,
     max_ttl: Option<u32>,
     entries: HashMap<CacheKey, Entry>,
+    /// Records held by all entries. `cache-size` counts records, as in
+    /// dnsmasq (one `crec` per record): counting RRsets instead would let
+    /// a client who picks names with long answers make every entry large.
+    records: usize,
     /// stamp -> key, oldest use first. Stamps only grow, so the first entry
     /// is always the least recently used one.
     lru: BTreeMap<u64, CacheKey>,
@@ -96,13 +107,14 @@ impl Cache {
             min_ttl: cfg.min_cache_ttl.min(MAX_MIN_CACHE_TTL),
             max_ttl: cfg.max_cache_ttl,
             entries: HashMap::new(),
+            records: 0,
             lru: BTreeMap::new(),
             next_stamp: 0,
             stats: CacheStats::default(),
         }
     }
 
-    /// `cache-size`: the most entries kept.
+    /// `cache-size`: the most records kept.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -111,8 +123,9 @@ impl Cache {
         self.stats
     }
 
+    /// Records held (what `cache-size` bounds).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.records
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,6 +134,7 @@ impl Cache {
 
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.records = 0;
         self.lru.clear();
     }
 
@@ -139,6 +153,7 @@ impl Cache {
 
     fn remove(&mut self, key: &CacheKey) {
         if let Some(e) = self.entries.remove(key) {
+            self.records -= e.weight();
             self.lru.remove(&e.stamp);
         }
     }
@@ -243,14 +258,21 @@ impl Cache {
         if ttl == 0 {
             return false;
         }
+        let weight = answers.len() + authorities.len();
+        if weight > self.capacity {
+            return false;
+        }
         self.remove(&key);
-        while self.entries.len() >= self.capacity {
+        while self.records + weight > self.capacity {
             let Some((_, oldest)) = self.lru.pop_first() else {
                 break;
             };
-            self.entries.remove(&oldest);
+            if let Some(e) = self.entries.remove(&oldest) {
+                self.records -= e.weight();
+            }
             self.stats.evictions += 1;
         }
+        self.records += weight;
         self.stats.insertions += 1;
         let stamp = self.stamp();
         self.lru.insert(stamp, key.clone());
@@ -447,6 +469,31 @@ mod tests {
         );
         c.clear();
         assert!(c.is_empty());
+
+        // cache-size counts records: a three-record answer takes three
+        // places, and evicts as many single-record entries as it needs.
+        let mut c = Cache::new(&cfg(4));
+        for (i, n) in ["a.", "b.", "c."].iter().enumerate() {
+            c.insert(
+                key(n),
+                ResponseCode::NoError,
+                &[a(n, 300, [198, 18, 0, i as u8])],
+                &[],
+                0,
+            );
+        }
+        let three: Vec<Record> = (0..3).map(|i| a("m.", 300, [198, 18, 1, i])).collect();
+        assert!(c.insert(key("m."), ResponseCode::NoError, &three, &[], 1));
+        assert_eq!(c.len(), 4);
+        assert!(c.get(&key("a."), 2).is_none() && c.get(&key("b."), 2).is_none());
+        assert!(c.get(&key("c."), 2).is_some() && c.get(&key("m."), 2).is_some());
+        // An answer larger than the whole cache is not kept at all.
+        let five: Vec<Record> = (0..5).map(|i| a("f.", 300, [198, 18, 2, i])).collect();
+        assert!(!c.insert(key("f."), ResponseCode::NoError, &five, &[], 3));
+        assert_eq!(c.len(), 4);
+        // Replacing an entry gives its places back first.
+        assert!(c.insert(key("m."), ResponseCode::NoError, &three[..1], &[], 4));
+        assert_eq!(c.len(), 2);
 
         let mut off = Cache::new(&cfg(0));
         assert!(!off.insert(

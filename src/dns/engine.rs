@@ -24,11 +24,9 @@ use crate::config::dns_types::DnsConfig;
 
 /// Plain DNS over UDP without EDNS (RFC 1035).
 pub const UDP_LIMIT: usize = 512;
-/// We never build UDP replies larger than this, whatever a client offers.
+/// A bound on UDP replies for the fuzz target, whose configuration keeps
+/// the default `edns-packet-max` (1232); that option is the real limit.
 pub const MAX_UDP_LIMIT: usize = 4096;
-/// The payload size we advertise in our own OPT records (the DNS flag day
-/// 2020 value dnsmasq also uses, safe from fragmentation).
-pub const EDNS_PAYLOAD: u16 = 1232;
 pub(crate) const HEADER_LEN: usize = 12;
 /// Records per zone-transfer message, by their uncompressed size: well
 /// under the 64 KiB a TCP message can hold with header, question and OPT.
@@ -154,6 +152,28 @@ enum ReplyError {
     WrongQuestion,
 }
 
+/// dnsmasq's LOGRATE: a warning a client can trigger at will is logged at
+/// most this often.
+const LOG_EVERY_MS: u64 = 120_000;
+
+/// Lets a repeated warning through once per [`LOG_EVERY_MS`].
+#[derive(Debug, Default)]
+struct LogLimit {
+    last_ms: Option<u64>,
+}
+
+impl LogLimit {
+    fn allow(&mut self, now_ms: u64) -> bool {
+        let due = self
+            .last_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= LOG_EVERY_MS);
+        if due {
+            self.last_ms = Some(now_ms);
+        }
+        due
+    }
+}
+
 /// The client's query, as far as replies need it.
 struct Request {
     id: u16,
@@ -161,6 +181,8 @@ struct Request {
     cd: bool,
     query: Query,
     edns: bool,
+    /// The size our OPT record advertises: `edns-packet-max`.
+    payload: u16,
     limit: usize,
     /// RA in replies: set by the recursive service, clear at the
     /// authoritative one (as dnsmasq).
@@ -170,13 +192,14 @@ struct Request {
 impl Pending {
     /// The client's side of a pending query, for replies built here
     /// (SERVFAIL, a withheld rebind, a TC redirect to TCP).
-    fn client_request(&self) -> Request {
+    fn client_request(&self, payload: u16) -> Request {
         Request {
             id: self.client_key.id,
             rd: self.client_rd,
             cd: self.client_cd,
             query: self.query.clone(),
             edns: self.client_edns,
+            payload,
             limit: self.limit,
             ra: true,
         }
@@ -192,6 +215,9 @@ pub struct DnsEngine<L: LocalData> {
     sockets: usize,
     rng: StdRng,
     forward_max: usize,
+    /// `edns-packet-max`: no UDP reply is larger, whatever a client offers.
+    edns_max: u16,
+    forward_max_log: LogLimit,
     log_queries: bool,
     rebind: RebindGuard,
     next_token: u64,
@@ -254,6 +280,8 @@ impl<L: LocalData> DnsEngine<L> {
             sockets: upstream_sockets.max(1),
             rng: StdRng::seed_from_u64(seed),
             forward_max: cfg.dns_forward_max as usize,
+            edns_max: cfg.edns_packet_max.max(UDP_LIMIT as u16),
+            forward_max_log: LogLimit::default(),
             log_queries: cfg.log_queries,
             rebind: RebindGuard {
                 on: cfg.stop_dns_rebind,
@@ -404,12 +432,15 @@ impl<L: LocalData> DnsEngine<L> {
         let Some(query) = msg.queries.first().cloned() else {
             return Vec::new();
         };
+        // RFC 6891 6.2.5: an offer below 512 counts as 512. Above our own
+        // maximum it is cut to it, as dnsmasq does: no client can ask for
+        // a reply larger than the operator allows (amplification).
         let limit = match client.transport {
             Transport::Tcp => usize::from(u16::MAX),
             Transport::Udp => msg
                 .edns
                 .as_ref()
-                .map(|e| usize::from(e.max_payload()).clamp(UDP_LIMIT, MAX_UDP_LIMIT))
+                .map(|e| usize::from(e.max_payload()).clamp(UDP_LIMIT, usize::from(self.edns_max)))
                 .unwrap_or(UDP_LIMIT),
         };
         let req = Request {
@@ -418,6 +449,7 @@ impl<L: LocalData> DnsEngine<L> {
             cd: msg.metadata.checking_disabled,
             query,
             edns: msg.edns.is_some(),
+            payload: self.edns_max,
             limit,
             ra: service == Service::Recursive,
         };
@@ -443,11 +475,15 @@ impl<L: LocalData> DnsEngine<L> {
             {
                 Lookup::Local {
                     rcode,
-                    answers,
+                    mut answers,
                     authorities,
                     authoritative,
                 } => {
                     self.stats.local_answers += 1;
+                    if req.query.query_type == RecordType::ANY && client.transport == Transport::Udp
+                    {
+                        minimal_any(&mut answers);
+                    }
                     // Local data may change with the clock, in whole seconds.
                     let next_second = (now_ms / 1000 + 1) * 1000;
                     self.replay_until = Some((next_second, ReplaySource::Local));
@@ -506,10 +542,14 @@ impl<L: LocalData> DnsEngine<L> {
             // reached" and the client gets REFUSED rather than silence.
             self.stats.forward_max += 1;
             self.stats.refused += 1;
-            tracing::warn!(
-                "Maximum number of concurrent DNS queries reached (max: {})",
-                self.forward_max
-            );
+            // Once per LOG_EVERY_MS, as dnsmasq: a flood must not become
+            // a flood of log lines (the counter has the full number).
+            if self.forward_max_log.allow(now_ms) {
+                tracing::warn!(
+                    "Maximum number of concurrent DNS queries reached (max: {})",
+                    self.forward_max
+                );
+            }
             let out = self.build_reply(&req, ResponseCode::Refused, false, &[], &[]);
             return vec![Action::Reply { client, bytes: out }];
         }
@@ -837,7 +877,7 @@ impl<L: LocalData> DnsEngine<L> {
             return Vec::new();
         };
         self.stats.servfail += 1;
-        let req = p.client_request();
+        let req = p.client_request(self.edns_max);
         let out = self.build_reply(&req, ResponseCode::ServFail, false, &[], &[]);
         vec![Action::Reply {
             client: p.client,
@@ -865,7 +905,7 @@ impl<L: LocalData> DnsEngine<L> {
                     display_name(&p.query.name)
                 );
                 self.stats.rebind_blocked += 1;
-                let req = p.client_request();
+                let req = p.client_request(self.edns_max);
                 let out = self.build_reply(
                     &req,
                     ResponseCode::NoError,
@@ -911,7 +951,7 @@ impl<L: LocalData> DnsEngine<L> {
             // Too big for this client (a TCP answer to a UDP client):
             // an empty TC reply sends it to TCP.
             self.stats.truncated += 1;
-            let req = p.client_request();
+            let req = p.client_request(self.edns_max);
             truncated_reply(&req, bytes[3] & 0x0f)
         };
         vec![Action::Reply {
@@ -1022,7 +1062,19 @@ impl<L: LocalData> DnsEngine<L> {
     }
 }
 
-/// Names as dnsmasq logs them: no trailing dot.
+/// RFC 8482 4.2: a UDP ANY for local data gets one RRset, the first the
+/// local data holds for the name (its CNAME, else its addresses, ...),
+/// not everything: a spoofed ANY must not draw a reply many times its own
+/// size at a victim. Over TCP, where no source can be spoofed, ANY gets
+/// every record. dnsmasq 2.90 answers a local ANY in full even over UDP
+/// without EDNS, past 512 bytes (measured: 2741 bytes for 40 TXT records).
+fn minimal_any(answers: &mut Vec<Record>) {
+    let Some(first) = answers.first().map(Record::record_type) else {
+        return;
+    };
+    answers.retain(|r| r.record_type() == first);
+}
+
 /// The answer types dnsmasq 2.90 keeps in its cache; others are forwarded
 /// every time (negative answers of any type are cached).
 fn cacheable_type(t: RecordType) -> bool {
@@ -1032,6 +1084,7 @@ fn cacheable_type(t: RecordType) -> bool {
     )
 }
 
+/// Names as dnsmasq logs them: no trailing dot.
 fn display_name(n: &hickory_proto::rr::Name) -> String {
     let s = n.to_ascii();
     match s.strip_suffix('.') {
@@ -1081,7 +1134,7 @@ fn reply_message(req: &Request, rcode: ResponseCode, aa: bool) -> Message {
     m.queries.push(req.query.clone());
     if req.edns {
         let mut e = Edns::new();
-        e.set_max_payload(EDNS_PAYLOAD);
+        e.set_max_payload(req.payload);
         m.edns = Some(e);
     }
     m

@@ -1291,3 +1291,117 @@ fn dns_replayed_cache_hit_counts_ttl_down() {
     let m = reply_of(&e.query(&q(13), client(2), 302_100));
     assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
 }
+
+#[test]
+fn dns_edns_packet_max_caps_what_a_client_may_ask_for() {
+    // 60 A records: about 1000 bytes with EDNS.
+    let local = || big_local(60);
+    let ask = |e: &mut DnsEngine<FakeLocal>, id, size| {
+        reply_of(&e.query(
+            &query_bytes(id, "big.lan.", RecordType::A, size),
+            client(1),
+            0,
+        ))
+    };
+    // Default 1232: a 4096 offer gets the whole answer, and our OPT says 1232.
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local(), 1, 1);
+    let m = ask(&mut e, 1, Some(4096));
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 60);
+    assert_eq!(m.edns.as_ref().map(|o| o.max_payload()), Some(1232));
+    // An offer below 512 counts as 512.
+    let m = ask(&mut e, 2, Some(100));
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    // edns-packet-max=600: the same 4096 offer now gets TC, within 600.
+    let c = DnsConfig {
+        edns_packet_max: 600,
+        ..cfg(&[srv(1)])
+    };
+    let mut e = DnsEngine::new(&c, local(), 1, 1);
+    let out = e.query(
+        &query_bytes(3, "big.lan.", RecordType::A, Some(4096)),
+        client(1),
+        0,
+    );
+    let Action::Reply { bytes, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(bytes.len() <= 600);
+    let m = Message::from_vec(bytes).unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    assert_eq!(m.edns.as_ref().map(|o| o.max_payload()), Some(600));
+}
+
+#[test]
+fn dns_forwarded_answer_larger_than_the_client_limit_is_truncated() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let out = e.query(
+        &query_bytes(5, "huge.example.", RecordType::A, Some(65000)),
+        client(1),
+        0,
+    );
+    let (s, sock, q) = upstreams(&out).remove(0);
+    // 150 A records: about 2450 bytes, over the default 1232.
+    let recs = (0..150u8)
+        .map(|i| a("huge.example.", 60, i))
+        .collect::<Vec<_>>();
+    let big = answer(&q, ResponseCode::NoError, recs, vec![]);
+    assert!(big.len() > 1232);
+    let out = e.upstream_reply(&big, s, sock, 1);
+    let Action::Reply { bytes, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(bytes.len() <= 1232);
+    let m = Message::from_vec(bytes).unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    assert_eq!(m.metadata.id, 5);
+}
+
+#[test]
+fn dns_local_any_is_one_rrset_over_udp_and_all_over_tcp() {
+    let mut local = FakeLocal::default();
+    let mut answers: Vec<Record> = (0..3).map(|i| a("mix.lan.", 0, i)).collect();
+    for i in 0..20 {
+        answers.push(Record::from_rdata(
+            name("mix.lan."),
+            0,
+            RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![format!(
+                "text record {i} with padding"
+            )])),
+        ));
+    }
+    local.names.insert(
+        "mix.lan.".into(),
+        Lookup::Local {
+            rcode: ResponseCode::NoError,
+            answers,
+            authorities: vec![],
+            authoritative: true,
+        },
+    );
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 1, 1);
+    let q = query_bytes(1, "mix.lan.", RecordType::ANY, None);
+    let m = reply_of(&e.query(&q, client(1), 0));
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 3);
+    assert!(m.answers.iter().all(|r| r.record_type() == RecordType::A));
+    // The kept reply for a repeat is the same minimal one.
+    let again = e.query(&q, client(1), 1);
+    assert_eq!(reply_of(&again).answers.len(), 3);
+    let m = reply_of(&e.query(&q, tcp_client(1), 0));
+    assert_eq!(m.answers.len(), 23);
+    // Another type is not cut.
+    let q = query_bytes(2, "mix.lan.", RecordType::TXT, Some(1232));
+    let m = reply_of(&e.query(&q, client(1), 0));
+    assert_eq!(m.answers.len(), 23);
+}
+
+#[test]
+fn dns_repeated_warnings_are_logged_once_per_log_period() {
+    let mut l = LogLimit::default();
+    assert!(l.allow(1_000));
+    assert!(!l.allow(1_001));
+    assert!(!l.allow(1_000 + LOG_EVERY_MS - 1));
+    assert!(l.allow(1_000 + LOG_EVERY_MS));
+    assert!(!l.allow(1_000 + LOG_EVERY_MS + 5));
+}

@@ -40,11 +40,10 @@ use super::zone::ZoneSerial;
 /// Upstream UDP sockets, each on its own random port (source-port
 /// randomisation: the engine picks one per query).
 const UPSTREAM_SOCKETS: usize = 8;
-/// dnsmasq serves at most 20 TCP connections at once.
-const MAX_TCP_CONNECTIONS: usize = 20;
 /// A TCP client that sends nothing for this long is dropped (no slowloris).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(5);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const IFACE_REFRESH: Duration = Duration::from_secs(5);
 /// Datagrams taken from a listener by one `recvmmsg`.
 const RECV_BATCH: usize = 32;
@@ -861,15 +860,20 @@ pub async fn run(
         });
     }
     let tcp_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let max_tcp = cfg.dns.max_tcp_connections as usize;
     for l in tcp {
         let (events, count) = (events_tx.clone(), Arc::clone(&tcp_count));
         tokio::spawn(async move {
             let mut next_conn: u64 = 1;
             loop {
                 let Ok((stream, peer)) = l.accept().await else {
+                    // Out of descriptors (EMFILE) the connection stays in
+                    // the backlog and accept fails again at once: pause
+                    // rather than spin.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 };
-                if count.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+                if count.load(std::sync::atomic::Ordering::Relaxed) >= max_tcp {
                     continue; // dropping the stream closes it
                 }
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
