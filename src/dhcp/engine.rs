@@ -379,9 +379,13 @@ impl Engine {
             MessageType::Inform => self.stats.inform += 1,
             _ => {}
         }
-        let known = self.is_known(&req, arrival, db);
-        if !self.limiter.admit(arrival.ifindex, known, now_ms) {
-            return self.ignore(Ignored::RateLimited);
+        // Telling known clients from unknown ones costs lookups: only
+        // when a limit is on.
+        if !self.limiter.is_off() {
+            let known = self.is_known(&req, arrival, db);
+            if !self.limiter.admit(arrival.ifindex, known, now_ms) {
+                return self.ignore(Ignored::RateLimited);
+            }
         }
         if !reply::echoes_fit(&req) {
             return self.ignore(Ignored::ReplyTooBig);

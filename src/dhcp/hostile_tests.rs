@@ -353,3 +353,18 @@ fn echoes_too_big_for_the_client_get_no_reply_and_big_clients_get_them() {
     assert_eq!(rig.ignored(Ignored::Oversized), 1);
     assert_eq!(rig.engine.stats().received, 3);
 }
+
+#[test]
+fn with_the_limit_off_nothing_is_rate_limited() {
+    let mut rig = Rig::new(|c| {
+        c.dhcp_rate_limit = DhcpRateLimit {
+            unknown_per_sec: 0,
+            known_per_sec: 0,
+        }
+    });
+    for n in 0..20_000u32 {
+        rig.send(&RawRequest::new(1, random_mac(n), n).finish());
+    }
+    assert_eq!(rig.ignored(Ignored::RateLimited), 0);
+    assert_eq!(rig.engine.stats().offers, 11, "the whole range offered");
+}

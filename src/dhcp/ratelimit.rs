@@ -84,6 +84,11 @@ impl RateLimiter {
         self.limits
     }
 
+    /// No limit for either class (`dhcp-rate-limit=off`).
+    pub fn is_off(&self) -> bool {
+        self.limits.unknown_per_sec == 0 && self.limits.known_per_sec == 0
+    }
+
     /// May a request from a `known` (or unknown) client, arriving on
     /// `ifindex` now, be handled?
     pub fn admit(&mut self, ifindex: u32, known: bool, now_ms: u64) -> bool {
@@ -140,6 +145,18 @@ mod tests {
     fn zero_means_unlimited() {
         let mut b = TokenBucket::new(0, 0);
         assert_eq!(admitted(&mut b, 100_000, 0), 100_000);
+        let off = RateLimiter::new(RateLimits {
+            unknown_per_sec: 0,
+            known_per_sec: 0,
+        });
+        assert!(off.is_off());
+        let mut half = RateLimiter::new(RateLimits {
+            unknown_per_sec: 1,
+            known_per_sec: 0,
+        });
+        assert!(!half.is_off());
+        assert!((0..1000).all(|_| half.admit(3, true, 0)));
+        assert!(half.admit(3, false, 0) && !half.admit(3, false, 0));
     }
 
     #[test]
