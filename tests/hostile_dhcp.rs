@@ -532,8 +532,9 @@ fn decline_flood_and_forged_release_leave_leases_and_pool_in_service() {
             sock.send_to(&p.end(), to_server()).unwrap();
             forged += 1;
         }
-        if i % 50 == 0 {
-            thread::sleep(Duration::from_millis(100));
+        // In small bursts, so a busy CI machine's socket buffers keep up.
+        if i % 5 == 0 {
+            thread::sleep(Duration::from_millis(10));
         }
     }
     // 60 clients that decline whatever they get.

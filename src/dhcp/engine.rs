@@ -562,7 +562,11 @@ impl Engine {
 
     fn held_by_other(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
         let key = &ctx.client.key;
-        let by_lease = db.get(ip).is_some_and(|r| occupies(&r) && &r.client != key);
+        // A declined address is out of use for its decliner too: offering
+        // it back would only bring the same DECLINE.
+        let by_lease = db
+            .get(ip)
+            .is_some_and(|r| occupies(&r) && (&r.client != key || r.state == LeaseState::Declined));
         // A `Recent` hold only keeps new allocations away: the client the
         // partner may have renewed it for must still get its ACK.
         let by_hold = self

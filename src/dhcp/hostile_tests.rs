@@ -368,3 +368,31 @@ fn with_the_limit_off_nothing_is_rate_limited() {
     assert_eq!(rig.ignored(Ignored::RateLimited), 0);
     assert_eq!(rig.engine.stats().offers, 11, "the whole range offered");
 }
+
+#[test]
+fn a_declined_address_is_not_offered_back_to_its_decliner() {
+    let mut rig = Rig::new(|c| c.dhcp_ranges = vec![range(10, 11)]);
+    let a = rig.dora(MAC_KNOWN);
+    let decline = RawRequest::new(4, MAC_KNOWN, 9)
+        .opt(50, &a.octets())
+        .opt(54, &SERVER.octets())
+        .finish();
+    assert_eq!(rig.send(&decline), Decision::Done);
+    // Not by its old lease, nor when it asks for it.
+    let (_, offered) = rig
+        .reply_type(
+            &RawRequest::new(1, MAC_KNOWN, 10)
+                .opt(50, &a.octets())
+                .finish(),
+        )
+        .expect("an offer");
+    assert_ne!(offered, a);
+    let init_reboot = RawRequest::new(3, MAC_KNOWN, 11)
+        .opt(50, &a.octets())
+        .finish();
+    assert_eq!(
+        rig.reply_type(&init_reboot).map(|(t, _)| t),
+        Some(MessageType::Nak)
+    );
+    assert_eq!(rig.db.get(a).unwrap().state, LeaseState::Declined);
+}
