@@ -180,7 +180,7 @@ start_server() {
     twinmasq)
       write_dnsmasq_conf "$dir" "$ping"
       cmd=("$TWINMASQ_BIN" --keep-in-foreground --conf-file="$dir/dnsmasq.conf"
-           --pid-file="$dir/server.pid" --lease-db="$dir/db") ;;
+           --pid-file="$dir/server.pid" --lease-db="$dir/db" --dhcp-rate-limit=off) ;;
     kea)
       write_kea_conf "$dir"
       # Kea's lock and pid files would otherwise go to system directories.

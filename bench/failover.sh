@@ -246,7 +246,7 @@ start_node() {
   NODE_T0=$(date +%s.%N)
   # ip netns exec and taskset both exec, so $! is twinmasq itself.
   ip netns exec "$ns" taskset -c "$core" "$TWINMASQ_BIN" --keep-in-foreground \
-    --conf-file="$dir/dnsmasq.conf" --lease-db="$dir/db" >"$dir/server.out" 2>&1 &
+    --conf-file="$dir/dnsmasq.conf" --lease-db="$dir/db" --dhcp-rate-limit=off >"$dir/server.out" 2>&1 &
   NODE_PID=$!
   PIDS+=("$NODE_PID")
 }

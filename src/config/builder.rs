@@ -170,6 +170,7 @@ impl Builder {
                 c.lease_max =
                     parse_u32(v).ok_or_else(|| bad(format!("'{}' is not a number", unhide(v))))?;
             }
+            Opt::DhcpRateLimit => c.dhcp_rate_limit = dhcp_rate_limit(v).map_err(bad)?,
             Opt::LeaseFile => c.lease_file = path_value(v).map_err(bad)?,
             Opt::PidFile => c.pid_file = path_value(v).map_err(bad)?,
             Opt::LeaseDb => c.lease_db = path_value(v).map_err(bad)?,
@@ -552,6 +553,30 @@ const MAX_MIN_CACHE_TTL: u32 = 3600;
 
 fn number(v: &str) -> Result<u32, String> {
     parse_u32(v).ok_or_else(|| format!("'{}' is not a number", unhide(v)))
+}
+
+/// `UNKNOWN[,KNOWN]` packets per second; KNOWN defaults to four times
+/// UNKNOWN (and to no limit when UNKNOWN is 0, "off").
+fn dhcp_rate_limit(v: &str) -> Result<super::types::DhcpRateLimit, String> {
+    let text = unhide(v);
+    let mut parts = text.split(',').map(str::trim);
+    let first = parts.next().unwrap_or_default();
+    let unknown = if first.eq_ignore_ascii_case("off") {
+        0
+    } else {
+        number(first)?
+    };
+    let known = match parts.next() {
+        Some(k) => number(k)?,
+        None => unknown.saturating_mul(4),
+    };
+    if parts.next().is_some() {
+        return Err(format!("'{text}' has more than two values"));
+    }
+    Ok(super::types::DhcpRateLimit {
+        unknown_per_sec: unknown,
+        known_per_sec: known,
+    })
 }
 
 fn word_value(v: &str) -> Result<String, String> {

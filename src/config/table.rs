@@ -93,6 +93,7 @@ pub(crate) enum Opt {
     FailoverUnansweredSecs,
     ControlSocket,
     MetricsListen,
+    DhcpRateLimit,
     DhcpScript,
     DhcpScriptUser,
     ScriptOnRenewal,
@@ -138,6 +139,7 @@ impl OptionDef {
                 | Opt::FailoverUnansweredSecs
                 | Opt::ControlSocket
                 | Opt::MetricsListen
+                | Opt::DhcpRateLimit
                 | Opt::LogAsync
         )
     }
@@ -220,6 +222,9 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     ),
     def("control-socket", None, R, Opt::ControlSocket),
     def("metrics-listen", None, R, Opt::MetricsListen),
+    // Not in dnsmasq: DHCP packets per second and interface, unknown
+    // clients first, then known ones (src/dhcp/ratelimit.rs).
+    def("dhcp-rate-limit", None, R, Opt::DhcpRateLimit),
     // The rest of dnsmasq's options, in dnsmasq's order: the DNS ones
     // twinmasq implements, the others Unsupported.
     def("version", Some('v'), N, U),
@@ -438,8 +443,8 @@ mod tests {
             }
         }
         // dnsmasq's long option list, plus lease-db, the eleven failover
-        // options, control-socket and metrics-listen.
-        assert_eq!(OPTIONS.len(), 209);
+        // options, control-socket, metrics-listen and dhcp-rate-limit.
+        assert_eq!(OPTIONS.len(), 210);
     }
 
     #[test]

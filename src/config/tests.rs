@@ -911,3 +911,25 @@ fn ipv6_listen_addresses_and_no_poll() {
     let c = conf("no-poll\nno-resolv\nresolv-file=/run/a\nresolv-file=/run/b\n");
     assert!(c.dns.no_poll && c.dns.no_resolv);
 }
+
+#[test]
+fn dhcp_rate_limit_is_ours_with_a_default_and_off() {
+    assert_eq!(
+        conf("").dhcp_rate_limit,
+        DhcpRateLimit {
+            unknown_per_sec: DEFAULT_DHCP_RATE_UNKNOWN,
+            known_per_sec: DEFAULT_DHCP_RATE_KNOWN,
+        }
+    );
+    let both = conf("dhcp-rate-limit=200,1000").dhcp_rate_limit;
+    assert_eq!((both.unknown_per_sec, both.known_per_sec), (200, 1000));
+    let one = conf("dhcp-rate-limit=300").dhcp_rate_limit;
+    assert_eq!((one.unknown_per_sec, one.known_per_sec), (300, 1200));
+    let off = conf("dhcp-rate-limit=off").dhcp_rate_limit;
+    assert_eq!((off.unknown_per_sec, off.known_per_sec), (0, 0));
+    assert_eq!(
+        err("dhcp-rate-limit=fast"),
+        "bad dhcp-rate-limit at line 1 of /etc/dnsmasq.conf: 'fast' is not a number"
+    );
+    assert!(err("dhcp-rate-limit=1,2,3").contains("more than two values"));
+}

@@ -22,6 +22,30 @@ pub const DEFAULT_LOG_ASYNC: u32 = 5;
 pub const MAX_LOG_ASYNC: u32 = 100;
 pub const DEFAULT_PID_FILE: &str = "/var/run/dnsmasq.pid";
 pub const DEFAULT_USER: &str = "nobody";
+/// Unknown clients' DHCP packets per second and interface, by default: far
+/// above what a LAN of thousands of new devices booting at once sends.
+pub const DEFAULT_DHCP_RATE_UNKNOWN: u32 = 5_000;
+/// Known clients' (a dhcp-host line, or a lease) packets per second and
+/// interface, by default.
+pub const DEFAULT_DHCP_RATE_KNOWN: u32 = 20_000;
+
+/// `dhcp-rate-limit=UNKNOWN[,KNOWN]` (ours, not in dnsmasq): DHCP packets
+/// per second each receiving interface takes from clients the server does
+/// not know, and from those it does. 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpRateLimit {
+    pub unknown_per_sec: u32,
+    pub known_per_sec: u32,
+}
+
+impl Default for DhcpRateLimit {
+    fn default() -> Self {
+        DhcpRateLimit {
+            unknown_per_sec: DEFAULT_DHCP_RATE_UNKNOWN,
+            known_per_sec: DEFAULT_DHCP_RATE_KNOWN,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseTime {
@@ -151,6 +175,7 @@ pub struct Config {
     pub dhcp_options: Vec<DhcpOptionSpec>,
     pub authoritative: bool,
     pub lease_max: u32,
+    pub dhcp_rate_limit: DhcpRateLimit,
     pub lease_file: PathBuf,
     pub lease_db: PathBuf,
     pub domains: Vec<DomainSpec>,
@@ -204,6 +229,7 @@ impl Default for Config {
             dhcp_options: Vec::new(),
             authoritative: false,
             lease_max: DEFAULT_LEASE_MAX,
+            dhcp_rate_limit: DhcpRateLimit::default(),
             lease_file: PathBuf::from(DEFAULT_LEASE_FILE),
             lease_db: PathBuf::from(DEFAULT_LEASE_DB),
             domains: Vec::new(),

@@ -17,6 +17,7 @@ use super::hostname::fqdn_reply;
 use super::network::{self, Arrival, Network};
 use super::options::{self, Context, OPT_T1, OPT_T2};
 use super::pool::SplitPool;
+use super::ratelimit::RateLimiter;
 use super::reply::{self, Destination, Header, OptionList};
 use super::request::{self, Request};
 use super::share::{Owner, PartnerShare, Rules, ServeMode, SharePolicy};
@@ -28,6 +29,11 @@ pub const OFFER_HOLD_MS: u64 = 30_000;
 pub const IN_USE_HOLD_MS: u64 = 600_000;
 /// How long a declined address is held unusable (as dnsmasq: 10 minutes).
 pub const DECLINE_HOLD_SECS: u64 = 600;
+/// At most one address in this many of the dynamic ranges is held because
+/// its holder declined it, and never more than [`MAX_DECLINED`]: clients
+/// that DECLINE every address they get cannot take the pool out of service.
+const DECLINED_SHARE: usize = 8;
+pub const MAX_DECLINED: usize = 256;
 /// Ping checks per DISCOVER before giving up on finding a quiet address.
 const MAX_PROBES: u8 = 3;
 /// Partner-share candidates tried per range and DISCOVER in partner-down
@@ -105,6 +111,12 @@ pub struct Engine {
     /// Addresses whose `Recent` holds a mode change dropped; their pool
     /// bits are recomputed at the next call that has the database.
     stale: Vec<Ipv4Addr>,
+    limiter: RateLimiter,
+    /// Addresses whose record was `Declined` when last looked at (a
+    /// superset: entries are confirmed against the database when counted).
+    declined: HashSet<Ipv4Addr>,
+    /// How many declined addresses may be held at once.
+    declined_max: usize,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -165,6 +177,14 @@ impl Engine {
             .map(|r| SplitPool::new(r.start, r.end, split))
             .collect();
         let reserved = cfg.dhcp_hosts.iter().filter_map(|h| h.ip).collect();
+        let dynamic: usize = cfg
+            .dhcp_ranges
+            .iter()
+            .filter(|r| !r.is_static)
+            .map(|r| (u32::from(r.end).saturating_sub(u32::from(r.start)) as usize) + 1)
+            .sum();
+        let declined_max = (dynamic / DECLINED_SHARE).clamp(1, MAX_DECLINED);
+        let limiter = RateLimiter::new(cfg.dhcp_rate_limit);
         let mut engine = Engine {
             cfg,
             pools,
@@ -177,6 +197,9 @@ impl Engine {
             policy,
             mode: ServeMode::Standalone,
             stale: Vec::new(),
+            limiter,
+            declined: HashSet::new(),
+            declined_max,
         };
         for ip in engine.reserved.clone() {
             engine.refresh(ip, db);
@@ -184,6 +207,9 @@ impl Engine {
         for rec in db.iter() {
             if occupies(&rec) {
                 engine.set_used(rec.ip, true);
+            }
+            if rec.state == LeaseState::Declined {
+                engine.declined.insert(rec.ip);
             }
         }
         engine
@@ -261,11 +287,44 @@ impl Engine {
 
     /// Recomputes whether `ip` is free from every source that can take it.
     fn refresh(&mut self, ip: Ipv4Addr, db: &LeaseDb) {
+        let rec = db.get(ip);
+        if rec
+            .as_ref()
+            .is_some_and(|r| r.state == LeaseState::Declined)
+        {
+            self.declined.insert(ip);
+        } else {
+            self.declined.remove(&ip);
+        }
         let taken = self.reserved.contains(&ip)
             || self.excluded.contains(&ip)
             || self.holds.contains(ip)
-            || db.get(ip).is_some_and(|r| occupies(&r));
+            || rec.is_some_and(|r| occupies(&r));
         self.set_used(ip, taken);
+    }
+
+    /// Addresses held now because their holder declined them.
+    fn declined_count(&mut self, db: &LeaseDb) -> usize {
+        self.declined
+            .retain(|ip| db.get(*ip).is_some_and(|r| r.state == LeaseState::Declined));
+        self.declined.len()
+    }
+
+    /// A request too large for the receive buffer arrived (the shell cannot
+    /// hand it over): counted like any other dropped request.
+    pub fn note_oversized(&mut self) {
+        self.stats.received += 1;
+        self.stats.count_ignored(Ignored::Oversized);
+    }
+
+    /// Does the server know this client: a dhcp-host line for it, or a
+    /// lease it holds? Known clients draw on their own rate budget.
+    fn is_known(&self, req: &Request, arrival: &Arrival, db: &LeaseDb) -> bool {
+        let tags = std::slice::from_ref(&arrival.ifname);
+        network::find_host(&self.cfg.dhcp_hosts, req, tags).is_some()
+            || db
+                .by_client(&client_key(req))
+                .is_some_and(|r| r.state == LeaseState::Bound)
     }
 
     /// Periodic upkeep: ends expired leases and holds. Returns the records
@@ -319,6 +378,17 @@ impl Engine {
             MessageType::Release => self.stats.release += 1,
             MessageType::Inform => self.stats.inform += 1,
             _ => {}
+        }
+        // Telling known clients from unknown ones costs lookups: only
+        // when a limit is on.
+        if !self.limiter.is_off() {
+            let known = self.is_known(&req, arrival, db);
+            if !self.limiter.admit(arrival.ifindex, known, now_ms) {
+                return self.ignore(Ignored::RateLimited);
+            }
+        }
+        if !reply::echoes_fit(&req) {
+            return self.ignore(Ignored::ReplyTooBig);
         }
         self.dispatch(&req, bytes, arrival, db, now_ms, 0)
     }
@@ -424,7 +494,12 @@ impl Engine {
         };
         let Some(net) = network::select(&cfg.dhcp_ranges, req, arrival, &client.tags) else {
             if req.msg_type != MessageType::Inform {
-                tracing::debug!(target: "dhcp", "no address range available for request via {}", arrival.ifname);
+                // Debug only: a client can send this at any rate.
+                if req.giaddr.is_unspecified() {
+                    tracing::debug!(target: "dhcp", "no address range available for DHCP request via {}", arrival.ifname);
+                } else {
+                    tracing::debug!(target: "dhcp", "no address range available for DHCP request via {} (relay {})", req.giaddr, arrival.ifname);
+                }
             }
             return self.ignore(Ignored::NoNetwork);
         };
@@ -487,7 +562,11 @@ impl Engine {
 
     fn held_by_other(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
         let key = &ctx.client.key;
-        let by_lease = db.get(ip).is_some_and(|r| occupies(&r) && &r.client != key);
+        // A declined address is out of use for its decliner too: offering
+        // it back would only bring the same DECLINE.
+        let by_lease = db
+            .get(ip)
+            .is_some_and(|r| occupies(&r) && (&r.client != key || r.state == LeaseState::Declined));
         // A `Recent` hold only keeps new allocations away: the client the
         // partner may have renewed it for must still get its ACK.
         let by_hold = self
@@ -746,6 +825,11 @@ impl Engine {
             if !self.acceptable(ctx, ip, db) || !self.may_allocate(ctx, ip, db, now_ms) {
                 return self.nak(ctx, ip, db, "address not available");
             }
+            // An offer is no lease: many offers may be out when the table
+            // fills, and a forged REQUEST needs no offer at all.
+            if self.over_lease_max(ctx, ip, db) {
+                return self.ignore(Ignored::LeaseMax);
+            }
             return self.bind_and_ack(ctx, ip, db, now_ms, false);
         }
 
@@ -781,13 +865,28 @@ impl Engine {
         if !self.acceptable(ctx, ip, db) {
             return self.nak(ctx, ip, db, "address not available");
         }
-        let had_lease = db
-            .by_client(key)
-            .is_some_and(|r| r.state == LeaseState::Bound);
-        if !known && !had_lease && db.bound_count() >= self.cfg.lease_max as usize {
+        if self.over_lease_max(ctx, ip, db) {
             return self.ignore(Ignored::LeaseMax);
         }
         self.bind_and_ack(ctx, ip, db, now_ms, false)
+    }
+
+    /// Would binding `ip` to this client add a lease past dhcp-lease-max?
+    /// Not when the client already holds a lease (it keeps one either way),
+    /// nor for its dhcp-host address: that is reserved, it takes nothing
+    /// from the pool, and a flood must not lock static hosts out.
+    fn over_lease_max(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb) -> bool {
+        if self.host_addr(ctx) == Some(ip) {
+            return false;
+        }
+        let key = &ctx.client.key;
+        let holds_one = db
+            .get(ip)
+            .is_some_and(|r| &r.client == key && r.state == LeaseState::Bound)
+            || db
+                .by_client(key)
+                .is_some_and(|r| r.state == LeaseState::Bound);
+        !holds_one && db.bound_count() >= self.cfg.lease_max as usize
     }
 
     /// The lease to grant: configured, shortened at the client's wish, then
@@ -1018,6 +1117,17 @@ impl Engine {
             return self.ignore(Ignored::Incomplete);
         };
         self.log(MessageType::Decline, ctx.arrival, Some(ip), ctx.req, "");
+        let owned = db
+            .get(ip)
+            .is_some_and(|r| r.client == ctx.client.key && r.state == LeaseState::Bound);
+        if owned && self.declined_count(db) >= self.declined_max {
+            tracing::debug!(target: "dhcp", "{} declined addresses held already: not holding {ip}", self.declined_max);
+            let ended = self.end_lease(ctx, ip, db, now_ms, LeaseState::Released, now_ms / 1000);
+            if ended != Decision::Done {
+                return ended;
+            }
+            return self.ignore(Ignored::DeclineLimit);
+        }
         let hold_until = now_ms / 1000 + DECLINE_HOLD_SECS;
         self.end_lease(ctx, ip, db, now_ms, LeaseState::Declined, hold_until)
     }
@@ -1127,11 +1237,13 @@ impl Engine {
         if let Some(id) = &req.client_id {
             opts.required(61, id.clone());
         }
-        if let (Some(f), Some(name)) = (&req.fqdn, hostname) {
-            opts.required(81, fqdn_reply(f.flags, name, options::domain_for(&cfg, ip)));
-        }
         if let Some(mask) = wanted.values.remove(&options::OPT_NETMASK) {
             opts.required(options::OPT_NETMASK, mask);
+        }
+        // The first optional one, so the last to go when space is short:
+        // its length follows the client's name, which the client picks.
+        if let (Some(f), Some(name)) = (&req.fqdn, hostname) {
+            opts.optional(81, fqdn_reply(f.flags, name, options::domain_for(&cfg, ip)));
         }
         match &req.params {
             Some(prl) => {

@@ -10,6 +10,7 @@ pub mod network;
 pub mod options;
 pub mod ping;
 pub mod pool;
+pub mod ratelimit;
 pub mod reply;
 pub mod request;
 pub mod share;
@@ -19,6 +20,8 @@ pub mod stats;
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod hostile_tests;
 
 pub use engine::{Decision, Engine, Reply};
 pub use network::{Arrival, IfAddr};

@@ -77,6 +77,22 @@ pub fn size_limit(req: &Request) -> usize {
     total - IP_UDP_HEADERS
 }
 
+/// The most a reply carries besides the options it echoes: header and
+/// cookie (240), message type (3), server id (6), lease time, T1 and T2
+/// (18), netmask (6), rapid commit (2) and the end mark (1).
+const FIXED_REPLY_PART: usize = 240 + 3 + 6 + 18 + 6 + 2 + 1;
+
+/// Do the options a reply must echo verbatim (client id, RFC 6842; relay
+/// information, RFC 3046) fit in this client's maximum message size with
+/// the other required options? Each can be 255 bytes, so a hostile client
+/// can make them not fit; such a request gets no reply rather than one
+/// larger than the client said it takes.
+pub fn echoes_fit(req: &Request) -> bool {
+    let echoed = req.client_id.as_deref().map_or(0, option_len)
+        + req.relay_info.as_deref().map_or(0, option_len);
+    FIXED_REPLY_PART + echoed <= size_limit(req)
+}
+
 fn option_len(data: &[u8]) -> usize {
     // Values over 255 bytes are split into several instances (RFC 3396).
     let chunks = data.len().div_ceil(255).max(1);
@@ -245,6 +261,46 @@ mod tests {
         assert_eq!(codes.last(), Some(&82));
         assert!(codes.contains(&54));
         assert!(codes.contains(&200) && !codes.contains(&209));
+    }
+
+    #[test]
+    fn echoes_that_cannot_fit_are_refused_before_any_reply() {
+        let long_id = [1u8; 255];
+        let long_relay = [1u8; 255];
+        let one = req(|r| {
+            r.opt(61, &long_id);
+        });
+        assert!(echoes_fit(&one), "one long echo fits in 548 bytes");
+        let both = req(|r| {
+            r.opt(61, &long_id).opt(82, &long_relay);
+        });
+        assert!(!echoes_fit(&both));
+        let both_big_client = req(|r| {
+            r.opt(61, &long_id)
+                .opt(82, &long_relay)
+                .opt(57, &1500u16.to_be_bytes());
+        });
+        assert!(
+            echoes_fit(&both_big_client),
+            "a client taking 1500 bytes fits both"
+        );
+        // Whatever fits the check, the encoded reply fits the client's limit.
+        let mut o = OptionList::default();
+        o.required(54, vec![1, 2, 3, 4]);
+        o.required(51, vec![0; 4]);
+        o.required(58, vec![0; 4]);
+        o.required(59, vec![0; 4]);
+        o.required(61, long_id.to_vec());
+        o.required(1, vec![255, 255, 255, 0]);
+        o.optional(81, vec![0; 200]);
+        o.tail = None;
+        let header = Header {
+            kind: MessageType::Ack,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(198, 18, 0, 5),
+        };
+        let p = encode(&one, header, o);
+        assert!(p.len() <= size_limit(&one), "{} bytes", p.len());
     }
 
     #[test]

@@ -351,6 +351,12 @@ impl Shell {
             {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // `pktinfo::recv` says so for a datagram cut short by the
+                // buffer: DHCP clients send at most an MTU, this is not one.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.engine.note_oversized();
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(target: "dhcp", "receive: {e}");
                     continue;

@@ -33,13 +33,25 @@ pub enum Ignored {
     /// A passive failover secondary leaves the request to the primary
     /// (the client's `secs` is below the unanswered threshold).
     Passive,
+    /// Over the receiving interface's packet budget for its class of
+    /// client (see `ratelimit`).
+    RateLimited,
+    /// A DECLINE from the lease's holder while the most addresses a
+    /// DECLINE may take out of service are already held: the lease ends,
+    /// the address is not held.
+    DeclineLimit,
+    /// Larger than the receive buffer: no DHCP client sends that.
+    Oversized,
+    /// The options the reply must echo (client id, relay information)
+    /// cannot fit in the client's maximum message size.
+    ReplyTooBig,
 }
 
 impl Ignored {
     /// Every reason, so a metrics scrape can show each one from zero
     /// (a counter that appears only on its first event hides that event
     /// from `rate()`).
-    pub const ALL: [Ignored; 17] = [
+    pub const ALL: [Ignored; 21] = [
         Ignored::Decode(DecodeError::TooShort),
         Ignored::Decode(DecodeError::NotRequest),
         Ignored::Decode(DecodeError::BadHlen),
@@ -57,6 +69,10 @@ impl Ignored {
         Ignored::Incomplete,
         Ignored::Storage,
         Ignored::Passive,
+        Ignored::RateLimited,
+        Ignored::DeclineLimit,
+        Ignored::Oversized,
+        Ignored::ReplyTooBig,
     ];
 
     pub fn label(self) -> &'static str {
@@ -78,6 +94,10 @@ impl Ignored {
             Ignored::Incomplete => "incomplete",
             Ignored::Storage => "storage_error",
             Ignored::Passive => "passive",
+            Ignored::RateLimited => "rate_limited",
+            Ignored::DeclineLimit => "decline_limit",
+            Ignored::Oversized => "oversized",
+            Ignored::ReplyTooBig => "reply_too_big",
         }
     }
 }
