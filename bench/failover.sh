@@ -395,12 +395,12 @@ wait_stable_sync() {
       SY_ERR="no \"sync done\" in the secondary's log within 30 s"; break
     fi
     hs=$(first_after "$dir/sec/server.log" "failover: sync done" "$ss")
-    # The primary's line for the same session: it logs "sync done" before
-    # its last message even leaves, so its last one up to the secondary's.
-    # (RFC 3339 stamps of one width compare as strings.)
+    # The primary's line for the same session: it logs "sync done" when
+    # the secondary's Synced arrives, so its first one from the secondary's
+    # on. (RFC 3339 stamps of one width compare as strings.)
     wait_log "$dir/pri/server.log" "failover: sync done" "$sp" 5 "$@" || true
     hp=$(awk -v a="$sp" -v t="${hs#*:}" 'BEGIN { split(t, f, " "); t = f[1] }
-      NR > a && /failover: sync done/ && $1 <= t { l = NR ":" $0 } END { if (l != "") print l }' "$dir/pri/server.log")
+      NR > a && /failover: sync done/ && $1 >= t { print NR ":" $0; exit }' "$dir/pri/server.log")
     if [ -z "$hp" ]; then SY_ERR="the secondary says \"sync done\", the primary does not"; break; fi
     sleep "$settle"
     lp=$(first_after "$dir/pri/server.log" "$LOSS_RE" "${hp%%:*}")

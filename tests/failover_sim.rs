@@ -110,6 +110,9 @@ fn open_db(dir: &Path) -> LeaseDb {
             dir,
             DbOptions {
                 cache_bytes: 1 << 20,
+                // Sync pages of a dozen records go through pages too, so
+                // kills find them at every stage of spreading.
+                page_min_records: 4,
             },
         ) {
             Ok(db) => return db,
@@ -557,6 +560,10 @@ impl Sim {
         };
         if (self.now / STEP_MS) % 2 == 0 {
             live.node.tick(&mut live.db, now);
+            // A few at a time, so pages outlive some kills half spread.
+            if let Err(e) = live.db.spread_pages(3) {
+                panic!("spreading pages: {e}");
+            }
             live.engine.tick(&mut live.db, now);
         }
         self.drain(i);

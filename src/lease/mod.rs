@@ -12,11 +12,13 @@ mod hlc;
 mod index;
 pub mod lease_file;
 pub mod merge;
+mod pages;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -72,18 +74,24 @@ impl LeaseError {
 pub struct DbOptions {
     /// sled's page cache; its default (1 GB) is far too much for a router.
     pub cache_bytes: u64,
+    /// Merges of at least this many records are stored as a page and
+    /// spread into their keys later (see [`pages`]).
+    pub page_min_records: usize,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
             cache_bytes: 4 << 20,
+            page_min_records: pages::MIN_RECORDS,
         }
     }
 }
 
 const LEASES_TREE: &str = "leases";
 const META_TREE: &str = "meta";
+/// Big merges, a page per value, until spread (see [`pages`]).
+const PAGES_TREE: &str = "pages";
 const NODE_ID_KEY: &[u8] = b"node_id";
 const HLC_KEY: &[u8] = b"hlc";
 
@@ -111,6 +119,7 @@ struct Store {
     db: sled::Db,
     leases: sled::Tree,
     meta: sled::Tree,
+    pages: sled::Tree,
 }
 
 /// What a [`LeaseDb`] and its [`Durability`] handles share.
@@ -123,6 +132,11 @@ struct Shared {
     /// with it until the database is opened again, so space coming back is
     /// not enough: the database must be reopened (see `LeaseDb::recover`).
     fault: Mutex<Option<Fault>>,
+    /// Flushes numbered as they start, and the greatest number completed:
+    /// a write made before `flush_started` read N is on disk once
+    /// `flushed_through` exceeds N.
+    flush_started: AtomicU64,
+    flushed_through: AtomicU64,
 }
 
 struct Fault {
@@ -204,6 +218,11 @@ pub struct LeaseDb {
     /// when no link wants them. Unlike the feed it cannot lag: the link
     /// drains it in the same task after every batch of requests.
     outbox: Option<Vec<LeaseRecord>>,
+    /// Big merges stored as pages, still to be spread into their keys.
+    pending: pages::Pending,
+    /// Pages whose records are in their keys, each with the flush number
+    /// after which it may go: removed only once those writes are on disk.
+    spread: Vec<(u64, u64)>,
 }
 
 /// A cheap, `Send + Clone` handle that makes committed changes durable.
@@ -230,12 +249,17 @@ impl Durability {
         if let Some(cause) = self.fault_cause() {
             return Err(LeaseError::Unwritable { cause });
         }
-        db.flush().map(drop).map_err(|e| {
+        let ticket = self.shared.flush_started.fetch_add(1, Ordering::AcqRel) + 1;
+        db.flush().map_err(|e| {
             self.shared.fail(&self.path, &e);
             LeaseError::Unwritable {
                 cause: describe(&e),
             }
-        })
+        })?;
+        self.shared
+            .flushed_through
+            .fetch_max(ticket, Ordering::AcqRel);
+        Ok(())
     }
 
     fn fault_cause(&self) -> Option<String> {
@@ -307,7 +331,13 @@ fn open_store(dir: &Path, opts: DbOptions) -> Result<Store, LeaseError> {
             .open()?;
         let leases = db.open_tree(LEASES_TREE)?;
         let meta = db.open_tree(META_TREE)?;
-        Ok(Store { db, leases, meta })
+        let pages = db.open_tree(PAGES_TREE)?;
+        Ok(Store {
+            db,
+            leases,
+            meta,
+            pages,
+        })
     });
     match opened {
         Ok(Ok(store)) => Ok(store),
@@ -359,6 +389,7 @@ struct Loaded {
     last: Stamp,
     records: HashMap<Ipv4Addr, Box<[u8]>>,
     idx: Indexes,
+    pending: pages::Pending,
 }
 
 fn load(dir: &Path, store: &Store) -> Result<Loaded, LeaseError> {
@@ -418,11 +449,49 @@ fn load(dir: &Path, store: &Store) -> Result<Loaded, LeaseError> {
         idx.add(&rec);
         records.insert(ip, Box::from(&*v));
     }
+    // Pages not yet spread: each record stands where it is newer than its
+    // address's own key (which a later change may have written).
+    let mut pending = pages::Pending::default();
+    for item in store.pages.iter() {
+        let (k, v) = item.map_err(open_err)?;
+        let n = pages::key_number(&k)
+            .ok_or_else(|| corrupt(format!("page key {}", hex(&k)), "not a page number"))?;
+        let encoded = pages::unpack(&v).map_err(|e| corrupt(format!("page {n}"), e))?;
+        let mut ips = Vec::with_capacity(encoded.len());
+        for bytes in encoded {
+            let rec: LeaseRecord = decode(bytes).map_err(|source| LeaseError::Corrupt {
+                key: format!("page {n}"),
+                source,
+            })?;
+            let current = match records.get(&rec.ip) {
+                Some(b) => {
+                    Some(
+                        decode::<LeaseRecord>(b).map_err(|source| LeaseError::Corrupt {
+                            key: rec.ip.to_string(),
+                            source,
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            if merge::replaces(&rec, current.as_ref()) {
+                if let Some(old) = &current {
+                    idx.remove(old);
+                }
+                idx.add(&rec);
+                records.insert(rec.ip, Box::from(bytes));
+            }
+            last = last.max(rec.stamp);
+            ips.push(rec.ip);
+        }
+        pending.push(n, ips);
+    }
     Ok(Loaded {
         node_id,
         last,
         records,
         idx,
+        pending,
     })
 }
 
@@ -446,12 +515,15 @@ impl LeaseDb {
             last,
             records,
             idx,
+            pending,
         } = loaded;
 
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(store.db.clone())),
             fault: Mutex::new(None),
+            flush_started: AtomicU64::new(0),
+            flushed_through: AtomicU64::new(0),
         });
         Ok(LeaseDb {
             store: Some(store),
@@ -465,6 +537,8 @@ impl LeaseDb {
             feed,
             generation: 0,
             outbox: None,
+            pending,
+            spread: Vec::new(),
         })
     }
 
@@ -589,6 +663,11 @@ impl LeaseDb {
         }
         store.leases.apply_batch(batch)?;
         store.meta.insert(HLC_KEY, encode(&self.clock.last())?)?;
+        store.db.flush()?;
+        // Every record is in its own key, on disk: the pages can go.
+        store.pages.clear()?;
+        self.pending.clear();
+        self.spread.clear();
         store.db.flush()?;
         *self
             .shared
@@ -718,9 +797,10 @@ impl LeaseDb {
         self.store(rec).map(Some)
     }
 
-    /// `merge_in` for many records, written as one sled batch (a sync page
-    /// costs one write instead of thousands). Returns the records that
-    /// replaced what was stored; a record listed twice merges as the newer.
+    /// `merge_in` for many records. Returns the records that replaced what
+    /// was stored; a record listed twice merges as the newer. A few are
+    /// written as one sled batch; many (a sync page) as one page, spread
+    /// into their keys later by [`LeaseDb::spread_pages`].
     pub fn merge_batch(&mut self, recs: Vec<LeaseRecord>) -> Result<Vec<LeaseRecord>, LeaseError> {
         let mut winners: HashMap<Ipv4Addr, LeaseRecord> = HashMap::new();
         for rec in recs {
@@ -729,14 +809,24 @@ impl LeaseDb {
                 winners.insert(rec.ip, rec);
             }
         }
-        let mut batch = sled::Batch::default();
         let mut stored = Vec::with_capacity(winners.len());
         for rec in winners.into_values() {
             let bytes: Box<[u8]> = encode(&rec)?.into();
-            batch.insert(&rec.ip.octets(), &*bytes);
             stored.push((rec, bytes));
         }
-        self.write(|s| s.leases.apply_batch(batch))?;
+        if stored.len() >= self.opts.page_min_records {
+            let n = self.pending.next;
+            let page = pages::pack(stored.iter().map(|(_, b)| &**b));
+            self.write(|s| s.pages.insert(pages::key(n), page))?;
+            self.pending
+                .push(n, stored.iter().map(|(r, _)| r.ip).collect());
+        } else {
+            let mut batch = sled::Batch::default();
+            for (rec, bytes) in &stored {
+                batch.insert(&rec.ip.octets(), &**bytes);
+            }
+            self.write(|s| s.leases.apply_batch(batch))?;
+        }
         let mut out = Vec::with_capacity(stored.len());
         for (rec, bytes) in stored {
             self.clock.observe(rec.stamp);
@@ -744,6 +834,46 @@ impl LeaseDb {
             out.push(rec);
         }
         Ok(out)
+    }
+
+    /// Copies up to `budget` records of big merges from their pages into
+    /// their own keys, and drops the pages that are then done. Returns how
+    /// many it copied; call it while idle until it returns 0.
+    pub fn spread_pages(&mut self, budget: usize) -> Result<usize, LeaseError> {
+        if self.is_faulted() {
+            return Ok(0);
+        }
+        let flushed = self.shared.flushed_through.load(Ordering::Acquire);
+        let (gone, kept): (Vec<_>, Vec<_>) = self.spread.iter().partition(|(_, m)| flushed > *m);
+        if !gone.is_empty() {
+            self.write(|s| {
+                for (n, _) in &gone {
+                    s.pages.remove(pages::key(*n))?;
+                }
+                Ok(())
+            })?;
+            self.spread = kept;
+        }
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let (ips, done) = self.pending.take(budget);
+        let mut batch = sled::Batch::default();
+        for ip in &ips {
+            // The current bytes: a change since the merge wrote its key
+            // already, and stands.
+            if let Some(bytes) = self.records.get(ip) {
+                batch.insert(&ip.octets(), &**bytes);
+            }
+        }
+        // Should this fail, the pages stay: a start reads them again, and
+        // the reopen after the fault writes every key anyway.
+        self.write(|s| s.leases.apply_batch(batch))?;
+        // A page goes only once these writes are on disk, whatever order
+        // sled would restore its trees in after a crash.
+        let mark = self.shared.flush_started.load(Ordering::Acquire);
+        self.spread.extend(done.into_iter().map(|n| (n, mark)));
+        Ok(ips.len())
     }
 
     fn store(&mut self, rec: LeaseRecord) -> Result<LeaseRecord, LeaseError> {

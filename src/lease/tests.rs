@@ -802,3 +802,77 @@ fn merge_batch_keeps_the_newest_and_survives_reopen() {
     assert_eq!(db.get(ip(2)).unwrap().client, client(5));
     assert_eq!(db.by_client(&client(5)).unwrap().ip, ip(2));
 }
+
+/// A big merge is stored as a page and spread into per-address keys later;
+/// whatever the point a restart comes at, the table reads the same, and a
+/// change made after the merge stands over the page's older record.
+#[test]
+fn big_merges_go_to_pages_and_spread_without_losing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = |db: &LeaseDb| db.node_id().wrapping_add(1).max(1);
+    let n = 300u32;
+    let expected = {
+        let mut db = open(dir.path());
+        let node = other(&db);
+        let recs: Vec<LeaseRecord> = (1..=n)
+            .map(|i| LeaseRecord {
+                stamp: Stamp {
+                    wall_ms: 1_000 + u64::from(i),
+                    counter: 0,
+                    node,
+                },
+                ..lease(i, i, None, 5_000)
+            })
+            .collect();
+        assert_eq!(db.merge_batch(recs).unwrap().len(), n as usize);
+        // One page, not 300 keys.
+        let store = db.store.as_ref().unwrap();
+        assert_eq!(store.pages.len(), 1);
+        assert_eq!(store.leases.len(), 0);
+        // A change after the merge, to an address the page holds.
+        db.commit(lease(7, 77, None, 9_000), 10_000).unwrap();
+        db.durability().flush().unwrap();
+        db.iter().collect::<Vec<_>>()
+    };
+    assert_eq!(expected.len(), n as usize);
+    assert_eq!(expected[6].client, client(77));
+
+    // Restart with the page unspread: the same table.
+    let mut db = open(dir.path());
+    assert_eq!(db.iter().collect::<Vec<_>>(), expected);
+    // Spread part of it, restart: the same.
+    assert_eq!(db.spread_pages(100).unwrap(), 100);
+    drop(db);
+    let mut db = open(dir.path());
+    assert_eq!(db.iter().collect::<Vec<_>>(), expected);
+    // Spread all; the page goes only after a flush has covered the keys.
+    while db.spread_pages(128).unwrap() > 0 {}
+    assert_eq!(db.store.as_ref().unwrap().pages.len(), 1);
+    db.durability().flush().unwrap();
+    db.spread_pages(128).unwrap();
+    let store = db.store.as_ref().unwrap();
+    assert_eq!(store.pages.len(), 0);
+    assert_eq!(store.leases.len(), n as usize);
+    db.durability().flush().unwrap();
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(db.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(db.get(ip(7)).unwrap().client, client(77));
+}
+
+#[test]
+fn a_damaged_page_fails_open_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let raw = raw_sled(dir.path());
+        let page = super::pages::pack([&b"not a record"[..]].into_iter());
+        raw.open_tree(PAGES_TREE)
+            .unwrap()
+            .insert(super::pages::key(4), page)
+            .unwrap();
+        raw.flush().unwrap();
+    }
+    let e = reopen_err(dir.path());
+    assert!(e.to_string().contains("page 4"), "{e}");
+}
