@@ -3,5 +3,6 @@
 //! (IPv4) and IPV6_PKTINFO (IPv6).
 
 pub mod interfaces;
+pub mod mmsg;
 pub mod pktinfo;
 pub mod pktinfo6;
