@@ -71,8 +71,10 @@ SRV_CORE=0 CLI_CORE=1
 NS_SRV="tmqd-$$-srv" NS_CLI="tmqd-$$-cli"
 IF_SRV="tmqd$$s" IF_CLI="tmqd$$c"
 
-log() { printf '[dns.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_NAME=dns.sh
+# log, die, cleanup (trap), process helpers, make_netns.
+. "$SCRIPT_DIR/lib.sh"
+bench_traps
 
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
 for c in ip taskset dnsperf dig awk timeout; do
@@ -81,67 +83,10 @@ done
 [ "$(nproc)" -ge 2 ] || die "needs 2 cores: servers on core $SRV_CORE, dnsperf on core $CLI_CORE"
 CLK_TCK=$(getconf CLK_TCK)
 
-# ---------------------------------------------------------------- cleanup
-PIDS=() CREATED_NS=() CREATED_ETC=() WORK=""
-
-forget_pid() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-proc_alive() {
-  local st
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
-cleanup() {
-  local rc=$? p ns d alive
-  set +e
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for _ in $(seq 30); do
-    alive=0
-    for p in "${PIDS[@]}"; do proc_alive "$p" && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${PIDS[@]}"; do
-    proc_alive "$p" && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  # Anything left in our namespaces descends from us: end it by PID.
-  for ns in "${CREATED_NS[@]}"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  done
-  for ns in "${CREATED_NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  for d in "${CREATED_ETC[@]}"; do rm -rf "$d"; done
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-proc_cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
 # ---------------------------------------------------------------- network
 setup_net() {
-  local ns
-  for ns in "$NS_SRV" "$NS_CLI"; do
-    if ip netns list | awk '{ print $1 }' | grep -qxF -- "$ns"; then die "namespace $ns already exists"; fi
-    if [ ! -d "/etc/netns/$ns" ]; then
-      mkdir -p "/etc/netns/$ns"
-      CREATED_ETC+=("/etc/netns/$ns")
-    fi
-    printf 'nameserver %s\n' "$SRV_ADDR" >"/etc/netns/$ns/resolv.conf"
-    ip netns add "$ns"
-    CREATED_NS+=("$ns")
-    ip -n "$ns" link set lo up
-  done
+  make_netns "$NS_SRV" "$SRV_ADDR"
+  make_netns "$NS_CLI" "$SRV_ADDR"
   ip -n "$NS_SRV" link add "$IF_SRV" type veth peer name "$IF_CLI" netns "$NS_CLI"
   ip -n "$NS_SRV" addr add "$SRV_ADDR/$PREFIX" dev "$IF_SRV"
   ip -n "$NS_CLI" addr add "$CLI_ADDR/$PREFIX" dev "$IF_CLI"

@@ -1,4 +1,4 @@
-# Shell code shared by the benchmarks (bench/dhcp.sh, bench/failover.sh).
+# Shell code shared by the benchmarks (bench/dhcp.sh, bench/dns.sh, bench/failover.sh).
 # Sourced, never run. The caller sets, before using what needs them:
 #   BENCH_NAME   prefix of log lines ("dhcp.sh")
 #   REPO, WORK, KEEP (cleanup keeps WORK when 1), BUILD, TWINMASQ_BIN
