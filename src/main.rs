@@ -37,6 +37,18 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    match twinmasq::control::cli::info_request(&args) {
+        Some(twinmasq::control::cli::InfoRequest::Version) => {
+            print!("{}", twinmasq::control::cli::version_text());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(twinmasq::control::cli::InfoRequest::Help) => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            return std::process::ExitCode::SUCCESS;
+        }
+        None => {}
+    }
     let cli = Cli::parse_from(args);
     let result = twinmasq::config::load(&cli.options)
         .map_err(twinmasq::server::StartError::from)

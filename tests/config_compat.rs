@@ -323,3 +323,29 @@ fn unsupported_dnsmasq_options_are_named() {
         "option 'synth-domain' (line 3 of /etc/dnsmasq.conf) is not supported by twinmasq yet"
     );
 }
+
+/// `--version`/`-v` and `--help`/`-w` answer at once, as dnsmasq's do,
+/// even when the conf file named beside them would not load.
+#[test]
+fn version_and_help_answer_before_any_config_is_read() {
+    let bin = env!("CARGO_BIN_EXE_twinmasq");
+    for args in [
+        vec!["--version"],
+        vec!["-v"],
+        vec!["-C", "/nonexistent/x.conf", "-v"],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(text.starts_with("twinmasq version "), "{args:?}: {text}");
+        assert!(text.contains("Compile time options: IPv6"), "{text}");
+    }
+    for flag in ["--help", "-w"] {
+        let out = std::process::Command::new(bin).arg(flag).output().unwrap();
+        assert!(out.status.success(), "{flag}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: twinmasq"));
+    }
+}

@@ -26,6 +26,35 @@ pub fn is_subcommand(args: &[OsString]) -> bool {
         .is_some_and(|a| SUBCOMMANDS.contains(&a))
 }
 
+/// What dnsmasq's `--version`/`-v` and `--help`/`-w` ask for, when given
+/// as arguments of their own: dnsmasq acts on them while reading its
+/// command line, before any config file is read, so a broken file does not
+/// stop them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfoRequest {
+    Version,
+    Help,
+}
+
+pub fn info_request(args: &[OsString]) -> Option<InfoRequest> {
+    args.iter().skip(1).find_map(|a| match a.to_str()? {
+        "--version" | "-v" => Some(InfoRequest::Version),
+        "--help" | "-w" => Some(InfoRequest::Help),
+        _ => None,
+    })
+}
+
+/// `--version`: the version, and dnsmasq's "Compile time options" line in
+/// its own words, so a script that greps it for a feature finds what this
+/// build has.
+pub fn version_text() -> String {
+    format!(
+        "twinmasq version {}  (a dnsmasq-compatible DHCPv4 + DNS server with primary/secondary lease failover)\n\
+         Compile time options: IPv6 GNU-getopt no-DBus no-UBus no-i18n no-IDN DHCP no-DHCPv6 no-Lua no-TFTP no-conntrack no-ipset no-nftset auth no-cryptohash no-DNSSEC no-loop-detect no-inotify no-dumpfile\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// Exit codes of the subcommands: 0 done (or, with `--check`, this node
 /// should be live), 1 failed (or should not be live), 2 no answer from the
 /// control socket. Usage errors exit 2, as clap makes them.
