@@ -28,6 +28,14 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The dhcp-script root helper, started by the server itself.
+    if args.get(1).and_then(|a| a.to_str()) == Some(twinmasq::script::helper::ARG) {
+        let rest: Vec<String> = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return std::process::ExitCode::from(twinmasq::script::helper::main(&rest));
+    }
     if twinmasq::control::cli::is_subcommand(&args) {
         return match twinmasq::control::cli::run(args) {
             Ok(code) => std::process::ExitCode::from(code),

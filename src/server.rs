@@ -276,7 +276,7 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         // start before DHCP runs.
         let dns = crate::dns::thread::spawn(Arc::clone(&cfg), leases)?;
         // dhcp-script follows the same feed, on a thread of its own.
-        let _script = crate::script::start(&cfg, &db)?;
+        let _script = crate::script::start(&cfg, &db, target.is_some())?;
         let failover = failover
             .map(|f| f.into_setup())
             .transpose()

@@ -125,10 +125,8 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// dnsmasq runs the script as root (from a helper process it forks before
-/// dropping privileges); twinmasq runs it as `user` (README, differences).
-/// These tests keep root so both servers run it the same way, in a lab
-/// directory private to root.
+/// These tests keep root, in a lab directory private to root; the ones
+/// below that drop to `user` show who runs the script then.
 fn script_conf(script: &Path) -> ServerConf {
     ServerConf::standard()
         .line("user=root")
@@ -349,6 +347,67 @@ fn script_runs_as_dhcp_scriptuser() {
     if ServerKind::from_env() == ServerKind::Twinmasq {
         // Ours names the user in the log only when it cannot switch.
         assert!(!srv.log_text().contains("not running as root"));
+    }
+}
+
+/// The uid of a running process, from /proc.
+fn proc_uid(pid: u32) -> u32 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("no Uid line: {status}"))
+}
+
+/// Started as root with the default `user` (nobody), the server drops
+/// root, yet the script runs as root, as dnsmasq's does: from a helper
+/// process started before the drop. With `dhcp-scriptuser` the helper runs
+/// it as that user.
+#[test]
+fn script_runs_as_root_or_scriptuser_after_the_server_drops_root() {
+    let lab = lab!("script_runs_as_root_or_scriptuser_after_the_server_drops_root");
+    let nobody: u32 = netns::run(&["id", "-u", "nobody"], Duration::from_secs(5))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for scriptuser in [None, Some("nobody")] {
+        // Where `nobody` can write too, for the dhcp-scriptuser run.
+        let dir = tempfile::Builder::new()
+            .prefix("tmqt-script-")
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let log = dir.path().join("script.log");
+        fs::write(&log, "").unwrap();
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).unwrap();
+        let script = write_script(dir.path(), &log, None);
+        let mut conf = ServerConf::standard().line(format!("dhcp-script={}", script.display()));
+        if let Some(u) = scriptuser {
+            conf = conf.line(format!("dhcp-scriptuser={u}"));
+        }
+        let mut srv = lab.start_server(&conf);
+        let host = lab.add_client();
+        let l = Udhcpc::new(&lab, &host).obtain().unwrap();
+        // A restart on the same database runs `old` for the earlier
+        // client first.
+        let add = wait_for(RUN_TIMEOUT, "the add run", || {
+            read_runs(&log)
+                .into_iter()
+                .find(|r| r.args.first().map(String::as_str) == Some("add"))
+        })
+        .unwrap();
+        assert_eq!(
+            add.args[..3],
+            ["add", host.mac.as_str(), &l.address.to_string()]
+        );
+        let want = if scriptuser.is_some() { nobody } else { 0 };
+        assert_eq!(add.uid, want, "{scriptuser:?}: {add:?}");
+        let pid = srv.pid().expect("the server runs");
+        assert_eq!(proc_uid(pid), nobody, "the server itself dropped root");
+        srv.stop();
     }
 }
 

@@ -62,12 +62,15 @@
 //! will serve after a takeover, and a change made while unlinked would be
 //! told to neither script once merged.
 //!
-//! `dhcp-scriptuser=USER`: when the server runs as root, the script runs as
-//! that user (and its primary group); otherwise as the server's own user.
-//! Without it the script runs as the server's user. `script-arp` and
-//! `leasefile-ro` (the `init` action) are not supported yet.
+//! Who runs it, as in dnsmasq: a server started as root that drops to
+//! `user` first starts a helper process that stays root ([`helper`]); the
+//! script runs from there as root, or as `dhcp-scriptuser=USER` (and its
+//! primary group). A server that never was root runs it itself, as its own
+//! user. `script-arp` and `leasefile-ro` (the `init` action) are not
+//! supported yet.
 
 pub mod events;
+pub mod helper;
 pub mod runner;
 
 use std::sync::Arc;
@@ -88,11 +91,19 @@ pub enum ScriptError {
     },
     #[error("cannot start the dhcp-script runner: {0}")]
     Start(std::io::Error),
+    #[error("cannot start the dhcp-script helper, which runs the script as root after the server drops to its user: {0}")]
+    Helper(std::io::Error),
 }
 
 /// Starts the runner if `dhcp-script` is set. Subscribes to `db`'s feed and
 /// reads its table, so call it before anything else changes the table.
-pub fn start(cfg: &Arc<Config>, db: &LeaseDb) -> Result<Option<ScriptRunner>, ScriptError> {
+/// `dropping_root`: the server is root and gives that up after start, so
+/// the script gets a helper that keeps it.
+pub fn start(
+    cfg: &Arc<Config>,
+    db: &LeaseDb,
+    dropping_root: bool,
+) -> Result<Option<ScriptRunner>, ScriptError> {
     let Some(path) = cfg.dhcp_script.clone() else {
         return Ok(None);
     };
@@ -117,9 +128,21 @@ pub fn start(cfg: &Arc<Config>, db: &LeaseDb) -> Result<Option<ScriptRunner>, Sc
         timeout: runner::TIMEOUT,
         queue: runner::QUEUE,
     };
+    let helper = if root && dropping_root {
+        let h =
+            helper::Helper::spawn(&settings.path, settings.run_as).map_err(ScriptError::Helper)?;
+        tracing::info!(
+            "dhcp-script runs from helper process {}, as {}",
+            h.pid(),
+            cfg.dhcp_script_user.as_deref().unwrap_or("root")
+        );
+        Some(h)
+    } else {
+        None
+    };
     let feed = db.subscribe();
     let initial = db.iter().collect();
-    runner::spawn(settings, initial, feed)
+    runner::spawn(settings, initial, feed, helper)
         .map_err(ScriptError::Start)
         .map(Some)
 }

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use twinmasq_proto::LeaseRecord;
 
 use super::events::{invocation, Change, Context, Invocation, Tracker, MANAGED_VARS};
+use super::helper::Client;
 use crate::config::Config;
 use crate::dhcp::network::same_subnet;
 use crate::dhcp::options::domain_for;
@@ -65,13 +66,17 @@ pub enum Outcome {
 pub struct ScriptRunner {
     pub counters: Arc<Counters>,
     _thread: std::thread::JoinHandle<()>,
+    /// The root helper that runs the script, when the server drops root.
+    pub helper: Option<super::helper::Helper>,
 }
 
 pub fn spawn(
     settings: Settings,
     initial: Vec<LeaseRecord>,
     feed: broadcast::Receiver<LeaseRecord>,
+    mut helper: Option<super::helper::Helper>,
 ) -> std::io::Result<ScriptRunner> {
+    let stream = helper.as_mut().and_then(super::helper::Helper::take_stream);
     let counters = Arc::new(Counters::default());
     let c = Arc::clone(&counters);
     // Own thread and runtime: forking a script and waiting on it must cost
@@ -81,10 +86,11 @@ pub fn spawn(
         .build()?;
     let thread = std::thread::Builder::new()
         .name("dhcp-script".into())
-        .spawn(move || runtime.block_on(run(settings, initial, feed, c)))?;
+        .spawn(move || runtime.block_on(run(settings, initial, feed, c, stream)))?;
     Ok(ScriptRunner {
         counters,
         _thread: thread,
+        helper,
     })
 }
 
@@ -97,6 +103,7 @@ async fn run(
     initial: Vec<LeaseRecord>,
     feed: broadcast::Receiver<LeaseRecord>,
     counters: Arc<Counters>,
+    helper: Option<std::os::unix::net::UnixStream>,
 ) {
     let mut tracker = Tracker::new(settings.on_renewal);
     // The start-up runs are as many as the table's bound leases; they are
@@ -105,7 +112,7 @@ async fn run(
     let (tx, rx) = mpsc::channel(settings.queue.max(1));
     tokio::join!(
         follow(tracker, feed, tx, &counters),
-        execute(&settings, startup, rx, &counters)
+        execute(&settings, startup, rx, &counters, helper)
     );
 }
 
@@ -152,16 +159,31 @@ async fn execute(
     startup: Vec<Change>,
     mut rx: mpsc::Receiver<Change>,
     counters: &Counters,
+    helper: Option<std::os::unix::net::UnixStream>,
 ) {
+    let mut helper = match helper.map(Client::new).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            // Runs then fail to start, each logged, rather than running
+            // with the wrong user.
+            tracing::error!("dhcp-script: cannot reach the script helper: {e}");
+            None
+        }
+    };
     for change in startup {
-        run_change(settings, &change, counters).await;
+        run_change(settings, &change, counters, &mut helper).await;
     }
     while let Some(change) = rx.recv().await {
-        run_change(settings, &change, counters).await;
+        run_change(settings, &change, counters, &mut helper).await;
     }
 }
 
-async fn run_change(settings: &Settings, change: &Change, counters: &Counters) {
+async fn run_change(
+    settings: &Settings,
+    change: &Change,
+    counters: &Counters,
+    helper: &mut Option<Client>,
+) {
     let ip = change.lease.ip;
     let ctx = Context {
         domain: domain_for(&settings.cfg, ip).map(String::from),
@@ -172,7 +194,23 @@ async fn run_change(settings: &Settings, change: &Change, counters: &Counters) {
     let inv = invocation(change, &ctx);
     counters.runs.fetch_add(1, Ordering::Relaxed);
     let what = inv.args.join(" ");
-    match run_script(&settings.path, &inv, settings.run_as, settings.timeout).await {
+    let outcome = match helper {
+        Some(h) => {
+            // The helper runs the script and user it was started with.
+            h.run(&inv, settings.timeout, log_line).await
+        }
+        None => {
+            run_script(
+                &settings.path,
+                &inv,
+                settings.run_as,
+                settings.timeout,
+                log_line,
+            )
+            .await
+        }
+    };
+    match outcome {
         Outcome::Exited(st) if st.success() => {}
         Outcome::Exited(st) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -247,6 +285,7 @@ pub async fn run_script(
     inv: &Invocation,
     run_as: Option<(u32, u32)>,
     timeout: Duration,
+    on_line: impl Fn(String) + Send + Sync + Clone + 'static,
 ) -> Outcome {
     let mut cmd = command(path, inv, run_as);
     let mut child = match cmd.spawn() {
@@ -256,10 +295,10 @@ pub async fn run_script(
     // Logged from tasks of their own: a backgrounded grandchild holding the
     // pipes open must not hold up the next run.
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(log_lines(out));
+        tokio::spawn(log_lines(out, on_line.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(log_lines(err));
+        tokio::spawn(log_lines(err, on_line));
     }
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(st)) => Outcome::Exited(st),
@@ -279,11 +318,15 @@ pub async fn run_script(
     }
 }
 
-async fn log_lines(stream: impl AsyncRead + Unpin) {
+async fn log_lines(stream: impl AsyncRead + Unpin, on_line: impl Fn(String)) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!("dhcp-script: {line}");
+        on_line(line);
     }
+}
+
+fn log_line(line: String) {
+    tracing::info!("dhcp-script: {line}");
 }
 
 #[cfg(test)]
@@ -327,7 +370,13 @@ mod tests {
         );
         let mut i = inv(vec![("DNSMASQ_DOMAIN", "lab.test".into())]);
         i.args.push("host".into());
-        let o = rt().block_on(run_script(&path, &i, None, Duration::from_secs(10)));
+        let o = rt().block_on(run_script(
+            &path,
+            &i,
+            None,
+            Duration::from_secs(10),
+            log_line,
+        ));
         assert!(matches!(o, Outcome::Exited(s) if s.success()), "{o:?}");
         // A script's $0 is the path the kernel ran it by, not argv[0].
         assert_eq!(
@@ -410,6 +459,7 @@ mod tests {
             &inv(vec![]),
             None,
             Duration::from_secs(10),
+            log_line,
         ));
         assert!(
             matches!(o, Outcome::Exited(s) if s.code() == Some(3)),
@@ -421,6 +471,7 @@ mod tests {
             &inv(vec![]),
             None,
             Duration::from_secs(1),
+            log_line,
         ));
         assert!(matches!(o, Outcome::NotStarted(_)), "{o:?}");
     }
@@ -441,6 +492,7 @@ mod tests {
             &inv(vec![]),
             None,
             Duration::from_millis(500),
+            log_line,
         ));
         assert!(matches!(o, Outcome::TimedOut), "{o:?}");
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
