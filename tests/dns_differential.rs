@@ -134,6 +134,24 @@ fn general_zone(qname: &str) -> Option<Vec<RData>> {
             "part two".into(),
         ]))],
         "slow.example.net." => vec![RData::A(A(Ipv4Addr::new(198, 18, 5, 9)))],
+        // bogus-nxdomain and ignore-address targets.
+        "bogus.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 7, 7))),
+            RData::AAAA(AAAA("2001:db8:5::7".parse::<Ipv6Addr>().unwrap())),
+            RData::MX(MX::new(10, name("mx.example.net."))),
+        ],
+        "bogusnet.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 5, 20))),
+            RData::A(A(Ipv4Addr::new(198, 18, 7, 200))),
+        ],
+        "bogus6.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 5, 21))),
+            RData::AAAA(AAAA("2001:db8:7::7".parse::<Ipv6Addr>().unwrap())),
+        ],
+        "ignored.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 8, 8))),
+            RData::MX(MX::new(10, name("mx.example.net."))),
+        ],
         "99.1.18.198.in-addr.arpa." => vec![RData::PTR(PTR(name("far.example.net.")))],
         _ => return None,
     };
@@ -601,6 +619,9 @@ fn dns_config(dir: &Path) -> Vec<String> {
         "min-cache-ttl=30".into(),
         "no-negcache".into(),
         "server=/plain.corp.example/#".into(),
+        "bogus-nxdomain=198.18.7.0/24".into(),
+        "bogus-nxdomain=2001:db8:7::7".into(),
+        "ignore-address=198.18.8.8".into(),
     ]
     .into()
 }
@@ -688,6 +709,21 @@ fn queries() -> Vec<(&'static str, RecordType, bool)> {
         // domain-needed: unqualified names never go upstream.
         ("unknownhost.", A, true),
         ("unknownhost.", AAAA, true),
+        // bogus-nxdomain: an address in the listed /24 or the listed
+        // IPv6 address makes the answer NXDOMAIN, and the name is then
+        // cached as NXDOMAIN for every type; an answer without a listed
+        // address passes.
+        ("bogus.example.net.", MX, true),
+        ("bogus.example.net.", A, true),
+        ("bogus.example.net.", A, true),
+        ("bogus.example.net.", AAAA, true),
+        ("bogus.example.net.", MX, true),
+        ("bogusnet.example.net.", A, true),
+        ("bogus6.example.net.", AAAA, true),
+        ("bogus6.example.net.", A, true),
+        // ignore-address: that answer is dropped, the MX one is not.
+        ("ignored.example.net.", A, true),
+        ("ignored.example.net.", MX, true),
         // Upstream never answers in time.
         ("slow.example.net.", A, true),
     ]
@@ -707,6 +743,10 @@ const FORWARD_COUNTS: &[(&str, RecordType)] = &[
     ("unknownhost", RecordType::A),
     ("missing.home.lan", RecordType::A),
     ("ads.example", RecordType::A),
+    ("bogus.example.net", RecordType::A),
+    ("bogus.example.net", RecordType::AAAA),
+    ("bogus.example.net", RecordType::MX),
+    ("ignored.example.net", RecordType::A),
 ];
 
 /// The lab: reference and the server under test, each in its namespace,
@@ -815,6 +855,41 @@ fn check_reference(results: &[(String, Outcome, Outcome)], up: &Upstream) -> Vec
     want(
         find("slow.example.net. A rd") == Outcome::NoAnswer,
         "slow name left unanswered",
+    );
+    want(
+        has("bogus.example.net. A rd", ResponseCode::NXDomain, ""),
+        "bogus-nxdomain turned an answer into NXDOMAIN",
+    );
+    want(
+        up.count(REF_IP, "bogus.example.net", RecordType::A) == 1
+            && up.count(REF_IP, "bogus.example.net", RecordType::AAAA) == 0
+            && up.count(REF_IP, "bogus.example.net", RecordType::MX) == 1,
+        "bogus-nxdomain cached the name as NXDOMAIN for every type",
+    );
+    want(
+        has("bogus6.example.net. AAAA rd", ResponseCode::NXDomain, ""),
+        "bogus-nxdomain matched an IPv6 address",
+    );
+    want(
+        // The first of the two MX queries, before the name went bad.
+        has(
+            "bogus.example.net. MX rd",
+            ResponseCode::NoError,
+            "mx.example.net",
+        ),
+        "bogus-nxdomain left an answer without addresses alone",
+    );
+    want(
+        find("ignored.example.net. A rd") == Outcome::NoAnswer,
+        "ignore-address dropped the answer",
+    );
+    want(
+        has(
+            "ignored.example.net. MX rd",
+            ResponseCode::NoError,
+            "mx.example.net",
+        ),
+        "ignore-address left another answer alone",
     );
     // Three RD=1 queries and one RD=0: the first goes upstream, the other
     // RD=1 ones come from the cache; dnsmasq forwards the RD=0 one anyway.

@@ -339,6 +339,14 @@ impl Builder {
                 let d = dns_opts::parse_rebind_domains(v).map_err(|e| e.at(name, at))?;
                 c.dns.rebind_domain_ok.extend(d);
             }
+            Opt::BogusNxdomain => {
+                let a = dns_opts::parse_addr_prefix(v).map_err(|e| e.at(name, at))?;
+                c.dns.bogus_nxdomain.push(a);
+            }
+            Opt::IgnoreAddress => {
+                let a = dns_opts::parse_addr_prefix(v).map_err(|e| e.at(name, at))?;
+                c.dns.ignore_address.push(a);
+            }
             Opt::CacheSize => c.dns.cache_size = number(v).map_err(bad)?,
             // dnsmasq caps it: a floor above an hour would keep stale
             // answers far longer than their owners asked for.

@@ -20,7 +20,7 @@ use super::forward::{
     TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
 };
 use super::replay::{Replay, Source as ReplaySource};
-use crate::config::dns_types::DnsConfig;
+use crate::config::dns_types::{AddrPrefix, DnsConfig};
 
 /// Plain DNS over UDP without EDNS (RFC 1035).
 pub const UDP_LIMIT: usize = 512;
@@ -220,6 +220,10 @@ pub struct DnsEngine<L: LocalData> {
     forward_max_log: LogLimit,
     log_queries: bool,
     rebind: RebindGuard,
+    /// `bogus-nxdomain`
+    bogus_nxdomain: Vec<AddrPrefix>,
+    /// `ignore-address`
+    ignore_address: Vec<AddrPrefix>,
     next_token: u64,
     stats: DnsStats,
     replay: Replay,
@@ -288,6 +292,8 @@ impl<L: LocalData> DnsEngine<L> {
                 localhost_ok: cfg.rebind_localhost_ok,
                 domains_ok: cfg.rebind_domain_ok.clone(),
             },
+            bogus_nxdomain: cfg.bogus_nxdomain.clone(),
+            ignore_address: cfg.ignore_address.clone(),
             next_token: 0,
             stats: DnsStats::default(),
             replay: Replay::default(),
@@ -731,9 +737,19 @@ impl<L: LocalData> DnsEngine<L> {
                 return Vec::new();
             }
         };
+        let rcode = bytes[3] & 0x0f;
+        // dnsmasq drops such a reply before anything else looks at it: the
+        // query stays pending for another server's answer, or times out.
+        if rcode == ResponseCode::NoError.low()
+            && !self.ignore_address.is_empty()
+            && Message::from_vec(bytes)
+                .is_ok_and(|m| listed_address(&m.answers, &self.ignore_address).is_some())
+        {
+            tracing::debug!("ignored upstream reply from {from}: ignore-address");
+            return Vec::new();
+        }
         self.stats.upstream_replies += 1;
         self.observe_latency(key, now_ms);
-        let rcode = bytes[3] & 0x0f;
         if rcode == ResponseCode::ServFail.low() || rcode == ResponseCode::Refused.low() {
             self.selector.bad(from);
             self.stats.upstream_errors += 1;
@@ -899,6 +915,26 @@ impl<L: LocalData> DnsEngine<L> {
             bytes.to_mut()[3] &= 0xf0;
         }
         match Message::from_vec(&bytes) {
+            // dnsmasq checks this before the rebind guard, on any reply
+            // not already NXDOMAIN, and answers NXDOMAIN without records
+            // or AA.
+            Ok(m) if !nxdomain && listed_address(&m.answers, &self.bogus_nxdomain).is_some() => {
+                // dnsmasq caches the bogus record's owner as NXDOMAIN for
+                // every type, for that record's TTL.
+                if let Some(r) = listed_address(&m.answers, &self.bogus_nxdomain) {
+                    tracing::info!("bogus-nxdomain: {} is NXDOMAIN", display_name(&r.name));
+                    if !truncated {
+                        self.replay.retire_all();
+                        self.cache.insert_nxdomain_name(&r.name, r.ttl, now_ms);
+                    }
+                }
+                let req = p.client_request(self.edns_max);
+                let out = blocked_reply(&req, ResponseCode::NXDomain);
+                return vec![Action::Reply {
+                    client: p.client,
+                    bytes: out,
+                }];
+            }
             Ok(m) if self.rebind.blocks(&p.query.name, &m.answers) => {
                 tracing::warn!(
                     "possible DNS-rebind attack detected: {}",
@@ -1093,6 +1129,21 @@ fn display_name(n: &hickory_proto::rr::Name) -> String {
     }
 }
 
+/// The first A or AAAA record among `answers` that falls in one of `list`.
+fn listed_address<'a>(answers: &'a [Record], list: &[AddrPrefix]) -> Option<&'a Record> {
+    if list.is_empty() {
+        return None;
+    }
+    answers.iter().find(|r| {
+        let ip: std::net::IpAddr = match &r.data {
+            RData::A(a) => a.0.into(),
+            RData::AAAA(a) => a.0.into(),
+            _ => return false,
+        };
+        r.dns_class == DNSClass::IN && list.iter().any(|n| n.contains(ip))
+    })
+}
+
 /// Does the reply's only question equal ours (case-insensitively)?
 fn question_matches(bytes: &[u8], q: &Question) -> bool {
     if bytes.len() < HEADER_LEN || u16::from_be_bytes([bytes[4], bytes[5]]) != 1 {
@@ -1138,6 +1189,28 @@ fn reply_message(req: &Request, rcode: ResponseCode, aa: bool) -> Message {
         m.edns = Some(e);
     }
     m
+}
+
+/// RFC 8914 Extended DNS Error, info-code 15 "Blocked".
+const EDNS_EDE: u16 = 15;
+const EDE_BLOCKED: u16 = 15;
+
+/// An empty reply saying why it is empty: dnsmasq adds EDE "Blocked" for
+/// an EDNS client when it refuses an upstream answer (`bogus-nxdomain`).
+/// Header, question and one short option always fit 512 bytes.
+fn blocked_reply(req: &Request, rcode: ResponseCode) -> Vec<u8> {
+    let mut m = reply_message(req, rcode, false);
+    if let Some(e) = m.edns.as_mut() {
+        e.options_mut()
+            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                EDNS_EDE,
+                EDE_BLOCKED.to_be_bytes().to_vec(),
+            ));
+    }
+    match m.to_vec() {
+        Ok(bytes) => bytes,
+        Err(_) => truncated_reply(req, rcode.low()),
+    }
 }
 
 /// Encode a reply within the client's limit. When it does not fit, the

@@ -1091,6 +1091,132 @@ fn dns_stop_dns_rebind_withholds_private_answers() {
     assert_eq!(m.answers.len(), 1);
 }
 
+fn prefix(text: &str, len: u8) -> crate::config::dns_types::AddrPrefix {
+    crate::config::dns_types::AddrPrefix {
+        addr: text.parse().unwrap(),
+        prefix: len,
+    }
+}
+
+#[test]
+fn dns_bogus_nxdomain_answers_and_caches_the_name_nxdomain() {
+    let mut e = engine(&DnsConfig {
+        bogus_nxdomain: vec![prefix("198.18.1.0", 24)],
+        no_negcache: true,
+        ..cfg(&[srv(1)])
+    });
+    let m = round_trip(&mut e, 1, "typo.example.", 1_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("typo.example.", 60, 7)],
+            vec![],
+        )
+    });
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(!m.metadata.authoritative);
+    assert!(m.answers.is_empty() && m.authorities.is_empty());
+    // Every type of that name is NXDOMAIN from the cache (no-negcache
+    // notwithstanding, as dnsmasq), until the bogus record's TTL ends.
+    for (id, qtype) in [(2, RecordType::MX), (3, RecordType::AAAA)] {
+        // 60 s from the answer at 1_005 ms: still there at 61_000.
+        let out = e.query(
+            &query_bytes(id, "Typo.Example.", qtype, None),
+            client(1),
+            61_000,
+        );
+        let m = reply_of(&out);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{qtype}");
+    }
+    let out = e.query(
+        &query_bytes(4, "typo.example.", RecordType::MX, None),
+        client(1),
+        62_000,
+    );
+    assert_eq!(upstreams(&out).len(), 1, "expired: forwarded again");
+    // An EDNS client learns why: EDE 15 "Blocked" (RFC 8914), as dnsmasq.
+    let out = e.query(
+        &query_bytes(6, "wild.example.", RecordType::A, Some(1232)),
+        client(1),
+        3_000,
+    );
+    let (server, socket, q) = upstreams(&out)[0].clone();
+    let bogus = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("wild.example.", 60, 8)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&bogus, server, socket, 3_001));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let ede = m
+        .edns
+        .as_ref()
+        .and_then(|x| x.option(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15)))
+        .cloned();
+    assert_eq!(
+        ede,
+        Some(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+            15,
+            vec![0, 15]
+        ))
+    );
+    // Addresses outside the list, and other families, pass.
+    let m = round_trip(&mut e, 5, "ok.example.", 2_000, |q| {
+        let far = Record::from_rdata(
+            name("ok.example."),
+            60,
+            RData::A(A(Ipv4Addr::new(198, 18, 2, 7))),
+        );
+        answer(q, ResponseCode::NoError, vec![far], vec![])
+    });
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+}
+
+#[test]
+fn dns_ignore_address_drops_the_reply_and_waits_for_another() {
+    let mut e = engine(&DnsConfig {
+        ignore_address: vec![prefix("198.18.1.9", 32)],
+        all_servers: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(9, "w.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let ups = upstreams(&out);
+    assert_eq!(ups.len(), 2);
+    let (_, sock, q) = ups[0].clone();
+    let bad = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("w.example.", 60, 9)],
+        vec![],
+    );
+    assert!(e.upstream_reply(&bad, srv(1), sock, 1).is_empty());
+    assert_eq!(e.pending_len(), 1, "still waiting for the other server");
+    let good = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("w.example.", 60, 3)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&good, srv(2), sock, 2));
+    assert_eq!(m.answers.len(), 1);
+    // Only the answer counts: NXDOMAIN from a listed server is relayed.
+    let out = e.query(
+        &query_bytes(10, "nx.example.", RecordType::A, None),
+        client(1),
+        10,
+    );
+    let (_, sock, q) = upstreams(&out)[0].clone();
+    let nx = answer(&q, ResponseCode::NXDomain, vec![], vec![]);
+    let m = reply_of(&e.upstream_reply(&nx, srv(1), sock, 11));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
 // ---------------------------------------------------------------------------
 // Authoritative zones
 
