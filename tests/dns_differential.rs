@@ -761,6 +761,11 @@ struct Rig {
 }
 
 fn rig(lab: Lab, sut_kind: ServerKind) -> Rig {
+    rig_with(lab, sut_kind, dns_config)
+}
+
+/// [`rig`] with the config lines `conf` writes and returns.
+fn rig_with(lab: Lab, sut_kind: ServerKind, conf: fn(&Path) -> Vec<String>) -> Rig {
     // dnsmasq drops privileges to nobody before it reads the hosts file.
     fs::set_permissions(lab.dir(), fs::Permissions::from_mode(0o755)).unwrap();
     let sut_host = lab.add_client();
@@ -774,7 +779,7 @@ fn rig(lab: Lab, sut_kind: ServerKind) -> Rig {
     let dir = lab.dir().join("data");
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let conf = dns_config(&dir);
+    let conf = conf(&dir);
     let probe = "nas.home.lan.";
     let server = lab.server.clone();
     let reference = DnsServer::start(
@@ -968,6 +973,127 @@ fn dns_answers_match_dnsmasq() {
         r.sut.kind,
         r.lab.id,
         table.join("\n")
+    );
+}
+
+/// `neg-ttl`, `max-ttl` and `local-ttl` with `max-cache-ttl`: TTLs handed
+/// out and what is cached, on a config without `no-negcache`.
+fn ttl_config(dir: &Path) -> Vec<String> {
+    let hosts = dir.join("hosts");
+    fs::write(&hosts, "198.18.1.10 nas\n").unwrap();
+    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+    vec![
+        "no-resolv".into(),
+        "no-hosts".into(),
+        format!("addn-hosts={}", hosts.display()),
+        "domain=home.lan".into(),
+        "expand-hosts".into(),
+        format!("server={UPSTREAM_IP}"),
+        "neg-ttl=60".into(),
+        "max-ttl=100".into(),
+        "max-cache-ttl=200".into(),
+        "local-ttl=500".into(),
+        "address=/fixed.example/198.18.9.1".into(),
+    ]
+}
+
+#[test]
+fn dns_ttl_options_match_dnsmasq() {
+    use RecordType::*;
+    let lab = lab!("dns_ttl_options_match_dnsmasq");
+    let r = rig_with(lab, server_under_test(), ttl_config);
+    // (name, type); repeated ones come from the cache.
+    let queries = [
+        ("www.example.net.", A),
+        ("www.example.net.", A),
+        ("www.example.net.", AAAA),
+        ("multi.example.net.", A),
+        ("mail.example.net.", MX),
+        ("txt.example.net.", TXT),
+        ("txt.example.net.", TXT),
+        ("nx.example.net.", A),
+        ("nx.example.net.", A),
+        ("nx.example.net.", MX),
+        ("nx.example.net.", MX),
+        ("www.example.net.", TXT),
+        ("www.example.net.", TXT),
+        ("txt.example.net.", A),
+        ("txt.example.net.", A),
+        ("txt.example.net.", AAAA),
+        ("txt.example.net.", AAAA),
+        ("txt.example.net.", MX),
+        ("txt.example.net.", MX),
+        ("nas.home.lan.", A),
+        ("nas.", A),
+        ("fixed.example.", A),
+    ];
+    let mut results = vec![];
+    let mut report = vec![];
+    for (qname, rtype) in queries {
+        let a = r.client.ask(r.reference.addr(), qname, rtype, true);
+        let b = r.client.ask(r.sut.addr(), qname, rtype, true);
+        let label = format!("{qname} {rtype}");
+        for d in differences(&a, &b) {
+            report.push(format!("{label}: {d}"));
+        }
+        results.push((label, a, b));
+    }
+    for (n, t) in [
+        ("www.example.net", A),
+        ("txt.example.net", TXT),
+        ("nx.example.net", A),
+        ("nx.example.net", MX),
+        ("www.example.net", TXT),
+        ("txt.example.net", A),
+        ("txt.example.net", AAAA),
+        ("txt.example.net", MX),
+    ] {
+        let a = r.upstream.count(REF_IP, n, t);
+        let b = r.upstream.count(SUT_IP, n, t);
+        if a != b {
+            report.push(format!(
+                "{n} {t}: dnsmasq asked the upstream {a} times, the server under test {b}"
+            ));
+        }
+    }
+    let ttl_of = |label: &str| match results.iter().find(|(l, _, _)| l == label) {
+        Some((_, Outcome::Answer(a), _)) => a.ttls.values().copied().max(),
+        _ => None,
+    };
+    let mut sanity = vec![];
+    if ttl_of("www.example.net. A") != Some(100) {
+        sanity.push("max-ttl capped a relayed answer");
+    }
+    if ttl_of("nas.home.lan. A") != Some(500) {
+        sanity.push("local-ttl, above max-ttl, on a hosts name");
+    }
+    if r.upstream.count(REF_IP, "nx.example.net", A) != 1 {
+        sanity.push("neg-ttl cached an NXDOMAIN without SOA");
+    }
+    let table: Vec<String> = results
+        .iter()
+        .map(|(l, a, b)| {
+            if a == b {
+                format!("  {l}: {a}")
+            } else {
+                format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
+            }
+        })
+        .collect();
+    assert!(
+        sanity.is_empty(),
+        "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",
+        table.join("\n"),
+        r.reference.log_text()
+    );
+    assert!(
+        report.is_empty(),
+        "{:?} differs from dnsmasq in {} places:\n  {}\n--- all outcomes:\n{}\n--- log:\n{}",
+        r.sut.kind,
+        report.len(),
+        report.join("\n  "),
+        table.join("\n"),
+        r.sut.log_text()
     );
 }
 

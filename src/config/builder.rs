@@ -354,6 +354,8 @@ impl Builder {
                 c.dns.min_cache_ttl = number(v).map_err(bad)?.min(MAX_MIN_CACHE_TTL)
             }
             Opt::MaxCacheTtl => c.dns.max_cache_ttl = Some(number(v).map_err(bad)?),
+            Opt::NegTtl => c.dns.neg_ttl = number(v).map_err(bad)?,
+            Opt::MaxTtl => c.dns.max_ttl = number(v).map_err(bad)?,
             Opt::LocalTtl => c.dns.local_ttl = number(v).map_err(bad)?,
             Opt::DnsForwardMax => c.dns.dns_forward_max = number(v).map_err(bad)?,
             // dnsmasq raises a value below 512 to 512: RFC 6891 6.2.5 lets

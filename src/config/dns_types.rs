@@ -290,6 +290,12 @@ pub struct DnsConfig {
     pub no_negcache: bool,
     pub min_cache_ttl: u32,
     pub max_cache_ttl: Option<u32>,
+    /// `neg-ttl`: how long a negative upstream answer without an SOA is
+    /// cached; 0 (the default) does not cache it.
+    pub neg_ttl: u32,
+    /// `max-ttl`: the highest TTL given to clients for upstream records,
+    /// relayed or cached (the cache keeps the real one); 0 is no cap.
+    pub max_ttl: u32,
     /// `local-ttl`: TTL of answers from local data (hosts, leases,
     /// address=); 0 as in dnsmasq.
     pub local_ttl: u32,
@@ -344,6 +350,8 @@ impl Default for DnsConfig {
             no_negcache: false,
             min_cache_ttl: 0,
             max_cache_ttl: None,
+            neg_ttl: 0,
+            max_ttl: 0,
             local_ttl: 0,
             dns_forward_max: DEFAULT_DNS_FORWARD_MAX,
             edns_packet_max: DEFAULT_EDNS_PACKET_MAX,

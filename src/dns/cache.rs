@@ -93,6 +93,8 @@ pub struct Cache {
     no_negcache: bool,
     min_ttl: u32,
     max_ttl: Option<u32>,
+    /// `neg-ttl`
+    neg_ttl: u32,
     entries: HashMap<CacheKey, Entry>,
     /// Records held by all entries. `cache-size` counts records, as in
     /// dnsmasq (one `crec` per record): counting RRsets instead would let
@@ -115,6 +117,7 @@ impl Cache {
             no_negcache: cfg.no_negcache,
             min_ttl: cfg.min_cache_ttl.min(MAX_MIN_CACHE_TTL),
             max_ttl: cfg.max_cache_ttl,
+            neg_ttl: cfg.neg_ttl,
             entries: HashMap::new(),
             records: 0,
             lru: BTreeMap::new(),
@@ -241,6 +244,24 @@ impl Cache {
         true
     }
 
+    /// `neg-ttl`, for a negative answer without an SOA. As dnsmasq 2.90
+    /// does (seen on the wire): NXDOMAIN holds for every type of the name,
+    /// NODATA is kept for address queries only.
+    fn insert_neg_ttl(&mut self, key: CacheKey, rcode: ResponseCode, now_ms: u64) -> bool {
+        if self.neg_ttl == 0 {
+            return false;
+        }
+        if rcode == ResponseCode::NXDomain {
+            return self.insert_nxdomain_name(&key.name, self.neg_ttl, now_ms);
+        }
+        let ttl = self.clamp(self.neg_ttl);
+        if !matches!(key.qtype, RecordType::A | RecordType::AAAA) || ttl == 0 {
+            return false;
+        }
+        self.store(key, rcode, Vec::new(), Vec::new(), ttl, now_ms);
+        true
+    }
+
     /// Store an upstream answer for `key`, if it is cacheable: NOERROR with
     /// answers, or (unless `no-negcache`) NXDOMAIN/NODATA carrying an SOA.
     /// Returns whether it was stored. The caller must not offer truncated
@@ -279,13 +300,13 @@ impl Cache {
                     return false;
                 }
                 // RFC 2308: the negative TTL is the lesser of the SOA's own
-                // TTL and its MINIMUM field. Without an SOA dnsmasq does not
-                // cache the negative answer (it has no TTL to go by).
+                // TTL and its MINIMUM field. Without an SOA dnsmasq goes by
+                // `neg-ttl`, and does not cache the answer when it is 0.
                 let Some(soa) = authorities
                     .iter()
                     .find(|r| r.record_type() == RecordType::SOA)
                 else {
-                    return false;
+                    return self.insert_neg_ttl(key, rcode, now_ms);
                 };
                 let RData::SOA(s) = &soa.data else {
                     return false;

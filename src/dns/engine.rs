@@ -224,6 +224,8 @@ pub struct DnsEngine<L: LocalData> {
     bogus_nxdomain: Vec<AddrPrefix>,
     /// `ignore-address`
     ignore_address: Vec<AddrPrefix>,
+    /// `max-ttl`; 0 is none.
+    max_ttl: u32,
     next_token: u64,
     stats: DnsStats,
     replay: Replay,
@@ -294,6 +296,7 @@ impl<L: LocalData> DnsEngine<L> {
             },
             bogus_nxdomain: cfg.bogus_nxdomain.clone(),
             ignore_address: cfg.ignore_address.clone(),
+            max_ttl: cfg.max_ttl,
             next_token: 0,
             stats: DnsStats::default(),
             replay: Replay::default(),
@@ -519,6 +522,9 @@ impl<L: LocalData> DnsEngine<L> {
             for r in &mut hit.answers {
                 if r.name.eq_case(&req.query.name) || r.name == req.query.name {
                     r.name = req.query.name.clone();
+                }
+                if self.max_ttl != 0 {
+                    r.ttl = r.ttl.min(self.max_ttl);
                 }
             }
             self.log_answer("cached", &req.query, hit.rcode, &hit.answers);
@@ -982,6 +988,9 @@ impl<L: LocalData> DnsEngine<L> {
         let out = if bytes.len() <= p.limit {
             let mut out = bytes.into_owned();
             out[..2].copy_from_slice(&p.client_key.id.to_be_bytes());
+            if self.max_ttl != 0 {
+                cap_answer_ttls(&mut out, self.max_ttl);
+            }
             out
         } else {
             // Too big for this client (a TCP answer to a UDP client):
@@ -1142,6 +1151,42 @@ fn listed_address<'a>(answers: &'a [Record], list: &[AddrPrefix]) -> Option<&'a 
         };
         r.dns_class == DNSClass::IN && list.iter().any(|n| n.contains(ip))
     })
+}
+
+/// `max-ttl`: lowers the TTL of every answer-section record above `max`,
+/// in place, as dnsmasq rewrites the reply it relays. An unreadable reply
+/// is left as it is (the client may read what we cannot).
+fn cap_answer_ttls(bytes: &mut [u8], max: u32) {
+    for at in answer_ttl_offsets(bytes).unwrap_or_default() {
+        if let Some(field) = bytes.get_mut(at..at + 4) {
+            let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+            if ttl > max {
+                field.copy_from_slice(&max.to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Where the TTL of each answer-section record starts.
+fn answer_ttl_offsets(bytes: &[u8]) -> Option<Vec<usize>> {
+    let count = |at: usize| Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+    let (questions, answers) = (count(4)?, count(6)?);
+    let mut d = BinDecoder::new(bytes);
+    d.read_slice(HEADER_LEN).ok()?;
+    for _ in 0..questions {
+        Query::read(&mut d).ok()?;
+    }
+    let mut offsets = Vec::with_capacity(usize::from(answers));
+    for _ in 0..answers {
+        hickory_proto::rr::Name::read(&mut d).ok()?;
+        // type, class, TTL, rdata length, rdata
+        let at = d.index();
+        d.read_slice(8).ok()?;
+        let len = count(at + 8)?;
+        d.read_slice(10 - 8 + usize::from(len)).ok()?;
+        offsets.push(at + 4);
+    }
+    Some(offsets)
 }
 
 /// Does the reply's only question equal ours (case-insensitively)?

@@ -1217,6 +1217,87 @@ fn dns_ignore_address_drops_the_reply_and_waits_for_another() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
+#[test]
+fn dns_max_ttl_caps_relayed_and_cached_answers_not_the_cache() {
+    let mut e = engine(&DnsConfig {
+        max_ttl: 100,
+        ..cfg(&[srv(1)])
+    });
+    let m = round_trip(&mut e, 1, "long.example.", 1_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("long.example.", 3000, 1), a("long.example.", 50, 2)],
+            vec![],
+        )
+    });
+    let ttls: Vec<u32> = m.answers.iter().map(|r| r.ttl).collect();
+    assert_eq!(ttls, vec![100, 50]);
+    // 40 s later from the cache: still capped, and counted down from the
+    // real TTLs the cache kept.
+    let out = e.query(
+        &query_bytes(2, "long.example.", RecordType::A, None),
+        client(1),
+        41_005,
+    );
+    let m = reply_of(&out);
+    let ttls: Vec<u32> = m.answers.iter().map(|r| r.ttl).collect();
+    assert_eq!(ttls, vec![100, 10]);
+    // An unreadable tail leaves the reply alone rather than half-edited.
+    let mut broken = query_bytes(3, "x.example.", RecordType::A, None);
+    broken[7] = 1; // one answer that is not there
+    let before = broken.clone();
+    cap_answer_ttls(&mut broken, 1);
+    assert_eq!(broken, before);
+}
+
+#[test]
+fn dns_neg_ttl_caches_negative_answers_without_soa() {
+    let forwards = |c: &DnsConfig| {
+        let mut e = engine(c);
+        round_trip(&mut e, 1, "nx.example.", 1_000, |q| {
+            answer(q, ResponseCode::NXDomain, vec![], vec![])
+        });
+        let out = e.query(
+            &query_bytes(2, "nx.example.", RecordType::A, None),
+            client(1),
+            20_000,
+        );
+        upstreams(&out).len()
+    };
+    // Without neg-ttl there is no TTL to go by: not cached.
+    assert_eq!(forwards(&cfg(&[srv(1)])), 1);
+    let with = DnsConfig {
+        neg_ttl: 30,
+        ..cfg(&[srv(1)])
+    };
+    assert_eq!(forwards(&with), 0);
+    let mut e = engine(&with);
+    round_trip(&mut e, 1, "nx.example.", 1_000, |q| {
+        answer(q, ResponseCode::NXDomain, vec![], vec![])
+    });
+    let m = reply_of(&e.query(
+        &query_bytes(3, "nx.example.", RecordType::A, None),
+        client(1),
+        30_000,
+    ));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let out = e.query(
+        &query_bytes(4, "nx.example.", RecordType::A, None),
+        client(1),
+        31_006,
+    );
+    assert_eq!(upstreams(&out).len(), 1, "expired after neg-ttl");
+    // no-negcache wins.
+    assert_eq!(
+        forwards(&DnsConfig {
+            no_negcache: true,
+            ..with
+        }),
+        1
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Authoritative zones
 
