@@ -997,12 +997,94 @@ fn ttl_config(dir: &Path) -> Vec<String> {
     ]
 }
 
+/// What a small scenario found: every query's outcomes, and what differs.
+struct Scenario {
+    rig: Rig,
+    results: Vec<(String, Outcome, Outcome)>,
+    report: Vec<String>,
+}
+
+impl Scenario {
+    /// Asks both servers `queries` (RD set) in order, then compares how
+    /// often each asked the upstream for each of `counts`.
+    fn run(
+        lab: Lab,
+        conf: fn(&Path) -> Vec<String>,
+        queries: &[(&str, RecordType)],
+        counts: &[(&str, RecordType)],
+    ) -> Scenario {
+        let rig = rig_with(lab, server_under_test(), conf);
+        let mut results = vec![];
+        let mut report = vec![];
+        for (qname, rtype) in queries {
+            let a = rig.client.ask(rig.reference.addr(), qname, *rtype, true);
+            let b = rig.client.ask(rig.sut.addr(), qname, *rtype, true);
+            let label = format!("{qname} {rtype}");
+            for d in differences(&a, &b) {
+                report.push(format!("{label}: {d}"));
+            }
+            results.push((label, a, b));
+        }
+        for (n, t) in counts {
+            let a = rig.upstream.count(REF_IP, n, *t);
+            let b = rig.upstream.count(SUT_IP, n, *t);
+            if a != b {
+                report.push(format!(
+                    "{n} {t}: dnsmasq asked the upstream {a} times, the server under test {b}"
+                ));
+            }
+        }
+        Scenario {
+            rig,
+            results,
+            report,
+        }
+    }
+
+    fn answer(&self, label: &str) -> Option<&Answer> {
+        match self.results.iter().find(|(l, _, _)| l == label) {
+            Some((_, Outcome::Answer(a), _)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Fails on what the reference did not do as assumed (`sanity`), then
+    /// on any difference.
+    fn check(&self, sanity: &[&str]) {
+        let table: Vec<String> = self
+            .results
+            .iter()
+            .map(|(l, a, b)| {
+                if a == b {
+                    format!("  {l}: {a}")
+                } else {
+                    format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
+                }
+            })
+            .collect();
+        assert!(
+            sanity.is_empty(),
+            "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",
+            table.join("\n"),
+            self.rig.reference.log_text()
+        );
+        assert!(
+            self.report.is_empty(),
+            "{:?} differs from dnsmasq in {} places:\n  {}\n--- all outcomes:\n{}\n--- log:\n{}",
+            self.rig.sut.kind,
+            self.report.len(),
+            self.report.join("\n  "),
+            table.join("\n"),
+            self.rig.sut.log_text()
+        );
+    }
+}
+
 #[test]
 fn dns_ttl_options_match_dnsmasq() {
     use RecordType::*;
     let lab = lab!("dns_ttl_options_match_dnsmasq");
-    let r = rig_with(lab, server_under_test(), ttl_config);
-    // (name, type); repeated ones come from the cache.
+    // Repeated ones come from the cache.
     let queries = [
         ("www.example.net.", A),
         ("www.example.net.", A),
@@ -1027,18 +1109,7 @@ fn dns_ttl_options_match_dnsmasq() {
         ("nas.", A),
         ("fixed.example.", A),
     ];
-    let mut results = vec![];
-    let mut report = vec![];
-    for (qname, rtype) in queries {
-        let a = r.client.ask(r.reference.addr(), qname, rtype, true);
-        let b = r.client.ask(r.sut.addr(), qname, rtype, true);
-        let label = format!("{qname} {rtype}");
-        for d in differences(&a, &b) {
-            report.push(format!("{label}: {d}"));
-        }
-        results.push((label, a, b));
-    }
-    for (n, t) in [
+    let counts = [
         ("www.example.net", A),
         ("txt.example.net", TXT),
         ("nx.example.net", A),
@@ -1047,19 +1118,9 @@ fn dns_ttl_options_match_dnsmasq() {
         ("txt.example.net", A),
         ("txt.example.net", AAAA),
         ("txt.example.net", MX),
-    ] {
-        let a = r.upstream.count(REF_IP, n, t);
-        let b = r.upstream.count(SUT_IP, n, t);
-        if a != b {
-            report.push(format!(
-                "{n} {t}: dnsmasq asked the upstream {a} times, the server under test {b}"
-            ));
-        }
-    }
-    let ttl_of = |label: &str| match results.iter().find(|(l, _, _)| l == label) {
-        Some((_, Outcome::Answer(a), _)) => a.ttls.values().copied().max(),
-        _ => None,
-    };
+    ];
+    let s = Scenario::run(lab, ttl_config, &queries, &counts);
+    let ttl_of = |label: &str| s.answer(label).and_then(|a| a.ttls.values().copied().max());
     let mut sanity = vec![];
     if ttl_of("www.example.net. A") != Some(100) {
         sanity.push("max-ttl capped a relayed answer");
@@ -1067,34 +1128,62 @@ fn dns_ttl_options_match_dnsmasq() {
     if ttl_of("nas.home.lan. A") != Some(500) {
         sanity.push("local-ttl, above max-ttl, on a hosts name");
     }
-    if r.upstream.count(REF_IP, "nx.example.net", A) != 1 {
+    if s.rig.upstream.count(REF_IP, "nx.example.net", A) != 1 {
         sanity.push("neg-ttl cached an NXDOMAIN without SOA");
     }
-    let table: Vec<String> = results
-        .iter()
-        .map(|(l, a, b)| {
-            if a == b {
-                format!("  {l}: {a}")
-            } else {
-                format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
-            }
-        })
-        .collect();
-    assert!(
-        sanity.is_empty(),
-        "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",
-        table.join("\n"),
-        r.reference.log_text()
-    );
-    assert!(
-        report.is_empty(),
-        "{:?} differs from dnsmasq in {} places:\n  {}\n--- all outcomes:\n{}\n--- log:\n{}",
-        r.sut.kind,
-        report.len(),
-        report.join("\n  "),
-        table.join("\n"),
-        r.sut.log_text()
-    );
+    s.check(&sanity);
+}
+
+/// `filter-A`: forwarded A answers lose their A records (NODATA), from the
+/// cache too; hosts names keep theirs; other types pass.
+fn filter_config(dir: &Path) -> Vec<String> {
+    let hosts = dir.join("hosts");
+    fs::write(&hosts, "198.18.1.10 nas\n2001:db8:1::10 nas\n").unwrap();
+    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+    vec![
+        "no-resolv".into(),
+        "no-hosts".into(),
+        format!("addn-hosts={}", hosts.display()),
+        "domain=home.lan".into(),
+        "expand-hosts".into(),
+        format!("server={UPSTREAM_IP}"),
+        "filter-A".into(),
+    ]
+}
+
+#[test]
+fn dns_filter_a_matches_dnsmasq() {
+    use RecordType::*;
+    let lab = lab!("dns_filter_a_matches_dnsmasq");
+    let queries = [
+        ("www.example.net.", A),
+        ("www.example.net.", A),
+        ("www.example.net.", AAAA),
+        ("multi.example.net.", A),
+        ("mail.example.net.", MX),
+        ("mail.example.net.", A),
+        ("nx.example.net.", A),
+        ("nas.home.lan.", A),
+        ("nas.home.lan.", AAAA),
+    ];
+    let counts = [
+        ("www.example.net", A),
+        ("www.example.net", AAAA),
+        ("mail.example.net", A),
+    ];
+    let s = Scenario::run(lab, filter_config, &queries, &counts);
+    let mut sanity = vec![];
+    match s.answer("www.example.net. A") {
+        Some(a) if a.rcode == ResponseCode::NoError && a.records.is_empty() => {}
+        _ => sanity.push("filter-A left a forwarded A query NODATA"),
+    }
+    if s.answer("www.example.net. AAAA").map(|a| a.records.len()) != Some(1) {
+        sanity.push("filter-A left AAAA alone");
+    }
+    if s.answer("nas.home.lan. A").map(|a| a.records.len()) != Some(1) {
+        sanity.push("filter-A left a hosts name alone");
+    }
+    s.check(&sanity);
 }
 
 /// Malformed queries over UDP: the server answers FORMERR (or REFUSED, as

@@ -396,6 +396,8 @@ impl Builder {
             Opt::ExpandHosts
             | Opt::DomainNeeded
             | Opt::BogusPriv
+            | Opt::FilterA
+            | Opt::FilterAaaa
             | Opt::StopDnsRebind
             | Opt::RebindLocalhostOk
             | Opt::StrictOrder
@@ -431,6 +433,8 @@ impl Builder {
             Opt::ExpandHosts => c.dns.expand_hosts = true,
             Opt::DomainNeeded => c.dns.domain_needed = true,
             Opt::BogusPriv => c.dns.bogus_priv = true,
+            Opt::FilterA => c.dns.filter_a = true,
+            Opt::FilterAaaa => c.dns.filter_aaaa = true,
             Opt::StopDnsRebind => c.dns.stop_dns_rebind = true,
             Opt::RebindLocalhostOk => c.dns.rebind_localhost_ok = true,
             Opt::StrictOrder => c.dns.strict_order = true,

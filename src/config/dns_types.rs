@@ -280,6 +280,10 @@ pub struct DnsConfig {
     /// `ignore-address`: an upstream answer holding one of these addresses
     /// is dropped as if it never came, and another awaited.
     pub ignore_address: Vec<AddrPrefix>,
+    /// `filter-A`, `filter-AAAA`: A (AAAA) records are taken out of
+    /// upstream answers, relayed or cached; local data keeps them.
+    pub filter_a: bool,
+    pub filter_aaaa: bool,
     pub stop_dns_rebind: bool,
     pub rebind_localhost_ok: bool,
     pub rebind_domain_ok: Vec<String>,
@@ -341,6 +345,8 @@ impl Default for DnsConfig {
             bogus_priv: false,
             bogus_nxdomain: Vec::new(),
             ignore_address: Vec::new(),
+            filter_a: false,
+            filter_aaaa: false,
             stop_dns_rebind: false,
             rebind_localhost_ok: false,
             rebind_domain_ok: Vec::new(),

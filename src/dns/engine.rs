@@ -226,6 +226,9 @@ pub struct DnsEngine<L: LocalData> {
     ignore_address: Vec<AddrPrefix>,
     /// `max-ttl`; 0 is none.
     max_ttl: u32,
+    /// `filter-A`, `filter-AAAA`
+    filter_a: bool,
+    filter_aaaa: bool,
     next_token: u64,
     stats: DnsStats,
     replay: Replay,
@@ -297,6 +300,8 @@ impl<L: LocalData> DnsEngine<L> {
             bogus_nxdomain: cfg.bogus_nxdomain.clone(),
             ignore_address: cfg.ignore_address.clone(),
             max_ttl: cfg.max_ttl,
+            filter_a: cfg.filter_a,
+            filter_aaaa: cfg.filter_aaaa,
             next_token: 0,
             stats: DnsStats::default(),
             replay: Replay::default(),
@@ -527,8 +532,23 @@ impl<L: LocalData> DnsEngine<L> {
                     r.ttl = r.ttl.min(self.max_ttl);
                 }
             }
+            let before = hit.answers.len() + hit.authorities.len();
+            hit.answers.retain(|r| !self.filtered(r));
+            hit.authorities.retain(|r| !self.filtered(r));
             self.log_answer("cached", &req.query, hit.rcode, &hit.answers);
-            let out = self.build_reply(&req, hit.rcode, false, &hit.answers, &hit.authorities);
+            let out = if hit.answers.len() + hit.authorities.len() < before {
+                self.replay_until = None;
+                ede_reply(
+                    &req,
+                    hit.rcode,
+                    false,
+                    &hit.answers,
+                    &hit.authorities,
+                    EDE_FILTERED,
+                )
+            } else {
+                self.build_reply(&req, hit.rcode, false, &hit.answers, &hit.authorities)
+            };
             return vec![Action::Reply { client, bytes: out }];
         }
         self.stats.cache_misses += 1;
@@ -935,7 +955,7 @@ impl<L: LocalData> DnsEngine<L> {
                     }
                 }
                 let req = p.client_request(self.edns_max);
-                let out = blocked_reply(&req, ResponseCode::NXDomain);
+                let out = ede_reply(&req, ResponseCode::NXDomain, false, &[], &[], EDE_BLOCKED);
                 return vec![Action::Reply {
                     client: p.client,
                     bytes: out,
@@ -978,6 +998,31 @@ impl<L: LocalData> DnsEngine<L> {
                         &m.authorities,
                         now_ms,
                     );
+                }
+                if (self.filter_a || self.filter_aaaa)
+                    && m.answers
+                        .iter()
+                        .chain(&m.authorities)
+                        .chain(&m.additionals)
+                        .any(|r| self.filtered(r))
+                {
+                    // The cache keeps the records; they are taken out on
+                    // the way to the client, here and on a cache hit.
+                    let mut m = m;
+                    m.answers.retain(|r| !self.filtered(r));
+                    m.authorities.retain(|r| !self.filtered(r));
+                    m.additionals.retain(|r| !self.filtered(r));
+                    if self.max_ttl != 0 {
+                        for r in &mut m.answers {
+                            r.ttl = r.ttl.min(self.max_ttl);
+                        }
+                    }
+                    let req = p.client_request(self.edns_max);
+                    let out = ede_message(&req, m, EDE_FILTERED);
+                    return vec![Action::Reply {
+                        client: p.client,
+                        bytes: out,
+                    }];
                 }
             }
             Err(e) => {
@@ -1056,6 +1101,15 @@ impl<L: LocalData> DnsEngine<L> {
     fn token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
+    }
+
+    /// Is `r` a record `filter-A`/`filter-AAAA` takes out?
+    fn filtered(&self, r: &Record) -> bool {
+        match r.record_type() {
+            RecordType::A => self.filter_a,
+            RecordType::AAAA => self.filter_aaaa,
+            _ => false,
+        }
     }
 
     fn build_reply(
@@ -1236,26 +1290,57 @@ fn reply_message(req: &Request, rcode: ResponseCode, aa: bool) -> Message {
     m
 }
 
-/// RFC 8914 Extended DNS Error, info-code 15 "Blocked".
+/// RFC 8914 Extended DNS Error: the option code, and the info-codes
+/// dnsmasq sends when it refuses (`bogus-nxdomain`) or trims
+/// (`filter-A`/`filter-AAAA`) an upstream answer.
 const EDNS_EDE: u16 = 15;
 const EDE_BLOCKED: u16 = 15;
+const EDE_FILTERED: u16 = 17;
 
-/// An empty reply saying why it is empty: dnsmasq adds EDE "Blocked" for
-/// an EDNS client when it refuses an upstream answer (`bogus-nxdomain`).
-/// Header, question and one short option always fit 512 bytes.
-fn blocked_reply(req: &Request, rcode: ResponseCode) -> Vec<u8> {
-    let mut m = reply_message(req, rcode, false);
+/// A reply carrying an Extended DNS Error for an EDNS client, within the
+/// client's limit.
+fn ede_reply(
+    req: &Request,
+    rcode: ResponseCode,
+    aa: bool,
+    answers: &[Record],
+    authorities: &[Record],
+    code: u16,
+) -> Vec<u8> {
+    let mut m = reply_message(req, rcode, aa);
+    m.answers = answers.to_vec();
+    m.authorities = authorities.to_vec();
+    ede_encode(req, m, code)
+}
+
+/// An upstream reply, changed here, sent on as the reply to `req` with an
+/// Extended DNS Error (the upstream's flags, rcode and records are kept).
+fn ede_message(req: &Request, upstream: Message, code: u16) -> Vec<u8> {
+    let mut m = upstream;
+    m.metadata.id = req.id;
+    m.queries = vec![req.query.clone()];
+    m.edns = reply_message(req, m.metadata.response_code, false).edns;
+    ede_encode(req, m, code)
+}
+
+fn ede_encode(req: &Request, mut m: Message, code: u16) -> Vec<u8> {
     if let Some(e) = m.edns.as_mut() {
         e.options_mut()
             .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
                 EDNS_EDE,
-                EDE_BLOCKED.to_be_bytes().to_vec(),
+                code.to_be_bytes().to_vec(),
             ));
     }
-    match m.to_vec() {
-        Ok(bytes) => bytes,
-        Err(_) => truncated_reply(req, rcode.low()),
+    let mut buf = Vec::with_capacity(UDP_LIMIT);
+    let fits = {
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_max_size(u16::try_from(req.limit).unwrap_or(u16::MAX));
+        m.emit(&mut enc).is_ok()
+    };
+    if fits && buf.len() >= HEADER_LEN && buf[2] & 0x02 == 0 {
+        return buf;
     }
+    truncated_reply(req, m.metadata.response_code.low())
 }
 
 /// Encode a reply within the client's limit. When it does not fit, the

@@ -1149,18 +1149,7 @@ fn dns_bogus_nxdomain_answers_and_caches_the_name_nxdomain() {
     );
     let m = reply_of(&e.upstream_reply(&bogus, server, socket, 3_001));
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-    let ede = m
-        .edns
-        .as_ref()
-        .and_then(|x| x.option(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15)))
-        .cloned();
-    assert_eq!(
-        ede,
-        Some(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
-            15,
-            vec![0, 15]
-        ))
-    );
+    assert_eq!(ede_of(&m), Some(vec![0, 15]), "EDE 15 Blocked");
     // Addresses outside the list, and other families, pass.
     let m = round_trip(&mut e, 5, "ok.example.", 2_000, |q| {
         let far = Record::from_rdata(
@@ -1296,6 +1285,73 @@ fn dns_neg_ttl_caches_negative_answers_without_soa() {
         }),
         1
     );
+}
+
+fn ede_of(m: &Message) -> Option<Vec<u8>> {
+    match m
+        .edns
+        .as_ref()?
+        .option(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))?
+    {
+        hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, data) => Some(data.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn dns_filter_aaaa_trims_forwarded_and_cached_answers() {
+    let mut e = engine(&DnsConfig {
+        filter_aaaa: true,
+        ..cfg(&[srv(1)])
+    });
+    let v6 = |n: &str| {
+        Record::from_rdata(
+            name(n),
+            300,
+            RData::AAAA(hickory_proto::rr::rdata::AAAA(
+                "2001:db8::1".parse().unwrap(),
+            )),
+        )
+    };
+    let ask = |e: &mut DnsEngine<FakeLocal>, id: u16, qtype: RecordType, now: u64| {
+        e.query(
+            &query_bytes(id, "dual.example.", qtype, Some(1232)),
+            client(1),
+            now,
+        )
+    };
+    let out = ask(&mut e, 1, RecordType::AAAA, 1_000);
+    let (server, socket, q) = upstreams(&out)[0].clone();
+    let mut up = Message::from_vec(&answer(
+        &q,
+        ResponseCode::NoError,
+        vec![v6("dual.example.")],
+        vec![],
+    ))
+    .unwrap();
+    up.metadata.authoritative = true;
+    let m = reply_of(&e.upstream_reply(&up.to_vec().unwrap(), server, socket, 1_001));
+    assert_eq!(m.metadata.id, 1);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert!(m.metadata.authoritative, "the upstream's flags are kept");
+    assert_eq!(ede_of(&m), Some(vec![0, 17]), "EDE 17 Filtered");
+    // From the cache: trimmed the same way, without AA.
+    let m = reply_of(&ask(&mut e, 2, RecordType::AAAA, 2_000));
+    assert!(m.answers.is_empty() && !m.metadata.authoritative);
+    assert_eq!(ede_of(&m), Some(vec![0, 17]));
+    // A answers pass untouched, without an EDE.
+    let out = ask(&mut e, 3, RecordType::A, 3_000);
+    let (server, socket, q) = upstreams(&out)[0].clone();
+    let ok = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("dual.example.", 300, 1)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&ok, server, socket, 3_001));
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(ede_of(&m), None);
 }
 
 // ---------------------------------------------------------------------------
