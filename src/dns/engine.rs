@@ -537,7 +537,6 @@ impl<L: LocalData> DnsEngine<L> {
             hit.authorities.retain(|r| !self.filtered(r));
             self.log_answer("cached", &req.query, hit.rcode, &hit.answers);
             let out = if hit.answers.len() + hit.authorities.len() < before {
-                self.replay_until = None;
                 ede_reply(
                     &req,
                     hit.rcode,
