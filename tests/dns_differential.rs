@@ -134,6 +134,24 @@ fn general_zone(qname: &str) -> Option<Vec<RData>> {
             "part two".into(),
         ]))],
         "slow.example.net." => vec![RData::A(A(Ipv4Addr::new(198, 18, 5, 9)))],
+        // bogus-nxdomain and ignore-address targets.
+        "bogus.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 7, 7))),
+            RData::AAAA(AAAA("2001:db8:5::7".parse::<Ipv6Addr>().unwrap())),
+            RData::MX(MX::new(10, name("mx.example.net."))),
+        ],
+        "bogusnet.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 5, 20))),
+            RData::A(A(Ipv4Addr::new(198, 18, 7, 200))),
+        ],
+        "bogus6.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 5, 21))),
+            RData::AAAA(AAAA("2001:db8:7::7".parse::<Ipv6Addr>().unwrap())),
+        ],
+        "ignored.example.net." => vec![
+            RData::A(A(Ipv4Addr::new(198, 18, 8, 8))),
+            RData::MX(MX::new(10, name("mx.example.net."))),
+        ],
         "99.1.18.198.in-addr.arpa." => vec![RData::PTR(PTR(name("far.example.net.")))],
         _ => return None,
     };
@@ -601,6 +619,9 @@ fn dns_config(dir: &Path) -> Vec<String> {
         "min-cache-ttl=30".into(),
         "no-negcache".into(),
         "server=/plain.corp.example/#".into(),
+        "bogus-nxdomain=198.18.7.0/24".into(),
+        "bogus-nxdomain=2001:db8:7::7".into(),
+        "ignore-address=198.18.8.8".into(),
     ]
     .into()
 }
@@ -688,6 +709,21 @@ fn queries() -> Vec<(&'static str, RecordType, bool)> {
         // domain-needed: unqualified names never go upstream.
         ("unknownhost.", A, true),
         ("unknownhost.", AAAA, true),
+        // bogus-nxdomain: an address in the listed /24 or the listed
+        // IPv6 address makes the answer NXDOMAIN, and the name is then
+        // cached as NXDOMAIN for every type; an answer without a listed
+        // address passes.
+        ("bogus.example.net.", MX, true),
+        ("bogus.example.net.", A, true),
+        ("bogus.example.net.", A, true),
+        ("bogus.example.net.", AAAA, true),
+        ("bogus.example.net.", MX, true),
+        ("bogusnet.example.net.", A, true),
+        ("bogus6.example.net.", AAAA, true),
+        ("bogus6.example.net.", A, true),
+        // ignore-address: that answer is dropped, the MX one is not.
+        ("ignored.example.net.", A, true),
+        ("ignored.example.net.", MX, true),
         // Upstream never answers in time.
         ("slow.example.net.", A, true),
     ]
@@ -707,6 +743,10 @@ const FORWARD_COUNTS: &[(&str, RecordType)] = &[
     ("unknownhost", RecordType::A),
     ("missing.home.lan", RecordType::A),
     ("ads.example", RecordType::A),
+    ("bogus.example.net", RecordType::A),
+    ("bogus.example.net", RecordType::AAAA),
+    ("bogus.example.net", RecordType::MX),
+    ("ignored.example.net", RecordType::A),
 ];
 
 /// The lab: reference and the server under test, each in its namespace,
@@ -721,6 +761,11 @@ struct Rig {
 }
 
 fn rig(lab: Lab, sut_kind: ServerKind) -> Rig {
+    rig_with(lab, sut_kind, dns_config)
+}
+
+/// [`rig`] with the config lines `conf` writes and returns.
+fn rig_with(lab: Lab, sut_kind: ServerKind, conf: fn(&Path) -> Vec<String>) -> Rig {
     // dnsmasq drops privileges to nobody before it reads the hosts file.
     fs::set_permissions(lab.dir(), fs::Permissions::from_mode(0o755)).unwrap();
     let sut_host = lab.add_client();
@@ -734,7 +779,7 @@ fn rig(lab: Lab, sut_kind: ServerKind) -> Rig {
     let dir = lab.dir().join("data");
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let conf = dns_config(&dir);
+    let conf = conf(&dir);
     let probe = "nas.home.lan.";
     let server = lab.server.clone();
     let reference = DnsServer::start(
@@ -816,6 +861,41 @@ fn check_reference(results: &[(String, Outcome, Outcome)], up: &Upstream) -> Vec
         find("slow.example.net. A rd") == Outcome::NoAnswer,
         "slow name left unanswered",
     );
+    want(
+        has("bogus.example.net. A rd", ResponseCode::NXDomain, ""),
+        "bogus-nxdomain turned an answer into NXDOMAIN",
+    );
+    want(
+        up.count(REF_IP, "bogus.example.net", RecordType::A) == 1
+            && up.count(REF_IP, "bogus.example.net", RecordType::AAAA) == 0
+            && up.count(REF_IP, "bogus.example.net", RecordType::MX) == 1,
+        "bogus-nxdomain cached the name as NXDOMAIN for every type",
+    );
+    want(
+        has("bogus6.example.net. AAAA rd", ResponseCode::NXDomain, ""),
+        "bogus-nxdomain matched an IPv6 address",
+    );
+    want(
+        // The first of the two MX queries, before the name went bad.
+        has(
+            "bogus.example.net. MX rd",
+            ResponseCode::NoError,
+            "mx.example.net",
+        ),
+        "bogus-nxdomain left an answer without addresses alone",
+    );
+    want(
+        find("ignored.example.net. A rd") == Outcome::NoAnswer,
+        "ignore-address dropped the answer",
+    );
+    want(
+        has(
+            "ignored.example.net. MX rd",
+            ResponseCode::NoError,
+            "mx.example.net",
+        ),
+        "ignore-address left another answer alone",
+    );
     // Three RD=1 queries and one RD=0: the first goes upstream, the other
     // RD=1 ones come from the cache; dnsmasq forwards the RD=0 one anyway.
     want(
@@ -894,6 +974,216 @@ fn dns_answers_match_dnsmasq() {
         r.lab.id,
         table.join("\n")
     );
+}
+
+/// `neg-ttl`, `max-ttl` and `local-ttl` with `max-cache-ttl`: TTLs handed
+/// out and what is cached, on a config without `no-negcache`.
+fn ttl_config(dir: &Path) -> Vec<String> {
+    let hosts = dir.join("hosts");
+    fs::write(&hosts, "198.18.1.10 nas\n").unwrap();
+    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+    vec![
+        "no-resolv".into(),
+        "no-hosts".into(),
+        format!("addn-hosts={}", hosts.display()),
+        "domain=home.lan".into(),
+        "expand-hosts".into(),
+        format!("server={UPSTREAM_IP}"),
+        "neg-ttl=60".into(),
+        "max-ttl=100".into(),
+        "max-cache-ttl=200".into(),
+        "local-ttl=500".into(),
+        "address=/fixed.example/198.18.9.1".into(),
+    ]
+}
+
+/// What a small scenario found: every query's outcomes, and what differs.
+struct Scenario {
+    rig: Rig,
+    results: Vec<(String, Outcome, Outcome)>,
+    report: Vec<String>,
+}
+
+impl Scenario {
+    /// Asks both servers `queries` (RD set) in order, then compares how
+    /// often each asked the upstream for each of `counts`.
+    fn run(
+        lab: Lab,
+        conf: fn(&Path) -> Vec<String>,
+        queries: &[(&str, RecordType)],
+        counts: &[(&str, RecordType)],
+    ) -> Scenario {
+        let rig = rig_with(lab, server_under_test(), conf);
+        let mut results = vec![];
+        let mut report = vec![];
+        for (qname, rtype) in queries {
+            let a = rig.client.ask(rig.reference.addr(), qname, *rtype, true);
+            let b = rig.client.ask(rig.sut.addr(), qname, *rtype, true);
+            let label = format!("{qname} {rtype}");
+            for d in differences(&a, &b) {
+                report.push(format!("{label}: {d}"));
+            }
+            results.push((label, a, b));
+        }
+        for (n, t) in counts {
+            let a = rig.upstream.count(REF_IP, n, *t);
+            let b = rig.upstream.count(SUT_IP, n, *t);
+            if a != b {
+                report.push(format!(
+                    "{n} {t}: dnsmasq asked the upstream {a} times, the server under test {b}"
+                ));
+            }
+        }
+        Scenario {
+            rig,
+            results,
+            report,
+        }
+    }
+
+    fn answer(&self, label: &str) -> Option<&Answer> {
+        match self.results.iter().find(|(l, _, _)| l == label) {
+            Some((_, Outcome::Answer(a), _)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Fails on what the reference did not do as assumed (`sanity`), then
+    /// on any difference.
+    fn check(&self, sanity: &[&str]) {
+        let table: Vec<String> = self
+            .results
+            .iter()
+            .map(|(l, a, b)| {
+                if a == b {
+                    format!("  {l}: {a}")
+                } else {
+                    format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
+                }
+            })
+            .collect();
+        assert!(
+            sanity.is_empty(),
+            "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",
+            table.join("\n"),
+            self.rig.reference.log_text()
+        );
+        assert!(
+            self.report.is_empty(),
+            "{:?} differs from dnsmasq in {} places:\n  {}\n--- all outcomes:\n{}\n--- log:\n{}",
+            self.rig.sut.kind,
+            self.report.len(),
+            self.report.join("\n  "),
+            table.join("\n"),
+            self.rig.sut.log_text()
+        );
+    }
+}
+
+#[test]
+fn dns_ttl_options_match_dnsmasq() {
+    use RecordType::*;
+    let lab = lab!("dns_ttl_options_match_dnsmasq");
+    // Repeated ones come from the cache.
+    let queries = [
+        ("www.example.net.", A),
+        ("www.example.net.", A),
+        ("www.example.net.", AAAA),
+        ("multi.example.net.", A),
+        ("mail.example.net.", MX),
+        ("txt.example.net.", TXT),
+        ("txt.example.net.", TXT),
+        ("nx.example.net.", A),
+        ("nx.example.net.", A),
+        ("nx.example.net.", MX),
+        ("nx.example.net.", MX),
+        ("www.example.net.", TXT),
+        ("www.example.net.", TXT),
+        ("txt.example.net.", A),
+        ("txt.example.net.", A),
+        ("txt.example.net.", AAAA),
+        ("txt.example.net.", AAAA),
+        ("txt.example.net.", MX),
+        ("txt.example.net.", MX),
+        ("nas.home.lan.", A),
+        ("nas.", A),
+        ("fixed.example.", A),
+    ];
+    let counts = [
+        ("www.example.net", A),
+        ("txt.example.net", TXT),
+        ("nx.example.net", A),
+        ("nx.example.net", MX),
+        ("www.example.net", TXT),
+        ("txt.example.net", A),
+        ("txt.example.net", AAAA),
+        ("txt.example.net", MX),
+    ];
+    let s = Scenario::run(lab, ttl_config, &queries, &counts);
+    let ttl_of = |label: &str| s.answer(label).and_then(|a| a.ttls.values().copied().max());
+    let mut sanity = vec![];
+    if ttl_of("www.example.net. A") != Some(100) {
+        sanity.push("max-ttl capped a relayed answer");
+    }
+    if ttl_of("nas.home.lan. A") != Some(500) {
+        sanity.push("local-ttl, above max-ttl, on a hosts name");
+    }
+    if s.rig.upstream.count(REF_IP, "nx.example.net", A) != 1 {
+        sanity.push("neg-ttl cached an NXDOMAIN without SOA");
+    }
+    s.check(&sanity);
+}
+
+/// `filter-A`: forwarded A answers lose their A records (NODATA), from the
+/// cache too; hosts names keep theirs; other types pass.
+fn filter_config(dir: &Path) -> Vec<String> {
+    let hosts = dir.join("hosts");
+    fs::write(&hosts, "198.18.1.10 nas\n2001:db8:1::10 nas\n").unwrap();
+    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+    vec![
+        "no-resolv".into(),
+        "no-hosts".into(),
+        format!("addn-hosts={}", hosts.display()),
+        "domain=home.lan".into(),
+        "expand-hosts".into(),
+        format!("server={UPSTREAM_IP}"),
+        "filter-A".into(),
+    ]
+}
+
+#[test]
+fn dns_filter_a_matches_dnsmasq() {
+    use RecordType::*;
+    let lab = lab!("dns_filter_a_matches_dnsmasq");
+    let queries = [
+        ("www.example.net.", A),
+        ("www.example.net.", A),
+        ("www.example.net.", AAAA),
+        ("multi.example.net.", A),
+        ("mail.example.net.", MX),
+        ("mail.example.net.", A),
+        ("nx.example.net.", A),
+        ("nas.home.lan.", A),
+        ("nas.home.lan.", AAAA),
+    ];
+    let counts = [
+        ("www.example.net", A),
+        ("www.example.net", AAAA),
+        ("mail.example.net", A),
+    ];
+    let s = Scenario::run(lab, filter_config, &queries, &counts);
+    let mut sanity = vec![];
+    match s.answer("www.example.net. A") {
+        Some(a) if a.rcode == ResponseCode::NoError && a.records.is_empty() => {}
+        _ => sanity.push("filter-A left a forwarded A query NODATA"),
+    }
+    if s.answer("www.example.net. AAAA").map(|a| a.records.len()) != Some(1) {
+        sanity.push("filter-A left AAAA alone");
+    }
+    if s.answer("nas.home.lan. A").map(|a| a.records.len()) != Some(1) {
+        sanity.push("filter-A left a hosts name alone");
+    }
+    s.check(&sanity);
 }
 
 /// Malformed queries over UDP: the server answers FORMERR (or REFUSED, as

@@ -339,6 +339,14 @@ impl Builder {
                 let d = dns_opts::parse_rebind_domains(v).map_err(|e| e.at(name, at))?;
                 c.dns.rebind_domain_ok.extend(d);
             }
+            Opt::BogusNxdomain => {
+                let a = dns_opts::parse_addr_prefix(v).map_err(|e| e.at(name, at))?;
+                c.dns.bogus_nxdomain.push(a);
+            }
+            Opt::IgnoreAddress => {
+                let a = dns_opts::parse_addr_prefix(v).map_err(|e| e.at(name, at))?;
+                c.dns.ignore_address.push(a);
+            }
             Opt::CacheSize => c.dns.cache_size = number(v).map_err(bad)?,
             // dnsmasq caps it: a floor above an hour would keep stale
             // answers far longer than their owners asked for.
@@ -346,6 +354,8 @@ impl Builder {
                 c.dns.min_cache_ttl = number(v).map_err(bad)?.min(MAX_MIN_CACHE_TTL)
             }
             Opt::MaxCacheTtl => c.dns.max_cache_ttl = Some(number(v).map_err(bad)?),
+            Opt::NegTtl => c.dns.neg_ttl = number(v).map_err(bad)?,
+            Opt::MaxTtl => c.dns.max_ttl = number(v).map_err(bad)?,
             Opt::LocalTtl => c.dns.local_ttl = number(v).map_err(bad)?,
             Opt::DnsForwardMax => c.dns.dns_forward_max = number(v).map_err(bad)?,
             // dnsmasq raises a value below 512 to 512: RFC 6891 6.2.5 lets
@@ -386,6 +396,8 @@ impl Builder {
             Opt::ExpandHosts
             | Opt::DomainNeeded
             | Opt::BogusPriv
+            | Opt::FilterA
+            | Opt::FilterAaaa
             | Opt::StopDnsRebind
             | Opt::RebindLocalhostOk
             | Opt::StrictOrder
@@ -421,6 +433,8 @@ impl Builder {
             Opt::ExpandHosts => c.dns.expand_hosts = true,
             Opt::DomainNeeded => c.dns.domain_needed = true,
             Opt::BogusPriv => c.dns.bogus_priv = true,
+            Opt::FilterA => c.dns.filter_a = true,
+            Opt::FilterAaaa => c.dns.filter_aaaa = true,
             Opt::StopDnsRebind => c.dns.stop_dns_rebind = true,
             Opt::RebindLocalhostOk => c.dns.rebind_localhost_ok = true,
             Opt::StrictOrder => c.dns.strict_order = true,

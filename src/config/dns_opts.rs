@@ -10,9 +10,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::dns_types::{
-    AddressOverride, AuthConfig, AuthServer, AuthZone, CnameRecord, DomainServer, DomainTarget,
-    HostRecord, IfFamily, MxRecord, PtrRecord, RevServer, SrvRecord, TxtRecord, ZoneNet,
-    DEFAULT_DNS_PORT,
+    AddrPrefix, AddressOverride, AuthConfig, AuthServer, AuthZone, CnameRecord, DomainServer,
+    DomainTarget, HostRecord, IfFamily, MxRecord, PtrRecord, RevServer, SrvRecord, TxtRecord,
+    ZoneNet, DEFAULT_DNS_PORT,
 };
 use super::error::FieldError;
 use super::names::{check_domain, check_interface};
@@ -165,6 +165,33 @@ fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
         }
     }
+}
+
+/// `bogus-nxdomain` and `ignore-address`: `addr[/prefix]`. As in dnsmasq,
+/// blanks around the `/` go, the prefix is plain digits, and an empty one
+/// is 0.
+pub(crate) fn parse_addr_prefix(value: &str) -> Result<AddrPrefix, FieldError> {
+    let value = unhide(value);
+    let (addr, len) = match value.split_once('/') {
+        Some((a, l)) => (a.trim_end(), Some(l.trim_start())),
+        None => (value.as_str(), None),
+    };
+    let addr = ip(addr)?;
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match len {
+        None => max,
+        Some(l) if l.bytes().all(|b| b.is_ascii_digit()) => {
+            let n = if l.is_empty() {
+                Some(0)
+            } else {
+                l.parse::<u8>().ok()
+            };
+            n.filter(|p| *p <= max)
+                .ok_or_else(|| FieldError::bad(format!("bad prefix length '{l}'")))?
+        }
+        Some(l) => return Err(FieldError::bad(format!("bad prefix length '{l}'"))),
+    };
+    Ok(AddrPrefix { addr, prefix })
 }
 
 /// `rev-server=net/prefix[,ip[#port]]`
@@ -545,6 +572,42 @@ mod tests {
             domains: domains.iter().map(|d| d.to_string()).collect(),
             target,
         })
+    }
+
+    #[test]
+    fn addr_prefix_as_dnsmasq_reads_it() {
+        let p = |v: &str| parse_addr_prefix(v).unwrap();
+        assert_eq!(
+            p("198.18.7.7"),
+            AddrPrefix {
+                addr: ipa("198.18.7.7"),
+                prefix: 32
+            }
+        );
+        assert_eq!(p("2001:db8::1").prefix, 128);
+        assert_eq!(p("198.18.7.0/24").prefix, 24);
+        assert_eq!(p("198.18.7.0 / 08").prefix, 8);
+        // dnsmasq reads an empty prefix as 0: every address of the family.
+        let all = p("198.18.7.7/");
+        assert_eq!(all.prefix, 0);
+        assert!(all.contains(ipa("203.0.113.1")));
+        assert!(!all.contains(ipa("2001:db8::1")));
+        let net = p("2001:db8:7::/48");
+        assert!(net.contains(ipa("2001:db8:7:ffff::1")));
+        assert!(!net.contains(ipa("2001:db8:8::1")));
+        assert!(!p("198.18.7.0/24").contains(ipa("198.18.8.1")));
+        for bad_value in [
+            "",
+            "host",
+            "198.18.7.7/33",
+            "::1/129",
+            "198.18.7.7/-1",
+            "198.18.7.7/1x",
+            "198.18.7.7/2/4",
+            "198.18.7.7/8 x",
+        ] {
+            assert!(parse_addr_prefix(bad_value).is_err(), "{bad_value}");
+        }
     }
 
     #[test]

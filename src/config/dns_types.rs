@@ -50,6 +50,34 @@ pub struct AddressOverride {
     pub addrs: Vec<IpAddr>,
 }
 
+/// An address with a prefix length (`bogus-nxdomain`, `ignore-address`):
+/// every address of its family whose first `prefix` bits are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrPrefix {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl AddrPrefix {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix.min(32)))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix.min(128)))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `rev-server=net/prefix[,ip[#port]]`: the reverse zone of the subnet goes
 /// to that server (or is local when none is given).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +274,16 @@ pub struct DnsConfig {
     /// `bogus-priv`: reverse lookups for private ranges not found locally
     /// answer NXDOMAIN instead of being forwarded.
     pub bogus_priv: bool,
+    /// `bogus-nxdomain`: an upstream answer holding one of these
+    /// addresses is turned into NXDOMAIN.
+    pub bogus_nxdomain: Vec<AddrPrefix>,
+    /// `ignore-address`: an upstream answer holding one of these addresses
+    /// is dropped as if it never came, and another awaited.
+    pub ignore_address: Vec<AddrPrefix>,
+    /// `filter-A`, `filter-AAAA`: A (AAAA) records are taken out of
+    /// upstream answers, relayed or cached; local data keeps them.
+    pub filter_a: bool,
+    pub filter_aaaa: bool,
     pub stop_dns_rebind: bool,
     pub rebind_localhost_ok: bool,
     pub rebind_domain_ok: Vec<String>,
@@ -256,6 +294,12 @@ pub struct DnsConfig {
     pub no_negcache: bool,
     pub min_cache_ttl: u32,
     pub max_cache_ttl: Option<u32>,
+    /// `neg-ttl`: how long a negative upstream answer without an SOA is
+    /// cached; 0 (the default) does not cache it.
+    pub neg_ttl: u32,
+    /// `max-ttl`: the highest TTL given to clients for upstream records,
+    /// relayed or cached (the cache keeps the real one); 0 is no cap.
+    pub max_ttl: u32,
     /// `local-ttl`: TTL of answers from local data (hosts, leases,
     /// address=); 0 as in dnsmasq.
     pub local_ttl: u32,
@@ -299,6 +343,10 @@ impl Default for DnsConfig {
             host_records: Vec::new(),
             domain_needed: false,
             bogus_priv: false,
+            bogus_nxdomain: Vec::new(),
+            ignore_address: Vec::new(),
+            filter_a: false,
+            filter_aaaa: false,
             stop_dns_rebind: false,
             rebind_localhost_ok: false,
             rebind_domain_ok: Vec::new(),
@@ -308,6 +356,8 @@ impl Default for DnsConfig {
             no_negcache: false,
             min_cache_ttl: 0,
             max_cache_ttl: None,
+            neg_ttl: 0,
+            max_ttl: 0,
             local_ttl: 0,
             dns_forward_max: DEFAULT_DNS_FORWARD_MAX,
             edns_packet_max: DEFAULT_EDNS_PACKET_MAX,

@@ -14,6 +14,10 @@ use crate::config::dns_types::DnsConfig;
 /// answers for days; keep the same bound.
 pub const MAX_MIN_CACHE_TTL: u32 = 3600;
 
+/// The type under which a name-wide NXDOMAIN is kept (`bogus-nxdomain`):
+/// type 0 is reserved (RFC 6895), so no upstream answer is stored under it.
+const NAME_WIDE: RecordType = RecordType::ZERO;
+
 /// (lowercased name, type, class): names compare case-insensitively in DNS,
 /// so `Example.COM` and `example.com` share one entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -66,7 +70,9 @@ struct Entry {
 impl Entry {
     /// Its share of `cache-size`.
     fn weight(&self) -> usize {
-        self.answers.len() + self.authorities.len()
+        // A name-wide NXDOMAIN holds no record but still takes a slot, as
+        // its `crec` does in dnsmasq; otherwise such entries had no bound.
+        (self.answers.len() + self.authorities.len()).max(1)
     }
 }
 
@@ -87,6 +93,8 @@ pub struct Cache {
     no_negcache: bool,
     min_ttl: u32,
     max_ttl: Option<u32>,
+    /// `neg-ttl`
+    neg_ttl: u32,
     entries: HashMap<CacheKey, Entry>,
     /// Records held by all entries. `cache-size` counts records, as in
     /// dnsmasq (one `crec` per record): counting RRsets instead would let
@@ -97,6 +105,9 @@ pub struct Cache {
     lru: BTreeMap<u64, CacheKey>,
     next_stamp: u64,
     stats: CacheStats,
+    /// Whether a name-wide NXDOMAIN was ever stored, so lookups skip the
+    /// extra probe until `bogus-nxdomain` has fired.
+    name_wide: bool,
 }
 
 impl Cache {
@@ -106,11 +117,13 @@ impl Cache {
             no_negcache: cfg.no_negcache,
             min_ttl: cfg.min_cache_ttl.min(MAX_MIN_CACHE_TTL),
             max_ttl: cfg.max_cache_ttl,
+            neg_ttl: cfg.neg_ttl,
             entries: HashMap::new(),
             records: 0,
             lru: BTreeMap::new(),
             next_stamp: 0,
             stats: CacheStats::default(),
+            name_wide: false,
         }
     }
 
@@ -161,6 +174,20 @@ impl Cache {
     /// Look up a question. Expired entries are dropped on the way; a hit
     /// refreshes the entry's place in the LRU order.
     pub fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<CachedAnswer> {
+        if self.name_wide {
+            let wide = CacheKey {
+                name: key.name.clone(),
+                qtype: NAME_WIDE,
+                qclass: key.qclass,
+            };
+            if let Some(hit) = self.get_entry(&wide, now_ms) {
+                return Some(hit);
+            }
+        }
+        self.get_entry(key, now_ms)
+    }
+
+    fn get_entry(&mut self, key: &CacheKey, now_ms: u64) -> Option<CachedAnswer> {
         let expired = match self.entries.get(key) {
             None => return None,
             Some(e) => now_ms >= e.expires_ms,
@@ -194,6 +221,45 @@ impl Cache {
             authorities: count_down(&e.authorities),
             steady_until_ms: next_tick.min(e.expires_ms),
         })
+    }
+
+    /// `bogus-nxdomain`: `name` answers NXDOMAIN for every type for `ttl`
+    /// seconds (clamped like an address record's). dnsmasq stores this
+    /// even with `no-negcache`, and so do we.
+    pub fn insert_nxdomain_name(&mut self, name: &Name, ttl: u32, now_ms: u64) -> bool {
+        let ttl = self.clamp(ttl);
+        if self.capacity == 0 || ttl == 0 {
+            return false;
+        }
+        self.name_wide = true;
+        let key = CacheKey::new(name, NAME_WIDE, DNSClass::IN);
+        self.store(
+            key,
+            ResponseCode::NXDomain,
+            Vec::new(),
+            Vec::new(),
+            ttl,
+            now_ms,
+        );
+        true
+    }
+
+    /// `neg-ttl`, for a negative answer without an SOA. As dnsmasq 2.90
+    /// does (seen on the wire): NXDOMAIN holds for every type of the name,
+    /// NODATA is kept for address queries only.
+    fn insert_neg_ttl(&mut self, key: CacheKey, rcode: ResponseCode, now_ms: u64) -> bool {
+        if self.neg_ttl == 0 {
+            return false;
+        }
+        if rcode == ResponseCode::NXDomain {
+            return self.insert_nxdomain_name(&key.name, self.neg_ttl, now_ms);
+        }
+        let ttl = self.clamp(self.neg_ttl);
+        if !matches!(key.qtype, RecordType::A | RecordType::AAAA) || ttl == 0 {
+            return false;
+        }
+        self.store(key, rcode, Vec::new(), Vec::new(), ttl, now_ms);
+        true
     }
 
     /// Store an upstream answer for `key`, if it is cacheable: NOERROR with
@@ -234,13 +300,13 @@ impl Cache {
                     return false;
                 }
                 // RFC 2308: the negative TTL is the lesser of the SOA's own
-                // TTL and its MINIMUM field. Without an SOA dnsmasq does not
-                // cache the negative answer (it has no TTL to go by).
+                // TTL and its MINIMUM field. Without an SOA dnsmasq goes by
+                // `neg-ttl`, and does not cache the answer when it is 0.
                 let Some(soa) = authorities
                     .iter()
                     .find(|r| r.record_type() == RecordType::SOA)
                 else {
-                    return false;
+                    return self.insert_neg_ttl(key, rcode, now_ms);
                 };
                 let RData::SOA(s) = &soa.data else {
                     return false;
@@ -255,13 +321,23 @@ impl Cache {
             }
             _ => return false,
         };
-        if ttl == 0 {
+        if ttl == 0 || answers.len() + authorities.len() > self.capacity {
             return false;
         }
-        let weight = answers.len() + authorities.len();
-        if weight > self.capacity {
-            return false;
-        }
+        self.store(key, rcode, answers, authorities, ttl, now_ms);
+        true
+    }
+
+    fn store(
+        &mut self,
+        key: CacheKey,
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+        ttl: u32,
+        now_ms: u64,
+    ) {
+        let weight = (answers.len() + authorities.len()).max(1);
         self.remove(&key);
         while self.records + weight > self.capacity {
             let Some((_, oldest)) = self.lru.pop_first() else {
@@ -287,7 +363,6 @@ impl Cache {
                 stamp,
             },
         );
-        true
     }
 }
 

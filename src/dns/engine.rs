@@ -20,7 +20,7 @@ use super::forward::{
     TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
 };
 use super::replay::{Replay, Source as ReplaySource};
-use crate::config::dns_types::DnsConfig;
+use crate::config::dns_types::{AddrPrefix, DnsConfig};
 
 /// Plain DNS over UDP without EDNS (RFC 1035).
 pub const UDP_LIMIT: usize = 512;
@@ -220,6 +220,15 @@ pub struct DnsEngine<L: LocalData> {
     forward_max_log: LogLimit,
     log_queries: bool,
     rebind: RebindGuard,
+    /// `bogus-nxdomain`
+    bogus_nxdomain: Vec<AddrPrefix>,
+    /// `ignore-address`
+    ignore_address: Vec<AddrPrefix>,
+    /// `max-ttl`; 0 is none.
+    max_ttl: u32,
+    /// `filter-A`, `filter-AAAA`
+    filter_a: bool,
+    filter_aaaa: bool,
     next_token: u64,
     stats: DnsStats,
     replay: Replay,
@@ -288,6 +297,11 @@ impl<L: LocalData> DnsEngine<L> {
                 localhost_ok: cfg.rebind_localhost_ok,
                 domains_ok: cfg.rebind_domain_ok.clone(),
             },
+            bogus_nxdomain: cfg.bogus_nxdomain.clone(),
+            ignore_address: cfg.ignore_address.clone(),
+            max_ttl: cfg.max_ttl,
+            filter_a: cfg.filter_a,
+            filter_aaaa: cfg.filter_aaaa,
             next_token: 0,
             stats: DnsStats::default(),
             replay: Replay::default(),
@@ -514,9 +528,26 @@ impl<L: LocalData> DnsEngine<L> {
                 if r.name.eq_case(&req.query.name) || r.name == req.query.name {
                     r.name = req.query.name.clone();
                 }
+                if self.max_ttl != 0 {
+                    r.ttl = r.ttl.min(self.max_ttl);
+                }
             }
+            let before = hit.answers.len() + hit.authorities.len();
+            hit.answers.retain(|r| !self.filtered(r));
+            hit.authorities.retain(|r| !self.filtered(r));
             self.log_answer("cached", &req.query, hit.rcode, &hit.answers);
-            let out = self.build_reply(&req, hit.rcode, false, &hit.answers, &hit.authorities);
+            let out = if hit.answers.len() + hit.authorities.len() < before {
+                ede_reply(
+                    &req,
+                    hit.rcode,
+                    false,
+                    &hit.answers,
+                    &hit.authorities,
+                    EDE_FILTERED,
+                )
+            } else {
+                self.build_reply(&req, hit.rcode, false, &hit.answers, &hit.authorities)
+            };
             return vec![Action::Reply { client, bytes: out }];
         }
         self.stats.cache_misses += 1;
@@ -731,9 +762,19 @@ impl<L: LocalData> DnsEngine<L> {
                 return Vec::new();
             }
         };
+        let rcode = bytes[3] & 0x0f;
+        // dnsmasq drops such a reply before anything else looks at it: the
+        // query stays pending for another server's answer, or times out.
+        if rcode == ResponseCode::NoError.low()
+            && !self.ignore_address.is_empty()
+            && Message::from_vec(bytes)
+                .is_ok_and(|m| listed_address(&m.answers, &self.ignore_address).is_some())
+        {
+            tracing::debug!("ignored upstream reply from {from}: ignore-address");
+            return Vec::new();
+        }
         self.stats.upstream_replies += 1;
         self.observe_latency(key, now_ms);
-        let rcode = bytes[3] & 0x0f;
         if rcode == ResponseCode::ServFail.low() || rcode == ResponseCode::Refused.low() {
             self.selector.bad(from);
             self.stats.upstream_errors += 1;
@@ -899,6 +940,26 @@ impl<L: LocalData> DnsEngine<L> {
             bytes.to_mut()[3] &= 0xf0;
         }
         match Message::from_vec(&bytes) {
+            // dnsmasq checks this before the rebind guard, on any reply
+            // not already NXDOMAIN, and answers NXDOMAIN without records
+            // or AA.
+            Ok(m) if !nxdomain && listed_address(&m.answers, &self.bogus_nxdomain).is_some() => {
+                // dnsmasq caches the bogus record's owner as NXDOMAIN for
+                // every type, for that record's TTL.
+                if let Some(r) = listed_address(&m.answers, &self.bogus_nxdomain) {
+                    tracing::info!("bogus-nxdomain: {} is NXDOMAIN", display_name(&r.name));
+                    if !truncated {
+                        self.replay.retire_all();
+                        self.cache.insert_nxdomain_name(&r.name, r.ttl, now_ms);
+                    }
+                }
+                let req = p.client_request(self.edns_max);
+                let out = ede_reply(&req, ResponseCode::NXDomain, false, &[], &[], EDE_BLOCKED);
+                return vec![Action::Reply {
+                    client: p.client,
+                    bytes: out,
+                }];
+            }
             Ok(m) if self.rebind.blocks(&p.query.name, &m.answers) => {
                 tracing::warn!(
                     "possible DNS-rebind attack detected: {}",
@@ -937,6 +998,31 @@ impl<L: LocalData> DnsEngine<L> {
                         now_ms,
                     );
                 }
+                if (self.filter_a || self.filter_aaaa)
+                    && m.answers
+                        .iter()
+                        .chain(&m.authorities)
+                        .chain(&m.additionals)
+                        .any(|r| self.filtered(r))
+                {
+                    // The cache keeps the records; they are taken out on
+                    // the way to the client, here and on a cache hit.
+                    let mut m = m;
+                    m.answers.retain(|r| !self.filtered(r));
+                    m.authorities.retain(|r| !self.filtered(r));
+                    m.additionals.retain(|r| !self.filtered(r));
+                    if self.max_ttl != 0 {
+                        for r in &mut m.answers {
+                            r.ttl = r.ttl.min(self.max_ttl);
+                        }
+                    }
+                    let req = p.client_request(self.edns_max);
+                    let out = ede_message(&req, m, EDE_FILTERED);
+                    return vec![Action::Reply {
+                        client: p.client,
+                        bytes: out,
+                    }];
+                }
             }
             Err(e) => {
                 // Still relayed: the client may read what we cannot.
@@ -946,6 +1032,9 @@ impl<L: LocalData> DnsEngine<L> {
         let out = if bytes.len() <= p.limit {
             let mut out = bytes.into_owned();
             out[..2].copy_from_slice(&p.client_key.id.to_be_bytes());
+            if self.max_ttl != 0 {
+                cap_answer_ttls(&mut out, self.max_ttl);
+            }
             out
         } else {
             // Too big for this client (a TCP answer to a UDP client):
@@ -1011,6 +1100,15 @@ impl<L: LocalData> DnsEngine<L> {
     fn token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
+    }
+
+    /// Is `r` a record `filter-A`/`filter-AAAA` takes out?
+    fn filtered(&self, r: &Record) -> bool {
+        match r.record_type() {
+            RecordType::A => self.filter_a,
+            RecordType::AAAA => self.filter_aaaa,
+            _ => false,
+        }
     }
 
     fn build_reply(
@@ -1093,6 +1191,57 @@ fn display_name(n: &hickory_proto::rr::Name) -> String {
     }
 }
 
+/// The first A or AAAA record among `answers` that falls in one of `list`.
+fn listed_address<'a>(answers: &'a [Record], list: &[AddrPrefix]) -> Option<&'a Record> {
+    if list.is_empty() {
+        return None;
+    }
+    answers.iter().find(|r| {
+        let ip: std::net::IpAddr = match &r.data {
+            RData::A(a) => a.0.into(),
+            RData::AAAA(a) => a.0.into(),
+            _ => return false,
+        };
+        r.dns_class == DNSClass::IN && list.iter().any(|n| n.contains(ip))
+    })
+}
+
+/// `max-ttl`: lowers the TTL of every answer-section record above `max`,
+/// in place, as dnsmasq rewrites the reply it relays. An unreadable reply
+/// is left as it is (the client may read what we cannot).
+fn cap_answer_ttls(bytes: &mut [u8], max: u32) {
+    for at in answer_ttl_offsets(bytes).unwrap_or_default() {
+        if let Some(field) = bytes.get_mut(at..at + 4) {
+            let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+            if ttl > max {
+                field.copy_from_slice(&max.to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Where the TTL of each answer-section record starts.
+fn answer_ttl_offsets(bytes: &[u8]) -> Option<Vec<usize>> {
+    let count = |at: usize| Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+    let (questions, answers) = (count(4)?, count(6)?);
+    let mut d = BinDecoder::new(bytes);
+    d.read_slice(HEADER_LEN).ok()?;
+    for _ in 0..questions {
+        Query::read(&mut d).ok()?;
+    }
+    let mut offsets = Vec::with_capacity(usize::from(answers));
+    for _ in 0..answers {
+        hickory_proto::rr::Name::read(&mut d).ok()?;
+        // type, class, TTL, rdata length, rdata
+        let at = d.index();
+        d.read_slice(8).ok()?;
+        let len = count(at + 8)?;
+        d.read_slice(10 - 8 + usize::from(len)).ok()?;
+        offsets.push(at + 4);
+    }
+    Some(offsets)
+}
+
 /// Does the reply's only question equal ours (case-insensitively)?
 fn question_matches(bytes: &[u8], q: &Question) -> bool {
     if bytes.len() < HEADER_LEN || u16::from_be_bytes([bytes[4], bytes[5]]) != 1 {
@@ -1138,6 +1287,59 @@ fn reply_message(req: &Request, rcode: ResponseCode, aa: bool) -> Message {
         m.edns = Some(e);
     }
     m
+}
+
+/// RFC 8914 Extended DNS Error: the option code, and the info-codes
+/// dnsmasq sends when it refuses (`bogus-nxdomain`) or trims
+/// (`filter-A`/`filter-AAAA`) an upstream answer.
+const EDNS_EDE: u16 = 15;
+const EDE_BLOCKED: u16 = 15;
+const EDE_FILTERED: u16 = 17;
+
+/// A reply carrying an Extended DNS Error for an EDNS client, within the
+/// client's limit.
+fn ede_reply(
+    req: &Request,
+    rcode: ResponseCode,
+    aa: bool,
+    answers: &[Record],
+    authorities: &[Record],
+    code: u16,
+) -> Vec<u8> {
+    let mut m = reply_message(req, rcode, aa);
+    m.answers = answers.to_vec();
+    m.authorities = authorities.to_vec();
+    ede_encode(req, m, code)
+}
+
+/// An upstream reply, changed here, sent on as the reply to `req` with an
+/// Extended DNS Error (the upstream's flags, rcode and records are kept).
+fn ede_message(req: &Request, upstream: Message, code: u16) -> Vec<u8> {
+    let mut m = upstream;
+    m.metadata.id = req.id;
+    m.queries = vec![req.query.clone()];
+    m.edns = reply_message(req, m.metadata.response_code, false).edns;
+    ede_encode(req, m, code)
+}
+
+fn ede_encode(req: &Request, mut m: Message, code: u16) -> Vec<u8> {
+    if let Some(e) = m.edns.as_mut() {
+        e.options_mut()
+            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                EDNS_EDE,
+                code.to_be_bytes().to_vec(),
+            ));
+    }
+    let mut buf = Vec::with_capacity(UDP_LIMIT);
+    let fits = {
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_max_size(u16::try_from(req.limit).unwrap_or(u16::MAX));
+        m.emit(&mut enc).is_ok()
+    };
+    if fits && buf.len() >= HEADER_LEN && buf[2] & 0x02 == 0 {
+        return buf;
+    }
+    truncated_reply(req, m.metadata.response_code.low())
 }
 
 /// Encode a reply within the client's limit. When it does not fit, the

@@ -1091,6 +1091,269 @@ fn dns_stop_dns_rebind_withholds_private_answers() {
     assert_eq!(m.answers.len(), 1);
 }
 
+fn prefix(text: &str, len: u8) -> crate::config::dns_types::AddrPrefix {
+    crate::config::dns_types::AddrPrefix {
+        addr: text.parse().unwrap(),
+        prefix: len,
+    }
+}
+
+#[test]
+fn dns_bogus_nxdomain_answers_and_caches_the_name_nxdomain() {
+    let mut e = engine(&DnsConfig {
+        bogus_nxdomain: vec![prefix("198.18.1.0", 24)],
+        no_negcache: true,
+        ..cfg(&[srv(1)])
+    });
+    let m = round_trip(&mut e, 1, "typo.example.", 1_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("typo.example.", 60, 7)],
+            vec![],
+        )
+    });
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(!m.metadata.authoritative);
+    assert!(m.answers.is_empty() && m.authorities.is_empty());
+    // Every type of that name is NXDOMAIN from the cache (no-negcache
+    // notwithstanding, as dnsmasq), until the bogus record's TTL ends.
+    for (id, qtype) in [(2, RecordType::MX), (3, RecordType::AAAA)] {
+        // 60 s from the answer at 1_005 ms: still there at 61_000.
+        let out = e.query(
+            &query_bytes(id, "Typo.Example.", qtype, None),
+            client(1),
+            61_000,
+        );
+        let m = reply_of(&out);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{qtype}");
+    }
+    let out = e.query(
+        &query_bytes(4, "typo.example.", RecordType::MX, None),
+        client(1),
+        62_000,
+    );
+    assert_eq!(upstreams(&out).len(), 1, "expired: forwarded again");
+    // An EDNS client learns why: EDE 15 "Blocked" (RFC 8914), as dnsmasq.
+    let out = e.query(
+        &query_bytes(6, "wild.example.", RecordType::A, Some(1232)),
+        client(1),
+        3_000,
+    );
+    let (server, socket, q) = upstreams(&out)[0].clone();
+    let bogus = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("wild.example.", 60, 8)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&bogus, server, socket, 3_001));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ede_of(&m), Some(vec![0, 15]), "EDE 15 Blocked");
+    // Addresses outside the list, and other families, pass.
+    let m = round_trip(&mut e, 5, "ok.example.", 2_000, |q| {
+        let far = Record::from_rdata(
+            name("ok.example."),
+            60,
+            RData::A(A(Ipv4Addr::new(198, 18, 2, 7))),
+        );
+        answer(q, ResponseCode::NoError, vec![far], vec![])
+    });
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+}
+
+#[test]
+fn dns_ignore_address_drops_the_reply_and_waits_for_another() {
+    let mut e = engine(&DnsConfig {
+        ignore_address: vec![prefix("198.18.1.9", 32)],
+        all_servers: true,
+        ..cfg(&[srv(1), srv(2)])
+    });
+    let out = e.query(
+        &query_bytes(9, "w.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let ups = upstreams(&out);
+    assert_eq!(ups.len(), 2);
+    let (_, sock, q) = ups[0].clone();
+    let bad = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("w.example.", 60, 9)],
+        vec![],
+    );
+    assert!(e.upstream_reply(&bad, srv(1), sock, 1).is_empty());
+    assert_eq!(e.pending_len(), 1, "still waiting for the other server");
+    let good = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("w.example.", 60, 3)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&good, srv(2), sock, 2));
+    assert_eq!(m.answers.len(), 1);
+    // Only the answer counts: NXDOMAIN from a listed server is relayed.
+    let out = e.query(
+        &query_bytes(10, "nx.example.", RecordType::A, None),
+        client(1),
+        10,
+    );
+    let (_, sock, q) = upstreams(&out)[0].clone();
+    let nx = answer(&q, ResponseCode::NXDomain, vec![], vec![]);
+    let m = reply_of(&e.upstream_reply(&nx, srv(1), sock, 11));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn dns_max_ttl_caps_relayed_and_cached_answers_not_the_cache() {
+    let mut e = engine(&DnsConfig {
+        max_ttl: 100,
+        ..cfg(&[srv(1)])
+    });
+    let m = round_trip(&mut e, 1, "long.example.", 1_000, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("long.example.", 3000, 1), a("long.example.", 50, 2)],
+            vec![],
+        )
+    });
+    let ttls: Vec<u32> = m.answers.iter().map(|r| r.ttl).collect();
+    assert_eq!(ttls, vec![100, 50]);
+    // 40 s later from the cache: still capped, and counted down from the
+    // real TTLs the cache kept.
+    let out = e.query(
+        &query_bytes(2, "long.example.", RecordType::A, None),
+        client(1),
+        41_005,
+    );
+    let m = reply_of(&out);
+    let ttls: Vec<u32> = m.answers.iter().map(|r| r.ttl).collect();
+    assert_eq!(ttls, vec![100, 10]);
+    // An unreadable tail leaves the reply alone rather than half-edited.
+    let mut broken = query_bytes(3, "x.example.", RecordType::A, None);
+    broken[7] = 1; // one answer that is not there
+    let before = broken.clone();
+    cap_answer_ttls(&mut broken, 1);
+    assert_eq!(broken, before);
+}
+
+#[test]
+fn dns_neg_ttl_caches_negative_answers_without_soa() {
+    let forwards = |c: &DnsConfig| {
+        let mut e = engine(c);
+        round_trip(&mut e, 1, "nx.example.", 1_000, |q| {
+            answer(q, ResponseCode::NXDomain, vec![], vec![])
+        });
+        let out = e.query(
+            &query_bytes(2, "nx.example.", RecordType::A, None),
+            client(1),
+            20_000,
+        );
+        upstreams(&out).len()
+    };
+    // Without neg-ttl there is no TTL to go by: not cached.
+    assert_eq!(forwards(&cfg(&[srv(1)])), 1);
+    let with = DnsConfig {
+        neg_ttl: 30,
+        ..cfg(&[srv(1)])
+    };
+    assert_eq!(forwards(&with), 0);
+    let mut e = engine(&with);
+    round_trip(&mut e, 1, "nx.example.", 1_000, |q| {
+        answer(q, ResponseCode::NXDomain, vec![], vec![])
+    });
+    let m = reply_of(&e.query(
+        &query_bytes(3, "nx.example.", RecordType::A, None),
+        client(1),
+        30_000,
+    ));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let out = e.query(
+        &query_bytes(4, "nx.example.", RecordType::A, None),
+        client(1),
+        31_006,
+    );
+    assert_eq!(upstreams(&out).len(), 1, "expired after neg-ttl");
+    // no-negcache wins.
+    assert_eq!(
+        forwards(&DnsConfig {
+            no_negcache: true,
+            ..with
+        }),
+        1
+    );
+}
+
+fn ede_of(m: &Message) -> Option<Vec<u8>> {
+    match m
+        .edns
+        .as_ref()?
+        .option(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))?
+    {
+        hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, data) => Some(data.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn dns_filter_aaaa_trims_forwarded_and_cached_answers() {
+    let mut e = engine(&DnsConfig {
+        filter_aaaa: true,
+        ..cfg(&[srv(1)])
+    });
+    let v6 = |n: &str| {
+        Record::from_rdata(
+            name(n),
+            300,
+            RData::AAAA(hickory_proto::rr::rdata::AAAA(
+                "2001:db8::1".parse().unwrap(),
+            )),
+        )
+    };
+    let ask = |e: &mut DnsEngine<FakeLocal>, id: u16, qtype: RecordType, now: u64| {
+        e.query(
+            &query_bytes(id, "dual.example.", qtype, Some(1232)),
+            client(1),
+            now,
+        )
+    };
+    let out = ask(&mut e, 1, RecordType::AAAA, 1_000);
+    let (server, socket, q) = upstreams(&out)[0].clone();
+    let mut up = Message::from_vec(&answer(
+        &q,
+        ResponseCode::NoError,
+        vec![v6("dual.example.")],
+        vec![],
+    ))
+    .unwrap();
+    up.metadata.authoritative = true;
+    let m = reply_of(&e.upstream_reply(&up.to_vec().unwrap(), server, socket, 1_001));
+    assert_eq!(m.metadata.id, 1);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert!(m.metadata.authoritative, "the upstream's flags are kept");
+    assert_eq!(ede_of(&m), Some(vec![0, 17]), "EDE 17 Filtered");
+    // From the cache: trimmed the same way, without AA.
+    let m = reply_of(&ask(&mut e, 2, RecordType::AAAA, 2_000));
+    assert!(m.answers.is_empty() && !m.metadata.authoritative);
+    assert_eq!(ede_of(&m), Some(vec![0, 17]));
+    // A answers pass untouched, without an EDE.
+    let out = ask(&mut e, 3, RecordType::A, 3_000);
+    let (server, socket, q) = upstreams(&out)[0].clone();
+    let ok = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("dual.example.", 300, 1)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&ok, server, socket, 3_001));
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(ede_of(&m), None);
+}
+
 // ---------------------------------------------------------------------------
 // Authoritative zones
 
