@@ -13,7 +13,7 @@ use super::names::check_interface;
 use super::table::{self, Arg, Opt, OptionDef};
 use super::types::{Config, DomainScope, LogFacility};
 use super::value::{parse_u32, split_fields, unhide};
-use super::{dhcp_host, dhcp_option, dhcp_range, domain, failover};
+use super::{dhcp_boot, dhcp_host, dhcp_option, dhcp_range, domain, failover};
 
 /// glibc's syslog facility names, which dnsmasq accepts.
 const FACILITIES: &[&str] = &[
@@ -165,6 +165,18 @@ impl Builder {
                 let o = dhcp_option::parse(v, def.opt == Opt::DhcpOptionForce)
                     .map_err(|e| e.at(name, at))?;
                 c.dhcp_options.push(o);
+            }
+            Opt::DhcpIgnore => {
+                let l = dhcp_boot::tag_list(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_ignore.push(l);
+            }
+            Opt::DhcpBroadcast => {
+                let l = dhcp_boot::tag_list(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_broadcast.push(l);
+            }
+            Opt::DhcpBoot => {
+                let b = dhcp_boot::parse(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_boot.push(b);
             }
             Opt::LeaseMax => {
                 c.lease_max =
@@ -440,6 +452,8 @@ impl Builder {
             Opt::LogDhcp => c.log_dhcp = true,
             Opt::QuietDhcp => c.quiet_dhcp = true,
             Opt::ScriptOnRenewal => c.script_on_renewal = true,
+            // Without tags: every reply is broadcast.
+            Opt::DhcpBroadcast => c.dhcp_broadcast.push(Vec::new()),
             Opt::KeepInForeground => c.keep_in_foreground = true,
             Opt::LogAsync => c.log_async = Some(super::types::DEFAULT_LOG_ASYNC),
             Opt::NoDaemon => c.no_daemon = true,

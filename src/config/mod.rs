@@ -7,6 +7,7 @@
 
 mod builder;
 mod cmdline;
+mod dhcp_boot;
 mod dhcp_host;
 mod dhcp_option;
 mod dhcp_range;

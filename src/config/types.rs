@@ -140,6 +140,18 @@ pub struct DhcpOptionSpec {
     pub force: bool,
 }
 
+/// `dhcp-boot=[tag:x,]filename[,servername[,server address]]`: what goes
+/// in a reply's `file`, `sname` and `siaddr` fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpBoot {
+    pub match_tags: Vec<TagMatch>,
+    /// None when given empty, as dnsmasq reads an empty field.
+    pub file: Option<String>,
+    pub sname: Option<String>,
+    /// The TFTP server; None leaves `siaddr` as our own address.
+    pub next_server: Option<Ipv4Addr>,
+}
+
 /// `domain=name[,subnet|start,end][,local]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -173,6 +185,14 @@ pub struct Config {
     pub dhcp_ranges: Vec<DhcpRange>,
     pub dhcp_hosts: Vec<DhcpHost>,
     pub dhcp_options: Vec<DhcpOptionSpec>,
+    /// `dhcp-ignore`: a client whose tags match all of one list gets no
+    /// address.
+    pub dhcp_ignore: Vec<Vec<TagMatch>>,
+    /// `dhcp-broadcast`: replies to clients matching one list (an empty
+    /// list matches every client) are broadcast.
+    pub dhcp_broadcast: Vec<Vec<TagMatch>>,
+    /// In config order; the last matching line wins, as in dnsmasq.
+    pub dhcp_boot: Vec<DhcpBoot>,
     pub authoritative: bool,
     pub lease_max: u32,
     pub dhcp_rate_limit: DhcpRateLimit,
@@ -227,6 +247,9 @@ impl Default for Config {
             dhcp_ranges: Vec::new(),
             dhcp_hosts: Vec::new(),
             dhcp_options: Vec::new(),
+            dhcp_ignore: Vec::new(),
+            dhcp_broadcast: Vec::new(),
+            dhcp_boot: Vec::new(),
             authoritative: false,
             lease_max: DEFAULT_LEASE_MAX,
             dhcp_rate_limit: DhcpRateLimit::default(),
