@@ -378,3 +378,58 @@ fn lease_names_resolve_in_dns_at_once() {
     let reverse = dig(&[&server, "-x", &l.address.to_string()]);
     assert_eq!(reverse.trim(), format!("{fqdn}."), "{}", srv.log_text());
 }
+
+/// `dhcp-boot` and `dhcp-ignore=tag:!known` seen by udhcpc, from real
+/// dnsmasq and from twinmasq on the same file: the boot fields (file,
+/// sname, siaddr, which udhcpc hands its script) and who gets no lease.
+#[test]
+fn dhcp_boot_and_ignore_unknown_match_dnsmasq() {
+    let efi_mac = "02:54:4d:51:00:11";
+    let plain_mac = "02:54:4d:51:00:12";
+    let boot_server = Ipv4Addr::new(198, 18, 0, 9);
+    let conf = ServerConf::standard()
+        .line(format!("dhcp-host={efi_mac},set:efi"))
+        .line(format!("dhcp-host={plain_mac},plainhost"))
+        .line(format!("dhcp-boot=tag:efi,grub.efi,bootsrv,{boot_server}"))
+        .line("dhcp-boot=pxelinux.0")
+        .line("dhcp-ignore=tag:!known");
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("dhcp_boot_and_ignore_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        let srv = lab.start_server_kind(kind, &conf);
+        let (efi, plain, stranger) = (
+            lab.add_client_with_mac(efi_mac),
+            lab.add_client_with_mac(plain_mac),
+            lab.add_client(),
+        );
+        let env = |l: &Lease, k: &str| l.env.get(k).cloned().unwrap_or_default();
+
+        let l = Udhcpc::new(&lab, &efi).obtain().unwrap();
+        assert!(in_range(l.address), "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "boot_file"), "grub.efi", "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "sname"), "bootsrv", "{kind:?}: {l:?}");
+        assert_eq!(
+            env(&l, "siaddr"),
+            boot_server.to_string(),
+            "{kind:?}: {l:?}"
+        );
+
+        // The untagged line; siaddr is the server's own address.
+        let l = Udhcpc::new(&lab, &plain).obtain().unwrap();
+        assert_eq!(env(&l, "boot_file"), "pxelinux.0", "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "sname"), "", "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "siaddr"), SERVER_IP.to_string(), "{kind:?}: {l:?}");
+        srv.wait_lease(plain_mac, l.address);
+
+        let refused = Udhcpc::new(&lab, &stranger).with_tries(2, 1).obtain();
+        assert!(
+            refused.is_err(),
+            "{kind:?}: an unknown client got {refused:?}"
+        );
+        assert!(
+            srv.leases().iter().all(|x| x.mac != stranger.mac),
+            "{kind:?}: {:?}",
+            srv.leases()
+        );
+    }
+}
