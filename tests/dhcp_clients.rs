@@ -433,3 +433,77 @@ fn dhcp_boot_and_ignore_unknown_match_dnsmasq() {
         );
     }
 }
+
+/// `dhcp-hostsfile` (a directory) and `dhcp-optsfile`: read at start, and
+/// an edit takes effect at SIGHUP, not before; the same for real dnsmasq.
+#[test]
+fn dhcp_hosts_and_opts_files_reload_on_sighup() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mac1, mac2, mac3) = (
+        "02:54:4d:51:00:21",
+        "02:54:4d:51:00:22",
+        "02:54:4d:51:00:23",
+    );
+    let (ip1, ip2, ip3) = (
+        Ipv4Addr::new(198, 18, 0, 42),
+        Ipv4Addr::new(198, 18, 0, 43),
+        Ipv4Addr::new(198, 18, 0, 44),
+    );
+    let new_router = Ipv4Addr::new(198, 18, 0, 254);
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("dhcp_files_sighup_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        // The servers drop root before a SIGHUP re-reads the files.
+        let dir = lab.dir().join("dhcp-files");
+        let hosts_dir = dir.join("hosts.d");
+        std::fs::create_dir_all(&hosts_dir).unwrap();
+        for d in [lab.dir(), dir.as_path(), hosts_dir.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let opts = dir.join("opts");
+        std::fs::write(
+            hosts_dir.join("10-first"),
+            format!("{mac1},{ip1},filehost\n"),
+        )
+        .unwrap();
+        std::fs::write(&opts, format!("# routers\noption:router,{ROUTER}\n")).unwrap();
+        let conf = ServerConf::base()
+            .line(format!(
+                "dhcp-range={RANGE_START},{RANGE_END},{NETMASK},{LEASE_SECS}"
+            ))
+            .line(format!("dhcp-hostsfile={}", hosts_dir.display()))
+            .line(format!("dhcp-optsfile={}", opts.display()));
+        let srv = lab.start_server_kind(kind, &conf);
+        let (h1, h2, h3) = (
+            lab.add_client_with_mac(mac1),
+            lab.add_client_with_mac(mac2),
+            lab.add_client_with_mac(mac3),
+        );
+        let l1 = Udhcpc::new(&lab, &h1).obtain().unwrap();
+        assert_eq!(l1.address, ip1, "{kind:?}: {l1:?}");
+        assert_eq!(l1.routers, vec![ROUTER], "{kind:?}: {l1:?}");
+
+        std::fs::write(
+            hosts_dir.join("20-second"),
+            format!("{mac2},{ip2}\n{mac3},{ip3}\n"),
+        )
+        .unwrap();
+        std::fs::write(&opts, format!("option:router,{new_router}\n")).unwrap();
+        // Not read until told.
+        let l3 = Udhcpc::new(&lab, &h3).obtain().unwrap();
+        assert!(in_range(l3.address), "{kind:?}: {l3:?}");
+        assert_eq!(l3.routers, vec![ROUTER], "{kind:?}: {l3:?}");
+
+        let mark = srv.log_mark();
+        let pid = srv.pid().unwrap();
+        // SAFETY: kill(2) on the server this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+        let opts_read = format!("read {}", opts.display());
+        srv.wait_log(mark, &opts_read, std::time::Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let l2 = Udhcpc::new(&lab, &h2).obtain().unwrap();
+        assert_eq!(l2.address, ip2, "{kind:?}: {l2:?}");
+        assert_eq!(l2.routers, vec![new_router], "{kind:?}: {l2:?}");
+        srv.wait_lease(mac1, ip1);
+    }
+}

@@ -184,6 +184,8 @@ impl Builder {
             }
             Opt::DhcpRateLimit => c.dhcp_rate_limit = dhcp_rate_limit(v).map_err(bad)?,
             Opt::LeaseFile => c.lease_file = path_value(v).map_err(bad)?,
+            Opt::DhcpHostsFile => c.dhcp_hostsfiles.push(path_value(v).map_err(bad)?),
+            Opt::DhcpOptsFile => c.dhcp_optsfiles.push(path_value(v).map_err(bad)?),
             Opt::PidFile => c.pid_file = path_value(v).map_err(bad)?,
             Opt::LeaseDb => c.lease_db = path_value(v).map_err(bad)?,
             Opt::ControlSocket => c.control_socket = path_value(v).map_err(bad)?,

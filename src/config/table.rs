@@ -101,6 +101,8 @@ pub(crate) enum Opt {
     DhcpIgnore,
     DhcpBroadcast,
     DhcpBoot,
+    DhcpHostsFile,
+    DhcpOptsFile,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -314,8 +316,8 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("dhcp-subscrid", None, R, U),
     def("dhcp-pxe-vendor", None, R, U),
     def("interface-name", None, R, U),
-    def("dhcp-hostsfile", None, R, U),
-    def("dhcp-optsfile", None, R, U),
+    def("dhcp-hostsfile", None, R, Opt::DhcpHostsFile),
+    def("dhcp-optsfile", None, R, Opt::DhcpOptsFile),
     def("dhcp-hostsdir", None, R, U),
     def("dhcp-optsdir", None, R, U),
     def("dhcp-no-override", None, N, U),

@@ -193,6 +193,11 @@ pub struct Config {
     pub dhcp_broadcast: Vec<Vec<TagMatch>>,
     /// In config order; the last matching line wins, as in dnsmasq.
     pub dhcp_boot: Vec<DhcpBoot>,
+    /// `dhcp-hostsfile`, `dhcp-optsfile`: files or directories of
+    /// `dhcp-host`/`dhcp-option` values, read at start and on SIGHUP (see
+    /// `dhcp_files`); their lines are not in `dhcp_hosts`/`dhcp_options`.
+    pub dhcp_hostsfiles: Vec<PathBuf>,
+    pub dhcp_optsfiles: Vec<PathBuf>,
     pub authoritative: bool,
     pub lease_max: u32,
     pub dhcp_rate_limit: DhcpRateLimit,
@@ -250,6 +255,8 @@ impl Default for Config {
             dhcp_ignore: Vec::new(),
             dhcp_broadcast: Vec::new(),
             dhcp_boot: Vec::new(),
+            dhcp_hostsfiles: Vec::new(),
+            dhcp_optsfiles: Vec::new(),
             authoritative: false,
             lease_max: DEFAULT_LEASE_MAX,
             dhcp_rate_limit: DhcpRateLimit::default(),

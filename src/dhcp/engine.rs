@@ -215,6 +215,23 @@ impl Engine {
         engine
     }
 
+    /// Takes a config that differs only in its dhcp-host and dhcp-option
+    /// lines (the files re-read on SIGHUP): addresses that stopped or
+    /// started being some host's are freed or taken out of the pool now.
+    pub fn set_hosts_and_options(&mut self, cfg: Arc<Config>, db: &LeaseDb) {
+        let reserved: HashSet<Ipv4Addr> = cfg.dhcp_hosts.iter().filter_map(|h| h.ip).collect();
+        let changed: Vec<Ipv4Addr> = self
+            .reserved
+            .symmetric_difference(&reserved)
+            .copied()
+            .collect();
+        self.reserved = reserved;
+        self.cfg = cfg;
+        for ip in changed {
+            self.refresh(ip, db);
+        }
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
