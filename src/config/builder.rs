@@ -415,6 +415,7 @@ impl Builder {
             | Opt::LogDhcp
             | Opt::QuietDhcp
             | Opt::ScriptOnRenewal
+            | Opt::ReadEthers
             | Opt::KeepInForeground
             | Opt::NoDaemon
             | Opt::Test
@@ -454,6 +455,7 @@ impl Builder {
             Opt::LogDhcp => c.log_dhcp = true,
             Opt::QuietDhcp => c.quiet_dhcp = true,
             Opt::ScriptOnRenewal => c.script_on_renewal = true,
+            Opt::ReadEthers => c.read_ethers = true,
             // Without tags: every reply is broadcast.
             Opt::DhcpBroadcast => c.dhcp_broadcast.push(Vec::new()),
             Opt::KeepInForeground => c.keep_in_foreground = true,

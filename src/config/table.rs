@@ -103,6 +103,7 @@ pub(crate) enum Opt {
     DhcpBoot,
     DhcpHostsFile,
     DhcpOptsFile,
+    ReadEthers,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -274,7 +275,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("no-dhcpv4-interface", None, R, U),
     def("no-dhcpv6-interface", None, R, U),
     def("domain-needed", Some('D'), N, Opt::DomainNeeded),
-    def("read-ethers", Some('Z'), N, U),
+    def("read-ethers", Some('Z'), N, Opt::ReadEthers),
     def("alias", Some('V'), R, U),
     def("dhcp-vendorclass", Some('U'), R, U),
     def("dhcp-userclass", Some('j'), R, U),

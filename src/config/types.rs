@@ -198,6 +198,8 @@ pub struct Config {
     /// `dhcp_files`); their lines are not in `dhcp_hosts`/`dhcp_options`.
     pub dhcp_hostsfiles: Vec<PathBuf>,
     pub dhcp_optsfiles: Vec<PathBuf>,
+    /// `read-ethers`: /etc/ethers as hosts, read with the files above.
+    pub read_ethers: bool,
     pub authoritative: bool,
     pub lease_max: u32,
     pub dhcp_rate_limit: DhcpRateLimit,
@@ -257,6 +259,7 @@ impl Default for Config {
             dhcp_boot: Vec::new(),
             dhcp_hostsfiles: Vec::new(),
             dhcp_optsfiles: Vec::new(),
+            read_ethers: false,
             authoritative: false,
             lease_max: DEFAULT_LEASE_MAX,
             dhcp_rate_limit: DhcpRateLimit::default(),

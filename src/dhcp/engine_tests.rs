@@ -1180,3 +1180,30 @@ fn dhcp_boot_picks_the_last_matching_line() {
     assert_eq!(msg_type(&ack), MessageType::Offer);
     assert_eq!(field(&r.packet, 108, 128), b"plain.0");
 }
+
+#[test]
+fn hosts_from_ethers_and_a_changed_hosts_file_reach_the_engine() {
+    use crate::config::dhcp_files::DhcpFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let ethers = dir.path().join("ethers");
+    std::fs::write(&ethers, "02:00:00:00:00:0a 198.18.0.17\n").unwrap();
+    let base = Arc::new(crate::config::parse_conf_text("read-ethers\n", "test").unwrap());
+    let mut rig = Rig::new(|c| {
+        c.read_ethers = true;
+        c.dhcp_hosts = DhcpFiles::read_with_ethers(&base, &ethers)
+            .merged_into(&base)
+            .dhcp_hosts;
+    });
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 17));
+
+    // The file now gives MAC_B .18; the engine takes the new hosts.
+    std::fs::write(&ethers, "02:00:00:00:00:0b 198.18.0.18\n").unwrap();
+    let mut cfg = rig.engine.config().clone();
+    cfg.dhcp_hosts = DhcpFiles::read_with_ethers(&base, &ethers)
+        .merged_into(&base)
+        .dhcp_hosts;
+    rig.engine.set_hosts_and_options(Arc::new(cfg), &rig.db);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_B, 3).finish());
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 18));
+}

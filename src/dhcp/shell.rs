@@ -238,7 +238,7 @@ impl Shell {
     }
 
     fn reload_files(&mut self) {
-        if self.base_cfg.dhcp_hostsfiles.is_empty() && self.base_cfg.dhcp_optsfiles.is_empty() {
+        if !has_files(&self.base_cfg) {
             return;
         }
         let since = now_ms();
@@ -644,10 +644,15 @@ impl Shell {
     }
 }
 
-/// `cfg` with what its `dhcp-hostsfile`s and `dhcp-optsfile`s hold now
+fn has_files(cfg: &Config) -> bool {
+    !cfg.dhcp_hostsfiles.is_empty() || !cfg.dhcp_optsfiles.is_empty() || cfg.read_ethers
+}
+
+/// `cfg` with what its `dhcp-hostsfile`s and `dhcp-optsfile`s (and
+/// /etc/ethers) hold now
 /// (read like dnsmasq: a bad line or a missing file is logged, not fatal).
 fn with_files(cfg: &Arc<Config>) -> Arc<Config> {
-    if cfg.dhcp_hostsfiles.is_empty() && cfg.dhcp_optsfiles.is_empty() {
+    if !has_files(cfg) {
         return Arc::clone(cfg);
     }
     Arc::new(DhcpFiles::read(cfg).merged_into(cfg))
