@@ -507,3 +507,42 @@ fn dhcp_hosts_and_opts_files_reload_on_sighup() {
         srv.wait_lease(mac1, ip1);
     }
 }
+
+/// `dhcp-vendorclass` (option 60, `udhcpc -V`) and `dhcp-userclass`
+/// (option 77 in RFC 3004 form) set tags that pick options; the same for
+/// real dnsmasq.
+#[test]
+fn vendor_and_user_classes_set_tags_like_dnsmasq() {
+    let (acme_router, kiosk_router) =
+        (Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(198, 18, 0, 12));
+    let conf = ServerConf::base()
+        .line(format!(
+            "dhcp-range={RANGE_START},{RANGE_END},{NETMASK},{LEASE_SECS}"
+        ))
+        .line("dhcp-vendorclass=set:acme,ACME-phone")
+        .line("dhcp-userclass=set:kiosk,kiosk")
+        .line(format!("dhcp-option=tag:acme,option:router,{acme_router}"))
+        .line(format!(
+            "dhcp-option=tag:kiosk,option:router,{kiosk_router}"
+        ));
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("dhcp_classes_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        let _srv = lab.start_server_kind(kind, &conf);
+        let (a, b, c) = (lab.add_client(), lab.add_client(), lab.add_client());
+        let la = Udhcpc::new(&lab, &a)
+            .with_args(&["-V", "ACME-phone v2"])
+            .obtain()
+            .unwrap();
+        assert_eq!(la.routers, vec![acme_router], "{kind:?}: {la:?}");
+        // "\x05kiosk": one counted string.
+        let lb = Udhcpc::new(&lab, &b)
+            .with_args(&["-x", "0x4d:056b696f736b"])
+            .obtain()
+            .unwrap();
+        assert_eq!(lb.routers, vec![kiosk_router], "{kind:?}: {lb:?}");
+        // No class: the default router, the server itself.
+        let lc = Udhcpc::new(&lab, &c).obtain().unwrap();
+        assert_eq!(lc.routers, vec![SERVER_IP], "{kind:?}: {lc:?}");
+    }
+}

@@ -174,6 +174,11 @@ impl Builder {
                 let l = dhcp_boot::tag_list(v).map_err(|e| e.at(name, at))?;
                 c.dhcp_broadcast.push(l);
             }
+            Opt::DhcpVendorClass | Opt::DhcpUserClass => {
+                let user = def.opt == Opt::DhcpUserClass;
+                let m = dhcp_boot::class_match(v, user).map_err(|e| e.at(name, at))?;
+                c.dhcp_classes.push(m);
+            }
             Opt::DhcpBoot => {
                 let b = dhcp_boot::parse(v).map_err(|e| e.at(name, at))?;
                 c.dhcp_boot.push(b);

@@ -1,11 +1,12 @@
-//! `dhcp-boot=` and the plain tag lists of `dhcp-ignore=` and
-//! `dhcp-broadcast=`, read field by field as dnsmasq reads them.
+//! `dhcp-boot=`, the plain tag lists of `dhcp-ignore=` and
+//! `dhcp-broadcast=`, and `dhcp-vendorclass=`/`dhcp-userclass=`, read
+//! field by field as dnsmasq reads them.
 
 use std::net::Ipv4Addr;
 
 use super::error::FieldError;
-use super::tags::{strip_match_prefix, tag_match};
-use super::types::{DhcpBoot, TagMatch};
+use super::tags::{set_tag, strip_match_prefix, tag_match};
+use super::types::{ClassMatch, DhcpBoot, TagMatch};
 use super::value::{split_fields, unhide};
 
 /// `[tag:]name,[tag:]!name,...`: dnsmasq takes the `tag:` prefix as
@@ -15,6 +16,30 @@ pub(crate) fn tag_list(value: &str) -> Result<Vec<TagMatch>, FieldError> {
         .into_iter()
         .map(|f| tag_match(strip_match_prefix(f).unwrap_or(f)))
         .collect()
+}
+
+/// `[set:]tag,text`; dnsmasq's vendor class also takes
+/// `[set:]tag,enterprise:N,text` (RFC 3925's option 124), not done here.
+pub(crate) fn class_match(value: &str, user: bool) -> Result<ClassMatch, FieldError> {
+    let (tag, rest) = value
+        .split_once(',')
+        .ok_or_else(|| FieldError::bad("expected a tag and a class"))?;
+    let tag = set_tag(tag.strip_prefix("set:").unwrap_or(tag))?;
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let data = match rest.split_once(',') {
+        None => rest,
+        Some((first, _)) if !user && first.starts_with("enterprise:") => {
+            return Err(FieldError::not_yet(
+                "enterprise: (vendor-identifying classes, option 124)",
+            ))
+        }
+        Some(_) => return Err(FieldError::bad("more than a tag and a class")),
+    };
+    Ok(ClassMatch {
+        user,
+        set_tag: tag,
+        data: unhide(data).into_bytes(),
+    })
 }
 
 /// dnsmasq keeps an empty field as "not given".
@@ -88,6 +113,33 @@ mod tests {
             ]
         );
         assert!(tag_list("tag:").is_err());
+    }
+
+    #[test]
+    fn class_matches() {
+        let m = class_match("set:pxe,PXEClient", false).unwrap();
+        assert_eq!((m.user, m.set_tag.as_str()), (false, "pxe"));
+        assert_eq!(m.data, b"PXEClient".to_vec());
+        let m = class_match("ipxe,iPXE", true).unwrap();
+        assert_eq!((m.user, m.set_tag.as_str()), (true, "ipxe"));
+        assert_eq!(m.data, b"iPXE".to_vec());
+        assert!(class_match("set:x,", false).unwrap().data.is_empty());
+        assert!(matches!(
+            class_match("set:x", false),
+            Err(FieldError::Bad(_))
+        ));
+        assert!(matches!(
+            class_match("set:x,a,b", true),
+            Err(FieldError::Bad(_))
+        ));
+        assert!(matches!(
+            class_match("set:x,a,b", false),
+            Err(FieldError::Bad(_))
+        ));
+        assert!(matches!(
+            class_match("set:x,enterprise:3561,foo", false),
+            Err(FieldError::NotYet(_))
+        ));
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub(crate) enum Opt {
     DhcpHostsFile,
     DhcpOptsFile,
     ReadEthers,
+    DhcpVendorClass,
+    DhcpUserClass,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -277,8 +279,8 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("domain-needed", Some('D'), N, Opt::DomainNeeded),
     def("read-ethers", Some('Z'), N, Opt::ReadEthers),
     def("alias", Some('V'), R, U),
-    def("dhcp-vendorclass", Some('U'), R, U),
-    def("dhcp-userclass", Some('j'), R, U),
+    def("dhcp-vendorclass", Some('U'), R, Opt::DhcpVendorClass),
+    def("dhcp-userclass", Some('j'), R, Opt::DhcpUserClass),
     def("dhcp-ignore", Some('J'), R, Opt::DhcpIgnore),
     def("edns-packet-max", Some('P'), R, Opt::EdnsPacketMax),
     def("srv-host", Some('W'), R, Opt::SrvHost),

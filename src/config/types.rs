@@ -140,6 +140,16 @@ pub struct DhcpOptionSpec {
     pub force: bool,
 }
 
+/// `dhcp-vendorclass=set:tag,text` / `dhcp-userclass=set:tag,text`: the
+/// tag goes to clients whose option 60 (or 77) holds `text` anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassMatch {
+    /// Option 77 (user class) rather than 60 (vendor class).
+    pub user: bool,
+    pub set_tag: String,
+    pub data: Vec<u8>,
+}
+
 /// `dhcp-boot=[tag:x,]filename[,servername[,server address]]`: what goes
 /// in a reply's `file`, `sname` and `siaddr` fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +203,7 @@ pub struct Config {
     pub dhcp_broadcast: Vec<Vec<TagMatch>>,
     /// In config order; the last matching line wins, as in dnsmasq.
     pub dhcp_boot: Vec<DhcpBoot>,
+    pub dhcp_classes: Vec<ClassMatch>,
     /// `dhcp-hostsfile`, `dhcp-optsfile`: files or directories of
     /// `dhcp-host`/`dhcp-option` values, read at start and on SIGHUP (see
     /// `dhcp_files`); their lines are not in `dhcp_hosts`/`dhcp_options`.
@@ -257,6 +268,7 @@ impl Default for Config {
             dhcp_ignore: Vec::new(),
             dhcp_broadcast: Vec::new(),
             dhcp_boot: Vec::new(),
+            dhcp_classes: Vec::new(),
             dhcp_hostsfiles: Vec::new(),
             dhcp_optsfiles: Vec::new(),
             read_ethers: false,

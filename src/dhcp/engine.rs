@@ -12,6 +12,7 @@ use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 use crate::config::{Config, DhcpBoot, DhcpHost, LeaseTime, MIN_LEASE_SECS};
 use crate::lease::LeaseDb;
 
+use super::classes;
 use super::holds::{Hold, HoldKind, Holds};
 use super::hostname::fqdn_reply;
 use super::network::{self, Arrival, Network};
@@ -499,6 +500,8 @@ impl Engine {
         };
         let cfg = Arc::clone(&self.cfg);
         let mut tags = vec![arrival.ifname.clone()];
+        // Before the host lookup: a dhcp-host line may ask for these tags.
+        classes::add_tags(&cfg.dhcp_classes, bytes, &mut tags);
         let host = network::find_host(&cfg.dhcp_hosts, req, &tags);
         if let Some(h) = host {
             tags.extend(h.set_tags.iter().cloned());

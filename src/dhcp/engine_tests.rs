@@ -1064,6 +1064,7 @@ fn conf(text: &'static str) -> impl FnOnce(&mut Config) {
         c.dhcp_ignore = p.dhcp_ignore;
         c.dhcp_broadcast = p.dhcp_broadcast;
         c.dhcp_boot = p.dhcp_boot;
+        c.dhcp_classes = p.dhcp_classes;
     }
 }
 
@@ -1206,4 +1207,25 @@ fn hosts_from_ethers_and_a_changed_hosts_file_reach_the_engine() {
     rig.engine.set_hosts_and_options(Arc::new(cfg), &rig.db);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_B, 3).finish());
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 18));
+}
+
+#[test]
+fn class_tags_are_set_before_the_host_lookup() {
+    let mut rig = Rig::new(conf(
+        "dhcp-vendorclass=set:pxe,PXEClient\n\
+         dhcp-host=tag:pxe,02:00:00:00:00:0a,198.18.0.16\n\
+         dhcp-ignore=tag:!pxe,tag:!known\n",
+    ));
+    let (_, offer) = rig.reply(
+        &RawRequest::new(1, MAC_A, 1)
+            .opt(60, b"PXEClient:Arch:00007")
+            .finish(),
+    );
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 16));
+    // The same MAC without the class: the host line does not apply, and
+    // neither tag is there, so dhcp-ignore turns it away.
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_A, 2).finish()),
+        Decision::Ignored(Ignored::TagIgnored)
+    );
 }
