@@ -508,13 +508,16 @@ fn dhcp_hosts_and_opts_files_reload_on_sighup() {
     }
 }
 
-/// `dhcp-vendorclass` (option 60, `udhcpc -V`) and `dhcp-userclass`
-/// (option 77 in RFC 3004 form) set tags that pick options; the same for
-/// real dnsmasq.
+/// `dhcp-vendorclass` (option 60, `udhcpc -V`), `dhcp-userclass` (option
+/// 77 in RFC 3004 form) and `dhcp-match` (option 93, the PXE client
+/// architecture) set tags that pick options; the same for real dnsmasq.
 #[test]
 fn vendor_and_user_classes_set_tags_like_dnsmasq() {
-    let (acme_router, kiosk_router) =
-        (Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(198, 18, 0, 12));
+    let (acme_router, kiosk_router, efi_router) = (
+        Ipv4Addr::new(198, 18, 0, 11),
+        Ipv4Addr::new(198, 18, 0, 12),
+        Ipv4Addr::new(198, 18, 0, 13),
+    );
     let conf = ServerConf::base()
         .line(format!(
             "dhcp-range={RANGE_START},{RANGE_END},{NETMASK},{LEASE_SECS}"
@@ -524,7 +527,9 @@ fn vendor_and_user_classes_set_tags_like_dnsmasq() {
         .line(format!("dhcp-option=tag:acme,option:router,{acme_router}"))
         .line(format!(
             "dhcp-option=tag:kiosk,option:router,{kiosk_router}"
-        ));
+        ))
+        .line("dhcp-match=set:efi64,option:client-arch,7")
+        .line(format!("dhcp-option=tag:efi64,option:router,{efi_router}"));
     for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
         let name = format!("dhcp_classes_{kind:?}").to_lowercase();
         let lab = lab!(&name);
@@ -541,6 +546,12 @@ fn vendor_and_user_classes_set_tags_like_dnsmasq() {
             .obtain()
             .unwrap();
         assert_eq!(lb.routers, vec![kiosk_router], "{kind:?}: {lb:?}");
+        let d = lab.add_client();
+        let ld = Udhcpc::new(&lab, &d)
+            .with_args(&["-x", "0x5d:0007"])
+            .obtain()
+            .unwrap();
+        assert_eq!(ld.routers, vec![efi_router], "{kind:?}: {ld:?}");
         // No class: the default router, the server itself.
         let lc = Udhcpc::new(&lab, &c).obtain().unwrap();
         assert_eq!(lc.routers, vec![SERVER_IP], "{kind:?}: {lc:?}");

@@ -179,6 +179,10 @@ impl Builder {
                 let m = dhcp_boot::class_match(v, user).map_err(|e| e.at(name, at))?;
                 c.dhcp_classes.push(m);
             }
+            Opt::DhcpMatch => {
+                let m = dhcp_option::parse_match(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_matches.push(m);
+            }
             Opt::DhcpBoot => {
                 let b = dhcp_boot::parse(v).map_err(|e| e.at(name, at))?;
                 c.dhcp_boot.push(b);

@@ -106,6 +106,7 @@ pub(crate) enum Opt {
     ReadEthers,
     DhcpVendorClass,
     DhcpUserClass,
+    DhcpMatch,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -328,7 +329,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("stop-dns-rebind", None, N, Opt::StopDnsRebind),
     def("rebind-domain-ok", None, R, Opt::RebindDomainOk),
     def("all-servers", None, N, Opt::AllServers),
-    def("dhcp-match", None, R, U),
+    def("dhcp-match", None, R, Opt::DhcpMatch),
     def("dhcp-name-match", None, R, U),
     def("dhcp-broadcast", None, O, Opt::DhcpBroadcast),
     def("neg-ttl", None, R, U),

@@ -150,6 +150,29 @@ pub struct ClassMatch {
     pub data: Vec<u8>,
 }
 
+/// `dhcp-match=set:tag,opt[,value]`: the tag goes to clients that send
+/// option `opt` (with at least one byte) holding `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionMatch {
+    pub set_tag: String,
+    pub code: u8,
+    /// Empty: the option's presence is enough.
+    pub data: Vec<u8>,
+    pub form: MatchForm,
+}
+
+/// How dnsmasq compares a `dhcp-match` value, after the form it was
+/// written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchForm {
+    /// Hex bytes: the option must start with them.
+    Hex,
+    /// Text: anywhere in the option.
+    Text,
+    /// Numbers and addresses: at any multiple of their length.
+    Other,
+}
+
 /// `dhcp-boot=[tag:x,]filename[,servername[,server address]]`: what goes
 /// in a reply's `file`, `sname` and `siaddr` fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +227,7 @@ pub struct Config {
     /// In config order; the last matching line wins, as in dnsmasq.
     pub dhcp_boot: Vec<DhcpBoot>,
     pub dhcp_classes: Vec<ClassMatch>,
+    pub dhcp_matches: Vec<OptionMatch>,
     /// `dhcp-hostsfile`, `dhcp-optsfile`: files or directories of
     /// `dhcp-host`/`dhcp-option` values, read at start and on SIGHUP (see
     /// `dhcp_files`); their lines are not in `dhcp_hosts`/`dhcp_options`.
@@ -269,6 +293,7 @@ impl Default for Config {
             dhcp_broadcast: Vec::new(),
             dhcp_boot: Vec::new(),
             dhcp_classes: Vec::new(),
+            dhcp_matches: Vec::new(),
             dhcp_hostsfiles: Vec::new(),
             dhcp_optsfiles: Vec::new(),
             read_ethers: false,

@@ -1,8 +1,8 @@
-//! Tags from what the client says it is: `dhcp-vendorclass` (option 60)
-//! and `dhcp-userclass` (option 77), matched on the raw request bytes the
-//! way dnsmasq matches them.
+//! Tags from what the client says it is: `dhcp-vendorclass` (option 60),
+//! `dhcp-userclass` (option 77) and `dhcp-match` (any option), matched on
+//! the raw request bytes the way dnsmasq matches them.
 
-use crate::config::ClassMatch;
+use crate::config::{ClassMatch, MatchForm, OptionMatch};
 
 const OPT_PAD: u8 = 0;
 const OPT_END: u8 = 255;
@@ -74,6 +74,32 @@ fn user_class_text(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// dnsmasq's comparison: hex at the start, text anywhere, numbers and
+/// addresses at any multiple of their own length.
+fn matches(m: &OptionMatch, data: &[u8]) -> bool {
+    let n = m.data.len();
+    if n == 0 {
+        return true;
+    }
+    if n > data.len() {
+        return false;
+    }
+    match m.form {
+        MatchForm::Hex => data.starts_with(&m.data),
+        MatchForm::Text => data.windows(n).any(|w| w == m.data),
+        MatchForm::Other => data.chunks_exact(n).any(|w| w == m.data),
+    }
+}
+
+/// Appends the tags of every `dhcp-match` line the request matches.
+pub fn add_match_tags(lines: &[OptionMatch], packet: &[u8], tags: &mut Vec<String>) {
+    for m in lines {
+        if find_option(packet, m.code).is_some_and(|d| matches(m, d)) {
+            tags.push(m.set_tag.clone());
+        }
+    }
+}
+
 /// Appends the tags of every class line the request matches.
 pub fn add_tags(classes: &[ClassMatch], packet: &[u8], tags: &mut Vec<String>) {
     if classes.is_empty() {
@@ -140,6 +166,56 @@ mod tests {
             .opt(60, b"pxeclient")
             .finish();
         assert_eq!(tags(&classes, &lower), vec!["any-vendor"]);
+    }
+
+    fn matched(line: &str, packet: &[u8]) -> bool {
+        let cfg = crate::config::parse_conf_text(&format!("dhcp-match={line}\n"), "t").unwrap();
+        let mut t = Vec::new();
+        add_match_tags(&cfg.dhcp_matches, packet, &mut t);
+        assert!(t.len() <= 1);
+        !t.is_empty()
+    }
+
+    #[test]
+    fn dhcp_match_forms() {
+        let efi = RawRequest::new(1, [2, 0, 0, 0, 0, 1], 1)
+            .opt(93, &[0, 7])
+            .opt(77, b"\x04iPXE")
+            .opt(175, &[1, 1, 1])
+            .opt(60, b"PXEClient:Arch:00007")
+            .finish();
+        // The PXE and iPXE idioms of OpenWrt and Pi-hole configs.
+        assert!(matched("set:efi-x86_64,option:client-arch,7", &efi));
+        assert!(!matched("set:bios,option:client-arch,0", &efi));
+        assert!(matched("set:ipxe,175", &efi));
+        assert!(matched("set:ipxe,77,iPXE", &efi));
+        assert!(!matched("set:other,176", &efi));
+        // Numbers step by their own size: 0x0700 is in 00 07 00 09 only
+        // at an odd offset, so it is not there; 0x0009 is.
+        let two = RawRequest::new(1, [2, 0, 0, 0, 0, 1], 1)
+            .opt(93, &[0, 7, 0, 9])
+            .finish();
+        assert!(!matched("set:x,93,1792", &two));
+        assert!(matched("set:x,93,9", &two));
+        assert!(matched("set:x,93,7b", &efi));
+        // Hex is a prefix; text anywhere.
+        assert!(matched("set:x,60,50:58:45", &efi));
+        assert!(!matched("set:x,60,58:45", &efi));
+        assert!(matched("set:x,60,Arch", &efi));
+        // An empty option is not there for dnsmasq.
+        let empty = RawRequest::new(1, [2, 0, 0, 0, 0, 1], 1)
+            .opt(175, &[])
+            .finish();
+        assert!(!matched("set:ipxe,175", &empty));
+    }
+
+    #[test]
+    fn dhcp_match_refused_forms() {
+        let err = |l: &str| crate::config::parse_conf_text(&format!("dhcp-match={l}\n"), "t");
+        assert!(err("set:a,set:b,60,x").is_err());
+        assert!(err("60,x").is_err());
+        assert!(err("set:x,60,50:58:*").is_err());
+        assert!(err("set:x,option:bogus,1").is_err());
     }
 
     #[test]

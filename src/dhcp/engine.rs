@@ -502,6 +502,7 @@ impl Engine {
         let mut tags = vec![arrival.ifname.clone()];
         // Before the host lookup: a dhcp-host line may ask for these tags.
         classes::add_tags(&cfg.dhcp_classes, bytes, &mut tags);
+        classes::add_match_tags(&cfg.dhcp_matches, bytes, &mut tags);
         let host = network::find_host(&cfg.dhcp_hosts, req, &tags);
         if let Some(h) = host {
             tags.extend(h.set_tags.iter().cloned());
