@@ -142,14 +142,21 @@ fn read_ethers(path: &Path, hosts: &mut Vec<DhcpHost>) {
                 }
             }
         };
-        let same = hosts.iter().position(|h| match &entry {
-            Entry::Addr(a) => h.ip == Some(*a),
-            Entry::Name(n, d) => {
-                h.hostname
-                    .as_deref()
-                    .is_some_and(|x| x.eq_ignore_ascii_case(n))
-                    && h.domain.as_deref().map(str::to_ascii_lowercase)
-                        == d.as_deref().map(str::to_ascii_lowercase)
+        // dnsmasq compares the ethers name whole with the host label of a
+        // dhcp-host line, and with the whole name of an earlier ethers line.
+        let same = (0..hosts.len()).find(|&i| {
+            let h = &hosts[i];
+            match &entry {
+                Entry::Addr(a) => h.ip == Some(*a),
+                Entry::Name(n, d) => {
+                    let label = h
+                        .hostname
+                        .as_deref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(n));
+                    let domain = h.domain.as_deref().map(str::to_ascii_lowercase)
+                        == d.as_deref().map(str::to_ascii_lowercase);
+                    label && (domain || (!from_ethers[i] && d.is_none()))
+                }
             }
         });
         if same.is_some_and(|i| from_ethers[i]) {
@@ -328,13 +335,15 @@ mod tests {
              02:00:00:00:00:05\n\
              02:00:00:00:00:06 198.18.0.999\n\
              02:00:00:00:00:07 bad_name!\n\
-             02:00:00:00:00:08 nas   \n",
+             02:00:00:00:00:08 nas   \n\
+             02:00:00:00:00:0b media\n",
         )
         .unwrap();
         let cfg = crate::config::parse_conf_text(
             "read-ethers\n\
              dhcp-host=02:00:00:00:00:09,198.18.0.70,nine\n\
-             dhcp-host=02:00:00:00:00:08,set:eight\n",
+             dhcp-host=02:00:00:00:00:08,set:eight\n\
+             dhcp-host=02:00:00:00:00:0c,media.home.lan,198.18.0.71\n",
             "test",
         )
         .unwrap();
@@ -345,7 +354,7 @@ mod tests {
         };
         let merged = DhcpFiles::read_with_ethers(&cfg, &ethers).merged_into(&cfg);
         let h = &merged.dhcp_hosts;
-        assert_eq!(h.len(), 4, "{h:#?}");
+        assert_eq!(h.len(), 5, "{h:#?}");
         // The entry with a dhcp-host's address takes that line over.
         assert_eq!(h[0].macs, vec![mac(3)]);
         assert_eq!(h[0].ip, Some(Ipv4Addr::new(198, 18, 0, 70)));
@@ -354,6 +363,10 @@ mod tests {
         assert_eq!(h[1].macs, vec![mac(8)]);
         assert_eq!(h[1].hostname.as_deref(), Some("nas"));
         assert_eq!(h[1].set_tags, vec!["eight".to_string()]);
+        // A bare name matches a dhcp-host's label whatever its domain.
+        assert_eq!(h[2].macs, vec![mac(0xb)]);
+        assert_eq!(h[2].ip, Some(Ipv4Addr::new(198, 18, 0, 71)));
+        let h = &h[1..];
         // Two lines for one MAC make one host; a repeated address is
         // skipped; bad lines are skipped.
         assert_eq!(h[2].macs, vec![mac(1)]);
@@ -373,6 +386,7 @@ mod tests {
             vec![
                 Some(Ipv4Addr::new(198, 18, 0, 70)),
                 None,
+                Some(Ipv4Addr::new(198, 18, 0, 71)),
                 Some(Ipv4Addr::new(198, 18, 0, 62))
             ]
         );
