@@ -294,6 +294,8 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         // The shell answers the control socket and SIGUSR1 from one queue.
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
         shell.control.attach(control_rx);
+        let (dhcp_reload_tx, dhcp_reload_rx) = tokio::sync::mpsc::channel(1);
+        shell.attach_reload(dhcp_reload_rx);
         // Before the pid file, so a started server answers on it at once.
         let control = match ControlSocket::bind(&cfg.control_socket) {
             Ok(sock) => Some(sock),
@@ -344,6 +346,7 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         let hooks = SignalHooks {
             dns: dns.is_some().then_some(dns_signal_tx),
             dhcp: control_tx.clone(),
+            dhcp_reload: dhcp_reload_tx,
         };
         tracing::info!(
             "started, version {}, {} DHCP range(s), DNS {}",

@@ -378,3 +378,182 @@ fn lease_names_resolve_in_dns_at_once() {
     let reverse = dig(&[&server, "-x", &l.address.to_string()]);
     assert_eq!(reverse.trim(), format!("{fqdn}."), "{}", srv.log_text());
 }
+
+/// `dhcp-boot` and `dhcp-ignore=tag:!known` seen by udhcpc, from real
+/// dnsmasq and from twinmasq on the same file: the boot fields (file,
+/// sname, siaddr, which udhcpc hands its script) and who gets no lease.
+#[test]
+fn dhcp_boot_and_ignore_unknown_match_dnsmasq() {
+    let efi_mac = "02:54:4d:51:00:11";
+    let plain_mac = "02:54:4d:51:00:12";
+    let boot_server = Ipv4Addr::new(198, 18, 0, 9);
+    let conf = ServerConf::standard()
+        .line(format!("dhcp-host={efi_mac},set:efi"))
+        .line(format!("dhcp-host={plain_mac},plainhost"))
+        .line(format!("dhcp-boot=tag:efi,grub.efi,bootsrv,{boot_server}"))
+        .line("dhcp-boot=pxelinux.0")
+        .line("dhcp-ignore=tag:!known");
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("dhcp_boot_and_ignore_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        let srv = lab.start_server_kind(kind, &conf);
+        let (efi, plain, stranger) = (
+            lab.add_client_with_mac(efi_mac),
+            lab.add_client_with_mac(plain_mac),
+            lab.add_client(),
+        );
+        let env = |l: &Lease, k: &str| l.env.get(k).cloned().unwrap_or_default();
+
+        let l = Udhcpc::new(&lab, &efi).obtain().unwrap();
+        assert!(in_range(l.address), "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "boot_file"), "grub.efi", "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "sname"), "bootsrv", "{kind:?}: {l:?}");
+        assert_eq!(
+            env(&l, "siaddr"),
+            boot_server.to_string(),
+            "{kind:?}: {l:?}"
+        );
+
+        // The untagged line; siaddr is the server's own address.
+        let l = Udhcpc::new(&lab, &plain).obtain().unwrap();
+        assert_eq!(env(&l, "boot_file"), "pxelinux.0", "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "sname"), "", "{kind:?}: {l:?}");
+        assert_eq!(env(&l, "siaddr"), SERVER_IP.to_string(), "{kind:?}: {l:?}");
+        srv.wait_lease(plain_mac, l.address);
+
+        let refused = Udhcpc::new(&lab, &stranger).with_tries(2, 1).obtain();
+        assert!(
+            refused.is_err(),
+            "{kind:?}: an unknown client got {refused:?}"
+        );
+        assert!(
+            srv.leases().iter().all(|x| x.mac != stranger.mac),
+            "{kind:?}: {:?}",
+            srv.leases()
+        );
+    }
+}
+
+/// `dhcp-hostsfile` (a directory) and `dhcp-optsfile`: read at start, and
+/// an edit takes effect at SIGHUP, not before; the same for real dnsmasq.
+#[test]
+fn dhcp_hosts_and_opts_files_reload_on_sighup() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mac1, mac2, mac3) = (
+        "02:54:4d:51:00:21",
+        "02:54:4d:51:00:22",
+        "02:54:4d:51:00:23",
+    );
+    let (ip1, ip2, ip3) = (
+        Ipv4Addr::new(198, 18, 0, 42),
+        Ipv4Addr::new(198, 18, 0, 43),
+        Ipv4Addr::new(198, 18, 0, 44),
+    );
+    let new_router = Ipv4Addr::new(198, 18, 0, 254);
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("dhcp_files_sighup_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        // The servers drop root before a SIGHUP re-reads the files.
+        let dir = lab.dir().join("dhcp-files");
+        let hosts_dir = dir.join("hosts.d");
+        std::fs::create_dir_all(&hosts_dir).unwrap();
+        for d in [lab.dir(), dir.as_path(), hosts_dir.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let opts = dir.join("opts");
+        std::fs::write(
+            hosts_dir.join("10-first"),
+            format!("{mac1},{ip1},filehost\n"),
+        )
+        .unwrap();
+        std::fs::write(&opts, format!("# routers\noption:router,{ROUTER}\n")).unwrap();
+        let conf = ServerConf::base()
+            .line(format!(
+                "dhcp-range={RANGE_START},{RANGE_END},{NETMASK},{LEASE_SECS}"
+            ))
+            .line(format!("dhcp-hostsfile={}", hosts_dir.display()))
+            .line(format!("dhcp-optsfile={}", opts.display()));
+        let srv = lab.start_server_kind(kind, &conf);
+        let (h1, h2, h3) = (
+            lab.add_client_with_mac(mac1),
+            lab.add_client_with_mac(mac2),
+            lab.add_client_with_mac(mac3),
+        );
+        let l1 = Udhcpc::new(&lab, &h1).obtain().unwrap();
+        assert_eq!(l1.address, ip1, "{kind:?}: {l1:?}");
+        assert_eq!(l1.routers, vec![ROUTER], "{kind:?}: {l1:?}");
+
+        std::fs::write(
+            hosts_dir.join("20-second"),
+            format!("{mac2},{ip2}\n{mac3},{ip3}\n"),
+        )
+        .unwrap();
+        std::fs::write(&opts, format!("option:router,{new_router}\n")).unwrap();
+        // Not read until told.
+        let l3 = Udhcpc::new(&lab, &h3).obtain().unwrap();
+        assert!(in_range(l3.address), "{kind:?}: {l3:?}");
+        assert_eq!(l3.routers, vec![ROUTER], "{kind:?}: {l3:?}");
+
+        let mark = srv.log_mark();
+        let pid = srv.pid().unwrap();
+        // SAFETY: kill(2) on the server this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+        let opts_read = format!("read {}", opts.display());
+        srv.wait_log(mark, &opts_read, std::time::Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let l2 = Udhcpc::new(&lab, &h2).obtain().unwrap();
+        assert_eq!(l2.address, ip2, "{kind:?}: {l2:?}");
+        assert_eq!(l2.routers, vec![new_router], "{kind:?}: {l2:?}");
+        srv.wait_lease(mac1, ip1);
+    }
+}
+
+/// `dhcp-vendorclass` (option 60, `udhcpc -V`), `dhcp-userclass` (option
+/// 77 in RFC 3004 form) and `dhcp-match` (option 93, the PXE client
+/// architecture) set tags that pick options; the same for real dnsmasq.
+#[test]
+fn vendor_and_user_classes_set_tags_like_dnsmasq() {
+    let (acme_router, kiosk_router, efi_router) = (
+        Ipv4Addr::new(198, 18, 0, 11),
+        Ipv4Addr::new(198, 18, 0, 12),
+        Ipv4Addr::new(198, 18, 0, 13),
+    );
+    let conf = ServerConf::base()
+        .line(format!(
+            "dhcp-range={RANGE_START},{RANGE_END},{NETMASK},{LEASE_SECS}"
+        ))
+        .line("dhcp-vendorclass=set:acme,ACME-phone")
+        .line("dhcp-userclass=set:kiosk,kiosk")
+        .line(format!("dhcp-option=tag:acme,option:router,{acme_router}"))
+        .line(format!(
+            "dhcp-option=tag:kiosk,option:router,{kiosk_router}"
+        ))
+        .line("dhcp-match=set:efi64,option:client-arch,7")
+        .line(format!("dhcp-option=tag:efi64,option:router,{efi_router}"));
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("dhcp_classes_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        let _srv = lab.start_server_kind(kind, &conf);
+        let (a, b, c) = (lab.add_client(), lab.add_client(), lab.add_client());
+        let la = Udhcpc::new(&lab, &a)
+            .with_args(&["-V", "ACME-phone v2"])
+            .obtain()
+            .unwrap();
+        assert_eq!(la.routers, vec![acme_router], "{kind:?}: {la:?}");
+        // "\x05kiosk": one counted string.
+        let lb = Udhcpc::new(&lab, &b)
+            .with_args(&["-x", "0x4d:056b696f736b"])
+            .obtain()
+            .unwrap();
+        assert_eq!(lb.routers, vec![kiosk_router], "{kind:?}: {lb:?}");
+        let d = lab.add_client();
+        let ld = Udhcpc::new(&lab, &d)
+            .with_args(&["-x", "0x5d:0007"])
+            .obtain()
+            .unwrap();
+        assert_eq!(ld.routers, vec![efi_router], "{kind:?}: {ld:?}");
+        // No class: the default router, the server itself.
+        let lc = Udhcpc::new(&lab, &c).obtain().unwrap();
+        assert_eq!(lc.routers, vec![SERVER_IP], "{kind:?}: {lc:?}");
+    }
+}

@@ -13,7 +13,7 @@ use super::names::check_interface;
 use super::table::{self, Arg, Opt, OptionDef};
 use super::types::{Config, DomainScope, LogFacility};
 use super::value::{parse_u32, split_fields, unhide};
-use super::{dhcp_host, dhcp_option, dhcp_range, domain, failover};
+use super::{dhcp_boot, dhcp_host, dhcp_option, dhcp_range, domain, failover};
 
 /// glibc's syslog facility names, which dnsmasq accepts.
 const FACILITIES: &[&str] = &[
@@ -166,12 +166,35 @@ impl Builder {
                     .map_err(|e| e.at(name, at))?;
                 c.dhcp_options.push(o);
             }
+            Opt::DhcpIgnore => {
+                let l = dhcp_boot::tag_list(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_ignore.push(l);
+            }
+            Opt::DhcpBroadcast => {
+                let l = dhcp_boot::tag_list(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_broadcast.push(l);
+            }
+            Opt::DhcpVendorClass | Opt::DhcpUserClass => {
+                let user = def.opt == Opt::DhcpUserClass;
+                let m = dhcp_boot::class_match(v, user).map_err(|e| e.at(name, at))?;
+                c.dhcp_classes.push(m);
+            }
+            Opt::DhcpMatch => {
+                let m = dhcp_option::parse_match(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_matches.push(m);
+            }
+            Opt::DhcpBoot => {
+                let b = dhcp_boot::parse(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_boot.push(b);
+            }
             Opt::LeaseMax => {
                 c.lease_max =
                     parse_u32(v).ok_or_else(|| bad(format!("'{}' is not a number", unhide(v))))?;
             }
             Opt::DhcpRateLimit => c.dhcp_rate_limit = dhcp_rate_limit(v).map_err(bad)?,
             Opt::LeaseFile => c.lease_file = path_value(v).map_err(bad)?,
+            Opt::DhcpHostsFile => c.dhcp_hostsfiles.push(path_value(v).map_err(bad)?),
+            Opt::DhcpOptsFile => c.dhcp_optsfiles.push(path_value(v).map_err(bad)?),
             Opt::PidFile => c.pid_file = path_value(v).map_err(bad)?,
             Opt::LeaseDb => c.lease_db = path_value(v).map_err(bad)?,
             Opt::ControlSocket => c.control_socket = path_value(v).map_err(bad)?,
@@ -413,6 +436,7 @@ impl Builder {
             | Opt::LogDhcp
             | Opt::QuietDhcp
             | Opt::ScriptOnRenewal
+            | Opt::ReadEthers
             | Opt::KeepInForeground
             | Opt::NoDaemon
             | Opt::Test
@@ -454,6 +478,9 @@ impl Builder {
             Opt::LogDhcp => c.log_dhcp = true,
             Opt::QuietDhcp => c.quiet_dhcp = true,
             Opt::ScriptOnRenewal => c.script_on_renewal = true,
+            Opt::ReadEthers => c.read_ethers = true,
+            // Without tags: every reply is broadcast.
+            Opt::DhcpBroadcast => c.dhcp_broadcast.push(Vec::new()),
             Opt::KeepInForeground => c.keep_in_foreground = true,
             Opt::LogAsync => c.log_async = Some(super::types::DEFAULT_LOG_ASYNC),
             Opt::NoDaemon => c.no_daemon = true,

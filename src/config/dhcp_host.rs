@@ -52,6 +52,14 @@ fn lease_field(field: &str) -> Option<LeaseTime> {
 }
 
 pub(crate) fn parse(value: &str, existing: &[DhcpHost]) -> Result<DhcpHost, FieldError> {
+    parse_with(value, |ip| existing.iter().any(|h| h.ip == Some(ip)))
+}
+
+/// `parse`, with `taken` telling which addresses other lines already hold.
+pub(crate) fn parse_with(
+    value: &str,
+    taken: impl Fn(std::net::Ipv4Addr) -> bool,
+) -> Result<DhcpHost, FieldError> {
     let mut host = DhcpHost::default();
     for field in split_fields(value) {
         if field.is_empty() {
@@ -96,7 +104,7 @@ pub(crate) fn parse(value: &str, existing: &[DhcpHost]) -> Result<DhcpHost, Fiel
                     "more than one IPv4 address ({prev} and {ip})"
                 )));
             }
-            if existing.iter().any(|h| h.ip == Some(ip)) {
+            if taken(ip) {
                 return Err(FieldError::bad(format!(
                     "duplicate dhcp-host IP address {ip}"
                 )));

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use super::error::FieldError;
 use super::names::check_domain;
 use super::tags::tag_match;
-use super::types::{DhcpOptionSpec, OptionValue};
+use super::types::{DhcpOptionSpec, MatchForm, OptionMatch, OptionValue};
 use super::value::{parse_duration, parse_hex_bytes, split_fields, split_first, unhide};
 
 /// How an option's value is written when the option is known.
@@ -157,6 +157,45 @@ fn kind_of(code: u8) -> Kind {
 }
 
 pub(crate) fn parse(value: &str, force: bool) -> Result<DhcpOptionSpec, FieldError> {
+    parse_any(value, force, false).map(|(spec, _)| spec)
+}
+
+/// `dhcp-match=set:tag,opt[,value]`: the dhcp-option grammar with exactly
+/// one (set) tag; options the server fills in may be named too.
+pub(crate) fn parse_match(value: &str) -> Result<OptionMatch, FieldError> {
+    if value.contains('*') {
+        return Err(FieldError::not_yet("wildcards in a dhcp-match value"));
+    }
+    let (spec, form) = parse_any(value, false, true)?;
+    let [tag] = spec.match_tags.as_slice() else {
+        return Err(FieldError::bad(
+            "illegal dhcp-match: it takes exactly one tag",
+        ));
+    };
+    if tag.negate {
+        return Err(FieldError::bad(format!(
+            "cannot set the negated tag '!{}'",
+            tag.name
+        )));
+    }
+    let data = match spec.value {
+        OptionValue::Empty => Vec::new(),
+        OptionValue::Bytes(b) => b,
+        OptionValue::Addresses(a) => a.iter().flat_map(|x| x.octets()).collect(),
+    };
+    Ok(OptionMatch {
+        set_tag: tag.name.clone(),
+        code: spec.code,
+        data,
+        form,
+    })
+}
+
+fn parse_any(
+    value: &str,
+    force: bool,
+    for_match: bool,
+) -> Result<(DhcpOptionSpec, MatchForm), FieldError> {
     let mut match_tags = Vec::new();
     let mut rest = Some(value);
     let (code, data) = loop {
@@ -185,7 +224,7 @@ pub(crate) fn parse(value: &str, force: bool) -> Result<DhcpOptionSpec, FieldErr
             }
             let known = lookup_name(&name)
                 .ok_or_else(|| FieldError::bad(format!("unknown DHCP option name '{name}'")))?;
-            if known.internal {
+            if known.internal && !for_match {
                 return Err(FieldError::bad(format!(
                     "option '{name}' is filled in by the server and cannot be configured"
                 )));
@@ -213,9 +252,9 @@ pub(crate) fn parse(value: &str, force: bool) -> Result<DhcpOptionSpec, FieldErr
         rest = tail;
     };
 
-    let value = match data {
-        None => OptionValue::Empty,
-        Some("") => OptionValue::Empty,
+    let (value, form) = match data {
+        None => (OptionValue::Empty, MatchForm::Other),
+        Some("") => (OptionValue::Empty, MatchForm::Other),
         Some(d) => encode(code, d)?,
     };
     if let OptionValue::Bytes(b) = &value {
@@ -234,12 +273,15 @@ pub(crate) fn parse(value: &str, force: bool) -> Result<DhcpOptionSpec, FieldErr
             )));
         }
     }
-    Ok(DhcpOptionSpec {
-        code,
-        match_tags,
-        value,
-        force,
-    })
+    Ok((
+        DhcpOptionSpec {
+            code,
+            match_tags,
+            value,
+            force,
+        },
+        form,
+    ))
 }
 
 /// What a value looks like, judged character by character as dnsmasq does.
@@ -318,7 +360,9 @@ fn shape(v: &str) -> Shape {
     s
 }
 
-fn encode(code: u8, v: &str) -> Result<OptionValue, FieldError> {
+/// The value and how it was read, which `dhcp-match` compares by.
+fn encode(code: u8, v: &str) -> Result<(OptionValue, MatchForm), FieldError> {
+    let form = |v: OptionValue| (v, MatchForm::Other);
     let kind = kind_of(code);
     let mut s = shape(v);
     match kind {
@@ -347,27 +391,27 @@ fn encode(code: u8, v: &str) -> Result<OptionValue, FieldError> {
                 unhide(v)
             ))
         })?;
-        return Ok(OptionValue::Bytes(secs.to_be_bytes().to_vec()));
+        return Ok(form(OptionValue::Bytes(secs.to_be_bytes().to_vec())));
     }
     if s.hex && s.colons > 0 {
         let bytes =
             parse_hex_bytes(v).ok_or_else(|| FieldError::bad(format!("bad hex bytes '{v}'")))?;
-        return Ok(OptionValue::Bytes(bytes));
+        return Ok((OptionValue::Bytes(bytes), MatchForm::Hex));
     }
     if s.dec {
-        return encode_decimal(code, kind, v, s.width);
+        return encode_decimal(code, kind, v, s.width).map(form);
     }
     if s.addr {
-        return encode_addresses(code, v);
+        return encode_addresses(code, v).map(form);
     }
     match code {
-        DOMAIN_SEARCH => Ok(OptionValue::Bytes(encode_names(v)?)),
+        DOMAIN_SEARCH => Ok(form(OptionValue::Bytes(encode_names(v)?))),
         SIP_SERVER => {
             let mut out = vec![0];
             out.extend(encode_names(v)?);
-            Ok(OptionValue::Bytes(out))
+            Ok(form(OptionValue::Bytes(out)))
         }
-        _ => Ok(OptionValue::Bytes(unhide(v).into_bytes())),
+        _ => Ok((OptionValue::Bytes(unhide(v).into_bytes()), MatchForm::Text)),
     }
 }
 

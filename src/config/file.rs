@@ -11,13 +11,29 @@ fn is_space(c: char) -> bool {
 }
 
 /// One conf-file line as `(name, value)`, or `None` for a blank or comment
-/// line. Quoted text has its special characters hidden (see `value`);
-/// `\"`, `\\`, `\t`, `\n`, `\r`, `\b` and `\e` are escapes inside quotes. A
-/// `#` starting a word outside quotes starts a comment.
+/// line. See [`clean_line`] for quotes and comments.
 pub(crate) fn split_line(
     raw: &str,
     at: &Location,
 ) -> Result<Option<(String, Option<String>)>, ConfigError> {
+    let Some(line) = clean_line(raw, at)? else {
+        return Ok(None);
+    };
+    match line.split_once('=') {
+        Some((name, value)) => Ok(Some((
+            name.trim_end_matches([' ', '=']).to_string(),
+            Some(value.trim_start_matches(' ').to_string()),
+        ))),
+        None => Ok(Some((line, None))),
+    }
+}
+
+/// A line with its comment and outer blanks gone, or `None` when nothing
+/// is left: what `dhcp-hostsfile` and `dhcp-optsfile` lines hold whole.
+/// Quoted text has its special characters hidden (see `value`); `\"`,
+/// `\\`, `\t`, `\n`, `\r`, `\b` and `\e` are escapes inside quotes. A `#`
+/// starting a word outside quotes starts a comment.
+pub(crate) fn clean_line(raw: &str, at: &Location) -> Result<Option<String>, ConfigError> {
     let mut out = String::with_capacity(raw.len());
     let mut word_start = true;
     let mut chars = raw.chars().peekable();
@@ -66,16 +82,7 @@ pub(crate) fn split_line(
         }
     }
     let line = out.trim_matches(' ');
-    if line.is_empty() {
-        return Ok(None);
-    }
-    match line.split_once('=') {
-        Some((name, value)) => Ok(Some((
-            name.trim_end_matches([' ', '=']).to_string(),
-            Some(value.trim_start_matches(' ').to_string()),
-        ))),
-        None => Ok(Some((line.to_string(), None))),
-    }
+    Ok((!line.is_empty()).then(|| line.to_string()))
 }
 
 /// `conf-dir=dir[,.ext...][,*.ext...]`: which files of `dir` to read.

@@ -7,6 +7,8 @@
 
 mod builder;
 mod cmdline;
+mod dhcp_boot;
+pub mod dhcp_files;
 mod dhcp_host;
 mod dhcp_option;
 mod dhcp_range;

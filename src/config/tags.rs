@@ -17,9 +17,10 @@ fn check_tag_name(name: &str) -> Result<String, FieldError> {
     Ok(name)
 }
 
-/// `name` or `!name` (the negated match).
+/// `name` or `!name` (the negated match; dnsmasq still reads the older
+/// `#name` as `!name`).
 pub(crate) fn tag_match(body: &str) -> Result<TagMatch, FieldError> {
-    match body.strip_prefix('!') {
+    match body.strip_prefix('!').or_else(|| body.strip_prefix('#')) {
         Some(rest) => Ok(TagMatch {
             name: check_tag_name(rest)?,
             negate: true,

@@ -140,6 +140,51 @@ pub struct DhcpOptionSpec {
     pub force: bool,
 }
 
+/// `dhcp-vendorclass=set:tag,text` / `dhcp-userclass=set:tag,text`: the
+/// tag goes to clients whose option 60 (or 77) holds `text` anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassMatch {
+    /// Option 77 (user class) rather than 60 (vendor class).
+    pub user: bool,
+    pub set_tag: String,
+    pub data: Vec<u8>,
+}
+
+/// `dhcp-match=set:tag,opt[,value]`: the tag goes to clients that send
+/// option `opt` (with at least one byte) holding `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionMatch {
+    pub set_tag: String,
+    pub code: u8,
+    /// Empty: the option's presence is enough.
+    pub data: Vec<u8>,
+    pub form: MatchForm,
+}
+
+/// How dnsmasq compares a `dhcp-match` value, after the form it was
+/// written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchForm {
+    /// Hex bytes: the option must start with them.
+    Hex,
+    /// Text: anywhere in the option.
+    Text,
+    /// Numbers and addresses: at any multiple of their length.
+    Other,
+}
+
+/// `dhcp-boot=[tag:x,]filename[,servername[,server address]]`: what goes
+/// in a reply's `file`, `sname` and `siaddr` fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpBoot {
+    pub match_tags: Vec<TagMatch>,
+    /// None when given empty, as dnsmasq reads an empty field.
+    pub file: Option<String>,
+    pub sname: Option<String>,
+    /// The TFTP server; None leaves `siaddr` as our own address.
+    pub next_server: Option<Ipv4Addr>,
+}
+
 /// `domain=name[,subnet|start,end][,local]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -173,6 +218,23 @@ pub struct Config {
     pub dhcp_ranges: Vec<DhcpRange>,
     pub dhcp_hosts: Vec<DhcpHost>,
     pub dhcp_options: Vec<DhcpOptionSpec>,
+    /// `dhcp-ignore`: a client whose tags match all of one list gets no
+    /// address.
+    pub dhcp_ignore: Vec<Vec<TagMatch>>,
+    /// `dhcp-broadcast`: replies to clients matching one list (an empty
+    /// list matches every client) are broadcast.
+    pub dhcp_broadcast: Vec<Vec<TagMatch>>,
+    /// In config order; the last matching line wins, as in dnsmasq.
+    pub dhcp_boot: Vec<DhcpBoot>,
+    pub dhcp_classes: Vec<ClassMatch>,
+    pub dhcp_matches: Vec<OptionMatch>,
+    /// `dhcp-hostsfile`, `dhcp-optsfile`: files or directories of
+    /// `dhcp-host`/`dhcp-option` values, read at start and on SIGHUP (see
+    /// `dhcp_files`); their lines are not in `dhcp_hosts`/`dhcp_options`.
+    pub dhcp_hostsfiles: Vec<PathBuf>,
+    pub dhcp_optsfiles: Vec<PathBuf>,
+    /// `read-ethers`: /etc/ethers as hosts, read with the files above.
+    pub read_ethers: bool,
     pub authoritative: bool,
     pub lease_max: u32,
     pub dhcp_rate_limit: DhcpRateLimit,
@@ -227,6 +289,14 @@ impl Default for Config {
             dhcp_ranges: Vec::new(),
             dhcp_hosts: Vec::new(),
             dhcp_options: Vec::new(),
+            dhcp_ignore: Vec::new(),
+            dhcp_broadcast: Vec::new(),
+            dhcp_boot: Vec::new(),
+            dhcp_classes: Vec::new(),
+            dhcp_matches: Vec::new(),
+            dhcp_hostsfiles: Vec::new(),
+            dhcp_optsfiles: Vec::new(),
+            read_ethers: false,
             authoritative: false,
             lease_max: DEFAULT_LEASE_MAX,
             dhcp_rate_limit: DhcpRateLimit::default(),

@@ -9,16 +9,17 @@ use std::sync::Arc;
 use dhcproto::v4::MessageType;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
-use crate::config::{Config, DhcpHost, LeaseTime, MIN_LEASE_SECS};
+use crate::config::{Config, DhcpBoot, DhcpHost, LeaseTime, MIN_LEASE_SECS};
 use crate::lease::LeaseDb;
 
+use super::classes;
 use super::holds::{Hold, HoldKind, Holds};
 use super::hostname::fqdn_reply;
 use super::network::{self, Arrival, Network};
 use super::options::{self, Context, OPT_T1, OPT_T2};
 use super::pool::SplitPool;
 use super::ratelimit::RateLimiter;
-use super::reply::{self, Destination, Header, OptionList};
+use super::reply::{self, Destination, FixedFields, Header, OptionList};
 use super::request::{self, Request};
 use super::share::{Owner, PartnerShare, Rules, ServeMode, SharePolicy};
 use super::stats::{Ignored, Stats};
@@ -213,6 +214,23 @@ impl Engine {
             }
         }
         engine
+    }
+
+    /// Takes a config that differs only in its dhcp-host and dhcp-option
+    /// lines (the files re-read on SIGHUP): addresses that stopped or
+    /// started being some host's are freed or taken out of the pool now.
+    pub fn set_hosts_and_options(&mut self, cfg: Arc<Config>, db: &LeaseDb) {
+        let reserved: HashSet<Ipv4Addr> = cfg.dhcp_hosts.iter().filter_map(|h| h.ip).collect();
+        let changed: Vec<Ipv4Addr> = self
+            .reserved
+            .symmetric_difference(&reserved)
+            .copied()
+            .collect();
+        self.reserved = reserved;
+        self.cfg = cfg;
+        for ip in changed {
+            self.refresh(ip, db);
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -482,6 +500,9 @@ impl Engine {
         };
         let cfg = Arc::clone(&self.cfg);
         let mut tags = vec![arrival.ifname.clone()];
+        // Before the host lookup: a dhcp-host line may ask for these tags.
+        classes::add_tags(&cfg.dhcp_classes, bytes, &mut tags);
+        classes::add_match_tags(&cfg.dhcp_matches, bytes, &mut tags);
         let host = network::find_host(&cfg.dhcp_hosts, req, &tags);
         if let Some(h) = host {
             tags.extend(h.set_tags.iter().cloned());
@@ -508,8 +529,18 @@ impl Engine {
                 self.refresh(addr, db);
             }
         }
-        if host.is_some_and(|h| h.ignore) && req.msg_type != MessageType::Release {
-            return self.ignore(Ignored::HostIgnored);
+        if req.msg_type != MessageType::Release {
+            if host.is_some_and(|h| h.ignore) {
+                return self.ignore(Ignored::HostIgnored);
+            }
+            // dnsmasq checks these before any range's tag joins the set.
+            if cfg
+                .dhcp_ignore
+                .iter()
+                .any(|l| network::tags_match(l, &client.tags))
+            {
+                return self.ignore(Ignored::TagIgnored);
+            }
         }
         let ctx = Ctx {
             req,
@@ -1102,6 +1133,7 @@ impl Engine {
             kind: MessageType::Nak,
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::UNSPECIFIED,
+            fixed: FixedFields::default(),
         };
         self.finish(ctx, header, opts, false)
     }
@@ -1245,6 +1277,37 @@ impl Engine {
         if let (Some(f), Some(name)) = (&req.fqdn, hostname) {
             opts.optional(81, fqdn_reply(f.flags, name, options::domain_for(&cfg, ip)));
         }
+        let mut fixed = FixedFields {
+            siaddr: ctx.net.server,
+            // dnsmasq matches these before the range's tag joins the set.
+            broadcast: cfg
+                .dhcp_broadcast
+                .iter()
+                .any(|l| network::tags_match(l, &ctx.client.tags)),
+            ..FixedFields::default()
+        };
+        if let Some(boot) = find_boot(&cfg.dhcp_boot, &tags) {
+            if let Some(next) = boot.next_server {
+                fixed.siaddr = next;
+            }
+            let asked = |code: u8| req.params.as_ref().is_some_and(|p| p.contains(&code));
+            // Asked for as an option, it goes as one (zero-terminated, for
+            // PXE ROMs that need it); otherwise in the header field.
+            for (code, text, field) in [
+                (OPT_SNAME, &boot.sname, &mut fixed.sname),
+                (OPT_FILE, &boot.file, &mut fixed.file),
+            ] {
+                let Some(text) = text else { continue };
+                if asked(code) {
+                    wanted.values.remove(&code);
+                    let mut v = text.as_bytes().to_vec();
+                    v.push(0);
+                    opts.optional(code, v);
+                } else {
+                    *field = text.as_bytes().to_vec();
+                }
+            }
+        }
         match &req.params {
             Some(prl) => {
                 for code in prl {
@@ -1284,6 +1347,7 @@ impl Engine {
                 kind,
                 ciaddr,
                 yiaddr,
+                fixed,
             },
             opts,
             kind == MessageType::Ack && lease.is_some(),
@@ -1293,8 +1357,9 @@ impl Engine {
     fn finish(&self, ctx: &Ctx<'_>, header: Header, opts: OptionList, durable: bool) -> Decision {
         let kind = header.kind;
         let yiaddr = header.yiaddr;
+        let forced = header.fixed.broadcast;
         let packet = reply::encode(ctx.req, header, opts);
-        let to = reply::destination(ctx.req, kind, yiaddr);
+        let to = reply::destination(ctx.req, kind, yiaddr, forced);
         tracing::debug!(target: "dhcp", "{} xid {:#010x}: {} bytes to {to:?}", type_name(kind), ctx.req.xid, packet.len());
         Decision::Reply(Reply {
             packet,
@@ -1315,6 +1380,19 @@ struct Ctx<'a> {
     client: &'a Client<'a>,
     /// What the failover state allows for this request.
     rules: Rules,
+}
+
+const OPT_SNAME: u8 = 66;
+const OPT_FILE: u8 = 67;
+
+/// dnsmasq's choice: the last `dhcp-boot` line whose tags all match, else
+/// the last one without tags.
+fn find_boot<'a>(boots: &'a [DhcpBoot], tags: &[String]) -> Option<&'a DhcpBoot> {
+    boots
+        .iter()
+        .rev()
+        .find(|b| !b.match_tags.is_empty() && network::tags_match(&b.match_tags, tags))
+        .or_else(|| boots.iter().rev().find(|b| b.match_tags.is_empty()))
 }
 
 /// Until when (unix ms) a partner-share address with this record is too

@@ -1054,3 +1054,178 @@ fn unlinked_extends_a_partner_share_lease_once_by_an_mclt_at_most() {
         Decision::Ignored(Ignored::NotForUs)
     );
 }
+
+/// The DHCP lines of a conf-file text, laid over the rig's config.
+fn conf(text: &'static str) -> impl FnOnce(&mut Config) {
+    move |c| {
+        let p = crate::config::parse_conf_text(text, "test").unwrap();
+        c.dhcp_hosts = p.dhcp_hosts;
+        c.dhcp_options = p.dhcp_options;
+        c.dhcp_ignore = p.dhcp_ignore;
+        c.dhcp_broadcast = p.dhcp_broadcast;
+        c.dhcp_boot = p.dhcp_boot;
+        c.dhcp_classes = p.dhcp_classes;
+    }
+}
+
+/// A BOOTP text field up to its first zero.
+fn field(packet: &[u8], at: usize, len: usize) -> &[u8] {
+    let f = &packet[at..at + len];
+    &f[..f.iter().position(|b| *b == 0).unwrap_or(len)]
+}
+
+fn siaddr(packet: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(packet[20], packet[21], packet[22], packet[23])
+}
+
+#[test]
+fn dhcp_ignore_turns_away_clients_whose_tags_match() {
+    let mut rig = Rig::new(conf(
+        "dhcp-host=02:00:00:00:00:0a,198.18.0.15\ndhcp-ignore=tag:!known\n",
+    ));
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 15));
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_B, 1).finish()),
+        Decision::Ignored(Ignored::TagIgnored)
+    );
+    let ip = Ipv4Addr::new(198, 18, 0, 12);
+    assert_eq!(
+        rig.send(
+            &RawRequest::new(3, MAC_B, 2)
+                .opt(54, &SERVER.octets())
+                .opt(50, &ip.octets())
+                .finish()
+        ),
+        Decision::Ignored(Ignored::TagIgnored)
+    );
+    assert!(rig.db.is_empty());
+    assert_eq!(rig.engine.stats().ignored.get("tag_ignored"), Some(&2));
+
+    // All tags of a line must match; the interface name is a tag.
+    let mut rig = Rig::new(conf("dhcp-ignore=tmq0,tag:!known\n"));
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_A, 1).finish()),
+        Decision::Ignored(Ignored::TagIgnored)
+    );
+    let mut rig = Rig::new(conf("dhcp-ignore=tag:tmq0,tag:known\n"));
+    assert!(matches!(
+        rig.send(&RawRequest::new(1, MAC_A, 1).finish()),
+        Decision::Reply(_)
+    ));
+}
+
+#[test]
+fn dhcp_broadcast_forces_broadcast_replies() {
+    let mut rig = Rig::new(|_| {});
+    let (r, _) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert!(matches!(r.to, Destination::Hardware { .. }));
+    assert_eq!(r.packet[10] & 0x80, 0);
+
+    let mut rig = Rig::new(conf(
+        "dhcp-host=02:00:00:00:00:0a,set:old-pxe\ndhcp-broadcast=tag:old-pxe\n",
+    ));
+    let (r, _) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(r.to, Destination::Broadcast);
+    assert_eq!(r.packet[10] & 0x80, 0x80);
+    let (r, _) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
+    assert!(matches!(r.to, Destination::Hardware { .. }));
+
+    // Without tags it covers every client.
+    let mut rig = Rig::new(conf("dhcp-broadcast\n"));
+    let (r, _) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
+    assert_eq!(r.to, Destination::Broadcast);
+    assert_eq!(r.packet[10] & 0x80, 0x80);
+}
+
+#[test]
+fn dhcp_boot_fills_file_sname_and_siaddr() {
+    // Without dhcp-boot, siaddr is our own address, as dnsmasq sends it.
+    let mut rig = Rig::new(|_| {});
+    let (r, _) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(siaddr(&r.packet), SERVER);
+    assert_eq!(field(&r.packet, 108, 128), b"");
+
+    let mut rig = Rig::new(conf("dhcp-boot=pxelinux.0,boothost,198.18.0.9\n"));
+    let (r, _) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(siaddr(&r.packet), Ipv4Addr::new(198, 18, 0, 9));
+    assert_eq!(field(&r.packet, 44, 64), b"boothost");
+    assert_eq!(field(&r.packet, 108, 128), b"pxelinux.0");
+    assert_eq!(raw_opt(&r.packet, 66), None);
+    assert_eq!(raw_opt(&r.packet, 67), None);
+    // Asked for as options, they go as options, zero-terminated.
+    let (r, _) = rig.reply(
+        &RawRequest::new(1, MAC_B, 1)
+            .opt(55, &[1, 3, 66, 67])
+            .finish(),
+    );
+    assert_eq!(raw_opt(&r.packet, 67), Some(b"pxelinux.0\0".to_vec()));
+    assert_eq!(raw_opt(&r.packet, 66), Some(b"boothost\0".to_vec()));
+    assert_eq!(field(&r.packet, 108, 128), b"");
+    assert_eq!(siaddr(&r.packet), Ipv4Addr::new(198, 18, 0, 9));
+}
+
+#[test]
+fn dhcp_boot_picks_the_last_matching_line() {
+    let mut rig = Rig::new(conf(
+        "dhcp-host=02:00:00:00:00:0a,set:efi\n\
+         dhcp-boot=tag:efi,first.efi\n\
+         dhcp-boot=tag:efi,tag:!nothing,second.efi\n\
+         dhcp-boot=plain.0\n\
+         dhcp-boot=tag:other,other.0\n",
+    ));
+    let (r, _) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(field(&r.packet, 108, 128), b"second.efi");
+    assert_eq!(siaddr(&r.packet), SERVER);
+    let (r, ack) = rig.reply(&RawRequest::new(1, MAC_B, 1).finish());
+    assert_eq!(msg_type(&ack), MessageType::Offer);
+    assert_eq!(field(&r.packet, 108, 128), b"plain.0");
+}
+
+#[test]
+fn hosts_from_ethers_and_a_changed_hosts_file_reach_the_engine() {
+    use crate::config::dhcp_files::DhcpFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let ethers = dir.path().join("ethers");
+    std::fs::write(&ethers, "02:00:00:00:00:0a 198.18.0.17\n").unwrap();
+    let base = Arc::new(crate::config::parse_conf_text("read-ethers\n", "test").unwrap());
+    let mut rig = Rig::new(|c| {
+        c.read_ethers = true;
+        c.dhcp_hosts = DhcpFiles::read_with_ethers(&base, &ethers)
+            .merged_into(&base)
+            .dhcp_hosts;
+    });
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 17));
+
+    // The file now gives MAC_B .18; the engine takes the new hosts.
+    std::fs::write(&ethers, "02:00:00:00:00:0b 198.18.0.18\n").unwrap();
+    let mut cfg = rig.engine.config().clone();
+    cfg.dhcp_hosts = DhcpFiles::read_with_ethers(&base, &ethers)
+        .merged_into(&base)
+        .dhcp_hosts;
+    rig.engine.set_hosts_and_options(Arc::new(cfg), &rig.db);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_B, 3).finish());
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 18));
+}
+
+#[test]
+fn class_tags_are_set_before_the_host_lookup() {
+    let mut rig = Rig::new(conf(
+        "dhcp-vendorclass=set:pxe,PXEClient\n\
+         dhcp-host=tag:pxe,02:00:00:00:00:0a,198.18.0.16\n\
+         dhcp-ignore=tag:!pxe,tag:!known\n",
+    ));
+    let (_, offer) = rig.reply(
+        &RawRequest::new(1, MAC_A, 1)
+            .opt(60, b"PXEClient:Arch:00007")
+            .finish(),
+    );
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 0, 16));
+    // The same MAC without the class: the host line does not apply, and
+    // neither tag is there, so dhcp-ignore turns it away.
+    assert_eq!(
+        rig.send(&RawRequest::new(1, MAC_A, 2).finish()),
+        Decision::Ignored(Ignored::TagIgnored)
+    );
+}

@@ -2,6 +2,7 @@
 //! interface, the lease database and the time) and the socket shell around
 //! it (`shell`).
 
+pub mod classes;
 pub mod engine;
 pub mod flusher;
 pub mod holds;

@@ -115,6 +115,40 @@ pub struct Header {
     pub kind: MessageType,
     pub ciaddr: Ipv4Addr,
     pub yiaddr: Ipv4Addr,
+    pub fixed: FixedFields,
+}
+
+/// The BOOTP fields an OFFER or ACK may fill (`dhcp-boot`), and the
+/// broadcast flag `dhcp-broadcast` forces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedFields {
+    pub siaddr: Ipv4Addr,
+    /// Written without their terminating zero; cut to fit the field.
+    pub sname: Vec<u8>,
+    pub file: Vec<u8>,
+    pub broadcast: bool,
+}
+
+impl Default for FixedFields {
+    fn default() -> Self {
+        FixedFields {
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            sname: Vec::new(),
+            file: Vec::new(),
+            broadcast: false,
+        }
+    }
+}
+
+const SNAME_LEN: usize = 64;
+const FILE_LEN: usize = 128;
+
+/// A text field of `len` bytes that keeps its last byte zero, as
+/// dnsmasq's strncpy into it does.
+fn text_field(out: &mut Vec<u8>, text: &[u8], len: usize) {
+    let n = text.len().min(len - 1);
+    out.extend_from_slice(&text[..n]);
+    out.resize(out.len() + len - n, 0);
 }
 
 /// The fixed BOOTP header (RFC 2131 §2, RFC 951) and the magic cookie.
@@ -122,22 +156,24 @@ pub struct Header {
 /// `Message` for it cost more than the rest of the reply together.
 fn header_bytes(out: &mut Vec<u8>, req: &Request, header: &Header) {
     // A NAK through a relay must be broadcast by the relay (RFC 2131 §4.3.2).
-    let broadcast =
-        req.broadcast || (header.kind == MessageType::Nak && !req.giaddr.is_unspecified());
+    let broadcast = req.broadcast
+        || header.fixed.broadcast
+        || (header.kind == MessageType::Nak && !req.giaddr.is_unspecified());
     out.extend_from_slice(&[2, req.htype, req.chaddr.len() as u8, 0]);
     out.extend_from_slice(&req.xid.to_be_bytes());
     out.extend_from_slice(&[0, 0]); // secs
     out.extend_from_slice(&(if broadcast { 0x8000u16 } else { 0 }).to_be_bytes());
     out.extend_from_slice(&header.ciaddr.octets());
     out.extend_from_slice(&header.yiaddr.octets());
-    out.extend_from_slice(&Ipv4Addr::UNSPECIFIED.octets()); // siaddr
+    out.extend_from_slice(&header.fixed.siaddr.octets());
     out.extend_from_slice(&req.giaddr.octets());
     let mut chaddr = [0u8; 16];
     // decode() guarantees chaddr is at most 16 bytes.
     let n = req.chaddr.len().min(16);
     chaddr[..n].copy_from_slice(&req.chaddr[..n]);
     out.extend_from_slice(&chaddr);
-    out.resize(out.len() + 64 + 128, 0); // sname, file
+    text_field(out, &header.fixed.sname, SNAME_LEN);
+    text_field(out, &header.fixed.file, FILE_LEN);
     out.extend_from_slice(&MAGIC);
 }
 
@@ -173,7 +209,12 @@ pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Vec<u8> {
 /// RFC 2131 §4.1, in its order: relay first, then NAKs broadcast, then a
 /// client that has an address, then the broadcast bit, then unicast to the
 /// new address.
-pub fn destination(req: &Request, kind: MessageType, yiaddr: Ipv4Addr) -> Destination {
+pub fn destination(
+    req: &Request,
+    kind: MessageType,
+    yiaddr: Ipv4Addr,
+    force_broadcast: bool,
+) -> Destination {
     if !req.giaddr.is_unspecified() {
         return Destination::Relay(req.giaddr);
     }
@@ -183,7 +224,7 @@ pub fn destination(req: &Request, kind: MessageType, yiaddr: Ipv4Addr) -> Destin
     if !req.ciaddr.is_unspecified() {
         return Destination::Unicast(req.ciaddr);
     }
-    if req.broadcast || yiaddr.is_unspecified() {
+    if req.broadcast || force_broadcast || yiaddr.is_unspecified() {
         return Destination::Broadcast;
     }
     Destination::Hardware {
@@ -228,6 +269,7 @@ mod tests {
             kind: MessageType::Offer,
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::new(198, 18, 0, 50),
+            fixed: FixedFields::default(),
         };
         let p = encode(&r, header, o);
         assert_eq!(p.len(), 300);
@@ -253,6 +295,7 @@ mod tests {
             kind: MessageType::Ack,
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::new(198, 18, 0, 5),
+            fixed: FixedFields::default(),
         };
         let p = encode(&r, header, o);
         assert!(p.len() <= 548, "{} bytes", p.len());
@@ -298,6 +341,7 @@ mod tests {
             kind: MessageType::Ack,
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::new(198, 18, 0, 5),
+            fixed: FixedFields::default(),
         };
         let p = encode(&one, header, o);
         assert!(p.len() <= size_limit(&one), "{} bytes", p.len());
@@ -310,32 +354,67 @@ mod tests {
             r.giaddr([198, 18, 9, 1].into());
         });
         assert_eq!(
-            destination(&relayed, MessageType::Nak, yi),
+            destination(&relayed, MessageType::Nak, yi, false),
             Destination::Relay([198, 18, 9, 1].into())
         );
         let renewing = req(|r| {
             r.ciaddr(yi);
         });
         assert_eq!(
-            destination(&renewing, MessageType::Ack, yi),
+            destination(&renewing, MessageType::Ack, yi, false),
             Destination::Unicast(yi)
         );
         assert_eq!(
-            destination(&renewing, MessageType::Nak, yi),
+            destination(&renewing, MessageType::Nak, yi, false),
             Destination::Broadcast
         );
         let bcast = req(|r| {
             r.broadcast();
         });
         assert_eq!(
-            destination(&bcast, MessageType::Offer, yi),
+            destination(&bcast, MessageType::Offer, yi, false),
             Destination::Broadcast
         );
         let plain = req(|_| {});
         assert!(matches!(
-            destination(&plain, MessageType::Offer, yi),
+            destination(&plain, MessageType::Offer, yi, false),
             Destination::Hardware { .. }
         ));
+        // dhcp-broadcast: as if the client had set the flag.
+        assert_eq!(
+            destination(&plain, MessageType::Offer, yi, true),
+            Destination::Broadcast
+        );
+        assert_eq!(
+            destination(&renewing, MessageType::Ack, yi, true),
+            Destination::Unicast(yi)
+        );
+    }
+
+    #[test]
+    fn boot_fields_and_forced_broadcast_flag() {
+        let plain = req(|_| {});
+        let long = vec![b'f'; 200];
+        let header = Header {
+            kind: MessageType::Ack,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(198, 18, 0, 5),
+            fixed: FixedFields {
+                siaddr: Ipv4Addr::new(198, 18, 0, 9),
+                sname: b"boothost".to_vec(),
+                file: long,
+                broadcast: true,
+            },
+        };
+        let p = encode(&plain, header, OptionList::default());
+        assert_eq!(p[10] & 0x80, 0x80);
+        assert_eq!(&p[20..24], &[198, 18, 0, 9]);
+        assert_eq!(&p[44..52], b"boothost");
+        assert!(p[52..108].iter().all(|b| *b == 0));
+        // 127 bytes of name and the field's closing zero.
+        assert!(p[108..235].iter().all(|b| *b == b'f'));
+        assert_eq!(p[235], 0);
+        assert_eq!(&p[236..240], &MAGIC);
     }
 
     #[test]
@@ -347,6 +426,7 @@ mod tests {
             kind: MessageType::Nak,
             ciaddr: Ipv4Addr::UNSPECIFIED,
             yiaddr: Ipv4Addr::UNSPECIFIED,
+            fixed: FixedFields::default(),
         };
         let p = encode(&relayed, header, OptionList::default());
         assert_eq!(p[10] & 0x80, 0x80);

@@ -16,6 +16,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::config::dhcp_files::DhcpFiles;
 use crate::config::Config;
 use crate::failover::link_io::{LinkEvent, LinkIo};
 use crate::failover::node::{waits_for_partner, Node, NodeConfig, Output};
@@ -143,6 +144,11 @@ pub struct Shell {
     pub control: crate::control::ControlHooks,
     /// Scrape requests and per-range lease counts, with `metrics-listen`.
     metrics: Option<crate::metrics::DhcpHooks>,
+    /// The config without the `dhcp-hostsfile`/`dhcp-optsfile` lines,
+    /// which `reload` reads again on top of it.
+    base_cfg: Arc<Config>,
+    /// SIGHUP: re-read those files.
+    reload: Option<mpsc::Receiver<()>>,
 }
 
 impl Shell {
@@ -175,6 +181,8 @@ impl Shell {
         let (probe_res_tx, probe_rx) = mpsc::channel(4096);
         tokio::spawn(ping::run(probe_req_rx, probe_res_tx, ping::PING_WAIT));
         let policy = failover.as_ref().map(|f| f.policy);
+        let base_cfg = Arc::clone(&cfg);
+        let cfg = with_files(&base_cfg);
         let mut engine = Engine::with_policy(Arc::clone(&cfg), &db, policy);
         let mut failover_inputs = None;
         let failover = failover.map(|f| {
@@ -216,9 +224,28 @@ impl Shell {
             stats,
             control: Default::default(),
             metrics: None,
+            base_cfg,
+            reload: None,
         };
         shell.refresh_interfaces();
         Ok(shell)
+    }
+
+    /// Makes the shell re-read the `dhcp-hostsfile`s and `dhcp-optsfile`s
+    /// at each message on `rx` (SIGHUP).
+    pub fn attach_reload(&mut self, rx: mpsc::Receiver<()>) {
+        self.reload = Some(rx);
+    }
+
+    fn reload_files(&mut self) {
+        if !has_files(&self.base_cfg) {
+            return;
+        }
+        let since = now_ms();
+        self.cfg = with_files(&self.base_cfg);
+        self.engine
+            .set_hosts_and_options(Arc::clone(&self.cfg), &self.db);
+        self.note_busy(since);
     }
 
     /// Makes the shell answer metrics scrapes arriving on `rx`, and keep
@@ -596,6 +623,7 @@ impl Shell {
                     self.note_busy(since);
                 }
                 Some(req) = recv_opt(&mut self.control.requests) => self.on_control(req),
+                Some(()) = recv_opt(&mut self.reload) => self.reload_files(),
                 Some(reply) = recv_metrics(&mut self.metrics) => self.on_metrics(reply),
             }
             // Replies first, so a mode change the node makes next reaches
@@ -614,6 +642,20 @@ impl Shell {
         lease_file::write_export(&self.cfg.lease_file, &text, seq)?;
         Ok(())
     }
+}
+
+fn has_files(cfg: &Config) -> bool {
+    !cfg.dhcp_hostsfiles.is_empty() || !cfg.dhcp_optsfiles.is_empty() || cfg.read_ethers
+}
+
+/// `cfg` with what its `dhcp-hostsfile`s and `dhcp-optsfile`s (and
+/// /etc/ethers) hold now
+/// (read like dnsmasq: a bad line or a missing file is logged, not fatal).
+fn with_files(cfg: &Arc<Config>) -> Arc<Config> {
+    if !has_files(cfg) {
+        return Arc::clone(cfg);
+    }
+    Arc::new(DhcpFiles::read(cfg).merged_into(cfg))
 }
 
 /// Waits on a receiver that may not exist (no failover): then forever.

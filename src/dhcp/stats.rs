@@ -13,6 +13,8 @@ pub enum Ignored {
     NoNetwork,
     /// A dhcp-host line says `ignore`.
     HostIgnored,
+    /// The client's tags match a `dhcp-ignore` line.
+    TagIgnored,
     /// The range is exhausted or static-only for this client.
     NoAddress,
     /// dhcp-lease-max reached.
@@ -51,7 +53,7 @@ impl Ignored {
     /// Every reason, so a metrics scrape can show each one from zero
     /// (a counter that appears only on its first event hides that event
     /// from `rate()`).
-    pub const ALL: [Ignored; 21] = [
+    pub const ALL: [Ignored; 22] = [
         Ignored::Decode(DecodeError::TooShort),
         Ignored::Decode(DecodeError::NotRequest),
         Ignored::Decode(DecodeError::BadHlen),
@@ -60,6 +62,7 @@ impl Ignored {
         Ignored::Decode(DecodeError::UnexpectedType),
         Ignored::NoNetwork,
         Ignored::HostIgnored,
+        Ignored::TagIgnored,
         Ignored::NoAddress,
         Ignored::LeaseMax,
         Ignored::NotForUs,
@@ -85,6 +88,7 @@ impl Ignored {
             Ignored::Decode(DecodeError::UnexpectedType) => "decode_unexpected_type",
             Ignored::NoNetwork => "no_network",
             Ignored::HostIgnored => "host_ignored",
+            Ignored::TagIgnored => "tag_ignored",
             Ignored::NoAddress => "no_address",
             Ignored::LeaseMax => "lease_max",
             Ignored::NotForUs => "not_for_us",

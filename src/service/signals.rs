@@ -1,6 +1,7 @@
 //! The signals an init system or operator sends, as dnsmasq reads them:
-//! SIGHUP reloads the hosts files and clears the DNS cache (leases, the
-//! DHCP engine and the failover link are not touched); SIGUSR1 logs cache
+//! SIGHUP reloads the hosts files and clears the DNS cache, and re-reads
+//! `dhcp-hostsfile`/`dhcp-optsfile` (leases and the failover link are not
+//! touched); SIGUSR1 logs cache
 //! and lease statistics; SIGTERM and SIGINT stop the server cleanly.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -16,6 +17,8 @@ pub struct SignalHooks {
     /// The DHCP shell's request queue (the control socket's), for lease
     /// statistics: the shell's task owns the database.
     pub dhcp: mpsc::Sender<ControlRequest>,
+    /// The DHCP shell's SIGHUP queue: re-read the DHCP host/option files.
+    pub dhcp_reload: mpsc::Sender<()>,
 }
 
 /// The installed handlers. Installing replaces the default actions at
@@ -51,6 +54,7 @@ impl Signals {
                         // one more adds nothing.
                         let _ = dns.try_send(DnsSignal::Reload);
                     }
+                    let _ = hooks.dhcp_reload.try_send(());
                 }
                 _ = self.usr1.recv() => {
                     if let Some(dns) = &hooks.dns {

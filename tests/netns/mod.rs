@@ -1609,6 +1609,8 @@ pub struct Udhcpc<'a> {
     pub interval: u32,
     /// Address to ask for (`-r`).
     pub request: Option<Ipv4Addr>,
+    /// More udhcpc arguments (`-V vendor`, `-x code:hex`).
+    pub extra: Vec<String>,
 }
 
 impl<'a> Udhcpc<'a> {
@@ -1621,7 +1623,13 @@ impl<'a> Udhcpc<'a> {
             tries: 5,
             interval: 1,
             request: None,
+            extra: Vec::new(),
         }
+    }
+
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     pub fn with_hostname(mut self, name: &str) -> Self {
@@ -1660,6 +1668,7 @@ impl<'a> Udhcpc<'a> {
         if let Some(r) = self.request {
             args.extend(["-r".into(), r.to_string()]);
         }
+        args.extend(self.extra.iter().cloned());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut proc = Proc::spawn("udhcpc", &self.f.host.ns, &argv, &self.f.log);
         let timeout =
