@@ -1229,3 +1229,7 @@ fn class_tags_are_set_before_the_host_lookup() {
         Decision::Ignored(Ignored::TagIgnored)
     );
 }
+
+/// Hostile clients, on the same rig.
+#[path = "hostile_tests.rs"]
+mod hostile;

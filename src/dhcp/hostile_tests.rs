@@ -3,77 +3,18 @@
 //! cannot fit. Real wire bytes, a real sled database, a clock we set.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder};
 use twinmasq_proto::LeaseState;
 
-use super::engine::{Decision, Engine};
-use super::network::{Arrival, IfAddr};
-use super::request::build::RawRequest;
-use super::stats::Ignored;
-use crate::config::{Config, DhcpHost, DhcpRange, DhcpRateLimit, LeaseTime, MacPattern};
-use crate::lease::{DbOptions, LeaseDb};
-
-const T0: u64 = 1_800_000_000_000;
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-
-fn range(start: u8, end: u8) -> DhcpRange {
-    DhcpRange {
-        match_tags: vec![],
-        set_tag: None,
-        start: Ipv4Addr::new(198, 18, 0, start),
-        end: Ipv4Addr::new(198, 18, 0, end),
-        netmask: None,
-        broadcast: None,
-        lease_time: LeaseTime::Secs(3600),
-        is_static: false,
-    }
-}
-
-struct Rig {
-    _dir: tempfile::TempDir,
-    db: LeaseDb,
-    engine: Engine,
-    arrival: Arrival,
-    now: u64,
-}
+use super::{range, Rig, SERVER, T0};
+use crate::config::{DhcpHost, DhcpRateLimit, MacPattern};
+use crate::dhcp::engine::Decision;
+use crate::dhcp::request::build::RawRequest;
+use crate::dhcp::stats::Ignored;
 
 impl Rig {
-    fn new(edit: impl FnOnce(&mut Config)) -> Rig {
-        let mut cfg = Config {
-            no_ping: true,
-            ..Config::default()
-        };
-        cfg.dhcp_ranges.push(range(10, 20));
-        edit(&mut cfg);
-        let dir = tempfile::tempdir().unwrap();
-        let db = LeaseDb::open(&dir.path().join("db"), DbOptions::default()).unwrap();
-        let mut engine = Engine::new(Arc::new(cfg), &db);
-        engine.set_local_addresses(&[SERVER], &db);
-        Rig {
-            _dir: dir,
-            db,
-            engine,
-            arrival: Arrival {
-                ifname: "tmq0".into(),
-                ifindex: 7,
-                addrs: vec![IfAddr {
-                    addr: SERVER,
-                    prefix: 24,
-                }],
-                to_broadcast: true,
-            },
-            now: T0,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> Decision {
-        self.engine
-            .handle(bytes, &self.arrival, &mut self.db, self.now)
-    }
-
     fn reply_type(&mut self, bytes: &[u8]) -> Option<(MessageType, Ipv4Addr)> {
         match self.send(bytes) {
             Decision::Reply(r) => {
@@ -86,18 +27,6 @@ impl Rig {
             }
             _ => None,
         }
-    }
-
-    fn dora(&mut self, mac: [u8; 6]) -> Ipv4Addr {
-        let (t, ip) = self
-            .reply_type(&RawRequest::new(1, mac, 1).finish())
-            .expect("an offer");
-        assert_eq!(t, MessageType::Offer);
-        let (t, acked) = self
-            .reply_type(&request(mac, ip))
-            .expect("an answer to the request");
-        assert_eq!((t, acked), (MessageType::Ack, ip));
-        ip
     }
 
     fn ignored(&self, why: Ignored) -> u64 {

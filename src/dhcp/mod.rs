@@ -21,8 +21,6 @@ pub mod stats;
 
 #[cfg(test)]
 mod engine_tests;
-#[cfg(test)]
-mod hostile_tests;
 
 pub use engine::{Decision, Engine, Reply};
 pub use network::{Arrival, IfAddr};

@@ -26,6 +26,7 @@ use twinmasq_proto::LeaseRecord;
 use crate::config::Config;
 use crate::dhcp::shell::now_ms;
 use crate::net::interfaces::{self, Interface};
+use crate::net::mmsg::{self, Family};
 use crate::net::{pktinfo, pktinfo6};
 
 use super::authority::{Authority, Service};
@@ -411,36 +412,10 @@ impl Shell {
             };
             let mine = self.udp_out.iter().filter(|r| r.listener == listener);
             if self.listener_v6.get(listener).copied().unwrap_or(false) {
-                let out: Vec<pktinfo6::Outgoing6<'_>> = mine
-                    .filter_map(|r| match (r.to, r.from) {
-                        (SocketAddr::V6(to), IpAddr::V6(from)) => Some(pktinfo6::Outgoing6 {
-                            packet: &r.bytes,
-                            to,
-                            ifindex: r.ifindex,
-                            from,
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                pktinfo6::send_batch(sock.as_raw_fd(), &out, |to, e| {
-                    tracing::debug!(target: "dns", "reply to {to}: {e}");
-                });
-                continue;
+                send_replies::<pktinfo6::V6>(sock.as_raw_fd(), mine);
+            } else {
+                send_replies::<pktinfo::V4>(sock.as_raw_fd(), mine);
             }
-            let out: Vec<pktinfo::Outgoing<'_>> = mine
-                .filter_map(|r| match (r.to, r.from) {
-                    (SocketAddr::V4(to), IpAddr::V4(from)) => Some(pktinfo::Outgoing {
-                        packet: &r.bytes,
-                        to,
-                        ifindex: r.ifindex,
-                        from,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            pktinfo::send_batch(sock.as_raw_fd(), &out, |to, e| {
-                tracing::debug!(target: "dns", "reply to {to}: {e}");
-            });
         }
         self.udp_out.clear();
     }
@@ -550,6 +525,28 @@ impl Shell {
         );
         self.carry_out(actions);
     }
+}
+
+/// One listener's replies of family `F` in one `sendmmsg` batch; a reply
+/// of the other family (which its listener cannot have produced) is left
+/// out.
+fn send_replies<'a, F: Family>(
+    fd: std::os::fd::RawFd,
+    replies: impl Iterator<Item = &'a UdpReply>,
+) {
+    let out: Vec<mmsg::Outgoing<'_, F>> = replies
+        .filter_map(|r| {
+            Some(mmsg::Outgoing {
+                packet: &r.bytes,
+                to: F::addr_of(r.to)?,
+                ifindex: r.ifindex,
+                from: F::ip_of(r.from)?,
+            })
+        })
+        .collect();
+    mmsg::send_batch(fd, &out, |to, e| {
+        tracing::debug!(target: "dns", "reply to {to:?}: {e}");
+    });
 }
 
 /// A listener's receive batch, by address family: the drain loop is the

@@ -22,6 +22,10 @@ pub trait Family: Copy + Debug {
 
     fn sockaddr(a: Self::Addr) -> Self::Sock;
 
+    /// The address if it is of this family.
+    fn addr_of(a: std::net::SocketAddr) -> Option<Self::Addr>;
+    fn ip_of(ip: std::net::IpAddr) -> Option<Self::Ip>;
+
     /// Where a received datagram came from and arrived at.
     ///
     /// # Safety

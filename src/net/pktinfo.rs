@@ -40,6 +40,20 @@ impl Family for V4 {
         s
     }
 
+    fn addr_of(a: std::net::SocketAddr) -> Option<SocketAddrV4> {
+        match a {
+            std::net::SocketAddr::V4(a) => Some(a),
+            std::net::SocketAddr::V6(_) => None,
+        }
+    }
+
+    fn ip_of(ip: std::net::IpAddr) -> Option<Ipv4Addr> {
+        match ip {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        }
+    }
+
     unsafe fn parse(msg: &libc::msghdr, addr: &libc::sockaddr_in, len: usize) -> RecvMeta {
         let mut meta = RecvMeta {
             len,

@@ -62,6 +62,20 @@ impl Family for V6 {
         s
     }
 
+    fn addr_of(a: std::net::SocketAddr) -> Option<SocketAddrV6> {
+        match a {
+            std::net::SocketAddr::V6(a) => Some(a),
+            std::net::SocketAddr::V4(_) => None,
+        }
+    }
+
+    fn ip_of(ip: std::net::IpAddr) -> Option<Ipv6Addr> {
+        match ip {
+            std::net::IpAddr::V6(ip) => Some(ip),
+            std::net::IpAddr::V4(_) => None,
+        }
+    }
+
     unsafe fn parse(msg: &libc::msghdr, addr: &libc::sockaddr_in6, len: usize) -> RecvMeta6 {
         let mut meta = RecvMeta6 {
             len,
