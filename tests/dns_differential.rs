@@ -13,12 +13,12 @@
 
 mod netns;
 
+use netns::udp_in_ns;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,23 +71,6 @@ macro_rules! lab {
 
 // ---------------------------------------------------------------------------
 // Sockets inside a namespace
-
-/// A UDP socket bound to `addr` inside namespace `ns`. A socket stays in the
-/// namespace it was created in, so a throwaway thread enters the namespace
-/// (setns affects only the calling thread), binds, and ends.
-fn udp_in_ns(ns: &str, addr: SocketAddr) -> UdpSocket {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let f = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on a valid fd; it only changes this thread's
-        // network namespace, and this thread ends right after the bind.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-        UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr} in {path}: {e}"))
-    })
-    .join()
-    .expect("setns thread panicked")
-}
 
 // ---------------------------------------------------------------------------
 // The test's own upstream servers

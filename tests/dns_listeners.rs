@@ -16,11 +16,11 @@
 
 mod netns;
 
+use netns::udp_in_ns;
+
 use std::fs;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -65,22 +65,6 @@ macro_rules! lab {
 
 // ---------------------------------------------------------------------------
 // The test's upstream servers
-
-/// A UDP socket bound inside namespace `ns`: a short-lived thread enters it
-/// (setns changes only the calling thread) and binds.
-fn udp_in_ns(ns: &str, addr: SocketAddr) -> UdpSocket {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let f = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on a valid fd; only this thread moves, and it
-        // ends right after the bind.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-        UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr} in {path}: {e}"))
-    })
-    .join()
-    .expect("setns thread panicked")
-}
 
 /// One tiny DNS server: every A question gets `answer` (TTL 0, so nothing
 /// is cached and each query shows which upstream was asked).

@@ -25,7 +25,6 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,7 +35,7 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use netns::{wait_for, Host, Lab, Proc, ServerKind, NETMASK, SERVER_IP};
+use netns::{in_ns, udp_in_ns, wait_for, Host, Lab, Proc, ServerKind, NETMASK, SERVER_IP};
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const REF_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
@@ -61,28 +60,6 @@ macro_rules! lab {
 
 // ---------------------------------------------------------------------------
 // Sockets inside a namespace
-
-/// Runs `f` on a thread that has entered `ns`; sockets made there stay in
-/// that namespace after the thread ends.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on a valid fd; it changes only this thread's
-        // network namespace, and the thread ends when `f` returns.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("setns thread panicked")
-}
-
-fn udp_in_ns(ns: &str, addr: SocketAddr) -> UdpSocket {
-    in_ns(ns, move || {
-        UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
-    })
-}
 
 fn tcp_in_ns(ns: &str, to: SocketAddr) -> io::Result<TcpStream> {
     in_ns(ns, move || {

@@ -9,9 +9,7 @@
 mod netns;
 
 use std::fs;
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -46,21 +44,13 @@ macro_rules! lab {
 }
 
 fn udp_in_ns(ns: &str, addr: SocketAddr) -> UdpSocket {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let f = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on a valid fd; it changes only this thread's
-        // network namespace, and the thread ends after the bind.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+    netns::in_ns(ns, move || {
         let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         // Room for a burst of replies while the flood is being sent.
         let sock = socket2::SockRef::from(&s);
         let _ = sock.set_recv_buffer_size(8 << 20);
         s
     })
-    .join()
-    .expect("setns thread panicked")
 }
 
 /// (VmRSS in bytes, open fds) of `pid`.

@@ -1964,3 +1964,27 @@ pub fn read_acks(path: &Path) -> BTreeMap<String, Ipv4Addr> {
         })
         .collect()
 }
+
+/// Runs `f` on a thread that has entered namespace `ns`; sockets made there
+/// stay in that namespace after the thread ends (setns changes only the
+/// calling thread).
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns(2) on a valid fd; it changes only this thread's
+        // network namespace, and the thread ends when `f` returns.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("setns thread panicked")
+}
+
+/// A UDP socket bound to `addr` inside namespace `ns`.
+pub fn udp_in_ns(ns: &str, addr: std::net::SocketAddr) -> std::net::UdpSocket {
+    in_ns(ns, move || {
+        std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    })
+}
