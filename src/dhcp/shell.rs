@@ -68,8 +68,9 @@ pub struct ShellStats {
     pub partner_cancelled: AtomicU64,
 }
 
-/// A failover message that kept the engine this long (a sync page, a table
-/// to send back) excuses the partner's silence meanwhile.
+/// Work that kept the engine's task this long (a sync page, a table to send
+/// back, the lease-file export, spreading merged pages) excuses the
+/// failover partner's silence meanwhile.
 const BUSY_MS: u64 = 100;
 
 fn ifname_of(index: u32) -> Option<String> {
