@@ -817,20 +817,9 @@ impl Drop for SlowUpstream {
     }
 }
 
-/// `twinmasq_dns_dropped_total{reason=...}` and friends from the metrics
-/// endpoint, read with curl from `host`.
+/// The metrics endpoint's series, read with curl from `host`.
 fn scrape(host: &Host) -> BTreeMap<String, f64> {
-    let url = format!("http://{SERVER_IP}:{METRICS_PORT}/metrics");
-    let body = host
-        .exec(&["curl", "-sS", "--max-time", "5", &url], CMD)
-        .unwrap_or_else(|e| panic!("scrape: {e}"));
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
+    netns::scrape_metrics(host, METRICS_PORT)
 }
 
 fn dropped(m: &BTreeMap<String, f64>, reason: &str) -> f64 {

@@ -1988,3 +1988,22 @@ pub fn udp_in_ns(ns: &str, addr: std::net::SocketAddr) -> std::net::UdpSocket {
         std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
     })
 }
+
+/// `GET /metrics` on the server's `metrics-listen` port, with curl from
+/// `host`: each series (comments left out) and its value.
+pub fn scrape_metrics(host: &Host, port: u16) -> BTreeMap<String, f64> {
+    let url = format!("http://{SERVER_IP}:{port}/metrics");
+    let body = host
+        .exec(
+            &["curl", "-sS", "--max-time", "5", &url],
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| panic!("scrape: {e}"));
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
