@@ -337,7 +337,7 @@ fmt_row() { # key
 report() {
   local k s fixed_key cpu_tm cpu_kea r1 r2 r3
   echo
-  echo "DHCPv4 benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), twinmasq $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "DHCPv4 benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), twinmasq $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')"
   echo "perfdhcp $PERFDHCP_VERSION relay mode (giaddr $CLI_ADDR) -> $SRV_ADDR; pool $POOL_START-$POOL_END ($POOL_SIZE addresses);"
   echo "$NMACS random MACs (seed $SEED); $PERIOD s per run; fresh server and empty leases per run; server on core $SRV_CORE, perfdhcp on core $CLI_CORE."
   echo "Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg). Figures from a loaded machine only compare within one run."

@@ -261,7 +261,7 @@ field() { # key index (1 = status) -> value when the run is ok
 
 report() {
   local k s sc mode
-  echo "DNS benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "DNS benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')"
   echo "dnsperf $DNSPERF_VERSION, dnsmasq $DNSMASQ_VERSION; $PERIOD s per run; $NAMES names; fixed rate $RATE qps."
   echo "Servers on core $SRV_CORE, dnsperf and the upstream on core $CLI_CORE."
   echo "Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg). On a shared machine, compare within one run only."

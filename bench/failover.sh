@@ -662,7 +662,7 @@ verdict() { # value target le|ge
 report() {
   local c rep vals st to_ms l
   echo
-  echo "Failover benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), twinmasq $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "Failover benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), twinmasq $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')"
   echo "Primary on core $PRI_CORE, secondary on core $SEC_CORE$( [ "$SEC_CORE" = "$CLI_CORE" ] && echo " (with perfdhcp, which runs only in part 3)"; [ "$SEC_CORE" = "$PRI_CORE" ] && echo " (with the primary)"), perfdhcp on core $CLI_CORE;"
   echo "failover link $LINK_PRI <-> $LINK_SEC, TCP $FO_PORT, on a veth of its own."
   echo "Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg). Figures from a loaded machine only compare within one run."

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod forward;
 pub mod hosts;
 mod listen;
+mod moderation;
 pub mod names;
 pub mod replay;
 pub mod resolv;

@@ -35,6 +35,7 @@ use super::listen::{
     interface_nets, listen_addrs, listen_addrs6, local_service_ok, served_at, serves_dns,
     serves_dns6, service_at,
 };
+use super::moderation::Moderation;
 use super::resolv::{self, ResolvWatch};
 use super::zone::ZoneSerial;
 
@@ -57,19 +58,6 @@ const MAX_LOCAL_V6: usize = 4096;
 /// Datagrams served from one listener before the runtime's other work
 /// (timers, TCP, upstream answers, DHCP on the same thread) gets a turn.
 const MAX_PER_WAKE: usize = 256;
-/// Interrupt moderation. Under steady load each query would otherwise cost
-/// a wake-up of its own (epoll, context switch), which is most of the CPU a
-/// query costs. When queries are arriving often (the last drain was less
-/// than this long ago, or this one found several), the shell waits this
-/// long after answering, so the next drain finds a batch. It adds at most
-/// at most this much (half on average) to a query's latency, and only
-/// while busy; a saturated socket is never empty, so no wait happens
-/// there. The wait sleeps the thread: a timer would let each arriving
-/// datagram wake it for nothing. The DNS shell has its thread to itself
-/// (`dns::thread`), so DHCP and the failover link never wait for it. In
-/// bench/dns.sh at 20,000 qps, 250 us cut the CPU per query by a quarter
-/// and 500 us by a third, against no wait (bench/README.md).
-const MODERATION: Duration = Duration::from_micros(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -534,17 +522,15 @@ fn send_replies<'a, F: Family>(
     fd: std::os::fd::RawFd,
     replies: impl Iterator<Item = &'a UdpReply>,
 ) {
-    let out: Vec<mmsg::Outgoing<'_, F>> = replies
-        .filter_map(|r| {
-            Some(mmsg::Outgoing {
-                packet: &r.bytes,
-                to: F::addr_of(r.to)?,
-                ifindex: r.ifindex,
-                from: F::ip_of(r.from)?,
-            })
+    let out = replies.filter_map(|r| {
+        Some(mmsg::Outgoing::<'_, F> {
+            packet: &r.bytes,
+            to: F::addr_of(r.to)?,
+            ifindex: r.ifindex,
+            from: F::ip_of(r.from)?,
         })
-        .collect();
-    mmsg::send_batch(fd, &out, |to, e| {
+    });
+    mmsg::send_batch(fd, out, |to, e| {
         tracing::debug!(target: "dns", "reply to {to:?}: {e}");
     });
 }
@@ -912,7 +898,10 @@ pub async fn run(
         },
         MAX_UDP_QUERY,
     );
-    let mut last_drain: Option<Instant> = None;
+    // Waits by sleeping the thread: a timer would let each arriving
+    // datagram wake it for nothing. The DNS shell has its thread to itself
+    // (`dns::thread`), so DHCP and the failover link never wait for it.
+    let mut moderation = Moderation::new(Instant::now());
     let mut feed = leases.feed;
     tokio::pin!(shutdown);
     let mut iface_tick = tokio::time::interval(IFACE_REFRESH);
@@ -931,14 +920,8 @@ pub async fn run(
                 } else {
                     shell.drain_listener(i, &mut batch)
                 };
-                let now = Instant::now();
-                let busy = served >= 2
-                    || last_drain.is_some_and(|t| now.duration_since(t) < MODERATION);
-                if served > 0 && served < RECV_BATCH && busy {
-                    std::thread::sleep(MODERATION);
-                }
-                if served > 0 {
-                    last_drain = Some(Instant::now());
+                if let Some(wait) = moderation.after_drain(served, RECV_BATCH, Instant::now()) {
+                    std::thread::sleep(wait);
                 }
             }
             Some((i, bytes, from)) = udp_rx.recv() => {

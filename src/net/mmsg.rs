@@ -162,6 +162,7 @@ impl<F: Family> RecvBatch<F> {
 
 /// One datagram for [`send_batch`]: to `to`, out of interface `ifindex`,
 /// from our address `from` (the one the query was sent to).
+#[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a, F: Family> {
     pub packet: &'a [u8],
     pub to: F::Addr,
@@ -175,10 +176,11 @@ const SEND_BATCH: usize = 64;
 /// Sends every datagram with its source address and interface, up to
 /// [`SEND_BATCH`] per `sendmmsg`. A datagram the kernel refuses is skipped
 /// (the error goes to `on_error` with its destination) and the rest are
-/// still sent.
-pub fn send_batch<F: Family>(
+/// still sent. Taking an iterator lets a caller send straight from its own
+/// queue, with no list built per call.
+pub fn send_batch<'a, F: Family + 'a>(
     fd: RawFd,
-    out: &[Outgoing<'_, F>],
+    out: impl IntoIterator<Item = Outgoing<'a, F>>,
     mut on_error: impl FnMut(F::Addr, io::Error),
 ) {
     // SAFETY: all-zero is a valid socket address of either family, a
@@ -189,8 +191,14 @@ pub fn send_batch<F: Family>(
     let mut iovs: [libc::iovec; SEND_BATCH] = [iov0; SEND_BATCH];
     let mut controls = [[0u8; CMSG_SPACE]; SEND_BATCH];
     let mut hdrs: [libc::mmsghdr; SEND_BATCH] = [hdr0; SEND_BATCH];
-    for chunk in out.chunks(SEND_BATCH) {
-        for (i, o) in chunk.iter().enumerate() {
+    let mut tos: [Option<F::Addr>; SEND_BATCH] = [None; SEND_BATCH];
+    let mut out = out.into_iter();
+    loop {
+        let mut count = 0;
+        for o in out.by_ref().take(SEND_BATCH) {
+            let i = count;
+            count += 1;
+            tos[i] = Some(o.to);
             addrs[i] = F::sockaddr(o.to);
             iovs[i] = libc::iovec {
                 iov_base: o.packet.as_ptr() as *mut libc::c_void,
@@ -209,25 +217,30 @@ pub fn send_batch<F: Family>(
             };
         }
         let mut done = 0;
-        while done < chunk.len() {
-            // SAFETY: headers `done..chunk.len()` point at the arrays above,
-            // at `addrs` and at the caller's packets, all alive across the
+        while done < count {
+            // SAFETY: headers `done..count` point at the arrays above, at
+            // `addrs` and at the caller's packets, all alive across the
             // call.
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
                     hdrs[done..].as_mut_ptr(),
-                    (chunk.len() - done) as libc::c_uint,
+                    (count - done) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
             if n < 0 {
                 // The first datagram left failed: report it and go past it.
-                on_error(chunk[done].to, io::Error::last_os_error());
+                if let Some(to) = tos[done] {
+                    on_error(to, io::Error::last_os_error());
+                }
                 done += 1;
             } else {
                 done += (n as usize).max(1);
             }
+        }
+        if count < SEND_BATCH {
+            return;
         }
     }
 }

@@ -23,7 +23,7 @@ pub type Outgoing<'a> = mmsg::Outgoing<'a, V4>;
 
 /// Sends every datagram as [`send`] would, batched (see [`mmsg::send_batch`]).
 pub fn send_batch(fd: RawFd, out: &[Outgoing<'_>], on_error: impl FnMut(SocketAddrV4, io::Error)) {
-    mmsg::send_batch(fd, out, on_error);
+    mmsg::send_batch(fd, out.iter().copied(), on_error);
 }
 
 impl Family for V4 {
@@ -274,5 +274,44 @@ mod tests {
         let mut buf = [0u8; 64];
         let (n, _) = client.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"ok");
+    }
+
+    #[test]
+    fn more_than_one_sendmmsg_worth_all_leave_in_order() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable(server.as_raw_fd()).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let big = vec![1u8; 70_000];
+        // 64 + 64 + 2: exactly a full second batch, then a short third;
+        // datagram 100 is refused.
+        let packets: Vec<Vec<u8>> = (0..130u32)
+            .map(|i| {
+                if i == 100 {
+                    big.clone()
+                } else {
+                    i.to_be_bytes().to_vec()
+                }
+            })
+            .collect();
+        let out: Vec<Outgoing<'_>> = packets
+            .iter()
+            .map(|p| Outgoing {
+                packet: p,
+                to: v4(&client),
+                ifindex: 0,
+                from: Ipv4Addr::LOCALHOST,
+            })
+            .collect();
+        let mut errors = Vec::new();
+        send_batch(server.as_raw_fd(), &out, |to, e| errors.push((to, e)));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        for i in (0..130u32).filter(|&i| i != 100) {
+            let mut buf = [0u8; 64];
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &i.to_be_bytes());
+        }
     }
 }

@@ -24,7 +24,7 @@ pub type Outgoing6<'a> = mmsg::Outgoing<'a, V6>;
 /// Sends every datagram from its source address and interface, batched
 /// (see [`mmsg::send_batch`]).
 pub fn send_batch(fd: RawFd, out: &[Outgoing6<'_>], on_error: impl FnMut(SocketAddrV6, io::Error)) {
-    mmsg::send_batch(fd, out, on_error);
+    mmsg::send_batch(fd, out.iter().copied(), on_error);
 }
 
 /// Turns on IPV6_RECVPKTINFO reporting for a socket.
