@@ -553,7 +553,11 @@ fn dns_config(dir: &Path) -> Vec<String> {
          198.18.1.12 Laptop\n\
          198.18.1.13 mail\n\
          198.18.1.14 full.other.example\n\
-         192.168.77.5 lanbox\n",
+         192.168.77.5 lanbox\n\
+         198.18.0.40 multi\n\
+         198.18.3.40 multi\n\
+         198.18.3.41 elsewhere\n\
+         198.18.4.41 elsewhere\n",
     )
     .unwrap();
     // dnsmasq reads hosts files after dropping privileges to nobody.
@@ -605,6 +609,9 @@ fn dns_config(dir: &Path) -> Vec<String> {
         "bogus-nxdomain=198.18.7.0/24".into(),
         "bogus-nxdomain=2001:db8:7::7".into(),
         "ignore-address=198.18.8.8".into(),
+        // Both servers are on 198.18.0.0/24: `multi` answers its address
+        // there only, `elsewhere` (none there) all of its.
+        "localise-queries".into(),
     ]
     .into()
 }
@@ -625,6 +632,10 @@ fn queries() -> Vec<(&'static str, RecordType, bool)> {
         ("printer-alias.home.lan.", A, true),
         ("full.other.example.", A, true),
         ("lanbox.home.lan.", A, true),
+        // localise-queries.
+        ("multi.home.lan.", A, true),
+        ("MULTI.", A, true),
+        ("elsewhere.home.lan.", A, true),
         // NODATA vs NXDOMAIN for local names.
         ("nas.home.lan.", MX, true),
         ("nas.home.lan.", TXT, true),
@@ -823,6 +834,23 @@ fn check_reference(results: &[(String, Outcome, Outcome)], up: &Upstream) -> Vec
     want(
         has("missing.home.lan. A rd", ResponseCode::NXDomain, ""),
         "local= name NXDOMAIN",
+    );
+    want(
+        has("multi.home.lan. A rd", ResponseCode::NoError, "198.18.0.40")
+            && !has("multi.home.lan. A rd", ResponseCode::NoError, "198.18.3.40"),
+        "localise-queries kept only the address on the asked subnet",
+    );
+    want(
+        has(
+            "elsewhere.home.lan. A rd",
+            ResponseCode::NoError,
+            "198.18.3.41",
+        ) && has(
+            "elsewhere.home.lan. A rd",
+            ResponseCode::NoError,
+            "198.18.4.41",
+        ),
+        "localise-queries kept every address when none is on the asked subnet",
     );
     want(
         has("www.example.net. A rd", ResponseCode::NoError, "198.18.5.1"),

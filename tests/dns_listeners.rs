@@ -560,3 +560,76 @@ fn no_poll_rereads_the_resolv_file_on_sighup_only() {
         drop(server);
     }
 }
+
+/// `servers-file`: its servers and domain routes are used from the start,
+/// and a rewritten file takes effect on SIGHUP (not before), for dnsmasq
+/// and for us.
+#[test]
+fn a_servers_file_is_reread_on_sighup() {
+    let Some(rig) = resolv_rig("a_servers_file_is_reread_on_sighup") else {
+        return;
+    };
+    let file = rig.lab.dir().join("servers");
+    let write = |lines: &str| {
+        let tmp = file.with_extension("new");
+        fs::write(&tmp, lines).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::rename(&tmp, &file).unwrap();
+    };
+    let ask = |name: &str| -> Option<Ipv4Addr> {
+        let (_, got) = dig(&rig.client, &SERVER_IP.to_string(), name, "A", false).ok()?;
+        got.first()?.parse().ok()
+    };
+    let mut n = 0;
+    for kind in [ServerKind::Dnsmasq, ServerKind::Twinmasq] {
+        write(&format!(
+            "# normal server, and one domain routed to the other\n\
+             server={UPSTREAM_V4}\n\
+             server=/six.example/{UPSTREAM_V6}\n"
+        ));
+        let lines = vec![
+            format!("interface={}", rig.lab.server.ifname),
+            "no-resolv".to_string(),
+            format!("servers-file={}", file.display()),
+        ];
+        let mut server = DnsServer::start(
+            &rig.lab,
+            kind,
+            &format!("{kind:?}-servers-file"),
+            &lines,
+            &rig.client,
+        );
+        assert_eq!(rig.ask(&mut n), Some(FROM_V4_UPSTREAM), "{kind:?} at start");
+        assert_eq!(
+            ask("a.six.example"),
+            Some(FROM_V6_UPSTREAM),
+            "{kind:?} domain route"
+        );
+
+        write(&format!(
+            "server={UPSTREAM_V6}\n\
+             server=/four.example/{UPSTREAM_V4}\n"
+        ));
+        // Not polled: nothing changes until SIGHUP.
+        thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            rig.ask(&mut n),
+            Some(FROM_V4_UPSTREAM),
+            "{kind:?} before SIGHUP"
+        );
+        server.sighup();
+        rig.wait_answer_from(FROM_V6_UPSTREAM, SWITCH_WITHIN, &mut n);
+        assert_eq!(
+            ask("b.four.example"),
+            Some(FROM_V4_UPSTREAM),
+            "{kind:?} new route"
+        );
+        // The old route is gone: the name now goes to the normal server.
+        assert_eq!(
+            ask("c.six.example"),
+            Some(FROM_V6_UPSTREAM),
+            "{kind:?} old route"
+        );
+        drop(server);
+    }
+}

@@ -288,6 +288,8 @@ impl Builder {
                 c.dns.port = port;
             }
             Opt::AddnHosts => c.dns.addn_hosts.push(path_value(v).map_err(bad)?),
+            // One file, as in dnsmasq: a later line replaces it.
+            Opt::ServersFile => c.dns.servers_file = Some(path_value(v).map_err(bad)?),
             Opt::LogAsync => {
                 let n = parse_u32(v)
                     .ok_or_else(|| bad(format!("'{}' is not a number of lines", unhide(v))))?;
@@ -417,6 +419,7 @@ impl Builder {
             },
             // Flags were refused a value by check_shape.
             Opt::ExpandHosts
+            | Opt::LocaliseQueries
             | Opt::DomainNeeded
             | Opt::BogusPriv
             | Opt::FilterA
@@ -455,6 +458,7 @@ impl Builder {
             Opt::NoResolv => c.dns.no_resolv = true,
             Opt::NoPoll => c.dns.no_poll = true,
             Opt::ExpandHosts => c.dns.expand_hosts = true,
+            Opt::LocaliseQueries => c.dns.localise_queries = true,
             Opt::DomainNeeded => c.dns.domain_needed = true,
             Opt::BogusPriv => c.dns.bogus_priv = true,
             Opt::FilterA => c.dns.filter_a = true,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::net::Ipv4Addr;
 
 use super::error::{ConfigError, Location};
-use super::file::{clean_line, DirSpec};
+use super::file::{read_option_lines, DirSpec};
 use super::names::check_hostname;
 use super::types::{Config, DhcpHost, DhcpOptionSpec, MacPattern};
 use super::{dhcp_host, dhcp_option};
@@ -220,27 +220,11 @@ fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn read_lines(path: &Path, mut take: impl FnMut(&str, &Location) -> Result<(), ConfigError>) {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => {
-            tracing::error!("cannot read {}: {e}", path.display());
-            return;
-        }
-    };
-    let origin = path.display().to_string();
-    for (i, raw) in text.lines().enumerate() {
-        let at = Location::file(&origin, i + 1);
-        let result = match clean_line(raw, &at) {
-            Ok(None) => continue,
-            Ok(Some(line)) => take(&line, &at),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::error!("{e}");
-        }
+/// [`read_option_lines`], then the "read" line dnsmasq logs.
+fn read_lines(path: &Path, take: impl FnMut(&str, &Location) -> Result<(), ConfigError>) {
+    if read_option_lines(path, take) {
+        tracing::info!(target: "dhcp", "read {}", path.display());
     }
-    tracing::info!(target: "dhcp", "read {origin}");
 }
 
 #[cfg(test)]

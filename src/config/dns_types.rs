@@ -250,6 +250,12 @@ pub struct DnsConfig {
     /// `expand-hosts`: plain names from hosts files also answer with the
     /// `domain` appended.
     pub expand_hosts: bool,
+    /// `servers-file`: more `server=`/`rev-server=` lines, re-read on
+    /// SIGHUP (`config::servers_file`).
+    pub servers_file: Option<PathBuf>,
+    /// `localise-queries`: a hosts name with an IPv4 address on the subnet
+    /// of the address a query was sent to answers A with those only.
+    pub localise_queries: bool,
     /// `no-resolv`: do not read `resolv_files` for upstream servers.
     pub no_resolv: bool,
     /// `resolv-file`; default /etc/resolv.conf.
@@ -328,6 +334,8 @@ impl Default for DnsConfig {
             hosts_file: PathBuf::from(DEFAULT_HOSTS_FILE),
             addn_hosts: Vec::new(),
             expand_hosts: false,
+            localise_queries: false,
+            servers_file: None,
             no_resolv: false,
             resolv_files: vec![PathBuf::from(DEFAULT_RESOLV_FILE)],
             no_poll: false,

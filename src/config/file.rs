@@ -19,13 +19,51 @@ pub(crate) fn split_line(
     let Some(line) = clean_line(raw, at)? else {
         return Ok(None);
     };
+    let (name, value) = split_name_value(&line);
+    Ok(Some((name.to_string(), value.map(str::to_string))))
+}
+
+/// A cleaned line's option name and value: `name=value`, blanks allowed
+/// around the `=`, or a bare `name`.
+pub(crate) fn split_name_value(line: &str) -> (&str, Option<&str>) {
     match line.split_once('=') {
-        Some((name, value)) => Ok(Some((
-            name.trim_end_matches([' ', '=']).to_string(),
-            Some(value.trim_start_matches(' ').to_string()),
-        ))),
-        None => Ok(Some((line, None))),
+        Some((name, value)) => (
+            name.trim_end_matches([' ', '=']),
+            Some(value.trim_start_matches(' ')),
+        ),
+        None => (line, None),
     }
+}
+
+/// Hands each line of a file read while running (SIGHUP) to `take`, with
+/// its location, and logs what it or the line's syntax refuses: as in
+/// dnsmasq, a bad line or a missing file is skipped, never fatal, so an
+/// edited file cannot stop a running server. False when the file cannot be
+/// read.
+pub(crate) fn read_option_lines(
+    path: &Path,
+    mut take: impl FnMut(&str, &Location) -> Result<(), ConfigError>,
+) -> bool {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            tracing::error!("cannot read {}: {e}", path.display());
+            return false;
+        }
+    };
+    let origin = path.display().to_string();
+    for (i, raw) in text.lines().enumerate() {
+        let at = Location::file(&origin, i + 1);
+        let result = match clean_line(raw, &at) {
+            Ok(None) => continue,
+            Ok(Some(line)) => take(&line, &at),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!("{e}");
+        }
+    }
+    true
 }
 
 /// A line with its comment and outer blanks gone, or `None` when nothing

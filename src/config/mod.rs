@@ -19,6 +19,7 @@ mod error;
 pub mod failover;
 mod file;
 mod names;
+pub mod servers_file;
 mod table;
 mod tags;
 pub mod types;

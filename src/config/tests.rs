@@ -933,3 +933,19 @@ fn dhcp_rate_limit_is_ours_with_a_default_and_off() {
     );
     assert!(err("dhcp-rate-limit=1,2,3").contains("more than two values"));
 }
+
+#[test]
+fn localise_queries_and_servers_file() {
+    let c = conf("localise-queries\nservers-file=/etc/dnsmasq.servers\n");
+    assert!(c.dns.localise_queries);
+    assert_eq!(
+        c.dns.servers_file,
+        Some(PathBuf::from("/etc/dnsmasq.servers"))
+    );
+    // A later servers-file replaces the earlier one, as in dnsmasq.
+    let c = conf("servers-file=/a\nservers-file=/b\n");
+    assert_eq!(c.dns.servers_file, Some(PathBuf::from("/b")));
+    assert!(!conf("").dns.localise_queries);
+    assert!(err("localise-queries=yes\n").contains("localise-queries"));
+    assert!(err("servers-file\n").contains("servers-file"));
+}

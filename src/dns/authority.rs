@@ -78,11 +78,13 @@ pub enum AuthVerdict {
 /// engine's tests use small fakes.
 pub trait LocalData {
     /// The verdict for one question. `name` is as asked (any case);
-    /// `now_secs` is unix time, for lease expiry.
+    /// `arrival` is where it was sent (`ClientRef::arrival`); `now_secs` is
+    /// unix time, for lease expiry.
     fn lookup(
         &self,
         name: &hickory_proto::rr::Name,
         qtype: hickory_proto::rr::RecordType,
+        arrival: Option<Net>,
         now_secs: u64,
     ) -> Lookup;
 
@@ -91,7 +93,7 @@ pub trait LocalData {
     fn has_name(&self, name: &hickory_proto::rr::Name, now_secs: u64) -> bool {
         use hickory_proto::rr::RecordType;
         [RecordType::A, RecordType::AAAA].into_iter().any(|t| {
-            matches!(self.lookup(name, t, now_secs), Lookup::Local { answers, .. } if !answers.is_empty())
+            matches!(self.lookup(name, t, None, now_secs), Lookup::Local { answers, .. } if !answers.is_empty())
         })
     }
 
@@ -191,6 +193,7 @@ struct LeaseEntry {
 pub struct Authority {
     local_ttl: u32,
     expand_hosts: bool,
+    localise: bool,
     domain_needed: bool,
     bogus_priv: bool,
     /// Only the `domain=` lines, for `domain_for`.
@@ -221,6 +224,7 @@ impl Authority {
         let mut a = Authority {
             local_ttl: cfg.dns.local_ttl,
             expand_hosts: cfg.dns.expand_hosts,
+            localise: cfg.dns.localise_queries,
             domain_needed: cfg.dns.domain_needed,
             bogus_priv: cfg.dns.bogus_priv,
             domains: Config {
@@ -250,6 +254,13 @@ impl Authority {
         self.bad_lines.clear();
         self.ents.clear();
         self.build_static(hosts);
+    }
+
+    /// New upstream routes (`servers-file` re-read): the domain and
+    /// reverse servers of `cfg`, which is otherwise the one this was built
+    /// from.
+    pub fn set_routes(&mut self, cfg: &Config) {
+        self.rules = build_rules(cfg);
     }
 
     /// The zone serial's handle, for whoever reports or replicates it.
@@ -492,11 +503,14 @@ impl Authority {
 
     /// Local records of `qtype` for `key`, owner `owner`, following a
     /// `cname=` (the CNAME plus the target's own local records).
+    /// `near`: with `localise-queries`, the subnet the query was sent to.
+    #[allow(clippy::too_many_arguments)]
     fn collect(
         &self,
         key: &str,
         owner: &Name,
         qtype: RecordType,
+        near: Option<Net>,
         now: u64,
         out: &mut Vec<Record>,
         hops: usize,
@@ -512,15 +526,20 @@ impl Authority {
                 RData::CNAME(CNAME(tname.clone())),
             ));
             if qtype != RecordType::CNAME && hops < MAX_CNAME_HOPS {
-                self.collect(&normalize(target), &tname, qtype, now, out, hops + 1);
+                self.collect(&normalize(target), &tname, qtype, near, now, out, hops + 1);
             }
             return;
         }
         let any = qtype == RecordType::ANY;
         let want = |t: RecordType| any || qtype == t;
         if want(RecordType::A) || want(RecordType::AAAA) {
-            for (addr, ttl) in data.map(|d| d.addrs.as_slice()).unwrap_or(&[]) {
+            let addrs = data.map(|d| d.addrs.as_slice()).unwrap_or(&[]);
+            // localise-queries (IPv4 only, as dnsmasq): when some of the
+            // name's IPv4 addresses are on the subnet asked, only those.
+            let near = near.filter(|n| addrs.iter().any(|(a, _)| a.is_ipv4() && n.contains(*a)));
+            for (addr, ttl) in addrs {
                 match addr {
+                    IpAddr::V4(_) if near.is_some_and(|n| !n.contains(*addr)) => {}
                     IpAddr::V4(v4) if want(RecordType::A) => {
                         out.push(Record::from_rdata(owner.clone(), *ttl, RData::A(A(*v4))))
                     }
@@ -704,10 +723,17 @@ impl LocalData for Authority {
         (!self.zones.is_empty()).then(|| self.zones.serial())
     }
 
-    fn lookup(&self, name: &Name, qtype: RecordType, now_secs: u64) -> Lookup {
+    fn lookup(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+        arrival: Option<Net>,
+        now_secs: u64,
+    ) -> Lookup {
         let key = key_of(name);
         let mut answers = Vec::new();
-        self.collect(&key, name, qtype, now_secs, &mut answers, 0);
+        let near = arrival.filter(|_| self.localise);
+        self.collect(&key, name, qtype, near, now_secs, &mut answers, 0);
         if !answers.is_empty() {
             return local(ResponseCode::NoError, answers, true);
         }

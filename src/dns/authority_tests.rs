@@ -149,7 +149,7 @@ fn auth() -> Authority {
 }
 
 fn q(a: &Authority, name: &str, t: RecordType) -> Lookup {
-    a.lookup(&Name::from_ascii(name).unwrap(), t, 1000)
+    a.lookup(&Name::from_ascii(name).unwrap(), t, None, 1000)
 }
 
 /// (rcode, aa, answers as "name type data ttl" text) of a local verdict.
@@ -845,18 +845,21 @@ fn expired_lease_answers_nothing_before_the_sweep() {
     );
     let n = Name::from_ascii("laptop.home.lan.").unwrap();
     assert!(matches!(
-        a.lookup(&n, A, 4999),
+        a.lookup(&n, A, None, 4999),
         Lookup::Local {
             rcode: ResponseCode::NoError,
             ..
         }
     ));
     assert_eq!(
-        a.lookup(&n, A, 5000),
+        a.lookup(&n, A, None, 5000),
         local(ResponseCode::NXDomain, vec![], false)
     );
     let r = Name::from_ascii("10.1.18.198.in-addr.arpa.").unwrap();
-    assert_eq!(a.lookup(&r, T_PTR, 5000), Lookup::Forward(Route::Default));
+    assert_eq!(
+        a.lookup(&r, T_PTR, None, 5000),
+        Lookup::Forward(Route::Default)
+    );
     // Already past when it arrives: not published at all.
     a.lease_changed(
         &lease("198.18.1.20", LeaseState::Bound, Some("late"), 900),
@@ -1069,4 +1072,88 @@ fn long_txt_strings_are_split_at_255_bytes() {
     let t = txt_rdata(&["a".repeat(300), "b".into()]);
     let lens: Vec<usize> = t.txt_data.iter().map(|s| s.len()).collect();
     assert_eq!(lens, vec![255, 45, 1]);
+}
+
+/// Hosts names with addresses on two subnets, one with both families, and
+/// a CNAME to one of them; `localise-queries` on.
+fn localised() -> Authority {
+    let mut c = cfg();
+    c.dns.localise_queries = true;
+    c.dns.cnames.push(CnameRecord {
+        aliases: vec!["to-multi.test".into()],
+        target: "multi".into(),
+        ttl: None,
+    });
+    let hosts = "198.18.0.10 multi\n198.18.1.10 multi\n2001:db8::10 multi\n\
+                 10.9.0.5 far\n10.9.0.6 far\n";
+    Authority::new(&c, &[(PathBuf::from("/tmp/hosts"), hosts.to_string())])
+}
+
+fn at(a: &Authority, name: &str, t: RecordType, dst: &str, prefix: u8) -> Vec<String> {
+    let arrival = Some(Net {
+        addr: dst.parse().unwrap(),
+        prefix,
+    });
+    match a.lookup(&Name::from_ascii(name).unwrap(), t, arrival, 1000) {
+        l @ Lookup::Local { .. } => local_of(&l).2,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn localise_queries_answers_the_address_on_the_asked_subnet() {
+    let a = localised();
+    // Asked at 198.18.1.1/24: only the address on that subnet.
+    assert_eq!(
+        at(&a, "multi.", A, "198.18.1.1", 24),
+        vec!["multi. A 198.18.1.10 0"]
+    );
+    assert_eq!(
+        at(&a, "multi.", A, "198.18.0.1", 24),
+        vec!["multi. A 198.18.0.10 0"]
+    );
+    // A wider prefix takes in both.
+    assert_eq!(at(&a, "multi.", A, "198.18.0.1", 16).len(), 2);
+    // No address on the asked subnet: all of them.
+    assert_eq!(at(&a, "far.", A, "198.18.0.1", 24).len(), 2);
+    // IPv4 only, as dnsmasq: AAAA is untouched, and ANY keeps it.
+    assert_eq!(
+        at(&a, "multi.", AAAA, "198.18.0.1", 24),
+        vec!["multi. AAAA 2001:db8::10 0"]
+    );
+    let any = at(&a, "multi.", ANY, "198.18.0.1", 24);
+    assert!(
+        any.contains(&"multi. A 198.18.0.10 0".to_string()),
+        "{any:?}"
+    );
+    assert!(!any.iter().any(|r| r.contains("198.18.1.10")), "{any:?}");
+    // Through a CNAME, the target's addresses are localised too.
+    assert_eq!(
+        at(&a, "to-multi.test.", A, "198.18.1.1", 24),
+        vec!["to-multi.test. CNAME multi. 0", "multi. A 198.18.1.10 0"]
+    );
+    // Without an arrival (IPv6 queries) every address answers.
+    assert_eq!(local_of(&q(&a, "multi.", A)).2.len(), 2);
+}
+
+#[test]
+fn localise_queries_leaves_leases_and_the_unset_option_alone() {
+    let mut a = localised();
+    a.lease_changed(
+        &lease("198.18.5.20", LeaseState::Bound, Some("dyn"), 5000),
+        1000,
+    );
+    assert_eq!(
+        at(&a, "dyn.", A, "198.18.0.1", 24),
+        vec!["dyn. A 198.18.5.20 0"]
+    );
+    // The option off: the arrival changes nothing.
+    let plain = Authority::new(
+        &cfg(),
+        &[(
+            PathBuf::from("/tmp/hosts"),
+            "198.18.0.10 multi\n198.18.1.10 multi\n".into(),
+        )],
+    );
+    assert_eq!(at(&plain, "multi.", A, "198.18.1.1", 24).len(), 2);
 }

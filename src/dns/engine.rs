@@ -19,7 +19,8 @@ use super::forward::{
     ClientKey, LatencyHistogram, Pending, PendingTable, Question, ServerSelector, Strategy,
     TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
 };
-use super::replay::{Replay, Source as ReplaySource};
+use super::replay::{Replay, Scope as ReplayScope, Source as ReplaySource};
+use super::zone::Net;
 use crate::config::dns_types::{AddrPrefix, DnsConfig};
 
 /// Plain DNS over UDP without EDNS (RFC 1035).
@@ -45,6 +46,9 @@ pub struct ClientRef {
     pub addr: SocketAddr,
     pub transport: Transport,
     pub conn: u64,
+    /// With `localise-queries`: our IPv4 address the query was sent to,
+    /// with the prefix of the interface that has it. `None` otherwise.
+    pub arrival: Option<Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,9 +384,14 @@ impl<L: LocalData> DnsEngine<L> {
         // Logging wants every query looked at; TCP is rare and its replies
         // may be transfers.
         let replayable = client.transport == Transport::Udp && !self.log_queries;
-        let auth = service == Service::Authoritative;
+        // Where the query was asked changes the answer: the service, and
+        // with localise-queries the subnet it was sent to.
+        let scope = ReplayScope {
+            auth: service == Service::Authoritative,
+            arrival: client.arrival,
+        };
         if replayable {
-            if let Some((reply, source)) = self.replay.get(bytes, auth, now_ms) {
+            if let Some((reply, source)) = self.replay.get(bytes, scope, now_ms) {
                 match source {
                     ReplaySource::Local => self.stats.local_answers += 1,
                     ReplaySource::Cache => self.stats.cache_hits += 1,
@@ -401,7 +410,7 @@ impl<L: LocalData> DnsEngine<L> {
         {
             // A truncated reply is counted each time it is sent.
             if self.stats.truncated == truncated {
-                self.replay.put(bytes, auth, reply, source, until);
+                self.replay.put(bytes, scope, reply, source, until);
             }
         }
         actions
@@ -483,10 +492,12 @@ impl<L: LocalData> DnsEngine<L> {
         // Local data answers only the Internet class; anything else goes
         // to the normal servers.
         let route = if req.query.query_class == DNSClass::IN {
-            match self
-                .local
-                .lookup(&req.query.name, req.query.query_type, now_ms / 1000)
-            {
+            match self.local.lookup(
+                &req.query.name,
+                req.query.query_type,
+                client.arrival,
+                now_ms / 1000,
+            ) {
                 Lookup::Local {
                     rcode,
                     mut answers,

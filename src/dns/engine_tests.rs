@@ -22,7 +22,7 @@ struct FakeLocal {
 }
 
 impl LocalData for FakeLocal {
-    fn lookup(&self, name: &Name, _qtype: RecordType, _now: u64) -> Lookup {
+    fn lookup(&self, name: &Name, _qtype: RecordType, _arrival: Option<Net>, _now: u64) -> Lookup {
         self.names
             .get(&name.to_lowercase().to_ascii())
             .cloned()
@@ -59,6 +59,7 @@ fn client(n: u8) -> ClientRef {
         addr: SocketAddr::from(([198, 18, 2, n], 40000 + u16::from(n))),
         transport: Transport::Udp,
         conn: 0,
+        arrival: None,
     }
 }
 
@@ -1667,4 +1668,36 @@ fn dns_repeated_warnings_are_logged_once_per_log_period() {
     assert!(!l.allow(1_000 + LOG_EVERY_MS - 1));
     assert!(l.allow(1_000 + LOG_EVERY_MS));
     assert!(!l.allow(1_000 + LOG_EVERY_MS + 5));
+}
+
+#[test]
+fn dns_replay_keeps_localised_answers_per_subnet() {
+    use crate::dns::authority::Authority;
+    let mut c = crate::config::Config::default();
+    c.dns.localise_queries = true;
+    let hosts = "198.18.0.10 multi\n198.18.1.10 multi\n".to_string();
+    let local = Authority::new(&c, &[(std::path::PathBuf::from("/tmp/hosts"), hosts)]);
+    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 2, 1);
+    let at = |n: u8, lan: u8| ClientRef {
+        arrival: Some(Net {
+            addr: std::net::IpAddr::V4(Ipv4Addr::new(198, 18, lan, 1)),
+            prefix: 24,
+        }),
+        ..client(n)
+    };
+    let addrs = |actions: &[Action]| -> Vec<String> {
+        reply_of(actions)
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect()
+    };
+    let q = query_bytes(0x1111, "multi.", RecordType::A, None);
+    // Each subnet twice: the second of each is replayed, and must not be
+    // the other subnet's reply.
+    for t in [1_000, 1_100] {
+        assert_eq!(addrs(&e.query(&q, at(1, 0), t)), vec!["198.18.0.10"]);
+        assert_eq!(addrs(&e.query(&q, at(2, 1), t)), vec!["198.18.1.10"]);
+    }
+    assert_eq!(e.stats().local_answers, 4);
 }

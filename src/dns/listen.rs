@@ -1,8 +1,9 @@
 //! Where the DNS service listens and whom it answers: the addresses to
 //! bind, which interfaces and addresses a query may arrive at (the
 //! `interface`, `except-interface`, `listen-address`, `bind-interfaces`
-//! and `auth-server` options), which service it gets there, and the
-//! `local-service` check on the client. Pure functions of the config and
+//! and `auth-server` options), which service it gets there, the
+//! `local-service` check on the client, and the subnet `localise-queries`
+//! answers for. Pure functions of the config and
 //! the interface list, so they are tested without sockets.
 
 use std::collections::HashMap;
@@ -251,6 +252,31 @@ pub(super) fn local_service_ok(
                 .any(|a| interfaces::same_net6(c, a.addr, a.prefix))
         }
     }
+}
+
+/// With `localise-queries`, the subnet a query sent to our address `dst`
+/// was asked from: `dst` with the prefix of the interface that has it
+/// (which need not be the one the query came in on, as in dnsmasq). IPv4
+/// only, as dnsmasq; `None` without the option.
+pub(super) fn arrival_net(
+    cfg: &Config,
+    ifaces: &HashMap<u32, Interface>,
+    dst: IpAddr,
+) -> Option<Net> {
+    if !cfg.dns.localise_queries {
+        return None;
+    }
+    let IpAddr::V4(dst) = dst else {
+        return None;
+    };
+    ifaces
+        .values()
+        .flat_map(|i| &i.addrs)
+        .find(|a| a.addr == dst)
+        .map(|a| Net {
+            addr: IpAddr::V4(dst),
+            prefix: a.prefix,
+        })
 }
 
 #[cfg(test)]

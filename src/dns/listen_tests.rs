@@ -190,3 +190,27 @@ fn bind_interfaces_with_ipv4_addresses_only_binds_no_ipv6() {
         vec![(SocketAddrV6::new(ip6("fd00:5::1"), 53, 0, 0), true)]
     );
 }
+
+#[test]
+fn arrival_net_is_the_asked_address_with_its_interface_prefix() {
+    let mut c = Config::default();
+    let dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+    assert_eq!(arrival_net(&c, &ifaces(), dst), None, "option off");
+    c.dns.localise_queries = true;
+    assert_eq!(
+        arrival_net(&c, &ifaces(), dst),
+        Some(Net {
+            addr: dst,
+            prefix: 24
+        })
+    );
+    // Not one of our addresses, or IPv6: nothing to localise by.
+    assert_eq!(
+        arrival_net(&c, &ifaces(), IpAddr::V4(Ipv4Addr::new(198, 18, 9, 9))),
+        None
+    );
+    assert_eq!(
+        arrival_net(&c, &ifaces(), IpAddr::V6(ip6("2001:db8:1::1"))),
+        None
+    );
+}

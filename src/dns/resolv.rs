@@ -334,6 +334,7 @@ mod tests {
             addr: "[2001:db8::10]:5000".parse().unwrap(),
             transport: Transport::Udp,
             conn: 1,
+            arrival: None,
         };
         let sent = upstream_sends(&e.query(&query(1, "a.example.net."), client.clone(), 1000));
         assert_eq!(sent.len(), 1);

@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use twinmasq_proto::LeaseRecord;
 
+use crate::config::servers_file::ServersFile;
 use crate::config::Config;
 use crate::dhcp::shell::now_ms;
 use crate::net::interfaces::{self, Interface};
@@ -32,8 +33,8 @@ use crate::net::{pktinfo, pktinfo6};
 use super::authority::{Authority, Service};
 use super::engine::{Action, ClientRef, DnsEngine, Transport};
 use super::listen::{
-    interface_nets, listen_addrs, listen_addrs6, local_service_ok, served_at, serves_dns,
-    serves_dns6, service_at,
+    arrival_net, interface_nets, listen_addrs, listen_addrs6, local_service_ok, served_at,
+    serves_dns, serves_dns6, service_at,
 };
 use super::moderation::Moderation;
 use super::resolv::{self, ResolvWatch};
@@ -227,6 +228,9 @@ impl LocalV6 {
 }
 
 struct Shell {
+    /// The config as loaded, before the servers file's lines.
+    base_cfg: Arc<Config>,
+    /// `base_cfg` with the servers file's servers: what the DNS side uses.
     cfg: Arc<Config>,
     engine: DnsEngine<Authority>,
     listeners: Vec<Arc<UdpSocket>>,
@@ -239,6 +243,8 @@ struct Shell {
     upstream6: Vec<Arc<UdpSocket>>,
     /// The resolv files, unless `no-resolv`.
     resolv: Option<ResolvWatch>,
+    /// The servers the resolv file named at its last read.
+    resolv_servers: Vec<SocketAddr>,
     ifaces: HashMap<u32, Interface>,
     tcp_conns: HashMap<u64, mpsc::Sender<Vec<Vec<u8>>>>,
     events: mpsc::Sender<Event>,
@@ -340,6 +346,7 @@ impl Shell {
                 if self.cfg.dns.no_poll {
                     self.reread_resolv(true);
                 }
+                self.reread_servers_file();
                 let hosts = read_hosts(&self.cfg);
                 self.engine.local_mut().reload_hosts(&hosts);
                 self.engine.clear_cache();
@@ -379,10 +386,28 @@ impl Shell {
             return;
         };
         if let Some(r) = watch.poll(force) {
-            let servers = resolv::combine(&self.cfg, &r.servers);
-            resolv::log_servers(&servers);
-            self.engine.set_servers(servers);
+            self.resolv_servers = r.servers;
+            self.use_servers();
         }
+    }
+
+    /// SIGHUP with a `servers-file`: its lines replace the ones read
+    /// before, both the domain routes and the normal servers.
+    fn reread_servers_file(&mut self) {
+        if self.base_cfg.dns.servers_file.is_none() {
+            return;
+        }
+        self.cfg = Arc::new(ServersFile::read(&self.base_cfg).apply(&self.base_cfg));
+        self.engine.local_mut().set_routes(&self.cfg);
+        self.use_servers();
+    }
+
+    /// The normal servers: the config's (and servers file's), then the
+    /// resolv file's.
+    fn use_servers(&mut self) {
+        let servers = resolv::combine(&self.cfg, &self.resolv_servers);
+        resolv::log_servers(&servers);
+        self.engine.set_servers(servers);
     }
 
     /// Sends the waiting UDP replies, one `sendmmsg` per listener and up to
@@ -474,6 +499,7 @@ impl Shell {
                 addr: client,
                 transport: Transport::Udp,
                 conn,
+                arrival: arrival_net(&self.cfg, &self.ifaces, IpAddr::V4(meta.dst)),
             },
             service,
             now_ms(),
@@ -507,6 +533,7 @@ impl Shell {
                 addr: client,
                 transport: Transport::Udp,
                 conn,
+                arrival: None,
             },
             Service::Recursive,
             now_ms(),
@@ -789,6 +816,8 @@ pub async fn run(
         serial,
     } = bound;
 
+    let base_cfg = cfg;
+    let cfg = Arc::new(ServersFile::read(&base_cfg).apply(&base_cfg));
     let hosts = read_hosts(&cfg);
     let mut authority = Authority::new(&cfg, &hosts);
     authority.share_zone_serial(serial);
@@ -804,16 +833,13 @@ pub async fn run(
     for rec in &leases.initial {
         authority.lease_changed(rec, now_secs);
     }
-    let mut engine = DnsEngine::new(&cfg.dns, authority, UPSTREAM_SOCKETS, rand::random());
+    let engine = DnsEngine::new(&cfg.dns, authority, UPSTREAM_SOCKETS, rand::random());
     let mut resolv_watch = ResolvWatch::new(&cfg);
-    let from_resolv = resolv_watch
+    let resolv_servers = resolv_watch
         .as_mut()
         .and_then(|w| w.poll(true))
         .map(|r| r.servers)
         .unwrap_or_default();
-    let servers = resolv::combine(&cfg, &from_resolv);
-    resolv::log_servers(&servers);
-    engine.set_servers(servers);
     let polling = resolv_watch.is_some() && !cfg.dns.no_poll;
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
@@ -871,6 +897,7 @@ pub async fn run(
     }
 
     let mut shell = Shell {
+        base_cfg,
         cfg,
         engine,
         listeners,
@@ -879,11 +906,13 @@ pub async fn run(
         upstream,
         upstream6,
         resolv: resolv_watch,
+        resolv_servers,
         ifaces,
         tcp_conns: HashMap::new(),
         events: events_tx,
         udp_out: Vec::new(),
     };
+    shell.use_servers();
     let listen_socks = shell.listeners.clone();
     let mut listen_dead = vec![false; listen_socks.len()];
     let mut listen_next = 0usize;
@@ -946,7 +975,8 @@ pub async fn run(
                             IpAddr::V4(dst) => service_at(&shell.cfg, &shell.ifaces, dst),
                             IpAddr::V6(_) => Service::Recursive,
                         };
-                        let client = ClientRef { addr: peer, transport: Transport::Tcp, conn };
+                        let arrival = arrival_net(&shell.cfg, &shell.ifaces, local.ip());
+                        let client = ClientRef { addr: peer, transport: Transport::Tcp, conn, arrival };
                         let actions = shell.engine.query_at(&bytes, client, service, now_ms());
                         shell.carry_out(actions);
                     }

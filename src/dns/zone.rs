@@ -71,7 +71,7 @@ impl ZoneSerial {
 }
 
 /// A subnet; host bits may be set, matching masks them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Net {
     pub addr: IpAddr,
     pub prefix: u8,
