@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -16,6 +16,7 @@ use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
 use twinmasq::dns::authority::Authority;
 use twinmasq::dns::engine::{Action, ClientRef, DnsEngine, Transport, MAX_UDP_LIMIT};
+use twinmasq::dns::zone::Net;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
 
 const CONF: &str = "\
@@ -35,12 +36,15 @@ txt-record=home.test,\"v=spf1 -all\"
 host-record=rec.home.test,198.18.0.20,2001:db8::20
 ptr-record=21.0.18.198.in-addr.arpa,named.home.test
 local-ttl=5
+localise-queries
 ";
 
 const HOSTS: &str = "198.18.0.5 hostfile hostfile.alias\n\
                      198.18.0.6 fq.home.test\n\
                      2001:db8::6 v6only\n\
-                     10.1.2.3 privhost\n";
+                     10.1.2.3 privhost\n\
+                     198.18.1.7 multi\n\
+                     198.18.0.7 multi\n";
 
 const NOW_SECS: u64 = 1_800_000_000;
 
@@ -109,6 +113,10 @@ fuzz_target!(|data: &[u8]| {
             addr: SocketAddr::from(([198, 18, 2, 1], 40000)),
             transport,
             conn,
+            arrival: Some(Net {
+                addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+                prefix: 24,
+            }),
         };
         let actions = rig.engine.query(data, client, rig.now_ms);
         check(data, &actions, transport);

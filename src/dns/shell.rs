@@ -57,7 +57,7 @@ const MAX_UDP_QUERY: usize = 65535;
 /// addresses can be destinations, so this stays small; the cap is a guard.
 const MAX_LOCAL_V6: usize = 4096;
 /// Datagrams served from one listener before the runtime's other work
-/// (timers, TCP, upstream answers, DHCP on the same thread) gets a turn.
+/// (timers, TCP, upstream answers, the lease feed) gets a turn.
 const MAX_PER_WAKE: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -343,10 +343,10 @@ impl Shell {
             DnsSignal::Reload => {
                 // dnsmasq: "If --no-poll is set SIGHUP also re-reads
                 // /etc/resolv.conf"; otherwise the poll has it already.
-                if self.cfg.dns.no_poll {
-                    self.reread_resolv(true);
+                let resolv = self.cfg.dns.no_poll && self.reread_resolv(true);
+                if self.reread_servers_file() || resolv {
+                    self.use_servers();
                 }
-                self.reread_servers_file();
                 let hosts = read_hosts(&self.cfg);
                 self.engine.local_mut().reload_hosts(&hosts);
                 self.engine.clear_cache();
@@ -380,30 +380,30 @@ impl Shell {
     }
 
     /// Looks at the resolv files (`force`: reads the newest one even if
-    /// unchanged) and takes the servers of one that changed.
-    fn reread_resolv(&mut self, force: bool) {
-        let Some(watch) = &mut self.resolv else {
-            return;
+    /// unchanged) and keeps the servers of one that changed; true then, and
+    /// the caller puts them to use.
+    fn reread_resolv(&mut self, force: bool) -> bool {
+        let Some(r) = self.resolv.as_mut().and_then(|w| w.poll(force)) else {
+            return false;
         };
-        if let Some(r) = watch.poll(force) {
-            self.resolv_servers = r.servers;
-            self.use_servers();
-        }
+        self.resolv_servers = r.servers;
+        true
     }
 
     /// SIGHUP with a `servers-file`: its lines replace the ones read
-    /// before, both the domain routes and the normal servers.
-    fn reread_servers_file(&mut self) {
+    /// before. The domain routes change at once; true when the normal
+    /// servers are to be put to use.
+    fn reread_servers_file(&mut self) -> bool {
         if self.base_cfg.dns.servers_file.is_none() {
-            return;
+            return false;
         }
         self.cfg = Arc::new(ServersFile::read(&self.base_cfg).apply(&self.base_cfg));
         self.engine.local_mut().set_routes(&self.cfg);
-        self.use_servers();
+        true
     }
 
-    /// The normal servers: the config's (and servers file's), then the
-    /// resolv file's.
+    /// Puts the normal servers to use: the config's (and servers file's),
+    /// then the resolv file's.
     fn use_servers(&mut self) {
         let servers = resolv::combine(&self.cfg, &self.resolv_servers);
         resolv::log_servers(&servers);
@@ -1001,7 +1001,11 @@ pub async fn run(
                 shell.carry_out(actions);
             }
             _ = iface_tick.tick() => shell.refresh_interfaces(),
-            _ = resolv_tick.tick(), if polling => shell.reread_resolv(false),
+            _ = resolv_tick.tick(), if polling => {
+                if shell.reread_resolv(false) {
+                    shell.use_servers();
+                }
+            }
             Some(reply) = recv_metrics(&mut metrics) => {
                 let _ = reply.send(metrics_snapshot(&shell.engine));
             }

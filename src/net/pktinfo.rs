@@ -188,14 +188,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_carry_each_datagram_with_its_addresses() {
+    /// A loopback server socket with packet info on, and a client with a
+    /// read timeout.
+    fn server_and_client() -> (UdpSocket, UdpSocket) {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         enable(server.as_raw_fd()).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn batches_carry_each_datagram_with_its_addresses() {
+        let (server, client) = server_and_client();
         for i in 0..3u8 {
             client.send_to(&[i; 5], v4(&server)).unwrap();
         }
@@ -246,12 +253,7 @@ mod tests {
 
     #[test]
     fn a_refused_datagram_is_reported_and_the_rest_still_leave() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        enable(server.as_raw_fd()).unwrap();
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let (server, client) = server_and_client();
         let big = vec![1u8; 70_000]; // over the UDP maximum: EMSGSIZE
         let out = [
             Outgoing {
@@ -278,12 +280,7 @@ mod tests {
 
     #[test]
     fn more_than_one_sendmmsg_worth_all_leave_in_order() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        enable(server.as_raw_fd()).unwrap();
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let (server, client) = server_and_client();
         let big = vec![1u8; 70_000];
         // 64 + 64 + 2: exactly a full second batch, then a short third;
         // datagram 100 is refused.
