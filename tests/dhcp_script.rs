@@ -322,11 +322,9 @@ fn slow_script_does_not_delay_dhcp() {
     assert!(done_at < second_at, "{text:?}");
 }
 
-#[test]
-fn script_runs_as_dhcp_scriptuser() {
-    let lab = lab!("script_runs_as_dhcp_scriptuser");
-    // The lab's directory is private to root; the script and its log live
-    // where `nobody` can reach them.
+/// A directory outside the lab's (which is private to root) with an empty
+/// script log in it, both open to `nobody`.
+fn dir_nobody_can_use() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("tmqt-script-")
         .tempdir()
@@ -335,6 +333,15 @@ fn script_runs_as_dhcp_scriptuser() {
     let log = dir.path().join("script.log");
     fs::write(&log, "").unwrap();
     fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).unwrap();
+    (dir, log)
+}
+
+#[test]
+fn script_runs_as_dhcp_scriptuser() {
+    let lab = lab!("script_runs_as_dhcp_scriptuser");
+    // The lab's directory is private to root; the script and its log live
+    // where `nobody` can reach them.
+    let (dir, log) = dir_nobody_can_use();
     let script = write_script(dir.path(), &log, None);
     let srv = lab.start_server(&script_conf(&script).line("dhcp-scriptuser=nobody"));
     let host = lab.add_client();
@@ -375,14 +382,7 @@ fn script_runs_as_root_or_scriptuser_after_the_server_drops_root() {
         .unwrap();
     for scriptuser in [None, Some("nobody")] {
         // Where `nobody` can write too, for the dhcp-scriptuser run.
-        let dir = tempfile::Builder::new()
-            .prefix("tmqt-script-")
-            .tempdir()
-            .unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let log = dir.path().join("script.log");
-        fs::write(&log, "").unwrap();
-        fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).unwrap();
+        let (dir, log) = dir_nobody_can_use();
         let script = write_script(dir.path(), &log, None);
         let mut conf = ServerConf::standard().line(format!("dhcp-script={}", script.display()));
         if let Some(u) = scriptuser {

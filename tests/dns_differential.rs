@@ -924,6 +924,35 @@ fn check_reference(results: &[(String, Outcome, Outcome)], up: &Upstream) -> Vec
     bad
 }
 
+/// How often each server asked the upstream for each of `names`, where
+/// the two differ.
+fn count_differences(up: &Upstream, names: &[(&str, RecordType)]) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|(n, t)| {
+            let a = up.count(REF_IP, n, *t);
+            let b = up.count(SUT_IP, n, *t);
+            (a != b).then(|| {
+                format!("{n} {t}: dnsmasq asked the upstream {a} times, the server under test {b}")
+            })
+        })
+        .collect()
+}
+
+/// One line per query (two where the servers differ), for failure messages.
+fn outcome_table(results: &[(String, Outcome, Outcome)]) -> Vec<String> {
+    results
+        .iter()
+        .map(|(l, a, b)| {
+            if a == b {
+                format!("  {l}: {a}")
+            } else {
+                format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn dns_answers_match_dnsmasq() {
     let lab = lab!("dns_answers_match_dnsmasq");
@@ -940,26 +969,9 @@ fn dns_answers_match_dnsmasq() {
         }
         results.push((label, a, b));
     }
-    for (n, t) in FORWARD_COUNTS {
-        let a = r.upstream.count(REF_IP, n, *t);
-        let b = r.upstream.count(SUT_IP, n, *t);
-        if a != b {
-            report.push(format!(
-                "{n} {t}: dnsmasq asked the upstream {a} times, the server under test {b}"
-            ));
-        }
-    }
+    report.extend(count_differences(&r.upstream, FORWARD_COUNTS));
     let sanity = check_reference(&results, &r.upstream);
-    let table: Vec<String> = results
-        .iter()
-        .map(|(l, a, b)| {
-            if a == b {
-                format!("  {l}: {a}")
-            } else {
-                format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
-            }
-        })
-        .collect();
+    let table = outcome_table(&results);
     assert!(
         sanity.is_empty(),
         "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",
@@ -987,25 +999,34 @@ fn dns_answers_match_dnsmasq() {
     );
 }
 
-/// `neg-ttl`, `max-ttl` and `local-ttl` with `max-cache-ttl`: TTLs handed
-/// out and what is cached, on a config without `no-negcache`.
-fn ttl_config(dir: &Path) -> Vec<String> {
-    let hosts = dir.join("hosts");
-    fs::write(&hosts, "198.18.1.10 nas\n").unwrap();
-    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+/// The base of the small scenarios' configs: `hosts` as the only hosts
+/// file, expanded with home.lan, and the general upstream.
+fn small_config(dir: &Path, hosts: &str) -> Vec<String> {
+    let path = dir.join("hosts");
+    fs::write(&path, hosts).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     vec![
         "no-resolv".into(),
         "no-hosts".into(),
-        format!("addn-hosts={}", hosts.display()),
+        format!("addn-hosts={}", path.display()),
         "domain=home.lan".into(),
         "expand-hosts".into(),
         format!("server={UPSTREAM_IP}"),
+    ]
+}
+
+/// `neg-ttl`, `max-ttl` and `local-ttl` with `max-cache-ttl`: TTLs handed
+/// out and what is cached, on a config without `no-negcache`.
+fn ttl_config(dir: &Path) -> Vec<String> {
+    let mut lines = small_config(dir, "198.18.1.10 nas\n");
+    lines.extend([
         "neg-ttl=60".into(),
         "max-ttl=100".into(),
         "max-cache-ttl=200".into(),
         "local-ttl=500".into(),
         "address=/fixed.example/198.18.9.1".into(),
-    ]
+    ]);
+    lines
 }
 
 /// What a small scenario found: every query's outcomes, and what differs.
@@ -1036,15 +1057,7 @@ impl Scenario {
             }
             results.push((label, a, b));
         }
-        for (n, t) in counts {
-            let a = rig.upstream.count(REF_IP, n, *t);
-            let b = rig.upstream.count(SUT_IP, n, *t);
-            if a != b {
-                report.push(format!(
-                    "{n} {t}: dnsmasq asked the upstream {a} times, the server under test {b}"
-                ));
-            }
-        }
+        report.extend(count_differences(&rig.upstream, counts));
         Scenario {
             rig,
             results,
@@ -1062,17 +1075,7 @@ impl Scenario {
     /// Fails on what the reference did not do as assumed (`sanity`), then
     /// on any difference.
     fn check(&self, sanity: &[&str]) {
-        let table: Vec<String> = self
-            .results
-            .iter()
-            .map(|(l, a, b)| {
-                if a == b {
-                    format!("  {l}: {a}")
-                } else {
-                    format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
-                }
-            })
-            .collect();
+        let table = outcome_table(&self.results);
         assert!(
             sanity.is_empty(),
             "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",
@@ -1148,18 +1151,9 @@ fn dns_ttl_options_match_dnsmasq() {
 /// `filter-A`: forwarded A answers lose their A records (NODATA), from the
 /// cache too; hosts names keep theirs; other types pass.
 fn filter_config(dir: &Path) -> Vec<String> {
-    let hosts = dir.join("hosts");
-    fs::write(&hosts, "198.18.1.10 nas\n2001:db8:1::10 nas\n").unwrap();
-    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
-    vec![
-        "no-resolv".into(),
-        "no-hosts".into(),
-        format!("addn-hosts={}", hosts.display()),
-        "domain=home.lan".into(),
-        "expand-hosts".into(),
-        format!("server={UPSTREAM_IP}"),
-        "filter-A".into(),
-    ]
+    let mut lines = small_config(dir, "198.18.1.10 nas\n2001:db8:1::10 nas\n");
+    lines.push("filter-A".into());
+    lines
 }
 
 #[test]
@@ -1650,16 +1644,7 @@ fn dns_auth_matches_dnsmasq() {
     want("normal www.example.net. A", &|a| {
         a.records.iter().any(|r| r.contains("198.18.5.1"))
     });
-    let table: Vec<String> = results
-        .iter()
-        .map(|(l, a, b)| {
-            if a == b {
-                format!("  {l}: {a}")
-            } else {
-                format!("  {l}:\n    dnsmasq:    {a}\n    under test: {b}")
-            }
-        })
-        .collect();
+    let table = outcome_table(&results);
     assert!(
         sanity.is_empty(),
         "the reference did not behave as the scenario assumes: {sanity:?}\n{}\n--- dnsmasq log:\n{}",

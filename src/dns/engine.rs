@@ -1341,16 +1341,18 @@ fn ede_encode(req: &Request, mut m: Message, code: u16) -> Vec<u8> {
                 code.to_be_bytes().to_vec(),
             ));
     }
+    encode_within(req, &m).unwrap_or_else(|| truncated_reply(req, m.metadata.response_code.low()))
+}
+
+/// `m` encoded within the client's limit, or `None` when it does not fit.
+fn encode_within(req: &Request, m: &Message) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(UDP_LIMIT);
     let fits = {
         let mut enc = BinEncoder::new(&mut buf);
         enc.set_max_size(u16::try_from(req.limit).unwrap_or(u16::MAX));
         m.emit(&mut enc).is_ok()
     };
-    if fits && buf.len() >= HEADER_LEN && buf[2] & 0x02 == 0 {
-        return buf;
-    }
-    truncated_reply(req, m.metadata.response_code.low())
+    (fits && buf.len() >= HEADER_LEN && buf[2] & 0x02 == 0).then_some(buf)
 }
 
 /// Encode a reply within the client's limit. When it does not fit, the
@@ -1366,16 +1368,10 @@ fn encode_reply(
     let mut m = reply_message(req, rcode, aa);
     m.answers = answers.to_vec();
     m.authorities = authorities.to_vec();
-    let mut buf = Vec::with_capacity(UDP_LIMIT);
-    let fits = {
-        let mut enc = BinEncoder::new(&mut buf);
-        enc.set_max_size(u16::try_from(req.limit).unwrap_or(u16::MAX));
-        m.emit(&mut enc).is_ok()
-    };
-    if fits && buf.len() >= HEADER_LEN && buf[2] & 0x02 == 0 {
-        return (buf, false);
+    match encode_within(req, &m) {
+        Some(buf) => (buf, false),
+        None => (truncated_reply(req, rcode.low()), true),
     }
-    (truncated_reply(req, rcode.low()), true)
 }
 
 /// A zone transfer as TCP messages: records in order (the SOA first and
