@@ -21,5 +21,6 @@ pub mod names;
 pub mod replay;
 pub mod resolv;
 pub mod shell;
+mod tcp_frames;
 pub mod thread;
 pub mod zone;

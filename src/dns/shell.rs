@@ -38,6 +38,7 @@ use super::listen::{
 };
 use super::moderation::Moderation;
 use super::resolv::{self, ResolvWatch};
+use super::tcp_frames::FrameReader;
 use super::zone::ZoneSerial;
 
 /// Upstream UDP sockets, each on its own random port (source-port
@@ -613,7 +614,8 @@ async fn tcp_exchange(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u
 }
 
 /// One client TCP connection: length-prefixed queries in, replies out,
-/// dropped when idle or when the engine goes away.
+/// dropped when no whole query or reply has passed for `TCP_IDLE` (a
+/// trickle of partial bytes does not keep it), or when the engine goes away.
 async fn tcp_client(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -627,20 +629,25 @@ async fn tcp_client(
     // closes the connection.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<Vec<u8>>>(16);
     let (mut rd, mut wr) = stream.split();
-    loop {
-        let mut l = [0u8; 2];
+    let mut frames = FrameReader::default();
+    let mut chunk = vec![0u8; 4096];
+    let idle = tokio::time::sleep(TCP_IDLE);
+    tokio::pin!(idle);
+    'conn: loop {
         tokio::select! {
-            r = tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut l)) => {
-                if !matches!(r, Ok(Ok(_))) {
-                    break;
-                }
-                let mut q = vec![0u8; usize::from(u16::from_be_bytes(l))];
-                if !matches!(tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut q)).await, Ok(Ok(_))) {
-                    break;
-                }
-                let ev = Event::TcpQuery { conn, peer, local, bytes: q, reply: reply_tx.clone() };
-                if events.send(ev).await.is_err() {
-                    break;
+            // `read` is cancel-safe: a reply winning the race costs no byte.
+            r = rd.read(&mut chunk) => {
+                let n = match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                frames.push(&chunk[..n]);
+                while let Some(q) = frames.next_message() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + TCP_IDLE);
+                    let ev = Event::TcpQuery { conn, peer, local, bytes: q, reply: reply_tx.clone() };
+                    if events.send(ev).await.is_err() {
+                        break 'conn;
+                    }
                 }
             }
             Some(messages) = reply_rx.recv() => {
@@ -658,7 +665,9 @@ async fn tcp_client(
                 if wr.write_all(&out).await.is_err() {
                     break;
                 }
+                idle.as_mut().reset(tokio::time::Instant::now() + TCP_IDLE);
             }
+            () = &mut idle => break,
         }
     }
     let _ = events.send(Event::TcpClosed { conn }).await;

@@ -111,14 +111,23 @@ impl<F: Family> RecvBatch<F> {
     /// (at least one), or `WouldBlock` when the socket is empty.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let count = self.capacity();
-        for i in 0..count {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i * self.slot..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: self.slot,
+        // One mutable borrow per vector for the whole loop: indexing a Vec
+        // again per slot would reborrow it whole and, under Rust's aliasing
+        // rules, invalidate the pointers already stored in earlier headers.
+        let slots = self
+            .bufs
+            .chunks_exact_mut(self.slot)
+            .zip(&mut self.addrs)
+            .zip(&mut self.iovs)
+            .zip(&mut self.controls)
+            .zip(&mut self.hdrs);
+        for ((((buf, addr), iov), control), hdr) in slots {
+            *iov = libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
             };
-            let msg = msghdr(&mut self.addrs[i], &mut self.iovs[i], &mut self.controls[i]);
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: msg,
+            *hdr = libc::mmsghdr {
+                msg_hdr: msghdr(addr, iov, control),
                 msg_len: 0,
             };
         }
