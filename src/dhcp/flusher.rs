@@ -3,11 +3,9 @@
 //! The flusher thread takes everything queued, makes it durable with one
 //! fsync, then sends the replies. While one flush runs the next batch
 //! gathers, so the fsync rate stays bounded as the request rate grows.
-//! With a failover partner in sync, a reply also waits until the partner
-//! has acked the change it promises; should the link go down first, or
-//! the change lose a merge, the reply is dropped and the client retries.
+//! With a failover partner in sync, a reply also waits in the reply gate
+//! (`failover::gate`) until the partner has acked the change it promises.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc as std_mpsc, Arc};
@@ -16,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use twinmasq_proto::Stamp;
 
+use crate::failover::gate::{Offered, ReplyGate};
 use crate::lease::Durability;
 
 use super::engine::Reply;
@@ -24,9 +23,6 @@ use super::shell::{deliver, ShellStats};
 /// At most one fsync per this interval: while it passes, ACKs gather into
 /// the next batch. Costs at most this much latency; saves CPU at high rates.
 const FLUSH_MIN_INTERVAL: Duration = Duration::from_millis(5);
-/// A reply still waiting for the partner after this long is dropped (the
-/// client has retried by then); the node closes such a link anyway.
-const MAX_WAIT: Duration = Duration::from_secs(10);
 
 pub enum Job {
     /// Replies to send once durable; `wait` ones also after the partner's ack.
@@ -46,9 +42,7 @@ pub struct Flusher {
     sock: std::net::UdpSocket,
     stats: Arc<ShellStats>,
     persisted: Option<mpsc::Sender<u64>>,
-    acked: Stamp,
-    linked: bool,
-    waiting: BTreeMap<Stamp, Vec<(Reply, Instant)>>,
+    gate: ReplyGate<Reply>,
     /// Replies withheld since flushing began to fail; `None` while flushes
     /// succeed. One log line when an episode starts and one when it ends,
     /// however many batches fail in between.
@@ -67,9 +61,7 @@ impl Flusher {
             sock,
             stats,
             persisted,
-            acked: Stamp::default(),
-            linked: false,
-            waiting: BTreeMap::new(),
+            gate: ReplyGate::default(),
             withheld: None,
         }
     }
@@ -107,7 +99,8 @@ impl Flusher {
             for job in jobs {
                 self.apply(job, flushed);
             }
-            self.expire_waiting();
+            let expired = self.gate.expire(Instant::now());
+            self.count(&self.stats.partner_dropped, expired);
         }
     }
 
@@ -146,22 +139,14 @@ impl Flusher {
     fn apply(&mut self, job: Job, flushed: bool) {
         match job {
             Job::Replies(replies) if flushed => {
-                self.stats
-                    .durable_replies
-                    .fetch_add(replies.len() as u64, Ordering::Relaxed);
+                self.count(&self.stats.durable_replies, replies.len());
                 let now = Instant::now();
                 for (reply, wait) in replies {
-                    match reply.commit.filter(|_| wait) {
-                        Some(stamp) if stamp > self.acked => {
-                            if self.linked {
-                                self.waiting.entry(stamp).or_default().push((reply, now));
-                            } else {
-                                // Promised under the link's rules, which no
-                                // longer hold: let the client ask again.
-                                self.stats.partner_dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        _ => deliver(self.sock.as_raw_fd(), &reply, &self.stats),
+                    let promise = reply.commit.filter(|_| wait);
+                    match self.gate.offer(reply, promise, now) {
+                        Offered::Send(reply) => self.send(&reply),
+                        Offered::Held => {}
+                        Offered::Dropped => self.count(&self.stats.partner_dropped, 1),
                     }
                 }
             }
@@ -174,48 +159,26 @@ impl Flusher {
                 }
             }
             Job::Acked(stamp) => {
-                self.acked = self.acked.max(stamp);
-                while let Some(entry) = self.waiting.first_entry() {
-                    if *entry.key() > self.acked {
-                        break;
-                    }
-                    for (reply, _) in entry.remove() {
-                        deliver(self.sock.as_raw_fd(), &reply, &self.stats);
-                    }
+                for reply in self.gate.acked(stamp) {
+                    self.send(&reply);
                 }
             }
             Job::Cancel(stamps) => {
-                for s in stamps {
-                    if let Some(v) = self.waiting.remove(&s) {
-                        self.stats
-                            .partner_cancelled
-                            .fetch_add(v.len() as u64, Ordering::Relaxed);
-                    }
-                }
+                let n = self.gate.cancel(&stamps);
+                self.count(&self.stats.partner_cancelled, n);
             }
             Job::Linked(up) => {
-                self.linked = up;
-                if !up {
-                    let n: usize = self.waiting.values().map(Vec::len).sum();
-                    self.waiting.clear();
-                    self.stats
-                        .partner_dropped
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                }
+                let n = self.gate.linked(up);
+                self.count(&self.stats.partner_dropped, n);
             }
         }
     }
 
-    fn expire_waiting(&mut self) {
-        let before = self.waiting.len();
-        self.waiting.retain(|_, v| {
-            v.retain(|(_, at)| at.elapsed() < MAX_WAIT);
-            !v.is_empty()
-        });
-        if self.waiting.len() < before {
-            self.stats
-                .partner_dropped
-                .fetch_add((before - self.waiting.len()) as u64, Ordering::Relaxed);
-        }
+    fn send(&self, reply: &Reply) {
+        deliver(self.sock.as_raw_fd(), reply, &self.stats);
+    }
+
+    fn count(&self, counter: &std::sync::atomic::AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -1,6 +1,7 @@
 //! Primary/secondary lease failover: the node state machine (sans-I/O) and
 //! the shell that gives it sockets. The wire protocol is the `proto` crate.
 
+pub mod gate;
 pub mod link_io;
 pub mod node;
 pub mod ranges;
