@@ -6,11 +6,11 @@ use std::net::Ipv4Addr;
 
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
-use super::{raw_opt, range, Rig, MAC_A, MAC_B, SERVER};
+use super::{range, raw_opt, Rig, MAC_A, MAC_B, SERVER};
 use crate::config::Config;
 use crate::dhcp::engine::Decision;
-use crate::dhcp::stats::Ignored;
 use crate::dhcp::request::build::RawRequest;
+use crate::dhcp::stats::Ignored;
 
 const NAS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 15);
 const MAC_C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
@@ -165,7 +165,11 @@ fn names_from_host_files_and_name_only_lines() {
         c.dhcp_hosts = DhcpFiles::read(&base).merged_into(&base).dhcp_hosts;
     });
     let (b, _) = rig.dora_named(MAC_B, 12, b"nas");
-    assert_eq!(rig.name_of(b), None, "a hostsfile name went to another client");
+    assert_eq!(
+        rig.name_of(b),
+        None,
+        "a hostsfile name went to another client"
+    );
 
     let mut rig = Rig::new(whole("dhcp-host=printer,198.18.0.16\n"));
     let (b, _) = rig.dora_named(MAC_B, 12, b"printer");
