@@ -557,3 +557,153 @@ fn vendor_and_user_classes_set_tags_like_dnsmasq() {
         assert_eq!(lc.routers, vec![SERVER_IP], "{kind:?}: {lc:?}");
     }
 }
+
+/// dig from a client's namespace against the lab server; `+short` or not.
+fn dig_at(host: &netns::Host, name: &str, short: bool) -> String {
+    let server = format!("@{SERVER_IP}");
+    let mut argv = vec![
+        "ip", "netns", "exec", &host.ns, "dig", "+time=1", "+tries=2",
+    ];
+    if short {
+        argv.push("+short");
+    }
+    argv.extend([server.as_str(), name, "A"]);
+    netns::run(&argv, std::time::Duration::from_secs(5)).unwrap_or_default()
+}
+
+/// A client that names itself after a `dhcp-host` line's host gets a lease
+/// but not the name, and DNS keeps answering the configured host's address.
+/// Real dnsmasq agrees on the same file, except in one order: a client
+/// asking for the name before the configured host has ever had a lease gets
+/// it from dnsmasq (until the host comes), never from twinmasq.
+#[test]
+fn clients_cannot_take_a_configured_name() {
+    let nas_mac = "02:54:4d:51:00:31";
+    let nas_ip = Ipv4Addr::new(198, 18, 0, 42);
+    let mut conf = ServerConf::standard().line(format!("dhcp-host={nas_mac},{nas_ip},nas"));
+    conf.lines.retain(|l| l != "port=0");
+    let nas_fqdn = format!("nas.{DOMAIN}");
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("configured_name_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        let srv = lab.start_server_kind(kind, &conf);
+        let name_of = |mac: &str, ip: Ipv4Addr| srv.wait_lease(mac, ip).hostname;
+
+        // Before the configured host has a lease.
+        let early = lab.add_client();
+        let mut early_c = Udhcpc::new(&lab, &early).with_hostname("nas");
+        let e = early_c.obtain().unwrap();
+        assert!(in_range(e.address), "{kind:?}: {e:?}");
+        let early_name = name_of(&early.mac, e.address);
+        match kind {
+            netns::ServerKind::Twinmasq => {
+                assert_eq!(
+                    early_name,
+                    None,
+                    "the configured name went to another client\n{}",
+                    srv.log_text()
+                );
+                let why = format!(
+                    "not giving name nas to the DHCP lease of {} because the name exists in config with address {nas_ip}",
+                    e.address
+                );
+                assert!(srv.log_text().contains(&why), "{}", srv.log_text());
+            }
+            netns::ServerKind::Dnsmasq => assert_eq!(early_name.as_deref(), Some("nas")),
+        }
+
+        // The configured host comes and has its name.
+        let nas = lab.add_client_with_mac(nas_mac);
+        let l = Udhcpc::new(&lab, &nas).obtain().unwrap();
+        assert_eq!(l.address, nas_ip, "{kind:?}");
+        assert_eq!(name_of(nas_mac, nas_ip).as_deref(), Some("nas"), "{kind:?}");
+        srv.wait_leases("the early client without a name", |ls| {
+            ls.iter()
+                .any(|x| x.mac == early.mac && x.ip == e.address && x.hostname.is_none())
+        });
+
+        // Asking again, or as a new client, takes nothing from it.
+        let r = early_c.renew().unwrap();
+        assert_eq!(r.address, e.address, "{kind:?}");
+        let late = lab.add_client();
+        let t = Udhcpc::new(&lab, &late)
+            .with_hostname("nas")
+            .obtain()
+            .unwrap();
+        assert_eq!(
+            name_of(&late.mac, t.address),
+            None,
+            "{kind:?}\n{}",
+            srv.log_text()
+        );
+        assert_eq!(
+            name_of(&early.mac, e.address),
+            None,
+            "{kind:?}: the renewal took the name"
+        );
+        assert_eq!(name_of(nas_mac, nas_ip).as_deref(), Some("nas"), "{kind:?}");
+        for q in ["nas", nas_fqdn.as_str()] {
+            assert_eq!(
+                dig_at(&late, q, true).trim(),
+                nas_ip.to_string(),
+                "{kind:?}: {q}\n{}",
+                srv.log_text()
+            );
+        }
+    }
+}
+
+/// The lines OpenWrt and Pi-hole write: clients naming themselves `wpad`
+/// or `localhost` get a lease and no name, in the lease file or in DNS;
+/// other names work. The same for real dnsmasq, except that dnsmasq 2.90
+/// matches the whole name the client sent, so `wpad.lan` escapes the line
+/// and is registered as `wpad`; twinmasq matches the label it would
+/// publish.
+#[test]
+fn openwrt_bogus_hostnames_are_not_registered() {
+    let mut conf = ServerConf::standard()
+        .line("dhcp-name-match=set:dhcp_bogus_hostname,localhost")
+        .line("dhcp-name-match=set:dhcp_bogus_hostname,wpad")
+        .line("dhcp-ignore-names=tag:dhcp_bogus_hostname");
+    conf.lines.retain(|l| l != "port=0");
+    for kind in [netns::ServerKind::Dnsmasq, netns::ServerKind::Twinmasq] {
+        let name = format!("bogus_names_{kind:?}").to_lowercase();
+        let lab = lab!(&name);
+        let srv = lab.start_server_kind(kind, &conf);
+        let name_of = |mac: &str, ip: Ipv4Addr| srv.wait_lease(mac, ip).hostname;
+        let mut last = None;
+        for bogus in ["wpad", "localhost", "laptop"] {
+            let h = lab.add_client();
+            let l = Udhcpc::new(&lab, &h).with_hostname(bogus).obtain().unwrap();
+            assert!(in_range(l.address), "{kind:?}: {l:?}");
+            let want = (bogus == "laptop").then(|| bogus.to_string());
+            assert_eq!(name_of(&h.mac, l.address), want, "{kind:?}: {bogus}");
+            last = Some((h, l.address));
+        }
+        let (h, laptop) = last.unwrap();
+        assert_eq!(
+            dig_at(&h, &format!("laptop.{DOMAIN}"), true).trim(),
+            laptop.to_string(),
+            "{kind:?}"
+        );
+        // An answer came, with no address in it.
+        let wpad = || dig_at(&h, &format!("wpad.{DOMAIN}"), false);
+        let answer = wpad();
+        assert!(answer.contains("ANSWER: 0,"), "{kind:?}: {answer}");
+
+        let d = lab.add_client();
+        let l = Udhcpc::new(&lab, &d)
+            .with_hostname("wpad.lan")
+            .obtain()
+            .unwrap();
+        let dotted = name_of(&d.mac, l.address);
+        match kind {
+            netns::ServerKind::Twinmasq => {
+                assert_eq!(dotted, None);
+                let answer = wpad();
+                assert!(answer.contains("ANSWER: 0,"), "{answer}");
+            }
+            netns::ServerKind::Dnsmasq => assert_eq!(dotted.as_deref(), Some("wpad")),
+        }
+    }
+}

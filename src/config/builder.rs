@@ -13,7 +13,7 @@ use super::names::check_interface;
 use super::table::{self, Arg, Opt, OptionDef};
 use super::types::{Config, DomainScope, LogFacility};
 use super::value::{parse_u32, split_fields, unhide};
-use super::{dhcp_boot, dhcp_host, dhcp_option, dhcp_range, domain, failover};
+use super::{dhcp_boot, dhcp_host, dhcp_names, dhcp_option, dhcp_range, domain, failover};
 
 /// glibc's syslog facility names, which dnsmasq accepts.
 const FACILITIES: &[&str] = &[
@@ -182,6 +182,14 @@ impl Builder {
             Opt::DhcpMatch => {
                 let m = dhcp_option::parse_match(v).map_err(|e| e.at(name, at))?;
                 c.dhcp_matches.push(m);
+            }
+            Opt::DhcpNameMatch => {
+                let m = dhcp_names::name_match(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_name_matches.push(m);
+            }
+            Opt::DhcpIgnoreNames => {
+                let l = dhcp_boot::tag_list(v).map_err(|e| e.at(name, at))?;
+                c.dhcp_ignore_names.push(l);
             }
             Opt::DhcpBoot => {
                 let b = dhcp_boot::parse(v).map_err(|e| e.at(name, at))?;
@@ -485,6 +493,8 @@ impl Builder {
             Opt::ReadEthers => c.read_ethers = true,
             // Without tags: every reply is broadcast.
             Opt::DhcpBroadcast => c.dhcp_broadcast.push(Vec::new()),
+            // Without tags: no client's own name is used.
+            Opt::DhcpIgnoreNames => c.dhcp_ignore_names.push(Vec::new()),
             Opt::KeepInForeground => c.keep_in_foreground = true,
             Opt::LogAsync => c.log_async = Some(super::types::DEFAULT_LOG_ASYNC),
             Opt::NoDaemon => c.no_daemon = true,

@@ -10,6 +10,7 @@ mod cmdline;
 mod dhcp_boot;
 pub mod dhcp_files;
 mod dhcp_host;
+mod dhcp_names;
 mod dhcp_option;
 mod dhcp_range;
 mod dns_opts;

@@ -115,6 +115,8 @@ pub(crate) enum Opt {
     DhcpVendorClass,
     DhcpUserClass,
     DhcpMatch,
+    DhcpNameMatch,
+    DhcpIgnoreNames,
     /// A dnsmasq option twinmasq does not implement yet.
     Unsupported,
 }
@@ -306,7 +308,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("script-on-renewal", None, N, Opt::ScriptOnRenewal),
     def("dns-forward-max", Some('0'), R, Opt::DnsForwardMax),
     def("clear-on-reload", None, N, U),
-    def("dhcp-ignore-names", None, O, U),
+    def("dhcp-ignore-names", None, O, Opt::DhcpIgnoreNames),
     def("enable-tftp", None, O, U),
     def("tftp-secure", None, N, U),
     def("tftp-no-fail", None, N, U),
@@ -338,7 +340,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("rebind-domain-ok", None, R, Opt::RebindDomainOk),
     def("all-servers", None, N, Opt::AllServers),
     def("dhcp-match", None, R, Opt::DhcpMatch),
-    def("dhcp-name-match", None, R, U),
+    def("dhcp-name-match", None, R, Opt::DhcpNameMatch),
     def("dhcp-broadcast", None, O, Opt::DhcpBroadcast),
     def("neg-ttl", None, R, Opt::NegTtl),
     def("max-ttl", None, R, Opt::MaxTtl),

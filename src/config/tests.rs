@@ -153,6 +153,63 @@ fn dhcp_lines_reach_the_config() {
 }
 
 #[test]
+fn dhcp_name_match_and_ignore_names_as_openwrt_writes_them() {
+    let c = conf(
+        "dhcp-name-match=set:dhcp_bogus_hostname,localhost\n\
+         dhcp-name-match=set:dhcp_bogus_hostname,wpad\n\
+         dhcp-name-match=printers,PRN*\n\
+         dhcp-ignore-names=tag:dhcp_bogus_hostname\n\
+         dhcp-ignore-names=guest,tag:!known\n\
+         dhcp-ignore-names\n",
+    );
+    let m = |tag: &str, name: &str, prefix: bool| NameMatch {
+        set_tag: tag.into(),
+        name: name.into(),
+        prefix,
+    };
+    assert_eq!(
+        c.dhcp_name_matches,
+        vec![
+            m("dhcp_bogus_hostname", "localhost", false),
+            m("dhcp_bogus_hostname", "wpad", false),
+            m("printers", "PRN", true),
+        ]
+    );
+    let t = |name: &str, negate: bool| TagMatch {
+        name: name.into(),
+        negate,
+    };
+    assert_eq!(
+        c.dhcp_ignore_names,
+        vec![
+            vec![t("dhcp_bogus_hostname", false)],
+            vec![t("guest", false), t("known", true)],
+            vec![],
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = load_with_default(
+        &args(&["--dhcp-ignore-names", "--dhcp-name-match=set:x,wpad"]),
+        &dir.path().join("absent.conf"),
+    )
+    .unwrap();
+    assert_eq!(c.dhcp_ignore_names, vec![Vec::<TagMatch>::new()]);
+    assert_eq!(c.dhcp_name_matches, vec![m("x", "wpad", false)]);
+    assert_eq!(
+        err("dhcp-name-match=set:x"),
+        "bad dhcp-name-match at line 1 of /etc/dnsmasq.conf: expected a tag and a name"
+    );
+    assert_eq!(
+        err("dhcp-name-match=set:x,wpad.lan"),
+        "dhcp-name-match at line 1 of /etc/dnsmasq.conf: a name with a domain ('.') is not supported by twinmasq yet"
+    );
+    assert_eq!(
+        err("dhcp-ignore-names=tag:"),
+        "bad dhcp-ignore-names at line 1 of /etc/dnsmasq.conf: empty tag name"
+    );
+}
+
+#[test]
 fn quoted_values() {
     // Quoted digits are text, not a number or an address.
     let c = conf("dhcp-option=224,\"1.2.3.4\"\ndhcp-option=225,\"a,b\"");

@@ -161,6 +161,16 @@ pub struct OptionMatch {
     pub form: MatchForm,
 }
 
+/// `dhcp-name-match=set:tag,name[*]`: the tag goes to clients that offer
+/// `name` as their host name (ASCII case ignored); with `*`, any name
+/// starting with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameMatch {
+    pub set_tag: String,
+    pub name: String,
+    pub prefix: bool,
+}
+
 /// How dnsmasq compares a `dhcp-match` value, after the form it was
 /// written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +238,10 @@ pub struct Config {
     pub dhcp_boot: Vec<DhcpBoot>,
     pub dhcp_classes: Vec<ClassMatch>,
     pub dhcp_matches: Vec<OptionMatch>,
+    pub dhcp_name_matches: Vec<NameMatch>,
+    /// `dhcp-ignore-names`: the host name a client offers is not used when
+    /// its tags match all of one list (an empty list matches every client).
+    pub dhcp_ignore_names: Vec<Vec<TagMatch>>,
     /// `dhcp-hostsfile`, `dhcp-optsfile`: files or directories of
     /// `dhcp-host`/`dhcp-option` values, read at start and on SIGHUP (see
     /// `dhcp_files`); their lines are not in `dhcp_hosts`/`dhcp_options`.
@@ -294,6 +308,8 @@ impl Default for Config {
             dhcp_boot: Vec::new(),
             dhcp_classes: Vec::new(),
             dhcp_matches: Vec::new(),
+            dhcp_name_matches: Vec::new(),
+            dhcp_ignore_names: Vec::new(),
             dhcp_hostsfiles: Vec::new(),
             dhcp_optsfiles: Vec::new(),
             read_ethers: false,

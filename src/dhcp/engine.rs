@@ -15,6 +15,7 @@ use crate::lease::LeaseDb;
 use super::classes;
 use super::holds::{Hold, HoldKind, Holds};
 use super::hostname::fqdn_reply;
+use super::names::{self, Choice, ConfiguredNames};
 use super::network::{self, Arrival, Network};
 use super::options::{self, Context, OPT_T1, OPT_T2};
 use super::pool::SplitPool;
@@ -118,6 +119,8 @@ pub struct Engine {
     declined: HashSet<Ipv4Addr>,
     /// How many declined addresses may be held at once.
     declined_max: usize,
+    /// The names dhcp-host lines give: no client may offer itself one.
+    configured_names: ConfiguredNames,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -186,6 +189,7 @@ impl Engine {
             .sum();
         let declined_max = (dynamic / DECLINED_SHARE).clamp(1, MAX_DECLINED);
         let limiter = RateLimiter::new(cfg.dhcp_rate_limit);
+        let configured_names = ConfiguredNames::new(&cfg.dhcp_hosts);
         let mut engine = Engine {
             cfg,
             pools,
@@ -201,6 +205,7 @@ impl Engine {
             limiter,
             declined: HashSet::new(),
             declined_max,
+            configured_names,
         };
         for ip in engine.reserved.clone() {
             engine.refresh(ip, db);
@@ -227,6 +232,7 @@ impl Engine {
             .copied()
             .collect();
         self.reserved = reserved;
+        self.configured_names = ConfiguredNames::new(&cfg.dhcp_hosts);
         self.cfg = cfg;
         for ip in changed {
             self.refresh(ip, db);
@@ -508,6 +514,8 @@ impl Engine {
             tags.extend(h.set_tags.iter().cloned());
             tags.push("known".into());
         }
+        // After the host lookup, as in dnsmasq; dhcp-ignore sees them.
+        names::add_name_match_tags(&cfg.dhcp_name_matches, req.offered_name(), &mut tags);
         let client = Client {
             key: client_key(req),
             host,
@@ -698,7 +706,7 @@ impl Engine {
             },
         );
         self.set_used(ip, true);
-        let hostname = self.lease_name(ctx);
+        let hostname = self.lease_name(ctx, ip);
         self.stats.offers += 1;
         let grant = self.lease_time(ctx, ip);
         self.build(
@@ -706,7 +714,7 @@ impl Engine {
             MessageType::Offer,
             ip,
             Some(grant),
-            hostname.as_deref(),
+            hostname.name(),
             false,
         )
     }
@@ -1002,12 +1010,33 @@ impl Engine {
         Some(u32::try_from(left).unwrap_or(u32::MAX).max(1))
     }
 
-    /// The name the lease publishes: the dhcp-host line's, else the client's.
-    fn lease_name(&self, ctx: &Ctx<'_>) -> Option<String> {
-        ctx.client
-            .host
-            .and_then(|h| h.hostname.clone())
-            .or_else(|| ctx.req.offered_name().map(str::to_string))
+    /// The name a lease on `ip` publishes (see [`names::choose`]).
+    fn lease_name(&self, ctx: &Ctx<'_>, ip: Ipv4Addr) -> Choice {
+        // dnsmasq matches these with the range's tag in the set.
+        let tags = self.reply_tags(ctx, ip);
+        let ignore_names = self
+            .cfg
+            .dhcp_ignore_names
+            .iter()
+            .any(|l| network::tags_match(l, &tags));
+        names::choose(
+            ctx.client.host,
+            ctx.req.offered_name(),
+            ignore_names,
+            &self.configured_names,
+        )
+    }
+
+    /// The client's tags and the tag of the dynamic range holding `ip`.
+    fn reply_tags(&self, ctx: &Ctx<'_>, ip: Ipv4Addr) -> Vec<String> {
+        let mut tags = ctx.client.tags.clone();
+        if let Some(t) = self
+            .dynamic_range_of(ip, ctx.net)
+            .and_then(|i| self.cfg.dhcp_ranges[i].set_tag.clone())
+        {
+            tags.push(t);
+        }
+        tags
     }
 
     fn bind_and_ack(
@@ -1028,7 +1057,18 @@ impl Engine {
                 return self.ignore(Ignored::NotForUs);
             }
         }
-        let hostname = self.lease_name(ctx);
+        let choice = self.lease_name(ctx, ip);
+        if let Choice::Taken { name, holder } = &choice {
+            match holder {
+                Some(addr) => {
+                    tracing::warn!(target: "dhcp", "not giving name {name} to the DHCP lease of {ip} because the name exists in config with address {addr}")
+                }
+                None => {
+                    tracing::warn!(target: "dhcp", "not giving name {name} to the DHCP lease of {ip} because a dhcp-host line gives it to another client")
+                }
+            }
+        }
+        let hostname = choice.name().map(str::to_string);
         let now_secs = now_ms / 1000;
 
         // One client, one lease: an older lease elsewhere ends now (settled
@@ -1049,6 +1089,8 @@ impl Engine {
             self.refresh(ended.ip, db);
         }
         // A name belongs to one lease: the newest takes it (as dnsmasq).
+        // A client's own name is never a configured one (`lease_name`), so
+        // it cannot take a name from the host a dhcp-host line gives it to.
         if let Some(name) = &hostname {
             if let Some(other) = db.by_hostname(name).filter(|r| r.ip != ip) {
                 if db
@@ -1217,13 +1259,7 @@ impl Engine {
     ) -> Decision {
         let cfg = Arc::clone(&self.cfg);
         let req = ctx.req;
-        let mut tags = ctx.client.tags.clone();
-        if let Some(t) = self
-            .dynamic_range_of(ip, ctx.net)
-            .and_then(|i| cfg.dhcp_ranges[i].set_tag.clone())
-        {
-            tags.push(t);
-        }
+        let tags = self.reply_tags(ctx, ip);
         let octx = Context {
             cfg: &cfg,
             req,

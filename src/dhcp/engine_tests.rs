@@ -1233,3 +1233,7 @@ fn class_tags_are_set_before_the_host_lookup() {
 /// Hostile clients, on the same rig.
 #[path = "hostile_tests.rs"]
 mod hostile;
+
+/// Whose names leases publish, on the same rig.
+#[path = "names_tests.rs"]
+mod names;

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod flusher;
 pub mod holds;
 pub mod hostname;
+pub mod names;
 pub mod network;
 pub mod options;
 pub mod ping;
