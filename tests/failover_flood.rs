@@ -72,8 +72,8 @@ impl Flood {
                 let source = sources[i % sources.len()];
                 let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
                 thread::spawn(move || {
-                    let file = std::fs::File::open(&path)
-                        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+                    let file =
+                        std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
                     // SAFETY: setns(2) on a valid fd; it changes only this
                     // thread's network namespace.
                     let rc = unsafe {
@@ -286,5 +286,18 @@ fn a_flood_from_one_address_neither_keeps_the_partner_out_nor_fills_the_log() {
     flood_scenario(
         "a_flood_from_one_address_neither_keeps_the_partner_out_nor_fills_the_log",
         &[Ipv4Addr::new(198, 18, 0, 66)],
+    );
+}
+
+/// The same 64 connections from 16 addresses of one LAN host (four each):
+/// together they want more places in the handshake than there are, so
+/// each new one displaces the oldest; the partner's, once in, finishes
+/// its handshake before its turn comes.
+#[test]
+fn a_flood_from_many_addresses_neither_keeps_the_partner_out_nor_fills_the_log() {
+    let sources: Vec<Ipv4Addr> = (0..16).map(|i| Ipv4Addr::new(198, 18, 0, 70 + i)).collect();
+    flood_scenario(
+        "a_flood_from_many_addresses_neither_keeps_the_partner_out_nor_fills_the_log",
+        &sources,
     );
 }
