@@ -660,7 +660,10 @@ fn a_hello_from_the_end_of_time_is_refused_without_overflow() {
             wall_ms > t.now,
             "wall_ms {wall_ms}: skew {skew} has the wrong sign"
         );
-        assert!(skew.unsigned_abs() > 30_000, "wall_ms {wall_ms}: skew {skew}");
+        assert!(
+            skew.unsigned_abs() > 30_000,
+            "wall_ms {wall_ms}: skew {skew}"
+        );
     }
 }
 
