@@ -163,7 +163,10 @@ fn address(v: &str) -> Result<IpAddr, FieldError> {
         .map_err(|_| FieldError::bad(format!("'{v}' is not an IP address")))
 }
 
-/// `failover-listen=[ADDR,]PORT`; without an address, every IPv4 address.
+/// `failover-listen=[ADDR,]PORT`; without an address, every IPv4 address
+/// (as dnsmasq's own listeners default to every address). Kept so existing
+/// configs start, with a warning at start (`failover::setup`): the
+/// partner-facing address is the one to give.
 pub(crate) fn listen(v: &str) -> Result<SocketAddr, FieldError> {
     match split_fields(v).as_slice() {
         [p] => Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port(p)?)),

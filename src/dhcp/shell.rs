@@ -503,13 +503,24 @@ impl Shell {
         };
         let now = now_ms();
         match ev {
-            LinkEvent::Connected { conn, peer, writer } => {
-                tracing::info!("failover: connection {conn} with {peer}");
-                f.io.opened(conn, peer, writer);
+            LinkEvent::Connected {
+                conn,
+                peer,
+                writer,
+                inbound,
+            } => {
+                if inbound {
+                    // Anyone may open one: logged once it proves the key.
+                    tracing::trace!("failover: connection {conn} from {peer}");
+                } else {
+                    tracing::info!("failover: connection {conn} with {peer}");
+                }
+                f.io.opened(conn, peer, writer, inbound);
                 f.node.connected(conn, rand::random(), &self.db, now);
             }
             LinkEvent::Data { conn, bytes } => {
                 f.node.received(conn, &bytes, &mut self.db, now);
+                f.io.progress(conn, f.node.handshake(conn));
                 self.note_busy(now);
             }
             LinkEvent::Closed { conn } => {
@@ -611,6 +622,7 @@ impl Shell {
                 _ = link_tick.tick(), if self.failover.is_some() => {
                     if let Some(f) = &mut self.failover {
                         f.node.tick(&mut self.db, now_ms());
+                        f.io.tick();
                     }
                     let since = now_ms();
                     if let Err(e) = self.db.spread_pages(SPREAD_PER_TICK) {

@@ -31,11 +31,19 @@ use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
 use crate::dhcp::share::{self, Owner, ServeMode};
 use crate::lease::{merge, LeaseDb};
 
+use super::log_limit::{self, LogLimit, Note};
+
 pub type ConnId = u64;
 
 /// Lease pages and updates are cut at about this many encoded bytes, well
 /// inside the link's 1 MiB frame limit.
 const PAGE_BYTES: usize = 256 << 10;
+/// A connection has this long to prove the key (the link timeout, if that
+/// is shorter). The handshake is one round trip and a few MACs, so a
+/// second is ample on any network a pair runs over; anyone can open
+/// connections, and each one that has not proved the key holds a place
+/// the partner may need.
+pub const HANDSHAKE_MS: u64 = 1_000;
 /// Reconnect backoff of the secondary: first retry, and the ceiling.
 const BACKOFF_MIN_MS: u64 = 250;
 const BACKOFF_MAX_MS: u64 = 4_000;
@@ -140,10 +148,14 @@ struct PeerPoint {
 struct Session {
     link: Link,
     phase: Phase,
+    /// The handshake deadline counts from here.
     opened_ms: u64,
     last_rx_ms: u64,
     last_tx_ms: u64,
     peer_node: Option<u32>,
+    /// The clock skew the peer's hello claims. A hello proves nothing (an
+    /// old one replays), so it is reported only once the proof verifies.
+    peer_skew_ms: Option<i64>,
     /// Why this session must end once the handshake lets us say so.
     refusal: Option<String>,
     /// The `SyncStart` we sent, and the partner's incarnation from its own.
@@ -214,6 +226,28 @@ pub struct Node {
     last_sync_ms: Option<u64>,
     skew_ms: Option<i64>,
     conflicts: u64,
+    /// Warnings about connections that failed the handshake: anyone who
+    /// reaches the port can cause them.
+    strangers: LogLimit,
+}
+
+/// How far a connection got in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// Nothing verified from the peer yet.
+    Waiting,
+    /// Its hello verified under the key; its proof is still to come. (A
+    /// hello can be a replay of an old one: not proof of anything.)
+    HelloVerified,
+    /// It proved the key.
+    Authenticated,
+}
+
+/// The peer's clock minus ours. The peer's clock is a u64 from the wire:
+/// any value gives an answer, saturated at the ends of i64.
+pub fn skew_between(peer_ms: u64, now_ms: u64) -> i64 {
+    let d = i128::from(peer_ms) - i128::from(now_ms);
+    i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
 }
 
 fn record_size(r: &LeaseRecord) -> usize {
@@ -276,6 +310,7 @@ impl Node {
             last_sync_ms: None,
             skew_ms: None,
             conflicts: 0,
+            strangers: LogLimit::new(log_limit::INTERVAL_MS),
         };
         node.out.push_back(Output::Mode(ServeMode::Unlinked));
         node
@@ -292,6 +327,18 @@ impl Node {
     /// Next thing for the caller to do.
     pub fn poll(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// How far connection `conn` got in the handshake; None if unknown.
+    pub fn handshake(&self, conn: ConnId) -> Option<Handshake> {
+        let s = self.sessions.get(&conn)?;
+        Some(if s.link.is_established() {
+            Handshake::Authenticated
+        } else if s.link.peer().is_some() {
+            Handshake::HelloVerified
+        } else {
+            Handshake::Waiting
+        })
     }
 
     fn in_sync(&self) -> bool {
@@ -392,6 +439,7 @@ impl Node {
             last_rx_ms: now_ms,
             last_tx_ms: now_ms,
             peer_node: None,
+            peer_skew_ms: None,
             refusal: None,
             own_start: None,
             peer_incarnation: None,
@@ -430,15 +478,45 @@ impl Node {
     }
 
     fn close(&mut self, conn: ConnId, now_ms: u64, why: &str) {
-        if self.sessions.contains_key(&conn) {
+        if let Some(s) = self.sessions.get(&conn) {
             if Some(conn) == self.partner {
                 tracing::warn!("failover: link to the partner ends: {why}");
-            } else {
+            } else if s.link.is_established() {
                 tracing::info!("failover: connection {conn} ends: {why}");
+            } else {
+                // Anyone can open these; the warning, if any, is
+                // `refuse_stranger`'s, rate-limited.
+                tracing::trace!("failover: connection {conn} ends: {why}");
             }
             self.out.push_back(Output::Close(conn));
             self.forget(conn, now_ms);
         }
+    }
+
+    /// Ends a connection that did not get through the handshake. On the
+    /// primary anyone who reaches the port can cause this, as often as
+    /// they like, so the warning is one line a minute with a count (the
+    /// first in full: a partner with the wrong key shows at once).
+    fn refuse_stranger(&mut self, conn: ConnId, now_ms: u64, why: &str) {
+        if Some(conn) == self.partner {
+            self.close(conn, now_ms, why);
+            return;
+        }
+        match self.strangers.note(now_ms) {
+            Note::First => tracing::warn!(
+                "failover: connection {conn} refused: {why} (more of these are counted, one line a minute)"
+            ),
+            Note::Summary { count, over_ms } => Self::strangers_summary(count, over_ms),
+            Note::Counted => {}
+        }
+        self.close(conn, now_ms, why);
+    }
+
+    fn strangers_summary(count: u64, over_ms: u64) {
+        tracing::warn!(
+            "failover: {count} unauthenticated link connections failed the handshake in the last {} s (wrong key, junk, or no proof of the key within {HANDSHAKE_MS} ms)",
+            over_ms.div_ceil(1000)
+        );
     }
 
     fn forget(&mut self, conn: ConnId, now_ms: u64) {
@@ -528,6 +606,9 @@ impl Node {
     /// Timers: reconnects, heartbeats, timeouts, automatic partner-down.
     pub fn tick(&mut self, db: &mut LeaseDb, now_ms: u64) {
         self.pump(db, now_ms);
+        if let Some((count, over_ms)) = self.strangers.flush(now_ms) {
+            Self::strangers_summary(count, over_ms);
+        }
         if self.cfg.role == Role::Secondary
             && self.partner.is_none()
             && !self.connecting
@@ -550,10 +631,15 @@ impl Node {
             } else {
                 timeout
             };
-            if silent > limit {
+            let handshake_limit = timeout.min(HANDSHAKE_MS);
+            if !established && now_ms.saturating_sub(s.opened_ms) > handshake_limit {
+                self.refuse_stranger(
+                    conn,
+                    now_ms,
+                    &format!("handshake did not finish within {handshake_limit} ms"),
+                );
+            } else if silent > limit {
                 self.close(conn, now_ms, &format!("nothing heard for {silent} ms"));
-            } else if !established && now_ms.saturating_sub(s.opened_ms) > timeout {
-                self.close(conn, now_ms, "handshake did not finish in time");
             } else if established && now_ms.saturating_sub(s.last_tx_ms) >= self.cfg.heartbeat_ms {
                 self.send(conn, &Message::Heartbeat { wall_ms: now_ms }, now_ms);
             }
@@ -624,6 +710,9 @@ impl Node {
     pub fn was_busy(&mut self, now_ms: u64) {
         for s in self.sessions.values_mut() {
             s.last_rx_ms = s.last_rx_ms.max(now_ms);
+            if !s.link.is_established() {
+                s.opened_ms = s.opened_ms.max(now_ms);
+            }
         }
     }
 
@@ -640,12 +729,10 @@ impl Node {
                 // Nothing after a bad frame is acted on; the database is
                 // untouched by it.
                 self.flush_link(conn, now_ms);
-                if Some(conn) != self.partner {
-                    // A wrong key, a stranger or junk on the port: the
-                    // operator should see it even at the default level.
-                    tracing::warn!("failover: connection {conn} refused: {e}");
-                }
-                self.close(conn, now_ms, &format!("link fault: {e}"));
+                // A wrong key, a stranger or junk on the port: the
+                // operator should see it even at the default level, but
+                // once a minute.
+                self.refuse_stranger(conn, now_ms, &format!("link fault: {e}"));
                 return;
             }
         };
@@ -675,11 +762,12 @@ impl Node {
     }
 
     fn on_hello(&mut self, conn: ConnId, h: &Hello, now_ms: u64) {
-        let skew = h.wall_ms as i64 - now_ms as i64;
+        let skew = skew_between(h.wall_ms, now_ms);
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
         s.peer_node = Some(h.node);
+        s.peer_skew_ms = Some(skew);
         if skew.unsigned_abs() > self.cfg.max_skew_ms {
             s.refusal = Some(format!(
                 "clock skew of {skew} ms between the nodes exceeds the {} ms allowed (failover-max-skew): synchronise the clocks",
@@ -691,17 +779,19 @@ impl Node {
                 self.cfg.ranges_text
             ));
         }
-        if Some(conn) == self.partner || self.cfg.role == Role::Primary {
-            self.skew_ms = Some(skew);
-        }
     }
 
     fn on_established(&mut self, conn: ConnId, now_ms: u64) {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
-        let peer = s.peer_node;
+        let (peer, skew) = (s.peer_node, s.peer_skew_ms);
         if let Some(reason) = s.refusal.clone() {
+            // A key holder, so its clock is worth showing (it may be why
+            // it is refused); not over a linked partner's, though.
+            if self.partner.is_none_or(|p| p == conn) && skew.is_some() {
+                self.skew_ms = skew;
+            }
             tracing::error!("failover: refusing the link: {reason}");
             self.send(conn, &Message::Error { reason }, now_ms);
             self.close(conn, now_ms, "refused");
@@ -727,6 +817,9 @@ impl Node {
             self.partner = Some(conn);
         }
         self.last_partner_node = peer;
+        if skew.is_some() {
+            self.skew_ms = skew;
+        }
         let start = SyncStart {
             incarnation: self.incarnation,
             resume: self.resume_point(),

@@ -38,6 +38,15 @@ pub fn prepare(cfg: &Config) -> Result<Option<Prepared>, SetupError> {
     };
     let (listener, master) = match f.role {
         FailoverRole::Primary { listen } => {
+            if listen.ip().is_unspecified() {
+                // Kept for configs that rely on it; the link's key keeps
+                // strangers out either way, and the listener bounds what
+                // they can hold, but the port need not face every network.
+                tracing::warn!(
+                    "failover: failover-listen without an address listens on every address of this host, WAN included; give the address facing the partner (failover-listen=ADDR,{})",
+                    listen.port()
+                );
+            }
             let l = std::net::TcpListener::bind(listen)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .map_err(|source| SetupError::Listen {

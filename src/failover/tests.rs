@@ -569,3 +569,132 @@ fn a_short_break_resumes_with_only_the_changes() {
         t.wire_bytes
     );
 }
+
+/// A hello frame as the secondary with key `key_byte` would send it, clock
+/// at `wall_ms`: what anyone who once saw one on the wire can replay.
+fn hello_frame(key_byte: u8, wall_ms: u64) -> (twinmasq_proto::link::Link, Vec<u8>) {
+    use twinmasq_proto::link::{Hello, Link, PROTOCOL_VERSION};
+    let ranges = "198.18.0.10-198.18.0.200";
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Secondary,
+        node: 77,
+        nonce: [7; 32],
+        ranges: [ranges.len() as u8; 32],
+        wall_ms,
+    };
+    let mut link = Link::new(key(key_byte), hello);
+    let bytes = link.take_output();
+    (link, bytes)
+}
+
+/// Outputs of `end` until it is quiet: the connections it closed, and the
+/// bytes it wrote to `conn`.
+fn drain(end: &mut End, conn: ConnId) -> (Vec<ConnId>, Vec<u8>) {
+    let mut closed = Vec::new();
+    let mut written = Vec::new();
+    while let Some(o) = end.node.poll() {
+        match o {
+            Output::Close(c) => closed.push(c),
+            Output::Write(c, b) if c == conn => written.extend(b),
+            _ => {}
+        }
+    }
+    (closed, written)
+}
+
+/// A hello proves nothing (it carries no answer to this session's nonce,
+/// and an old one replays): the skew it claims must not reach the status
+/// until its sender has proved the key. Once it has, the skew shows.
+#[test]
+fn an_unauthenticated_hello_does_not_set_the_clock_skew() {
+    let mut t = pair();
+    t.settle();
+    t.p.node.connected(5, [1; 32], &t.p.db, t.now);
+    drain(&mut t.p, 5);
+    // A replayed hello whose sender is 20 s ahead, and no proof after it.
+    let (_, bytes) = hello_frame(1, t.now + 20_000);
+    t.p.node.received(5, &bytes, &mut t.p.db, t.now);
+    drain(&mut t.p, 5);
+    assert_eq!(
+        t.p.node.status().clock_skew_ms,
+        None,
+        "a hello without the proof after it set the reported clock skew"
+    );
+
+    // The real secondary, 3 s ahead, proves the key: now it is reported.
+    let mut t = pair();
+    t.s.node.tick(&mut t.s.db, t.now);
+    drain(&mut t.s, 0);
+    t.s.node.connected(9, [9; 32], &t.s.db, t.now + 3_000);
+    t.p.node.connected(9, [8; 32], &t.p.db, t.now);
+    t.p.conn = Some(9);
+    t.s.conn = Some(9);
+    t.settle();
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert_eq!(t.p.node.status().clock_skew_ms, Some(3_000));
+}
+
+/// A key holder's hello stamped far in the future (the clock field is a
+/// u64 from the wire) is refused for its skew, not overflowed.
+#[test]
+fn a_hello_from_the_end_of_time_is_refused_without_overflow() {
+    for wall_ms in [1u64 << 63, u64::MAX, 0] {
+        let mut t = pair();
+        t.settle();
+        t.p.node.connected(5, [1; 32], &t.p.db, t.now);
+        let (_, ours) = drain(&mut t.p, 5);
+        let (mut peer, hello) = hello_frame(1, wall_ms);
+        peer.receive(&ours).unwrap();
+        let mut bytes = hello;
+        bytes.extend(peer.take_output());
+        t.p.node.received(5, &bytes, &mut t.p.db, t.now);
+        let (closed, _) = drain(&mut t.p, 5);
+        assert_eq!(closed, vec![5], "wall_ms {wall_ms}: refused for its skew");
+        assert!(!t.p.node.status().linked);
+        // Refused by a key holder for its clock: the skew that made it so
+        // is shown, with its sign.
+        let skew = t.p.node.status().clock_skew_ms.unwrap();
+        assert_eq!(
+            skew > 0,
+            wall_ms > t.now,
+            "wall_ms {wall_ms}: skew {skew} has the wrong sign"
+        );
+        assert!(
+            skew.unsigned_abs() > 30_000,
+            "wall_ms {wall_ms}: skew {skew}"
+        );
+    }
+}
+
+/// A connection that has not proved the key within about a second is
+/// closed: it holds a slot the real partner may need. This holds for a
+/// silent one and for one that sent a (replayed) hello but no proof.
+#[test]
+fn a_connection_that_does_not_prove_the_key_is_closed_within_a_second() {
+    for replay in [false, true] {
+        let mut t = pair();
+        t.settle();
+        let opened = t.now;
+        t.p.node.connected(5, [1; 32], &t.p.db, t.now);
+        drain(&mut t.p, 5);
+        if replay {
+            let (_, bytes) = hello_frame(1, t.now);
+            t.p.node.received(5, &bytes, &mut t.p.db, t.now);
+            drain(&mut t.p, 5);
+        }
+        let mut closed_at = None;
+        while t.now < opened + 6_000 && closed_at.is_none() {
+            t.now += 100;
+            t.p.node.tick(&mut t.p.db, t.now);
+            if drain(&mut t.p, 5).0.contains(&5) {
+                closed_at = Some(t.now - opened);
+            }
+        }
+        let after = closed_at.expect("never closed");
+        assert!(
+            after <= 1_200,
+            "replay={replay}: closed only after {after} ms"
+        );
+    }
+}
