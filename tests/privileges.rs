@@ -208,7 +208,10 @@ fn a_missing_lease_file_is_not_created_through_a_dangling_symlink() {
     std::os::unix::fs::symlink(&target, &lease_file).unwrap();
     lchown(&lease_file, t.uid, t.gid);
 
-    let result = hand_over(&t, &top.path().join("db"), &lease_file);
+    // The database exists, as after any start.
+    let db = top.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    let result = hand_over(&t, &db, &lease_file);
     assert!(
         !target.exists(),
         "root created {} through the symlink (hand_over: {result:?})",
@@ -239,7 +242,9 @@ fn a_lease_file_hard_linked_to_a_root_file_is_not_chowned() {
     let lease_file = shared.join("dhcp.leases");
     std::fs::hard_link(&shadow, &lease_file).unwrap();
 
-    let result = hand_over(&t, &top.path().join("db"), &lease_file);
+    let db = top.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    let result = hand_over(&t, &db, &lease_file);
     assert_eq!(
         std::fs::metadata(&shadow).unwrap().uid(),
         0,
