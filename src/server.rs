@@ -271,12 +271,18 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
     }
     let cfg = Arc::new(cfg);
     let failover = crate::failover::setup::prepare(&cfg)?;
-    // The user's files: the database directory and the lease file, handed
-    // over through descriptors (see service::handover). The database
-    // itself is opened only after the drop.
-    if let Some(t) = &target {
-        privileges::hand_over(t, &cfg.lease_db, &cfg.lease_file)?;
-    }
+    // Dropping root: the user's files (the database directory and the
+    // lease file) are handed over through descriptors (see
+    // service::handover), and the database itself is opened only after
+    // the drop. Otherwise it is opened first, so a damaged one stops the
+    // start before anything is bound.
+    let early_db = match &target {
+        Some(t) => {
+            privileges::hand_over(t, &cfg.lease_db, &cfg.lease_file)?;
+            None
+        }
+        None => Some(open_db(&cfg)?),
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -340,7 +346,10 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         }
         // Opened by the user: sled creates its files as the user, and root
         // never reads what the user could have written.
-        let db = open_db(&cfg)?;
+        let db = match early_db {
+            Some(db) => db,
+            None => open_db(&cfg)?,
+        };
         // The DNS engine learns every lease now and each change after; it
         // subscribes before the DHCP shell takes the database.
         let leases = LeaseSource {

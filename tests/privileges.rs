@@ -55,7 +55,10 @@ fn nobody() -> Target {
 
 /// A directory in /tmp that `nobody` may enter (tempdir makes it 0700).
 fn open_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("tmqt-priv-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("tmqt-priv-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -70,7 +73,10 @@ fn become_on_this_thread(t: &Target) {
     // SAFETY: plain syscalls on integers; a null list of length 0 for
     // setgroups.
     unsafe {
-        assert_eq!(libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()), 0);
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+            0
+        );
         assert_eq!(libc::syscall(libc::SYS_setresgid, t.gid, t.gid, t.gid), 0);
         assert_eq!(libc::syscall(libc::SYS_setresuid, t.uid, t.uid, t.uid), 0);
     }
@@ -280,13 +286,36 @@ fn root_files_left_in_the_db_are_handed_over_but_nothing_else() {
     lchown(&other, 4242, 4242);
 
     hand_over(&t, &db, &top.path().join("leases")).unwrap();
-    for p in [&db, &blobs, &db.join("conf"), &db.join("db"), &blobs.join("7")] {
+    for p in [
+        &db,
+        &blobs,
+        &db.join("conf"),
+        &db.join("db"),
+        &blobs.join("7"),
+    ] {
         let m = std::fs::symlink_metadata(p).unwrap();
-        assert_eq!((m.uid(), m.gid()), (t.uid, t.gid), "{} not handed over", p.display());
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (t.uid, t.gid),
+            "{} not handed over",
+            p.display()
+        );
     }
-    assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0, "hard link followed");
-    assert_eq!(std::fs::metadata(&pointed).unwrap().uid(), 0, "symlink followed");
-    assert_eq!(std::fs::metadata(&other).unwrap().uid(), 4242, "another user's file taken");
+    assert_eq!(
+        std::fs::metadata(&outside).unwrap().uid(),
+        0,
+        "hard link followed"
+    );
+    assert_eq!(
+        std::fs::metadata(&pointed).unwrap().uid(),
+        0,
+        "symlink followed"
+    );
+    assert_eq!(
+        std::fs::metadata(&other).unwrap().uid(),
+        4242,
+        "another user's file taken"
+    );
     // The lease file was missing: created for the user.
     let lf = std::fs::symlink_metadata(top.path().join("leases")).unwrap();
     assert!(lf.is_file());
@@ -317,14 +346,21 @@ fn a_world_writable_lease_file_directory_is_warned_about_once() {
         .arg(format!("--lease-db={}", top.path().join("db").display()))
         .arg(format!("--dhcp-leasefile={}", lease_file.display()))
         .arg(format!("--pid-file={}", pid_file.display()))
-        .arg(format!("--control-socket={}", top.path().join("ctl.sock").display()))
+        .arg(format!(
+            "--control-socket={}",
+            top.path().join("ctl.sock").display()
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&pid_file).unwrap_or_default().trim().is_empty() {
+    while std::fs::read_to_string(&pid_file)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
         if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
@@ -348,5 +384,10 @@ fn a_world_writable_lease_file_directory_is_warned_about_once() {
         .lines()
         .filter(|l| l.contains("world-writable") && l.contains(&shared.display().to_string()))
         .count();
-    assert_eq!(warned, 1, "one warning about {} expected:\n{err}", shared.display());
+    assert_eq!(
+        warned,
+        1,
+        "one warning about {} expected:\n{err}",
+        shared.display()
+    );
 }

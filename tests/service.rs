@@ -379,7 +379,10 @@ fn fd_targets(pid: u32) -> Vec<(String, String)> {
         .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) > Some(2))
         .map(|e| {
             let to = std::fs::read_link(e.path()).unwrap_or_default();
-            (e.file_name().to_string_lossy().into_owned(), to.display().to_string())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                to.display().to_string(),
+            )
         })
         .collect()
 }
@@ -415,9 +418,13 @@ fn dropped_server_has_no_new_privs_a_small_bounding_set_and_no_inherited_fds() {
     let file = std::fs::File::open(&marker).unwrap();
     let mut ends = [0; 2];
     // SAFETY: pipe2 writes two new descriptors into the array.
-    assert_eq!(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    assert_eq!(
+        unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
+        0
+    );
     // SAFETY: both are new and owned by nothing else.
-    let (pipe_r, _pipe_w) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    let (pipe_r, _pipe_w) =
+        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
     let pipe_name = std::fs::read_link(format!("/proc/self/fd/{}", pipe_r.as_raw_fd()))
         .unwrap()
         .display()
@@ -474,7 +481,11 @@ fn dropped_server_has_no_new_privs_a_small_bounding_set_and_no_inherited_fds() {
             .any(|l| l == "add 0")
             .then_some(())
     });
-    assert!(ran.is_ok(), "the helper did not run the script as root\n{}", d.log());
+    assert!(
+        ran.is_ok(),
+        "the helper did not run the script as root\n{}",
+        d.log()
+    );
     client.stop();
     d.stop();
 }

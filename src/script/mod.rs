@@ -110,7 +110,11 @@ pub fn spawn_helper(
     if unsafe { libc::geteuid() } != 0 || !dropping_root {
         return Ok(None);
     }
-    let run_as = cfg.dhcp_script_user.as_deref().map(lookup_user).transpose()?;
+    let run_as = cfg
+        .dhcp_script_user
+        .as_deref()
+        .map(lookup_user)
+        .transpose()?;
     helper::Helper::spawn(path, run_as)
         .map(Some)
         .map_err(ScriptError::Helper)

@@ -133,7 +133,13 @@ fn chown_err(t: &Target, path: &Path, source: io::Error) -> PrivError {
 /// messages) over to `t`, and those of its subdirectories down to `levels`
 /// more levels. Entries that vanish or change meanwhile are skipped: the
 /// user may rename anything here at any moment.
-fn migrate(dir: &OwnedFd, dev: libc::dev_t, path: &Path, t: &Target, levels: usize) -> Result<(), PrivError> {
+fn migrate(
+    dir: &OwnedFd,
+    dev: libc::dev_t,
+    path: &Path,
+    t: &Target,
+    levels: usize,
+) -> Result<(), PrivError> {
     let names = match names(dir) {
         Ok(n) => n,
         Err(e) => {
@@ -192,7 +198,11 @@ fn give_db_dir(t: &Target, lease_db: &Path) -> Result<(), PrivError> {
             return Err(create_err(lease_db, e));
         }
     }
-    let dir = match open_at(None, &c, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) {
+    let dir = match open_at(
+        None,
+        &c,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    ) {
         Ok(d) => d,
         // A file where the directory should be: the database's own open
         // (after the drop) stops the start, saying what to do.
