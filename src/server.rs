@@ -252,11 +252,12 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
     let (target, stay_root) = plan_drop(&cfg)?;
     let helper = crate::script::spawn_helper(&cfg, target.is_some())?;
     let caps = privileges::needed_caps(&cfg);
-    if target.is_some() {
-        privileges::restrict_exec(&caps)?;
-    }
+    let unrestricted = match target {
+        Some(_) => privileges::restrict_exec(&caps)?,
+        None => None,
+    };
     let _log = logging::init(&cfg, foreground)?;
-    if let Some(warning) = stay_root {
+    for warning in [stay_root, unrestricted].into_iter().flatten() {
         tracing::warn!("{warning}");
     }
     if let Some(t) = target.as_ref().filter(|t| t.group.is_none()) {

@@ -219,29 +219,43 @@ pub fn unreachable_dir(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
 /// not touch the capabilities this process holds now: root keeps working
 /// until [`become_user`]. Anything that must exec with root's full powers
 /// (the `dhcp-script` helper) is started before.
-pub fn restrict_exec(keep: &[u32]) -> Result<(), PrivError> {
+///
+/// Without CAP_SETPCAP (an init system's bounding set that lacks it) the
+/// bounding set stays as it is and the returned warning says so;
+/// no_new_privs, which needs no privilege, is set all the same.
+pub fn restrict_exec(keep: &[u32]) -> Result<Option<String>, PrivError> {
     let err = |what| PrivError::Restrict {
         what,
         source: std::io::Error::last_os_error(),
     };
+    let mut warning = None;
     for cap in 0..64u32 {
-        if keep.contains(&cap) {
-            continue;
+        // SAFETY: prctl on integers.
+        let held = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        match held {
+            // Past the last capability this kernel knows.
+            -1 => break,
+            0 => continue,
+            _ if keep.contains(&cap) => continue,
+            _ => {}
         }
         // SAFETY: prctl on integers.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-            // EINVAL: past the last capability this kernel knows.
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                break;
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+                return Err(err("PR_CAPBSET_DROP"));
             }
-            return Err(err("PR_CAPBSET_DROP"));
+            warning = Some(
+                "cannot reduce the capability bounding set without CAP_SETPCAP (add it to the init system's bounding set, e.g. CapabilityBoundingSet= in the unit); no_new_privs is set, so no exec can gain privileges"
+                    .to_string(),
+            );
+            break;
         }
     }
     // SAFETY: prctl on integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(err("PR_SET_NO_NEW_PRIVS"));
     }
-    Ok(())
+    Ok(warning)
 }
 
 #[repr(C)]
