@@ -57,6 +57,9 @@ fn main() -> std::process::ExitCode {
         }
         None => {}
     }
+    // Before anything opens a descriptor of its own or starts the
+    // dhcp-script helper: what the starter left open goes, as in dnsmasq.
+    twinmasq::service::fds::close_inherited(&[]);
     let cli = Cli::parse_from(args);
     let result = twinmasq::config::load(&cli.options)
         .map_err(twinmasq::server::StartError::from)

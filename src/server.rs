@@ -1,5 +1,7 @@
-//! Starting and stopping the daemon: (background) → log → lease database
-//! → sockets → (drop root) → engines, and back down on SIGTERM/SIGINT.
+//! Starting and stopping the daemon: (background) → whom to become, the
+//! dhcp-script helper, limits on exec → log → the user's files handed over
+//! → sockets → (drop root) → lease database → engines, and back down on
+//! SIGTERM/SIGINT.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use crate::dns::shell::LeaseSource;
 use crate::lease::{DbOptions, LeaseDb};
 use crate::service::daemon::{self, Reporter, Role, StartReport};
 use crate::service::logging;
+use crate::service::pid_file::PidFile;
 use crate::service::privileges::{self, PrivError, Target};
 use crate::service::signals::{SignalHooks, Signals};
 
@@ -80,10 +83,15 @@ impl StartError {
             StartError::Privileges(PrivError::Unknown(_) | PrivError::Lookup { .. }) => {
                 ExitCode::Config
             }
-            StartError::Privileges(PrivError::Unreachable { .. } | PrivError::Chown { .. }) => {
-                ExitCode::Filesystem
+            StartError::Privileges(
+                PrivError::Unreachable { .. }
+                | PrivError::Chown { .. }
+                | PrivError::Create { .. }
+                | PrivError::Symlink { .. },
+            ) => ExitCode::Filesystem,
+            StartError::Privileges(PrivError::Switch { .. } | PrivError::Restrict { .. }) => {
+                ExitCode::Other
             }
-            StartError::Privileges(PrivError::Switch { .. }) => ExitCode::Other,
             StartError::Reported { code, .. } => match code {
                 1 => ExitCode::Config,
                 2 => ExitCode::Network,
@@ -173,41 +181,30 @@ fn open_db(cfg: &Config) -> Result<LeaseDb, StartError> {
     Ok(db)
 }
 
-struct PidFile<'a>(&'a Path);
-
-impl Drop for PidFile<'_> {
-    /// Best-effort, as in dnsmasq: after the drop to `user` the pid file's
-    /// directory (/run, /var/run) is usually not ours to change, and the
-    /// init system removes it (systemd's PIDFile=, start-stop-daemon).
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(self.0) {
-            tracing::debug!("pid file {} left in place: {e}", self.0.display());
-        }
-    }
-}
-
-fn write_pid_file(path: &Path) -> Result<PidFile<'_>, StartError> {
-    std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| StartError::Io {
+fn create_pid_file(path: &Path, dropping: bool) -> Result<PidFile, StartError> {
+    PidFile::create(path, dropping).map_err(|source| StartError::Io {
         what: format!("cannot write pid file {}", path.display()),
         source,
-    })?;
-    Ok(PidFile(path))
+    })
 }
 
-/// Whom to become after binding, with the files that must stay writable
-/// already handed over. With the default user only, a database the user
-/// could not reach leaves us root with a warning rather than a server that
-/// fails later; a `user=` the operator gave is held to.
-fn prepare_drop(cfg: &Config) -> Result<Option<Target>, StartError> {
+/// Whom to become after binding, decided before anything starts (the
+/// `dhcp-script` helper and the limits on exec depend on it). With the
+/// default user only, a database the user could not reach leaves us root
+/// with a warning (returned, for the log that does not exist yet) rather
+/// than a server that fails later; a `user=` the operator gave is held to.
+fn plan_drop(cfg: &Config) -> Result<(Option<Target>, Option<String>), StartError> {
     let Some(target) = privileges::plan(cfg)? else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    match privileges::hand_over(&target, &cfg.lease_db, &cfg.lease_file) {
-        Ok(()) => Ok(Some(target)),
-        Err(e @ PrivError::Unreachable { .. }) if !target.explicit => {
-            tracing::warn!("{e}; staying root (an explicit user= makes this a start error)");
-            Ok(None)
-        }
+    match privileges::check_reach(&target, &cfg.lease_db, &cfg.lease_file) {
+        Ok(()) => Ok((Some(target), None)),
+        Err(e @ PrivError::Unreachable { .. }) if !target.explicit => Ok((
+            None,
+            Some(format!(
+                "{e}; staying root (an explicit user= makes this a start error)"
+            )),
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -248,11 +245,45 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         let keep_stderr = logging::outputs(&cfg, foreground).contains(&logging::Output::Stderr);
         daemon::detach_stdio(keep_stderr)?;
     }
+    // Whom to become is decided first: until the drop, only this thread
+    // exists, so the limits on exec set here reach every thread the server
+    // starts (they are per thread). The root dhcp-script helper is started
+    // before them: it runs scripts with root's full powers.
+    let (target, stay_root) = plan_drop(&cfg)?;
+    let helper = crate::script::spawn_helper(&cfg, target.is_some())?;
+    let caps = privileges::needed_caps(&cfg);
+    let unrestricted = match target {
+        Some(_) => privileges::restrict_exec(&caps)?,
+        None => None,
+    };
     let _log = logging::init(&cfg, foreground)?;
+    for warning in [stay_root, unrestricted].into_iter().flatten() {
+        tracing::warn!("{warning}");
+    }
+    if let Some(t) = target.as_ref().filter(|t| t.group.is_none()) {
+        tracing::info!(
+            "group {} does not exist: running with user {}'s own group",
+            crate::config::DEFAULT_GROUP,
+            t.user
+        );
+    }
+    if let Some(warning) = crate::lease::lease_file::directory_warning(&cfg.lease_file) {
+        tracing::warn!("{warning}");
+    }
     let cfg = Arc::new(cfg);
     let failover = crate::failover::setup::prepare(&cfg)?;
-    let db = open_db(&cfg)?;
-    let target = prepare_drop(&cfg)?;
+    // Dropping root: the user's files (the database directory and the
+    // lease file) are handed over through descriptors (see
+    // service::handover), and the database itself is opened only after
+    // the drop. Otherwise it is opened first, so a damaged one stops the
+    // start before anything is bound.
+    let early_db = match &target {
+        Some(t) => {
+            privileges::hand_over(t, &cfg.lease_db, &cfg.lease_file)?;
+            None
+        }
+        None => Some(open_db(&cfg)?),
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -266,17 +297,9 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
             what: "cannot install signal handlers".into(),
             source,
         })?;
-        // The DNS engine learns every lease now and each change after; it
-        // subscribes before the DHCP shell takes the database.
-        let leases = LeaseSource {
-            initial: db.iter().collect(),
-            feed: db.subscribe(),
-        };
         // DNS binds first, on its own thread: a taken port 53 stops the
         // start before DHCP runs.
-        let dns = crate::dns::thread::spawn(Arc::clone(&cfg), leases)?;
-        // dhcp-script follows the same feed, on a thread of its own.
-        let _script = crate::script::start(&cfg, &db, target.is_some())?;
+        let dns = crate::dns::thread::spawn(Arc::clone(&cfg))?;
         let failover = failover
             .map(|f| f.into_setup())
             .transpose()
@@ -284,18 +307,11 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
                 what: "cannot set up the failover listener".into(),
                 source,
             })?;
-        let mut shell =
-            Shell::start(Arc::clone(&cfg), db, SERVER_PORT, failover).map_err(|source| {
-                StartError::Bind {
-                    port: SERVER_PORT,
-                    source,
-                }
+        let dhcp_sock =
+            crate::dhcp::socket::bind(SERVER_PORT).map_err(|source| StartError::Bind {
+                port: SERVER_PORT,
+                source,
             })?;
-        // The shell answers the control socket and SIGUSR1 from one queue.
-        let (control_tx, control_rx) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
-        shell.control.attach(control_rx);
-        let (dhcp_reload_tx, dhcp_reload_rx) = tokio::sync::mpsc::channel(1);
-        shell.attach_reload(dhcp_reload_rx);
         // Before the pid file, so a started server answers on it at once.
         let control = match ControlSocket::bind(&cfg.control_socket) {
             Ok(sock) => Some(sock),
@@ -308,39 +324,69 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         };
         // Metrics: opt-in; each engine task answers scrapes over its own
         // channel (see `metrics::snapshot`).
-        let mut metrics_sources = crate::metrics::MetricsSources::default();
-        let mut dns_metrics = None;
-        let metrics = match cfg.metrics_listen {
-            Some(addr) => {
-                let listener = crate::metrics::http::bind(addr)?;
-                let (tx, rx) = crate::metrics::snapshot::channel();
-                shell.attach_metrics(rx);
-                metrics_sources.dhcp = Some(tx);
-                if dns.is_some() {
-                    let (tx, rx) = crate::metrics::snapshot::channel();
-                    dns_metrics = Some(crate::metrics::DnsHooks { requests: rx });
-                    metrics_sources.dns = Some(tx);
-                }
-                Some(listener)
-            }
-            None => None,
-        };
-        // dnsmasq's -d (debug mode) writes no pid file.
-        let _pid = if cfg.no_daemon {
+        let metrics = cfg
+            .metrics_listen
+            .map(crate::metrics::http::bind)
+            .transpose()?;
+        // dnsmasq's -d (debug mode) writes no pid file. Created now, while
+        // root; our pid goes in once the start is over.
+        let mut pid_file = if cfg.no_daemon {
             None
         } else {
-            Some(write_pid_file(&cfg.pid_file)?)
+            Some(create_pid_file(&cfg.pid_file, target.is_some())?)
         };
-        // Every privileged socket is bound and every file opened: from
-        // here on, root is only a liability.
+        // Every privileged socket is bound and every root file opened:
+        // from here on, root is only a liability.
         if let Some(t) = &target {
-            let caps = privileges::needed_caps(&cfg);
             privileges::become_user(t, &caps)?;
             tracing::info!(
                 "running as {}, keeping capabilities: {}",
                 privileges::describe(t),
                 privileges::cap_names(&caps)
             );
+        }
+        // Opened by the user: sled creates its files as the user, and root
+        // never reads what the user could have written.
+        let db = match early_db {
+            Some(db) => db,
+            None => open_db(&cfg)?,
+        };
+        // The DNS engine learns every lease now and each change after; it
+        // subscribes before the DHCP shell takes the database.
+        let leases = LeaseSource {
+            initial: db.iter().collect(),
+            feed: db.subscribe(),
+        };
+        // dhcp-script follows the same feed, on a thread of its own.
+        let _script = crate::script::start(&cfg, &db, helper)?;
+        let mut shell = Shell::start_on(Arc::clone(&cfg), db, dhcp_sock, failover).map_err(
+            |source| StartError::Bind {
+                port: SERVER_PORT,
+                source,
+            },
+        )?;
+        // The shell answers the control socket and SIGUSR1 from one queue.
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
+        shell.control.attach(control_rx);
+        let (dhcp_reload_tx, dhcp_reload_rx) = tokio::sync::mpsc::channel(1);
+        shell.attach_reload(dhcp_reload_rx);
+        let mut metrics_sources = crate::metrics::MetricsSources::default();
+        let mut dns_metrics = None;
+        if metrics.is_some() {
+            let (tx, rx) = crate::metrics::snapshot::channel();
+            shell.attach_metrics(rx);
+            metrics_sources.dhcp = Some(tx);
+            if dns.is_some() {
+                let (tx, rx) = crate::metrics::snapshot::channel();
+                dns_metrics = Some(crate::metrics::DnsHooks { requests: rx });
+                metrics_sources.dns = Some(tx);
+            }
+        }
+        if let Some(p) = &mut pid_file {
+            p.publish().map_err(|source| StartError::Io {
+                what: format!("cannot write pid file {}", cfg.pid_file.display()),
+                source,
+            })?;
         }
         let (dns_signal_tx, dns_signal_rx) = tokio::sync::mpsc::channel(DNS_SIGNAL_QUEUE);
         let hooks = SignalHooks {
@@ -370,6 +416,7 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
                 Some(thread) => {
                     thread
                         .serve(crate::dns::thread::DnsStart {
+                            leases,
                             signals: dns_signal_rx,
                             metrics: dns_metrics,
                             stop: stop_rx.clone(),

@@ -364,9 +364,8 @@ fn start_server_briefly(dir: &Path, db: &Path) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Past the first lease-file export: an export still running at SIGTERM
-    // races the final one for the same temporary file (lease_file.rs
-    // names it by pid only), which is not what this test is about.
+    // Past the first lease-file export: one still running at SIGTERM is
+    // not what this test is about.
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: kill(2) on the pid of a child this test started and has not
     // reaped yet.

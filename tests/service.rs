@@ -6,7 +6,9 @@
 
 mod netns;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -145,19 +147,38 @@ impl Daemon {
     /// own (the parent exits once the daemon reports). Bounded by
     /// `timeout(1)`.
     fn launch(&self, extra: &[&str]) -> (Output, Duration) {
+        self.launch_inheriting(extra, &[])
+    }
+
+    /// As `launch`, with descriptors left open for the server as a careless
+    /// starter would: each `(fd, n)` is open as `n` in the server's
+    /// process, without close-on-exec.
+    fn launch_inheriting(&self, extra: &[&str], fds: &[(RawFd, RawFd)]) -> (Output, Duration) {
         let started = Instant::now();
-        let out = Command::new("timeout")
-            .args(["30", "ip", "netns", "exec", &self.ns, BIN, "-C"])
+        let mut cmd = Command::new("timeout");
+        cmd.args(["30", "ip", "netns", "exec", &self.ns, BIN, "-C"])
             .arg(&self.conf)
-            .args(extra)
-            .output()
-            .unwrap();
+            .args(extra);
+        let fds = fds.to_vec();
+        // SAFETY: between fork and exec the closure only calls dup2(2),
+        // which is async-signal-safe, on descriptors this test holds open.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &(fd, n) in &fds {
+                    if libc::dup2(fd, n) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
         (out, started.elapsed())
     }
 
-    /// Starts in the background; returns the daemon's pid from its pid file.
-    fn start(&mut self) -> u32 {
-        let (out, took) = self.launch(&[]);
+    /// Starts in the background as `start` does, through `launch_inheriting`.
+    fn start_inheriting(&mut self, fds: &[(RawFd, RawFd)]) -> u32 {
+        let (out, took) = self.launch_inheriting(&[], fds);
         assert!(
             out.status.success(),
             "start failed: {}\n{}",
@@ -172,6 +193,11 @@ impl Daemon {
             .unwrap();
         self.pid = Some(pid);
         pid
+    }
+
+    /// Starts in the background; returns the daemon's pid from its pid file.
+    fn start(&mut self) -> u32 {
+        self.start_inheriting(&[])
     }
 
     /// SIGTERM; waits (bounded) for the process to go.
@@ -343,6 +369,125 @@ fn drops_root_and_still_serves_and_stores_leases() {
         "{leases}"
     );
     again.stop();
+}
+
+/// Where each descriptor of process `pid` above 2 points.
+fn fd_targets(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) > Some(2))
+        .map(|e| {
+            let to = std::fs::read_link(e.path()).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                to.display().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Review finding 7, with dnsmasq as the model: once dropped, the server
+/// cannot gain privileges through exec (`NoNewPrivs: 1`) and its capability
+/// bounding set holds only what it keeps, on every thread; and descriptors
+/// its starter left open reach neither the server nor the root
+/// `dhcp-script` helper, which still runs the script as root.
+#[test]
+fn dropped_server_has_no_new_privs_a_small_bounding_set_and_no_inherited_fds() {
+    let lab = lab!("dropped_server_has_no_new_privs_a_small_bounding_set_and_no_inherited_fds");
+    let dir = lab.dir().join("nnp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script_log = dir.join("script.log");
+    let script = dir.join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $(id -u)\" >> '{}'\n",
+            script_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = ServerConf::standard()
+        .line("user=nobody")
+        .line(format!("dhcp-script={}", script.display()));
+    let mut d = Daemon::new(&lab, "svc", &conf.lines);
+    // What a careless starter leaves open: a file and a pipe.
+    let marker = d.path("inherited-marker");
+    std::fs::write(&marker, "").unwrap();
+    let file = std::fs::File::open(&marker).unwrap();
+    let mut ends = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array.
+    assert_eq!(
+        unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
+        0
+    );
+    // SAFETY: both are new and owned by nothing else.
+    let (pipe_r, _pipe_w) =
+        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    let pipe_name = std::fs::read_link(format!("/proc/self/fd/{}", pipe_r.as_raw_fd()))
+        .unwrap()
+        .display()
+        .to_string();
+    let pid = d.start_inheriting(&[(file.as_raw_fd(), 10), (pipe_r.as_raw_fd(), 251)]);
+    let helper: u32 = d
+        .log()
+        .split("dhcp-script runs from helper process ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no helper pid in the log\n{}", d.log()));
+
+    let mut problems = Vec::new();
+    // The bounding set and no_new_privs are per thread: all of them.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        let (nnp, bnd) = (proc_status(tid, "NoNewPrivs"), proc_status(tid, "CapBnd"));
+        if nnp != "1" {
+            problems.push(format!("thread {tid}: NoNewPrivs: {nnp}"));
+        }
+        // no-ping (standard config): CAP_NET_ADMIN (12) only.
+        if bnd != "0000000000001000" {
+            problems.push(format!("thread {tid}: CapBnd: {bnd}"));
+        }
+    }
+    for (who, p) in [("server", pid), ("helper", helper)] {
+        for (fd, to) in fd_targets(p) {
+            if to == marker.display().to_string() || to == pipe_name {
+                problems.push(format!("{who} {p} holds the inherited {to} as fd {fd}"));
+            }
+        }
+    }
+    // The helper keeps root's bounding set: scripts run as root as before.
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let own_bnd = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(proc_status(helper, "CapBnd"), own_bnd);
+    assert!(problems.is_empty(), "{problems:#?}\n{}", d.log());
+
+    let host = lab.add_client();
+    let mut client = Udhcpc::new(&lab, &host);
+    client
+        .obtain()
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let ran = netns::wait_for(Duration::from_secs(15), "the script's add run", || {
+        std::fs::read_to_string(&script_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == "add 0")
+            .then_some(())
+    });
+    assert!(
+        ran.is_ok(),
+        "the helper did not run the script as root\n{}",
+        d.log()
+    );
+    client.stop();
+    d.stop();
 }
 
 #[test]

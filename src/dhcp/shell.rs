@@ -157,11 +157,21 @@ impl Shell {
     /// the failover node, when configured). Call inside a tokio runtime.
     pub fn start(
         cfg: Arc<Config>,
-        mut db: LeaseDb,
+        db: LeaseDb,
         port: u16,
         failover: Option<FailoverSetup>,
     ) -> std::io::Result<Self> {
-        let std_sock = socket::bind(port)?;
+        Self::start_on(cfg, db, socket::bind(port)?, failover)
+    }
+
+    /// [`Shell::start`] on a socket bound already ([`socket::bind`]): the
+    /// server binds while root and opens the database after the drop.
+    pub fn start_on(
+        cfg: Arc<Config>,
+        mut db: LeaseDb,
+        std_sock: std::net::UdpSocket,
+        failover: Option<FailoverSetup>,
+    ) -> std::io::Result<Self> {
         // The flusher sends through its own handle, so its descriptor stays
         // valid however the shell's task ends.
         let flush_sock = std_sock.try_clone()?;

@@ -21,6 +21,8 @@ use crate::metrics::DnsHooks;
 
 /// What the shell needs that exists only once the rest has started.
 pub struct DnsStart {
+    /// The leases, from the database opened after the drop from root.
+    pub leases: LeaseSource,
     pub signals: mpsc::Receiver<DnsSignal>,
     pub metrics: Option<DnsHooks>,
     /// Becomes true when the server stops.
@@ -34,7 +36,7 @@ pub struct DnsThread {
 }
 
 /// Starts the DNS thread and binds its sockets; `None` with `port=0`.
-pub fn spawn(cfg: Arc<Config>, leases: LeaseSource) -> Result<Option<DnsThread>, DnsError> {
+pub fn spawn(cfg: Arc<Config>) -> Result<Option<DnsThread>, DnsError> {
     if cfg.dns.port == 0 {
         return Ok(None);
     }
@@ -73,7 +75,15 @@ pub fn spawn(cfg: Arc<Config>, leases: LeaseSource) -> Result<Option<DnsThread>,
                 let stopped = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                run(bound, cfg, leases, start.signals, start.metrics, stopped).await
+                run(
+                    bound,
+                    cfg,
+                    start.leases,
+                    start.signals,
+                    start.metrics,
+                    stopped,
+                )
+                .await
             });
             let _ = done_tx.send(result);
         })?;

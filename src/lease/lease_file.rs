@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -104,6 +105,12 @@ pub fn write_export(path: &Path, text: &str, seq: u64) -> Result<(), LeaseError>
 /// Replaces `path` with `text` so a reader sees the old file or the new one,
 /// never a torn one: write a temporary file beside it, fsync, rename over,
 /// then fsync the directory so the rename itself survives a crash.
+///
+/// The directory may be one other users can write (OpenWrt's /tmp), so no
+/// name there is trusted: the temporary file has a random name and is
+/// created with `O_CREAT|O_EXCL|O_NOFOLLOW` (a name someone planted, a
+/// symlink included, is never opened; another is drawn), and the rename
+/// replaces a symlink at `path` rather than writing through it.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), LeaseError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -112,38 +119,75 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), LeaseError> {
     let name = path
         .file_name()
         .ok_or_else(|| file_err(path, "not a file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
 
     let result = (|| {
-        let mut f = match std::fs::File::create(&tmp) {
-            Ok(f) => f,
+        let created = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .make_in(dir, |tmp| {
+                // 0666 before the umask, as `File::create` made it: tools
+                // read the lease file as other users.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o666)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(tmp)
+            });
+        let mut tmp = match created {
+            Ok(t) => t,
             // After the drop from root the directory may not be ours (a
             // shared /var/lib/misc) while the file is (see
             // service::privileges::hand_over): rewrite it in place, as
-            // dnsmasq always does.
+            // dnsmasq always does; never through a symlink.
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .truncate(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                     .open(path)?;
                 f.write_all(text.as_bytes())?;
                 return f.sync_all();
             }
             Err(e) => return Err(e),
         };
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
+        tmp.as_file_mut().write_all(text.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        // On failure the temporary file is removed as `tmp` drops.
+        tmp.persist(path).map_err(|e| e.error)?;
         std::fs::File::open(dir)?.sync_all()
     })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        file_err(path, format!("cannot write: {e}"))
-    })
+    result.map_err(|e| file_err(path, format!("cannot write: {e}")))
+}
+
+/// Why the lease file's directory invites trouble, if it does: a directory
+/// every user may write (OpenWrt's /tmp) lets any local user take the lease
+/// file's name first, a symlink or a file of their own, so that the server
+/// cannot write its export; without the sticky bit they may also replace
+/// or remove the file. Logged once at start.
+pub fn directory_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mode = std::fs::metadata(dir).ok()?.mode();
+    if mode & 0o002 == 0 {
+        return None;
+    }
+    let what = if mode & 0o1000 != 0 {
+        "any local user can take the lease file's name before the server writes it"
+    } else {
+        "any local user can replace or remove the lease file"
+    };
+    Some(format!(
+        "the directory {} of dhcp-leasefile {} is world-writable: {what}; a directory only the server's user may write is safer",
+        dir.display(),
+        path.display()
+    ))
 }
 
 /// Parses `aa:bb:cc`-style hex; dnsmasq also accepts single-digit groups.

@@ -193,6 +193,18 @@ pub fn main(args: &[String]) -> u8 {
         eprintln!("twinmasq: {ARG}: expected a descriptor and a script path");
         return 2;
     };
+    // The server closed what its starter left open before it started us;
+    // anything else here (an older server's leak) goes too, so the
+    // scripts it runs as root inherit nothing but stdio.
+    crate::service::fds::close_inherited(&[fd]);
+    // Open across our exec only; the scripts we start must not get it.
+    // SAFETY: fcntl(2) on a descriptor number; a bad one just fails.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
     let script = Script {
         path: PathBuf::from(path),
         run_as: num(2).zip(num(3)),

@@ -95,30 +95,63 @@ pub enum ScriptError {
     Helper(std::io::Error),
 }
 
-/// Starts the runner if `dhcp-script` is set. Subscribes to `db`'s feed and
-/// reads its table, so call it before anything else changes the table.
-/// `dropping_root`: the server is root and gives that up after start, so
-/// the script gets a helper that keeps it.
+/// Starts the root helper if `dhcp-script` is set and the server, root
+/// now, drops to another user after start (`dropping_root`). Call before
+/// anything limits what an exec may gain (the helper runs the script with
+/// root's full powers, as dnsmasq's does) and before the drop.
+pub fn spawn_helper(
+    cfg: &Config,
+    dropping_root: bool,
+) -> Result<Option<helper::Helper>, ScriptError> {
+    let Some(path) = &cfg.dhcp_script else {
+        return Ok(None);
+    };
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !dropping_root {
+        return Ok(None);
+    }
+    let run_as = cfg
+        .dhcp_script_user
+        .as_deref()
+        .map(lookup_user)
+        .transpose()?;
+    helper::Helper::spawn(path, run_as)
+        .map(Some)
+        .map_err(ScriptError::Helper)
+}
+
+/// Starts the runner if `dhcp-script` is set, with the helper from
+/// [`spawn_helper`] if there is one. Subscribes to `db`'s feed and reads
+/// its table, so call it before anything else changes the table.
 pub fn start(
     cfg: &Arc<Config>,
     db: &LeaseDb,
-    dropping_root: bool,
+    helper: Option<helper::Helper>,
 ) -> Result<Option<ScriptRunner>, ScriptError> {
     let Some(path) = cfg.dhcp_script.clone() else {
         return Ok(None);
     };
     // SAFETY: geteuid(2) has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let run_as = match (&cfg.dhcp_script_user, root) {
-        (Some(user), true) => Some(lookup_user(user)?),
-        (Some(user), false) => {
+    let run_as = match (&cfg.dhcp_script_user, root, &helper) {
+        // The helper runs it as that user.
+        (Some(_), _, Some(_)) => None,
+        (Some(user), true, None) => Some(lookup_user(user)?),
+        (Some(user), false, None) => {
             tracing::warn!(
                 "dhcp-scriptuser={user}: not running as root, the script runs as this server's user"
             );
             None
         }
-        (None, _) => None,
+        (None, _, _) => None,
     };
+    if let Some(h) = &helper {
+        tracing::info!(
+            "dhcp-script runs from helper process {}, as {}",
+            h.pid(),
+            cfg.dhcp_script_user.as_deref().unwrap_or("root")
+        );
+    }
     let settings = runner::Settings {
         path,
         run_as,
@@ -127,18 +160,6 @@ pub fn start(
         cfg: Arc::clone(cfg),
         timeout: runner::TIMEOUT,
         queue: runner::QUEUE,
-    };
-    let helper = if root && dropping_root {
-        let h =
-            helper::Helper::spawn(&settings.path, settings.run_as).map_err(ScriptError::Helper)?;
-        tracing::info!(
-            "dhcp-script runs from helper process {}, as {}",
-            h.pid(),
-            cfg.dhcp_script_user.as_deref().unwrap_or("root")
-        );
-        Some(h)
-    } else {
-        None
     };
     let feed = db.subscribe();
     let initial = db.iter().collect();

@@ -5,13 +5,16 @@
 //! capabilities the running server still uses.
 //!
 //! Files the server keeps writing after the drop are handed to the user
-//! first (see [`hand_over`]).
+//! first (see [`hand_over`]), and what any later exec could gain is
+//! limited before any thread starts ([`restrict_exec`]).
 
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, DEFAULT_GROUP, DEFAULT_USER};
+
+pub use super::handover::{check_reach, hand_over};
 
 /// Capability numbers from linux/capability.h.
 pub const CAP_NET_BIND_SERVICE: u32 = 10;
@@ -40,6 +43,18 @@ pub enum PrivError {
     Chown {
         user: String,
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("lease-db {} is a symbolic link, which root does not follow into a directory its user owns: point lease-db at the directory itself", path.display())]
+    Symlink { path: PathBuf },
+    #[error("cannot limit what an exec may gain ({what}): {source}")]
+    Restrict {
+        what: &'static str,
         source: std::io::Error,
     },
     #[error("cannot change to user {user}: {what}: {source}")]
@@ -155,14 +170,10 @@ pub fn plan(cfg: &Config) -> Result<Option<Target>, PrivError> {
             lookup_group(g)?.ok_or_else(|| PrivError::Unknown(g.clone()))?,
             Some(g.clone()),
         ),
+        // Logged by the caller (`group: None`): this runs before the log.
         None => match lookup_group(DEFAULT_GROUP)? {
             Some(gid) => (gid, Some(DEFAULT_GROUP.to_string())),
-            None => {
-                tracing::info!(
-                    "group {DEFAULT_GROUP} does not exist: running with user {user}'s own group"
-                );
-                (pw.gid, None)
-            }
+            None => (pw.gid, None),
         },
     };
     Ok(Some(Target {
@@ -197,69 +208,54 @@ pub fn unreachable_dir(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
     })
 }
 
-fn chown_one(path: &Path, t: &Target) -> Result<(), PrivError> {
-    std::os::unix::fs::lchown(path, Some(t.uid), Some(t.gid)).map_err(|source| PrivError::Chown {
-        user: t.user.clone(),
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn chown_tree(path: &Path, t: &Target) -> Result<(), PrivError> {
-    chown_one(path, t)?;
-    let meta = std::fs::symlink_metadata(path).map_err(|source| PrivError::Chown {
-        user: t.user.clone(),
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|source| PrivError::Chown {
-            user: t.user.clone(),
-            path: path.to_path_buf(),
-            source,
-        })?;
-        for e in entries.flatten() {
-            chown_tree(&e.path(), t)?;
+/// Limits what an exec by this thread, and by every thread it starts from
+/// now on, can gain: `PR_SET_NO_NEW_PRIVS` (no setuid bit or file
+/// capability takes effect) and a capability bounding set of `keep` only.
+/// The server never execs after the drop, so this costs nothing.
+///
+/// Both are per-thread attributes that new threads inherit, so call this
+/// before the server starts any thread; and while still root, since
+/// dropping from the bounding set needs CAP_SETPCAP. The bounding set does
+/// not touch the capabilities this process holds now: root keeps working
+/// until [`become_user`]. Anything that must exec with root's full powers
+/// (the `dhcp-script` helper) is started before.
+///
+/// Without CAP_SETPCAP (an init system's bounding set that lacks it) the
+/// bounding set stays as it is and the returned warning says so;
+/// no_new_privs, which needs no privilege, is set all the same.
+pub fn restrict_exec(keep: &[u32]) -> Result<Option<String>, PrivError> {
+    let err = |what| PrivError::Restrict {
+        what,
+        source: std::io::Error::last_os_error(),
+    };
+    let mut warning = None;
+    for cap in 0..64u32 {
+        // SAFETY: prctl on integers.
+        let held = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        match held {
+            // Past the last capability this kernel knows.
+            -1 => break,
+            0 => continue,
+            _ if keep.contains(&cap) => continue,
+            _ => {}
+        }
+        // SAFETY: prctl on integers.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+                return Err(err("PR_CAPBSET_DROP"));
+            }
+            warning = Some(
+                "cannot reduce the capability bounding set without CAP_SETPCAP (add it to the init system's bounding set, e.g. CapabilityBoundingSet= in the unit); no_new_privs is set, so no exec can gain privileges"
+                    .to_string(),
+            );
+            break;
         }
     }
-    Ok(())
-}
-
-/// Makes the files the server writes after the drop the user's, while we
-/// are still root. dnsmasq opens its files before dropping and keeps them
-/// open; sled instead creates files in its directory as it runs
-/// (snapshots, blobs), so the whole database directory becomes the user's.
-/// The lease file is created if missing and becomes the user's too: its
-/// export falls back to rewriting it in place when the user may not create
-/// files in its directory (a shared one such as /var/lib/misc).
-/// Both paths must be reachable by the user; see [`PrivError::Unreachable`].
-pub fn hand_over(t: &Target, lease_db: &Path, lease_file: &Path) -> Result<(), PrivError> {
-    let lease_dir = lease_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    for (path, check) in [(lease_db, lease_db), (lease_file, lease_dir)] {
-        if let Some(blocked) = unreachable_dir(check, t.uid, t.gid) {
-            return Err(PrivError::Unreachable {
-                user: t.user.clone(),
-                path: path.to_path_buf(),
-                blocked,
-            });
-        }
+    // SAFETY: prctl on integers.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(err("PR_SET_NO_NEW_PRIVS"));
     }
-    chown_tree(lease_db, t)?;
-    if !lease_file.exists() {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(lease_file)
-            .map_err(|source| PrivError::Chown {
-                user: t.user.clone(),
-                path: lease_file.to_path_buf(),
-                source,
-            })?;
-    }
-    chown_one(lease_file, t)
+    Ok(warning)
 }
 
 #[repr(C)]
