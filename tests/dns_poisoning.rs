@@ -391,8 +391,8 @@ fn forwarded_questions_leave_from_many_ports_in_dnsmasq_too() {
 // ---------------------------------------------------------------------------
 // The spoofing attack
 
-/// The server's UDP ports other than 53, from /proc/PID/net/udp (its
-/// namespace), whatever address they are bound to.
+/// The server's UDP ports other than its DNS and DHCP ones, from
+/// /proc/PID/net/udp (its namespace), whatever address they are bound to.
 fn udp_ports(pid: u32) -> Vec<u16> {
     let text = fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap();
     let mut ports: Vec<u16> = text
@@ -403,7 +403,8 @@ fn udp_ports(pid: u32) -> Vec<u16> {
             let (_, port) = local.split_once(':')?;
             u16::from_str_radix(port, 16).ok()
         })
-        .filter(|p| *p != 53)
+        // DNS and DHCP: nothing an upstream answer goes to.
+        .filter(|p| *p != 53 && *p != 67)
         .collect();
     ports.sort_unstable();
     ports.dedup();
