@@ -120,7 +120,11 @@ impl DnsServer {
             ServerKind::Dnsmasq => vec!["dnsmasq".to_string()],
             ServerKind::Twinmasq => vec![env!("CARGO_BIN_EXE_twinmasq").to_string()],
         };
-        args.extend(["-k".to_string(), "-C".to_string(), conf.display().to_string()]);
+        args.extend([
+            "-k".to_string(),
+            "-C".to_string(),
+            conf.display().to_string(),
+        ]);
         args.push(p("--pid-file", &dir.join("pid")));
         match kind {
             ServerKind::Dnsmasq => args.push("--log-facility=-".into()),
@@ -302,11 +306,7 @@ fn identical_questions(test: &str, kind: ServerKind) {
         "{kind:?}: 100 identical questions from 100 ports, the upstream saw {} queries",
         asked.len()
     );
-    assert!(
-        !asked.is_empty(),
-        "never forwarded\n{}",
-        sut.log_text()
-    );
+    assert!(!asked.is_empty(), "never forwarded\n{}", sut.log_text());
     assert!(
         asked.len() <= 1,
         "{kind:?}: 100 identical questions reached the upstream as {} queries",
@@ -354,7 +354,12 @@ fn many_ports(test: &str, kind: ServerKind) {
             .lock()
             .unwrap()
             .iter()
-            .filter(|s| s.qname.to_lowercase().to_ascii().ends_with(".ports.example.net."))
+            .filter(|s| {
+                s.qname
+                    .to_lowercase()
+                    .to_ascii()
+                    .ends_with(".ports.example.net.")
+            })
             .cloned()
             .collect();
         (seen.len() >= 60).then_some(seen)
@@ -507,11 +512,15 @@ fn spoofed_answer_burst_does_not_poison_the_cache() {
     upstream.answering.store(true, Ordering::Relaxed);
     thread::sleep(Duration::from_millis(1200));
     let later = client_sockets(&client, 1);
-    let got = wait_for(Duration::from_secs(4), "an answer to the later query", || {
-        later[0].send_to(&query(0x4242, qname), to).ok()?;
-        thread::sleep(Duration::from_millis(300));
-        drain(&later).into_iter().map(|(_, r)| r).next()
-    })
+    let got = wait_for(
+        Duration::from_secs(4),
+        "an answer to the later query",
+        || {
+            later[0].send_to(&query(0x4242, qname), to).ok()?;
+            thread::sleep(Duration::from_millis(300));
+            drain(&later).into_iter().map(|(_, r)| r).next()
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", sut.log_text()));
     let later_answer = a_records(&got);
     eprintln!(

@@ -16,9 +16,8 @@ use rand::{Rng, SeedableRng};
 use super::authority::{AuthQuery, AuthVerdict, LocalData, Lookup, Route, Service};
 use super::cache::{Cache, CacheKey, CacheStats};
 use super::forward::{
-    Attempt, CaseEcho, CaseVerdict, ClientKey, ForwardKey, LatencyHistogram, Pending,
-    PendingTable, Question, ServerSelector, Strategy, TcpAttempt, Waiter, TCP_TIMEOUT_MS,
-    UDP_TIMEOUT_MS,
+    Attempt, CaseEcho, CaseVerdict, ClientKey, ForwardKey, LatencyHistogram, Pending, PendingTable,
+    Question, ServerSelector, Strategy, TcpAttempt, Waiter, TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
 };
 use super::question;
 use super::replay::{Replay, Scope as ReplayScope, Source as ReplaySource};
@@ -79,7 +78,9 @@ pub enum Action {
     },
     /// The forward socket `socket` was opened for is done with it (it was
     /// answered, or the forward is over): close it.
-    CloseUpstream { socket: u64 },
+    CloseUpstream {
+        socket: u64,
+    },
     /// Do this exchange over TCP (length framing is the shell's job) and
     /// report back with `upstream_tcp_reply(token, ..)`.
     UpstreamTcp {
@@ -637,7 +638,10 @@ impl<L: LocalData> DnsEngine<L> {
             cd: req.cd,
             edns: req.edns,
         };
-        if self.pending.has_client(&ClientKey::new(&client, req.id, &fkey)) {
+        if self
+            .pending
+            .has_client(&ClientKey::new(&client, req.id, &fkey))
+        {
             self.stats.dropped.duplicate += 1;
             return Vec::new();
         }
@@ -708,7 +712,12 @@ impl<L: LocalData> DnsEngine<L> {
 
     /// REFUSED: `dns-forward-max` forwards, or clients waiting on them, are
     /// pending already.
-    fn forward_max_refused(&mut self, req: &Request, client: ClientRef, now_ms: u64) -> Vec<Action> {
+    fn forward_max_refused(
+        &mut self,
+        req: &Request,
+        client: ClientRef,
+        now_ms: u64,
+    ) -> Vec<Action> {
         // dnsmasq logs "Maximum number of concurrent DNS queries reached"
         // and the client gets REFUSED rather than silence.
         self.stats.forward_max += 1;

@@ -337,7 +337,11 @@ fn dns_forward_randomises_id_socket_and_case() {
         let m = Message::from_vec(bytes).unwrap();
         let sent = m.queries[0].name().to_ascii();
         assert!(sent.eq_ignore_ascii_case(&format!("n{i}.example.")));
-        cases.insert(sent.chars().filter(char::is_ascii_alphabetic).collect::<String>());
+        cases.insert(
+            sent.chars()
+                .filter(char::is_ascii_alphabetic)
+                .collect::<String>(),
+        );
     }
     assert!(ids.len() > 190, "ids not random: {}", ids.len());
     assert_eq!(sockets.len(), 200, "a new socket per forward");
@@ -357,9 +361,18 @@ fn dns_forward_randomises_id_socket_and_case() {
     );
     let (s, socket, q) = upstreams(&out).remove(0);
     assert_eq!(socket, SHARED_SOCKET);
-    let r = answer(&q, ResponseCode::NoError, vec![a("shared.example.", 60, 1)], vec![]);
+    let r = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("shared.example.", 60, 1)],
+        vec![],
+    );
     let out = e.upstream_reply(&r, s, socket, 1);
-    assert!(out.iter().all(|a| !matches!(a, Action::CloseUpstream { .. })), "{out:?}");
+    assert!(
+        out.iter()
+            .all(|a| !matches!(a, Action::CloseUpstream { .. })),
+        "{out:?}"
+    );
     assert_eq!(reply_of(&out).answers.len(), 1);
 }
 
@@ -722,7 +735,10 @@ fn dns_tcp_fallback_on_truncated_upstream() {
     assert_eq!(*socket, sock);
     assert_eq!(*server, s);
     // The client's query in its own case, with a fresh id.
-    assert_eq!(bytes[2..], query_bytes(3, "tc.example.", RecordType::A, None)[2..]);
+    assert_eq!(
+        bytes[2..],
+        query_bytes(3, "tc.example.", RecordType::A, None)[2..]
+    );
     // A late UDP reply is no longer accepted.
     let udp = answer(
         &q,
@@ -1012,7 +1028,9 @@ fn dns_answer_in_another_case_is_not_taken_and_asked_again_in_plain_case() {
     };
     let (server, socket, wire) = ask(&mut e, 1, "Case.Example.", 0);
     // Sent in mixed case.
-    let sent = Message::from_vec(&wire).unwrap().queries[0].name().to_ascii();
+    let sent = Message::from_vec(&wire).unwrap().queries[0]
+        .name()
+        .to_ascii();
     assert!(sent.eq_ignore_ascii_case("case.example.") && sent != "Case.Example.");
     // A server that does not echo case: the answer comes back in another.
     let other = answer(
@@ -1028,7 +1046,10 @@ fn dns_answer_in_another_case_is_not_taken_and_asked_again_in_plain_case() {
     let (s2, socket2, plain) = &ups[0];
     assert_eq!((*s2, *socket2 != socket), (server, true));
     // In the client's own case, with a fresh id.
-    assert_eq!(plain[2..], query_bytes(1, "Case.Example.", RecordType::A, None)[2..]);
+    assert_eq!(
+        plain[2..],
+        query_bytes(1, "Case.Example.", RecordType::A, None)[2..]
+    );
     assert_ne!(plain[..2], wire[..2]);
     assert_eq!(e.stats().dropped.case_mismatch, 1);
     assert_eq!(e.stats().case_fallbacks, 1);
@@ -1055,7 +1076,10 @@ fn dns_answer_in_another_case_is_not_taken_and_asked_again_in_plain_case() {
         reply_of(&e.upstream_reply(&r, s, sock2, 12));
     }
     let (_, _, w) = ask(&mut e, 9, "later.example.", 20);
-    assert_eq!(w[2..], query_bytes(9, "later.example.", RecordType::A, None)[2..]);
+    assert_eq!(
+        w[2..],
+        query_bytes(9, "later.example.", RecordType::A, None)[2..]
+    );
     let (_, _, w) = ask(&mut e, 10, "muchlater.example.", 20 + PLAIN_CASE_MS);
     let sent = Message::from_vec(&w).unwrap().queries[0].name().to_ascii();
     assert_ne!(sent, "muchlater.example.", "mixed case again after an hour");
@@ -1066,7 +1090,12 @@ fn dns_forged_case_from_a_server_that_echoes_case_is_dropped() {
     let mut e = engine(&cfg(&[srv(1)]));
     // The server echoes case.
     let m = round_trip(&mut e, 1, "first.example.", 0, |q| {
-        answer(q, ResponseCode::NoError, vec![a("first.example.", 60, 1)], vec![])
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("first.example.", 60, 1)],
+            vec![],
+        )
     });
     assert_eq!(m.answers.len(), 1);
     let out = e.query(
@@ -1086,7 +1115,12 @@ fn dns_forged_case_from_a_server_that_echoes_case_is_dropped() {
     assert_eq!(e.stats().dropped.case_mismatch, 1);
     assert_eq!(e.stats().case_fallbacks, 0);
     assert_eq!(e.pending_len(), 1, "still waiting for the real answer");
-    let real = answer(&wire, ResponseCode::NoError, vec![a("bank.example.", 60, 2)], vec![]);
+    let real = answer(
+        &wire,
+        ResponseCode::NoError,
+        vec![a("bank.example.", 60, 2)],
+        vec![],
+    );
     let m = reply_of(&e.upstream_reply(&real, server, socket, 12));
     assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
     let m = reply_of(&e.query(

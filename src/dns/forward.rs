@@ -58,8 +58,9 @@ pub enum Strategy {
     AllServers,
 }
 
-/// A question as compared for matching: lowercased, since upstream servers
-/// may answer in another case (and 0x20 randomisation relies on that).
+/// A question as forwards are keyed by: the name lowercased, since names
+/// compare without regard to case (the letter case of what goes up is
+/// chosen per attempt, see [`CaseEcho`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Question {
     pub name: Name,

@@ -184,7 +184,9 @@ async fn receive(sock: Arc<UdpSocket>, socket: u64, tx: mpsc::Sender<Datagram>) 
 }
 
 enum Mode {
-    PerAttempt { range: Option<(u16, u16)> },
+    PerAttempt {
+        range: Option<(u16, u16)>,
+    },
     Shared {
         v4: Arc<UdpSocket>,
         v6: Option<Arc<UdpSocket>>,
@@ -237,7 +239,11 @@ impl Upstreams {
     pub fn send(&mut self, socket: u64, server: SocketAddr, bytes: &[u8]) {
         match &self.mode {
             Mode::Shared { v4, v6 } => {
-                let sock = if server.is_ipv4() { Some(v4) } else { v6.as_ref() };
+                let sock = if server.is_ipv4() {
+                    Some(v4)
+                } else {
+                    v6.as_ref()
+                };
                 let Some(sock) = sock else {
                     tracing::debug!(target: "dns", "no IPv6 socket for {server}");
                     return;
