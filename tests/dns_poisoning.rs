@@ -8,6 +8,8 @@
 //!   (twinmasq, and real dnsmasq 2.90 as the reference).
 //! - `forwarded_questions_leave_from_many_ports*`: 60 distinct forwarded
 //!   questions leave from at least 50 distinct source ports.
+//! - `query_port_*`, `source_ports_follow_*`: `query-port`, `min-port` and
+//!   `max-port` as dnsmasq has them.
 //! - `spoofed_answer_burst_does_not_poison_the_cache`: while 100 identical
 //!   questions wait on a silent upstream, an attacker on the LAN probes the
 //!   server's UDP ports (a port that answers no ICMP "unreachable" is open
@@ -390,6 +392,66 @@ fn forwarded_questions_leave_from_many_ports_in_dnsmasq_too() {
     many_ports(
         "forwarded_questions_leave_from_many_ports_in_dnsmasq_too",
         ServerKind::Dnsmasq,
+    );
+}
+
+/// Asks `n` distinct names with `extra` config lines and an answering
+/// upstream: the source ports the upstream saw; every question answered.
+fn ports_with(test: &str, extra: &[&str], n: u16) -> Option<Vec<u16>> {
+    let lab = Lab::new(test)?;
+    let (client, outside) = setup(&lab);
+    let upstream = Upstream::start(&outside);
+    upstream.answering.store(true, Ordering::Relaxed);
+    let sut = DnsServer::start(&lab, ServerKind::Twinmasq, &client, extra);
+    let to = SocketAddr::new(SERVER_IP.into(), 53);
+    let socks = client_sockets(&client, 1);
+    for i in 0..n {
+        socks[0]
+            .send_to(&query(i, &format!("p{i}.Ports.Example.net.")), to)
+            .unwrap();
+    }
+    let mut answered = BTreeSet::new();
+    wait_for(Duration::from_secs(3), "every answer", || {
+        for (_, r) in drain(&socks) {
+            if a_records(&r) == vec![REAL] {
+                answered.insert(u16::from_be_bytes([r[0], r[1]]));
+            }
+        }
+        (answered.len() == usize::from(n)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {answered:?}\n{}", sut.log_text()));
+    let seen = upstream.seen.lock().unwrap().clone();
+    Some(seen.iter().map(|s| s.port).collect())
+}
+
+#[test]
+fn query_port_sends_every_query_from_that_port() {
+    let Some(ports) = ports_with(
+        "query_port_sends_every_query_from_that_port",
+        &["query-port=5353"],
+        10,
+    ) else {
+        return;
+    };
+    assert!(
+        ports.len() >= 10 && ports.iter().all(|p| *p == 5353),
+        "{ports:?}"
+    );
+}
+
+#[test]
+fn source_ports_follow_min_port_and_max_port() {
+    let Some(ports) = ports_with(
+        "source_ports_follow_min_port_and_max_port",
+        &["min-port=40000", "max-port=40099"],
+        20,
+    ) else {
+        return;
+    };
+    let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+    assert!(
+        ports.iter().all(|p| (40000..=40099).contains(p)) && distinct.len() >= 10,
+        "{ports:?}"
     );
 }
 
