@@ -109,6 +109,12 @@ fn new_udp(addr: SocketAddr) -> io::Result<socket2::Socket> {
 
 /// Binds `s` to a random free port in `lo..=hi` of `addr`'s family.
 fn bind_in_range(s: &socket2::Socket, addr: SocketAddr, lo: u16, hi: u16) -> io::Result<()> {
+    if hi < lo {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "max_port cannot be smaller than min_port",
+        ));
+    }
     let span = u32::from(hi) - u32::from(lo) + 1;
     let mut rng = rand::rng();
     let mut port = lo + rng.random_range(0..span) as u16;
