@@ -75,7 +75,7 @@ fn rig() -> Rig {
     auth.lease_changed(&lease(30, "laptop"), NOW_SECS);
     auth.lease_changed(&lease(31, "Phone"), NOW_SECS);
     Rig {
-        engine: DnsEngine::new(&cfg.dns, auth, 4, 42),
+        engine: DnsEngine::with_seed(&cfg.dns, auth, 42),
         now_ms: NOW_SECS * 1000,
     }
 }

@@ -32,6 +32,10 @@ pub(crate) struct Builder {
     /// `resolv_files` still holds only the default: dnsmasq's first
     /// `resolv-file` replaces it, later ones add to the list.
     resolv_is_default: bool,
+    /// `min-port`, `max-port` as given (0: not given, as in dnsmasq);
+    /// `finish` makes the range of them.
+    min_port: u16,
+    max_port: u16,
 }
 
 impl Builder {
@@ -42,6 +46,8 @@ impl Builder {
             singles_in_files: HashSet::new(),
             singles_on_cmdline: HashSet::new(),
             resolv_is_default: true,
+            min_port: 0,
+            max_port: 0,
         }
     }
 
@@ -289,12 +295,10 @@ impl Builder {
                     LogFacility::Syslog(lower)
                 });
             }
-            Opt::Port => {
-                let port = parse_u32(v)
-                    .and_then(|p| u16::try_from(p).ok())
-                    .ok_or_else(|| bad(format!("'{}' is not a port number", unhide(v))))?;
-                c.dns.port = port;
-            }
+            Opt::Port => c.dns.port = port_number(v).map_err(bad)?,
+            Opt::QueryPort => c.dns.query_port = Some(port_number(v).map_err(bad)?),
+            Opt::MinPort => self.min_port = port_number(v).map_err(bad)?,
+            Opt::MaxPort => self.max_port = port_number(v).map_err(bad)?,
             Opt::AddnHosts => c.dns.addn_hosts.push(path_value(v).map_err(bad)?),
             // One file, as in dnsmasq: a later line replaces it.
             Opt::ServersFile => c.dns.servers_file = Some(path_value(v).map_err(bad)?),
@@ -546,6 +550,8 @@ impl Builder {
                 reason: "only one resolv.conf file allowed in no-poll mode.".into(),
             });
         }
+        self.cfg.dns.port_range = port_range(self.min_port, self.max_port)
+            .map_err(|reason| ConfigError::Inconsistent { reason })?;
         self.cfg.failover = self
             .cfg
             .failover_options
@@ -605,6 +611,30 @@ fn path_value(v: &str) -> Result<PathBuf, String> {
 
 /// dnsmasq's TTL_FLOOR_LIMIT.
 const MAX_MIN_CACHE_TTL: u32 = 3600;
+
+fn port_number(v: &str) -> Result<u16, String> {
+    parse_u32(v)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("'{}' is not a port number", unhide(v)))
+}
+
+/// dnsmasq's MIN_PORT and MAX_PORT: the other end of a range given by one.
+const MIN_PORT: u16 = 1024;
+const MAX_PORT: u16 = 65535;
+
+/// The source-port range `min-port`/`max-port` give (0: not given), as
+/// dnsmasq 2.90 completes and checks it. None when neither is given: the
+/// kernel picks from its ephemeral range.
+fn port_range(min: u16, max: u16) -> Result<Option<(u16, u16)>, String> {
+    match (min, max) {
+        (0, 0) => Ok(None),
+        (min, 0) => Ok(Some((min, MAX_PORT))),
+        (0, max) if max < MIN_PORT => Err("max_port cannot be smaller than min_port".into()),
+        (0, max) => Ok(Some((MIN_PORT, max))),
+        (min, max) if max < min => Err("max_port cannot be smaller than min_port".into()),
+        (min, max) => Ok(Some((min, max))),
+    }
+}
 
 fn number(v: &str) -> Result<u32, String> {
     parse_u32(v).ok_or_else(|| format!("'{}' is not a number", unhide(v)))

@@ -310,6 +310,15 @@ pub struct DnsConfig {
     /// address=); 0 as in dnsmasq.
     pub local_ttl: u32,
     pub dns_forward_max: u32,
+    /// `query-port`, `-Q`: every forwarded query from this one UDP port
+    /// (`Some(0)`: one port the OS picks at start), as dnsmasq. `None`, the
+    /// default: a socket of its own on a fresh random port per query.
+    pub query_port: Option<u16>,
+    /// `min-port`, `max-port`: random source ports (and the `query-port=0`
+    /// one) come from this range, both ends included. `None`: the kernel's
+    /// ephemeral range. One end alone takes the other from dnsmasq's
+    /// defaults (1024, 65535).
+    pub port_range: Option<(u16, u16)>,
     /// `edns-packet-max`, `-P`: the largest UDP reply sent to an EDNS
     /// client (which gets at most the size it offered), and the size
     /// advertised in our OPT records. Never below 512.
@@ -368,6 +377,8 @@ impl Default for DnsConfig {
             max_ttl: 0,
             local_ttl: 0,
             dns_forward_max: DEFAULT_DNS_FORWARD_MAX,
+            query_port: None,
+            port_range: None,
             edns_packet_max: DEFAULT_EDNS_PACKET_MAX,
             max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
             log_queries: false,

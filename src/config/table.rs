@@ -78,6 +78,9 @@ pub(crate) enum Opt {
     NegTtl,
     MaxTtl,
     DnsForwardMax,
+    QueryPort,
+    MinPort,
+    MaxPort,
     EdnsPacketMax,
     MaxTcpConnections,
     LogQueries,
@@ -136,6 +139,9 @@ impl OptionDef {
         matches!(
             self.opt,
             Opt::Port
+                | Opt::QueryPort
+                | Opt::MinPort
+                | Opt::MaxPort
                 | Opt::PidFile
                 | Opt::User
                 | Opt::Group
@@ -283,7 +289,7 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("cache-rr", None, R, U),
     def("addn-hosts", Some('H'), R, Opt::AddnHosts),
     def("hostsdir", None, R, U),
-    def("query-port", Some('Q'), R, U),
+    def("query-port", Some('Q'), R, Opt::QueryPort),
     def("no-dhcp-interface", Some('2'), R, U),
     def("no-dhcpv4-interface", None, R, U),
     def("no-dhcpv6-interface", None, R, U),
@@ -348,8 +354,8 @@ pub(crate) static OPTIONS: &[OptionDef] = &[
     def("max-cache-ttl", None, R, Opt::MaxCacheTtl),
     def("dhcp-alternate-port", None, O, U),
     def("dhcp-scriptuser", None, R, Opt::DhcpScriptUser),
-    def("min-port", None, R, U),
-    def("max-port", None, R, U),
+    def("min-port", None, R, Opt::MinPort),
+    def("max-port", None, R, Opt::MaxPort),
     def("dhcp-fqdn", None, N, U),
     def("cname", None, R, Opt::Cname),
     def("pxe-prompt", None, R, U),
@@ -476,6 +482,9 @@ mod tests {
         );
         assert_eq!(by_name("local").map(|d| d.opt), Some(Opt::Server));
         assert_eq!(by_name("dnssec").map(|d| d.opt), Some(Opt::Unsupported));
+        assert_eq!(by_short('Q').map(|d| d.opt), Some(Opt::QueryPort));
+        assert_eq!(by_name("min-port").map(|d| d.opt), Some(Opt::MinPort));
+        assert_eq!(by_name("max-port").map(|d| d.opt), Some(Opt::MaxPort));
         assert_eq!(by_name("auth-zone").map(|d| d.opt), Some(Opt::AuthZone));
         assert!(by_name("auth-soa").unwrap().single_valued());
         assert!(by_name("foo").is_none());

@@ -743,6 +743,56 @@ fn edns_packet_max_and_max_tcp_connections() {
 }
 
 #[test]
+fn query_port_and_the_source_port_range() {
+    // dnsmasq 2.90: no query-port means a random port per query; the
+    // kernel's ephemeral range unless min-port/max-port say otherwise.
+    let d = conf("").dns;
+    assert_eq!((d.query_port, d.port_range), (None, None));
+    assert_eq!(conf("query-port=5353").dns.query_port, Some(5353));
+    // 0: one port the OS picks, for every query.
+    assert_eq!(conf("query-port=0").dns.query_port, Some(0));
+    assert_eq!(
+        conf("min-port=20000\nmax-port=30000").dns.port_range,
+        Some((20000, 30000))
+    );
+    // One end alone takes the other from dnsmasq's MIN_PORT/MAX_PORT.
+    assert_eq!(conf("min-port=40000").dns.port_range, Some((40000, 65535)));
+    assert_eq!(conf("max-port=2000").dns.port_range, Some((1024, 2000)));
+    assert_eq!(
+        conf("min-port=5000\nmax-port=5000").dns.port_range,
+        Some((5000, 5000))
+    );
+    // dnsmasq's own message.
+    assert_eq!(
+        err("min-port=30000\nmax-port=20000"),
+        "max_port cannot be smaller than min_port"
+    );
+    assert_eq!(
+        err("max-port=1000"),
+        "max_port cannot be smaller than min_port"
+    );
+    for bad in [
+        "query-port=65536",
+        "min-port=-1",
+        "max-port=big",
+        "query-port=",
+    ] {
+        let e = err(bad);
+        assert!(e.contains("port"), "{bad}: {e}");
+    }
+    // Given once, as in dnsmasq.
+    assert!(err("query-port=1\nquery-port=2").contains("query-port"));
+    let dir = tempfile::tempdir().unwrap();
+    let c = load_with_default(
+        &args(&["-Q", "5353", "--min-port=1500", "--max-port=1600"]),
+        &dir.path().join("absent.conf"),
+    )
+    .unwrap();
+    assert_eq!(c.dns.query_port, Some(5353));
+    assert_eq!(c.dns.port_range, Some((1500, 1600)));
+}
+
+#[test]
 fn dns_error_messages() {
     let f = "/etc/dnsmasq.conf";
     assert_eq!(

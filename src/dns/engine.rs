@@ -16,9 +16,10 @@ use rand::{Rng, SeedableRng};
 use super::authority::{AuthQuery, AuthVerdict, LocalData, Lookup, Route, Service};
 use super::cache::{Cache, CacheKey, CacheStats};
 use super::forward::{
-    ClientKey, LatencyHistogram, Pending, PendingTable, Question, ServerSelector, Strategy,
-    TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
+    Attempt, CaseEcho, CaseVerdict, ClientKey, ForwardKey, LatencyHistogram, Pending, PendingTable,
+    Question, ServerSelector, Strategy, TcpAttempt, Waiter, TCP_TIMEOUT_MS, UDP_TIMEOUT_MS,
 };
+use super::question;
 use super::replay::{Replay, Scope as ReplayScope, Source as ReplaySource};
 use super::zone::Net;
 use crate::config::dns_types::{AddrPrefix, DnsConfig};
@@ -62,11 +63,23 @@ pub enum Action {
         client: ClientRef,
         messages: Vec<Vec<u8>>,
     },
-    /// Send over UDP socket number `socket` (of the N the shell bound).
+    /// Send `bytes` to `server` over UDP, from socket number `socket`.
+    /// Every number is new unless `query-port` is set: the shell opens a
+    /// socket on a fresh random port (within `min-port`/`max-port`),
+    /// connects it to `server` (the kernel then drops datagrams from
+    /// anyone else), sends, and passes what arrives on it to
+    /// `upstream_reply` under that number until `CloseUpstream` names it.
+    /// With `query-port` the number is [`SHARED_SOCKET`], the one socket
+    /// bound to that port.
     Upstream {
         server: SocketAddr,
-        socket: usize,
+        socket: u64,
         bytes: Vec<u8>,
+    },
+    /// The forward socket `socket` was opened for is done with it (it was
+    /// answered, or the forward is over): close it.
+    CloseUpstream {
+        socket: u64,
     },
     /// Do this exchange over TCP (length framing is the shell's job) and
     /// report back with `upstream_tcp_reply(token, ..)`.
@@ -94,6 +107,9 @@ pub struct DropStats {
     pub wrong_source: u64,
     /// Right id, but another question (or none): a spoofing attempt.
     pub wrong_question: u64,
+    /// Right id and question, but the name not in the letter case it was
+    /// sent in (0x20): a forgery, or a server that does not echo case.
+    pub case_mismatch: u64,
     /// Upstream reply that was not a response or could not be read.
     pub malformed_reply: u64,
     /// A TCP result for an exchange we already gave up on.
@@ -108,7 +124,14 @@ pub struct DnsStats {
     pub local_answers: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Questions sent upstream (one forward, however many clients wait).
     pub forwarded: u64,
+    /// Queries that joined a forward of the same question already out,
+    /// instead of being forwarded again.
+    pub coalesced: u64,
+    /// Questions asked again in plain case after an answer came back in
+    /// another letter case (0x20).
+    pub case_fallbacks: u64,
     pub upstream_replies: u64,
     pub tcp_fallbacks: u64,
     pub servfail: u64,
@@ -156,6 +179,10 @@ enum ReplyError {
     WrongQuestion,
 }
 
+/// The socket number of every attempt with `query-port`: the one socket
+/// bound to it. Other numbers start at 1.
+pub const SHARED_SOCKET: u64 = 0;
+
 /// dnsmasq's LOGRATE: a warning a client can trigger at will is logged at
 /// most this often.
 const LOG_EVERY_MS: u64 = 120_000;
@@ -193,16 +220,16 @@ struct Request {
     ra: bool,
 }
 
-impl Pending {
-    /// The client's side of a pending query, for replies built here
-    /// (SERVFAIL, a withheld rebind, a TC redirect to TCP).
-    fn client_request(&self, payload: u16) -> Request {
+impl Waiter {
+    /// This client's side of a forward, for replies built here (SERVFAIL,
+    /// a withheld rebind, a TC redirect to TCP).
+    fn request(&self, key: &ForwardKey, payload: u16) -> Request {
         Request {
-            id: self.client_key.id,
-            rd: self.client_rd,
-            cd: self.client_cd,
+            id: self.id,
+            rd: self.rd,
+            cd: key.cd,
             query: self.query.clone(),
-            edns: self.client_edns,
+            edns: key.edns,
             payload,
             limit: self.limit,
             ra: true,
@@ -216,8 +243,16 @@ pub struct DnsEngine<L: LocalData> {
     servers: Vec<SocketAddr>,
     selector: ServerSelector,
     pending: PendingTable,
-    sockets: usize,
+    /// `query-port`: every attempt on [`SHARED_SOCKET`].
+    shared_port: bool,
+    /// The last socket number given out.
+    next_socket: u64,
+    /// Ids, 0x20 case and the server plan's probes. Seeded from the OS
+    /// (256 bits) outside tests.
     rng: StdRng,
+    /// Which servers echo the letter case of questions.
+    case: CaseEcho,
+    case_log: LogLimit,
     forward_max: usize,
     /// `edns-packet-max`: no UDP reply is larger, whatever a client offers.
     edns_max: u16,
@@ -275,7 +310,19 @@ impl RebindGuard {
 }
 
 impl<L: LocalData> DnsEngine<L> {
-    pub fn new(cfg: &DnsConfig, local: L, upstream_sockets: usize, seed: u64) -> Self {
+    /// An engine whose random numbers (ids, 0x20 case) come from a
+    /// generator seeded from the OS with 256 bits.
+    pub fn new(cfg: &DnsConfig, local: L) -> Self {
+        Self::with_rng(cfg, local, StdRng::from_os_rng())
+    }
+
+    /// The same with a fixed seed, for tests and fuzzing: reproducible,
+    /// and therefore predictable.
+    pub fn with_seed(cfg: &DnsConfig, local: L, seed: u64) -> Self {
+        Self::with_rng(cfg, local, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(cfg: &DnsConfig, local: L, rng: StdRng) -> Self {
         let strategy = if cfg.all_servers {
             Strategy::AllServers
         } else if cfg.strict_order {
@@ -289,9 +336,11 @@ impl<L: LocalData> DnsEngine<L> {
             servers: cfg.servers.clone(),
             selector: ServerSelector::new(strategy),
             pending: PendingTable::default(),
-            // At least one socket, so the index we pick is always valid.
-            sockets: upstream_sockets.max(1),
-            rng: StdRng::seed_from_u64(seed),
+            shared_port: cfg.query_port.is_some(),
+            next_socket: SHARED_SOCKET,
+            rng,
+            case: CaseEcho::default(),
+            case_log: LogLimit::default(),
             forward_max: cfg.dns_forward_max as usize,
             edns_max: cfg.edns_packet_max.max(UDP_LIMIT as u16),
             forward_max_log: LogLimit::default(),
@@ -573,27 +622,53 @@ impl<L: LocalData> DnsEngine<L> {
             let out = self.build_reply(&req, ResponseCode::Refused, false, &[], &[]);
             return vec![Action::Reply { client, bytes: out }];
         }
-        let question = Question::new(&req.query.name, req.query.query_type, req.query.query_class);
-        let client_key = ClientKey::new(&client, req.id, &question);
-        if self.pending.has_client(&client_key) {
+        let Some(span) = question::name_span(bytes) else {
+            // Read by hickory, yet not plain labels (a compression pointer
+            // where nothing comes before to point to): an answer could not
+            // be matched to it byte for byte.
+            self.stats.formerr += 1;
+            return vec![Action::Reply {
+                client,
+                bytes: header_reply(bytes, ResponseCode::FormErr),
+            }];
+        };
+        let fkey = ForwardKey {
+            question: Question::new(&req.query.name, req.query.query_type, req.query.query_class),
+            dnssec_ok: msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+            cd: req.cd,
+            edns: req.edns,
+        };
+        if self
+            .pending
+            .has_client(&ClientKey::new(&client, req.id, &fkey))
+        {
             self.stats.dropped.duplicate += 1;
             return Vec::new();
         }
-        if self.pending.len() >= self.forward_max {
-            // dnsmasq logs "Maximum number of concurrent DNS queries
-            // reached" and the client gets REFUSED rather than silence.
-            self.stats.forward_max += 1;
-            self.stats.refused += 1;
-            // Once per LOG_EVERY_MS, as dnsmasq: a flood must not become
-            // a flood of log lines (the counter has the full number).
-            if self.forward_max_log.allow(now_ms) {
-                tracing::warn!(
-                    "Maximum number of concurrent DNS queries reached (max: {})",
-                    self.forward_max
-                );
+        let tcp = client.transport == Transport::Tcp;
+        let waiter = Waiter {
+            client,
+            id: req.id,
+            query: req.query.clone(),
+            qname: bytes[span].to_vec(),
+            rd: req.rd,
+            limit: req.limit,
+        };
+        if let Some(key) = self.pending.by_key(&fkey) {
+            // The same question is out already: this client waits for its
+            // answer (dnsmasq's frec_src list), so one question from many
+            // ids or ports is one upstream query, one target for a spoofer
+            // (CVE-2020-25686). As in dnsmasq, the clients added this way
+            // share one pool of dns-forward-max, and are refused past it.
+            if self.pending.extra_waiters() >= self.forward_max {
+                return self.forward_max_refused(&req, waiter.client, now_ms);
             }
-            let out = self.build_reply(&req, ResponseCode::Refused, false, &[], &[]);
-            return vec![Action::Reply { client, bytes: out }];
+            self.stats.coalesced += 1;
+            self.pending.add_waiter(key, waiter);
+            return Vec::new();
+        }
+        if self.pending.len() >= self.forward_max {
+            return self.forward_max_refused(&req, waiter.client, now_ms);
         }
 
         let plan = if domain {
@@ -601,63 +676,138 @@ impl<L: LocalData> DnsEngine<L> {
         } else {
             self.selector.plan(&servers, now_ms)
         };
-        // Source port and id randomisation: a spoofer has to guess both.
-        let socket = self.rng.random_range(0..self.sockets);
-        let upstream_id = self.fresh_id(socket);
-        let mut wire = bytes.to_vec();
-        wire[..2].copy_from_slice(&upstream_id.to_be_bytes());
-
-        let tcp = client.transport == Transport::Tcp;
-        let mut pending = Pending {
-            client,
-            client_key,
-            query: req.query.clone(),
-            client_rd: req.rd,
-            client_cd: req.cd,
-            client_edns: req.edns,
-            limit: req.limit,
-            wire,
-            upstream_id,
-            socket,
+        let order = plan.order.clone();
+        let fan_out = if tcp {
+            1
+        } else {
+            plan.fan_out.clamp(1, order.len())
+        };
+        let key = self.pending.insert(Pending {
+            key: fkey,
+            waiters: vec![waiter],
+            wire: bytes.to_vec(),
             plan,
-            sent: 0,
+            sent: fan_out,
             failed: 0,
-            deadline_ms: 0,
+            deadline_ms: now_ms + if tcp { TCP_TIMEOUT_MS } else { UDP_TIMEOUT_MS },
             started_ms: now_ms,
             sent_ms: now_ms,
-            tcp_token: None,
-        };
-        let mut actions = Vec::new();
-        if tcp {
-            // A TCP client's query goes upstream over TCP, as dnsmasq does:
-            // its answer may be large.
-            let token = self.token();
-            pending.tcp_token = Some(token);
-            pending.sent = 1;
-            pending.deadline_ms = now_ms + TCP_TIMEOUT_MS;
-            let server = pending.plan.order[0];
-            self.log_forward(&pending.query, server);
-            actions.push(Action::UpstreamTcp {
-                server,
-                token,
-                bytes: pending.wire.clone(),
-            });
-        } else {
-            let fan_out = pending.plan.fan_out.max(1);
-            for server in pending.plan.order.iter().take(fan_out) {
-                self.log_forward(&pending.query, *server);
-                actions.push(Action::Upstream {
-                    server: *server,
-                    socket,
-                    bytes: pending.wire.clone(),
-                });
-            }
-            pending.sent = fan_out.min(pending.plan.order.len());
-            pending.deadline_ms = now_ms + UDP_TIMEOUT_MS;
-        }
+            attempts: Vec::new(),
+            tcp: None,
+        });
         self.stats.forwarded += 1;
-        self.pending.insert(pending);
+        let mut actions = Vec::with_capacity(fan_out);
+        for server in &order[..fan_out] {
+            // A TCP client's query goes upstream over TCP, as dnsmasq
+            // does: its answer may be large.
+            let sent = if tcp {
+                self.send_tcp(key, *server)
+            } else {
+                self.send_udp(key, *server, false, now_ms)
+            };
+            actions.extend(sent);
+        }
         actions
+    }
+
+    /// REFUSED: `dns-forward-max` forwards, or clients waiting on them, are
+    /// pending already.
+    fn forward_max_refused(
+        &mut self,
+        req: &Request,
+        client: ClientRef,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        // dnsmasq logs "Maximum number of concurrent DNS queries reached"
+        // and the client gets REFUSED rather than silence.
+        self.stats.forward_max += 1;
+        self.stats.refused += 1;
+        // Once per LOG_EVERY_MS, as dnsmasq: a flood must not become a
+        // flood of log lines (the counter has the full number).
+        if self.forward_max_log.allow(now_ms) {
+            tracing::warn!(
+                "Maximum number of concurrent DNS queries reached (max: {})",
+                self.forward_max
+            );
+        }
+        let out = self.build_reply(req, ResponseCode::Refused, false, &[], &[]);
+        vec![Action::Reply { client, bytes: out }]
+    }
+
+    /// One UDP attempt of forward `key` to `server`: a new socket (unless
+    /// `query-port` shares one), a fresh id, and the name in random letter
+    /// case unless `plain` or the server is known not to echo case.
+    fn send_udp(
+        &mut self,
+        key: u64,
+        server: SocketAddr,
+        plain: bool,
+        now_ms: u64,
+    ) -> Option<Action> {
+        let socket = if self.shared_port {
+            SHARED_SOCKET
+        } else {
+            self.next_socket += 1;
+            self.next_socket
+        };
+        let id = self.fresh_id(socket);
+        let mixed = !plain && self.case.mixed_case(server, now_ms);
+        let p = self.pending.get(key)?;
+        let mut bytes = p.wire.clone();
+        bytes[..2].copy_from_slice(&id.to_be_bytes());
+        let span = question::name_span(&bytes)?;
+        let letters = if mixed {
+            question::randomise(&mut bytes[span.clone()], &mut self.rng)
+        } else {
+            0
+        };
+        if self.log_queries {
+            self.log_forward(&p.first().query, server);
+        }
+        let attempt = Attempt {
+            socket,
+            server,
+            id,
+            qname: bytes[span].to_vec(),
+            mixed_case: letters > 0,
+        };
+        self.pending.add_attempt(key, attempt);
+        Some(Action::Upstream {
+            server,
+            socket,
+            bytes,
+        })
+    }
+
+    /// Forward `key` over TCP to `server`, in the client's own case (no
+    /// blind spoofer gets into a TCP stream) with a fresh id.
+    fn send_tcp(&mut self, key: u64, server: SocketAddr) -> Option<Action> {
+        let token = self.token();
+        let id = self.rng.random::<u16>();
+        let p = self.pending.get(key)?;
+        let mut bytes = p.wire.clone();
+        bytes[..2].copy_from_slice(&id.to_be_bytes());
+        if self.log_queries {
+            self.log_forward(&p.first().query, server);
+        }
+        self.pending.set_tcp(key, TcpAttempt { token, id });
+        Some(Action::UpstreamTcp {
+            server,
+            token,
+            bytes,
+        })
+    }
+
+    /// The shell closes the sockets of attempts that are over (a shared
+    /// `query-port` socket stays).
+    fn close_sockets(&self, attempts: &[Attempt]) -> Vec<Action> {
+        if self.shared_port {
+            return Vec::new();
+        }
+        attempts
+            .iter()
+            .map(|a| Action::CloseUpstream { socket: a.socket })
+            .collect()
     }
 
     /// The authoritative zones' part: None when the query is not theirs
@@ -751,14 +901,15 @@ impl<L: LocalData> DnsEngine<L> {
         }
     }
 
+    /// A datagram that arrived on upstream socket `socket` from `from`.
     pub fn upstream_reply(
         &mut self,
         bytes: &[u8],
         from: SocketAddr,
-        socket: usize,
+        socket: u64,
         now_ms: u64,
     ) -> Vec<Action> {
-        let key = match self.match_udp_reply(bytes, from, socket) {
+        let (key, attempt, case) = match self.match_udp_reply(bytes, from, socket) {
             Ok(k) => k,
             Err(e) => {
                 let d = &mut self.stats.dropped;
@@ -773,6 +924,12 @@ impl<L: LocalData> DnsEngine<L> {
                 return Vec::new();
             }
         };
+        if attempt.mixed_case {
+            if case == question::Match::OtherCase {
+                return self.case_mismatch(key, &attempt, now_ms);
+            }
+            self.case.echoed(attempt.server);
+        }
         let rcode = bytes[3] & 0x0f;
         // dnsmasq drops such a reply before anything else looks at it: the
         // query stays pending for another server's answer, or times out.
@@ -789,28 +946,71 @@ impl<L: LocalData> DnsEngine<L> {
         if rcode == ResponseCode::ServFail.low() || rcode == ResponseCode::Refused.low() {
             self.selector.bad(from);
             self.stats.upstream_errors += 1;
-            return self.server_failed(key, now_ms);
+            // That server has answered: its socket is done.
+            let ended = self.pending.end_attempt(key, attempt.socket, attempt.id);
+            let mut actions = self.close_sockets(ended.as_slice());
+            actions.extend(self.server_failed(key, now_ms));
+            return actions;
         }
         if bytes[2] & 0x02 != 0 {
-            // Truncated: ask again over TCP, from the same server.
-            let token = self.token();
-            self.pending.switch_to_tcp(key, token);
+            // Truncated: ask again over TCP, from the same server; UDP
+            // answers are no longer taken.
+            let ended = self.pending.end_attempts(key);
+            let mut actions = self.close_sockets(&ended);
             self.stats.tcp_fallbacks += 1;
             let Some(p) = self.pending.get_mut(key) else {
-                return Vec::new();
+                return actions;
             };
             p.deadline_ms = now_ms + TCP_TIMEOUT_MS;
             p.sent_ms = now_ms;
-            return vec![Action::UpstreamTcp {
-                server: from,
-                token,
-                bytes: p.wire.clone(),
-            }];
+            actions.extend(self.send_tcp(key, from));
+            return actions;
         }
         self.selector.good(from);
         self.finish(key, bytes, now_ms)
     }
 
+    /// An answer to a mixed-case attempt that matches but for the case
+    /// (see [`CaseEcho`] for the policy): never taken as it is.
+    fn case_mismatch(&mut self, key: u64, attempt: &Attempt, now_ms: u64) -> Vec<Action> {
+        self.stats.dropped.case_mismatch += 1;
+        let server = attempt.server;
+        match self.case.mismatch(server, now_ms) {
+            CaseVerdict::Forged => {
+                if self.case_log.allow(now_ms) {
+                    let name = self
+                        .pending
+                        .get(key)
+                        .map(|p| display_name(&p.first().query.name))
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        "answer for {name} from {} with the letter case changed: possible spoofing",
+                        server.ip()
+                    );
+                }
+                Vec::new()
+            }
+            CaseVerdict::AskPlain { now_plain } => {
+                if now_plain {
+                    tracing::info!(
+                        "{server} does not echo the letter case of questions: asked in plain case for the next hour"
+                    );
+                }
+                self.stats.case_fallbacks += 1;
+                let ended = self.pending.end_attempt(key, attempt.socket, attempt.id);
+                let mut actions = self.close_sockets(ended.as_slice());
+                let Some(p) = self.pending.get_mut(key) else {
+                    return actions;
+                };
+                p.deadline_ms = now_ms + UDP_TIMEOUT_MS;
+                p.sent_ms = now_ms;
+                actions.extend(self.send_udp(key, server, true, now_ms));
+                actions
+            }
+        }
+    }
+
+    /// The result of a TCP exchange (`None`: it failed).
     pub fn upstream_tcp_reply(
         &mut self,
         token: u64,
@@ -824,11 +1024,18 @@ impl<L: LocalData> DnsEngine<L> {
         let Some(p) = self.pending.get(key) else {
             return Vec::new();
         };
+        let Some(tcp) = p.tcp else {
+            return Vec::new();
+        };
+        let (qtype, qclass) = (p.key.question.qtype, p.key.question.qclass);
+        // Sent in the client's case; over TCP nobody blind gets in, so any
+        // case is taken.
         let ok = reply.filter(|b| {
             b.len() >= HEADER_LEN
                 && b[2] & 0x80 != 0
-                && u16::from_be_bytes([b[0], b[1]]) == p.upstream_id
-                && question_matches(b, &p.client_key.question)
+                && u16::from_be_bytes([b[0], b[1]]) == tcp.id
+                && question::compare(b, &p.first().qname, qtype.into(), qclass.into())
+                    != question::Match::Different
         });
         let Some(bytes) = ok else {
             if reply.is_some() {
@@ -873,9 +1080,11 @@ impl<L: LocalData> DnsEngine<L> {
         if p.sent >= p.plan.order.len() {
             // Nobody left to ask and nobody answered: dnsmasq stays silent
             // and lets the client retry.
-            self.pending.remove(key);
+            let Some(p) = self.pending.remove(key) else {
+                return Vec::new();
+            };
             self.stats.upstream_timeouts += 1;
-            return Vec::new();
+            return self.close_sockets(&p.attempts);
         }
         self.server_failed(key, now_ms)
     }
@@ -883,43 +1092,29 @@ impl<L: LocalData> DnsEngine<L> {
     /// A server failed (SERVFAIL, REFUSED, TCP error, timeout): try the
     /// next one, or give up with SERVFAIL once every server has failed.
     fn server_failed(&mut self, key: u64, now_ms: u64) -> Vec<Action> {
-        let next_token = self.next_token + 1;
         let Some(p) = self.pending.get_mut(key) else {
             return Vec::new();
         };
         p.failed = (p.failed + 1).min(p.sent);
-        if p.tcp_token.is_some() {
+        let tcp = p.tcp.is_some();
+        if tcp {
             // Over TCP only one server is asked at a time, and UDP replies
             // from the others are no longer accepted: nobody else will
             // answer this round.
             p.failed = p.sent;
         }
         if p.sent < p.plan.order.len() {
+            // The next server, from a fresh socket (a new port).
             let server = p.plan.order[p.sent];
             p.sent += 1;
             p.sent_ms = now_ms;
-            if p.tcp_token.is_some() {
-                p.deadline_ms = now_ms + TCP_TIMEOUT_MS;
-                let bytes = p.wire.clone();
-                let query = p.query.clone();
-                self.next_token = next_token;
-                self.pending.switch_to_tcp(key, next_token);
-                self.log_forward(&query, server);
-                return vec![Action::UpstreamTcp {
-                    server,
-                    token: next_token,
-                    bytes,
-                }];
-            }
-            p.deadline_ms = now_ms + UDP_TIMEOUT_MS;
-            let action = Action::Upstream {
-                server,
-                socket: p.socket,
-                bytes: p.wire.clone(),
+            p.deadline_ms = now_ms + if tcp { TCP_TIMEOUT_MS } else { UDP_TIMEOUT_MS };
+            let sent = if tcp {
+                self.send_tcp(key, server)
+            } else {
+                self.send_udp(key, server, false, now_ms)
             };
-            let query = p.query.clone();
-            self.log_forward(&query, server);
-            return vec![action];
+            return sent.into_iter().collect();
         }
         if p.failed < p.sent {
             // Others (all-servers, a probe) may still answer.
@@ -928,28 +1123,40 @@ impl<L: LocalData> DnsEngine<L> {
         let Some(p) = self.pending.remove(key) else {
             return Vec::new();
         };
-        self.stats.servfail += 1;
-        let req = p.client_request(self.edns_max);
-        let out = self.build_reply(&req, ResponseCode::ServFail, false, &[], &[]);
-        vec![Action::Reply {
-            client: p.client,
-            bytes: out,
-        }]
+        let mut actions = self.close_sockets(&p.attempts);
+        for w in &p.waiters {
+            self.stats.servfail += 1;
+            let req = w.request(&p.key, self.edns_max);
+            let out = self.build_reply(&req, ResponseCode::ServFail, false, &[], &[]);
+            actions.push(Action::Reply {
+                client: w.client.clone(),
+                bytes: out,
+            });
+        }
+        actions
     }
 
-    /// A good answer: cache it and relay it to the client with its own id.
+    /// A good answer: cache it and relay it to every waiting client, each
+    /// with its own id, letter case, RD bit and size limit.
     fn finish(&mut self, key: u64, bytes: &[u8], now_ms: u64) -> Vec<Action> {
         let Some(p) = self.pending.remove(key) else {
             return Vec::new();
         };
+        let mut actions = self.close_sockets(&p.attempts);
+        let first = p.first();
         let truncated = bytes[2] & 0x02 != 0;
-        let mut bytes = std::borrow::Cow::Borrowed(bytes);
+        let mut bytes = bytes.to_vec();
+        // The question back in the first client's case (it went up in 0x20
+        // case): what is cached and logged, and what compressed names in
+        // the answer point to.
+        question::restore(&mut bytes, &first.qname);
         // A name we hold locally exists, whatever the upstream says of it
         // for another type: dnsmasq turns that NXDOMAIN into NODATA.
         let nxdomain = bytes[3] & 0x0f == ResponseCode::NXDomain.low();
-        if nxdomain && self.local.has_name(&p.query.name, now_ms / 1000) {
-            bytes.to_mut()[3] &= 0xf0;
+        if nxdomain && self.local.has_name(&first.query.name, now_ms / 1000) {
+            bytes[3] &= 0xf0;
         }
+        let payload = self.edns_max;
         match Message::from_vec(&bytes) {
             // dnsmasq checks this before the rebind guard, on any reply
             // not already NXDOMAIN, and answers NXDOMAIN without records
@@ -964,41 +1171,44 @@ impl<L: LocalData> DnsEngine<L> {
                         self.cache.insert_nxdomain_name(&r.name, r.ttl, now_ms);
                     }
                 }
-                let req = p.client_request(self.edns_max);
-                let out = ede_reply(&req, ResponseCode::NXDomain, false, &[], &[], EDE_BLOCKED);
-                return vec![Action::Reply {
-                    client: p.client,
-                    bytes: out,
-                }];
+                for w in &p.waiters {
+                    let req = w.request(&p.key, payload);
+                    let out = ede_reply(&req, ResponseCode::NXDomain, false, &[], &[], EDE_BLOCKED);
+                    actions.push(Action::Reply {
+                        client: w.client.clone(),
+                        bytes: out,
+                    });
+                }
+                return actions;
             }
-            Ok(m) if self.rebind.blocks(&p.query.name, &m.answers) => {
+            Ok(m) if self.rebind.blocks(&first.query.name, &m.answers) => {
                 tracing::warn!(
                     "possible DNS-rebind attack detected: {}",
-                    display_name(&p.query.name)
+                    display_name(&first.query.name)
                 );
                 self.stats.rebind_blocked += 1;
-                let req = p.client_request(self.edns_max);
-                let out = self.build_reply(
-                    &req,
-                    ResponseCode::NoError,
-                    m.metadata.authoritative,
-                    &[],
-                    &[],
-                );
-                return vec![Action::Reply {
-                    client: p.client,
-                    bytes: out,
-                }];
+                for w in &p.waiters {
+                    let req = w.request(&p.key, payload);
+                    let out = self.build_reply(
+                        &req,
+                        ResponseCode::NoError,
+                        m.metadata.authoritative,
+                        &[],
+                        &[],
+                    );
+                    actions.push(Action::Reply {
+                        client: w.client.clone(),
+                        bytes: out,
+                    });
+                }
+                return actions;
             }
             Ok(m) => {
-                self.log_answer("reply", &p.query, m.metadata.response_code, &m.answers);
+                self.log_answer("reply", &first.query, m.metadata.response_code, &m.answers);
                 let positive = !m.answers.is_empty();
-                if !truncated && (!positive || cacheable_type(p.query.query_type)) {
-                    let ck = CacheKey::new(
-                        &p.client_key.question.name,
-                        p.client_key.question.qtype,
-                        p.client_key.question.qclass,
-                    );
+                if !truncated && (!positive || cacheable_type(first.query.query_type)) {
+                    let q = &p.key.question;
+                    let ck = CacheKey::new(&q.name, q.qtype, q.qclass);
                     // Kept replies may now differ from what the cache says.
                     self.replay.retire_all();
                     self.cache.insert(
@@ -1027,12 +1237,15 @@ impl<L: LocalData> DnsEngine<L> {
                             r.ttl = r.ttl.min(self.max_ttl);
                         }
                     }
-                    let req = p.client_request(self.edns_max);
-                    let out = ede_message(&req, m, EDE_FILTERED);
-                    return vec![Action::Reply {
-                        client: p.client,
-                        bytes: out,
-                    }];
+                    for w in &p.waiters {
+                        let req = w.request(&p.key, payload);
+                        let out = ede_message(&req, m.clone(), EDE_FILTERED);
+                        actions.push(Action::Reply {
+                            client: w.client.clone(),
+                            bytes: out,
+                        });
+                    }
+                    return actions;
                 }
             }
             Err(e) => {
@@ -1040,60 +1253,75 @@ impl<L: LocalData> DnsEngine<L> {
                 tracing::debug!("upstream reply not cached, unreadable: {e}");
             }
         }
-        let out = if bytes.len() <= p.limit {
-            let mut out = bytes.into_owned();
-            out[..2].copy_from_slice(&p.client_key.id.to_be_bytes());
-            if self.max_ttl != 0 {
-                cap_answer_ttls(&mut out, self.max_ttl);
-            }
-            out
-        } else {
-            // Too big for this client (a TCP answer to a UDP client):
-            // an empty TC reply sends it to TCP.
-            self.stats.truncated += 1;
-            let req = p.client_request(self.edns_max);
-            truncated_reply(&req, bytes[3] & 0x0f)
-        };
-        vec![Action::Reply {
-            client: p.client,
-            bytes: out,
-        }]
+        if self.max_ttl != 0 {
+            cap_answer_ttls(&mut bytes, self.max_ttl);
+        }
+        for w in &p.waiters {
+            let out = if bytes.len() <= w.limit {
+                let mut out = bytes.clone();
+                out[..2].copy_from_slice(&w.id.to_be_bytes());
+                question::restore(&mut out, &w.qname);
+                out[2] = (out[2] & !0x01) | u8::from(w.rd);
+                out
+            } else {
+                // Too big for this client (a TCP answer to a UDP client):
+                // an empty TC reply sends it to TCP.
+                self.stats.truncated += 1;
+                let req = w.request(&p.key, payload);
+                truncated_reply(&req, bytes[3] & 0x0f)
+            };
+            actions.push(Action::Reply {
+                client: w.client.clone(),
+                bytes: out,
+            });
+        }
+        actions
     }
 
+    /// The forward and attempt an upstream datagram answers, and how its
+    /// question's case compares: checked are the id on the socket it came
+    /// in on, the server it came from and the question.
     fn match_udp_reply(
         &self,
         bytes: &[u8],
         from: SocketAddr,
-        socket: usize,
-    ) -> Result<u64, ReplyError> {
+        socket: u64,
+    ) -> Result<(u64, Attempt, question::Match), ReplyError> {
         if bytes.len() < HEADER_LEN || bytes[2] & 0x80 == 0 {
             return Err(ReplyError::Malformed);
         }
         let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-        let Some(key) = self.pending.by_upstream(socket, id) else {
-            let elsewhere = (0..self.sockets).any(|s| s != socket && self.pending.id_in_use(s, id));
-            return Err(if elsewhere {
+        let Some(key) = self.pending.by_attempt(socket, id) else {
+            return Err(if self.pending.id_elsewhere(socket, id) {
                 ReplyError::WrongSocket
             } else {
                 ReplyError::UnknownId
             });
         };
         let p = self.pending.get(key).ok_or(ReplyError::UnknownId)?;
-        if !p.plan.order[..p.sent].contains(&from) {
+        let attempt = p
+            .attempts
+            .iter()
+            .find(|a| a.socket == socket && a.id == id)
+            .ok_or(ReplyError::UnknownId)?;
+        if attempt.server != from {
             return Err(ReplyError::WrongSource);
         }
-        if !question_matches(bytes, &p.client_key.question) {
-            return Err(ReplyError::WrongQuestion);
+        let q = &p.key.question;
+        match question::compare(bytes, &attempt.qname, q.qtype.into(), q.qclass.into()) {
+            question::Match::Different => Err(ReplyError::WrongQuestion),
+            m => Ok((key, attempt.clone(), m)),
         }
-        Ok(key)
     }
 
-    fn fresh_id(&mut self, socket: usize) -> u16 {
-        // Retry on collision; the table is far smaller than the id space,
-        // and after a few misses a duplicate id only costs that query.
+    fn fresh_id(&mut self, socket: u64) -> u16 {
+        // On a socket of its own any id is free. On the shared query-port
+        // socket: retry on collision; the table is far smaller than the id
+        // space, and after a few misses a duplicate id only costs that
+        // query.
         let mut id = self.rng.random::<u16>();
         for _ in 0..16 {
-            if !self.pending.id_in_use(socket, id) {
+            if !self.pending.attempt_in_use(socket, id) {
                 break;
             }
             id = self.rng.random::<u16>();
@@ -1251,26 +1479,6 @@ fn answer_ttl_offsets(bytes: &[u8]) -> Option<Vec<usize>> {
         offsets.push(at + 4);
     }
     Some(offsets)
-}
-
-/// Does the reply's only question equal ours (case-insensitively)?
-fn question_matches(bytes: &[u8], q: &Question) -> bool {
-    if bytes.len() < HEADER_LEN || u16::from_be_bytes([bytes[4], bytes[5]]) != 1 {
-        return false;
-    }
-    let mut d = BinDecoder::new(bytes);
-    // Skip the header by reading it; its contents were checked already.
-    if d.read_slice(HEADER_LEN).is_err() {
-        return false;
-    }
-    match Query::read(&mut d) {
-        Ok(rq) => {
-            rq.query_type == q.qtype
-                && rq.query_class == q.qclass
-                && rq.name.to_lowercase() == q.name
-        }
-        Err(_) => false,
-    }
 }
 
 /// A header-only error reply (FORMERR, NOTIMP) for a query we could not or

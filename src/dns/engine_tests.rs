@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::dns::forward::{CASE_STRIKES, PLAIN_CASE_MS};
 
 #[derive(Default)]
 struct FakeLocal {
@@ -105,17 +106,27 @@ fn cfg(servers: &[SocketAddr]) -> DnsConfig {
 }
 
 fn engine(c: &DnsConfig) -> DnsEngine<FakeLocal> {
-    DnsEngine::new(c, FakeLocal::default(), 4, 42)
+    DnsEngine::with_seed(c, FakeLocal::default(), 42)
+}
+
+/// `actions` without the sockets closed, which every answered forward
+/// also brings.
+fn sends(actions: &[Action]) -> Vec<Action> {
+    actions
+        .iter()
+        .filter(|a| !matches!(a, Action::CloseUpstream { .. }))
+        .cloned()
+        .collect()
 }
 
 fn reply_of(actions: &[Action]) -> Message {
-    match actions {
+    match sends(actions).as_slice() {
         [Action::Reply { bytes, .. }] => Message::from_vec(bytes).unwrap(),
         other => panic!("expected one reply, got {other:?}"),
     }
 }
 
-fn upstreams(actions: &[Action]) -> Vec<(SocketAddr, usize, Vec<u8>)> {
+fn upstreams(actions: &[Action]) -> Vec<(SocketAddr, u64, Vec<u8>)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -157,7 +168,7 @@ fn dns_local_answer() {
             authoritative: true,
         },
     );
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 2, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), local, 1);
     let out = e.query(
         &query_bytes(0x1234, "HOST.lan.", RecordType::A, None),
         client(1),
@@ -301,7 +312,7 @@ fn dns_cache_bound_in_engine() {
 }
 
 #[test]
-fn dns_forward_randomises_id_and_socket() {
+fn dns_forward_randomises_id_socket_and_case() {
     let mut e = engine(&DnsConfig {
         strict_order: true,
         dns_forward_max: 1000,
@@ -309,6 +320,7 @@ fn dns_forward_randomises_id_and_socket() {
     });
     let mut ids = std::collections::HashSet::new();
     let mut sockets = std::collections::HashSet::new();
+    let mut cases = std::collections::HashSet::new();
     for i in 0..200u16 {
         let out = e.query(
             &query_bytes(1, &format!("n{i}.example."), RecordType::A, None),
@@ -319,12 +331,49 @@ fn dns_forward_randomises_id_and_socket() {
         assert_eq!(ups.len(), 1);
         let (_, socket, bytes) = &ups[0];
         ids.insert(u16::from_be_bytes([bytes[0], bytes[1]]));
+        // A socket of its own, never the shared query-port one.
+        assert_ne!(*socket, SHARED_SOCKET);
         sockets.insert(*socket);
-        assert!(*socket < 4);
+        let m = Message::from_vec(bytes).unwrap();
+        let sent = m.queries[0].name().to_ascii();
+        assert!(sent.eq_ignore_ascii_case(&format!("n{i}.example.")));
+        cases.insert(
+            sent.chars()
+                .filter(char::is_ascii_alphabetic)
+                .collect::<String>(),
+        );
     }
     assert!(ids.len() > 190, "ids not random: {}", ids.len());
-    assert_eq!(sockets.len(), 4);
+    assert_eq!(sockets.len(), 200, "a new socket per forward");
+    // "nexample": 8 letters, 256 patterns; 200 draws hit well over 100.
+    assert!(cases.len() > 100, "letter case not random: {}", cases.len());
     assert_eq!(e.stats().forwarded, 200);
+
+    // With query-port: every query on the one shared socket, never closed.
+    let mut e = engine(&DnsConfig {
+        query_port: Some(5353),
+        ..cfg(&[srv(1)])
+    });
+    let out = e.query(
+        &query_bytes(1, "shared.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (s, socket, q) = upstreams(&out).remove(0);
+    assert_eq!(socket, SHARED_SOCKET);
+    let r = answer(
+        &q,
+        ResponseCode::NoError,
+        vec![a("shared.example.", 60, 1)],
+        vec![],
+    );
+    let out = e.upstream_reply(&r, s, socket, 1);
+    assert!(
+        out.iter()
+            .all(|a| !matches!(a, Action::CloseUpstream { .. })),
+        "{out:?}"
+    );
+    assert_eq!(reply_of(&out).answers.len(), 1);
 }
 
 #[test]
@@ -348,9 +397,15 @@ fn dns_mismatched_replies_rejected() {
     assert!(e.upstream_reply(&bad_id, server, socket, 1).is_empty());
     assert_eq!(e.stats().dropped.unknown_id, 1);
 
-    assert!(e
-        .upstream_reply(&good, server, (socket + 1) % 4, 1)
-        .is_empty());
+    // The right id on another forward's socket.
+    let other = e.query(
+        &query_bytes(6, "other.example.", RecordType::A, None),
+        client(1),
+        0,
+    );
+    let (_, other_socket, _) = upstreams(&other).remove(0);
+    assert_ne!(other_socket, socket);
+    assert!(e.upstream_reply(&good, server, other_socket, 1).is_empty());
     assert_eq!(e.stats().dropped.wrong_socket, 1);
 
     assert!(e.upstream_reply(&good, srv(9), socket, 1).is_empty());
@@ -377,19 +432,11 @@ fn dns_mismatched_replies_rejected() {
     assert!(e.upstream_reply(&q, server, socket, 1).is_empty());
     assert_eq!(e.stats().dropped.malformed_reply, 1);
 
-    // Upper-case question from upstream is still ours.
-    let mut upper = q.clone();
-    for b in upper.iter_mut().skip(12) {
-        b.make_ascii_uppercase();
-    }
-    let ok = answer(
-        &upper,
-        ResponseCode::NoError,
-        vec![a("WWW.example.", 60, 1)],
-        vec![],
-    );
-    let m = reply_of(&e.upstream_reply(&ok, server, socket, 2));
+    let out = e.upstream_reply(&good, server, socket, 2);
+    let m = reply_of(&out);
     assert_eq!(m.metadata.id, 5);
+    // Answered: its socket is closed.
+    assert!(out.contains(&Action::CloseUpstream { socket }), "{out:?}");
     // Nothing is cached from the spoofs.
     assert_eq!(e.cache_len(), 1);
     // A second copy of the good answer finds nothing pending.
@@ -416,10 +463,14 @@ fn dns_retry_next_server_on_timeout_then_silence() {
     let ups2 = upstreams(&out);
     assert_eq!(ups2.len(), 1);
     assert_eq!(ups2[0].0, srv(2));
-    assert_eq!(ups2[0].1, ups[0].1);
+    // A new socket (a new port) and a new id for the next server.
+    assert_ne!(ups2[0].1, ups[0].1);
+    assert_ne!(ups2[0].2[..2], ups[0].2[..2]);
     // Every server timed out: like dnsmasq, no answer (the client retries),
-    // and the pending query is gone.
-    assert!(e.tick(2000).is_empty());
+    // and the pending query is gone, its sockets closed.
+    let out = e.tick(2000);
+    assert!(sends(&out).is_empty(), "{out:?}");
+    assert_eq!(out.len(), 2);
     assert_eq!(e.stats().upstream_timeouts, 1);
     // Two silent attempts, one query left without an answer.
     assert_eq!(e.stats().upstream_attempt_timeouts, 2);
@@ -448,12 +499,14 @@ fn dns_servfail_and_refused_move_on() {
         sock,
         1,
     );
-    let (s2, _, _) = upstreams(&out).remove(0);
+    // srv(1) has answered: its socket closes.
+    assert!(out.contains(&Action::CloseUpstream { socket: sock }));
+    let (s2, sock2, q2) = upstreams(&out).remove(0);
     assert_eq!(s2, srv(2));
     let out = e.upstream_reply(
-        &answer(&q, ResponseCode::ServFail, vec![], vec![]),
+        &answer(&q2, ResponseCode::ServFail, vec![], vec![]),
         s2,
-        sock,
+        sock2,
         30,
     );
     assert_eq!(
@@ -543,25 +596,36 @@ fn dns_all_servers_first_good_wins() {
     );
     let ups = upstreams(&out);
     assert_eq!(ups.len(), 3);
+    // One socket per server.
+    let sockets: std::collections::HashSet<u64> = ups.iter().map(|u| u.1).collect();
+    assert_eq!(sockets.len(), 3);
     let (_, sock, q) = ups[0].clone();
     // One fails: keep waiting for the others.
-    assert!(e
-        .upstream_reply(
+    assert_eq!(
+        sends(&e.upstream_reply(
             &answer(&q, ResponseCode::ServFail, vec![], vec![]),
             srv(1),
             sock,
             1
-        )
-        .is_empty());
-    let good = answer(
-        &q,
-        ResponseCode::NoError,
-        vec![a("all.example.", 60, 3)],
-        vec![],
+        )),
+        vec![]
     );
-    let m = reply_of(&e.upstream_reply(&good, srv(3), sock, 2));
-    assert_eq!(m.answers.len(), 1);
-    assert!(e.upstream_reply(&good, srv(2), sock, 3).is_empty());
+    let answer_from = |i: usize| {
+        answer(
+            &ups[i].2,
+            ResponseCode::NoError,
+            vec![a("all.example.", 60, 3)],
+            vec![],
+        )
+    };
+    let out = e.upstream_reply(&answer_from(2), srv(3), ups[2].1, 2);
+    assert_eq!(reply_of(&out).answers.len(), 1);
+    // The others' sockets close with it.
+    assert!(out.contains(&Action::CloseUpstream { socket: ups[1].1 }));
+    assert!(out.contains(&Action::CloseUpstream { socket: ups[2].1 }));
+    assert!(e
+        .upstream_reply(&answer_from(1), srv(2), ups[1].1, 3)
+        .is_empty());
 }
 
 #[test]
@@ -575,10 +639,10 @@ fn dns_all_servers_all_fail_servfail() {
         client(1),
         0,
     );
-    let (_, sock, q) = upstreams(&out).remove(0);
-    let bad = answer(&q, ResponseCode::ServFail, vec![], vec![]);
-    assert!(e.upstream_reply(&bad, srv(1), sock, 1).is_empty());
-    let m = reply_of(&e.upstream_reply(&bad, srv(2), sock, 2));
+    let ups = upstreams(&out);
+    let bad = |i: usize| answer(&ups[i].2, ResponseCode::ServFail, vec![], vec![]);
+    assert!(sends(&e.upstream_reply(&bad(0), srv(1), ups[0].1, 1)).is_empty());
+    let m = reply_of(&e.upstream_reply(&bad(1), srv(2), ups[1].1, 2));
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
 
@@ -599,7 +663,7 @@ fn big_local(n: u8) -> FakeLocal {
 #[test]
 fn dns_truncation_at_512_and_with_edns() {
     // 40 A records: 40 * 16 bytes is more than 512.
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), big_local(40), 1, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), big_local(40), 1);
     let out = e.query(
         &query_bytes(1, "big.lan.", RecordType::A, None),
         client(1),
@@ -626,7 +690,7 @@ fn dns_truncation_at_512_and_with_edns() {
     assert!(m.edns.is_some());
 
     // EDNS but still too small: TC, with an OPT record.
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), big_local(120), 1, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), big_local(120), 1);
     let out = e.query(
         &query_bytes(3, "big.lan.", RecordType::A, Some(1232)),
         client(1),
@@ -660,7 +724,7 @@ fn dns_tcp_fallback_on_truncated_upstream() {
     let mut tc = answer(&q, ResponseCode::NoError, vec![], vec![]);
     tc[2] |= 0x02;
     let out = e.upstream_reply(&tc, s, sock, 1);
-    let [Action::UpstreamTcp {
+    let [Action::CloseUpstream { socket }, Action::UpstreamTcp {
         server,
         token,
         bytes,
@@ -668,8 +732,13 @@ fn dns_tcp_fallback_on_truncated_upstream() {
     else {
         panic!("{out:?}")
     };
+    assert_eq!(*socket, sock);
     assert_eq!(*server, s);
-    assert_eq!(bytes, &q);
+    // The client's query in its own case, with a fresh id.
+    assert_eq!(
+        bytes[2..],
+        query_bytes(3, "tc.example.", RecordType::A, None)[2..]
+    );
     // A late UDP reply is no longer accepted.
     let udp = answer(
         &q,
@@ -681,7 +750,7 @@ fn dns_tcp_fallback_on_truncated_upstream() {
     // The full answer over TCP is too big for this UDP client: TC, but
     // it is cached for the retry over TCP.
     let full = answer(
-        &q,
+        bytes,
         ResponseCode::NoError,
         (0..60).map(|i| a("tc.example.", 60, i)).collect(),
         vec![],
@@ -772,8 +841,294 @@ fn dns_duplicate_query_not_reforwarded() {
     assert_eq!(upstreams(&e.query(&q, client(1), 0)).len(), 1);
     assert!(e.query(&q, client(1), 10).is_empty());
     assert_eq!(e.stats().dropped.duplicate, 1);
-    // Another client asking the same is forwarded.
-    assert_eq!(upstreams(&e.query(&q, client(2), 10)).len(), 1);
+    // Another client asking the same is not forwarded again: it waits for
+    // the same answer (CVE-2020-25686), and its retransmission is not
+    // added twice.
+    assert!(e.query(&q, client(2), 10).is_empty());
+    assert!(e.query(&q, client(2), 20).is_empty());
+    assert_eq!(e.stats().dropped.duplicate, 2);
+    assert_eq!(e.stats().coalesced, 1);
+    assert_eq!(e.stats().forwarded, 1);
+}
+
+/// A query for `qname` with RD as given.
+fn query_rd(id: u16, qname: &str, rd: bool) -> Vec<u8> {
+    let mut q = query_bytes(id, qname, RecordType::A, None);
+    if !rd {
+        q[2] &= !0x01;
+    }
+    q
+}
+
+#[test]
+fn dns_identical_questions_are_forwarded_once_and_all_answered() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    // 40 UDP clients, each with its own id and letter case, one without
+    // RD; then a TCP client: one forward.
+    let case_of = |i: u16| {
+        "same.example."
+            .chars()
+            .enumerate()
+            .map(|(j, c)| {
+                if (i >> (j % 8)) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect::<String>()
+    };
+    let mut forwards = Vec::new();
+    for i in 1..=40u16 {
+        let q = query_rd(1000 + i, &case_of(i), i != 7);
+        forwards.extend(upstreams(&e.query(&q, client(i as u8), 0)));
+    }
+    let tcp = query_bytes(7, "SAME.example.", RecordType::A, None);
+    forwards.extend(upstreams(&e.query(&tcp, tcp_client(99), 1)));
+    assert_eq!(forwards.len(), 1, "{forwards:?}");
+    assert_eq!(e.stats().forwarded, 1);
+    assert_eq!(e.stats().coalesced, 40);
+    assert_eq!(e.pending_len(), 1);
+    let (server, socket, wire) = &forwards[0];
+    let r = answer(
+        wire,
+        ResponseCode::NoError,
+        vec![a("same.example.", 60, 1)],
+        vec![],
+    );
+    let out = e.upstream_reply(&r, *server, *socket, 5);
+    let replies: Vec<(ClientRef, Message)> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply { client, bytes } => {
+                Some((client.clone(), Message::from_vec(bytes).unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.len(), 41);
+    assert!(out.contains(&Action::CloseUpstream { socket: *socket }));
+    for i in 1..=40u16 {
+        let (_, m) = replies
+            .iter()
+            .find(|(c, _)| *c == client(i as u8))
+            .unwrap_or_else(|| panic!("client {i} not answered"));
+        assert_eq!(m.metadata.id, 1000 + i);
+        assert_eq!(m.queries[0].name().to_ascii(), case_of(i), "client {i}");
+        assert_eq!(m.metadata.recursion_desired, i != 7);
+        assert_eq!(m.answers.len(), 1);
+    }
+    let (_, m) = replies.iter().find(|(c, _)| *c == tcp_client(99)).unwrap();
+    assert_eq!(m.metadata.id, 7);
+    assert_eq!(m.queries[0].name().to_ascii(), "SAME.example.");
+    assert_eq!(e.pending_len(), 0);
+    // Each with its own size limit: a TCP client first (forwarded over
+    // TCP), then UDP clients without EDNS; the answer is over 512 bytes.
+    let out = e.query(
+        &query_bytes(1, "big.example.", RecordType::A, None),
+        tcp_client(1),
+        10,
+    );
+    let [Action::UpstreamTcp { token, bytes, .. }] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    for i in 2..5u8 {
+        let q = query_bytes(u16::from(i), "big.example.", RecordType::A, None);
+        assert!(e.query(&q, client(i), 11).is_empty());
+    }
+    let full = answer(
+        bytes,
+        ResponseCode::NoError,
+        (0..60).map(|i| a("big.example.", 60, i)).collect(),
+        vec![],
+    );
+    let out = e.upstream_tcp_reply(*token, Some(&full), 12);
+    assert_eq!(out.len(), 4);
+    for a in &out {
+        let Action::Reply { client: to, bytes } = a else {
+            panic!("{a:?}")
+        };
+        let m = Message::from_vec(bytes).unwrap();
+        if to.transport == Transport::Tcp {
+            assert_eq!(m.answers.len(), 60);
+        } else {
+            assert!(bytes.len() <= 512 && m.metadata.truncation);
+            let i = (2..5u8).find(|i| *to == client(*i)).unwrap();
+            assert_eq!(m.metadata.id, u16::from(i));
+        }
+    }
+    // DO, CD and EDNS make other questions.
+    let mut cd = query_bytes(3, "flags.example.", RecordType::A, None);
+    cd[3] |= 0x10;
+    let plain = query_bytes(4, "flags.example.", RecordType::A, None);
+    let edns = query_bytes(5, "flags.example.", RecordType::A, Some(1232));
+    let mut do_bit = Message::from_vec(&edns).unwrap();
+    do_bit.metadata.id = 6;
+    if let Some(o) = do_bit.edns.as_mut() {
+        o.set_dnssec_ok(true);
+    }
+    let do_bit = do_bit.to_vec().unwrap();
+    for q in [cd, plain, edns, do_bit] {
+        assert_eq!(upstreams(&e.query(&q, client(9), 20)).len(), 1);
+    }
+}
+
+#[test]
+fn dns_waiters_are_bounded_by_dns_forward_max() {
+    let mut e = engine(&DnsConfig {
+        dns_forward_max: 5,
+        ..cfg(&[srv(1)])
+    });
+    let q = |id| query_bytes(id, "popular.example.", RecordType::A, None);
+    let ups = upstreams(&e.query(&q(0), client(1), 0));
+    assert_eq!(ups.len(), 1);
+    // As dnsmasq's frec_src pool: dns-forward-max clients may join
+    // pending forwards; past that they are refused, not dropped.
+    for i in 1..=5u16 {
+        assert!(e.query(&q(i), client(2), 0).is_empty());
+    }
+    let m = reply_of(&e.query(&q(6), client(3), 0));
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(m.metadata.id, 6);
+    assert_eq!(e.stats().forward_max, 1);
+    // Answered: every waiter gets it, and the pool is free again.
+    let (server, socket, wire) = &ups[0];
+    let r = answer(wire, ResponseCode::NoError, vec![], vec![soa_rec()]);
+    assert_eq!(sends(&e.upstream_reply(&r, *server, *socket, 1)).len(), 6);
+    let ups = upstreams(&e.query(
+        &query_bytes(0, "next.example.", RecordType::A, None),
+        client(1),
+        2,
+    ));
+    assert_eq!(ups.len(), 1);
+    for i in 1..=5u16 {
+        let q = query_bytes(i, "next.example.", RecordType::A, None);
+        assert!(e.query(&q, client(2), 2).is_empty());
+    }
+}
+
+/// `bytes` with the letter case of its question's name flipped.
+fn flip_case(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let span = question::name_span(&out).unwrap();
+    for b in &mut out[span] {
+        if b.is_ascii_alphabetic() {
+            *b ^= 0x20;
+        }
+    }
+    out
+}
+
+#[test]
+fn dns_answer_in_another_case_is_not_taken_and_asked_again_in_plain_case() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    let ask = |e: &mut DnsEngine<FakeLocal>, id: u16, qname: &str, now: u64| {
+        let out = e.query(&query_bytes(id, qname, RecordType::A, None), client(1), now);
+        upstreams(&out).remove(0)
+    };
+    let (server, socket, wire) = ask(&mut e, 1, "Case.Example.", 0);
+    // Sent in mixed case.
+    let sent = Message::from_vec(&wire).unwrap().queries[0]
+        .name()
+        .to_ascii();
+    assert!(sent.eq_ignore_ascii_case("case.example.") && sent != "Case.Example.");
+    // A server that does not echo case: the answer comes back in another.
+    let other = answer(
+        &flip_case(&wire),
+        ResponseCode::NoError,
+        vec![a("case.example.", 60, 1)],
+        vec![],
+    );
+    let out = e.upstream_reply(&other, server, socket, 1);
+    assert!(out.contains(&Action::CloseUpstream { socket }), "{out:?}");
+    let ups = upstreams(&out);
+    assert_eq!(sends(&out).len(), 1, "no reply yet: {out:?}");
+    let (s2, socket2, plain) = &ups[0];
+    assert_eq!((*s2, *socket2 != socket), (server, true));
+    // In the client's own case, with a fresh id.
+    assert_eq!(
+        plain[2..],
+        query_bytes(1, "Case.Example.", RecordType::A, None)[2..]
+    );
+    assert_ne!(plain[..2], wire[..2]);
+    assert_eq!(e.stats().dropped.case_mismatch, 1);
+    assert_eq!(e.stats().case_fallbacks, 1);
+    assert_eq!(e.cache_len(), 0, "nothing cached from it");
+    // In plain case any case is taken; the client gets its own.
+    let lower = answer(
+        &flip_case(plain),
+        ResponseCode::NoError,
+        vec![a("case.example.", 60, 1)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&lower, server, *socket2, 2));
+    assert_eq!(m.metadata.id, 1);
+    assert_eq!(m.queries[0].name().to_ascii(), "Case.Example.");
+    assert_eq!(m.answers.len(), 1);
+    // After CASE_STRIKES answers in a row like that, the server is asked
+    // in plain case from the start, for an hour.
+    for i in 2..=CASE_STRIKES as u16 {
+        let (s, sock, w) = ask(&mut e, i, &format!("n{i}.example."), 10);
+        let r = answer(&flip_case(&w), ResponseCode::NoError, vec![], vec![]);
+        let out = e.upstream_reply(&r, s, sock, 11);
+        let (_, sock2, w2) = upstreams(&out).remove(0);
+        let r = answer(&flip_case(&w2), ResponseCode::NoError, vec![], vec![]);
+        reply_of(&e.upstream_reply(&r, s, sock2, 12));
+    }
+    let (_, _, w) = ask(&mut e, 9, "later.example.", 20);
+    assert_eq!(
+        w[2..],
+        query_bytes(9, "later.example.", RecordType::A, None)[2..]
+    );
+    let (_, _, w) = ask(&mut e, 10, "muchlater.example.", 20 + PLAIN_CASE_MS);
+    let sent = Message::from_vec(&w).unwrap().queries[0].name().to_ascii();
+    assert_ne!(sent, "muchlater.example.", "mixed case again after an hour");
+}
+
+#[test]
+fn dns_forged_case_from_a_server_that_echoes_case_is_dropped() {
+    let mut e = engine(&cfg(&[srv(1)]));
+    // The server echoes case.
+    let m = round_trip(&mut e, 1, "first.example.", 0, |q| {
+        answer(
+            q,
+            ResponseCode::NoError,
+            vec![a("first.example.", 60, 1)],
+            vec![],
+        )
+    });
+    assert_eq!(m.answers.len(), 1);
+    let out = e.query(
+        &query_bytes(2, "bank.example.", RecordType::A, None),
+        client(1),
+        10,
+    );
+    let (server, socket, wire) = upstreams(&out).remove(0);
+    // A forgery with the right port and id, the name in the wrong case.
+    let evil = Record::from_rdata(
+        name("bank.example."),
+        86_400,
+        RData::A(A(Ipv4Addr::new(6, 6, 6, 6))),
+    );
+    let forged = answer(&flip_case(&wire), ResponseCode::NoError, vec![evil], vec![]);
+    assert!(e.upstream_reply(&forged, server, socket, 11).is_empty());
+    assert_eq!(e.stats().dropped.case_mismatch, 1);
+    assert_eq!(e.stats().case_fallbacks, 0);
+    assert_eq!(e.pending_len(), 1, "still waiting for the real answer");
+    let real = answer(
+        &wire,
+        ResponseCode::NoError,
+        vec![a("bank.example.", 60, 2)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&real, server, socket, 12));
+    assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
+    let m = reply_of(&e.query(
+        &query_bytes(3, "bank.example.", RecordType::A, None),
+        client(2),
+        13,
+    ));
+    assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
 }
 
 #[test]
@@ -949,6 +1304,7 @@ fn dns_tcp_fallback_failure_gives_servfail() {
     let mut tc = answer(&q, ResponseCode::NoError, vec![], vec![]);
     tc[2] |= 0x02;
     let out = e.upstream_reply(&tc, s, sock, 1);
+    let out = sends(&out);
     let [Action::UpstreamTcp { token, .. }] = out.as_slice() else {
         panic!("{out:?}")
     };
@@ -1023,7 +1379,7 @@ fn dns_domain_servers_get_all_at_once() {
         "h.corp.".into(),
         Lookup::Forward(Route::Servers(vec![srv(7), srv(8)])),
     );
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 2, 3);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), local, 3);
     let out = e.query(
         &query_bytes(1, "h.corp.", RecordType::A, None),
         client(1),
@@ -1032,7 +1388,7 @@ fn dns_domain_servers_get_all_at_once() {
     let targets: Vec<SocketAddr> = upstreams(&out).iter().map(|u| u.0).collect();
     assert_eq!(targets, vec![srv(7), srv(8)]);
     // Never to the default server, and its answer is not accepted.
-    let (_, sock, q) = upstreams(&out).remove(0);
+    let (_, sock, q) = upstreams(&out).remove(1);
     let r = answer(&q, ResponseCode::NoError, vec![a("h.corp.", 60, 1)], vec![]);
     assert!(e.upstream_reply(&r, srv(1), sock, 1).is_empty());
     assert_eq!(
@@ -1188,12 +1544,12 @@ fn dns_ignore_address_drops_the_reply_and_waits_for_another() {
     assert!(e.upstream_reply(&bad, srv(1), sock, 1).is_empty());
     assert_eq!(e.pending_len(), 1, "still waiting for the other server");
     let good = answer(
-        &q,
+        &ups[1].2,
         ResponseCode::NoError,
         vec![a("w.example.", 60, 3)],
         vec![],
     );
-    let m = reply_of(&e.upstream_reply(&good, srv(2), sock, 2));
+    let m = reply_of(&e.upstream_reply(&good, srv(2), ups[1].1, 2));
     assert_eq!(m.answers.len(), 1);
     // Only the answer counts: NXDOMAIN from a listed server is relayed.
     let out = e.query(
@@ -1363,7 +1719,7 @@ fn zone_engine(zone: Vec<(&str, AuthVerdict)>) -> DnsEngine<FakeLocal> {
         zone: zone.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
         ..FakeLocal::default()
     };
-    DnsEngine::new(&cfg(&[srv(53)]), local, 4, 42)
+    DnsEngine::with_seed(&cfg(&[srv(53)]), local, 42)
 }
 
 #[test]
@@ -1478,13 +1834,13 @@ fn reply_bytes(actions: &[Action]) -> Vec<u8> {
 
 #[test]
 fn dns_replayed_local_reply_is_what_the_full_path_builds() {
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), host_local(5), 2, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), host_local(5), 1);
     let q1 = query_bytes(0x1111, "Host.LAN.", RecordType::A, Some(1232));
     let q2 = query_bytes(0x2222, "Host.LAN.", RecordType::A, Some(1232));
     e.query(&q1, client(1), 1_000);
     let replayed = reply_bytes(&e.query(&q2, client(2), 1_500));
     // A fresh engine can only take the full path.
-    let mut fresh = DnsEngine::new(&cfg(&[srv(1)]), host_local(5), 2, 1);
+    let mut fresh = DnsEngine::with_seed(&cfg(&[srv(1)]), host_local(5), 1);
     let full = reply_bytes(&fresh.query(&q2, client(2), 1_500));
     assert_eq!(replayed, full);
     assert_eq!(
@@ -1502,7 +1858,7 @@ fn dns_replayed_local_reply_is_what_the_full_path_builds() {
 
 #[test]
 fn dns_replay_follows_local_data_changes() {
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), host_local(5), 2, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), host_local(5), 1);
     let q = query_bytes(1, "host.lan.", RecordType::A, None);
     e.query(&q, client(1), 1_000);
     *e.local_mut() = host_local(6);
@@ -1541,16 +1897,17 @@ fn dns_replayed_cache_hit_counts_ttl_down() {
     assert_eq!(e.stats().cache_hits, 3);
     // Past its TTL the entry is gone: forwarded again, not replayed.
     let out = e.query(&q(11), client(2), 301_005);
-    assert_eq!(upstreams(&out).len(), 1);
+    let ups = upstreams(&out);
+    assert_eq!(ups.len(), 1);
     // A new upstream answer replaces what was kept.
-    let m = round_trip(&mut e, 12, "www.example.", 302_000, |q| {
-        answer(
-            q,
-            ResponseCode::NoError,
-            vec![a("www.example.", 300, 2)],
-            vec![],
-        )
-    });
+    let (server, socket, wire) = &ups[0];
+    let r = answer(
+        wire,
+        ResponseCode::NoError,
+        vec![a("www.example.", 300, 2)],
+        vec![],
+    );
+    let m = reply_of(&e.upstream_reply(&r, *server, *socket, 302_000));
     assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
     let m = reply_of(&e.query(&q(13), client(2), 302_100));
     assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(198, 18, 1, 2))));
@@ -1568,7 +1925,7 @@ fn dns_edns_packet_max_caps_what_a_client_may_ask_for() {
         ))
     };
     // Default 1232: a 4096 offer gets the whole answer, and our OPT says 1232.
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local(), 1, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), local(), 1);
     let m = ask(&mut e, 1, Some(4096));
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 60);
@@ -1581,7 +1938,7 @@ fn dns_edns_packet_max_caps_what_a_client_may_ask_for() {
         edns_packet_max: 600,
         ..cfg(&[srv(1)])
     };
-    let mut e = DnsEngine::new(&c, local(), 1, 1);
+    let mut e = DnsEngine::with_seed(&c, local(), 1);
     let out = e.query(
         &query_bytes(3, "big.lan.", RecordType::A, Some(4096)),
         client(1),
@@ -1611,7 +1968,7 @@ fn dns_forwarded_answer_larger_than_the_client_limit_is_truncated() {
         .collect::<Vec<_>>();
     let big = answer(&q, ResponseCode::NoError, recs, vec![]);
     assert!(big.len() > 1232);
-    let out = e.upstream_reply(&big, s, sock, 1);
+    let out = sends(&e.upstream_reply(&big, s, sock, 1));
     let Action::Reply { bytes, .. } = &out[0] else {
         panic!("{out:?}")
     };
@@ -1643,7 +2000,7 @@ fn dns_local_any_is_one_rrset_over_udp_and_all_over_tcp() {
             authoritative: true,
         },
     );
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 1, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), local, 1);
     let q = query_bytes(1, "mix.lan.", RecordType::ANY, None);
     let m = reply_of(&e.query(&q, client(1), 0));
     assert!(!m.metadata.truncation);
@@ -1677,7 +2034,7 @@ fn dns_replay_keeps_localised_answers_per_subnet() {
     c.dns.localise_queries = true;
     let hosts = "198.18.0.10 multi\n198.18.1.10 multi\n".to_string();
     let local = Authority::new(&c, &[(std::path::PathBuf::from("/tmp/hosts"), hosts)]);
-    let mut e = DnsEngine::new(&cfg(&[srv(1)]), local, 2, 1);
+    let mut e = DnsEngine::with_seed(&cfg(&[srv(1)]), local, 1);
     let at = |n: u8, lan: u8| ClientRef {
         arrival: Some(Net {
             addr: std::net::IpAddr::V4(Ipv4Addr::new(198, 18, lan, 1)),

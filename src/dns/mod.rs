@@ -7,6 +7,7 @@
 //! `authority` (what we answer ourselves), `cache`, `forward` (upstream
 //! choice and pending queries), `zone` (authoritative zones: SOA, NS, serial,
 //! transfer permission), `resolv` (resolv files and their polling),
+//! `question` (a question's name and letter case as bytes, for 0x20),
 //! `engine` (ties them together), `listen` (where the shell listens and
 //! whom it answers).
 
@@ -18,9 +19,11 @@ pub mod hosts;
 mod listen;
 mod moderation;
 pub mod names;
+pub mod question;
 pub mod replay;
 pub mod resolv;
 pub mod shell;
 mod tcp_frames;
 pub mod thread;
+mod upstream;
 pub mod zone;

@@ -307,7 +307,7 @@ mod tests {
         r.to_vec().unwrap()
     }
 
-    fn upstream_sends(actions: &[Action]) -> Vec<(SocketAddr, usize, Vec<u8>)> {
+    fn upstream_sends(actions: &[Action]) -> Vec<(SocketAddr, u64, Vec<u8>)> {
         actions
             .iter()
             .filter_map(|a| match a {
@@ -328,7 +328,7 @@ mod tests {
         let old: SocketAddr = "198.18.0.60:53".parse().unwrap();
         let new: SocketAddr = "[2001:db8::61]:53".parse().unwrap();
         let auth = Authority::new(&cfg, &[]);
-        let mut e = DnsEngine::new(&cfg.dns, auth, 4, 7);
+        let mut e = DnsEngine::with_seed(&cfg.dns, auth, 7);
         e.set_servers(vec![old]);
         let client = ClientRef {
             addr: "[2001:db8::10]:5000".parse().unwrap(),

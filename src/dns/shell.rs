@@ -1,7 +1,8 @@
 //! The DNS engine's sockets: UDP and TCP listeners on `port` (IPv4 and
-//! IPv6), a pool of upstream UDP sockets on random ports (one of each
-//! family per slot), TCP to upstreams when an answer was truncated, the
-//! lease feed that keeps lease names current, and the resolv-file poll.
+//! IPv6), upstream UDP sockets (`upstream`: one per attempt on a random
+//! port, or the `query-port` one), TCP to upstreams when an answer was
+//! truncated, the lease feed that keeps lease names current, and the
+//! resolv-file poll.
 //!
 //! A query that arrives at an `auth-server` interface or address gets the
 //! authoritative service (authoritative zones only, as dnsmasq); the
@@ -11,7 +12,7 @@
 //! carries them out.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,11 +40,9 @@ use super::listen::{
 use super::moderation::Moderation;
 use super::resolv::{self, ResolvWatch};
 use super::tcp_frames::FrameReader;
+use super::upstream::{self, Upstreams};
 use super::zone::ZoneSerial;
 
-/// Upstream UDP sockets, each on its own random port (source-port
-/// randomisation: the engine picks one per query).
-const UPSTREAM_SOCKETS: usize = 8;
 /// A TCP client that sends nothing for this long is dropped (no slowloris).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -238,10 +237,7 @@ struct Shell {
     /// Per listener: IPv6 (read and answered with IPV6_PKTINFO).
     listener_v6: Vec<bool>,
     local_v6: LocalV6,
-    upstream: Vec<Arc<UdpSocket>>,
-    /// The IPv6 twin of each upstream socket (same slot number), for
-    /// IPv6 servers; empty when the host has no IPv6.
-    upstream6: Vec<Arc<UdpSocket>>,
+    upstream: Upstreams,
     /// The resolv files, unless `no-resolv`.
     resolv: Option<ResolvWatch>,
     /// The servers the resolv file named at its last read.
@@ -304,20 +300,8 @@ impl Shell {
                     server,
                     socket,
                     bytes,
-                } => {
-                    let pool = if server.is_ipv4() {
-                        &self.upstream
-                    } else {
-                        &self.upstream6
-                    };
-                    let Some(sock) = pool.get(socket % pool.len().max(1)) else {
-                        tracing::debug!(target: "dns", "no IPv6 socket for {server}");
-                        continue;
-                    };
-                    if let Err(e) = sock.try_send_to(&bytes, server) {
-                        tracing::debug!(target: "dns", "query to {server}: {e}");
-                    }
-                }
+                } => self.upstream.send(socket, server, &bytes),
+                Action::CloseUpstream { socket } => self.upstream.close(socket),
                 Action::UpstreamTcp {
                     server,
                     token,
@@ -369,12 +353,14 @@ impl Shell {
                     s.cache_misses
                 );
                 tracing::info!(
-                    "queries {}, forwarded {}, answered locally {}, upstream timeouts {}, pending {}",
+                    "queries {}, forwarded {}, joined a pending forward {}, answered locally {}, upstream timeouts {}, pending {}, upstream sockets {}",
                     s.queries,
                     s.forwarded,
+                    s.coalesced,
                     s.local_answers,
                     s.upstream_timeouts,
-                    self.engine.pending_len()
+                    self.engine.pending_len(),
+                    self.upstream.open_count()
                 );
             }
         }
@@ -680,8 +666,8 @@ pub struct Bound {
     listeners: Vec<Arc<UdpSocket>>,
     listener_v6: Vec<bool>,
     tcp: Vec<TcpListener>,
-    upstream: Vec<Arc<UdpSocket>>,
-    upstream6: Vec<Arc<UdpSocket>>,
+    /// The `query-port` sockets; per-attempt ones are opened as needed.
+    shared_upstream: Option<upstream::Shared>,
     serial: ZoneSerial,
 }
 
@@ -703,16 +689,6 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
     s.bind(&addr.into()).map_err(err)?;
     s.listen(128).map_err(err)?;
     TcpListener::from_std(s.into()).map_err(err)
-}
-
-fn bind_upstream(addr: SocketAddr) -> Result<std::net::UdpSocket, DnsError> {
-    let s = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
-        what: "upstream",
-        addr,
-        source,
-    })?;
-    s.set_nonblocking(true)?;
-    Ok(s)
 }
 
 /// A bind that failed because IPv6, or the address, is not (yet) there.
@@ -757,30 +733,13 @@ pub fn bind(cfg: &Config) -> Result<Option<Bound>, DnsError> {
             Err(e) => return Err(e),
         }
     }
-    let mut upstream = Vec::new();
-    let mut upstream6 = Vec::new();
-    for _ in 0..UPSTREAM_SOCKETS {
-        // Port 0: the kernel picks a random ephemeral port per socket.
-        let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        upstream.push(Arc::new(UdpSocket::from_std(bind_upstream(any)?)?));
-        let any6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
-        match bind_upstream(any6) {
-            Ok(s) => upstream6.push(Arc::new(UdpSocket::from_std(s)?)),
-            Err(e) if v6_unavailable(&e) => {
-                tracing::warn!("no IPv6 upstream sockets: {e}");
-                upstream6.clear();
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let shared_upstream = upstream::bind_shared(cfg)?;
     Ok(Some(Bound {
         ifaces,
         listeners,
         listener_v6,
         tcp,
-        upstream,
-        upstream6,
+        shared_upstream,
         serial: ZoneSerial::default(),
     }))
 }
@@ -820,8 +779,7 @@ pub async fn run(
         listeners,
         listener_v6,
         tcp,
-        upstream,
-        upstream6,
+        shared_upstream,
         serial,
     } = bound;
 
@@ -842,7 +800,7 @@ pub async fn run(
     for rec in &leases.initial {
         authority.lease_changed(rec, now_secs);
     }
-    let engine = DnsEngine::new(&cfg.dns, authority, UPSTREAM_SOCKETS, rand::random());
+    let engine = DnsEngine::new(&cfg.dns, authority);
     let mut resolv_watch = ResolvWatch::new(&cfg);
     let resolv_servers = resolv_watch
         .as_mut()
@@ -853,30 +811,10 @@ pub async fn run(
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     // Upstream answers (the slow path) come through a channel from one
-    // receiving task per socket; the listeners are read by the engine's
-    // own loop, in batches.
-    let (udp_tx, mut udp_rx) = mpsc::channel::<(usize, Vec<u8>, SocketAddr)>(4096);
-    // An IPv6 socket reports under its IPv4 twin's slot number: the engine
-    // checks that an answer came in where its query went out, and the
-    // server's address tells the families apart.
-    let slots = upstream
-        .iter()
-        .enumerate()
-        .chain(upstream6.iter().enumerate());
-    for (i, sock) in slots {
-        let (sock, tx) = (Arc::clone(sock), udp_tx.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65535];
-            loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                    return;
-                };
-                if tx.send((i, buf[..n].to_vec(), from)).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    // receiving task per upstream socket; the listeners are read by the
+    // engine's own loop, in batches.
+    let (udp_tx, mut udp_rx) = mpsc::channel::<upstream::Datagram>(4096);
+    let upstream = Upstreams::new(&cfg, shared_upstream, udp_tx)?;
     let tcp_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let max_tcp = cfg.dns.max_tcp_connections as usize;
     for l in tcp {
@@ -913,7 +851,6 @@ pub async fn run(
         listener_v6,
         local_v6: LocalV6::default(),
         upstream,
-        upstream6,
         resolv: resolv_watch,
         resolv_servers,
         ifaces,

@@ -395,7 +395,7 @@ fn failover(t: &mut Text, f: &FailoverStatus, now_unix_ms: u64) {
 
 fn dns(t: &mut Text, d: &DnsSnapshot) {
     let s = &d.stats;
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 18] = [
         (
             "twinmasq_dns_queries_total",
             "DNS queries received (UDP and TCP), junk included.",
@@ -418,8 +418,18 @@ fn dns(t: &mut Text, d: &DnsSnapshot) {
         ),
         (
             "twinmasq_dns_forwarded_total",
-            "Queries forwarded to upstream servers.",
+            "Questions forwarded to upstream servers (once however many clients asked).",
             s.forwarded,
+        ),
+        (
+            "twinmasq_dns_coalesced_total",
+            "Queries that waited for a forward of the same question already out instead of being forwarded again.",
+            s.coalesced,
+        ),
+        (
+            "twinmasq_dns_case_fallbacks_total",
+            "Questions asked again in plain letter case after an answer came back in another case (0x20).",
+            s.case_fallbacks,
         ),
         (
             "twinmasq_dns_upstream_replies_total",
@@ -506,6 +516,7 @@ fn dns(t: &mut Text, d: &DnsSnapshot) {
             ("wrong_socket", dr.wrong_socket),
             ("wrong_source", dr.wrong_source),
             ("wrong_question", dr.wrong_question),
+            ("case_mismatch", dr.case_mismatch),
             ("malformed_reply", dr.malformed_reply),
             ("late_tcp", dr.late_tcp),
         ],

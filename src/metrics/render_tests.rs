@@ -166,6 +166,8 @@ fn dns_snapshot() -> DnsSnapshot {
         cache_hits: 3,
         cache_misses: 3,
         forwarded: 2,
+        coalesced: 6,
+        case_fallbacks: 1,
         refused: 1,
         upstream_replies: 2,
         ..DnsStats::default()
@@ -173,6 +175,7 @@ fn dns_snapshot() -> DnsSnapshot {
     stats.upstream_latency.observe(3);
     stats.upstream_latency.observe(40);
     stats.dropped.junk = 5;
+    stats.dropped.case_mismatch = 2;
     DnsSnapshot {
         stats,
         cache: crate::dns::cache::CacheStats {
@@ -244,6 +247,9 @@ fn full_scrape_is_valid_and_exact() {
         "twinmasq_dns_forwarded_total 2",
         "twinmasq_dns_error_replies_total{rcode=\"refused\"} 1",
         "twinmasq_dns_dropped_total{reason=\"junk\"} 5",
+        "twinmasq_dns_coalesced_total 6",
+        "twinmasq_dns_case_fallbacks_total 1",
+        "twinmasq_dns_dropped_total{reason=\"case_mismatch\"} 2",
         "twinmasq_dns_cache_entries 1",
         "twinmasq_dns_cache_capacity 150",
         "twinmasq_dns_cache_insertions_total 2",
