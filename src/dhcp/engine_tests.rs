@@ -1233,3 +1233,32 @@ fn class_tags_are_set_before_the_host_lookup() {
 /// Hostile clients, on the same rig.
 #[path = "hostile_tests.rs"]
 mod hostile;
+
+/// Review §10: an expiry near the end of the clock, as a lease file or a
+/// partner could once store, reaches the unlinked partner-share rule; its
+/// milliseconds saturate instead of overflowing (debug builds panicked).
+#[test]
+fn an_expiry_at_the_end_of_time_does_not_overflow() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let theirs = addr(19);
+    assert!(in_share(theirs, Owner::Secondary));
+    rig.db
+        .commit(
+            LeaseRecord {
+                ip: theirs,
+                state: LeaseState::Bound,
+                client: ClientKey::from_hwaddr(1, &MAC_A),
+                htype: 1,
+                hwaddr: MAC_A.to_vec(),
+                client_id: None,
+                hostname: None,
+                expires: Expiry::At(u64::MAX / 100),
+                stamp: twinmasq_proto::Stamp::default(),
+            },
+            rig.now,
+        )
+        .unwrap();
+    rig.engine.note_change(theirs, &rig.db);
+    let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(theirs).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+}

@@ -457,6 +457,28 @@ mod tests {
         assert_eq!(shared.get(), 1005);
     }
 
+    /// Review §5 step 3: changes whose stamps share a wall clock (a clock
+    /// held ahead by a future stamp, or a burst within a tenth of a
+    /// second), and a partner's older record merged late, each move the
+    /// serial up (RFC 1982), as a secondary reading it between any two of
+    /// them must see.
+    #[test]
+    fn every_change_moves_the_serial_up() {
+        let mut z = AuthZones::new(&AuthConfig::default());
+        let h = z.serial_handle();
+        let ahead = SERIAL_EPOCH_MS + 86_400_000;
+        let mut last = h.get();
+        for (wall, counter) in [(ahead, 0), (ahead, 1), (ahead, 2), (ahead - 5_000, 0)] {
+            z.observe(stamp(wall, counter, 1));
+            let now = h.get();
+            assert!(
+                serial_gt(now, last),
+                "the change at {wall}/{counter} left the serial at {now} (was {last})"
+            );
+            last = now;
+        }
+    }
+
     #[test]
     fn nets_and_reverse_zones() {
         let n = Net {

@@ -569,3 +569,83 @@ fn a_short_break_resumes_with_only_the_changes() {
         t.wire_bytes
     );
 }
+
+/// Review §6 through the link: the partner's update carries a record for
+/// an address outside every range with a hostname made for a shell; the
+/// primary does not store it, and the link stays up (the update is acked:
+/// this node does not serve that address, so it can never hand it out).
+#[test]
+fn a_partner_record_outside_the_rules_is_dropped() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let mut bad = lease(30, 7);
+    bad.ip = Ipv4Addr::new(8, 8, 8, 8);
+    bad.hostname = Some("x; reboot\n-rf".into());
+    let bad = t.s.db.commit(bad, t.now).unwrap();
+    let good = t.s.db.commit(lease(31, 8), t.now).unwrap();
+    t.s.node.pump(&mut t.s.db, t.now);
+    t.settle();
+    assert_eq!(t.p.db.get(bad.ip), None);
+    assert_eq!(t.p.db.get(good.ip), Some(good.clone()));
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert!(t.s.acked >= good.stamp, "the update was acked");
+}
+
+/// Review §5 through the link: the secondary's clock jumps a day ahead
+/// while linked. Its change, stamped a day ahead, is refused: not stored,
+/// the primary's clock does not move, and the link ends (unacked, so no
+/// reply leaves on its strength).
+#[test]
+fn records_stamped_beyond_the_bound_are_refused_and_end_the_link() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let ahead = t.now + 86_400_000;
+    let rec = t.s.db.commit(lease(32, 9), ahead).unwrap();
+    t.s.node.pump(&mut t.s.db, ahead);
+    t.settle();
+    assert_eq!(t.p.db.get(rec.ip), None);
+    assert!(t.p.db.last_stamp().wall_ms <= t.now + 30_000);
+    assert!(t.s.acked < rec.stamp, "never acked");
+    assert!(!t.p.node.status().linked);
+}
+
+/// The primary's next heartbeat, read by the secondary at `s_now` on its
+/// own clock; the secondary's answering heartbeat then goes back as usual.
+fn heartbeat_read_by_the_secondary_at(t: &mut Pair, s_now: u64) {
+    t.now += 1_500;
+    t.p.node.tick(&mut t.p.db, t.now);
+    while let Some(o) = t.p.node.poll() {
+        match o {
+            Output::Write(c, bytes) => t.s.node.received(c, &bytes, &mut t.s.db, s_now),
+            other => t.apply(true, other),
+        }
+    }
+    t.settle();
+}
+
+/// Skew is enforced on every heartbeat, not only at the handshake: a
+/// partner whose clock jumps a minute ahead while linked is cut off.
+#[test]
+fn a_heartbeat_beyond_the_skew_bound_ends_the_link() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    // The secondary's clock runs 60 s ahead: its heartbeat says so.
+    let ahead = t.now + 1_500 + 60_000;
+    heartbeat_read_by_the_secondary_at(&mut t, ahead);
+    assert!(!t.p.node.status().linked, "still linked");
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+}
+
+/// Review §10: the skew of a heartbeat stamped at the far end of the clock
+/// is computed without overflow (debug builds panicked), and ends the link.
+#[test]
+fn a_heartbeat_from_the_end_of_time_does_not_overflow() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    heartbeat_read_by_the_secondary_at(&mut t, 1 << 63);
+    assert!(!t.p.node.status().linked);
+}

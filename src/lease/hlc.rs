@@ -106,4 +106,18 @@ mod tests {
         assert_eq!(s.node, 1);
         assert!(!c.observe(Stamp::default()));
     }
+
+    /// Review §5 step 4: at the end of time there is no greater stamp;
+    /// `next` must not hand out a smaller one.
+    #[test]
+    fn next_never_goes_below_the_last_stamp() {
+        let end = Stamp {
+            wall_ms: u64::MAX,
+            counter: u32::MAX,
+            node: 7,
+        };
+        let mut c = Hlc::new(1, end);
+        let s = c.next(1_000);
+        assert!(s > end, "{s:?} is below {end:?}");
+    }
 }

@@ -471,6 +471,27 @@ mod tests {
         assert!(db.is_empty());
     }
 
+    /// Review §6, through the import: a line for an address outside every
+    /// range, or with a hostname no DHCP client could have given (a leading
+    /// `-`, a `;`), is dropped; the other lines come in.
+    #[test]
+    fn import_drops_records_outside_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dnsmasq.leases");
+        std::fs::write(
+            &file,
+            "1900000000 52:54:00:aa:bb:01 198.18.0.58 laptop *\n\
+             1900000000 52:54:00:aa:bb:02 198.18.0.59 -rf;reboot *\n\
+             1900000000 52:54:00:aa:bb:03 8.8.8.8 dns *\n",
+        )
+        .unwrap();
+        let mut db = LeaseDb::open(&dir.path().join("db"), DbOptions::default()).unwrap();
+        let now_ms = 1_800_000_000_000;
+        db.import_lease_file(&file, now_ms).unwrap();
+        let ips: Vec<Ipv4Addr> = db.iter().map(|r| r.ip).collect();
+        assert_eq!(ips, [Ipv4Addr::new(198, 18, 0, 58)]);
+    }
+
     #[test]
     fn exporter_batches_rewrites() {
         let dir = tempfile::tempdir().unwrap();

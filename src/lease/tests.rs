@@ -876,3 +876,99 @@ fn a_damaged_page_fails_open_naming_it() {
     let e = reopen_err(dir.path());
     assert!(e.to_string().contains("page 4"), "{e}");
 }
+
+/// Review §5: the wall clock of these tests, and the bound every stamp must
+/// stay within (the default `failover-max-skew`).
+const NOW_MS: u64 = 1_800_000_000_000;
+const DAY_MS: u64 = 86_400_000;
+const SKEW_MS: u64 = 30_000;
+
+fn partner_record(ip: Ipv4Addr, host: Option<&str>, stamp: Stamp) -> LeaseRecord {
+    LeaseRecord {
+        ip,
+        stamp,
+        hostname: host.map(str::to_string),
+        ..lease(1, 1, None, NOW_MS / 1000 + 3_600)
+    }
+}
+
+/// Review §5 steps 1-3: a record stamped a day ahead is refused, so local
+/// commits an hour apart keep stamps near their own wall clock.
+#[test]
+fn a_record_stamped_a_day_ahead_is_refused_and_the_clock_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    let ahead = partner_record(
+        ip(5),
+        None,
+        Stamp {
+            wall_ms: NOW_MS + DAY_MS,
+            counter: 0,
+            node: 7,
+        },
+    );
+    let merged = db.merge_in(ahead);
+    assert!(
+        !matches!(merged, Ok(Some(_))),
+        "a stamp a day ahead was stored: {merged:?}"
+    );
+    assert_eq!(db.get(ip(5)), None);
+    for now in [NOW_MS, NOW_MS + 3_600_000] {
+        let s = db.commit(lease(6, 6, None, 99), now).unwrap().stamp;
+        assert!(
+            s.wall_ms <= now + SKEW_MS,
+            "stamp {s:?} for a commit at {now} is beyond the bound"
+        );
+    }
+}
+
+/// Review §5 steps 4-5: a record stamped at the end of time is refused,
+/// and the clock keeps issuing stamps above everything stored.
+#[test]
+fn a_record_stamped_at_the_end_of_time_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    let dns = Ipv4Addr::new(8, 8, 8, 8);
+    let end = Stamp {
+        wall_ms: u64::MAX,
+        counter: u32::MAX,
+        node: 7,
+    };
+    let merged = db.merge_in(partner_record(dns, None, end));
+    assert!(
+        !matches!(merged, Ok(Some(_))),
+        "the end-of-time stamp was stored: {merged:?}"
+    );
+    assert_eq!(db.get(dns), None);
+    let s = db.commit(lease(6, 6, None, 99), NOW_MS).unwrap().stamp;
+    assert!(s.wall_ms <= NOW_MS + SKEW_MS, "{s:?}");
+}
+
+/// Review §6: a partner's record for an address outside every range, with
+/// a hostname carrying shell metacharacters and a newline, is not stored.
+#[test]
+fn merge_batch_drops_a_record_outside_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    let bad = partner_record(
+        Ipv4Addr::new(8, 8, 8, 8),
+        Some("x; reboot\n-rf"),
+        Stamp {
+            wall_ms: NOW_MS,
+            counter: 0,
+            node: 7,
+        },
+    );
+    let good = partner_record(
+        ip(9),
+        Some("laptop"),
+        Stamp {
+            wall_ms: NOW_MS,
+            counter: 1,
+            node: 7,
+        },
+    );
+    let stored = db.merge_batch(vec![bad, good.clone()]).unwrap();
+    assert_eq!(stored, vec![good]);
+    assert_eq!(db.get(Ipv4Addr::new(8, 8, 8, 8)), None);
+}
