@@ -10,9 +10,14 @@
 //!   on both nodes, and both tables are identical;
 //! - the secondary answers DHCP only while not in sync, or for a client
 //!   whose `secs` shows the primary leaves it unanswered;
-//! - each node's clock floor never decreases, nor does the zone serial
-//!   the DNS side derives from its lease table (`dns::zone::zone_serial`
-//!   of the newest record's stamp), across kills and restarts;
+//! - each node's clock floor never decreases, nor does the time-derived
+//!   zone serial of its lease table (`dns::zone::zone_serial` of the
+//!   newest record's stamp), across kills and restarts, unless the clock
+//!   stood beyond its wall clock plus the skew bound (then it is set back);
+//! - the zone serial the DNS side publishes (`dns::zone::AuthZones` fed by
+//!   the lease database's change feed, as the DNS task does) moves up,
+//!   RFC 1982, between any two readings with a change in between, and
+//!   stays put without one;
 //! - no node holds a stamp beyond the highest reading of its own clock
 //!   plus `failover-max-skew`, whatever its partner sends: in the
 //!   clock-jump scenario a node's clock leaps ahead by more than that and
@@ -32,16 +37,17 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use twinmasq::config::{Config, DhcpRange, LeaseTime};
+use tokio::sync::broadcast;
+use twinmasq::config::{AuthConfig, Config, DhcpRange, LeaseTime};
 use twinmasq::dhcp::engine::{Decision, Engine, Reply};
 use twinmasq::dhcp::network::{Arrival, IfAddr};
 use twinmasq::dhcp::share::{Owner, ServeMode, SharePolicy};
-use twinmasq::dns::zone::{serial_gt, zone_serial, DEFAULT_SERIAL_BASE};
+use twinmasq::dns::zone::{change_ms, serial_gt, zone_serial, AuthZones, DEFAULT_SERIAL_BASE};
 use twinmasq::failover::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
-use twinmasq::lease::{DbOptions, LeaseDb, LeaseError};
+use twinmasq::lease::{Admission, DbOptions, LeaseDb, LeaseError};
 use twinmasq_proto::key::Key;
 use twinmasq_proto::link::Role;
-use twinmasq_proto::{LeaseState, Stamp};
+use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
 
 const T0: u64 = 1_800_000_000_000;
 const STEP_MS: u64 = 50;
@@ -138,6 +144,11 @@ struct Held {
 
 struct Live {
     db: LeaseDb,
+    /// The DNS side's serial, fed from the change feed, and its last
+    /// reading.
+    zones: AuthZones,
+    feed: broadcast::Receiver<LeaseRecord>,
+    published: u32,
     engine: Engine,
     node: Node,
     mode: ServeMode,
@@ -176,6 +187,14 @@ impl SimNode {
     fn start(&mut self, cfg: &Arc<Config>, incarnation: u64, now: u64) {
         let mut db = open_db(&self.dir);
         db.enable_outbox();
+        db.set_admission(Admission::from_config(cfg));
+        let feed = db.subscribe();
+        let mut zones = AuthZones::new(&AuthConfig::default());
+        let now_secs = self.now(now) / 1000;
+        for r in db.iter() {
+            zones.loaded(change_ms(&r, now_secs));
+        }
+        let published = zones.serial();
         let mut engine = Engine::with_policy(Arc::clone(cfg), &db, Some(policy(self.role)));
         engine.set_local_addresses(&[server_ip(0), server_ip(1)], &db);
         let node = Node::new(
@@ -187,6 +206,9 @@ impl SimNode {
         self.zone_serial_at = None;
         self.live = Some(Live {
             db,
+            zones,
+            feed,
+            published,
             engine,
             node,
             mode: ServeMode::Standalone,
@@ -290,6 +312,12 @@ struct Sim {
     conflict_losses: u64,
     /// Completed syncs (full, resumed) of nodes no longer running.
     syncs_of_the_dead: (u64, u64),
+    /// Clock leaps, and what they led to: the partner's records refused for
+    /// stamps from the future, clocks set back (of nodes no longer running
+    /// too).
+    jumps: u64,
+    refused_of_the_dead: u64,
+    resets_of_the_dead: u64,
 }
 
 fn dhcp_request(
@@ -420,6 +448,9 @@ impl Sim {
             conflict_losses: 0,
             next_incarnation: 0,
             syncs_of_the_dead: (0, 0),
+            jumps: 0,
+            refused_of_the_dead: 0,
+            resets_of_the_dead: 0,
         };
         for i in 0..2 {
             sim.next_incarnation += 1;
@@ -522,6 +553,7 @@ impl Sim {
             };
             n.max_jump_ms = n.max_jump_ms.max(n.jump_ms.unsigned_abs());
             let jump = n.jump_ms;
+            self.jumps += 1;
             self.log(|| format!("node {i}'s clock now runs {jump} ms ahead"));
         }
         for i in 0..2 {
@@ -542,6 +574,8 @@ impl Sim {
             let st = live.node.status();
             self.syncs_of_the_dead.0 += st.full_syncs;
             self.syncs_of_the_dead.1 += st.resumed_syncs;
+            self.refused_of_the_dead += st.rejected.stamp;
+            self.resets_of_the_dead += live.db.clock_resets();
             // The process dies; what sled wrote survives (the kernel keeps
             // the page cache), held replies are lost.
             drop(live);
@@ -665,8 +699,10 @@ impl Sim {
                             live.engine.set_mode(m);
                             live.mode = m;
                             if !waits_for_partner(m) {
-                                // The flusher drops what waited on the link.
+                                // The flusher drops what waited on the link,
+                                // and counts acks afresh.
                                 live.held.clear();
+                                live.acked = Stamp::default();
                             }
                         }
                         Output::AckedThrough(s) => live.acked = live.acked.max(s),
@@ -1029,6 +1065,37 @@ impl Sim {
         self.clients[c].state = CState::Bound;
     }
 
+    /// Feeds node i's changes since the last reading to its DNS side's
+    /// serial and reads it: up after a change, the same without one.
+    fn read_zone_serial(&mut self, i: usize, now_i: u64) -> Option<String> {
+        let live = self.nodes[i].live.as_mut()?;
+        let mut changed = false;
+        loop {
+            match live.feed.try_recv() {
+                Ok(r) => {
+                    live.zones.changed(change_ms(&r, now_i / 1000));
+                    changed = true;
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => changed = true,
+                Err(_) => break,
+            }
+        }
+        let before = live.published;
+        let now = live.zones.serial();
+        live.published = now;
+        if changed && !serial_gt(now, before) {
+            return Some(format!(
+                "node {i}'s table changed, but its zone serial went from {before} to {now}"
+            ));
+        }
+        if !changed && now != before {
+            return Some(format!(
+                "node {i}'s zone serial moved from {before} to {now} with no change"
+            ));
+        }
+        None
+    }
+
     fn check(&mut self) {
         for i in 0..2 {
             let now_i = self.nodes[i].now(self.now);
@@ -1050,6 +1117,12 @@ impl Sim {
                 }
                 let s = l.db.last_stamp();
                 let generation = l.db.generation();
+                if let Some(problem) = self.read_zone_serial(i, now_i) {
+                    self.fail(problem);
+                }
+                let Some(l) = &self.nodes[i].live else {
+                    continue;
+                };
                 let newest = (self.nodes[i].zone_serial_at != Some(generation))
                     .then(|| l.db.iter().map(|r| r.stamp).max().unwrap_or_default());
                 // Back only where it stood beyond the clock plus the bound
@@ -1063,7 +1136,9 @@ impl Sim {
                 self.nodes[i].serial_floor = s;
                 if let Some(newest) = newest {
                     let z = zone_serial(newest, DEFAULT_SERIAL_BASE);
-                    if serial_gt(self.nodes[i].zone_serial, z) {
+                    // A clock set back stamps anew what stood ahead.
+                    let jumped = self.nodes[i].max_jump_ms > 0;
+                    if serial_gt(self.nodes[i].zone_serial, z) && !jumped {
                         self.fail(format!(
                             "node {i}'s zone serial went back from {} to {z}",
                             self.nodes[i].zone_serial
@@ -1178,6 +1253,9 @@ struct Outcome {
     lost: u64,
     full_syncs: u64,
     resumed_syncs: u64,
+    jumps: u64,
+    refused: u64,
+    resets: u64,
 }
 
 impl std::ops::AddAssign for Outcome {
@@ -1187,6 +1265,9 @@ impl std::ops::AddAssign for Outcome {
         self.lost += o.lost;
         self.full_syncs += o.full_syncs;
         self.resumed_syncs += o.resumed_syncs;
+        self.jumps += o.jumps;
+        self.refused += o.refused;
+        self.resets += o.resets;
     }
 }
 
@@ -1194,10 +1275,14 @@ fn run_seed(seed: u64, trace: bool, scenario: Scenario) -> Outcome {
     let mut sim = Sim::new(seed, trace, scenario);
     sim.run();
     let (mut full_syncs, mut resumed_syncs) = sim.syncs_of_the_dead;
+    let mut refused = sim.refused_of_the_dead;
+    let mut resets = sim.resets_of_the_dead;
     for live in sim.nodes.iter().filter_map(|n| n.live.as_ref()) {
         let st = live.node.status();
         full_syncs += st.full_syncs;
         resumed_syncs += st.resumed_syncs;
+        refused += st.rejected.stamp;
+        resets += live.db.clock_resets();
     }
     Outcome {
         checks: sim.checks,
@@ -1205,6 +1290,9 @@ fn run_seed(seed: u64, trace: bool, scenario: Scenario) -> Outcome {
         lost: sim.conflict_losses,
         full_syncs,
         resumed_syncs,
+        jumps: sim.jumps,
+        refused,
+        resets,
     }
 }
 
@@ -1215,8 +1303,8 @@ fn run_seeds(scenario: Scenario) {
     {
         let o = run_seed(seed, true, scenario);
         eprintln!(
-            "seed {seed}: {} leases granted, {} in-sync checks, {} conflict losses, {} full and {} resumed syncs",
-            o.grants, o.checks, o.lost, o.full_syncs, o.resumed_syncs
+            "seed {seed}: {} leases granted, {} in-sync checks, {} conflict losses, {} full and {} resumed syncs; {} clock leaps, {} records refused for their stamps, {} clocks set back",
+            o.grants, o.checks, o.lost, o.full_syncs, o.resumed_syncs, o.jumps, o.refused, o.resets
         );
         return;
     }
@@ -1250,14 +1338,24 @@ fn run_seeds(scenario: Scenario) {
         t += o;
     }
     eprintln!(
-        "{seeds} seeds in {:?}: {} leases granted, {} in-sync table checks, {} client leases lost a counted conflict, {} full and {} resumed syncs",
+        "{seeds} seeds in {:?}: {} leases granted, {} in-sync table checks, {} client leases lost a counted conflict, {} full and {} resumed syncs; {} clock leaps, {} records refused for their stamps, {} clocks set back",
         started.elapsed(),
         t.grants,
         t.checks,
         t.lost,
         t.full_syncs,
-        t.resumed_syncs
+        t.resumed_syncs,
+        t.jumps,
+        t.refused,
+        t.resets
     );
+    if scenario.clock_jumps {
+        // The leaps must reach what they are there to test.
+        assert!(
+            t.jumps > seeds && t.refused > 0 && t.resets > seeds / 4,
+            "too few clock leaps, refusals or clocks set back to mean anything"
+        );
+    }
     assert!(
         t.grants > seeds as usize * 10,
         "the clients got too few leases to mean anything"

@@ -1025,21 +1025,24 @@ fn unlinked_extends_a_partner_share_lease_once_by_an_mclt_at_most() {
     assert!(in_share(theirs, Owner::Secondary));
     let partner_node = rig.db.node_id().wrapping_add(1).max(1);
     rig.db
-        .merge_in(LeaseRecord {
-            ip: theirs,
-            state: LeaseState::Bound,
-            client: ClientKey::from_hwaddr(1, &MAC_A),
-            htype: 1,
-            hwaddr: MAC_A.to_vec(),
-            client_id: None,
-            hostname: None,
-            expires: Expiry::At(rig.now_secs() + 60),
-            stamp: twinmasq_proto::Stamp {
-                wall_ms: rig.now,
-                counter: 0,
-                node: partner_node,
+        .merge_in(
+            LeaseRecord {
+                ip: theirs,
+                state: LeaseState::Bound,
+                client: ClientKey::from_hwaddr(1, &MAC_A),
+                htype: 1,
+                hwaddr: MAC_A.to_vec(),
+                client_id: None,
+                hostname: None,
+                expires: Expiry::At(rig.now_secs() + 60),
+                stamp: twinmasq_proto::Stamp {
+                    wall_ms: rig.now,
+                    counter: 0,
+                    node: partner_node,
+                },
             },
-        })
+            rig.now,
+        )
         .unwrap();
     rig.engine.note_change(theirs, &rig.db);
     // The partner knows the lease ends in 60 s: an MCLT past now fits.

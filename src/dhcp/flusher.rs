@@ -196,6 +196,11 @@ impl Flusher {
             Job::Linked(up) => {
                 self.linked = up;
                 if !up {
+                    // The next session's acks count afresh: after the lease
+                    // clock was set back (see `LeaseDb::keep_clock_bounded`)
+                    // an old, higher ack must not release a reply waiting on
+                    // a new, lower stamp.
+                    self.acked = Stamp::default();
                     let n: usize = self.waiting.values().map(Vec::len).sum();
                     self.waiting.clear();
                     self.stats

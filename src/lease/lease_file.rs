@@ -244,7 +244,11 @@ impl LeaseDb {
     /// database (afterwards the database is the truth and the file only its
     /// export), and a missing file is no error. Leases already past their
     /// expiry come in as `Expired`, which keeps the client's address
-    /// affinity without a burst of expiries. Returns how many records came in.
+    /// affinity without a burst of expiries. Lines the [`super::Admission`]
+    /// rules refuse (an address this configuration does not serve, a
+    /// hostname no DHCP client could have given, sizes or an expiry out of
+    /// bounds) are dropped, with one warning for them all. Returns how many
+    /// records came in.
     pub fn import_lease_file(&mut self, path: &Path, now_ms: u64) -> Result<usize, LeaseError> {
         if !self.is_empty() {
             return Ok(0);
@@ -255,6 +259,26 @@ impl LeaseDb {
             Err(e) => return Err(file_err(path, format!("cannot read: {e}"))),
         };
         let mut records = parse(&text, path)?;
+        let mut refused = super::Rejections::default();
+        let mut first = None;
+        records.retain(|rec| match self.check(rec, now_ms) {
+            Ok(()) => true,
+            Err(reason) => {
+                refused.add(reason);
+                first.get_or_insert((rec.ip, reason));
+                false
+            }
+        });
+        if let Some((ip, reason)) = first {
+            tracing::warn!(
+                "lease file {}: {} lease{} not imported ({}); the first, for {ip}: {}",
+                path.display(),
+                refused.total(),
+                if refused.total() == 1 { "" } else { "s" },
+                refused.summary(),
+                reason.describe()
+            );
+        }
         let now_secs = now_ms / 1000;
         for rec in &mut records {
             if rec.expires.is_past(now_secs) {
@@ -486,8 +510,11 @@ mod tests {
         )
         .unwrap();
         let mut db = LeaseDb::open(&dir.path().join("db"), DbOptions::default()).unwrap();
+        let cfg =
+            crate::config::parse_conf_text("dhcp-range=198.18.0.10,198.18.0.99\n", "t").unwrap();
+        db.set_admission(crate::lease::Admission::from_config(&cfg));
         let now_ms = 1_800_000_000_000;
-        db.import_lease_file(&file, now_ms).unwrap();
+        assert_eq!(db.import_lease_file(&file, now_ms).unwrap(), 1);
         let ips: Vec<Ipv4Addr> = db.iter().map(|r| r.ip).collect();
         assert_eq!(ips, [Ipv4Addr::new(198, 18, 0, 58)]);
     }
