@@ -205,11 +205,17 @@ impl Admission {
 
     /// The rules of a configuration: its `failover-max-skew` (the default
     /// bound without failover), its ranges and its `dhcp-host` addresses.
+    /// Without any `dhcp-range` the node hands out no address and has no
+    /// range to hold records to: addresses are then not checked (a lease
+    /// file is still imported for its names, as before).
     pub fn from_config(cfg: &Config) -> Self {
         let max_skew = cfg
             .failover
             .as_ref()
             .map_or(DEFAULT_MAX_SKEW, |f| f.max_skew);
+        if cfg.dhcp_ranges.is_empty() {
+            return Admission::new(max_skew);
+        }
         let mut hosts: Vec<u32> = cfg
             .dhcp_hosts
             .iter()
@@ -398,10 +404,14 @@ mod tests {
             let want = if ok { Ok(()) } else { Err(Reject::Address) };
             assert_eq!(verdict(|r| r.ip = ip.parse().unwrap()), want, "{ip}");
         }
-        // No configuration, no address rule.
+        // No configuration, or no range in it, no address rule.
         let mut r = rec();
         r.ip = Ipv4Addr::new(8, 8, 8, 8);
         assert_eq!(Admission::default().check(&r, NOW_MS), Ok(()));
+        let no_ranges =
+            crate::config::parse_conf_text("dhcp-host=52:54:00:00:00:01,198.18.2.7\n", "t")
+                .unwrap();
+        assert_eq!(Admission::from_config(&no_ranges).check(&r, NOW_MS), Ok(()));
         let ranged =
             Admission::default().serving([(Ipv4Addr::new(8, 8, 8, 0), Ipv4Addr::new(8, 8, 8, 9))]);
         assert_eq!(ranged.check(&r, NOW_MS), Ok(()));
