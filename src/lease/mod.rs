@@ -754,7 +754,9 @@ impl LeaseDb {
     /// This is the one place the clock goes back. Within a process that
     /// breaks "stamps only rise", which the failover node's acks rely on:
     /// it watches [`LeaseDb::clock_resets`] and starts over with a full
-    /// sync. A restart starts over anyway.
+    /// sync. A restart starts over anyway. (A big merge's page not yet
+    /// spread keeps the old stamp; read back by a restart before it is
+    /// spread, that record is simply stamped anew once more.)
     pub fn keep_clock_bounded(&mut self, now_ms: u64) -> Result<(), LeaseError> {
         if !self.clock.is_ahead(now_ms) {
             return Ok(());
