@@ -162,6 +162,9 @@ fn open_db(cfg: &Config) -> Result<LeaseDb, StartError> {
             });
         }
     }
+    // What an imported lease must be (the DHCP shell adds the hosts files'
+    // addresses once it has read them).
+    db.set_admission(crate::lease::Admission::from_config(cfg));
     let imported = db.import_lease_file(&cfg.lease_file, now_ms())?;
     if imported > 0 {
         db.durability().flush()?;

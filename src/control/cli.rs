@@ -401,6 +401,14 @@ pub fn render_status(r: &StatusReport, now_ms: u64) -> String {
                 "  syncs since start: {} full, {} resumed",
                 f.full_syncs, f.resumed_syncs
             );
+            if f.rejected.total() > 0 {
+                let _ = writeln!(
+                    s,
+                    "  partner records refused: {} ({})",
+                    f.rejected.total(),
+                    f.rejected.summary()
+                );
+            }
             if let Some(since) = f.partner_down_since_unix_ms {
                 let _ = writeln!(s, "  partner declared down {}", ago_text(since, now_ms));
             }
@@ -497,6 +505,7 @@ mod tests {
             resumed_syncs: 0,
             clock_skew_ms: None,
             partner_down_since_unix_ms: None,
+            rejected: Default::default(),
         }
     }
 
@@ -537,6 +546,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("last sync 1m 00s ago"), "{text}");
+        assert!(!text.contains("refused"), "{text}");
+        let mut f = failover(NodeRole::Secondary, "active");
+        f.rejected.stamp = 2;
+        f.rejected.hostname = 1;
+        let text = render_status(&report(Some(f)), 61_000);
+        assert!(
+            text.contains("partner records refused: 3 (2 stamp, 1 hostname)"),
+            "{text}"
+        );
         let lease = |ip: u8, state: &str, expires| LeaseEntry {
             ip: std::net::Ipv4Addr::new(198, 18, 0, ip),
             state: state.into(),

@@ -1001,10 +1001,11 @@ impl Engine {
         let Expiry::At(end_secs) = rec.expires else {
             return None;
         };
+        // Stored data: saturate rather than overflow on an absurd expiry.
         let end_ms = if rec.stamp.node == db.node_id() {
-            end_secs * 1000
+            end_secs.saturating_mul(1000)
         } else {
-            end_secs * 1000 + mclt_ms
+            end_secs.saturating_mul(1000).saturating_add(mclt_ms)
         };
         let left = end_ms.saturating_sub(now_ms) / 1000;
         Some(u32::try_from(left).unwrap_or(u32::MAX).max(1))

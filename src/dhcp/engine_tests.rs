@@ -1025,21 +1025,24 @@ fn unlinked_extends_a_partner_share_lease_once_by_an_mclt_at_most() {
     assert!(in_share(theirs, Owner::Secondary));
     let partner_node = rig.db.node_id().wrapping_add(1).max(1);
     rig.db
-        .merge_in(LeaseRecord {
-            ip: theirs,
-            state: LeaseState::Bound,
-            client: ClientKey::from_hwaddr(1, &MAC_A),
-            htype: 1,
-            hwaddr: MAC_A.to_vec(),
-            client_id: None,
-            hostname: None,
-            expires: Expiry::At(rig.now_secs() + 60),
-            stamp: twinmasq_proto::Stamp {
-                wall_ms: rig.now,
-                counter: 0,
-                node: partner_node,
+        .merge_in(
+            LeaseRecord {
+                ip: theirs,
+                state: LeaseState::Bound,
+                client: ClientKey::from_hwaddr(1, &MAC_A),
+                htype: 1,
+                hwaddr: MAC_A.to_vec(),
+                client_id: None,
+                hostname: None,
+                expires: Expiry::At(rig.now_secs() + 60),
+                stamp: twinmasq_proto::Stamp {
+                    wall_ms: rig.now,
+                    counter: 0,
+                    node: partner_node,
+                },
             },
-        })
+            rig.now,
+        )
         .unwrap();
     rig.engine.note_change(theirs, &rig.db);
     // The partner knows the lease ends in 60 s: an MCLT past now fits.
@@ -1237,3 +1240,31 @@ mod hostile;
 /// Whose names leases publish, on the same rig.
 #[path = "names_tests.rs"]
 mod names;
+/// Review §10: an expiry near the end of the clock, as a lease file or a
+/// partner could once store, reaches the unlinked partner-share rule; its
+/// milliseconds saturate instead of overflowing (debug builds panicked).
+#[test]
+fn an_expiry_at_the_end_of_time_does_not_overflow() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let theirs = addr(19);
+    assert!(in_share(theirs, Owner::Secondary));
+    rig.db
+        .commit(
+            LeaseRecord {
+                ip: theirs,
+                state: LeaseState::Bound,
+                client: ClientKey::from_hwaddr(1, &MAC_A),
+                htype: 1,
+                hwaddr: MAC_A.to_vec(),
+                client_id: None,
+                hostname: None,
+                expires: Expiry::At(u64::MAX / 100),
+                stamp: twinmasq_proto::Stamp::default(),
+            },
+            rig.now,
+        )
+        .unwrap();
+    rig.engine.note_change(theirs, &rig.db);
+    let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(theirs).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+}

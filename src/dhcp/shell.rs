@@ -20,7 +20,7 @@ use crate::config::dhcp_files::DhcpFiles;
 use crate::config::Config;
 use crate::failover::link_io::{LinkEvent, LinkIo};
 use crate::failover::node::{waits_for_partner, Node, NodeConfig, Output};
-use crate::lease::{lease_file, LeaseDb};
+use crate::lease::{lease_file, Admission, LeaseDb};
 
 use super::engine::{Decision, Engine, Reply};
 use super::flusher::{Flusher, Job};
@@ -194,6 +194,9 @@ impl Shell {
         let policy = failover.as_ref().map(|f| f.policy);
         let base_cfg = Arc::clone(&cfg);
         let cfg = with_files(&base_cfg);
+        // Records from the partner are held to what this configuration
+        // serves, its hosts files included.
+        db.set_admission(Admission::from_config(&cfg));
         let mut engine = Engine::with_policy(Arc::clone(&cfg), &db, policy);
         let mut failover_inputs = None;
         let failover = failover.map(|f| {
@@ -254,6 +257,7 @@ impl Shell {
         }
         let since = now_ms();
         self.cfg = with_files(&self.base_cfg);
+        self.db.set_admission(Admission::from_config(&self.cfg));
         self.engine
             .set_hosts_and_options(Arc::clone(&self.cfg), &self.db);
         self.note_busy(since);

@@ -545,17 +545,40 @@ fn serial_rises_with_each_lease_change_and_matches_across_nodes() {
     // The lease ends: the name goes and the serial rises again.
     l2.state = LeaseState::Released;
     l2.stamp.wall_ms += 30_000;
+    l2.expires = Expiry::At(l2.stamp.wall_ms / 1000);
     a.lease_changed(&l2, NOW);
     let s3 = handle.get();
     assert!(serial_gt(s3, s2));
     assert_eq!(s3, zone_serial(l2.stamp, DEFAULT_SERIAL_BASE));
     assert_eq!(a.zone_serial(), Some(s3));
-    // The same records in another order (a partner node) give the same.
+    // The same records read at start in another order (a partner node,
+    // a restart) give the same.
     let mut b = Authority::new(&cfg(), &[]);
     for r in [&l2, &l1] {
-        b.lease_changed(r, NOW);
+        b.lease_loaded(r, NOW);
     }
     assert_eq!(b.zone_serial(), Some(s3));
+    // So do the same changes arriving newest last; one arriving after a
+    // newer one moves the serial a step on (a change a secondary must
+    // see), and the next change brings both back to the same.
+    let mut c = Authority::new(&cfg(), &[]);
+    c.lease_changed(&l1, NOW);
+    c.lease_changed(&l2, NOW);
+    assert_eq!(c.zone_serial(), Some(s3));
+    let mut late = Authority::new(&cfg(), &[]);
+    late.lease_changed(&l2, NOW);
+    assert_eq!(late.zone_serial(), Some(s3));
+    late.lease_changed(&l1, NOW);
+    assert_eq!(late.zone_serial(), Some(s3.wrapping_add(1)));
+    let l3 = lease("198.18.10.102", "phone", l2.stamp.wall_ms + 10_000);
+    for node in [&mut a, &mut late] {
+        node.lease_changed(&l3, NOW);
+    }
+    assert_eq!(a.zone_serial(), late.zone_serial());
+    assert_eq!(
+        a.zone_serial(),
+        Some(zone_serial(l3.stamp, DEFAULT_SERIAL_BASE))
+    );
     // And the SOA carries it, never below the configured auth-soa serial.
     let mut c = cfg();
     c.dns.auth.serial = Some(4_000_000_000);

@@ -144,7 +144,7 @@ use super::names::{
     is_private, is_unqualified, key_of, normalize, parse_reverse, parse_reverse_prefix,
     reverse_zone, to_name,
 };
-use super::zone::{AuthZones, Net, ZoneSerial};
+use super::zone::{change_ms, AuthZones, Net, ZoneSerial};
 use crate::config::dns_types::DomainTarget;
 use crate::config::types::{Config, DomainScope};
 use crate::dhcp::options::domain_for;
@@ -296,7 +296,19 @@ impl Authority {
     /// record is bound and named. O(1) in the number of leases.
     pub fn lease_changed(&mut self, rec: &LeaseRecord, now_secs: u64) {
         // Every change moves the zone serial, whatever it does to names.
-        self.zones.observe(rec.stamp);
+        self.zones.changed(change_ms(rec, now_secs));
+        self.publish_lease(rec, now_secs);
+    }
+
+    /// A record of the table as it stands at start: published like a
+    /// change, but the serial only follows the data (no change happened
+    /// that a secondary could have missed), so a restart keeps it.
+    pub fn lease_loaded(&mut self, rec: &LeaseRecord, now_secs: u64) {
+        self.zones.loaded(change_ms(rec, now_secs));
+        self.publish_lease(rec, now_secs);
+    }
+
+    fn publish_lease(&mut self, rec: &LeaseRecord, now_secs: u64) {
         if let Some(old) = self.leases.remove(&rec.ip) {
             for n in &old.names {
                 if let Some(ips) = self.lease_names.get_mut(n) {

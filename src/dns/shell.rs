@@ -798,7 +798,7 @@ pub async fn run(
     }
     let now_secs = now_ms() / 1000;
     for rec in &leases.initial {
-        authority.lease_changed(rec, now_secs);
+        authority.lease_loaded(rec, now_secs);
     }
     let engine = DnsEngine::new(&cfg.dns, authority);
     let mut resolv_watch = ResolvWatch::new(&cfg);

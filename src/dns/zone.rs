@@ -4,18 +4,18 @@
 //! `authority::auth_zone`.
 //!
 //! The serial is twinmasq's own (see `zone_serial`): dnsmasq counts up from
-//! its start time, which two nodes can never agree on; ours is a function
-//! of the lease data, so two nodes with the same leases publish the same
-//! serial and it never goes backwards when a secondary DNS server moves
-//! from one node to the other (the serial trap of multi-master DNS).
+//! its start time, which two nodes can never agree on; ours follows the
+//! lease data, so two nodes with the same leases publish the same serial
+//! and it never goes backwards when a secondary DNS server moves from one
+//! node to the other (the serial trap of multi-master DNS). On top of
+//! that, every change moves it up ([`ZoneSerial`]).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{Name, RData, Record};
-use twinmasq_proto::Stamp;
+use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
 
 use super::names::{is_under, to_name};
 use crate::config::dns_types::{AuthConfig, ZoneNet};
@@ -45,9 +45,29 @@ pub const DEFAULT_SERIAL_BASE: u32 = 1_704_067_200;
 /// Changes less than 0.1 s apart share a serial: a secondary that checked
 /// between them catches up at the next change.
 pub fn zone_serial(newest: Stamp, base: u32) -> u32 {
-    let tenths = newest.wall_ms.saturating_sub(SERIAL_EPOCH_MS) / 100;
+    serial_at(newest.wall_ms, base)
+}
+
+/// [`zone_serial`] for a change at `ms` (unix milliseconds).
+pub fn serial_at(ms: u64, base: u32) -> u32 {
+    let tenths = ms.saturating_sub(SERIAL_EPOCH_MS) / 100;
     // Truncation is the modulo 2^32 of RFC 1982 serial arithmetic.
     base.wrapping_add(tenths as u32)
+}
+
+/// The time a lease change stands for in the serial: its stamp's wall
+/// clock; for a lease that ended (expired, or released because its client
+/// took another address), the end, when later. Such an end keeps the
+/// lease's stamp (see `LeaseDb::settle`) yet changes the zone; both nodes
+/// know the same end, so both still give the same serial. An end the
+/// clock has not reached counts as now.
+pub fn change_ms(rec: &LeaseRecord, now_secs: u64) -> u64 {
+    match (rec.state, rec.expires) {
+        (LeaseState::Expired | LeaseState::Released, Expiry::At(t)) => {
+            rec.stamp.wall_ms.max(t.min(now_secs).saturating_mul(1000))
+        }
+        _ => rec.stamp.wall_ms,
+    }
 }
 
 /// RFC 1982: is serial `a` greater than `b`?
@@ -57,16 +77,69 @@ pub fn serial_gt(a: u32, b: u32) -> bool {
 
 /// The current zone serial, shared with whoever needs to report or
 /// replicate it (the failover link) without reaching into the DNS task.
+///
+/// It strictly increases (RFC 1982) with every change of the zone, as any
+/// reader sees it: a change moves it to the serial its time gives
+/// ([`serial_at`]) when that is greater; otherwise (changes within a tenth
+/// of a second, a partner's older record merged late, a clock held ahead
+/// by a stamp from within the skew bound) the change is noted, and the
+/// next reading moves it up by one. Bumping at the reading, not at each
+/// change, keeps a burst (a whole table merged in a sync) to one step, so
+/// it stays within a step or two of the time-derived serial both nodes
+/// share. A restart starts from the time-derived serial of the data.
 #[derive(Debug, Clone, Default)]
-pub struct ZoneSerial(Arc<AtomicU32>);
+pub struct ZoneSerial(Arc<Mutex<SerialState>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SerialState {
+    value: u32,
+    /// A change happened that `value` does not show yet.
+    pending: bool,
+}
 
 impl ZoneSerial {
     pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        let mut st = self.lock();
+        if st.pending {
+            st.value = st.value.wrapping_add(1);
+            st.pending = false;
+        }
+        st.value
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SerialState> {
+        // The state is two plain fields, valid whatever a panic left.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The zone changed; `at` is the serial its newest data gives.
+    fn changed(&self, at: u32) {
+        let mut st = self.lock();
+        if serial_gt(at, st.value) {
+            st.value = at;
+            st.pending = false;
+        } else {
+            st.pending = true;
+        }
+    }
+
+    /// Data read at start: the serial follows it, no change to show.
+    fn loaded(&self, at: u32) {
+        let mut st = self.lock();
+        if serial_gt(at, st.value) {
+            st.value = at;
+        }
     }
 
     fn set(&self, v: u32) {
-        self.0.store(v, Ordering::Relaxed);
+        let mut st = self.lock();
+        st.value = v;
+        st.pending = false;
+    }
+
+    fn take_over(&self, from: &ZoneSerial) {
+        let state = *from.lock();
+        *self.lock() = state;
     }
 }
 
@@ -184,7 +257,8 @@ pub struct AuthZones {
     peers: Vec<IpAddr>,
     pub ttl: u32,
     base: u32,
-    newest: Stamp,
+    /// The latest time a change stood for (see [`change_ms`]).
+    newest_ms: u64,
     serial: ZoneSerial,
 }
 
@@ -225,10 +299,10 @@ impl AuthZones {
             peers: cfg.peers.clone(),
             ttl: cfg.ttl,
             base: cfg.serial.unwrap_or(DEFAULT_SERIAL_BASE),
-            newest: Stamp::default(),
+            newest_ms: 0,
             serial: ZoneSerial::default(),
         };
-        z.serial.set(z.serial());
+        z.serial.set(serial_at(0, z.base));
         z
     }
 
@@ -245,16 +319,21 @@ impl AuthZones {
         }
     }
 
-    /// A lease change was seen: the serial follows the newest stamp.
-    pub fn observe(&mut self, stamp: Stamp) {
-        if stamp > self.newest {
-            self.newest = stamp;
-            self.serial.set(self.serial());
-        }
+    /// A lease change at `at_ms` (see [`change_ms`]) was seen: the serial
+    /// follows the newest, and moves up in any case.
+    pub fn changed(&mut self, at_ms: u64) {
+        self.newest_ms = self.newest_ms.max(at_ms);
+        self.serial.changed(serial_at(self.newest_ms, self.base));
+    }
+
+    /// A lease stored at `at_ms` was read at start: the serial follows it.
+    pub fn loaded(&mut self, at_ms: u64) {
+        self.newest_ms = self.newest_ms.max(at_ms);
+        self.serial.loaded(serial_at(self.newest_ms, self.base));
     }
 
     pub fn serial(&self) -> u32 {
-        zone_serial(self.newest, self.base)
+        self.serial.get()
     }
 
     pub fn serial_handle(&self) -> ZoneSerial {
@@ -264,8 +343,8 @@ impl AuthZones {
     /// Use `handle` for the serial from now on (the shell hands out the
     /// handle before the authority exists).
     pub fn share_serial(&mut self, handle: ZoneSerial) {
+        handle.take_over(&self.serial);
         self.serial = handle;
-        self.serial.set(self.serial());
     }
 
     /// The most specific zone holding forward name `key`.
@@ -440,21 +519,136 @@ mod tests {
     }
 
     #[test]
-    fn serial_follows_the_newest_stamp_only() {
+    fn serial_follows_the_newest_change_and_moves_with_every_one() {
         let mut z = AuthZones::new(&AuthConfig {
             serial: Some(1000),
             ..AuthConfig::default()
         });
         let h = z.serial_handle();
         assert_eq!(h.get(), 1000);
-        z.observe(stamp(SERIAL_EPOCH_MS + 500, 0, 1));
+        z.changed(SERIAL_EPOCH_MS + 500);
         assert_eq!(h.get(), 1005);
-        // An older change (merged from the partner) does not lower it.
-        z.observe(stamp(SERIAL_EPOCH_MS + 100, 0, 2));
-        assert_eq!(h.get(), 1005);
+        // An older change (merged from the partner) does not lower it, and
+        // is a change all the same.
+        z.changed(SERIAL_EPOCH_MS + 100);
+        assert_eq!(h.get(), 1006);
+        assert_eq!(h.get(), 1006, "no change, no move");
+        // A later change is back on the time-derived serial.
+        z.changed(SERIAL_EPOCH_MS + 2_000);
+        assert_eq!(h.get(), 1020);
         let shared = ZoneSerial::default();
         z.share_serial(shared.clone());
-        assert_eq!(shared.get(), 1005);
+        assert_eq!(shared.get(), 1020);
+        z.changed(SERIAL_EPOCH_MS + 2_050);
+        assert_eq!((shared.get(), z.serial()), (1021, 1021));
+    }
+
+    /// A burst of changes between two readings is one step: a whole
+    /// table merged in a sync does not run the serial ahead of what the
+    /// data gives by the size of the table.
+    #[test]
+    fn a_burst_between_readings_is_one_step() {
+        let mut z = AuthZones::new(&AuthConfig::default());
+        z.changed(SERIAL_EPOCH_MS + 10_000);
+        let before = z.serial();
+        for i in 0..1_000 {
+            z.changed(SERIAL_EPOCH_MS + i);
+        }
+        assert_eq!(z.serial(), before.wrapping_add(1));
+    }
+
+    /// The table read at start gives the time-derived serial of its
+    /// newest change, in any order, with no step for the reading itself.
+    #[test]
+    fn loading_follows_the_data_only() {
+        let times = [
+            SERIAL_EPOCH_MS + 700,
+            SERIAL_EPOCH_MS + 300,
+            SERIAL_EPOCH_MS,
+        ];
+        let mut a = AuthZones::new(&AuthConfig::default());
+        let mut b = AuthZones::new(&AuthConfig::default());
+        for t in times {
+            a.loaded(t);
+        }
+        for t in times.iter().rev() {
+            b.loaded(*t);
+        }
+        let want = serial_at(SERIAL_EPOCH_MS + 700, DEFAULT_SERIAL_BASE);
+        assert_eq!((a.serial(), b.serial()), (want, want));
+    }
+
+    /// Review §5 step 3: changes whose stamps share a wall clock (a clock
+    /// held ahead by a future stamp, or a burst within a tenth of a
+    /// second), and a partner's older record merged late, each move the
+    /// serial up (RFC 1982), as a secondary reading it between any two of
+    /// them must see.
+    #[test]
+    fn every_change_moves_the_serial_up() {
+        let mut z = AuthZones::new(&AuthConfig::default());
+        let h = z.serial_handle();
+        let ahead = SERIAL_EPOCH_MS + 86_400_000;
+        let mut last = h.get();
+        for wall in [ahead, ahead, ahead + 50, ahead - 5_000] {
+            z.changed(wall);
+            let now = h.get();
+            assert!(
+                serial_gt(now, last),
+                "the change at {wall} left the serial at {now} (was {last})"
+            );
+            last = now;
+        }
+        // Through the wrap of the 32-bit serial too.
+        let mut w = AuthZones::new(&AuthConfig {
+            serial: Some(u32::MAX),
+            ..AuthConfig::default()
+        });
+        let before = w.serial();
+        w.changed(0);
+        assert_eq!(w.serial(), 0);
+        assert!(serial_gt(w.serial(), before));
+    }
+
+    /// An ended lease keeps its stamp, but counts from its end, which both
+    /// nodes know alike; an end not yet reached counts as now.
+    #[test]
+    fn an_ended_lease_counts_from_its_end() {
+        let rec = |state, expires| LeaseRecord {
+            ip: std::net::Ipv4Addr::new(198, 18, 0, 10),
+            state,
+            client: twinmasq_proto::ClientKey(vec![2, 1, 1]),
+            htype: 1,
+            hwaddr: vec![1],
+            client_id: None,
+            hostname: None,
+            expires,
+            stamp: stamp(5_000_000, 0, 1),
+        };
+        let now = 9_000;
+        assert_eq!(
+            change_ms(&rec(LeaseState::Bound, Expiry::At(8_000)), now),
+            5_000_000
+        );
+        assert_eq!(
+            change_ms(&rec(LeaseState::Expired, Expiry::At(8_000)), now),
+            8_000_000
+        );
+        assert_eq!(
+            change_ms(&rec(LeaseState::Released, Expiry::At(8_000)), now),
+            8_000_000
+        );
+        assert_eq!(
+            change_ms(&rec(LeaseState::Expired, Expiry::At(1)), now),
+            5_000_000
+        );
+        assert_eq!(
+            change_ms(&rec(LeaseState::Expired, Expiry::At(u64::MAX)), now),
+            9_000_000
+        );
+        assert_eq!(
+            change_ms(&rec(LeaseState::Expired, Expiry::Never), now),
+            5_000_000
+        );
     }
 
     #[test]

@@ -93,6 +93,10 @@ impl<R> ReplyGate<R> {
         if up {
             return 0;
         }
+        // The next session's acks count afresh: after the lease clock was
+        // set back (`LeaseDb::keep_clock_bounded`) an old, higher ack must
+        // not release a reply waiting on a new, lower stamp.
+        self.acked = Stamp::default();
         let n = self.held();
         self.waiting.clear();
         n
@@ -175,6 +179,11 @@ mod tests {
         assert_eq!(g.held(), 0);
         // The ack of a change promised before the fall releases nothing.
         assert_eq!(g.acked(stamp(100)), Vec::<&str>::new());
+        // Nor does an old, higher ack release what a new session promises
+        // under a lease clock that was set back.
+        g.linked(false);
+        g.linked(true);
+        assert_eq!(g.offer("new", Some(stamp(50)), now), Offered::Held);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use twinmasq_proto::link::{
 use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
 
 use crate::dhcp::share::{self, Owner, ServeMode};
-use crate::lease::{merge, LeaseDb};
+use crate::lease::{merge, LeaseDb, Reject, Rejections};
 
 use super::log_limit::{self, LogLimit, Note};
 
@@ -57,6 +57,9 @@ const MAX_KEPT: usize = 100_000;
 /// gather into a single, larger one. Two keep the link busy while an ack
 /// is on its way back.
 const SEND_WINDOW: usize = 2;
+/// Refused partner records are reported at most once per this interval,
+/// however many batches bring them (they are all counted).
+const REJECT_LOG_INTERVAL_MS: u64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -125,9 +128,13 @@ enum Phase {
         resumed: bool,
     },
     /// Primary: `SyncDone` sent; waiting for the secondary to have merged
-    /// what came before it.
+    /// what came before it. `peer_through`: the secondary's update number
+    /// its table covered, noted as the resume point only once `Synced`
+    /// confirms the sync (a sync broken before then, when the secondary may
+    /// not have the primary's table, must not be resumed from).
     AwaitSynced {
         resumed: bool,
+        peer_through: u64,
     },
     Streaming,
 }
@@ -182,6 +189,8 @@ pub struct NodeStatus {
     pub mode: ServeMode,
     pub full_syncs: u64,
     pub resumed_syncs: u64,
+    /// The partner's records refused by the admission rules, by reason.
+    pub rejected: Rejections,
 }
 
 pub struct Node {
@@ -229,6 +238,19 @@ pub struct Node {
     /// Warnings about connections that failed the handshake: anyone who
     /// reaches the port can cause them.
     strangers: LogLimit,
+    /// The partner's records refused so far, and their log's pacing.
+    rejected: Rejections,
+    reject_log: RejectLog,
+    /// The lease database's clock resets seen (see `follow_clock_resets`).
+    clock_resets: u64,
+}
+
+/// Paces the warning about refused records: one line, then at most one
+/// per [`REJECT_LOG_INTERVAL_MS`] with what came meanwhile.
+#[derive(Debug, Default)]
+struct RejectLog {
+    last_ms: Option<u64>,
+    quiet: u64,
 }
 
 /// How far a connection got in the handshake.
@@ -311,6 +333,9 @@ impl Node {
             skew_ms: None,
             conflicts: 0,
             strangers: LogLimit::new(log_limit::INTERVAL_MS),
+            rejected: Rejections::default(),
+            reject_log: RejectLog::default(),
+            clock_resets: 0,
         };
         node.out.push_back(Output::Mode(ServeMode::Unlinked));
         node
@@ -382,6 +407,7 @@ impl Node {
             mode: self.mode,
             full_syncs: self.full_syncs,
             resumed_syncs: self.resumed_syncs,
+            rejected: self.rejected,
         }
     }
 
@@ -542,6 +568,7 @@ impl Node {
     /// exists, or while unlinked after a sync, for a resume. Otherwise they
     /// are dropped: the next sync sends the whole table.
     fn absorb_outbox(&mut self, db: &mut LeaseDb, now_ms: u64) {
+        self.follow_clock_resets(db, now_ms);
         let changes = db.take_outbox();
         if changes.is_empty()
             || (self.partner.is_none() && (self.peer.is_none() || !self.kept_whole))
@@ -560,6 +587,34 @@ impl Node {
             if let Some(p) = self.partner {
                 self.close(p, now_ms, "too many changes waiting for the partner");
             }
+        }
+    }
+
+    /// The database set its clock back (this node's wall clock stepped
+    /// back by more than the skew bound): stamps issued from now on may
+    /// stand below ones already sent, acked or kept, and what relies on
+    /// them rising starts over. The partner's ack of an older, higher stamp
+    /// must not release a reply waiting on a new, lower one; the kept
+    /// changes carry the stamps the database has since replaced. So: no
+    /// acks carried over, nothing kept, no resume (the next sync is a full
+    /// one, with the new stamps), and the link starts again.
+    fn follow_clock_resets(&mut self, db: &LeaseDb, now_ms: u64) {
+        let resets = db.clock_resets();
+        if resets == self.clock_resets {
+            return;
+        }
+        self.clock_resets = resets;
+        self.acked_through = Stamp::default();
+        self.peer = None;
+        self.unsent.clear();
+        self.kept.clear();
+        self.kept_whole = true;
+        if let Some(p) = self.partner {
+            self.close(
+                p,
+                now_ms,
+                "this node's clock stepped back beyond failover-max-skew and its stamps start over: resyncing the whole table",
+            );
         }
     }
 
@@ -605,6 +660,12 @@ impl Node {
 
     /// Timers: reconnects, heartbeats, timeouts, automatic partner-down.
     pub fn tick(&mut self, db: &mut LeaseDb, now_ms: u64) {
+        // A clock that stepped back is noticed even with nothing to stamp.
+        // Failing (an unwritable database) it is tried again by the next
+        // operation; the database reports the fault itself.
+        if let Err(e) = db.keep_clock_bounded(now_ms) {
+            tracing::debug!("failover: cannot set the lease clock back yet: {e}");
+        }
         self.pump(db, now_ms);
         if let Some((count, over_ms)) = self.strangers.flush(now_ms) {
             Self::strangers_summary(count, over_ms);
@@ -975,12 +1036,30 @@ impl Node {
                 self.close(conn, now_ms, "refused by the partner");
             }
             (_, Message::Heartbeat { wall_ms }) => {
-                self.skew_ms = Some(wall_ms as i64 - now_ms as i64);
+                let skew = skew_between(wall_ms, now_ms);
+                self.skew_ms = Some(skew);
+                // Enforced only ahead: a heartbeat read late (this node
+                // busy merging a table) looks behind by the delay, never
+                // ahead. A clock behind is caught by the partner, which
+                // checks ours the same way.
+                if skew > 0 && skew.unsigned_abs() > self.cfg.max_skew_ms {
+                    self.end_for_skew(
+                        conn,
+                        format!(
+                            "clock skew of {skew} ms between the nodes exceeds the {} ms allowed (failover-max-skew): synchronise the clocks",
+                            self.cfg.max_skew_ms
+                        ),
+                        now_ms,
+                    );
+                }
             }
             (P::AwaitSyncStart, Message::SyncStart(theirs)) => {
                 self.on_sync_start(conn, theirs, db, now_ms);
             }
             (P::ReceivingTable, Message::LeasePage { records, last }) => {
+                let Some(records) = self.admit(conn, records, db, now_ms) else {
+                    return;
+                };
                 if let Some(Phase::ReceivingTable {
                     theirs,
                     resumed: false,
@@ -994,11 +1073,13 @@ impl Node {
                     return;
                 }
                 if let Some(through) = last {
-                    self.note_peer_point(conn, through);
-                    self.finish_sync_primary(conn, db, now_ms);
+                    self.finish_sync_primary(conn, through, db, now_ms);
                 }
             }
             (P::AwaitPrimaryTable, Message::LeasePage { records, .. }) => {
+                let Some(records) = self.admit(conn, records, db, now_ms) else {
+                    return;
+                };
                 self.merge_partner(records, db, now_ms);
             }
             (P::AwaitPrimaryTable, Message::SyncDone { through, .. }) => {
@@ -1018,9 +1099,15 @@ impl Node {
                 self.pump(db, now_ms);
             }
             (P::AwaitSynced, Message::Synced) => {
+                if let Some(Phase::AwaitSynced { peer_through, .. }) =
+                    self.sessions.get(&conn).map(|s| &s.phase)
+                {
+                    let through = *peer_through;
+                    self.note_peer_point(conn, through);
+                }
                 let mut resumed = false;
                 if let Some(s) = self.sessions.get_mut(&conn) {
-                    resumed = matches!(s.phase, Phase::AwaitSynced { resumed: true });
+                    resumed = matches!(s.phase, Phase::AwaitSynced { resumed: true, .. });
                     s.phase = Phase::Streaming;
                     let sent = s.sent_through;
                     self.kept.retain(|(seq, _)| *seq > sent);
@@ -1029,6 +1116,9 @@ impl Node {
                 self.pump(db, now_ms);
             }
             (P::Streaming, Message::Update { seq, records }) => {
+                let Some(records) = self.admit(conn, records, db, now_ms) else {
+                    return;
+                };
                 if !self.merge_partner(records, db, now_ms) {
                     return;
                 }
@@ -1104,7 +1194,13 @@ impl Node {
     }
 
     /// After the secondary's last page: send it what it lacks, then done.
-    fn finish_sync_primary(&mut self, conn: ConnId, db: &mut LeaseDb, now_ms: u64) {
+    fn finish_sync_primary(
+        &mut self,
+        conn: ConnId,
+        peer_through: u64,
+        db: &mut LeaseDb,
+        now_ms: u64,
+    ) {
         let (theirs, resumed) = match self.sessions.get_mut(&conn).map(|s| &mut s.phase) {
             Some(Phase::ReceivingTable { theirs, resumed }) => (std::mem::take(theirs), *resumed),
             _ => return,
@@ -1130,7 +1226,10 @@ impl Node {
             return;
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
-            s.phase = Phase::AwaitSynced { resumed };
+            s.phase = Phase::AwaitSynced {
+                resumed,
+                peer_through,
+            };
             s.sent_through = through;
         }
         if resumed {
@@ -1178,6 +1277,97 @@ impl Node {
         }
     }
 
+    /// Ends the link because the clocks disagree, saying so to the partner
+    /// as the handshake does.
+    fn end_for_skew(&mut self, conn: ConnId, reason: String, now_ms: u64) {
+        tracing::error!("failover: ending the link: {reason}");
+        self.send(
+            conn,
+            &Message::Error {
+                reason: reason.clone(),
+            },
+            now_ms,
+        );
+        self.close(conn, now_ms, "clocks disagree");
+    }
+
+    /// Holds the partner's records to the database's admission rules (see
+    /// `lease::validate`): what breaks them is dropped and counted, with a
+    /// paced warning. Returns the rest, or `None` when one is stamped
+    /// beyond this node's clock plus the skew bound: then the clocks
+    /// disagree, nothing of the batch is stored or acked (an ack would let
+    /// the partner answer its client on a record this node does not hold),
+    /// and the link ends, as on a heartbeat. Records refused for any other
+    /// reason do not stop the rest: this node does not serve such an
+    /// address (it never hands it out twice), or the record could not have
+    /// come from a sound DHCP engine.
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        records: Vec<LeaseRecord>,
+        db: &LeaseDb,
+        now_ms: u64,
+    ) -> Option<Vec<LeaseRecord>> {
+        let mut refused = Rejections::default();
+        let mut first = None;
+        let mut ahead_ms = 0u64;
+        let mut ok = Vec::with_capacity(records.len());
+        for r in records {
+            match db.check(&r, now_ms) {
+                Ok(()) => ok.push(r),
+                Err(reason) => {
+                    refused.add(reason);
+                    first.get_or_insert((r.ip, reason));
+                    if reason == Reject::Stamp {
+                        ahead_ms = ahead_ms.max(r.stamp.wall_ms.saturating_sub(now_ms));
+                    }
+                }
+            }
+        }
+        let Some((ip, reason)) = first else {
+            return Some(ok);
+        };
+        self.rejected.absorb(&refused);
+        self.log_rejections(&refused, ip, reason, now_ms);
+        if refused.stamp > 0 {
+            self.end_for_skew(
+                conn,
+                format!(
+                    "{} of the partner's records are stamped up to {ahead_ms} ms ahead of this node's clock, beyond the {} ms allowed (failover-max-skew): synchronise the clocks",
+                    refused.stamp,
+                    db.admission().max_skew_ms()
+                ),
+                now_ms,
+            );
+            return None;
+        }
+        Some(ok)
+    }
+
+    fn log_rejections(&mut self, refused: &Rejections, ip: Ipv4Addr, reason: Reject, now_ms: u64) {
+        let log = &mut self.reject_log;
+        let due = log
+            .last_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= REJECT_LOG_INTERVAL_MS);
+        if !due {
+            log.quiet = log.quiet.saturating_add(refused.total());
+            return;
+        }
+        let earlier = std::mem::take(&mut log.quiet);
+        log.last_ms = Some(now_ms);
+        tracing::warn!(
+            "failover: dropped {} of the partner's records ({}){}; the first, for {ip}: {}",
+            refused.total(),
+            refused.summary(),
+            if earlier > 0 {
+                format!(", and {earlier} more since the last report")
+            } else {
+                String::new()
+            },
+            reason.describe()
+        );
+    }
+
     /// Merges the partner's records: newer wins per address. Counts
     /// conflicts, cancels own replies whose record lost, and releases a
     /// client's older lease when the merge leaves it holding two. False
@@ -1207,7 +1397,13 @@ impl Node {
                         if !ours && self.unreleased(cur) {
                             cancel.push(cur.stamp);
                         }
-                        db.observe(r.stamp);
+                        if let Err(e) = db.observe(r.stamp, now_ms) {
+                            tracing::error!("failover: cannot store the partner's records: {e}");
+                            if let Some(p) = self.partner {
+                                self.close(p, now_ms, "lease database error");
+                            }
+                            return false;
+                        }
                         restamp.push(winner.clone());
                         continue;
                     }
@@ -1220,7 +1416,12 @@ impl Node {
             }
             merged.push(r);
         }
-        let stored = db.merge_batch(merged).and_then(|mut stored| {
+        let stored = db.merge_batch(merged, now_ms).and_then(|m| {
+            // Admitted before, against the same clock: nothing refused here.
+            for (_, reason) in &m.rejected {
+                self.rejected.add(*reason);
+            }
+            let mut stored = m.stored;
             for rec in restamp {
                 stored.push(db.commit(rec, now_ms)?);
             }

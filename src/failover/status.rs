@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use twinmasq_proto::link::Role;
 
 use super::node::NodeStatus;
+use crate::lease::Rejections;
 
 /// Which end of the pair this node is, as `status` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +62,14 @@ pub struct FailoverStatus {
     pub full_syncs: u64,
     #[serde(default)]
     pub resumed_syncs: u64,
-    /// The partner's clock minus ours, as measured at the handshake.
+    /// The partner's clock minus ours, as last measured (handshake,
+    /// heartbeats).
     pub clock_skew_ms: Option<i64>,
     pub partner_down_since_unix_ms: Option<u64>,
+    /// The partner's records refused by the admission rules, by reason
+    /// (`lease::validate`).
+    #[serde(default)]
+    pub rejected: Rejections,
 }
 
 impl FailoverStatus {
@@ -83,6 +89,7 @@ impl FailoverStatus {
             resumed_syncs: status.resumed_syncs,
             clock_skew_ms: status.clock_skew_ms,
             partner_down_since_unix_ms: status.partner_down_since_ms,
+            rejected: status.rejected,
         }
     }
 
@@ -120,6 +127,10 @@ mod tests {
             resumed_syncs: 2,
             clock_skew_ms: Some(-3),
             partner_down_since_unix_ms: None,
+            rejected: Rejections {
+                hostname: 2,
+                ..Rejections::default()
+            },
         }
     }
 

@@ -698,3 +698,161 @@ fn a_connection_that_does_not_prove_the_key_is_closed_within_a_second() {
         );
     }
 }
+
+/// Review §6 through the link: the partner's update carries a record for
+/// an address outside every range and one with a hostname made for a
+/// shell; the primary stores neither, counts both by reason, and keeps the
+/// link (the update is acked: this node does not serve the one address, so
+/// it can never hand it out twice, and the other could not have come from
+/// a sound DHCP engine).
+#[test]
+fn a_partner_record_outside_the_rules_is_dropped() {
+    let mut t = pair();
+    let lo = Ipv4Addr::new(198, 18, 0, 10);
+    let hi = Ipv4Addr::new(198, 18, 0, 200);
+    t.p.db
+        .set_admission(crate::lease::Admission::default().serving([(lo, hi)]));
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let mut outside = lease(30, 7);
+    outside.ip = Ipv4Addr::new(8, 8, 8, 8);
+    outside.hostname = Some("x; reboot\n-rf".into());
+    let outside = t.s.db.commit(outside, t.now).unwrap();
+    let mut shell = lease(33, 10);
+    shell.hostname = Some("-rf;reboot".into());
+    let shell = t.s.db.commit(shell, t.now).unwrap();
+    let good = t.s.db.commit(lease(31, 8), t.now).unwrap();
+    t.s.node.pump(&mut t.s.db, t.now);
+    t.settle();
+    assert_eq!(t.p.db.get(outside.ip), None);
+    assert_eq!(t.p.db.get(shell.ip), None);
+    assert_eq!(t.p.db.get(good.ip), Some(good.clone()));
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert!(t.s.acked >= good.stamp, "the update was acked");
+    let r = t.p.node.status().rejected;
+    assert_eq!((r.address, r.hostname, r.total()), (1, 1, 2));
+}
+
+/// Review §5 through the link: the secondary's clock jumps a day ahead
+/// while linked. Its change, stamped a day ahead, is refused: not stored,
+/// the primary's clock does not move, and the link ends (unacked, so no
+/// reply leaves on its strength).
+#[test]
+fn records_stamped_beyond_the_bound_are_refused_and_end_the_link() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let ahead = t.now + 86_400_000;
+    let rec = t.s.db.commit(lease(32, 9), ahead).unwrap();
+    t.s.node.pump(&mut t.s.db, ahead);
+    t.settle();
+    assert_eq!(t.p.db.get(rec.ip), None);
+    assert!(t.p.db.last_stamp().wall_ms <= t.now + 30_000);
+    assert!(t.s.acked < rec.stamp, "never acked");
+    assert!(!t.p.node.status().linked);
+    assert_eq!(t.p.node.status().rejected.stamp, 1);
+    // The secondary's clock is back (the pair's ticks read the true time):
+    // it stamps its change anew, and the resync carries it over.
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert!(t.p.node.status().linked);
+    assert_eq!(t.s.db.clock_resets(), 1);
+    let there = t.p.db.get(rec.ip).unwrap();
+    assert_eq!(there.client, rec.client);
+    assert!(there.stamp.wall_ms <= t.now + 30_000);
+    assert_eq!(t.p.table(), t.s.table());
+}
+
+/// The primary's clock ran a day ahead while cut off from the secondary
+/// (its change then is stamped a day ahead), then stepped back. Its next
+/// tick sets the clock back and stamps that change anew; the link resyncs
+/// in full, and both tables end identical with every stamp within the
+/// bound: the secondary takes the change, where it would have refused the
+/// old stamp.
+#[test]
+fn a_node_whose_clock_stepped_back_restamps_and_resyncs() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    t.cut();
+    t.tick(6_000);
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    let ahead = t.p.db.commit(lease(34, 11), t.now + 86_400_000).unwrap();
+    t.p.node.pump(&mut t.p.db, t.now + 86_400_000);
+    t.heal();
+    let full_before = t.p.node.status().full_syncs;
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert_eq!(t.p.db.clock_resets(), 1);
+    assert_eq!(t.p.table(), t.s.table());
+    let now_there = t.s.db.get(ahead.ip).unwrap();
+    assert_eq!(now_there.client, ahead.client);
+    for end in [&t.p, &t.s] {
+        for r in end.table() {
+            assert!(r.stamp.wall_ms <= t.now + 30_000, "{r:?}");
+        }
+    }
+    assert_eq!(t.p.node.status().full_syncs, full_before + 1);
+    assert_eq!(t.s.node.status().rejected.total(), 0);
+}
+
+/// The primary's next heartbeat, read by the secondary `read_after_ms`
+/// later, when its clock runs `s_ahead_ms` ahead of the primary's; the
+/// secondary's answering heartbeat then goes back at once.
+fn heartbeat_to_the_secondary(t: &mut Pair, read_after_ms: u64, s_ahead_ms: u64) {
+    t.now += 1_500;
+    t.p.node.tick(&mut t.p.db, t.now);
+    t.now += read_after_ms;
+    let s_now = t.now + s_ahead_ms;
+    while let Some(o) = t.p.node.poll() {
+        match o {
+            Output::Write(c, bytes) => t.s.node.received(c, &bytes, &mut t.s.db, s_now),
+            other => t.apply(true, other),
+        }
+    }
+    t.settle();
+}
+
+/// Skew is enforced on every heartbeat, not only at the handshake: a
+/// partner whose clock jumps a minute ahead while linked is cut off.
+#[test]
+fn a_heartbeat_beyond_the_skew_bound_ends_the_link() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    // The secondary's clock runs 60 s ahead: its heartbeat says so.
+    heartbeat_to_the_secondary(&mut t, 0, 60_000);
+    assert!(!t.p.node.status().linked, "still linked");
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.p.node.status().clock_skew_ms, Some(60_000));
+}
+
+/// A heartbeat that looks behind by more than the bound may only have
+/// been read late (this node busy with a table): it does not end the link.
+/// The partner, whose clock is then the one ahead, ends it if the clocks
+/// really disagree.
+#[test]
+fn a_heartbeat_read_late_does_not_end_the_link() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    // The primary's heartbeat is read 40 s after it left.
+    heartbeat_to_the_secondary(&mut t, 40_000, 0);
+    assert!(t.s.node.status().linked);
+    assert!(t.p.node.status().linked);
+}
+
+/// Review §10: the skew of a heartbeat stamped at the far end of the clock
+/// is computed without overflow (debug builds panicked), and ends the link.
+#[test]
+fn a_heartbeat_from_the_end_of_time_does_not_overflow() {
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let to_the_end = (1 << 63) - (t.now + 1_500);
+    heartbeat_to_the_secondary(&mut t, 0, to_the_end);
+    assert!(!t.p.node.status().linked);
+}

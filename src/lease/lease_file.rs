@@ -288,7 +288,11 @@ impl LeaseDb {
     /// database (afterwards the database is the truth and the file only its
     /// export), and a missing file is no error. Leases already past their
     /// expiry come in as `Expired`, which keeps the client's address
-    /// affinity without a burst of expiries. Returns how many records came in.
+    /// affinity without a burst of expiries. Lines the [`super::Admission`]
+    /// rules refuse (an address this configuration does not serve, a
+    /// hostname no DHCP client could have given, sizes or an expiry out of
+    /// bounds) are dropped, with one warning for them all. Returns how many
+    /// records came in.
     pub fn import_lease_file(&mut self, path: &Path, now_ms: u64) -> Result<usize, LeaseError> {
         if !self.is_empty() {
             return Ok(0);
@@ -299,6 +303,26 @@ impl LeaseDb {
             Err(e) => return Err(file_err(path, format!("cannot read: {e}"))),
         };
         let mut records = parse(&text, path)?;
+        let mut refused = super::Rejections::default();
+        let mut first = None;
+        records.retain(|rec| match self.check(rec, now_ms) {
+            Ok(()) => true,
+            Err(reason) => {
+                refused.add(reason);
+                first.get_or_insert((rec.ip, reason));
+                false
+            }
+        });
+        if let Some((ip, reason)) = first {
+            tracing::warn!(
+                "lease file {}: {} lease{} not imported ({}); the first, for {ip}: {}",
+                path.display(),
+                refused.total(),
+                if refused.total() == 1 { "" } else { "s" },
+                refused.summary(),
+                reason.describe()
+            );
+        }
         let now_secs = now_ms / 1000;
         for rec in &mut records {
             if rec.expires.is_past(now_secs) {
@@ -513,6 +537,30 @@ mod tests {
         let e = db.import_lease_file(&file, 1_000).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
         assert!(db.is_empty());
+    }
+
+    /// Review §6, through the import: a line for an address outside every
+    /// range, or with a hostname no DHCP client could have given (a leading
+    /// `-`, a `;`), is dropped; the other lines come in.
+    #[test]
+    fn import_drops_records_outside_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dnsmasq.leases");
+        std::fs::write(
+            &file,
+            "1900000000 52:54:00:aa:bb:01 198.18.0.58 laptop *\n\
+             1900000000 52:54:00:aa:bb:02 198.18.0.59 -rf;reboot *\n\
+             1900000000 52:54:00:aa:bb:03 8.8.8.8 dns *\n",
+        )
+        .unwrap();
+        let mut db = LeaseDb::open(&dir.path().join("db"), DbOptions::default()).unwrap();
+        let cfg =
+            crate::config::parse_conf_text("dhcp-range=198.18.0.10,198.18.0.99\n", "t").unwrap();
+        db.set_admission(crate::lease::Admission::from_config(&cfg));
+        let now_ms = 1_800_000_000_000;
+        assert_eq!(db.import_lease_file(&file, now_ms).unwrap(), 1);
+        let ips: Vec<Ipv4Addr> = db.iter().map(|r| r.ip).collect();
+        assert_eq!(ips, [Ipv4Addr::new(198, 18, 0, 58)]);
     }
 
     #[test]

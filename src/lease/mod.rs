@@ -7,12 +7,21 @@
 //! publishes it on the change feed. Durability is the caller's to batch:
 //! [`Durability::flush`] makes everything committed before the call durable,
 //! so the DHCP shell sends a batch of ACKs after one flush (group commit).
+//!
+//! Records from outside this node's DHCP engine (the failover partner, the
+//! lease-file import) enter through [`LeaseDb::merge_batch`],
+//! [`LeaseDb::merge_in`] and the import, which hold them to the database's
+//! [`Admission`] rules first.
 
 mod hlc;
 mod index;
 pub mod lease_file;
 pub mod merge;
 mod pages;
+pub mod validate;
+
+pub use hlc::Exhausted;
+pub use validate::{Admission, Reject, Rejections};
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -54,6 +63,11 @@ pub enum LeaseError {
     Codec(#[from] twinmasq_proto::CodecError),
     #[error("lease file {path}: {message}")]
     LeaseFile { path: String, message: String },
+    #[error("lease clock: {0}")]
+    Clock(#[from] Exhausted),
+    /// A record from outside broke a rule of the [`Admission`].
+    #[error("lease record for {ip} refused: {}", reason.describe())]
+    Rejected { ip: Ipv4Addr, reason: Reject },
 }
 
 /// The cause [`describe`] gives a full filesystem.
@@ -220,9 +234,22 @@ pub struct LeaseDb {
     outbox: Option<Vec<LeaseRecord>>,
     /// Big merges stored as pages, still to be spread into their keys.
     pending: pages::Pending,
+    /// What records from outside must be (and the clock's bound).
+    admission: Admission,
+    /// Times the clock was found beyond its bound and set back.
+    clock_resets: u64,
     /// Pages whose records are in their keys, each with the flush number
     /// after which it may go: removed only once those writes are on disk.
     spread: Vec<(u64, u64)>,
+}
+
+/// What [`LeaseDb::merge_batch`] did with a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// The records that replaced what was stored.
+    pub stored: Vec<LeaseRecord>,
+    /// The records refused by the admission rules, with why; not stored.
+    pub rejected: Vec<(Ipv4Addr, Reject)>,
 }
 
 /// A cheap, `Send + Clone` handle that makes committed changes durable.
@@ -531,7 +558,7 @@ impl LeaseDb {
             path: dir.to_path_buf(),
             opts,
             node_id,
-            clock: Hlc::new(node_id, last),
+            clock: Hlc::new(node_id, last, Admission::default().max_skew_ms()),
             records,
             idx,
             feed,
@@ -539,6 +566,8 @@ impl LeaseDb {
             outbox: None,
             pending,
             spread: Vec::new(),
+            admission: Admission::default(),
+            clock_resets: 0,
         })
     }
 
@@ -687,6 +716,102 @@ impl LeaseDb {
         self.clock.last()
     }
 
+    /// Holds records from outside to `rules` from now on, and the clock to
+    /// its skew bound. Call before the first import or merge (and again
+    /// when the configuration's hosts change).
+    pub fn set_admission(&mut self, rules: Admission) {
+        self.clock.set_bound(rules.max_skew_ms());
+        self.admission = rules;
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// Whether a record from outside may enter the table now.
+    pub fn check(&self, rec: &LeaseRecord, now_ms: u64) -> Result<(), Reject> {
+        self.admission.check(rec, now_ms)
+    }
+
+    /// How many times the clock was found beyond its wall clock plus the
+    /// bound and set back (see [`LeaseDb::keep_clock_bounded`]). Stamps
+    /// issued before such a reset may stand above those issued after it:
+    /// whoever relies on stamps rising (the failover node's acks) starts
+    /// over when this moves.
+    pub fn clock_resets(&self) -> u64 {
+        self.clock_resets
+    }
+
+    /// Sets the clock back within the wall clock plus the bound if it
+    /// stands beyond (this node's wall clock stepped back by more than the
+    /// bound, or the floor recovered from disk at open is that far ahead).
+    /// Records stamped beyond are stamped anew, in their old order, as this
+    /// node's changes: kept as they were, the partner would refuse them
+    /// until real time caught up, and they would win every merge for their
+    /// address meanwhile. Called by every operation that takes the time;
+    /// costs one comparison unless the clock is ahead.
+    ///
+    /// This is the one place the clock goes back. Within a process that
+    /// breaks "stamps only rise", which the failover node's acks rely on:
+    /// it watches [`LeaseDb::clock_resets`] and starts over with a full
+    /// sync. A restart starts over anyway. (A big merge's page not yet
+    /// spread keeps the old stamp; read back by a restart before it is
+    /// spread, that record is simply stamped anew once more.)
+    pub fn keep_clock_bounded(&mut self, now_ms: u64) -> Result<(), LeaseError> {
+        if !self.clock.is_ahead(now_ms) {
+            return Ok(());
+        }
+        let limit = self.clock.limit(now_ms);
+        let was = self.clock.last();
+        let mut floor = Stamp::default();
+        let mut ahead = Vec::new();
+        for (ip, bytes) in &self.records {
+            let Some(rec) = Self::decode_stored(*ip, bytes) else {
+                continue;
+            };
+            if rec.stamp.wall_ms > limit {
+                ahead.push(rec);
+            } else {
+                floor = floor.max(rec.stamp);
+            }
+        }
+        ahead.sort_by_key(|r| r.stamp);
+        // On a copy, so a failed write leaves clock and table as they were
+        // (and the next operation tries again).
+        let mut clock = self.clock.clone();
+        clock.rebase(floor);
+        let mut batch = sled::Batch::default();
+        let mut stamped = Vec::with_capacity(ahead.len());
+        for mut rec in ahead {
+            rec.stamp = clock.next(now_ms)?;
+            let bytes: Box<[u8]> = encode(&rec)?.into();
+            batch.insert(&rec.ip.octets(), &*bytes);
+            stamped.push((rec, bytes));
+        }
+        if !stamped.is_empty() {
+            self.write(|s| s.leases.apply_batch(batch))?;
+        }
+        self.clock = clock;
+        self.clock_resets += 1;
+        let n = stamped.len();
+        for (rec, bytes) in stamped {
+            self.remember(&rec, bytes);
+            if let Some(out) = &mut self.outbox {
+                out.push(rec);
+            }
+        }
+        self.write_floor(self.clock.last());
+        tracing::warn!(
+            "lease clock: the newest stamp ({} ms) is {} s ahead of this node's clock, more than the {} s allowed (failover-max-skew): the clock stepped back, or ran ahead before. Stamps go on from the clock; {n} record{} stamped ahead {} stamped anew",
+            was.wall_ms,
+            was.wall_ms.saturating_sub(now_ms) / 1000,
+            self.admission.max_skew_ms() / 1000,
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" },
+        );
+        Ok(())
+    }
+
     /// Bytes in `records` were encoded by this process or checked at open,
     /// so they always decode; should that ever fail, the lease reads as
     /// absent and the failure is logged rather than panicking.
@@ -731,7 +856,8 @@ impl LeaseDb {
     /// this node has issued or seen, persists it without fsync, updates the
     /// indexes, publishes it on the feed and returns the stored record.
     pub fn commit(&mut self, mut rec: LeaseRecord, now_ms: u64) -> Result<LeaseRecord, LeaseError> {
-        rec.stamp = self.clock.next(now_ms);
+        self.keep_clock_bounded(now_ms)?;
+        rec.stamp = self.clock.next(now_ms)?;
         let stored = self.store(rec)?;
         if let Some(out) = &mut self.outbox {
             out.push(stored.clone());
@@ -761,11 +887,14 @@ impl LeaseDb {
     /// Moves the clock past a partner's stamp, so this node's next change
     /// wins over everything it has seen. Kept in memory and written to the
     /// meta tree (without fsync) as a floor; a remote stamp that must survive
-    /// a restart arrives inside a record, and `merge_in` stores that.
-    pub fn observe(&mut self, stamp: Stamp) {
-        if self.clock.observe(stamp) {
+    /// a restart arrives inside a record, and `merge_in` stores that. A
+    /// stamp beyond `now_ms` plus the skew bound is ignored.
+    pub fn observe(&mut self, stamp: Stamp, now_ms: u64) -> Result<(), LeaseError> {
+        self.keep_clock_bounded(now_ms)?;
+        if self.clock.observe(stamp, now_ms) {
             self.write_floor(stamp);
         }
+        Ok(())
     }
 
     fn write_floor(&mut self, stamp: Stamp) {
@@ -788,22 +917,43 @@ impl LeaseDb {
     /// above the stored record's for that address (or there is none); then
     /// indexes and publishes it like a commit and returns it. Returns `None`
     /// when the stored record is as new or newer, so merging the same record
-    /// twice, or in any order, ends in the same table.
-    pub fn merge_in(&mut self, rec: LeaseRecord) -> Result<Option<LeaseRecord>, LeaseError> {
+    /// twice, or in any order, ends in the same table. A record breaking
+    /// the [`Admission`] rules at `now_ms` is refused with
+    /// [`LeaseError::Rejected`].
+    pub fn merge_in(
+        &mut self,
+        rec: LeaseRecord,
+        now_ms: u64,
+    ) -> Result<Option<LeaseRecord>, LeaseError> {
+        if let Err(reason) = self.check(&rec, now_ms) {
+            return Err(LeaseError::Rejected { ip: rec.ip, reason });
+        }
+        self.keep_clock_bounded(now_ms)?;
         if !merge::replaces(&rec, self.get(rec.ip).as_ref()) {
             return Ok(None);
         }
-        self.clock.observe(rec.stamp);
+        self.clock.observe(rec.stamp, now_ms);
         self.store(rec).map(Some)
     }
 
     /// `merge_in` for many records. Returns the records that replaced what
-    /// was stored; a record listed twice merges as the newer. A few are
-    /// written as one sled batch; many (a sync page) as one page, spread
-    /// into their keys later by [`LeaseDb::spread_pages`].
-    pub fn merge_batch(&mut self, recs: Vec<LeaseRecord>) -> Result<Vec<LeaseRecord>, LeaseError> {
+    /// was stored, and those refused by the [`Admission`] rules (dropped);
+    /// a record listed twice merges as the newer. A few are written as one
+    /// sled batch; many (a sync page) as one page, spread into their keys
+    /// later by [`LeaseDb::spread_pages`].
+    pub fn merge_batch(
+        &mut self,
+        recs: Vec<LeaseRecord>,
+        now_ms: u64,
+    ) -> Result<Merged, LeaseError> {
+        self.keep_clock_bounded(now_ms)?;
+        let mut rejected = Vec::new();
         let mut winners: HashMap<Ipv4Addr, LeaseRecord> = HashMap::new();
         for rec in recs {
+            if let Err(reason) = self.check(&rec, now_ms) {
+                rejected.push((rec.ip, reason));
+                continue;
+            }
             let current = winners.get(&rec.ip).cloned().or_else(|| self.get(rec.ip));
             if merge::replaces(&rec, current.as_ref()) {
                 winners.insert(rec.ip, rec);
@@ -829,11 +979,14 @@ impl LeaseDb {
         }
         let mut out = Vec::with_capacity(stored.len());
         for (rec, bytes) in stored {
-            self.clock.observe(rec.stamp);
+            self.clock.observe(rec.stamp, now_ms);
             self.remember(&rec, bytes);
             out.push(rec);
         }
-        Ok(out)
+        Ok(Merged {
+            stored: out,
+            rejected,
+        })
     }
 
     /// Copies up to `budget` records of big merges from their pages into
@@ -891,10 +1044,11 @@ impl LeaseDb {
         recs: Vec<LeaseRecord>,
         now_ms: u64,
     ) -> Result<usize, LeaseError> {
+        self.keep_clock_bounded(now_ms)?;
         let mut batch = sled::Batch::default();
         let mut stamped = Vec::with_capacity(recs.len());
         for mut rec in recs {
-            rec.stamp = self.clock.next(now_ms);
+            rec.stamp = self.clock.next(now_ms)?;
             let bytes: Box<[u8]> = encode(&rec)?.into();
             batch.insert(&rec.ip.octets(), &*bytes);
             stamped.push((rec, bytes));
@@ -946,6 +1100,7 @@ impl LeaseDb {
         now_secs: u64,
         now_ms: u64,
     ) -> Result<Vec<LeaseRecord>, LeaseError> {
+        self.keep_clock_bounded(now_ms)?;
         let due: Vec<Ipv4Addr> = self.idx.due(now_secs).collect();
         let mut out = Vec::with_capacity(due.len());
         for ip in due {
@@ -976,6 +1131,7 @@ impl LeaseDb {
         rec: LeaseRecord,
         now_ms: u64,
     ) -> Result<Option<LeaseRecord>, LeaseError> {
+        self.keep_clock_bounded(now_ms)?;
         if !merge::replaces(&rec, self.get(rec.ip).as_ref()) {
             return Ok(None);
         }
@@ -983,8 +1139,11 @@ impl LeaseDb {
         if let Some(o) = &mut self.outbox {
             o.push(stored.clone());
         }
-        let floor = self.clock.next(now_ms);
-        self.write_floor(floor);
+        // Only a floor: at the end of the clock there is none to take, and
+        // the change is stored all the same.
+        if let Ok(floor) = self.clock.next(now_ms) {
+            self.write_floor(floor);
+        }
         Ok(Some(stored))
     }
 

@@ -218,13 +218,14 @@ fn observed_remote_stamp_is_exceeded_and_kept() {
     };
     {
         let mut db = open(dir.path());
-        db.observe(remote);
-        db.observe(Stamp::default());
+        db.observe(remote, 40_000).unwrap();
+        db.observe(Stamp::default(), 40_000).unwrap();
         assert_eq!(db.last_stamp(), remote);
     }
     let mut db = open(dir.path());
     assert!(db.last_stamp() >= remote);
-    assert!(db.commit(lease(1, 1, None, 99), 1_000).unwrap().stamp > remote);
+    // The wall clock is behind the stamp, within the bound.
+    assert!(db.commit(lease(1, 1, None, 99), 40_000).unwrap().stamp > remote);
 }
 
 #[test]
@@ -241,9 +242,9 @@ fn merge_in_keeps_the_newer_record() {
         counter: 0,
         node: 5,
     };
-    assert_eq!(db.merge_in(older).unwrap(), None);
+    assert_eq!(db.merge_in(older, 10_000).unwrap(), None);
     assert_eq!(
-        db.merge_in(local.clone()).unwrap(),
+        db.merge_in(local.clone(), 10_000).unwrap(),
         None,
         "equal is no change"
     );
@@ -255,7 +256,10 @@ fn merge_in_keeps_the_newer_record() {
         counter: 3,
         node: 5,
     };
-    assert_eq!(db.merge_in(newer.clone()).unwrap(), Some(newer.clone()));
+    assert_eq!(
+        db.merge_in(newer.clone(), 10_000).unwrap(),
+        Some(newer.clone())
+    );
     assert_eq!(
         db.get(ip(1)).as_ref(),
         Some(&newer),
@@ -266,7 +270,11 @@ fn merge_in_keeps_the_newer_record() {
     assert_eq!(db.by_client(&client(2)).as_ref(), Some(&newer));
     assert_eq!(db.by_hostname("mine"), None);
     assert_eq!(db.by_hostname("theirs").as_ref(), Some(&newer));
-    assert_eq!(db.merge_in(newer.clone()).unwrap(), None, "idempotent");
+    assert_eq!(
+        db.merge_in(newer.clone(), 10_000).unwrap(),
+        None,
+        "idempotent"
+    );
 
     // A local change after the merge must beat the merged record.
     assert!(db.commit(lease(1, 1, None, 9_000), 10_500).unwrap().stamp > newer.stamp);
@@ -277,7 +285,10 @@ fn merge_in_keeps_the_newer_record() {
         counter: 0,
         node: 5,
     };
-    assert!(db.merge_in(fresh).unwrap().is_some(), "unknown address");
+    assert!(
+        db.merge_in(fresh, 10_500).unwrap().is_some(),
+        "unknown address"
+    );
     drop(db);
     let db = open(dir.path());
     assert_eq!(db.get(ip(2)).unwrap().stamp.wall_ms, 1);
@@ -708,7 +719,7 @@ proptest! {
                     r.state = state_of(state);
                     r.stamp = Stamp { wall_ms, counter: 0, node };
                     let wins = merge::replaces(&r, model.get(&r.ip));
-                    let got = d.merge_in(r.clone()).unwrap();
+                    let got = d.merge_in(r.clone(), 5_000).unwrap();
                     prop_assert_eq!(got.is_some(), wins);
                     if wins {
                         last = last.max(r.stamp);
@@ -760,7 +771,7 @@ fn outbox_keeps_own_changes_only_and_only_when_enabled() {
         counter: 0,
         node: db.node_id().wrapping_add(1).max(1),
     };
-    db.merge_in(remote).unwrap();
+    db.merge_in(remote, 10).unwrap();
     let out = db.take_outbox();
     assert_eq!(out.len(), 2);
     assert_eq!(out[0], a);
@@ -785,8 +796,9 @@ fn merge_batch_keeps_the_newest_and_survives_reopen() {
         };
         // Older than ours for ip 1; two versions of ip 2, newest last-but-one.
         let stored = db
-            .merge_batch(vec![at(1, 9, 10), at(2, 5, 70), at(2, 6, 60)])
-            .unwrap();
+            .merge_batch(vec![at(1, 9, 10), at(2, 5, 70), at(2, 6, 60)], 100)
+            .unwrap()
+            .stored;
         assert_eq!(stored.len(), 1);
         assert_eq!(db.get(ip(1)).unwrap(), mine);
         assert_eq!(db.get(ip(2)).unwrap().client, client(5));
@@ -824,7 +836,10 @@ fn big_merges_go_to_pages_and_spread_without_losing_anything() {
                 ..lease(i, i, None, 5_000)
             })
             .collect();
-        assert_eq!(db.merge_batch(recs).unwrap().len(), n as usize);
+        assert_eq!(
+            db.merge_batch(recs, 10_000).unwrap().stored.len(),
+            n as usize
+        );
         // One page, not 300 keys.
         let store = db.store.as_ref().unwrap();
         assert_eq!(store.pages.len(), 1);
@@ -875,4 +890,217 @@ fn a_damaged_page_fails_open_naming_it() {
     }
     let e = reopen_err(dir.path());
     assert!(e.to_string().contains("page 4"), "{e}");
+}
+
+/// Review §5: the wall clock of these tests, and the bound every stamp must
+/// stay within (the default `failover-max-skew`).
+const NOW_MS: u64 = 1_800_000_000_000;
+const DAY_MS: u64 = 86_400_000;
+const SKEW_MS: u64 = 30_000;
+
+fn partner_record(ip: Ipv4Addr, host: Option<&str>, stamp: Stamp) -> LeaseRecord {
+    LeaseRecord {
+        ip,
+        stamp,
+        hostname: host.map(str::to_string),
+        ..lease(1, 1, None, NOW_MS / 1000 + 3_600)
+    }
+}
+
+/// Review §5 steps 1-3: a record stamped a day ahead is refused, so local
+/// commits an hour apart keep stamps near their own wall clock.
+#[test]
+fn a_record_stamped_a_day_ahead_is_refused_and_the_clock_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    let ahead = partner_record(
+        ip(5),
+        None,
+        Stamp {
+            wall_ms: NOW_MS + DAY_MS,
+            counter: 0,
+            node: 7,
+        },
+    );
+    let merged = db.merge_in(ahead.clone(), NOW_MS);
+    assert!(
+        matches!(
+            merged,
+            Err(LeaseError::Rejected {
+                reason: Reject::Stamp,
+                ..
+            })
+        ),
+        "a stamp a day ahead was not refused: {merged:?}"
+    );
+    let batch = db.merge_batch(vec![ahead.clone()], NOW_MS).unwrap();
+    assert_eq!(batch.stored, []);
+    assert_eq!(batch.rejected, [(ip(5), Reject::Stamp)]);
+    db.observe(ahead.stamp, NOW_MS).unwrap();
+    assert_eq!(db.get(ip(5)), None);
+    let mut last = Stamp::default();
+    for now in [NOW_MS, NOW_MS + 3_600_000] {
+        let s = db.commit(lease(6, 6, None, 99), now).unwrap().stamp;
+        assert!(
+            s.wall_ms <= now + SKEW_MS,
+            "stamp {s:?} for a commit at {now} is beyond the bound"
+        );
+        assert!(s > last);
+        last = s;
+    }
+    assert_eq!(db.clock_resets(), 0);
+}
+
+/// Review §5 steps 4-5: a record stamped at the end of time is refused,
+/// and the clock keeps issuing stamps above everything stored.
+#[test]
+fn a_record_stamped_at_the_end_of_time_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    let dns = Ipv4Addr::new(8, 8, 8, 8);
+    let end = Stamp {
+        wall_ms: u64::MAX,
+        counter: u32::MAX,
+        node: 7,
+    };
+    let merged = db.merge_in(partner_record(dns, None, end), NOW_MS);
+    assert!(
+        matches!(
+            merged,
+            Err(LeaseError::Rejected {
+                reason: Reject::Stamp,
+                ..
+            })
+        ),
+        "the end-of-time stamp was not refused: {merged:?}"
+    );
+    assert_eq!(db.get(dns), None);
+    let s = db.commit(lease(6, 6, None, 99), NOW_MS).unwrap().stamp;
+    assert!(s.wall_ms <= NOW_MS + SKEW_MS, "{s:?}");
+    // A later change of the address wins over what the partner holds.
+    let mine = db.commit(partner_record(dns, None, s), NOW_MS).unwrap();
+    assert!(mine.stamp > s);
+}
+
+/// Review §6: a partner's record for an address outside every range, with
+/// a hostname carrying shell metacharacters and a newline, is not stored;
+/// each rule's refusal is reported with its reason.
+#[test]
+fn merge_batch_drops_a_record_outside_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    db.set_admission(Admission::default().serving([(ip(1), ip(99))]));
+    let at = |counter| Stamp {
+        wall_ms: NOW_MS,
+        counter,
+        node: 7,
+    };
+    let bad = partner_record(Ipv4Addr::new(8, 8, 8, 8), Some("x; reboot\n-rf"), at(0));
+    let good = partner_record(ip(9), Some("laptop"), at(1));
+    let shell = partner_record(ip(10), Some("x; reboot\n-rf"), at(2));
+    let dash = partner_record(ip(11), Some("-rf"), at(3));
+    let long_hw = LeaseRecord {
+        hwaddr: vec![1; 17],
+        ..partner_record(ip(12), None, at(4))
+    };
+    let long_id = LeaseRecord {
+        client_id: Some(vec![1; 256]),
+        ..partner_record(ip(13), None, at(5))
+    };
+    let forever = LeaseRecord {
+        expires: Expiry::At(u64::MAX / 500),
+        ..partner_record(ip(14), None, at(6))
+    };
+    let merged = db
+        .merge_batch(
+            vec![bad, good.clone(), shell, dash, long_hw, long_id, forever],
+            NOW_MS,
+        )
+        .unwrap();
+    assert_eq!(merged.stored, vec![good]);
+    assert_eq!(
+        merged.rejected,
+        [
+            (Ipv4Addr::new(8, 8, 8, 8), Reject::Address),
+            (ip(10), Reject::Hostname),
+            (ip(11), Reject::Hostname),
+            (ip(12), Reject::Hwaddr),
+            (ip(13), Reject::ClientId),
+            (ip(14), Reject::Expiry),
+        ]
+    );
+    assert_eq!(db.len(), 1);
+    assert_eq!(db.get(Ipv4Addr::new(8, 8, 8, 8)), None);
+}
+
+/// This node's own clock ran a day ahead (stamps issued then stand a day
+/// ahead), then stepped back: the first operation finds the clock beyond
+/// the bound, stamps what stood ahead anew in its old order as its own
+/// change, and goes on from the wall clock; nothing stays ahead.
+#[test]
+fn a_clock_that_stepped_back_sets_back_and_restamps_what_stood_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    db.enable_outbox();
+    let early = db.commit(lease(1, 1, None, 99), NOW_MS).unwrap();
+    let a = db.commit(lease(2, 2, None, 99), NOW_MS + DAY_MS).unwrap();
+    let b = db.commit(lease(3, 3, None, 99), NOW_MS + DAY_MS).unwrap();
+    db.take_outbox();
+    let mut feed = db.subscribe();
+    // Within the bound of the clock: nothing happens.
+    db.keep_clock_bounded(NOW_MS + DAY_MS - SKEW_MS).unwrap();
+    assert_eq!(db.clock_resets(), 0);
+    // Back by a day.
+    let c = db.commit(lease(4, 4, None, 99), NOW_MS + 1_000).unwrap();
+    assert_eq!(db.clock_resets(), 1);
+    let (a2, b2) = (db.get(a.ip).unwrap(), db.get(b.ip).unwrap());
+    assert_eq!(db.get(early.ip), Some(early.clone()), "not ahead: kept");
+    assert!(early.stamp < a2.stamp && a2.stamp < b2.stamp && b2.stamp < c.stamp);
+    for r in db.iter() {
+        assert!(r.stamp.wall_ms <= NOW_MS + 1_000 + SKEW_MS, "{r:?}");
+    }
+    assert_eq!(
+        LeaseRecord {
+            stamp: a.stamp,
+            ..a2.clone()
+        },
+        a
+    );
+    // Published and handed to the partner like any own change.
+    let published: Vec<Ipv4Addr> = std::iter::from_fn(|| feed.try_recv().ok())
+        .map(|r| r.ip)
+        .collect();
+    assert_eq!(published, [a.ip, b.ip, c.ip]);
+    let out: Vec<Ipv4Addr> = db.take_outbox().iter().map(|r| r.ip).collect();
+    assert_eq!(out, [a.ip, b.ip, c.ip]);
+    assert!(db.last_stamp().wall_ms <= NOW_MS + 1_000 + SKEW_MS);
+}
+
+/// The floor recovered from disk at open (the records' stamps and the
+/// meta floor) a day ahead of the clock does not poison it: the first
+/// operation sets it back, and the records stamped ahead are stamped anew
+/// and stored so, across a second restart too.
+#[test]
+fn a_floor_from_the_future_found_at_open_does_not_poison_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let ahead = {
+        let mut db = open(dir.path());
+        db.commit(lease(1, 1, None, 99), NOW_MS).unwrap();
+        let r = db.commit(lease(2, 2, None, 99), NOW_MS + DAY_MS).unwrap();
+        db.durability().flush().unwrap();
+        r
+    };
+    {
+        let mut db = open(dir.path());
+        assert_eq!(db.last_stamp(), ahead.stamp, "read back as it was");
+        db.expire_due(NOW_MS / 1000, NOW_MS).unwrap();
+        assert_eq!(db.clock_resets(), 1);
+        assert!(db.last_stamp().wall_ms <= NOW_MS + SKEW_MS);
+        assert!(db.get(ahead.ip).unwrap().stamp.wall_ms <= NOW_MS + SKEW_MS);
+        db.durability().flush().unwrap();
+    }
+    let mut db = open(dir.path());
+    assert!(db.last_stamp().wall_ms <= NOW_MS + SKEW_MS);
+    db.keep_clock_bounded(NOW_MS).unwrap();
+    assert_eq!(db.clock_resets(), 0, "nothing ahead any more");
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::dns::forward::LATENCY_BUCKETS_MS;
 use crate::failover::status::{FailoverStatus, NodeRole};
+use crate::lease::Reject;
 
 use super::snapshot::{DhcpSnapshot, DnsSnapshot, Scrape, Source};
 
@@ -355,6 +356,13 @@ fn failover(t: &mut Text, f: &FailoverStatus, now_unix_ms: u64) {
         "Merges where both nodes had changed the same address.",
         f.conflicts,
     );
+    t.labelled(
+        "twinmasq_failover_rejected_total",
+        Kind::Counter,
+        "The partner's lease records dropped for breaking a rule: stamped beyond failover-max-skew, an address outside the ranges, a hostname not a legal label, an oversized hwaddr or client_id, an expiry out of bounds.",
+        "reason",
+        Reject::ALL.iter().map(|r| (r.as_str(), f.rejected.get(*r))),
+    );
     t.single(
         "twinmasq_failover_full_syncs_total",
         Kind::Counter,
@@ -379,7 +387,7 @@ fn failover(t: &mut Text, f: &FailoverStatus, now_unix_ms: u64) {
         t.single(
             "twinmasq_failover_clock_skew_seconds",
             Kind::Gauge,
-            "The partner's clock minus ours, measured at the handshake.",
+            "The partner's clock minus ours, as last measured (handshake, heartbeats).",
             skew as f64 / 1000.0,
         );
     }

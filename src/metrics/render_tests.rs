@@ -156,6 +156,11 @@ fn primary(state: &str) -> FailoverStatus {
         resumed_syncs: 0,
         clock_skew_ms: Some(-250),
         partner_down_since_unix_ms: None,
+        rejected: crate::lease::Rejections {
+            stamp: 3,
+            hostname: 1,
+            ..Default::default()
+        },
     }
 }
 
@@ -236,6 +241,10 @@ fn full_scrape_is_valid_and_exact() {
         "twinmasq_failover_linked 1",
         "twinmasq_failover_unacked_updates 12",
         "twinmasq_failover_conflicts_total 2",
+        "twinmasq_failover_rejected_total{reason=\"stamp\"} 3",
+        "twinmasq_failover_rejected_total{reason=\"hostname\"} 1",
+        "twinmasq_failover_rejected_total{reason=\"address\"} 0",
+        "twinmasq_failover_rejected_total{reason=\"client_id\"} 0",
         "twinmasq_failover_full_syncs_total 1",
         "twinmasq_failover_resumed_syncs_total 0",
         "twinmasq_failover_last_sync_age_seconds 2.5",
