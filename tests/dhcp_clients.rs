@@ -561,14 +561,16 @@ fn vendor_and_user_classes_set_tags_like_dnsmasq() {
 /// dig from a client's namespace against the lab server; `+short` or not.
 fn dig_at(host: &netns::Host, name: &str, short: bool) -> String {
     let server = format!("@{SERVER_IP}");
+    // Generous tries: the suite runs many labs at once on two cores, and a
+    // lost UDP answer must not read as a wrong one.
     let mut argv = vec![
-        "ip", "netns", "exec", &host.ns, "dig", "+time=1", "+tries=2",
+        "ip", "netns", "exec", &host.ns, "dig", "+time=2", "+tries=4",
     ];
     if short {
         argv.push("+short");
     }
     argv.extend([server.as_str(), name, "A"]);
-    netns::run(&argv, std::time::Duration::from_secs(5)).unwrap_or_default()
+    netns::run(&argv, std::time::Duration::from_secs(10)).unwrap_or_default()
 }
 
 /// A client that names itself after a `dhcp-host` line's host gets a lease
