@@ -2,7 +2,10 @@
 //! engine, the real failover node and a real sled lease database each),
 //! a dozen DHCP clients, and a network that partitions, delays and breaks
 //! the link, with node kills, restarts, clock skew and partner-down
-//! declarations, all driven by one seeded random generator.
+//! declarations, all driven by one seeded random generator. Replies wait
+//! for the partner's ack in the server's own gate (`failover::gate`), fed
+//! as the DHCP shell feeds its flusher; the rest of the shell's glue is
+//! still written here (issue 14 moves it into one lease task).
 //!
 //! After every step it checks:
 //! - no address acknowledged to two clients with overlapping lease times;
@@ -43,6 +46,7 @@ use twinmasq::dhcp::engine::{Decision, Engine, Reply};
 use twinmasq::dhcp::network::{Arrival, IfAddr};
 use twinmasq::dhcp::share::{Owner, ServeMode, SharePolicy};
 use twinmasq::dns::zone::{change_ms, serial_gt, zone_serial, AuthZones, DEFAULT_SERIAL_BASE};
+use twinmasq::failover::gate::{Offered, ReplyGate};
 use twinmasq::failover::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use twinmasq::lease::{Admission, DbOptions, LeaseDb, LeaseError};
 use twinmasq_proto::key::Key;
@@ -135,13 +139,6 @@ fn open_db(dir: &Path) -> LeaseDb {
     }
 }
 
-/// A reply the node's flusher holds, as the real flusher does.
-struct Held {
-    reply: Reply,
-    client: usize,
-    commit: Stamp,
-}
-
 struct Live {
     db: LeaseDb,
     /// The DNS side's serial, fed from the change feed, and its last
@@ -152,8 +149,9 @@ struct Live {
     engine: Engine,
     node: Node,
     mode: ServeMode,
-    acked: Stamp,
-    held: Vec<Held>,
+    /// The server's own ack-before-reply gate, holding replies to clients
+    /// (by index) as the flusher holds them.
+    gate: ReplyGate<(usize, Reply)>,
 }
 
 struct SimNode {
@@ -212,8 +210,7 @@ impl SimNode {
             engine,
             node,
             mode: ServeMode::Standalone,
-            acked: Stamp::default(),
-            held: Vec::new(),
+            gate: ReplyGate::default(),
         });
     }
 }
@@ -307,6 +304,8 @@ struct Sim {
     /// Whether a node's clock may leap ahead and back.
     clock_jumps: bool,
     _tmp: tempfile::TempDir,
+    /// Where the simulated time starts on the monotonic clock.
+    epoch: Instant,
     checks: u64,
     /// Client leases that lost a counted conflict in a merge.
     conflict_losses: u64,
@@ -444,6 +443,7 @@ impl Sim {
             lan_faults: scenario.lan_faults,
             clock_jumps: scenario.clock_jumps,
             _tmp: tmp,
+            epoch: Instant::now(),
             checks: 0,
             conflict_losses: 0,
             next_incarnation: 0,
@@ -650,6 +650,8 @@ impl Sim {
     /// Carries out node i's outputs and releases the replies it allows.
     fn drain(&mut self, i: usize) {
         let now = self.nodes[i].now(self.now);
+        // Replies the partner's acks released, delivered once it is quiet.
+        let mut ready = Vec::new();
         loop {
             let out = {
                 let Some(live) = &mut self.nodes[i].live else {
@@ -695,18 +697,16 @@ impl Sim {
                         return;
                     };
                     match other {
+                        // As the DHCP shell tells its flusher.
                         Output::Mode(m) => {
                             live.engine.set_mode(m);
                             live.mode = m;
-                            if !waits_for_partner(m) {
-                                // The flusher drops what waited on the link,
-                                // and counts acks afresh.
-                                live.held.clear();
-                                live.acked = Stamp::default();
-                            }
+                            live.gate.linked(waits_for_partner(m));
                         }
-                        Output::AckedThrough(s) => live.acked = live.acked.max(s),
-                        Output::Cancel(stamps) => live.held.retain(|h| !stamps.contains(&h.commit)),
+                        Output::AckedThrough(s) => ready.extend(live.gate.acked(s)),
+                        Output::Cancel(stamps) => {
+                            live.gate.cancel(&stamps);
+                        }
                         Output::Changed(ips) => {
                             for ip in ips {
                                 live.engine.note_change(ip, &live.db);
@@ -720,21 +720,19 @@ impl Sim {
                 }
             }
         }
-        // Held replies leave once the partner's ack covers them.
-        let ready: Vec<Held> = {
-            let Some(live) = &mut self.nodes[i].live else {
-                return;
-            };
-            let acked = live.acked;
-            let (ready, wait) = std::mem::take(&mut live.held)
-                .into_iter()
-                .partition(|h| h.commit <= acked);
-            live.held = wait;
-            ready
-        };
-        for h in ready {
-            self.deliver_to_client(i, h.client, &h.reply);
+        // As the flusher does after each batch.
+        let at = self.instant();
+        if let Some(live) = &mut self.nodes[i].live {
+            live.gate.expire(at);
         }
+        for (client, reply) in ready {
+            self.deliver_to_client(i, client, &reply);
+        }
+    }
+
+    /// The simulated time as the monotonic clock the flusher reads.
+    fn instant(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.now)
     }
 
     fn connect(&mut self, i: usize) {
@@ -797,17 +795,16 @@ impl Sim {
                     "the passive secondary answered client {c} (secs {secs}) while in sync"
                 ));
             }
-            match reply.commit {
-                Some(commit) if reply.durable && waits_for_partner(mode) => {
-                    if let Some(l) = &mut self.nodes[i].live {
-                        l.held.push(Held {
-                            reply,
-                            client: c,
-                            commit,
-                        });
-                    }
-                }
-                _ => self.deliver_to_client(i, c, &reply),
+            // As the DHCP shell hands durable replies to its flusher.
+            let promise = reply
+                .commit
+                .filter(|_| reply.durable && waits_for_partner(mode));
+            let at = self.instant();
+            let Some(l) = &mut self.nodes[i].live else {
+                continue;
+            };
+            if let Offered::Send((c, reply)) = l.gate.offer((c, reply), promise, at) {
+                self.deliver_to_client(i, c, &reply);
             }
         }
     }
