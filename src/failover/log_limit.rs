@@ -1,4 +1,4 @@
-//! Warnings that anyone on the network can cause, at most one line per
+//! Warnings that come in floods (anyone on the network can cause some),
 //! interval, sans-I/O: the first of a quiet spell is logged in full, the
 //! rest are counted and reported as one line when the interval is over.
 //! A flood of junk connections then costs a line a minute, not a line
@@ -39,15 +39,21 @@ impl LogLimit {
 
     /// An event at `now_ms`.
     pub fn note(&mut self, now_ms: u64) -> Note {
+        self.note_many(now_ms, 1)
+    }
+
+    /// An event at `now_ms` that stands for `n` things to count (records
+    /// in one batch, say): counts and summaries are in things.
+    pub fn note_many(&mut self, now_ms: u64, n: u64) -> Note {
         match self.since_ms {
             Some(since) if now_ms.saturating_sub(since) < self.interval_ms => {
-                self.counted += 1;
+                self.counted = self.counted.saturating_add(n);
                 Note::Counted
             }
             Some(since) if self.counted > 0 => {
                 let count = self.counted;
                 self.since_ms = Some(now_ms);
-                self.counted = 1;
+                self.counted = n;
                 Note::Summary {
                     count,
                     over_ms: now_ms.saturating_sub(since),
@@ -161,6 +167,15 @@ mod tests {
         assert_eq!(l.flush(120_000), Some((1, 60_000)));
         assert_eq!(l.flush(180_000), None);
         assert_eq!(l.note(180_001), Note::First);
+    }
+
+    #[test]
+    fn weighted_events_count_their_things() {
+        let mut l = LogLimit::new(10_000);
+        assert_eq!(l.note_many(0, 5), Note::First);
+        assert_eq!(l.note_many(1, 3), Note::Counted);
+        assert_eq!(l.note_many(2, 4), Note::Counted);
+        assert_eq!(l.flush(10_000), Some((7, 10_000)));
     }
 
     #[test]

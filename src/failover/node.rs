@@ -240,17 +240,10 @@ pub struct Node {
     strangers: LogLimit,
     /// The partner's records refused so far, and their log's pacing.
     rejected: Rejections,
-    reject_log: RejectLog,
+    /// Paces the warning about them (counted in records).
+    reject_log: LogLimit,
     /// The lease database's clock resets seen (see `follow_clock_resets`).
     clock_resets: u64,
-}
-
-/// Paces the warning about refused records: one line, then at most one
-/// per [`REJECT_LOG_INTERVAL_MS`] with what came meanwhile.
-#[derive(Debug, Default)]
-struct RejectLog {
-    last_ms: Option<u64>,
-    quiet: u64,
 }
 
 /// How far a connection got in the handshake.
@@ -334,7 +327,7 @@ impl Node {
             conflicts: 0,
             strangers: LogLimit::new(log_limit::INTERVAL_MS),
             rejected: Rejections::default(),
-            reject_log: RejectLog::default(),
+            reject_log: LogLimit::new(REJECT_LOG_INTERVAL_MS),
             clock_resets: 0,
         };
         node.out.push_back(Output::Mode(ServeMode::Unlinked));
@@ -669,6 +662,9 @@ impl Node {
         self.pump(db, now_ms);
         if let Some((count, over_ms)) = self.strangers.flush(now_ms) {
             Self::strangers_summary(count, over_ms);
+        }
+        if let Some((count, over_ms)) = self.reject_log.flush(now_ms) {
+            Self::rejections_summary(count, over_ms);
         }
         if self.cfg.role == Role::Secondary
             && self.partner.is_none()
@@ -1345,26 +1341,22 @@ impl Node {
     }
 
     fn log_rejections(&mut self, refused: &Rejections, ip: Ipv4Addr, reason: Reject, now_ms: u64) {
-        let log = &mut self.reject_log;
-        let due = log
-            .last_ms
-            .is_none_or(|t| now_ms.saturating_sub(t) >= REJECT_LOG_INTERVAL_MS);
-        if !due {
-            log.quiet = log.quiet.saturating_add(refused.total());
-            return;
+        match self.reject_log.note_many(now_ms, refused.total()) {
+            Note::First => tracing::warn!(
+                "failover: dropped {} of the partner's records ({}); the first, for {ip}: {}",
+                refused.total(),
+                refused.summary(),
+                reason.describe()
+            ),
+            Note::Summary { count, over_ms } => Self::rejections_summary(count, over_ms),
+            Note::Counted => {}
         }
-        let earlier = std::mem::take(&mut log.quiet);
-        log.last_ms = Some(now_ms);
+    }
+
+    fn rejections_summary(count: u64, over_ms: u64) {
         tracing::warn!(
-            "failover: dropped {} of the partner's records ({}){}; the first, for {ip}: {}",
-            refused.total(),
-            refused.summary(),
-            if earlier > 0 {
-                format!(", and {earlier} more since the last report")
-            } else {
-                String::new()
-            },
-            reason.describe()
+            "failover: dropped {count} more of the partner's records in the last {} s (see twinmasq status)",
+            over_ms.div_ceil(1000)
         );
     }
 
