@@ -45,16 +45,22 @@ fuzz_target!(|data: &[u8]| {
     let n = db
         .import_lease_file(&file, NOW_MS)
         .unwrap_or_else(|e| panic!("a file that parses imports: {e}"));
+    // The admission rules (a legal host label, sizes, expiry) drop some
+    // lines; every other one comes in.
+    let admitted: Vec<_> = records
+        .iter()
+        .filter(|r| db.admission().check(r, NOW_MS).is_ok())
+        .collect();
     assert_eq!(
         n,
-        records.len(),
-        "every record is imported into the empty database"
+        admitted.len(),
+        "every admitted record is imported into the empty database"
     );
     // Stored under the address, so a later line for the same address wins;
     // what is stored is what the file said, expired or not by the clock.
-    for rec in &records {
+    for rec in &admitted {
         let stored = db.get(rec.ip).expect("an imported address is stored");
-        let last = records
+        let last = admitted
             .iter()
             .rev()
             .find(|r| r.ip == rec.ip)

@@ -1,5 +1,5 @@
 //! Warnings that come in floods (anyone on the network can cause some),
-//! interval, sans-I/O: the first of a quiet spell is logged in full, the
+//! at most one line per interval, sans-I/O: the first of a quiet spell is logged in full, the
 //! rest are counted and reported as one line when the interval is over.
 //! A flood of junk connections then costs a line a minute, not a line
 //! each (small routers keep their logs in a few MB of RAM).
