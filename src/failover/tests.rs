@@ -24,7 +24,7 @@ fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
         max_skew_ms: 30_000,
         mclt_ms: 60_000,
         auto_partner_down_ms: None,
-        ranges_fingerprint: [ranges.len() as u8; 32],
+        ranges_fingerprint: super::ranges::fingerprint(ranges),
         ranges_text: ranges.to_string(),
         shares: vec![(Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 49))],
         split_percent: 50,
