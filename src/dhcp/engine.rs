@@ -623,6 +623,13 @@ impl Engine {
         if self.host_addr(ctx) == Some(ip) {
             return true;
         }
+        if !ctx.rules.allocate {
+            // Nothing new: only the client's own unexpired binding.
+            let now_secs = now_ms / 1000;
+            return db
+                .get(ip)
+                .is_some_and(|r| r.client == ctx.client.key && r.is_active(now_secs));
+        }
         let Some(owner) = self
             .dynamic_range_of(ip, ctx.net)
             .and_then(|i| self.pools[i].owner(ip))
@@ -761,6 +768,9 @@ impl Engine {
             if ctx.net.contains(ip) && self.may_allocate(ctx, ip, db, now_ms) {
                 return Ok((ip, matches!(h.kind, HoldKind::Probing(_))));
             }
+        }
+        if !ctx.rules.allocate {
+            return Err(Ignored::ConfigMismatch);
         }
         let cfg = Arc::clone(&self.cfg);
         if db.bound_count() >= cfg.lease_max as usize {

@@ -259,9 +259,74 @@ fn mismatched_ranges_are_refused_naming_them() {
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
     );
     t.tick(1);
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
-    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    // Refused, and (issue 14, case 5) neither hands out new addresses.
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
+    assert_eq!(t.s.mode, ServeMode::ConfigMismatch);
     assert!(t.p.table().is_empty() && t.s.table().is_empty());
+    for end in [&t.p, &t.s] {
+        let why = end.node.status().mismatch.unwrap();
+        assert!(
+            why.contains("198.18.0.10-198.18.0.200") && why.contains("198.18.0.10-198.18.0.99"),
+            "{why}"
+        );
+    }
+}
+
+/// A mismatch lasts only until a handshake finds the configurations
+/// equal: the edited node fixed and restarted, the pair links again and
+/// hands out addresses as before.
+#[test]
+fn a_config_mismatch_ends_when_a_handshake_agrees() {
+    let mut t = Pair::new(
+        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50"),
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
+    );
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
+    // The secondary's configuration is set right and it restarts.
+    t.s = End::new(
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200 split 50"),
+        t.now,
+    );
+    t.p.conn = None;
+    for _ in 0..10 {
+        t.tick(1_000);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.p.node.status().mismatch, None);
+    assert_eq!(t.p.node.status().state, "linked");
+}
+
+/// The operator's partner-down overrides a mismatch (the partner is gone,
+/// nobody is left to overlap with); the automatic one never fires while
+/// the partner answers with another configuration.
+#[test]
+fn partner_down_overrides_a_config_mismatch_only_when_declared() {
+    let mut pc = cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50");
+    pc.auto_partner_down_ms = Some(2_000);
+    let mut t = Pair::new(
+        pc,
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
+    );
+    for _ in 0..10 {
+        t.tick(1_000);
+    }
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
+    assert_eq!(t.p.node.status().partner_down_since_ms, None);
+    t.p.node.declare_partner_down(t.now).unwrap();
+    t.settle();
+    assert!(
+        matches!(t.p.mode, ServeMode::PartnerDown { .. }),
+        "{:?}",
+        t.p.mode
+    );
+    // It was not gone after all: its next handshake shows the mismatch
+    // again, and that wins.
+    for _ in 0..6 {
+        t.tick(1_000);
+    }
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
 }
 
 #[test]
@@ -580,8 +645,10 @@ fn hello_frame(key_byte: u8, wall_ms: u64) -> (twinmasq_proto::link::Link, Vec<u
         role: Role::Secondary,
         node: 77,
         nonce: [7; 32],
-        ranges: [ranges.len() as u8; 32],
+        ranges: super::ranges::fingerprint(ranges),
         wall_ms,
+        mclt_ms: 60_000,
+        terms: ranges.into(),
     };
     let mut link = Link::new(key(key_byte), hello);
     let bytes = link.take_output();
@@ -945,7 +1012,10 @@ fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
         }],
         to_broadcast: true,
     };
-    for (end, own, held, client) in [(&mut t.p, Owner::Primary, 12, 1), (&mut t.s, Owner::Secondary, 40, 2)] {
+    for (end, own, held, client) in [
+        (&mut t.p, Owner::Primary, 12, 1),
+        (&mut t.s, Owner::Secondary, 40, 2),
+    ] {
         assert_eq!(end.node.status().state, "config-mismatch", "{own:?}");
         let mut engine = engine_for(end, own);
         let now = t.now;
