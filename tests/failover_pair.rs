@@ -908,7 +908,8 @@ fn no_new_leases_while_refused(pair: &PairLab, p: &Server, s: &Server, checks: &
         checks.check(r.is_err(), || {
             format!(
                 "new client {} got {:?} while the link is refused for a configuration mismatch",
-                h.mac, r
+                h.mac,
+                r.as_ref().map(|l| (l.address, role_name(l.server_id)))
             )
         });
     }
@@ -947,7 +948,9 @@ fn mclt_mismatch_is_refused_with_both_values_named() {
         s.wait_log(0, needle, SYNC_WAIT),
         "the secondary refusing the link",
     );
-    report(&format!("mismatched MCLT:\n  primary:   {pl}\n  secondary: {sl}"));
+    report(&format!(
+        "mismatched MCLT:\n  primary:   {pl}\n  secondary: {sl}"
+    ));
     let (pm, sm) = (
         format!("failover-mclt {p_mclt} s"),
         "failover-mclt 10 s".to_string(),
@@ -961,7 +964,10 @@ fn mclt_mismatch_is_refused_with_both_values_named() {
     for (srv, name) in [(&p, "primary"), (&s, "secondary")] {
         let bad = srv.log_grep(0, "sync done");
         checks.check(bad.is_empty(), || {
-            format!("{name}: synced despite different MCLTs:\n{}", bad.join("\n"))
+            format!(
+                "{name}: synced despite different MCLTs:\n{}",
+                bad.join("\n")
+            )
         });
     }
     no_new_leases_while_refused(&pair, &p, &s, &mut checks);
