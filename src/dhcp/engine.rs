@@ -908,6 +908,12 @@ impl Engine {
         // (with an MCLT-bounded lease) instead of losing it to a NAK.
         let unclaimed = ctx.rules.ack_unclaimed
             && (self.host_addr(ctx) == Some(ip) || self.dynamic_range_of(ip, ctx.net).is_some());
+        if !known && !ctx.rules.allocate {
+            // A lease we do not hold is a new one here, even to an
+            // authoritative server: silence, so a lease the partner may
+            // have given is not NAKed away either.
+            return self.ignore(Ignored::ConfigMismatch);
+        }
         if !known && !authoritative && !unclaimed {
             return self.ignore(Ignored::UnknownClient);
         }
