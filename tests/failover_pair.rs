@@ -781,7 +781,9 @@ fn wrong_key_is_refused_and_nothing_crosses() {
 }
 
 /// Scenario 6: The secondary's dhcp-range ends elsewhere: the link is
-/// refused, and the log names the ranges; nothing syncs.
+/// refused, and the log names the ranges; nothing syncs. While refused
+/// (issue 14, case 5: the shares the two compute overlap) neither node
+/// hands out a new address, and a client holding a lease still renews.
 #[test]
 fn mismatched_ranges_are_refused_with_the_ranges_named() {
     let pair = pair!("mismatched_ranges_are_refused_with_the_ranges_named");
@@ -800,7 +802,7 @@ fn mismatched_ranges_are_refused_with_the_ranges_named() {
 
     let p_mark = p.log_mark();
     let s = pair.start_node(SECONDARY, &s_conf);
-    let needle = "DHCP ranges or failover-split differ";
+    let needle = "differ between the nodes";
     let (pl, _) = must(
         p.wait_log(p_mark, needle, SYNC_WAIT),
         "the primary refusing the link",
@@ -854,6 +856,121 @@ fn mismatched_ranges_are_refused_with_the_ranges_named() {
             )
         },
     );
+    no_new_leases_while_refused(&pair, &p, &s, &mut checks);
+    match c1.renew() {
+        Ok(l) => checks.check(l.address == l1.address, || {
+            format!("the held lease renewed to another address: {l:?}, was {l1:?}")
+        }),
+        Err(e) => checks.check(false, || {
+            format!(
+                "the primary did not renew the lease it holds while refused: {e}\n{}",
+                p.log_tail(30)
+            )
+        }),
+    }
+    checks.finish();
+}
+
+/// New clients while the link is refused for a configuration mismatch:
+/// none gets an address (each node's share under its own configuration
+/// may be the partner's under the other), so none is leased twice; both
+/// nodes say why, once.
+fn no_new_leases_while_refused(pair: &PairLab, p: &Server, s: &Server, checks: &mut Checks) {
+    for (srv, name) in [(p, "primary"), (s, "secondary")] {
+        let said = srv.log_grep(0, "configuration mismatch with the partner");
+        checks.check(said.len() == 1, || {
+            format!(
+                "{name}: the mismatch is to be logged once, found {} lines:\n{}",
+                said.len(),
+                srv.log_tail(30)
+            )
+        });
+    }
+    let hosts = [pair.lab.add_client(), pair.lab.add_client()];
+    let got: Vec<(Host, Result<Lease, String>)> = thread::scope(|sc| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                sc.spawn(move || {
+                    let mut c = Udhcpc::new(&pair.lab, h).with_tries(3, 1);
+                    let r = c.obtain();
+                    c.stop();
+                    (h.clone(), r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a client thread panicked"))
+            .collect()
+    });
+    for (h, r) in &got {
+        checks.check(r.is_err(), || {
+            format!(
+                "new client {} got {:?} while the link is refused for a configuration mismatch",
+                h.mac,
+                r.as_ref().map(|l| (l.address, role_name(l.server_id)))
+            )
+        });
+    }
+    let dups = duplicates(&[
+        ("primary", p.lease_pairs().into_iter().collect()),
+        ("secondary", s.lease_pairs().into_iter().collect()),
+    ]);
+    checks.check(dups.is_empty(), || format!("duplicates: {dups:?}"));
+}
+
+/// Issue 14, case 4: the secondary's failover-mclt differs from the
+/// primary's. Each would extend and outwait leases by its own, so the
+/// link is refused with both values named, nothing syncs, and no new
+/// address is handed out meanwhile.
+#[test]
+fn mclt_mismatch_is_refused_with_both_values_named() {
+    let pair = pair!("mclt_mismatch_is_refused_with_both_values_named");
+    let mut checks = Checks::new("mclt_mismatch_is_refused_with_both_values_named");
+    let conf = ServerConf::standard();
+    let p_mclt = pair.timings.mclt_secs;
+    let p = pair.start_node(PRIMARY, &conf);
+    let mut s_conf = pair.node_conf(SECONDARY, &conf, &pair.key);
+    for l in &mut s_conf.lines {
+        if l.starts_with("failover-mclt=") {
+            *l = "failover-mclt=10".into();
+        }
+    }
+    let mut s = pair.node(SECONDARY, &s_conf);
+    s.start();
+    let needle = "differ between the nodes";
+    let (pl, _) = must(
+        p.wait_log(0, needle, SYNC_WAIT),
+        "the primary refusing the link",
+    );
+    let (sl, _) = must(
+        s.wait_log(0, needle, SYNC_WAIT),
+        "the secondary refusing the link",
+    );
+    report(&format!(
+        "mismatched MCLT:\n  primary:   {pl}\n  secondary: {sl}"
+    ));
+    let (pm, sm) = (
+        format!("failover-mclt {p_mclt} s"),
+        "failover-mclt 10 s".to_string(),
+    );
+    for (line, name) in [(&pl, "primary"), (&sl, "secondary")] {
+        checks.check(line.contains(&pm) && line.contains(&sm), || {
+            format!("the {name}'s refusal does not name both MCLTs ({pm}, {sm}): {line}")
+        });
+    }
+    thread::sleep(REFUSED_WATCH);
+    for (srv, name) in [(&p, "primary"), (&s, "secondary")] {
+        let bad = srv.log_grep(0, "sync done");
+        checks.check(bad.is_empty(), || {
+            format!(
+                "{name}: synced despite different MCLTs:\n{}",
+                bad.join("\n")
+            )
+        });
+    }
+    no_new_leases_while_refused(&pair, &p, &s, &mut checks);
     checks.finish();
 }
 

@@ -88,6 +88,8 @@ fn hello(role: Role, nonce: [u8; 32]) -> Hello {
         nonce,
         ranges: [3; 32],
         wall_ms: 1_800_000_000_000,
+        mclt_ms: 3_600_000,
+        terms: "ranges [198.18.0.10-198.18.0.99], failover-split 50".into(),
     }
 }
 

@@ -17,7 +17,10 @@ use sha2::Sha256;
 use crate::key::Key;
 use crate::lease::LeaseRecord;
 
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The most of [`Hello::terms`] a sender puts in, in bytes: a readable
+/// list of ranges for a refusal message, not a place for data.
+pub const MAX_TERMS: usize = 4096;
 /// Largest frame accepted, so a hostile length prefix cannot make us
 /// allocate without bound. Lease pages are sized to fit well within it.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -50,6 +53,12 @@ pub struct Hello {
     pub ranges: [u8; 32],
     /// Sender's wall clock, for the skew check.
     pub wall_ms: u64,
+    /// The maximum client lead time the sender extends and outwaits
+    /// leases by: both ends must use the same.
+    pub mclt_ms: u64,
+    /// The sender's ranges and split, readable (at most [`MAX_TERMS`]
+    /// bytes), so a refusal can name both sides' values.
+    pub terms: String,
 }
 
 /// What a side knows of the peer when a link opens: whether the two can
@@ -322,6 +331,13 @@ impl Link {
             self.recv_seq += 1;
             let msg: Message = match crate::codec::decode(body) {
                 Ok(m) => m,
+                // A hello of another version has other fields: say so
+                // rather than only that it does not decode.
+                Err(e) if self.state == State::AwaitHello => {
+                    return Err(self.fail(LinkError::Body(format!(
+                        "{e} (a hello of another protocol version? we speak {PROTOCOL_VERSION})"
+                    ))))
+                }
                 Err(e) => return Err(self.fail(LinkError::Body(e.to_string()))),
             };
             match self.on_message(msg) {
@@ -417,6 +433,8 @@ mod tests {
             nonce: [nonce; 32],
             ranges: [9; 32],
             wall_ms: 1,
+            mclt_ms: 3_600_000,
+            terms: "ranges [198.18.0.10-198.18.0.99], failover-split 50".into(),
         }
     }
 

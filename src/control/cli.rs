@@ -412,6 +412,12 @@ pub fn render_status(r: &StatusReport, now_ms: u64) -> String {
             if let Some(since) = f.partner_down_since_unix_ms {
                 let _ = writeln!(s, "  partner declared down {}", ago_text(since, now_ms));
             }
+            if let Some(m) = &f.config_mismatch {
+                let _ = writeln!(
+                    s,
+                    "  CONFIGURATION MISMATCH with the partner, no new addresses handed out: {m}"
+                );
+            }
         }
     }
     s
@@ -506,6 +512,7 @@ mod tests {
             clock_skew_ms: None,
             partner_down_since_unix_ms: None,
             rejected: Default::default(),
+            config_mismatch: None,
         }
     }
 

@@ -623,6 +623,13 @@ impl Engine {
         if self.host_addr(ctx) == Some(ip) {
             return true;
         }
+        if !ctx.rules.allocate {
+            // Nothing new: only the client's own unexpired binding.
+            let now_secs = now_ms / 1000;
+            return db
+                .get(ip)
+                .is_some_and(|r| r.client == ctx.client.key && r.is_active(now_secs));
+        }
         let Some(owner) = self
             .dynamic_range_of(ip, ctx.net)
             .and_then(|i| self.pools[i].owner(ip))
@@ -762,6 +769,9 @@ impl Engine {
                 return Ok((ip, matches!(h.kind, HoldKind::Probing(_))));
             }
         }
+        if !ctx.rules.allocate {
+            return Err(Ignored::ConfigMismatch);
+        }
         let cfg = Arc::clone(&self.cfg);
         if db.bound_count() >= cfg.lease_max as usize {
             return Err(Ignored::LeaseMax);
@@ -898,6 +908,12 @@ impl Engine {
         // (with an MCLT-bounded lease) instead of losing it to a NAK.
         let unclaimed = ctx.rules.ack_unclaimed
             && (self.host_addr(ctx) == Some(ip) || self.dynamic_range_of(ip, ctx.net).is_some());
+        if !known && !ctx.rules.allocate {
+            // A lease we do not hold is a new one here, even to an
+            // authoritative server: silence, so a lease the partner may
+            // have given is not NAKed away either.
+            return self.ignore(Ignored::ConfigMismatch);
+        }
         if !known && !authoritative && !unclaimed {
             return self.ignore(Ignored::UnknownClient);
         }

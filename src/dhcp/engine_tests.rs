@@ -1268,3 +1268,42 @@ fn an_expiry_at_the_end_of_time_does_not_overflow() {
     let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(theirs).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
 }
+
+/// Issue 14, case 5: while the partners' configurations differ nothing new
+/// is handed out, by any path: no offer, no SELECTING ACK, and not even
+/// with `dhcp-authoritative` an INIT-REBOOT ACK for an address the node
+/// holds no lease of; the client's own lease still renews.
+#[test]
+fn config_mismatch_hands_out_nothing_new_by_any_path() {
+    let policy = SharePolicy {
+        own: Owner::Primary,
+        split_percent: 50,
+        mclt: std::time::Duration::from_secs(MCLT_SECS),
+        unanswered_secs: 10,
+    };
+    let mut rig = Rig::build(|c| c.authoritative = true, Some(policy));
+    rig.engine.set_mode(ServeMode::Unlinked);
+    let held = rig.dora(mac(1));
+    rig.engine.set_mode(ServeMode::ConfigMismatch);
+    assert!(matches!(
+        rig.send(&RawRequest::new(1, mac(2), 1).finish()),
+        Decision::Ignored(_)
+    ));
+    let selecting = RawRequest::new(3, mac(2), 2)
+        .opt(54, &SERVER.octets())
+        .opt(50, &addr(11).octets())
+        .finish();
+    assert!(!matches!(rig.send(&selecting), Decision::Reply(r) if r.kind == MessageType::Ack));
+    let reboot = RawRequest::new(3, mac(3), 3)
+        .opt(50, &addr(12).octets())
+        .finish();
+    let d = rig.send(&reboot);
+    assert!(
+        !matches!(&d, Decision::Reply(r) if r.kind == MessageType::Ack),
+        "an unknown INIT-REBOOT was ACKed while the configurations differ: {d:?}"
+    );
+    assert!(rig.db.get(addr(12)).is_none());
+    let renew = RawRequest::new(3, mac(1), 4).ciaddr(held).finish();
+    let (_, ack) = rig.reply(&renew);
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+}

@@ -41,6 +41,12 @@ pub enum ServeMode {
     /// the partner's share, for addresses whose lease ended more than an
     /// MCLT ago.
     PartnerDown { partner_share_from_ms: u64 },
+    /// The partner refused the link (or this node refused it) because the
+    /// two configurations differ in what both must compute alike (ranges,
+    /// split, MCLT): the shares each computes may overlap, so no new
+    /// address is handed out; a client's own unexpired lease is still
+    /// renewed, with leases no longer than the MCLT.
+    ConfigMismatch,
 }
 
 /// The failover settings the engine needs.
@@ -120,6 +126,9 @@ pub struct Rules {
     /// many ms (an MCLT) ago is not handed to another client, because the
     /// partner may have extended that lease by up to an MCLT meanwhile.
     pub own_aged: Option<u64>,
+    /// New allocations allowed at all. When false, only a client's own
+    /// unexpired binding is given back to it (see `ConfigMismatch`).
+    pub allocate: bool,
 }
 
 impl Rules {
@@ -131,6 +140,7 @@ impl Rules {
         cap_secs: None,
         ack_unclaimed: false,
         own_aged: None,
+        allocate: true,
     };
 
     /// The rules for a request with `secs` in it, arriving at `now_ms`;
@@ -154,6 +164,7 @@ impl Rules {
             cap_secs: Some(mclt_secs),
             ack_unclaimed: true,
             own_aged: Some(mclt_ms),
+            allocate: true,
         };
         Some(match mode {
             ServeMode::Standalone | ServeMode::Linked => Rules {
@@ -174,6 +185,13 @@ impl Rules {
                 ..unlinked
             },
             ServeMode::PartnerDown { .. } => unlinked,
+            // An address this node does not know may be one the partner
+            // gave out under its other ranges: no ack for it either.
+            ServeMode::ConfigMismatch => Rules {
+                ack_unclaimed: false,
+                allocate: false,
+                ..unlinked
+            },
         })
     }
 
@@ -278,5 +296,11 @@ mod tests {
         assert_eq!(unlinked.cap(Some(3600)), (Some(600), true));
         assert_eq!(unlinked.cap(Some(120)), (Some(120), false));
         assert_eq!(linked.cap(None), (None, false));
+        let mismatch = r(ServeMode::ConfigMismatch, 0, 0).unwrap();
+        assert_eq!(
+            (mismatch.allocate, mismatch.ack_unclaimed, mismatch.cap_secs),
+            (false, false, Some(600))
+        );
+        assert!(unlinked.allocate && linked.allocate);
     }
 }

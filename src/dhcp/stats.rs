@@ -47,13 +47,16 @@ pub enum Ignored {
     /// The options the reply must echo (client id, relay information)
     /// cannot fit in the client's maximum message size.
     ReplyTooBig,
+    /// A new allocation while the failover partners' configurations
+    /// differ (`ServeMode::ConfigMismatch`): nothing new is handed out.
+    ConfigMismatch,
 }
 
 impl Ignored {
     /// Every reason, so a metrics scrape can show each one from zero
     /// (a counter that appears only on its first event hides that event
     /// from `rate()`).
-    pub const ALL: [Ignored; 22] = [
+    pub const ALL: [Ignored; 23] = [
         Ignored::Decode(DecodeError::TooShort),
         Ignored::Decode(DecodeError::NotRequest),
         Ignored::Decode(DecodeError::BadHlen),
@@ -76,6 +79,7 @@ impl Ignored {
         Ignored::DeclineLimit,
         Ignored::Oversized,
         Ignored::ReplyTooBig,
+        Ignored::ConfigMismatch,
     ];
 
     pub fn label(self) -> &'static str {
@@ -102,6 +106,7 @@ impl Ignored {
             Ignored::DeclineLimit => "decline_limit",
             Ignored::Oversized => "oversized",
             Ignored::ReplyTooBig => "reply_too_big",
+            Ignored::ConfigMismatch => "config_mismatch",
         }
     }
 }

@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 
 use twinmasq_proto::key::Key;
 use twinmasq_proto::link::{
-    Event, Hello, Link, Message, ResumePoint, Role, SyncStart, PROTOCOL_VERSION,
+    Event, Hello, Link, Message, ResumePoint, Role, SyncStart, MAX_TERMS, PROTOCOL_VERSION,
 };
 use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
 
@@ -165,6 +165,10 @@ struct Session {
     peer_skew_ms: Option<i64>,
     /// Why this session must end once the handshake lets us say so.
     refusal: Option<String>,
+    /// The peer's hello differs in what both ends must compute alike
+    /// (ranges, split, MCLT): both ends' values, readable. `None` when
+    /// they agree.
+    mismatch: Option<String>,
     /// The `SyncStart` we sent, and the partner's incarnation from its own.
     own_start: Option<SyncStart>,
     peer_incarnation: Option<u64>,
@@ -191,6 +195,9 @@ pub struct NodeStatus {
     pub resumed_syncs: u64,
     /// The partner's records refused by the admission rules, by reason.
     pub rejected: Rejections,
+    /// The link is refused because the two configurations differ: both
+    /// sides' values. Cleared by a handshake that finds them equal.
+    pub mismatch: Option<String>,
 }
 
 pub struct Node {
@@ -244,6 +251,10 @@ pub struct Node {
     reject_log: LogLimit,
     /// The lease database's clock resets seen (see `follow_clock_resets`).
     clock_resets: u64,
+    /// The last authenticated handshake found the configurations differ
+    /// (both sides' values): no new allocations until one finds them
+    /// equal, or the operator declares the partner down.
+    mismatch: Option<String>,
 }
 
 /// How far a connection got in the handshake.
@@ -263,6 +274,24 @@ pub enum Handshake {
 pub fn skew_between(peer_ms: u64, now_ms: u64) -> i64 {
     let d = i128::from(peer_ms) - i128::from(now_ms);
     i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// An MCLT as the configuration would say it: whole seconds as `N s`.
+fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
 }
 
 fn record_size(r: &LeaseRecord) -> usize {
@@ -329,6 +358,7 @@ impl Node {
             rejected: Rejections::default(),
             reject_log: LogLimit::new(REJECT_LOG_INTERVAL_MS),
             clock_resets: 0,
+            mismatch: None,
         };
         node.out.push_back(Output::Mode(ServeMode::Unlinked));
         node
@@ -371,6 +401,7 @@ impl Node {
             .and_then(|c| self.sessions.get(&c))
             .map(|s| &s.phase);
         let state = match (self.cfg.role, phase) {
+            (_, _) if self.mismatch.is_some() && !self.in_sync() => "config-mismatch",
             (_, _) if self.partner_down_since_ms.is_some() && !self.in_sync() => "partner-down",
             (Role::Primary, Some(Phase::Streaming)) => "linked",
             (Role::Secondary, Some(Phase::Streaming)) => "passive",
@@ -401,6 +432,7 @@ impl Node {
             full_syncs: self.full_syncs,
             resumed_syncs: self.resumed_syncs,
             rejected: self.rejected,
+            mismatch: self.mismatch.clone(),
         }
     }
 
@@ -410,6 +442,11 @@ impl Node {
     pub fn declare_partner_down(&mut self, now_ms: u64) -> Result<u64, String> {
         if self.in_sync() {
             return Err("the partner is linked and in sync: it is not down".into());
+        }
+        if let Some(m) = self.mismatch.take() {
+            // The operator says the partner is gone: nobody is left to
+            // overlap with.
+            tracing::warn!("failover: partner declared down; no longer holding back for the configuration mismatch ({m})");
         }
         let since = *self.partner_down_since_ms.get_or_insert(now_ms);
         tracing::warn!(
@@ -426,6 +463,8 @@ impl Node {
                 Role::Primary => ServeMode::Linked,
                 Role::Secondary => ServeMode::Passive,
             }
+        } else if self.mismatch.is_some() {
+            ServeMode::ConfigMismatch
         } else if let Some(since) = self.partner_down_since_ms {
             ServeMode::PartnerDown {
                 partner_share_from_ms: since + self.cfg.mclt_ms,
@@ -450,6 +489,8 @@ impl Node {
             nonce,
             ranges: self.cfg.ranges_fingerprint,
             wall_ms: now_ms,
+            mclt_ms: self.cfg.mclt_ms,
+            terms: truncated(&self.cfg.ranges_text, MAX_TERMS),
         };
         let session = Session {
             link: Link::new(self.cfg.key.clone(), hello),
@@ -460,6 +501,7 @@ impl Node {
             peer_node: None,
             peer_skew_ms: None,
             refusal: None,
+            mismatch: None,
             own_start: None,
             peer_incarnation: None,
             sent_through: 0,
@@ -710,10 +752,12 @@ impl Node {
                 );
             }
         }
-        if let (Some(after), Some(since), None) = (
+        // A partner that answers with another configuration is not down.
+        if let (Some(after), Some(since), None, None) = (
             self.cfg.auto_partner_down_ms,
             self.unlinked_since_ms,
             self.partner_down_since_ms,
+            &self.mismatch,
         ) {
             if now_ms.saturating_sub(since) >= after {
                 tracing::warn!("failover: partner unlinked for {after} ms: declaring it down");
@@ -825,15 +869,28 @@ impl Node {
         };
         s.peer_node = Some(h.node);
         s.peer_skew_ms = Some(skew);
+        if h.ranges != self.cfg.ranges_fingerprint || h.mclt_ms != self.cfg.mclt_ms {
+            // The peer's text is a key holder's, but still shown only as
+            // printable characters, and bounded.
+            let theirs: String = truncated(&h.terms, MAX_TERMS)
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            s.mismatch = Some(format!(
+                "this node has: {}, failover-mclt {}; the partner has: {theirs}, failover-mclt {}",
+                self.cfg.ranges_text,
+                duration_text(self.cfg.mclt_ms),
+                duration_text(h.mclt_ms)
+            ));
+        }
         if skew.unsigned_abs() > self.cfg.max_skew_ms {
             s.refusal = Some(format!(
                 "clock skew of {skew} ms between the nodes exceeds the {} ms allowed (failover-max-skew): synchronise the clocks",
                 self.cfg.max_skew_ms
             ));
-        } else if h.ranges != self.cfg.ranges_fingerprint {
+        } else if let Some(m) = &s.mismatch {
             s.refusal = Some(format!(
-                "DHCP ranges or failover-split differ between the nodes; this node has: {}",
-                self.cfg.ranges_text
+                "DHCP ranges, failover-split or failover-mclt differ between the nodes (no new addresses are handed out until they agree); {m}"
             ));
         }
     }
@@ -843,7 +900,13 @@ impl Node {
             return;
         };
         let (peer, skew) = (s.peer_node, s.peer_skew_ms);
-        if let Some(reason) = s.refusal.clone() {
+        let (mismatch, refusal) = (s.mismatch.clone(), s.refusal.clone());
+        // The hello is the peer's own now (its proof covers the hello's
+        // nonce): what it says of its configuration counts.
+        if self.partner.is_none_or(|p| p == conn) {
+            self.note_mismatch(mismatch);
+        }
+        if let Some(reason) = refusal {
             // A key holder, so its clock is worth showing (it may be why
             // it is refused); not over a linked partner's, though.
             if self.partner.is_none_or(|p| p == conn) && skew.is_some() {
@@ -890,6 +953,26 @@ impl Node {
             peer.map_or("?".into(), |n| n.to_string())
         );
         self.send(conn, &Message::SyncStart(start), now_ms);
+    }
+
+    /// Records what the last authenticated handshake said about the two
+    /// configurations: a mismatch stops new allocations (both nodes may
+    /// count an address as their own), loudly, once per distinct
+    /// mismatch rather than at every retry of the link.
+    fn note_mismatch(&mut self, mismatch: Option<String>) {
+        if mismatch == self.mismatch {
+            return;
+        }
+        match &mismatch {
+            Some(m) => tracing::error!(
+                "failover: configuration mismatch with the partner: no new addresses are handed out (leases held are still renewed) until both nodes have the same dhcp-range, failover-split and failover-mclt; {m}"
+            ),
+            None => tracing::warn!(
+                "failover: the partner's configuration agrees with ours again: handing out addresses again"
+            ),
+        }
+        self.mismatch = mismatch;
+        self.update_mode();
     }
 
     /// Both `SyncStart`s are known: the secondary sends its table, or its

@@ -40,8 +40,9 @@ impl std::fmt::Display for NodeRole {
 pub struct FailoverStatus {
     pub role: NodeRole,
     /// The node's state name: primary `linked`, `unlinked`, `syncing`,
-    /// `partner-down`; secondary `passive`, `syncing`, `connecting`,
-    /// `active`, `partner-down` (see [`super::node::Node::status`]).
+    /// `partner-down`, `config-mismatch`; secondary `passive`, `syncing`,
+    /// `connecting`, `active`, `partner-down`, `config-mismatch` (see
+    /// [`super::node::Node::status`]).
     pub state: String,
     /// The partner's link address, where this node knows it: the
     /// secondary's `failover-master`. The primary accepts any address the
@@ -70,6 +71,10 @@ pub struct FailoverStatus {
     /// (`lease::validate`).
     #[serde(default)]
     pub rejected: Rejections,
+    /// The link is refused because the two configurations differ (ranges,
+    /// split, MCLT): both sides' values. No new addresses meanwhile.
+    #[serde(default)]
+    pub config_mismatch: Option<String>,
 }
 
 impl FailoverStatus {
@@ -90,6 +95,7 @@ impl FailoverStatus {
             clock_skew_ms: status.clock_skew_ms,
             partner_down_since_unix_ms: status.partner_down_since_ms,
             rejected: status.rejected,
+            config_mismatch: status.mismatch.clone(),
         }
     }
 
@@ -131,6 +137,7 @@ mod tests {
                 hostname: 2,
                 ..Rejections::default()
             },
+            config_mismatch: None,
         }
     }
 
@@ -148,6 +155,7 @@ mod tests {
             ("passive", false),
             ("syncing", false),
             ("connecting", false),
+            ("config-mismatch", false),
         ] {
             assert_eq!(
                 status(NodeRole::Secondary, state).should_be_live().0,

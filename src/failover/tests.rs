@@ -24,7 +24,7 @@ fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
         max_skew_ms: 30_000,
         mclt_ms: 60_000,
         auto_partner_down_ms: None,
-        ranges_fingerprint: [ranges.len() as u8; 32],
+        ranges_fingerprint: super::ranges::fingerprint(ranges),
         ranges_text: ranges.to_string(),
         shares: vec![(Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 49))],
         split_percent: 50,
@@ -259,9 +259,74 @@ fn mismatched_ranges_are_refused_naming_them() {
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
     );
     t.tick(1);
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
-    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    // Refused, and (issue 14, case 5) neither hands out new addresses.
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
+    assert_eq!(t.s.mode, ServeMode::ConfigMismatch);
     assert!(t.p.table().is_empty() && t.s.table().is_empty());
+    for end in [&t.p, &t.s] {
+        let why = end.node.status().mismatch.unwrap();
+        assert!(
+            why.contains("198.18.0.10-198.18.0.200") && why.contains("198.18.0.10-198.18.0.99"),
+            "{why}"
+        );
+    }
+}
+
+/// A mismatch lasts only until a handshake finds the configurations
+/// equal: the edited node fixed and restarted, the pair links again and
+/// hands out addresses as before.
+#[test]
+fn a_config_mismatch_ends_when_a_handshake_agrees() {
+    let mut t = Pair::new(
+        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50"),
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
+    );
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
+    // The secondary's configuration is set right and it restarts.
+    t.s = End::new(
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200 split 50"),
+        t.now,
+    );
+    t.p.conn = None;
+    for _ in 0..10 {
+        t.tick(1_000);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.p.node.status().mismatch, None);
+    assert_eq!(t.p.node.status().state, "linked");
+}
+
+/// The operator's partner-down overrides a mismatch (the partner is gone,
+/// nobody is left to overlap with); the automatic one never fires while
+/// the partner answers with another configuration.
+#[test]
+fn partner_down_overrides_a_config_mismatch_only_when_declared() {
+    let mut pc = cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50");
+    pc.auto_partner_down_ms = Some(2_000);
+    let mut t = Pair::new(
+        pc,
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
+    );
+    for _ in 0..10 {
+        t.tick(1_000);
+    }
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
+    assert_eq!(t.p.node.status().partner_down_since_ms, None);
+    t.p.node.declare_partner_down(t.now).unwrap();
+    t.settle();
+    assert!(
+        matches!(t.p.mode, ServeMode::PartnerDown { .. }),
+        "{:?}",
+        t.p.mode
+    );
+    // It was not gone after all: its next handshake shows the mismatch
+    // again, and that wins.
+    for _ in 0..6 {
+        t.tick(1_000);
+    }
+    assert_eq!(t.p.mode, ServeMode::ConfigMismatch);
 }
 
 #[test]
@@ -580,8 +645,10 @@ fn hello_frame(key_byte: u8, wall_ms: u64) -> (twinmasq_proto::link::Link, Vec<u
         role: Role::Secondary,
         node: 77,
         nonce: [7; 32],
-        ranges: [ranges.len() as u8; 32],
+        ranges: super::ranges::fingerprint(ranges),
         wall_ms,
+        mclt_ms: 60_000,
+        terms: ranges.into(),
     };
     let mut link = Link::new(key(key_byte), hello);
     let bytes = link.take_output();
@@ -855,4 +922,116 @@ fn a_heartbeat_from_the_end_of_time_does_not_overflow() {
     let to_the_end = (1 << 63) - (t.now + 1_500);
     heartbeat_to_the_secondary(&mut t, 0, to_the_end);
     assert!(!t.p.node.status().linked);
+}
+
+/// Issue 14, case 4: the MCLT is agreed at the handshake. Each node
+/// extends and outwaits leases by its own MCLT; two that differ compute
+/// different things, so the link is refused, naming both values.
+#[test]
+fn mclt_mismatch_is_refused_naming_both_values() {
+    let mut pc = cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200");
+    pc.mclt_ms = 10_000;
+    let mut sc = cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200");
+    sc.mclt_ms = 60_000;
+    let mut t = Pair::new(pc, sc);
+    t.p.db.commit(lease(10, 1), t.now).unwrap();
+    t.tick(1);
+    t.tick(5_000);
+    assert!(
+        !t.p.node.status().linked && !t.s.node.status().linked,
+        "linked with MCLTs of 10 s and 60 s"
+    );
+    assert!(t.s.table().is_empty(), "a lease crossed a refused link");
+    for end in [&t.p, &t.s] {
+        let st = end.node.status();
+        assert_eq!(st.state, "config-mismatch", "{:?}", st.role);
+        let why = st.mismatch.expect("the mismatch is reported");
+        assert!(
+            why.contains("failover-mclt 10 s") && why.contains("failover-mclt 60 s"),
+            "{:?}: {why}",
+            st.role
+        );
+    }
+}
+
+/// An engine serving from `db` in the mode a node handed out, over the
+/// rig's range 198.18.0.10-49 split 50/50.
+fn engine_for(end: &End, own: crate::dhcp::share::Owner) -> crate::dhcp::Engine {
+    use crate::config::{Config, DhcpRange, LeaseTime};
+    let mut cfg = Config {
+        no_ping: true,
+        ..Config::default()
+    };
+    cfg.dhcp_ranges.push(DhcpRange {
+        match_tags: vec![],
+        set_tag: None,
+        start: Ipv4Addr::new(198, 18, 0, 10),
+        end: Ipv4Addr::new(198, 18, 0, 49),
+        netmask: None,
+        broadcast: None,
+        lease_time: LeaseTime::Secs(3600),
+        is_static: false,
+    });
+    let policy = crate::dhcp::share::SharePolicy {
+        own,
+        split_percent: 50,
+        mclt: std::time::Duration::from_secs(60),
+        unanswered_secs: 10,
+    };
+    let mut e = crate::dhcp::Engine::with_policy(std::sync::Arc::new(cfg), &end.db, Some(policy));
+    e.set_local_addresses(&[Ipv4Addr::new(198, 18, 0, 1)], &end.db);
+    e.set_mode(end.mode);
+    e
+}
+
+/// Issue 14, case 5: after one node's `dhcp-range` is edited the link is
+/// refused, and each node's own share under its own ranges may overlap
+/// the partner's. While refused for that, neither hands out a new
+/// address; a client renewing a lease the node holds is still answered.
+#[test]
+fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
+    use crate::dhcp::request::build::RawRequest;
+    use crate::dhcp::share::Owner;
+    use crate::dhcp::{Arrival, Decision, IfAddr};
+    let mut t = Pair::new(
+        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.49 split 50"),
+        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.30 split 50"),
+    );
+    // Each holds one lease from before the edit: 12 the primary's, 40 the
+    // secondary's.
+    t.p.db.commit(lease(12, 1), t.now).unwrap();
+    t.s.db.commit(lease(40, 2), t.now).unwrap();
+    t.tick(1);
+    t.tick(5_000);
+    let arrival = Arrival {
+        ifname: "tmq0".into(),
+        ifindex: 7,
+        addrs: vec![IfAddr {
+            addr: Ipv4Addr::new(198, 18, 0, 1),
+            prefix: 24,
+        }],
+        to_broadcast: true,
+    };
+    for (end, own, held, client) in [
+        (&mut t.p, Owner::Primary, 12, 1),
+        (&mut t.s, Owner::Secondary, 40, 2),
+    ] {
+        assert_eq!(end.node.status().state, "config-mismatch", "{own:?}");
+        let mut engine = engine_for(end, own);
+        let now = t.now;
+        let fresh = RawRequest::new(1, [2, 0, 0, 0, 9, 9], 1).finish();
+        let d = engine.handle(&fresh, &arrival, &mut end.db, now);
+        assert!(
+            matches!(d, Decision::Ignored(_)),
+            "{own:?} answered a new client's DISCOVER while the configurations differ: {d:?}"
+        );
+        let renew = RawRequest::new(3, [2, 0, 0, 0, 0, client], 2)
+            .ciaddr(Ipv4Addr::new(198, 18, 0, held))
+            .finish();
+        let d = engine.handle(&renew, &arrival, &mut end.db, now);
+        assert!(
+            matches!(d, Decision::Reply(_)),
+            "{own:?} did not renew the lease it holds: {d:?}"
+        );
+    }
 }

@@ -310,8 +310,21 @@ type RangeField = fn(&super::RangeSnapshot) -> u64;
 /// `Node::status`), so the state gauge lists each one, 1 for the current.
 fn states_of(role: NodeRole) -> &'static [&'static str] {
     match role {
-        NodeRole::Primary => &["linked", "unlinked", "syncing", "partner-down"],
-        NodeRole::Secondary => &["passive", "syncing", "connecting", "active", "partner-down"],
+        NodeRole::Primary => &[
+            "linked",
+            "unlinked",
+            "syncing",
+            "partner-down",
+            "config-mismatch",
+        ],
+        NodeRole::Secondary => &[
+            "passive",
+            "syncing",
+            "connecting",
+            "active",
+            "partner-down",
+            "config-mismatch",
+        ],
     }
 }
 

@@ -161,6 +161,7 @@ fn primary(state: &str) -> FailoverStatus {
             hostname: 1,
             ..Default::default()
         },
+        config_mismatch: None,
     }
 }
 
@@ -280,7 +281,7 @@ fn full_scrape_is_valid_and_exact() {
         .filter(|(k, _)| k.starts_with("twinmasq_failover_state{"))
         .map(|(_, v)| *v)
         .collect();
-    assert_eq!(states.len(), 4);
+    assert_eq!(states.len(), 5);
     assert_eq!(states.iter().sum::<f64>(), 1.0);
     // Every ignore reason is listed, seen or not.
     let reasons = samples
