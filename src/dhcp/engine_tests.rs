@@ -1240,6 +1240,10 @@ mod hostile;
 /// Whose names leases publish, on the same rig.
 #[path = "names_tests.rs"]
 mod names;
+
+/// Serving without the partner: partner-share requests, takeover.
+#[path = "takeover_tests.rs"]
+mod takeover;
 /// Review §10: an expiry near the end of the clock, as a lease file or a
 /// partner could once store, reaches the unlinked partner-share rule; its
 /// milliseconds saturate instead of overflowing (debug builds panicked).
