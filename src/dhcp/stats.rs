@@ -47,13 +47,19 @@ pub enum Ignored {
     /// The options the reply must echo (client id, relay information)
     /// cannot fit in the client's maximum message size.
     ReplyTooBig,
+    /// Not in sync with the failover partner, a client asked to keep an
+    /// address of the partner's share that this node holds no lease for:
+    /// the partner may have given it to another client meanwhile, so no
+    /// ACK; and no NAK, which could take the address from a client the
+    /// partner is acknowledging at the same moment.
+    PartnerShare,
 }
 
 impl Ignored {
     /// Every reason, so a metrics scrape can show each one from zero
     /// (a counter that appears only on its first event hides that event
     /// from `rate()`).
-    pub const ALL: [Ignored; 22] = [
+    pub const ALL: [Ignored; 23] = [
         Ignored::Decode(DecodeError::TooShort),
         Ignored::Decode(DecodeError::NotRequest),
         Ignored::Decode(DecodeError::BadHlen),
@@ -76,6 +82,7 @@ impl Ignored {
         Ignored::DeclineLimit,
         Ignored::Oversized,
         Ignored::ReplyTooBig,
+        Ignored::PartnerShare,
     ];
 
     pub fn label(self) -> &'static str {
@@ -102,6 +109,7 @@ impl Ignored {
             Ignored::DeclineLimit => "decline_limit",
             Ignored::Oversized => "oversized",
             Ignored::ReplyTooBig => "reply_too_big",
+            Ignored::PartnerShare => "partner_share",
         }
     }
 }
