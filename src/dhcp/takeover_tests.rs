@@ -89,7 +89,10 @@ fn unlinked_stays_silent_for_a_partner_share_address_it_holds_no_lease_for() {
     // Unknown address.
     for (form, bytes) in not_selecting(MAC_A, theirs, 1) {
         let d = rig.send(&bytes);
-        assert!(!is_reply(&d), "{form} for an unknown partner address: {d:?}");
+        assert!(
+            !is_reply(&d),
+            "{form} for an unknown partner address: {d:?}"
+        );
     }
     assert!(rig.db.get(theirs).is_none(), "nothing stored");
     // The client's own lease on it expired (as the primary told us), and
@@ -115,10 +118,7 @@ fn unlinked_stays_silent_for_a_partner_share_address_it_holds_no_lease_for() {
 #[test]
 fn unlinked_still_acks_unknown_own_share_addresses_and_held_partner_leases() {
     let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
-    for (k, (form, bytes)) in not_selecting(MAC_A, addr(17), 1)
-        .into_iter()
-        .enumerate()
-    {
+    for (k, (form, bytes)) in not_selecting(MAC_A, addr(17), 1).into_iter().enumerate() {
         let (r, ack) = rig.reply(&bytes);
         assert_eq!(msg_type(&ack), MessageType::Ack, "{form}");
         assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32), "{form}");
@@ -134,7 +134,12 @@ fn unlinked_still_acks_unknown_own_share_addresses_and_held_partner_leases() {
     assert_eq!(msg_type(&ack), MessageType::Ack);
     // A bound partner-share lease, replicated from the primary.
     let theirs = addr(11);
-    rig.from_partner(theirs, [2, 0, 0, 0, 0, 0xc], LeaseState::Bound, rig.now_secs() + 60);
+    rig.from_partner(
+        theirs,
+        [2, 0, 0, 0, 0, 0xc],
+        LeaseState::Bound,
+        rig.now_secs() + 60,
+    );
     let (r, ack) = rig.reply(
         &RawRequest::new(3, [2, 0, 0, 0, 0, 0xc], 10)
             .ciaddr(theirs)
@@ -152,7 +157,12 @@ fn unlinked_still_acks_unknown_own_share_addresses_and_held_partner_leases() {
 #[test]
 fn passive_and_early_partner_down_stay_silent_too_and_late_partner_down_acks() {
     let mut passive = Rig::failover(Owner::Secondary, ServeMode::Passive);
-    let d = passive.send(&RawRequest::new(3, MAC_A, 1).ciaddr(addr(12)).secs(30).finish());
+    let d = passive.send(
+        &RawRequest::new(3, MAC_A, 1)
+            .ciaddr(addr(12))
+            .secs(30)
+            .finish(),
+    );
     assert!(!is_reply(&d), "{d:?}");
     assert_eq!(passive.partner_share_silences(), 1);
 
@@ -223,11 +233,19 @@ fn takeover_offers_only_live_bindings_it_can_acknowledge() {
     rig.from_partner(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() - 1);
     rig.engine.tick(&mut rig.db, rig.now);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
-    assert!(in_share(offer.yiaddr(), Owner::Secondary), "{}", offer.yiaddr());
+    assert!(
+        in_share(offer.yiaddr(), Owner::Secondary),
+        "{}",
+        offer.yiaddr()
+    );
 
     let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
     rig.from_partner(addr(13), MAC_B, LeaseState::Bound, rig.now_secs() + 3000);
-    let d = rig.send(&RawRequest::new(1, MAC_A, 1).opt(50, &addr(13).octets()).finish());
+    let d = rig.send(
+        &RawRequest::new(1, MAC_A, 1)
+            .opt(50, &addr(13).octets())
+            .finish(),
+    );
     let Decision::Reply(r) = d else {
         panic!("{d:?}")
     };
