@@ -16,7 +16,7 @@ use crate::dhcp::share::{Owner, ServeMode};
 impl Rig {
     /// A record as the partner wrote it (its node id in the stamp),
     /// replicated into this node's table.
-    fn from_partner(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
+    fn replicated(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
         let node = self.db.node_id().wrapping_add(1).max(1);
         self.db
             .merge_in(
@@ -98,8 +98,8 @@ fn unlinked_stays_silent_for_a_partner_share_address_it_holds_no_lease_for() {
     // The client's own lease on it expired (as the primary told us), and
     // another client's ended lease on 13: no lease held, the same.
     let ended = rig.now_secs() - 2 * MCLT_SECS;
-    rig.from_partner(theirs, MAC_A, LeaseState::Expired, ended);
-    rig.from_partner(addr(13), MAC_B, LeaseState::Released, ended);
+    rig.replicated(theirs, MAC_A, LeaseState::Expired, ended);
+    rig.replicated(addr(13), MAC_B, LeaseState::Released, ended);
     for (ip, who) in [(theirs, MAC_A), (addr(13), MAC_A)] {
         for (form, bytes) in not_selecting(who, ip, 10) {
             let d = rig.send(&bytes);
@@ -129,12 +129,12 @@ fn unlinked_still_acks_unknown_own_share_addresses_and_held_partner_leases() {
         rig.now += 1000 * (k as u64 + 1);
     }
     // The same for the client's own expired own-share lease.
-    rig.from_partner(addr(18), MAC_B, LeaseState::Expired, rig.now_secs() - 5);
+    rig.replicated(addr(18), MAC_B, LeaseState::Expired, rig.now_secs() - 5);
     let (_, ack) = rig.reply(&RawRequest::new(3, MAC_B, 9).ciaddr(addr(18)).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
     // A bound partner-share lease, replicated from the primary.
     let theirs = addr(11);
-    rig.from_partner(
+    rig.replicated(
         theirs,
         [2, 0, 0, 0, 0, 0xc],
         LeaseState::Bound,
@@ -197,7 +197,7 @@ fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
         ] {
             let mut rig = Rig::failover(own, mode);
             assert!(in_share(theirs, own.partner()));
-            rig.from_partner(theirs, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+            rig.replicated(theirs, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
             let (r, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
             assert_eq!(msg_type(&offer), MessageType::Offer);
             assert_eq!(offer.yiaddr(), theirs, "{own:?} {mode:?}");
@@ -230,7 +230,7 @@ fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
 #[test]
 fn takeover_offers_only_live_bindings_it_can_acknowledge() {
     let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
-    rig.from_partner(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() - 1);
+    rig.replicated(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() - 1);
     rig.engine.tick(&mut rig.db, rig.now);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
     assert!(
@@ -240,7 +240,7 @@ fn takeover_offers_only_live_bindings_it_can_acknowledge() {
     );
 
     let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
-    rig.from_partner(addr(13), MAC_B, LeaseState::Bound, rig.now_secs() + 3000);
+    rig.replicated(addr(13), MAC_B, LeaseState::Bound, rig.now_secs() + 3000);
     let d = rig.send(
         &RawRequest::new(1, MAC_A, 1)
             .opt(50, &addr(13).octets())
@@ -258,7 +258,7 @@ fn takeover_offers_only_live_bindings_it_can_acknowledge() {
     // reboots and DISCOVERs: the rest of our own extension cannot give a
     // full MCLT, so it gets an address of the own share.
     let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
-    rig.from_partner(addr(14), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+    rig.replicated(addr(14), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
     let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(addr(14)).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
     rig.now += MCLT_SECS * 500;
