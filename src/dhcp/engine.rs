@@ -638,13 +638,20 @@ impl Engine {
                 })
             });
         }
-        // The client's own live lease is no new allocation: both nodes
-        // know it (replicated), or this node granted it within the MCLT
-        // bound; offering it back keeps the client's address when the
-        // node that granted it is gone (issue 14, case 7). Only when a
-        // REQUEST for it could be acknowledged: an offer that its REQUEST
-        // would not get an answer to would leave the client stuck.
-        if self.live_binding(ctx, ip, db, now_ms)
+        // The client's own live lease is no new allocation when the
+        // partner cannot be reusing the address behind our back: in sync
+        // (a passive secondary serving a `secs` client), or once
+        // partner-down has opened the partner's share (issue 14, case 7).
+        // Merely apart, it can: the client may have released the address
+        // there, and the owner gives a released address to another client
+        // an MCLT later, while our record still shows the old lease
+        // (simulation seed 232 of `failover_pair_under_pool_pressure`).
+        // Only when a REQUEST for it could be acknowledged: an offer whose
+        // REQUEST would get no answer would leave the client stuck.
+        let partner_settled =
+            ctx.rules.own_aged.is_none() || !matches!(ctx.rules.partner, PartnerShare::No);
+        if partner_settled
+            && self.live_binding(ctx, ip, db, now_ms)
             && self.grant_fits(ctx, ip, db, now_ms, self.lease_time(ctx, ip))
         {
             return true;
@@ -779,11 +786,15 @@ impl Engine {
             }
             tracing::warn!(target: "dhcp", "not using configured address {fixed}: it is leased to another client");
         }
-        if let Some(rec) = db.by_client(key) {
-            if rec.state == LeaseState::Bound
-                && self.acceptable(ctx, rec.ip, db)
-                && self.may_allocate(ctx, rec.ip, db, now_ms)
-            {
+        // Its lease, if it holds one: its newest record may be an ended
+        // one elsewhere (a merge can leave one newer than the live lease).
+        let bound = db
+            .all_of_client(key)
+            .into_iter()
+            .filter(|r| r.state == LeaseState::Bound)
+            .max_by_key(|r| r.stamp);
+        if let Some(rec) = bound {
+            if self.acceptable(ctx, rec.ip, db) && self.may_allocate(ctx, rec.ip, db, now_ms) {
                 return Ok((rec.ip, false));
             }
         }
