@@ -37,8 +37,9 @@ pub enum ServeMode {
     /// only, leases no longer than the MCLT; a renewing client whose
     /// own-share address nobody else holds is acknowledged, not NAKed; in
     /// the partner's share only a live lease of the client is, and any
-    /// other request gets no answer. A client's live lease is offered back
-    /// to it in either share.
+    /// other request gets no answer. A DISCOVER is offered the client's
+    /// live lease in the own share only (the partner may have seen the
+    /// other one released and reused it).
     Unlinked,
     /// As `Unlinked`, and from `partner_share_from_ms` (unix ms) on also
     /// the partner's share, for addresses whose lease ended more than an

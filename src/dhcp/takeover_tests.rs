@@ -1,7 +1,8 @@
 //! A node serving without its partner (issue 14, cases 6 and 7): it stays
 //! silent for partner-share addresses it holds no lease for, and a client
-//! whose binding both nodes know gets that binding back, whichever node
-//! serves it. Real wire bytes, a real sled database.
+//! whose binding both nodes know gets that binding back from a passive
+//! secondary or a node in partner-down, in either share. Real wire bytes,
+//! a real sled database.
 
 use std::net::Ipv4Addr;
 
