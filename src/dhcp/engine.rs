@@ -645,11 +645,47 @@ impl Engine {
                 })
             });
         }
+        // The client's own live lease is no new allocation when the
+        // partner cannot be reusing the address behind our back: in sync
+        // (a passive secondary serving a `secs` client), or once
+        // partner-down has opened the partner's share (issue 14, case 7).
+        // Merely apart, it can: the client may have released the address
+        // there, and the owner gives a released address to another client
+        // an MCLT later, while our record still shows the old lease
+        // (simulation seed 232 of `failover_pair_under_pool_pressure`).
+        // Only when a REQUEST for it could be acknowledged: an offer whose
+        // REQUEST would get no answer would leave the client stuck.
+        let partner_settled =
+            ctx.rules.own_aged.is_none() || !matches!(ctx.rules.partner, PartnerShare::No);
+        if partner_settled
+            && self.live_binding(ctx, ip, db, now_ms)
+            && self.grant_fits(ctx, ip, db, now_ms, self.lease_time(ctx, ip))
+        {
+            return true;
+        }
         match ctx.rules.partner {
             PartnerShare::No => false,
             PartnerShare::Any => true,
             PartnerShare::Aged { mclt_ms } => recent_until(db.get(ip), mclt_ms, now_ms).is_none(),
         }
+    }
+
+    /// Does this client hold an unexpired lease on `ip` in our table?
+    fn live_binding(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, now_ms: u64) -> bool {
+        db.get(ip)
+            .is_some_and(|r| r.client == ctx.client.key && r.is_active(now_ms / 1000))
+    }
+
+    /// Is `ip` in the partner's share, under rules that keep this node out
+    /// of it (not in sync, and partner-down has not opened it)? A
+    /// dhcp-host address is in no share.
+    fn partner_share_closed(&self, ctx: &Ctx<'_>, ip: Ipv4Addr) -> bool {
+        matches!(ctx.rules.partner, PartnerShare::No)
+            && self.host_addr(ctx) != Some(ip)
+            && self
+                .dynamic_range_of(ip, ctx.net)
+                .and_then(|i| self.pools[i].owner(ip))
+                .is_some_and(|o| o != ctx.rules.own)
     }
 
     fn discover(
@@ -741,8 +777,9 @@ impl Engine {
     /// Picks the address to offer, in RFC 2131 §4.3.1's order. The flag says
     /// whether the address is new to this client (and so worth a ping).
     /// Under the failover rules each step also asks
-    /// [`Engine::may_allocate`]: a client's old address in the partner's
-    /// share is a new allocation like any other.
+    /// [`Engine::may_allocate`]: a client's live lease is its own to have
+    /// back in either share, but its ended one in the partner's share is a
+    /// new allocation like any other.
     fn choose(
         &mut self,
         ctx: &Ctx<'_>,
@@ -756,11 +793,15 @@ impl Engine {
             }
             tracing::warn!(target: "dhcp", "not using configured address {fixed}: it is leased to another client");
         }
-        if let Some(rec) = db.by_client(key) {
-            if rec.state == LeaseState::Bound
-                && self.acceptable(ctx, rec.ip, db)
-                && self.may_allocate(ctx, rec.ip, db, now_ms)
-            {
+        // Its lease, if it holds one: its newest record may be an ended
+        // one elsewhere (a merge can leave one newer than the live lease).
+        let bound = db
+            .all_of_client(key)
+            .into_iter()
+            .filter(|r| r.state == LeaseState::Bound)
+            .max_by_key(|r| r.stamp);
+        if let Some(rec) = bound {
+            if self.acceptable(ctx, rec.ip, db) && self.may_allocate(ctx, rec.ip, db, now_ms) {
                 return Ok((rec.ip, false));
             }
         }
@@ -900,6 +941,21 @@ impl Engine {
             };
         }
         let known = db.get(ip).is_some_and(|r| &r.client == key);
+        // Apart from the partner, its share is its to answer for unless
+        // this client holds a live lease on the address here (issue 14,
+        // case 6). Acknowledging an address we hold no lease for could
+        // give the client one the partner has handed to another client
+        // meanwhile (ISC does not answer either). A NAK would be wrong
+        // too: with only the link down, the partner hears the same
+        // broadcast REBINDING and may be acknowledging it right now, or
+        // may have granted the address to this client since our record
+        // of another holder; a NAK would cost the client an address it
+        // holds. Silent, the client retries, and if nobody answers its
+        // lease runs out and it DISCOVERs an address of our own share.
+        if self.partner_share_closed(ctx, ip) && !self.live_binding(ctx, ip, db, now_ms) {
+            tracing::debug!(target: "dhcp", "not answering for {ip}: the partner's share, and no lease of this client here");
+            return self.ignore(Ignored::PartnerShare);
+        }
         if self.held_by_other(ctx, ip, db) {
             return self.nak(ctx, ip, db, "address in use");
         }
@@ -1027,6 +1083,21 @@ impl Engine {
         Some(u32::try_from(left).unwrap_or(u32::MAX).max(1))
     }
 
+    /// May `grant` be given on `ip` under [`Engine::partner_share_limit`]?
+    fn grant_fits(
+        &self,
+        ctx: &Ctx<'_>,
+        ip: Ipv4Addr,
+        db: &LeaseDb,
+        now_ms: u64,
+        grant: Grant,
+    ) -> bool {
+        match (self.partner_share_limit(ctx, ip, db, now_ms), grant.time) {
+            (Some(limit), LeaseTime::Secs(want)) => limit >= want,
+            _ => true,
+        }
+    }
+
     /// The name a lease on `ip` publishes (see [`names::choose`]).
     fn lease_name(&self, ctx: &Ctx<'_>, ip: Ipv4Addr) -> Choice {
         // dnsmasq matches these with the range's tag in the set.
@@ -1067,12 +1138,8 @@ impl Engine {
         let req = ctx.req;
         let key = &ctx.client.key;
         let grant = self.lease_time(ctx, ip);
-        if let (Some(limit), LeaseTime::Secs(want)) =
-            (self.partner_share_limit(ctx, ip, db, now_ms), grant.time)
-        {
-            if limit < want {
-                return self.ignore(Ignored::NotForUs);
-            }
+        if !self.grant_fits(ctx, ip, db, now_ms, grant) {
+            return self.ignore(Ignored::NotForUs);
         }
         let choice = self.lease_name(ctx, ip);
         if let Choice::Taken { name, holder } = &choice {

@@ -807,14 +807,20 @@ fn passive_secondary_serves_only_clients_the_primary_leaves_unanswered() {
 #[test]
 fn unlinked_acks_an_unknown_unclaimed_rebind_and_naks_a_held_one() {
     let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
-    // Not authoritative, address in the partner's share, unknown to us.
-    let theirs = addr(18);
-    let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 5).ciaddr(theirs).finish());
+    // Not authoritative, address in the own share, unknown to us.
+    let ours = addr(14);
+    let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 5).ciaddr(ours).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
-    assert_eq!(ack.yiaddr(), theirs);
+    assert_eq!(ack.yiaddr(), ours);
     assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
-    assert_eq!(rig.db.get(theirs).unwrap().hwaddr, MAC_A.to_vec());
-    // INIT-REBOOT for an unknown own-share address: the same.
+    assert_eq!(rig.db.get(ours).unwrap().hwaddr, MAC_A.to_vec());
+    // In the partner's share it is the partner's to answer for
+    // (takeover_tests has the details).
+    assert_eq!(
+        rig.send(&RawRequest::new(3, MAC_A, 6).ciaddr(addr(18)).finish()),
+        Decision::Ignored(Ignored::PartnerShare)
+    );
+    // INIT-REBOOT for an unknown own-share address: an ACK.
     let (_, ack) = rig.reply(
         &RawRequest::new(3, MAC_B, 6)
             .opt(50, &addr(11).octets())
@@ -822,10 +828,17 @@ fn unlinked_acks_an_unknown_unclaimed_rebind_and_naks_a_held_one() {
     );
     assert_eq!(msg_type(&ack), MessageType::Ack);
 
-    // Another client's lease, learnt from the partner: NAK.
-    rig.merged(addr(17), mac(7), LeaseState::Bound, rig.now_secs() + 3600);
-    let (_, nak) = rig.reply(&RawRequest::new(3, mac(8), 7).ciaddr(addr(17)).finish());
+    // Another client's lease on an own-share address: NAK.
+    rig.merged(addr(13), mac(7), LeaseState::Bound, rig.now_secs() + 3600);
+    let (_, nak) = rig.reply(&RawRequest::new(3, mac(8), 7).ciaddr(addr(13)).finish());
     assert_eq!(msg_type(&nak), MessageType::Nak);
+    // The same in the partner's share: silence, as our record of it may
+    // be stale (the partner may have given it to this client since).
+    rig.merged(addr(17), mac(7), LeaseState::Bound, rig.now_secs() + 3600);
+    assert_eq!(
+        rig.send(&RawRequest::new(3, mac(8), 7).ciaddr(addr(17)).finish()),
+        Decision::Ignored(Ignored::PartnerShare)
+    );
     // An address offered to another client (held): NAK.
     let (_, offer) = rig.reply(&RawRequest::new(1, mac(9), 8).finish());
     let (_, nak) = rig.reply(
@@ -843,10 +856,11 @@ fn unlinked_acks_an_unknown_unclaimed_rebind_and_naks_a_held_one() {
 }
 
 #[test]
-fn unlinked_discover_moves_a_client_out_of_the_partner_share() {
+fn unlinked_discover_moves_a_client_with_an_ended_lease_out_of_the_partner_share() {
     let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
     let old = addr(18);
-    rig.merged(old, MAC_A, LeaseState::Bound, rig.now_secs() + 3600);
+    // Its lease there ended (a live one it would get back: takeover_tests).
+    rig.merged(old, MAC_A, LeaseState::Expired, rig.now_secs() - 10);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).opt(50, &old.octets()).finish());
     let ip = offer.yiaddr();
     assert!(in_share(ip, Owner::Primary), "{ip}");
@@ -859,12 +873,8 @@ fn unlinked_discover_moves_a_client_out_of_the_partner_share() {
     );
     assert_eq!(msg_type(&nak), MessageType::Nak);
     assert_eq!(rig.dora(MAC_A), ip);
-    assert_eq!(
-        rig.db.get(old).unwrap().state,
-        LeaseState::Released,
-        "one client, one lease"
-    );
-    // Renewing it, on the other hand, would have been acknowledged.
+    assert_eq!(rig.db.get(old).unwrap().state, LeaseState::Expired);
+    // A live lease there is renewed.
     rig.merged(addr(19), MAC_B, LeaseState::Bound, rig.now_secs() + 3600);
     let (_, ack) = rig.reply(&RawRequest::new(3, MAC_B, 3).ciaddr(addr(19)).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
@@ -1240,6 +1250,10 @@ mod hostile;
 /// Whose names leases publish, on the same rig.
 #[path = "names_tests.rs"]
 mod names;
+
+/// Serving without the partner: partner-share requests, takeover.
+#[path = "takeover_tests.rs"]
+mod takeover;
 /// Review §10: an expiry near the end of the clock, as a lease file or a
 /// partner could once store, reaches the unlinked partner-share rule; its
 /// milliseconds saturate instead of overflowing (debug builds panicked).

@@ -35,7 +35,11 @@ pub enum ServeMode {
     Passive,
     /// Not in sync with the partner: new addresses from the own share
     /// only, leases no longer than the MCLT; a renewing client whose
-    /// address nobody else holds is acknowledged, not NAKed.
+    /// own-share address nobody else holds is acknowledged, not NAKed; in
+    /// the partner's share only a live lease of the client is, and any
+    /// other request gets no answer. A DISCOVER is offered the client's
+    /// live lease in the own share only (the partner may have seen the
+    /// other one released and reused it).
     Unlinked,
     /// As `Unlinked`, and from `partner_share_from_ms` (unix ms) on also
     /// the partner's share, for addresses whose lease ended more than an
@@ -118,9 +122,11 @@ pub struct Rules {
     pub partner: PartnerShare,
     /// Upper bound of any lease granted, in seconds.
     pub cap_secs: Option<u32>,
-    /// A renewing, rebinding or rebooting client whose address no other
-    /// client holds is acknowledged even when we do not know the lease:
-    /// the partner may have granted it while we were apart.
+    /// A renewing, rebinding or rebooting client whose own-share address
+    /// no other client holds is acknowledged even when we do not know the
+    /// lease: the partner may have granted it while we were apart. (The
+    /// partner's share, while `partner` is `No`, is the partner's to
+    /// answer for.)
     pub ack_unclaimed: bool,
     /// Not in sync: an own-share address whose lease ended less than this
     /// many ms (an MCLT) ago is not handed to another client, because the

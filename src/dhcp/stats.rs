@@ -50,13 +50,19 @@ pub enum Ignored {
     /// A new allocation while the failover partners' configurations
     /// differ (`ServeMode::ConfigMismatch`): nothing new is handed out.
     ConfigMismatch,
+    /// Not in sync with the failover partner, a client asked to keep an
+    /// address of the partner's share that this node holds no lease for:
+    /// the partner may have given it to another client meanwhile, so no
+    /// ACK; and no NAK, which could take the address from a client the
+    /// partner is acknowledging at the same moment.
+    PartnerShare,
 }
 
 impl Ignored {
     /// Every reason, so a metrics scrape can show each one from zero
     /// (a counter that appears only on its first event hides that event
     /// from `rate()`).
-    pub const ALL: [Ignored; 23] = [
+    pub const ALL: [Ignored; 24] = [
         Ignored::Decode(DecodeError::TooShort),
         Ignored::Decode(DecodeError::NotRequest),
         Ignored::Decode(DecodeError::BadHlen),
@@ -80,6 +86,7 @@ impl Ignored {
         Ignored::Oversized,
         Ignored::ReplyTooBig,
         Ignored::ConfigMismatch,
+        Ignored::PartnerShare,
     ];
 
     pub fn label(self) -> &'static str {
@@ -107,6 +114,7 @@ impl Ignored {
             Ignored::Oversized => "oversized",
             Ignored::ReplyTooBig => "reply_too_big",
             Ignored::ConfigMismatch => "config_mismatch",
+            Ignored::PartnerShare => "partner_share",
         }
     }
 }

@@ -1,0 +1,301 @@
+//! A node serving without its partner (issue 14, cases 6 and 7): it stays
+//! silent for partner-share addresses it holds no lease for, and a client
+//! whose binding both nodes know gets that binding back from a passive
+//! secondary or a node in partner-down, in either share. Real wire bytes,
+//! a real sled database.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::MessageType;
+use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
+
+use super::{addr, in_share, msg_type, opt_u32, Rig, MAC_A, MAC_B, MCLT_SECS, SERVER, T0};
+use crate::dhcp::engine::Decision;
+use crate::dhcp::request::build::RawRequest;
+use crate::dhcp::share::{Owner, ServeMode};
+
+impl Rig {
+    /// A record as the partner wrote it (its node id in the stamp),
+    /// replicated into this node's table.
+    fn replicated(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
+        let node = self.db.node_id().wrapping_add(1).max(1);
+        self.db
+            .merge_in(
+                LeaseRecord {
+                    ip,
+                    state,
+                    client: ClientKey::from_hwaddr(1, &mac),
+                    htype: 1,
+                    hwaddr: mac.to_vec(),
+                    client_id: None,
+                    hostname: None,
+                    expires: Expiry::At(expires_secs),
+                    stamp: Stamp {
+                        wall_ms: self.now - 1000,
+                        counter: 0,
+                        node,
+                    },
+                },
+                self.now,
+            )
+            .unwrap();
+        self.engine.note_change(ip, &self.db);
+    }
+
+    fn partner_share_silences(&self) -> u64 {
+        self.engine
+            .stats()
+            .ignored
+            .get("partner_share")
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The three forms of a REQUEST for an address the client believes it
+/// holds: RENEWING (unicast, ciaddr), REBINDING (broadcast, ciaddr) and
+/// INIT-REBOOT (requested address, no ciaddr).
+fn not_selecting(mac: [u8; 6], ip: Ipv4Addr, xid: u32) -> [(&'static str, Vec<u8>); 3] {
+    [
+        ("renewing", RawRequest::new(3, mac, xid).ciaddr(ip).finish()),
+        (
+            "rebinding",
+            RawRequest::new(3, mac, xid + 1)
+                .ciaddr(ip)
+                .broadcast()
+                .finish(),
+        ),
+        (
+            "init-reboot",
+            RawRequest::new(3, mac, xid + 2)
+                .opt(50, &ip.octets())
+                .finish(),
+        ),
+    ]
+}
+
+fn is_reply(d: &Decision) -> bool {
+    matches!(d, Decision::Reply(_))
+}
+
+/// Case 6. Apart from the primary, the secondary knows nothing of 12 (the
+/// primary's share), or only an ended lease on it: the primary may have
+/// given it to another client since, so no ACK, and no NAK either (the
+/// primary may be acknowledging this very client's broadcast REBINDING).
+#[test]
+fn unlinked_stays_silent_for_a_partner_share_address_it_holds_no_lease_for() {
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    let theirs = addr(12);
+    assert!(in_share(theirs, Owner::Primary));
+    // Unknown address.
+    for (form, bytes) in not_selecting(MAC_A, theirs, 1) {
+        let d = rig.send(&bytes);
+        assert!(
+            !is_reply(&d),
+            "{form} for an unknown partner address: {d:?}"
+        );
+    }
+    assert!(rig.db.get(theirs).is_none(), "nothing stored");
+    // The client's own lease on it expired (as the primary told us), and
+    // another client's ended lease on 13: no lease held, the same.
+    let ended = rig.now_secs() - 2 * MCLT_SECS;
+    rig.replicated(theirs, MAC_A, LeaseState::Expired, ended);
+    rig.replicated(addr(13), MAC_B, LeaseState::Released, ended);
+    for (ip, who) in [(theirs, MAC_A), (addr(13), MAC_A)] {
+        for (form, bytes) in not_selecting(who, ip, 10) {
+            let d = rig.send(&bytes);
+            assert!(!is_reply(&d), "{form} for {ip}, an ended lease: {d:?}");
+        }
+        assert_ne!(rig.db.get(ip).unwrap().state, LeaseState::Bound);
+    }
+    assert_eq!(rig.partner_share_silences(), 9, "counted as partner_share");
+    assert_eq!(rig.engine.stats().acks + rig.engine.stats().naks, 0);
+}
+
+/// Case 6, the other side: the own share still acknowledges an unknown,
+/// unclaimed address (the partner may have renewed it while apart), with
+/// a lease capped at the MCLT; and a partner-share lease this node holds
+/// for the client is still renewed.
+#[test]
+fn unlinked_still_acks_unknown_own_share_addresses_and_held_partner_leases() {
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    for (k, (form, bytes)) in not_selecting(MAC_A, addr(17), 1).into_iter().enumerate() {
+        let (r, ack) = rig.reply(&bytes);
+        assert_eq!(msg_type(&ack), MessageType::Ack, "{form}");
+        assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32), "{form}");
+        assert_eq!(
+            rig.db.get(addr(17)).unwrap().expires,
+            Expiry::At(rig.now_secs() + MCLT_SECS)
+        );
+        rig.now += 1000 * (k as u64 + 1);
+    }
+    // The same for the client's own expired own-share lease.
+    rig.replicated(addr(18), MAC_B, LeaseState::Expired, rig.now_secs() - 5);
+    let (_, ack) = rig.reply(&RawRequest::new(3, MAC_B, 9).ciaddr(addr(18)).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    // A bound partner-share lease, replicated from the primary.
+    let theirs = addr(11);
+    rig.replicated(
+        theirs,
+        [2, 0, 0, 0, 0, 0xc],
+        LeaseState::Bound,
+        rig.now_secs() + 60,
+    );
+    let (r, ack) = rig.reply(
+        &RawRequest::new(3, [2, 0, 0, 0, 0, 0xc], 10)
+            .ciaddr(theirs)
+            .finish(),
+    );
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
+    assert_eq!(rig.partner_share_silences(), 0);
+}
+
+/// Case 6 for a secondary serving a `secs` client while linked, and for a
+/// node in partner-down before it may take the partner's share: the same
+/// silence. Once partner-down opens the partner's share, the partner is
+/// declared gone and an unknown address may be acknowledged again.
+#[test]
+fn passive_and_early_partner_down_stay_silent_too_and_late_partner_down_acks() {
+    let mut passive = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let d = passive.send(
+        &RawRequest::new(3, MAC_A, 1)
+            .ciaddr(addr(12))
+            .secs(30)
+            .finish(),
+    );
+    assert!(!is_reply(&d), "{d:?}");
+    assert_eq!(passive.partner_share_silences(), 1);
+
+    let from = T0 + 60_000;
+    let mut down = Rig::failover(
+        Owner::Secondary,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: from,
+        },
+    );
+    let d = down.send(&RawRequest::new(3, MAC_A, 1).ciaddr(addr(12)).finish());
+    assert!(!is_reply(&d), "{d:?}");
+    assert_eq!(down.partner_share_silences(), 1);
+    down.now = from;
+    let (_, ack) = down.reply(&RawRequest::new(3, MAC_A, 2).ciaddr(addr(12)).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+}
+
+/// Case 7. The primary died and was declared down; a client whose lease
+/// the secondary learnt from it (unexpired) sends a fresh DISCOVER: it is
+/// offered the address it has, although that lies in the primary's share,
+/// and its REQUEST is acknowledged with a lease no longer than the MCLT.
+/// The same the other way round, and for a passive secondary serving a
+/// client the primary leaves unanswered.
+#[test]
+fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
+    for (own, theirs) in [(Owner::Secondary, addr(12)), (Owner::Primary, addr(18))] {
+        for mode in [
+            ServeMode::PartnerDown {
+                partner_share_from_ms: T0,
+            },
+            ServeMode::Passive,
+        ] {
+            let mut rig = Rig::failover(own, mode);
+            assert!(in_share(theirs, own.partner()));
+            rig.replicated(theirs, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+            let (r, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).secs(30).finish());
+            assert_eq!(msg_type(&offer), MessageType::Offer);
+            assert_eq!(offer.yiaddr(), theirs, "{own:?} {mode:?}");
+            let cap = if mode == ServeMode::Passive {
+                3600
+            } else {
+                MCLT_SECS as u32
+            };
+            assert_eq!(opt_u32(&r, 51), Some(cap));
+            let (r, ack) = rig.reply(
+                &RawRequest::new(3, MAC_A, 2)
+                    .opt(54, &SERVER.octets())
+                    .opt(50, &theirs.octets())
+                    .secs(30)
+                    .finish(),
+            );
+            assert_eq!(msg_type(&ack), MessageType::Ack, "{own:?} {mode:?}");
+            assert_eq!(ack.yiaddr(), theirs);
+            let lease = opt_u32(&r, 51).unwrap();
+            assert!(lease <= cap, "lease {lease} over {cap}");
+            let rec = rig.db.get(theirs).unwrap();
+            assert_eq!(
+                (rec.state, rec.hwaddr.clone()),
+                (LeaseState::Bound, MAC_A.to_vec())
+            );
+            assert_eq!(rec.expires, Expiry::At(rig.now_secs() + u64::from(lease)));
+            assert_eq!(rig.db.bound_count(), 1, "no second lease for the client");
+        }
+    }
+}
+
+/// Merely apart (the partner may be alive behind a cut link), the
+/// partner's share stays closed to a DISCOVER even for a client's live
+/// binding there: the client may have released it at the partner, which
+/// gives it to another client an MCLT later while our record still shows
+/// the old lease. It gets an address of the own share (a known limit, see
+/// the README's failover section).
+#[test]
+fn merely_apart_a_partner_share_binding_is_not_offered() {
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    rig.replicated(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert!(
+        in_share(offer.yiaddr(), Owner::Secondary),
+        "{}",
+        offer.yiaddr()
+    );
+}
+
+/// Case 7's limits: an ended binding in the partner's share is no binding
+/// (a new address from the own share), nor is another client's; and a
+/// binding this node already extended is not offered when its REQUEST
+/// could not be acknowledged (it would only be ignored).
+#[test]
+fn takeover_offers_only_live_bindings_it_can_acknowledge() {
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    rig.replicated(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() - 1);
+    rig.engine.tick(&mut rig.db, rig.now);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert!(
+        in_share(offer.yiaddr(), Owner::Secondary),
+        "{}",
+        offer.yiaddr()
+    );
+
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    rig.replicated(addr(13), MAC_B, LeaseState::Bound, rig.now_secs() + 3000);
+    let d = rig.send(
+        &RawRequest::new(1, MAC_A, 1)
+            .opt(50, &addr(13).octets())
+            .finish(),
+    );
+    let Decision::Reply(r) = d else {
+        panic!("{d:?}")
+    };
+    let offered = dhcproto::Decodable::decode(&mut dhcproto::Decoder::new(&r.packet))
+        .map(|m: dhcproto::v4::Message| m.yiaddr())
+        .unwrap();
+    assert!(in_share(offered, Owner::Secondary), "{offered}");
+
+    // Acknowledged here for an MCLT; half an MCLT later the client
+    // reboots and DISCOVERs: the rest of our own extension cannot give a
+    // full MCLT, so it gets an address of the own share.
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    rig.replicated(addr(14), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+    let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(addr(14)).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    rig.now += MCLT_SECS * 500;
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 2).finish());
+    let ip = offer.yiaddr();
+    assert!(in_share(ip, Owner::Secondary), "{ip}");
+    let (_, ack) = rig.reply(
+        &RawRequest::new(3, MAC_A, 3)
+            .opt(54, &SERVER.octets())
+            .opt(50, &ip.octets())
+            .finish(),
+    );
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+}
