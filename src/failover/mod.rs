@@ -11,4 +11,6 @@ pub mod setup;
 pub mod status;
 
 #[cfg(test)]
+mod agreement_tests;
+#[cfg(test)]
 mod tests;
