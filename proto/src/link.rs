@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::key::Key;
-use crate::lease::LeaseRecord;
+use crate::lease::{LeaseRecord, Stamp};
 
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The most of [`Hello::terms`] a sender puts in, in bytes: a readable
 /// list of ranges for a refusal message, not a place for data.
 pub const MAX_TERMS: usize = 4096;
@@ -129,8 +129,16 @@ pub enum Message {
         seq: u64,
         records: Vec<LeaseRecord>,
     },
+    /// The update `seq` is merged and durable. `lost` names the stamps of
+    /// its records that did not stand here (a conflict went to another
+    /// record, or the admission rules refused it): the sender must never
+    /// send the replies that promised them. An ack says "stored and
+    /// agreed", not only "persisted"; an ack of one update covers only
+    /// the records of that update, so `lost` never names more stamps than
+    /// it had records.
     Ack {
         seq: u64,
+        lost: Vec<Stamp>,
     },
     Heartbeat {
         wall_ms: u64,
@@ -476,7 +484,7 @@ mod tests {
             es.unwrap().as_slice(),
             [Event::PeerHello(_), Event::Established]
         ));
-        p.send(&Message::Ack { seq: 7 }).unwrap();
+        p.send(&Message::Ack { seq: 7, lost: vec![] }).unwrap();
         p.send(&Message::Heartbeat { wall_ms: 3 }).unwrap();
         let bytes = p.take_output();
         // Delivered in pieces, as TCP may.
@@ -485,10 +493,41 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Event::Message(Message::Ack { seq: 7 }),
+                Event::Message(Message::Ack { seq: 7, lost: vec![] }),
                 Event::Message(Message::Heartbeat { wall_ms: 3 })
             ]
         );
+    }
+
+    #[test]
+    fn an_ack_carries_the_stamps_that_did_not_stand() {
+        let (mut p, mut s, _, _) = pair(key(5), key(5));
+        let lost = vec![
+            Stamp {
+                wall_ms: 1_800_000_000_000,
+                counter: 3,
+                node: 7,
+            },
+            Stamp {
+                wall_ms: u64::MAX,
+                counter: u32::MAX,
+                node: u32::MAX,
+            },
+        ];
+        let ack = Message::Ack {
+            seq: 9,
+            lost: lost.clone(),
+        };
+        p.send(&ack).unwrap();
+        assert_eq!(s.receive(&p.take_output()).unwrap(), vec![Event::Message(ack)]);
+        // The most stamps an ack can carry fit in one frame with room to
+        // spare: an update of records fills at most a quarter of one, and
+        // a stamp encodes smaller than any record.
+        let many = Message::Ack {
+            seq: u64::MAX,
+            lost: vec![lost[1]; (MAX_FRAME / 4) / 64],
+        };
+        assert!(crate::encode(&many).unwrap().len() < MAX_FRAME - 40);
     }
 
     #[test]
@@ -507,7 +546,7 @@ mod tests {
             (p, s)
         };
         let (mut p, mut s) = established();
-        p.send(&Message::Ack { seq: 1 }).unwrap();
+        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
         let mut bytes = p.take_output();
         let last = bytes.len() - 40;
         bytes[last] ^= 1;
@@ -515,7 +554,7 @@ mod tests {
         assert_eq!(s.receive(&[]), Err(LinkError::Failed));
 
         let (mut p, mut s) = established();
-        p.send(&Message::Ack { seq: 1 }).unwrap();
+        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
         let frame = p.take_output();
         s.receive(&frame).unwrap();
         assert!(matches!(s.receive(&frame), Err(LinkError::Sequence { .. })));
@@ -540,7 +579,7 @@ mod tests {
         s.receive(&p.take_output()).unwrap();
         p.receive(&s.take_output()).unwrap();
         s.receive(&p.take_output()).unwrap();
-        p.send(&Message::Ack { seq: 1 }).unwrap();
+        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
         let recorded = p.take_output();
         // ...and replay it to a fresh secondary (new nonce): the old proof
         // and the old session's frames do not verify.
@@ -572,7 +611,7 @@ mod tests {
         };
         assert!(matches!(p.send(&huge), Err(LinkError::Oversize(_))));
         assert!(p.take_output().is_empty());
-        p.send(&Message::Ack { seq: 1 }).unwrap();
+        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
         assert!(!p.take_output().is_empty());
     }
 

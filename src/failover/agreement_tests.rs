@@ -4,7 +4,7 @@
 //! over an in-memory wire, driven through one fixed schedule; what leaves
 //! each node is kept as a client's ledger and checked against both tables.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,6 +113,8 @@ struct End {
     sent: Vec<Reply>,
     /// Every output of the node, in order, for order checks.
     outputs: Vec<Output>,
+    /// The stamps the replies handed to the gate promised.
+    promises: Vec<Stamp>,
 }
 
 impl End {
@@ -135,6 +137,7 @@ impl End {
             flushes: Vec::new(),
             sent: Vec::new(),
             outputs: Vec::new(),
+            promises: Vec::new(),
         }
     }
 
@@ -161,6 +164,7 @@ impl End {
         let promise = reply
             .commit
             .filter(|_| waits_for_partner(self.engine.mode()));
+        self.promises.extend(promise);
         match self.gate.offer(reply, promise, Instant::now()) {
             Offered::Send(r) => self.sent.push(r),
             Offered::Held | Offered::Dropped => {}
@@ -188,6 +192,30 @@ impl End {
             now,
         );
         ip
+    }
+
+    /// Where the node said `stamp`'s reply must never leave, and where it
+    /// first let it leave, as positions in its outputs.
+    fn cancelled_and_released(&self, stamp: Stamp) -> (Option<usize>, Option<usize>) {
+        let cancelled = self
+            .outputs
+            .iter()
+            .position(|o| matches!(o, Output::Cancel(v) if v.contains(&stamp)));
+        let released = self
+            .outputs
+            .iter()
+            .position(|o| matches!(o, Output::AckedThrough(a) if *a >= stamp));
+        (cancelled, released)
+    }
+
+    /// `stamp`'s reply can never have left: cancelled before any ack
+    /// covering it.
+    fn never_released(&self, stamp: Stamp, what: &str) {
+        match self.cancelled_and_released(stamp) {
+            (Some(c), Some(r)) => assert!(c < r, "{what}: released at {r}, cancelled only at {c}"),
+            (Some(_), None) => {}
+            (None, r) => panic!("{what}: never cancelled (released at {r:?})"),
+        }
     }
 
     /// The ACKs that left this node: (address, client).
@@ -286,6 +314,15 @@ impl Duo {
                     me.node.persisted(t, now);
                 }
             }
+        }
+    }
+
+    /// (the primary, the secondary), or the other way round.
+    fn pick(&mut self, primary_first: bool) -> (&mut End, &mut End) {
+        if primary_first {
+            (&mut self.p, &mut self.s)
+        } else {
+            (&mut self.s, &mut self.p)
         }
     }
 
@@ -388,6 +425,8 @@ fn one_address_is_never_acknowledged_to_two_clients_while_linked() {
     let a = t.p.dora(21, 0, 300, t.now);
     assert_eq!(a, addr(17));
     t.settle();
+    let a_stamp = *t.p.promises.last().unwrap();
+    t.p.never_released(a_stamp, "the primary's ACK of .17");
     t.disk_catches_up(true);
     t.tick(1);
     t.tick(1);
@@ -413,4 +452,104 @@ fn one_address_is_never_acknowledged_to_two_clients_while_linked() {
     assert_eq!(again.opts().msg_type(), Some(MessageType::Nak));
     t.settle();
     t.check_ledger();
+}
+
+/// The same race on the node alone, in every arrangement: the receiver's
+/// window is full (its partner's disk is slow), so its record for the
+/// contested address waits unsent while the sender's crosses; the address
+/// is the primary's, the secondary's or in no share; the receiver's
+/// record is the older or the newer. Whichever record does not stand (the
+/// share owner's stands, else the newer), its node never lets its reply
+/// leave: the loser's ack names it, or the loser's own merge cancels it,
+/// always before an ack covers it. The winner's reply leaves.
+#[test]
+fn an_ack_never_overtakes_the_receivers_conflicting_update() {
+    for contested in [12u8, 16, 200] {
+        for receiver_is_primary in [true, false] {
+            for receiver_older in [true, false] {
+                let case =
+                    format!(".{contested}, receiver primary {receiver_is_primary}, receiver older {receiver_older}");
+                let mut t = Duo::new(&[], &[]);
+                t.tick(1);
+                t.tick(1);
+                assert_eq!(t.p.engine.mode(), ServeMode::Linked, "{case}");
+                let now = t.now;
+                // Two updates of the receiver's out and not acked.
+                t.pick(!receiver_is_primary).0.slow_disk = true;
+                for (ip, client) in [(40, 40), (41, 41)] {
+                    let r = t.pick(receiver_is_primary).0;
+                    r.db.commit(bound(addr(ip), client), now).unwrap();
+                    r.node.pump(&mut r.db, now);
+                    t.settle();
+                }
+                let (first, second) = (now + 10, now + 20);
+                let (r_at, s_at) = if receiver_older {
+                    (first, second)
+                } else {
+                    (second, first)
+                };
+                let (r, s) = t.pick(receiver_is_primary);
+                assert_eq!(r.node.status().unacked, 2, "{case}");
+                let r_rec = r.db.commit(bound(addr(contested), 1), r_at).unwrap();
+                r.node.pump(&mut r.db, r_at);
+                let s_rec = s.db.commit(bound(addr(contested), 2), s_at).unwrap();
+                assert!((r_rec.stamp < s_rec.stamp) == receiver_older, "{case}");
+                s.node.pump(&mut s.db, second);
+                t.now = second;
+                t.settle();
+                let owner_is_receiver = match contested {
+                    12 => Some(receiver_is_primary),
+                    16 => Some(!receiver_is_primary),
+                    _ => None,
+                };
+                let receiver_wins = owner_is_receiver.unwrap_or(!receiver_older);
+                // Before the receiver's record has even left it.
+                let (r, s) = if receiver_is_primary {
+                    (&t.p, &t.s)
+                } else {
+                    (&t.s, &t.p)
+                };
+                if receiver_wins {
+                    s.never_released(s_rec.stamp, &format!("{case}: the sender's lost record"));
+                } else {
+                    r.never_released(r_rec.stamp, &format!("{case}: the receiver's lost record"));
+                    assert!(
+                        s.cancelled_and_released(s_rec.stamp).1.is_some(),
+                        "{case}: the sender's record stood, its ack came"
+                    );
+                }
+                t.disk_catches_up(!receiver_is_primary);
+                t.tick(1);
+                t.tick(1);
+                let (r, s) = if receiver_is_primary {
+                    (&t.p, &t.s)
+                } else {
+                    (&t.s, &t.p)
+                };
+                assert_eq!(
+                    t.p.db.iter().collect::<Vec<_>>(),
+                    t.s.db.iter().collect::<Vec<_>>(),
+                    "{case}: tables differ"
+                );
+                let (winner, w_end, loser, l_end) = if receiver_wins {
+                    (&r_rec, r, &s_rec, s)
+                } else {
+                    (&s_rec, s, &r_rec, r)
+                };
+                let held = t.p.db.get(addr(contested)).unwrap();
+                assert_eq!(held.client, winner.client, "{case}");
+                assert!(held.is_active(t.now / 1000), "{case}");
+                l_end.never_released(loser.stamp, &format!("{case}: the losing record"));
+                assert_eq!(
+                    w_end.cancelled_and_released(winner.stamp).0,
+                    None,
+                    "{case}: the standing record's reply was cancelled"
+                );
+                assert!(
+                    w_end.cancelled_and_released(winner.stamp).1.is_some(),
+                    "{case}: the standing record was never acked"
+                );
+            }
+        }
+    }
 }

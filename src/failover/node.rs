@@ -16,8 +16,10 @@
 //! one sends back every record the secondary's table lacks or holds an
 //! older version of. Then `SyncDone`. From then on both ends stream their
 //! own changes as numbered updates; each end merges, makes durable, then
-//! acks. A reply that depends on a change leaves only after the partner's
-//! ack (see [`Output::AckedThrough`]).
+//! acks, naming the records of the update that did not stand (lost a
+//! conflict, or refused). A reply that depends on a change leaves only
+//! after the partner's ack, and never if the ack names the change lost
+//! (see [`Output::AckedThrough`] and [`Output::Cancel`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -94,11 +96,14 @@ pub enum Output {
     Close(ConnId),
     /// The DHCP engine's mode changes.
     Mode(ServeMode),
-    /// The partner has persisted every own change with a stamp up to this:
+    /// The partner has persisted, and kept, every own change with a stamp
+    /// up to this, except those a [`Output::Cancel`] before it named:
     /// replies waiting on those changes may leave.
     AckedThrough(Stamp),
     /// Replies waiting on changes with these stamps must never leave: a
-    /// newer record from the partner replaced the change.
+    /// newer record from the partner replaced the change, or the partner's
+    /// ack said the change did not stand there. Always comes before the
+    /// `AckedThrough` that covers the stamps.
     Cancel(Vec<Stamp>),
     /// Records for these addresses changed by merge: the engine refreshes.
     Changed(Vec<Ipv4Addr>),
@@ -230,8 +235,9 @@ pub struct Node {
     full_syncs: u64,
     resumed_syncs: u64,
     acked_through: Stamp,
-    /// Received updates waiting for their flush: (token, session, seq).
-    pending_acks: VecDeque<(u64, ConnId, u64)>,
+    /// Received updates waiting for their flush: (token, session, seq,
+    /// the stamps of its records that did not stand here).
+    pending_acks: VecDeque<(u64, ConnId, u64, Vec<Stamp>)>,
     next_token: u64,
     connecting: bool,
     next_connect_ms: u64,
@@ -582,7 +588,7 @@ impl Node {
 
     fn forget(&mut self, conn: ConnId, now_ms: u64) {
         self.sessions.remove(&conn);
-        self.pending_acks.retain(|(_, c, _)| *c != conn);
+        self.pending_acks.retain(|(_, c, _, _)| *c != conn);
         if self.partner == Some(conn) {
             self.partner = None;
             self.in_flight.clear();
@@ -769,13 +775,17 @@ impl Node {
     /// The flush for `token` (and every earlier one) is done: ack the
     /// updates it covered.
     pub fn persisted(&mut self, token: u64, now_ms: u64) {
-        while let Some(&(t, conn, seq)) = self.pending_acks.front() {
+        while let Some(&(t, conn, seq, _)) = self.pending_acks.front() {
             if t > token {
                 break;
             }
-            self.pending_acks.pop_front();
+            let lost = self
+                .pending_acks
+                .pop_front()
+                .map(|(_, _, _, lost)| lost)
+                .unwrap_or_default();
             if self.sessions.contains_key(&conn) {
-                self.send(conn, &Message::Ack { seq }, now_ms);
+                self.send(conn, &Message::Ack { seq, lost }, now_ms);
             }
         }
     }
@@ -1136,7 +1146,7 @@ impl Node {
                 self.on_sync_start(conn, theirs, db, now_ms);
             }
             (P::ReceivingTable, Message::LeasePage { records, last }) => {
-                let Some(records) = self.admit(conn, records, db, now_ms) else {
+                let Some((records, _)) = self.admit(conn, records, db, now_ms) else {
                     return;
                 };
                 if let Some(Phase::ReceivingTable {
@@ -1148,7 +1158,7 @@ impl Node {
                         theirs.insert(r.ip, r.clone());
                     }
                 }
-                if !self.merge_partner(records, db, now_ms) {
+                if self.merge_partner(records, db, now_ms).is_none() {
                     return;
                 }
                 if let Some(through) = last {
@@ -1156,7 +1166,9 @@ impl Node {
                 }
             }
             (P::AwaitPrimaryTable, Message::LeasePage { records, .. }) => {
-                let Some(records) = self.admit(conn, records, db, now_ms) else {
+                // No reply waits on a sync's records: the gate let every
+                // held reply go when the link fell.
+                let Some((records, _)) = self.admit(conn, records, db, now_ms) else {
                     return;
                 };
                 self.merge_partner(records, db, now_ms);
@@ -1195,21 +1207,39 @@ impl Node {
                 self.pump(db, now_ms);
             }
             (P::Streaming, Message::Update { seq, records }) => {
-                let Some(records) = self.admit(conn, records, db, now_ms) else {
+                let Some((records, mut lost)) = self.admit(conn, records, db, now_ms) else {
                     return;
                 };
-                if !self.merge_partner(records, db, now_ms) {
+                let Some(lost_here) = self.merge_partner(records, db, now_ms) else {
                     return;
-                }
+                };
+                lost.extend(lost_here);
                 if let Some(p) = &mut self.peer {
                     p.applied_through = p.applied_through.max(seq);
                 }
                 let token = self.next_token;
                 self.next_token += 1;
-                self.pending_acks.push_back((token, conn, seq));
+                self.pending_acks.push_back((token, conn, seq, lost));
                 self.out.push_back(Output::Flush(token));
             }
-            (P::Streaming, Message::Ack { seq }) => {
+            (P::Streaming, Message::Ack { seq, lost }) => {
+                let covered: usize = self
+                    .in_flight
+                    .iter()
+                    .take_while(|f| f.0 <= seq)
+                    .map(|f| f.3)
+                    .sum();
+                if lost.len() > covered {
+                    self.protocol_error(
+                        conn,
+                        &format!(
+                            "ack {seq} names {} lost records of updates that had {covered}",
+                            lost.len()
+                        ),
+                        now_ms,
+                    );
+                    return;
+                }
                 self.kept.retain(|(s, _)| *s > seq);
                 let mut top = None;
                 while let Some(&(s, stamp, _, _)) = self.in_flight.front() {
@@ -1218,6 +1248,18 @@ impl Node {
                     }
                     self.in_flight.pop_front();
                     top = Some(stamp);
+                }
+                if !lost.is_empty() {
+                    // Before the ack releases anything: these changes did
+                    // not stand at the partner (it kept another client's
+                    // record, or refused ours), so their replies must never
+                    // leave; the clients ask again and are answered from
+                    // the merged table.
+                    tracing::warn!(
+                        "failover: the partner kept {} of our records from update {seq} out (a conflict went to its record, or its rules refused ours): their replies are not sent",
+                        lost.len()
+                    );
+                    self.out.push_back(Output::Cancel(lost));
                 }
                 if let Some(stamp) = top {
                     self.acked_through = self.acked_through.max(stamp);
@@ -1372,29 +1414,34 @@ impl Node {
 
     /// Holds the partner's records to the database's admission rules (see
     /// `lease::validate`): what breaks them is dropped and counted, with a
-    /// paced warning. Returns the rest, or `None` when one is stamped
+    /// paced warning. Returns the rest and the stamps of the refused (an
+    /// update's ack names them lost), or `None` when one is stamped
     /// beyond this node's clock plus the skew bound: then the clocks
     /// disagree, nothing of the batch is stored or acked (an ack would let
     /// the partner answer its client on a record this node does not hold),
     /// and the link ends, as on a heartbeat. Records refused for any other
     /// reason do not stop the rest: this node does not serve such an
     /// address (it never hands it out twice), or the record could not have
-    /// come from a sound DHCP engine.
+    /// come from a sound DHCP engine. Either way the partner is told they
+    /// did not stand, so it sends no reply promising them: a lease one
+    /// table lacks is not acknowledged while linked.
     fn admit(
         &mut self,
         conn: ConnId,
         records: Vec<LeaseRecord>,
         db: &LeaseDb,
         now_ms: u64,
-    ) -> Option<Vec<LeaseRecord>> {
+    ) -> Option<(Vec<LeaseRecord>, Vec<Stamp>)> {
         let mut refused = Rejections::default();
         let mut first = None;
         let mut ahead_ms = 0u64;
         let mut ok = Vec::with_capacity(records.len());
+        let mut refused_stamps = Vec::new();
         for r in records {
             match db.check(&r, now_ms) {
                 Ok(()) => ok.push(r),
                 Err(reason) => {
+                    refused_stamps.push(r.stamp);
                     refused.add(reason);
                     first.get_or_insert((r.ip, reason));
                     if reason == Reject::Stamp {
@@ -1404,7 +1451,7 @@ impl Node {
             }
         }
         let Some((ip, reason)) = first else {
-            return Some(ok);
+            return Some((ok, refused_stamps));
         };
         self.rejected.absorb(&refused);
         self.log_rejections(&refused, ip, reason, now_ms);
@@ -1420,7 +1467,7 @@ impl Node {
             );
             return None;
         }
-        Some(ok)
+        Some((ok, refused_stamps))
     }
 
     fn log_rejections(&mut self, refused: &Rejections, ip: Ipv4Addr, reason: Reject, now_ms: u64) {
@@ -1445,10 +1492,24 @@ impl Node {
 
     /// Merges the partner's records: newer wins per address. Counts
     /// conflicts, cancels own replies whose record lost, and releases a
-    /// client's older lease when the merge leaves it holding two. False
-    /// (and the link closed) if they could not be stored.
-    fn merge_partner(&mut self, records: Vec<LeaseRecord>, db: &mut LeaseDb, now_ms: u64) -> bool {
+    /// client's older lease when the merge leaves it holding two. Returns
+    /// the stamps of the partner's records that did not stand (see
+    /// [`did_not_stand`]), or `None` (and the link closed) if they could
+    /// not be stored.
+    fn merge_partner(
+        &mut self,
+        records: Vec<LeaseRecord>,
+        db: &mut LeaseDb,
+        now_ms: u64,
+    ) -> Option<Vec<Stamp>> {
         let now_secs = now_ms / 1000;
+        // What each record promised its client, judged once the merge and
+        // its releases are done.
+        let promised: Vec<(Ipv4Addr, twinmasq_proto::ClientKey, Stamp)> = records
+            .iter()
+            .filter(|r| r.is_active(now_secs))
+            .map(|r| (r.ip, r.client.clone(), r.stamp))
+            .collect();
         let mut cancel = Vec::new();
         // Conflicts the newer-stamp order would settle the wrong way: the
         // owner's record is committed again with a fresh stamp, so it wins
@@ -1477,7 +1538,7 @@ impl Node {
                             if let Some(p) = self.partner {
                                 self.close(p, now_ms, "lease database error");
                             }
-                            return false;
+                            return None;
                         }
                         restamp.push(winner.clone());
                         continue;
@@ -1511,7 +1572,7 @@ impl Node {
                 if let Some(p) = self.partner {
                     self.close(p, now_ms, "lease database error");
                 }
-                return false;
+                return None;
             }
         };
         let mut changed: Vec<Ipv4Addr> = stored.iter().map(|r| r.ip).collect();
@@ -1544,11 +1605,34 @@ impl Node {
         if !changed.is_empty() {
             self.out.push_back(Output::Changed(changed));
         }
-        true
+        Some(
+            promised
+                .into_iter()
+                .filter(|(ip, client, _)| did_not_stand(db.get(*ip).as_ref(), client, now_secs))
+                .map(|(_, _, stamp)| stamp)
+                .collect(),
+        )
     }
 
     /// An own change whose reply may still be waiting for the partner.
     fn unreleased(&self, r: &LeaseRecord) -> bool {
         r.stamp.node == self.node_id && r.stamp > self.acked_through
     }
+}
+
+/// Whether a partner's record that gave its address to `client` did not
+/// stand, given what this node holds for the address after the merge: the
+/// address is not (or no longer) `client`'s. A conflict that went to the
+/// share owner's record, a newer record of another client, and the
+/// release of a lease the client holds a newer one to all count; a newer
+/// record of the same client (a later renewal) and the record restamped
+/// as the owner's do not. Both nodes settle a conflict by the same rule
+/// (`conflict_winner`), so the record named here is the one the sender's
+/// own merge drops once the winner reaches it.
+fn did_not_stand(
+    held: Option<&LeaseRecord>,
+    client: &twinmasq_proto::ClientKey,
+    now_secs: u64,
+) -> bool {
+    !held.is_some_and(|h| h.client == *client && h.is_active(now_secs))
 }

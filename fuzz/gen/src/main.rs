@@ -310,7 +310,18 @@ fn session_messages() -> Vec<Message> {
             seq: 1,
             records: vec![some_lease()],
         },
-        Message::Ack { seq: 1 },
+        Message::Ack {
+            seq: 1,
+            lost: vec![],
+        },
+        Message::Ack {
+            seq: 2,
+            lost: vec![Stamp {
+                wall_ms: 1_800_000_000_000,
+                counter: 1,
+                node: 2,
+            }],
+        },
         Message::Heartbeat {
             wall_ms: 1_800_000_000_500,
         },
@@ -423,7 +434,7 @@ fn failover_seeds() {
         let mut early = vec![bit];
         script_body(
             &mut early,
-            &twinmasq_proto::encode(&Message::Ack { seq: 0 }).expect("encode"),
+            &twinmasq_proto::encode(&Message::Ack { seq: 0, lost: vec![] }).expect("encode"),
         );
         write(
             "failover_frame",
