@@ -107,6 +107,20 @@ pub enum PartnerShare {
     No,
     /// Any free one, once the own share is exhausted (the partner is in
     /// sync, or there is no partner).
+    ///
+    /// Linked, the primary does take from the secondary's share while the
+    /// secondary may be serving `secs` clients from it: offers are not
+    /// replicated, so both may commit one address. That is safe because
+    /// no reply leaves before the owner agreed to it. The primary's reply
+    /// waits for the secondary's ack of its record, and that ack names
+    /// the record lost if the secondary holds its own record for the
+    /// address (a conflict always goes to the share owner's record, on
+    /// both nodes); the primary then cancels the reply. If the ack does
+    /// not name it, the secondary's table gave the address to the
+    /// primary's client before the secondary committed anything there, so
+    /// its engine hands it to no one else. The secondary's own reply waits
+    /// for the primary's ack the same way, and its record always stands.
+    /// Of two commits of one address, at most one reply leaves.
     Any,
     /// Once the own share is exhausted, only those with no lease or whose
     /// lease ended at least `mclt_ms` ago: the partner may have extended a

@@ -771,7 +771,7 @@ fn a_connection_that_does_not_prove_the_key_is_closed_within_a_second() {
 /// shell; the primary stores neither, counts both by reason, and keeps the
 /// link (the update is acked: this node does not serve the one address, so
 /// it can never hand it out twice, and the other could not have come from
-/// a sound DHCP engine).
+/// a sound DHCP engine), but the ack names both lost.
 #[test]
 fn a_partner_record_outside_the_rules_is_dropped() {
     let mut t = pair();
@@ -796,6 +796,10 @@ fn a_partner_record_outside_the_rules_is_dropped() {
     assert_eq!(t.p.db.get(good.ip), Some(good.clone()));
     assert_eq!(t.p.mode, ServeMode::Linked);
     assert!(t.s.acked >= good.stamp, "the update was acked");
+    // ...naming the refused records lost, so the replies that promised
+    // them never leave (the primary's table would lack those leases).
+    assert!(t.s.cancelled.contains(&outside.stamp) && t.s.cancelled.contains(&shell.stamp));
+    assert!(!t.s.cancelled.contains(&good.stamp));
     let r = t.p.node.status().rejected;
     assert_eq!((r.address, r.hostname, r.total()), (1, 1, 2));
 }
