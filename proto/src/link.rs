@@ -484,7 +484,11 @@ mod tests {
             es.unwrap().as_slice(),
             [Event::PeerHello(_), Event::Established]
         ));
-        p.send(&Message::Ack { seq: 7, lost: vec![] }).unwrap();
+        p.send(&Message::Ack {
+            seq: 7,
+            lost: vec![],
+        })
+        .unwrap();
         p.send(&Message::Heartbeat { wall_ms: 3 }).unwrap();
         let bytes = p.take_output();
         // Delivered in pieces, as TCP may.
@@ -493,7 +497,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Event::Message(Message::Ack { seq: 7, lost: vec![] }),
+                Event::Message(Message::Ack {
+                    seq: 7,
+                    lost: vec![]
+                }),
                 Event::Message(Message::Heartbeat { wall_ms: 3 })
             ]
         );
@@ -519,7 +526,10 @@ mod tests {
             lost: lost.clone(),
         };
         p.send(&ack).unwrap();
-        assert_eq!(s.receive(&p.take_output()).unwrap(), vec![Event::Message(ack)]);
+        assert_eq!(
+            s.receive(&p.take_output()).unwrap(),
+            vec![Event::Message(ack)]
+        );
         // The most stamps an ack can carry fit in one frame with room to
         // spare: an update of records fills at most a quarter of one, and
         // a stamp encodes smaller than any record.
@@ -546,7 +556,11 @@ mod tests {
             (p, s)
         };
         let (mut p, mut s) = established();
-        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
+        p.send(&Message::Ack {
+            seq: 1,
+            lost: vec![],
+        })
+        .unwrap();
         let mut bytes = p.take_output();
         let last = bytes.len() - 40;
         bytes[last] ^= 1;
@@ -554,7 +568,11 @@ mod tests {
         assert_eq!(s.receive(&[]), Err(LinkError::Failed));
 
         let (mut p, mut s) = established();
-        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
+        p.send(&Message::Ack {
+            seq: 1,
+            lost: vec![],
+        })
+        .unwrap();
         let frame = p.take_output();
         s.receive(&frame).unwrap();
         assert!(matches!(s.receive(&frame), Err(LinkError::Sequence { .. })));
@@ -579,7 +597,11 @@ mod tests {
         s.receive(&p.take_output()).unwrap();
         p.receive(&s.take_output()).unwrap();
         s.receive(&p.take_output()).unwrap();
-        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
+        p.send(&Message::Ack {
+            seq: 1,
+            lost: vec![],
+        })
+        .unwrap();
         let recorded = p.take_output();
         // ...and replay it to a fresh secondary (new nonce): the old proof
         // and the old session's frames do not verify.
@@ -611,7 +633,11 @@ mod tests {
         };
         assert!(matches!(p.send(&huge), Err(LinkError::Oversize(_))));
         assert!(p.take_output().is_empty());
-        p.send(&Message::Ack { seq: 1, lost: vec![] }).unwrap();
+        p.send(&Message::Ack {
+            seq: 1,
+            lost: vec![],
+        })
+        .unwrap();
         assert!(!p.take_output().is_empty());
     }
 

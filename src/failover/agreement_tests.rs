@@ -367,8 +367,8 @@ impl Duo {
             for (who, end) in [("primary", &self.p), ("secondary", &self.s)] {
                 let rec = end.db.get(ip);
                 assert!(
-                    rec.as_ref().is_some_and(|r| r.hwaddr == client
-                        && r.state == LeaseState::Bound),
+                    rec.as_ref()
+                        .is_some_and(|r| r.hwaddr == client && r.state == LeaseState::Bound),
                     "the {who}'s table lost {client:?}'s acknowledged lease on {ip}: {rec:?}"
                 );
             }
@@ -401,9 +401,8 @@ fn one_address_is_never_acknowledged_to_two_clients_while_linked() {
     // Two renewals the secondary serves (the clients' secs climbing): two
     // updates out, neither acked by the primary yet.
     for (ip, client) in [(14, 5), (15, 6)] {
-        let ack = t
-            .s
-            .request(
+        let ack =
+            t.s.request(
                 &RawRequest::new(3, mac(client), 100 + u32::from(client))
                     .ciaddr(addr(ip))
                     .secs(30)
@@ -439,9 +438,8 @@ fn one_address_is_never_acknowledged_to_two_clients_while_linked() {
     t.check_ledger();
     // The primary's client asks again and is told no; the secondary's
     // holds .17 on both nodes.
-    let again = t
-        .p
-        .request(
+    let again =
+        t.p.request(
             &RawRequest::new(3, mac(21), 301)
                 .opt(54, &SERVER.octets())
                 .opt(50, &a.octets())

@@ -434,7 +434,11 @@ fn failover_seeds() {
         let mut early = vec![bit];
         script_body(
             &mut early,
-            &twinmasq_proto::encode(&Message::Ack { seq: 0, lost: vec![] }).expect("encode"),
+            &twinmasq_proto::encode(&Message::Ack {
+                seq: 0,
+                lost: vec![],
+            })
+            .expect("encode"),
         );
         write(
             "failover_frame",
