@@ -10,7 +10,7 @@ use dhcproto::v4::MessageType;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
 use crate::config::{Config, DhcpBoot, DhcpHost, LeaseTime, MIN_LEASE_SECS};
-use crate::lease::LeaseDb;
+use crate::lease::{merge, LeaseDb};
 
 use super::classes;
 use super::holds::{Hold, HoldKind, Holds};
@@ -645,20 +645,16 @@ impl Engine {
                 })
             });
         }
-        // The client's own live lease is no new allocation when the
-        // partner cannot be reusing the address behind our back: in sync
-        // (a passive secondary serving a `secs` client), or once
-        // partner-down has opened the partner's share (issue 14, case 7).
-        // Merely apart, it can: the client may have released the address
-        // there, and the owner gives a released address to another client
-        // an MCLT later, while our record still shows the old lease
-        // (simulation seed 232 of `failover_pair_under_pool_pressure`).
-        // Only when a REQUEST for it could be acknowledged: an offer whose
+        // The client's own live lease is no new allocation (issue 14, case
+        // 7), in whichever share: the partner cannot be reusing the address
+        // behind our back. In sync it hears of every change first; apart,
+        // the owner reuses an ended address only an MCLT after the
+        // binding's expiry (`ended_expiry`, even when the client released
+        // it there), and we extend the binding no further than an MCLT
+        // past the expiry the owner knows (`partner_share_limit`). Only
+        // when a REQUEST for it could be acknowledged: an offer whose
         // REQUEST would get no answer would leave the client stuck.
-        let partner_settled =
-            ctx.rules.own_aged.is_none() || !matches!(ctx.rules.partner, PartnerShare::No);
-        if partner_settled
-            && self.live_binding(ctx, ip, db, now_ms)
+        if self.live_binding(ctx, ip, db, now_ms)
             && self.grant_fits(ctx, ip, db, now_ms, self.lease_time(ctx, ip))
         {
             return true;
@@ -1164,7 +1160,7 @@ impl Engine {
         {
             let ended = LeaseRecord {
                 state: LeaseState::Released,
-                expires: Expiry::At(now_secs),
+                expires: merge::ended_expiry(prev.expires, now_secs),
                 ..prev
             };
             if db.settle(ended.clone(), now_ms).is_err() {
@@ -1308,9 +1304,13 @@ impl Engine {
         let Some(rec) = owned else {
             return self.ignore(Ignored::NotOwner);
         };
+        let expires = match state {
+            LeaseState::Released => merge::ended_expiry(rec.expires, until),
+            _ => Expiry::At(until),
+        };
         let ended = LeaseRecord {
             state,
-            expires: Expiry::At(until),
+            expires,
             hostname: None,
             ..rec
         };

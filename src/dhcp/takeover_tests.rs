@@ -231,22 +231,64 @@ fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
     }
 }
 
-/// Merely apart (the partner may be alive behind a cut link), the
-/// partner's share stays closed to a DISCOVER even for a client's live
-/// binding there: the client may have released it at the partner, which
-/// gives it to another client an MCLT later while our record still shows
-/// the old lease. It gets an address of the own share (a known limit, see
-/// the README's failover section).
+/// Case 7 after a kill -9: merely apart (the partner may be alive behind
+/// a cut link, which this node cannot tell from a dead one), a client's
+/// live binding in the partner's share is offered back too, and its
+/// REQUEST acknowledged for an MCLT. Safe because the owner keeps that
+/// address from other clients until an MCLT past the binding's expiry,
+/// even when the client released it there (the next test).
 #[test]
-fn merely_apart_a_partner_share_binding_is_not_offered() {
+fn merely_apart_a_partner_share_binding_is_offered_back() {
     let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
     rig.replicated(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
-    assert!(
-        in_share(offer.yiaddr(), Owner::Secondary),
-        "{}",
-        offer.yiaddr()
+    assert_eq!(offer.yiaddr(), addr(12));
+    let (r, ack) = rig.reply(
+        &RawRequest::new(3, MAC_A, 2)
+            .opt(54, &SERVER.octets())
+            .opt(50, &addr(12).octets())
+            .finish(),
     );
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(ack.yiaddr(), addr(12));
+    assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
+}
+
+/// The other side of the previous test, on the owner: apart, a client
+/// releases its address here; the partner may still offer the binding it
+/// knows back to that client, and extend it up to an MCLT past the expiry
+/// it knows. So the address goes to no other client until then, and to
+/// the next one after it.
+#[test]
+fn apart_the_owner_keeps_a_released_address_until_an_mclt_past_the_binding() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let ip = addr(11);
+    assert!(in_share(ip, Owner::Primary));
+    let binding_end = rig.now_secs() + 3000;
+    rig.replicated(ip, MAC_A, LeaseState::Bound, binding_end);
+    let release = RawRequest::new(7, MAC_A, 1)
+        .ciaddr(ip)
+        .opt(54, &SERVER.octets())
+        .finish();
+    assert_eq!(rig.send(&release), Decision::Done);
+    assert_eq!(rig.db.get(ip).unwrap().state, LeaseState::Released);
+    let asks_for = |xid| {
+        RawRequest::new(1, MAC_B, xid)
+            .opt(50, &ip.octets())
+            .finish()
+    };
+    // An MCLT after the release, long before the binding's end.
+    rig.now += (MCLT_SECS + 1) * 1000;
+    let (_, offer) = rig.reply(&asks_for(2));
+    assert_ne!(
+        offer.yiaddr(),
+        ip,
+        "given away while the partner may extend it"
+    );
+    rig.now = (binding_end + MCLT_SECS + 1) * 1000;
+    rig.engine.tick(&mut rig.db, rig.now);
+    let (_, offer) = rig.reply(&asks_for(3));
+    assert_eq!(offer.yiaddr(), ip);
 }
 
 /// Case 7's limits: an ended binding in the partner's share is no binding

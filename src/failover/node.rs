@@ -28,7 +28,7 @@ use twinmasq_proto::key::Key;
 use twinmasq_proto::link::{
     Event, Hello, Link, Message, ResumePoint, Role, SyncStart, MAX_TERMS, PROTOCOL_VERSION,
 };
-use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
+use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
 
 use crate::dhcp::share::{self, Owner, ServeMode};
 use crate::lease::{merge, LeaseDb, Reject, Rejections};
@@ -1588,7 +1588,7 @@ impl Node {
                 }
                 let ended = LeaseRecord {
                     state: LeaseState::Released,
-                    expires: Expiry::At(now_secs),
+                    expires: merge::ended_expiry(old.expires, now_secs),
                     hostname: None,
                     ..old
                 };

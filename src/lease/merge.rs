@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use twinmasq_proto::{ClientKey, LeaseRecord};
+use twinmasq_proto::{ClientKey, Expiry, LeaseRecord};
 
 /// Orders two records for one address: the greater stamp is newer. Stamps
 /// carry the node id, so two nodes never issue equal ones; should equal
@@ -101,6 +101,22 @@ pub fn superseded<'a>(
     bound.sort_by(|a, b| compare(a, b));
     bound.pop();
     bound
+}
+
+/// The expiry a lease keeps when it ends before its time (a RELEASE, or
+/// the client taking another address): the later of the end and the
+/// binding's own expiry. Not in sync, the partner may still extend that
+/// binding, up to an MCLT past the expiry it knows (`dhcp::engine`'s `partner_share_limit`),
+/// and offer it back to the client (issue 14, case 7); the owner, which
+/// reuses an ended address only an MCLT after its end (its `recent_until`),
+/// must count from the binding's expiry, not from the release. Only
+/// `Bound` and `Declined` records occupy an address, so a released record
+/// with a later expiry is no lease anywhere (lease file, DNS, counts).
+pub fn ended_expiry(binding: Expiry, ended_secs: u64) -> Expiry {
+    match binding {
+        Expiry::At(t) => Expiry::At(t.max(ended_secs)),
+        Expiry::Never => Expiry::Never,
+    }
 }
 
 #[cfg(test)]
