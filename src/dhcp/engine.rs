@@ -670,6 +670,15 @@ impl Engine {
         }
     }
 
+    /// Why nothing new is handed out when the rules allow no allocation.
+    fn held_back(&self) -> Ignored {
+        if matches!(self.mode, ServeMode::Recovering { .. }) {
+            Ignored::Recovering
+        } else {
+            Ignored::ConfigMismatch
+        }
+    }
+
     /// Does this client hold an unexpired lease on `ip` in our table?
     fn live_binding(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, now_ms: u64) -> bool {
         db.get(ip)
@@ -811,7 +820,7 @@ impl Engine {
             }
         }
         if !ctx.rules.allocate {
-            return Err(Ignored::ConfigMismatch);
+            return Err(self.held_back());
         }
         let cfg = Arc::clone(&self.cfg);
         if db.bound_count() >= cfg.lease_max as usize {
@@ -964,11 +973,13 @@ impl Engine {
         // (with an MCLT-bounded lease) instead of losing it to a NAK.
         let unclaimed = ctx.rules.ack_unclaimed
             && (self.host_addr(ctx) == Some(ip) || self.dynamic_range_of(ip, ctx.net).is_some());
-        if !known && !ctx.rules.allocate {
+        if !ctx.rules.allocate && !self.live_binding(ctx, ip, db, now_ms) {
             // A lease we do not hold is a new one here, even to an
             // authoritative server: silence, so a lease the partner may
-            // have given is not NAKed away either.
-            return self.ignore(Ignored::ConfigMismatch);
+            // have given is not NAKed away either. So is one that has
+            // ended: the partner may have handed the address to another
+            // client since (a node back from a restart, issue 14 case 1).
+            return self.ignore(self.held_back());
         }
         if !known && !authoritative && !unclaimed {
             return self.ignore(Ignored::UnknownClient);

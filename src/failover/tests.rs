@@ -63,7 +63,7 @@ impl End {
         let mut db = LeaseDb::open(dir.path(), DbOptions::default()).unwrap();
         db.enable_outbox();
         End {
-            node: Node::new(cfg, db.node_id(), rand::random(), now),
+            node: Node::open(cfg, &db, rand::random(), now),
             db,
             _dir: dir,
             conn: None,
@@ -72,6 +72,31 @@ impl End {
             cancelled: Vec::new(),
             changed: 0,
         }
+    }
+
+    /// The process starts again over its database, reopened from disk.
+    fn restart(&mut self, cfg: NodeConfig, now: u64) {
+        let path = self._dir.path().to_path_buf();
+        let tmp = tempfile::tempdir().unwrap();
+        let stand_in = LeaseDb::open(tmp.path(), DbOptions::default()).unwrap();
+        drop(std::mem::replace(&mut self.db, stand_in));
+        // sled lets go of its file lock from background threads a moment
+        // after the last handle.
+        let mut tries = 0;
+        self.db = loop {
+            match LeaseDb::open(&path, DbOptions::default()) {
+                Ok(db) => break db,
+                Err(e) if tries < 200 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        self.db.enable_outbox();
+        self.node = Node::open(cfg, &self.db, rand::random(), now);
+        self.conn = None;
     }
 
     fn table(&self) -> Vec<LeaseRecord> {
@@ -201,8 +226,14 @@ fn pair() -> Pair {
 fn sync_merges_both_tables_then_modes_are_linked_and_passive() {
     let mut t = pair();
     t.settle();
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
-    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    // Started: nothing new handed out until the sync (or an MCLT).
+    let recovering = ServeMode::Recovering {
+        serve_from_ms: t.now + 60_000,
+    };
+    assert_eq!(t.p.mode, recovering);
+    assert_eq!(t.s.mode, recovering);
+    assert_eq!(t.p.node.status().state, "recovering");
+    assert_eq!(t.p.node.status().recovering_until_ms, Some(t.now + 60_000));
     t.p.db.commit(lease(10, 1), t.now).unwrap();
     t.p.db.commit(lease(11, 2), t.now).unwrap();
     t.s.db.commit(lease(12, 3), t.now).unwrap();
@@ -244,8 +275,8 @@ fn wrong_key_never_links_and_moves_no_data() {
     t.s.db.commit(lease(30, 1), t.now).unwrap();
     t.tick(1);
     t.tick(1_000);
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
-    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    assert!(matches!(t.p.mode, ServeMode::Recovering { .. }));
+    assert!(matches!(t.s.mode, ServeMode::Recovering { .. }));
     assert!(
         t.p.table().is_empty(),
         "nothing crossed before the key was proved"
@@ -351,7 +382,7 @@ fn clock_skew_above_the_bound_is_refused() {
     t.p.conn = Some(7);
     t.s.conn = Some(7);
     t.settle();
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert!(matches!(t.p.mode, ServeMode::Recovering { .. }));
     assert!(!t.p.node.status().linked);
 }
 
@@ -508,7 +539,7 @@ fn a_second_secondary_is_refused() {
         "the first secondary keeps its link"
     );
     intruder.node.tick(&mut intruder.db, t.now);
-    assert_eq!(intruder.node.mode(), ServeMode::Unlinked);
+    assert!(matches!(intruder.node.mode(), ServeMode::Recovering { .. }));
 }
 
 #[test]
@@ -1071,15 +1102,17 @@ fn dora(end: &mut End, own: crate::dhcp::share::Owner, mac_last: u8, now: u64) -
         now,
     ))?;
     let ip = offer.yiaddr();
-    let ack = decode(engine.handle(
-        &RawRequest::new(3, mac, u32::from(mac_last) + 1)
-            .opt(54, &[198, 18, 0, 1])
-            .opt(50, &ip.octets())
-            .finish(),
-        &arrival,
-        &mut end.db,
-        now,
-    ))?;
+    let ack = decode(
+        engine.handle(
+            &RawRequest::new(3, mac, u32::from(mac_last) + 1)
+                .opt(54, &[198, 18, 0, 1])
+                .opt(50, &ip.octets())
+                .finish(),
+            &arrival,
+            &mut end.db,
+            now,
+        ),
+    )?;
     let kind = ack.opts().get(OptionCode::MessageType).cloned();
     (kind == Some(dhcproto::v4::DhcpOption::MessageType(MessageType::Ack))).then_some(ip)
 }
@@ -1201,9 +1234,9 @@ fn a_primary_returning_after_partner_down_syncs_before_serving() {
         .collect();
     assert!(!in_primary_share.is_empty());
     // The primary process starts again over its intact database.
-    t.p.node = Node::new(
+    t.p.node = Node::open(
         cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"),
-        t.p.db.node_id(),
+        &t.p.db,
         rand::random(),
         t.now,
     );
@@ -1232,4 +1265,74 @@ fn a_primary_returning_after_partner_down_syncs_before_serving() {
             assert_eq!(holder(end, *ip), Some(*c), "partner-down lease on {ip}");
         }
     }
+}
+
+/// Partner-down is kept across a restart (the partner is gone per the
+/// operator: the node serves at once, as before); a completed sync ends
+/// it, and a restart after that recovers again.
+#[test]
+fn partner_down_survives_a_restart_and_a_sync_ends_it() {
+    let s_cfg = || cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200");
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    let synced = t.s.db.completeness().last_sync;
+    assert_eq!(synced.map(|(n, _)| n), Some(t.p.db.node_id()));
+    t.cut();
+    t.tick(6_000);
+    let from = t.s.node.declare_partner_down(t.now).unwrap();
+    t.tick(1);
+    t.s.restart(s_cfg(), t.now);
+    t.settle();
+    assert_eq!(
+        t.s.mode,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: from
+        }
+    );
+    assert_eq!(t.s.node.status().state, "partner-down");
+    assert_eq!(t.s.node.status().last_sync_ms, synced.map(|(_, at)| at));
+    t.heal();
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.s.db.completeness().partner_down_since_ms, None);
+    t.s.restart(s_cfg(), t.now);
+    t.settle();
+    assert!(matches!(t.s.mode, ServeMode::Recovering { .. }));
+}
+
+/// The wait counts from each start: a restart never shortens it. The
+/// operator's partner-down ends it at once.
+#[test]
+fn recovery_waits_an_mclt_from_each_start_or_until_partner_down() {
+    let p_cfg = || cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200");
+    let mut t = pair();
+    t.cut();
+    t.tick(50_000);
+    t.p.restart(p_cfg(), t.now);
+    let start = t.now;
+    t.settle();
+    t.tick(59_000);
+    assert_eq!(
+        t.p.mode,
+        ServeMode::Recovering {
+            serve_from_ms: start + 60_000
+        }
+    );
+    t.tick(1_000);
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.p.node.status().recovering_until_ms, None);
+    t.p.restart(p_cfg(), t.now);
+    t.settle();
+    assert!(matches!(t.p.mode, ServeMode::Recovering { .. }));
+    let from = t.p.node.declare_partner_down(t.now).unwrap();
+    t.settle();
+    assert_eq!(
+        t.p.mode,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: from
+        }
+    );
 }
