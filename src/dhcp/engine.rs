@@ -624,6 +624,9 @@ impl Engine {
             return true;
         }
         if !ctx.rules.allocate {
+            if self.recovering_apart(ctx, ip, now_ms) {
+                return false;
+            }
             // Nothing new: only the client's own unexpired binding.
             let now_secs = now_ms / 1000;
             return db
@@ -668,6 +671,17 @@ impl Engine {
             PartnerShare::Any => true,
             PartnerShare::Aged { mclt_ms } => recent_until(db.get(ip), mclt_ms, now_ms).is_none(),
         }
+    }
+
+    /// Is `ip` in the partner's share while this node recovers after its
+    /// start? Then even a live lease of the client in our table is not
+    /// renewed: the record may be one the partner has since seen end (a
+    /// RELEASE while this node was down) and, an MCLT later, reused; our
+    /// renewal would give the client the address again (simulation seed
+    /// 77 of `failover_pair_under_pool_pressure`). The owner answers.
+    fn recovering_apart(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, now_ms: u64) -> bool {
+        matches!(self.mode, ServeMode::Recovering { serve_from_ms } if now_ms < serve_from_ms)
+            && self.partner_share_closed(ctx, ip)
     }
 
     /// Why nothing new is handed out when the rules allow no allocation.
@@ -961,6 +975,10 @@ impl Engine {
         // of another holder; a NAK would cost the client an address it
         // holds. Silent, the client retries, and if nobody answers its
         // lease runs out and it DISCOVERs an address of our own share.
+        if self.recovering_apart(ctx, ip, now_ms) {
+            tracing::debug!(target: "dhcp", "not answering for {ip}: the partner's share, and this node is recovering after its start");
+            return self.ignore(Ignored::Recovering);
+        }
         if self.partner_share_closed(ctx, ip) && !self.live_binding(ctx, ip, db, now_ms) {
             tracing::debug!(target: "dhcp", "not answering for {ip}: the partner's share, and no lease of this client here");
             return self.ignore(Ignored::PartnerShare);

@@ -339,3 +339,25 @@ fn recovering_renews_live_leases_only_until_its_wait_ends() {
     let (_, offer) = rig.reply(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 50).finish());
     assert!(in_share(offer.yiaddr(), Owner::Primary));
 }
+
+/// Case 1: while recovering, a partner-share lease in our table may be
+/// stale (released at the partner while this node was down, and reused an
+/// MCLT later): not renewed, nor offered back; the partner answers.
+#[test]
+fn recovering_leaves_partner_share_leases_to_the_partner() {
+    let serve_from_ms = T0 + MCLT_SECS * 1000;
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Recovering { serve_from_ms });
+    let theirs = addr(12);
+    assert!(in_share(theirs, Owner::Primary));
+    rig.replicated(theirs, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+    for (form, bytes) in not_selecting(MAC_A, theirs, 1) {
+        let d = rig.send(&bytes);
+        assert!(!is_reply(&d), "{form} of a partner-share lease: {d:?}");
+    }
+    let d = rig.send(&RawRequest::new(1, MAC_A, 10).finish());
+    assert!(!is_reply(&d), "offered {d:?}");
+    assert_eq!(
+        rig.db.get(theirs).unwrap().expires,
+        Expiry::At(rig.now_secs() + 3000)
+    );
+}
