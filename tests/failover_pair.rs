@@ -119,7 +119,9 @@ fn start_synced<'a>(pair: &'a PairLab, conf: &ServerConf) -> (Server<'a>, Server
 }
 
 /// The MCLT of tests whose primary starts alone: it waits that long.
-const LONE_MCLT_SECS: u64 = 3;
+/// Leases it grants alone last no longer, and one must still be live
+/// when renewed after the refusal checks (about 12 s).
+const LONE_MCLT_SECS: u64 = 25;
 
 /// A primary started with no partner yet, serving once its recovery wait
 /// is over: a node that starts hands out nothing new until it has synced,
@@ -131,7 +133,7 @@ fn start_lone_primary<'a>(pair: &'a PairLab, conf: &ServerConf) -> Server<'a> {
         p.wait_log(
             0,
             "no sync with the partner within failover-mclt",
-            Duration::from_secs(10),
+            Duration::from_secs(LONE_MCLT_SECS + 10),
         ),
         "the lone primary serving after its recovery wait",
     );
