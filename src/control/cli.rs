@@ -540,6 +540,20 @@ mod tests {
         );
     }
 
+    /// Issue 14, case 1: a node recovering after its start says when it
+    /// serves at the latest.
+    #[test]
+    fn a_recovering_node_says_when_it_serves() {
+        let mut f = failover(NodeRole::Primary, "recovering");
+        f.recovering_until_unix_ms = Some(61_000 + 41_500);
+        let text = render_status(&report(Some(f)), 61_000);
+        assert!(
+            text.contains("failover: primary, state recovering, not linked"),
+            "{text}"
+        );
+        assert!(text.contains("  recovering, serving in 42 s"), "{text}");
+    }
+
     #[test]
     fn subcommands_are_told_from_dnsmasq_options() {
         let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
