@@ -442,8 +442,8 @@ fn both_nodes_of_a_pair_run_the_script() {
     for (srv, needle) in [
         (&p, "sync done"),
         (&s, "sync done"),
-        (&s, "serve mode Unlinked -> Passive"),
-        (&p, "serve mode Unlinked -> Linked"),
+        (&s, "-> Passive"),
+        (&p, "-> Linked"),
     ] {
         if let Err(e) = srv.wait_log(0, needle, Duration::from_secs(10)) {
             panic!("the link did not come up: {e}\n{}", srv.log_tail(40));

@@ -203,10 +203,10 @@ fn flood_scenario(test: &'static str, sources: &[Ipv4Addr]) {
     let s_start = Instant::now();
     let s = pair.start_node(PairRole::Secondary, &conf);
     let linked = p
-        .wait_log(log_before, "serve mode Unlinked -> Linked", LINK_WITHIN)
+        .wait_log(log_before, "-> Linked", LINK_WITHIN)
         .and_then(|_| {
             let left = LINK_WITHIN.saturating_sub(s_start.elapsed());
-            s.wait_log(0, "serve mode Unlinked -> Passive", left)
+            s.wait_log(0, "-> Passive", left)
         })
         .map(|(_, at)| at.duration_since(s_start));
     let linked_mark = p.log_mark();

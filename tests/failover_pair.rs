@@ -118,13 +118,35 @@ fn start_synced<'a>(pair: &'a PairLab, conf: &ServerConf) -> (Server<'a>, Server
     (p, s)
 }
 
+/// The MCLT of tests whose primary starts alone: it waits that long.
+/// Leases it grants alone last no longer, and one must still be live
+/// when renewed after the refusal checks (about 12 s).
+const LONE_MCLT_SECS: u64 = 25;
+
+/// A primary started with no partner yet, serving once its recovery wait
+/// is over: a node that starts hands out nothing new until it has synced,
+/// or an MCLT has passed without its partner (issue 14, case 1); the
+/// caller shortens the MCLT ([`LONE_MCLT_SECS`]).
+fn start_lone_primary<'a>(pair: &'a PairLab, conf: &ServerConf) -> Server<'a> {
+    let p = pair.start_node(PRIMARY, conf);
+    must(
+        p.wait_log(
+            0,
+            "no sync with the partner within failover-mclt",
+            Duration::from_secs(LONE_MCLT_SECS + 10),
+        ),
+        "the lone primary serving after its recovery wait",
+    );
+    p
+}
+
 /// Waits for a (re)sync after the given log marks.
 fn wait_synced(p: &Server, p_mark: usize, s: &Server, s_mark: usize, timeout: Duration) {
     for (srv, mark, needle) in [
         (p, p_mark, "sync done"),
         (s, s_mark, "sync done"),
-        (s, s_mark, "serve mode Unlinked -> Passive"),
-        (p, p_mark, "serve mode Unlinked -> Linked"),
+        (s, s_mark, "-> Passive"),
+        (p, p_mark, "-> Linked"),
     ] {
         if let Err(e) = srv.wait_log(mark, needle, timeout) {
             panic!(
@@ -698,10 +720,11 @@ fn split_link_gives_no_duplicates_and_heals() {
 /// passive, and no lease crosses in either direction.
 #[test]
 fn wrong_key_is_refused_and_nothing_crosses() {
-    let pair = pair!("wrong_key_is_refused_and_nothing_crosses");
+    let mut pair = pair!("wrong_key_is_refused_and_nothing_crosses");
+    pair.timings.mclt_secs = LONE_MCLT_SECS;
     let mut checks = Checks::new("wrong_key_is_refused_and_nothing_crosses");
     let conf = ServerConf::standard();
-    let p = pair.start_node(PRIMARY, &conf);
+    let p = start_lone_primary(&pair, &conf);
     let h1 = pair.lab.add_client();
     let mut c1 = Udhcpc::new(&pair.lab, &h1);
     let l1 = obtain(&mut c1, &h1, "a client of the lone primary");
@@ -786,12 +809,13 @@ fn wrong_key_is_refused_and_nothing_crosses() {
 /// hands out a new address, and a client holding a lease still renews.
 #[test]
 fn mismatched_ranges_are_refused_with_the_ranges_named() {
-    let pair = pair!("mismatched_ranges_are_refused_with_the_ranges_named");
+    let mut pair = pair!("mismatched_ranges_are_refused_with_the_ranges_named");
+    pair.timings.mclt_secs = LONE_MCLT_SECS;
     let mut checks = Checks::new("mismatched_ranges_are_refused_with_the_ranges_named");
     let p_conf = ServerConf::standard();
     let s_end = Ipv4Addr::new(198, 18, 0, 150);
     let s_conf = ServerConf::standard_range(RANGE_START, s_end);
-    let p = pair.start_node(PRIMARY, &p_conf);
+    let p = start_lone_primary(&pair, &p_conf);
     let h1 = pair.lab.add_client();
     let mut c1 = Udhcpc::new(&pair.lab, &h1);
     let l1 = obtain(&mut c1, &h1, "a client of the lone primary");

@@ -1071,7 +1071,10 @@ impl Sim {
             return true;
         };
         let closed = match live.mode {
-            ServeMode::Unlinked | ServeMode::Passive | ServeMode::ConfigMismatch => true,
+            ServeMode::Unlinked
+            | ServeMode::Passive
+            | ServeMode::ConfigMismatch
+            | ServeMode::Recovering { .. } => true,
             ServeMode::PartnerDown {
                 partner_share_from_ms,
             } => now_i < partner_share_from_ms,
@@ -1100,7 +1103,7 @@ impl Sim {
             return;
         };
         let settled = match live.mode {
-            ServeMode::Unlinked | ServeMode::ConfigMismatch => false,
+            ServeMode::Unlinked | ServeMode::ConfigMismatch | ServeMode::Recovering { .. } => false,
             ServeMode::PartnerDown {
                 partner_share_from_ms,
             } => now_i >= partner_share_from_ms,

@@ -580,7 +580,7 @@ fn failover_pair_reports_its_states_lag_and_sync() {
         )
     });
     // One state at a time, and the rest listed as 0.
-    for (m, role, n) in [(&p, "primary", 5), (&s, "secondary", 6)] {
+    for (m, role, n) in [(&p, "primary", 6), (&s, "secondary", 7)] {
         let states: Vec<f64> = m
             .iter()
             .filter(|(k, _)| k.starts_with(&format!("twinmasq_failover_state{{role=\"{role}\"")))

@@ -412,6 +412,13 @@ pub fn render_status(r: &StatusReport, now_ms: u64) -> String {
             if let Some(since) = f.partner_down_since_unix_ms {
                 let _ = writeln!(s, "  partner declared down {}", ago_text(since, now_ms));
             }
+            if let Some(until) = f.recovering_until_unix_ms {
+                let _ = writeln!(
+                    s,
+                    "  recovering, serving in {} s: no new addresses until a sync with the partner completes (leases held are renewed)",
+                    until.saturating_sub(now_ms).div_ceil(1000)
+                );
+            }
             if let Some(m) = &f.config_mismatch {
                 let _ = writeln!(
                     s,
@@ -513,6 +520,7 @@ mod tests {
             partner_down_since_unix_ms: None,
             rejected: Default::default(),
             config_mismatch: None,
+            recovering_until_unix_ms: None,
         }
     }
 
@@ -530,6 +538,20 @@ mod tests {
             check_report(&report(Some(failover(NodeRole::Secondary, "partner-down")))).0,
             0
         );
+    }
+
+    /// Issue 14, case 1: a node recovering after its start says when it
+    /// serves at the latest.
+    #[test]
+    fn a_recovering_node_says_when_it_serves() {
+        let mut f = failover(NodeRole::Primary, "recovering");
+        f.recovering_until_unix_ms = Some(61_000 + 41_500);
+        let text = render_status(&report(Some(f)), 61_000);
+        assert!(
+            text.contains("failover: primary, state recovering, not linked"),
+            "{text}"
+        );
+        assert!(text.contains("  recovering, serving in 42 s"), "{text}");
     }
 
     #[test]

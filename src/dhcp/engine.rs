@@ -624,6 +624,9 @@ impl Engine {
             return true;
         }
         if !ctx.rules.allocate {
+            if self.recovering_apart(ctx, ip, now_ms) {
+                return false;
+            }
             // Nothing new: only the client's own unexpired binding.
             let now_secs = now_ms / 1000;
             return db
@@ -663,6 +666,26 @@ impl Engine {
             PartnerShare::No => false,
             PartnerShare::Any => true,
             PartnerShare::Aged { mclt_ms } => recent_until(db.get(ip), mclt_ms, now_ms).is_none(),
+        }
+    }
+
+    /// Is `ip` in the partner's share while this node recovers after its
+    /// start? Then even a live lease of the client in our table is not
+    /// renewed: the record may be one the partner has since seen end (a
+    /// RELEASE while this node was down) and, an MCLT later, reused; our
+    /// renewal would give the client the address again (simulation seed
+    /// 77 of `failover_pair_under_pool_pressure`). The owner answers.
+    fn recovering_apart(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, now_ms: u64) -> bool {
+        matches!(self.mode, ServeMode::Recovering { serve_from_ms } if now_ms < serve_from_ms)
+            && self.partner_share_closed(ctx, ip)
+    }
+
+    /// Why nothing new is handed out when the rules allow no allocation.
+    fn held_back(&self) -> Ignored {
+        if matches!(self.mode, ServeMode::Recovering { .. }) {
+            Ignored::Recovering
+        } else {
+            Ignored::ConfigMismatch
         }
     }
 
@@ -807,7 +830,7 @@ impl Engine {
             }
         }
         if !ctx.rules.allocate {
-            return Err(Ignored::ConfigMismatch);
+            return Err(self.held_back());
         }
         let cfg = Arc::clone(&self.cfg);
         if db.bound_count() >= cfg.lease_max as usize {
@@ -948,6 +971,10 @@ impl Engine {
         // of another holder; a NAK would cost the client an address it
         // holds. Silent, the client retries, and if nobody answers its
         // lease runs out and it DISCOVERs an address of our own share.
+        if self.recovering_apart(ctx, ip, now_ms) {
+            tracing::debug!(target: "dhcp", "not answering for {ip}: the partner's share, and this node is recovering after its start");
+            return self.ignore(Ignored::Recovering);
+        }
         if self.partner_share_closed(ctx, ip) && !self.live_binding(ctx, ip, db, now_ms) {
             tracing::debug!(target: "dhcp", "not answering for {ip}: the partner's share, and no lease of this client here");
             return self.ignore(Ignored::PartnerShare);
@@ -960,11 +987,13 @@ impl Engine {
         // (with an MCLT-bounded lease) instead of losing it to a NAK.
         let unclaimed = ctx.rules.ack_unclaimed
             && (self.host_addr(ctx) == Some(ip) || self.dynamic_range_of(ip, ctx.net).is_some());
-        if !known && !ctx.rules.allocate {
+        if !ctx.rules.allocate && !self.live_binding(ctx, ip, db, now_ms) {
             // A lease we do not hold is a new one here, even to an
             // authoritative server: silence, so a lease the partner may
-            // have given is not NAKed away either.
-            return self.ignore(Ignored::ConfigMismatch);
+            // have given is not NAKed away either. So is one that has
+            // ended: the partner may have handed the address to another
+            // client since (a node back from a restart, issue 14 case 1).
+            return self.ignore(self.held_back());
         }
         if !known && !authoritative && !unclaimed {
             return self.ignore(Ignored::UnknownClient);

@@ -51,6 +51,14 @@ pub enum ServeMode {
     /// address is handed out; a client's own unexpired lease is still
     /// renewed, with leases no longer than the MCLT.
     ConfigMismatch,
+    /// The node has just started (issue 14, case 1; ISC's RECOVER): what
+    /// the partner handed out while this process was not running, or what
+    /// a replaced or restored database lacks, is not known yet. As
+    /// `ConfigMismatch` (nothing new; a client's own unexpired lease is
+    /// renewed, MCLT-bounded) until a sync completes, the operator declares
+    /// the partner down, or `serve_from_ms` (unix ms, an MCLT after the
+    /// start) passes with no partner to sync with; then as `Unlinked`.
+    Recovering { serve_from_ms: u64 },
 }
 
 /// The failover settings the engine needs.
@@ -205,9 +213,11 @@ impl Rules {
                 ..unlinked
             },
             ServeMode::PartnerDown { .. } => unlinked,
+            ServeMode::Recovering { serve_from_ms } if now_ms >= serve_from_ms => unlinked,
             // An address this node does not know may be one the partner
-            // gave out under its other ranges: no ack for it either.
-            ServeMode::ConfigMismatch => Rules {
+            // gave out under its other ranges, or while this node was
+            // away: no ack for it either.
+            ServeMode::ConfigMismatch | ServeMode::Recovering { .. } => Rules {
                 ack_unclaimed: false,
                 allocate: false,
                 ..unlinked
@@ -322,5 +332,10 @@ mod tests {
             (false, false, Some(600))
         );
         assert!(unlinked.allocate && linked.allocate);
+        let recovering = ServeMode::Recovering {
+            serve_from_ms: 1000,
+        };
+        assert_eq!(r(recovering, 0, 999), Some(mismatch));
+        assert_eq!(r(recovering, 0, 1000), Some(unlinked));
     }
 }

@@ -210,7 +210,7 @@ impl Shell {
             if let Some(listener) = f.listener {
                 io.listen(listener);
             }
-            let node = Node::new(f.node, db.node_id(), rand::random(), now_ms());
+            let node = Node::open(f.node, &db, rand::random(), now_ms());
             engine.set_mode(node.mode());
             Failover {
                 node,

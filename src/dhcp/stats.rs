@@ -50,6 +50,10 @@ pub enum Ignored {
     /// A new allocation while the failover partners' configurations
     /// differ (`ServeMode::ConfigMismatch`): nothing new is handed out.
     ConfigMismatch,
+    /// A new allocation while the failover node recovers after its start
+    /// (`ServeMode::Recovering`): nothing new until it has synced with the
+    /// partner or an MCLT has passed.
+    Recovering,
     /// Not in sync with the failover partner, a client asked to keep an
     /// address of the partner's share that this node holds no lease for:
     /// the partner may have given it to another client meanwhile, so no
@@ -62,7 +66,7 @@ impl Ignored {
     /// Every reason, so a metrics scrape can show each one from zero
     /// (a counter that appears only on its first event hides that event
     /// from `rate()`).
-    pub const ALL: [Ignored; 24] = [
+    pub const ALL: [Ignored; 25] = [
         Ignored::Decode(DecodeError::TooShort),
         Ignored::Decode(DecodeError::NotRequest),
         Ignored::Decode(DecodeError::BadHlen),
@@ -86,6 +90,7 @@ impl Ignored {
         Ignored::Oversized,
         Ignored::ReplyTooBig,
         Ignored::ConfigMismatch,
+        Ignored::Recovering,
         Ignored::PartnerShare,
     ];
 
@@ -114,6 +119,7 @@ impl Ignored {
             Ignored::Oversized => "oversized",
             Ignored::ReplyTooBig => "reply_too_big",
             Ignored::ConfigMismatch => "config_mismatch",
+            Ignored::Recovering => "recovering",
             Ignored::PartnerShare => "partner_share",
         }
     }

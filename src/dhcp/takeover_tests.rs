@@ -341,3 +341,65 @@ fn takeover_offers_only_live_bindings_it_can_acknowledge() {
     );
     assert_eq!(msg_type(&ack), MessageType::Ack);
 }
+
+/// Case 1: a node recovering after its start hands out nothing new and
+/// acknowledges no address it holds no live lease for (a wiped table, or
+/// a lease that ended while the partner may have reused the address); a
+/// client's own live lease is renewed, MCLT-bounded. Once the wait is
+/// over it serves as unlinked.
+#[test]
+fn recovering_renews_live_leases_only_until_its_wait_ends() {
+    let serve_from_ms = T0 + MCLT_SECS * 1000;
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Recovering { serve_from_ms });
+    let mine = addr(11);
+    assert!(in_share(mine, Owner::Primary));
+    rig.replicated(mine, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+    // An ended lease of MAC_B on 12: the partner may have given 12 away.
+    rig.replicated(addr(12), MAC_B, LeaseState::Bound, rig.now_secs() - 10);
+    let d = rig.send(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 1).finish());
+    assert!(!is_reply(&d), "a new client got {d:?}");
+    for (form, bytes) in not_selecting(MAC_B, addr(12), 10) {
+        let d = rig.send(&bytes);
+        assert!(!is_reply(&d), "{form} of an ended lease: {d:?}");
+    }
+    for (form, bytes) in not_selecting(MAC_B, addr(13), 20) {
+        let d = rig.send(&bytes);
+        assert!(
+            !is_reply(&d),
+            "{form} of an unknown own-share address: {d:?}"
+        );
+    }
+    assert_eq!(rig.engine.stats().ignored.get("recovering"), Some(&7));
+    for (form, bytes) in not_selecting(MAC_A, mine, 30) {
+        let (r, ack) = rig.reply(&bytes);
+        assert_eq!(msg_type(&ack), MessageType::Ack, "{form}");
+        assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32), "{form}");
+    }
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 40).finish());
+    assert_eq!(offer.yiaddr(), mine, "its own live lease is offered back");
+    rig.now = serve_from_ms;
+    let (_, offer) = rig.reply(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 50).finish());
+    assert!(in_share(offer.yiaddr(), Owner::Primary));
+}
+
+/// Case 1: while recovering, a partner-share lease in our table may be
+/// stale (released at the partner while this node was down, and reused an
+/// MCLT later): not renewed, nor offered back; the partner answers.
+#[test]
+fn recovering_leaves_partner_share_leases_to_the_partner() {
+    let serve_from_ms = T0 + MCLT_SECS * 1000;
+    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Recovering { serve_from_ms });
+    let theirs = addr(12);
+    assert!(in_share(theirs, Owner::Primary));
+    rig.replicated(theirs, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
+    for (form, bytes) in not_selecting(MAC_A, theirs, 1) {
+        let d = rig.send(&bytes);
+        assert!(!is_reply(&d), "{form} of a partner-share lease: {d:?}");
+    }
+    let d = rig.send(&RawRequest::new(1, MAC_A, 10).finish());
+    assert!(!is_reply(&d), "offered {d:?}");
+    assert_eq!(
+        rig.db.get(theirs).unwrap().expires,
+        Expiry::At(rig.now_secs() + 3000)
+    );
+}

@@ -31,7 +31,7 @@ use twinmasq_proto::link::{
 use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
 
 use crate::dhcp::share::{self, Owner, ServeMode};
-use crate::lease::{merge, LeaseDb, Reject, Rejections};
+use crate::lease::{merge, Completeness, LeaseDb, Reject, Rejections};
 
 use super::log_limit::{self, LogLimit, Note};
 
@@ -203,6 +203,9 @@ pub struct NodeStatus {
     /// The link is refused because the two configurations differ: both
     /// sides' values. Cleared by a handshake that finds them equal.
     pub mismatch: Option<String>,
+    /// Recovering after the start: new addresses from this time on (unix
+    /// ms) at the latest, sooner once a sync completes.
+    pub recovering_until_ms: Option<u64>,
 }
 
 pub struct Node {
@@ -261,6 +264,17 @@ pub struct Node {
     /// (both sides' values): no new allocations until one finds them
     /// equal, or the operator declares the partner down.
     mismatch: Option<String>,
+    /// Started and not yet synced (ISC's RECOVER): no new allocations
+    /// until a sync completes, the partner is declared down, or this time
+    /// passes (an MCLT after the start; ISC's RECOVER-WAIT without the
+    /// partner). Set at every start, so restarts only make the wait
+    /// longer, never shorter.
+    recover_until_ms: Option<u64>,
+    /// What the database should hold about this node's completeness;
+    /// stored by `store_completeness` whenever it differs.
+    completeness: Completeness,
+    /// Storing the completeness failed; reported once until it succeeds.
+    completeness_failed: bool,
 }
 
 /// How far a connection got in the handshake.
@@ -330,8 +344,31 @@ fn paginate(records: Vec<LeaseRecord>) -> Vec<Vec<LeaseRecord>> {
 
 impl Node {
     /// `incarnation` must be random and new at every start of the process
-    /// (or of whatever holds the lease database open).
+    /// (or of whatever holds the lease database open). Starts recovering,
+    /// as [`Node::open`] over a database with nothing stored about its
+    /// completeness.
     pub fn new(cfg: NodeConfig, node_id: u32, incarnation: u64, now_ms: u64) -> Node {
+        Node::start(cfg, node_id, Completeness::default(), incarnation, now_ms)
+    }
+
+    /// A node over `db`, at the start of the process: recovering (no new
+    /// addresses until a sync with the partner completes, or an MCLT
+    /// passes without one), unless the database says this node had
+    /// declared its partner down, which the partner's absence does not
+    /// undo: then it keeps serving in partner-down.
+    pub fn open(cfg: NodeConfig, db: &LeaseDb, incarnation: u64, now_ms: u64) -> Node {
+        Node::start(cfg, db.node_id(), db.completeness(), incarnation, now_ms)
+    }
+
+    fn start(
+        cfg: NodeConfig,
+        node_id: u32,
+        completeness: Completeness,
+        incarnation: u64,
+        now_ms: u64,
+    ) -> Node {
+        let down = completeness.partner_down_since_ms;
+        let recover_until_ms = down.is_none().then(|| now_ms.saturating_add(cfg.mclt_ms));
         let mut node = Node {
             cfg,
             node_id,
@@ -365,8 +402,29 @@ impl Node {
             reject_log: LogLimit::new(REJECT_LOG_INTERVAL_MS),
             clock_resets: 0,
             mismatch: None,
+            recover_until_ms,
+            completeness,
+            completeness_failed: false,
         };
-        node.out.push_back(Output::Mode(ServeMode::Unlinked));
+        node.partner_down_since_ms = down;
+        node.last_sync_ms = completeness.last_sync.map(|(_, at)| at);
+        let last = completeness.last_sync.map_or_else(
+            || "never synced with a partner".to_string(),
+            |(partner, at)| format!("last synced with node {partner} at unix ms {at}"),
+        );
+        match down {
+            Some(since) => tracing::warn!(
+                "failover: started with the partner declared down (since unix ms {since}): serving at once, as before the restart ({last})"
+            ),
+            None => tracing::warn!(
+                "failover: recovering, serving in {} s: no new addresses until a sync with the partner completes, or failover-mclt passes without one; leases held are renewed ({last})",
+                node.cfg.mclt_ms.div_ceil(1000)
+            ),
+        }
+        node.update_mode();
+        if node.out.is_empty() {
+            node.out.push_back(Output::Mode(node.mode));
+        }
         node
     }
 
@@ -409,6 +467,7 @@ impl Node {
         let state = match (self.cfg.role, phase) {
             (_, _) if self.mismatch.is_some() && !self.in_sync() => "config-mismatch",
             (_, _) if self.partner_down_since_ms.is_some() && !self.in_sync() => "partner-down",
+            (_, _) if self.recover_until_ms.is_some() && !self.in_sync() => "recovering",
             (Role::Primary, Some(Phase::Streaming)) => "linked",
             (Role::Secondary, Some(Phase::Streaming)) => "passive",
             (
@@ -439,6 +498,7 @@ impl Node {
             resumed_syncs: self.resumed_syncs,
             rejected: self.rejected,
             mismatch: self.mismatch.clone(),
+            recovering_until_ms: self.recover_until_ms.filter(|_| !self.in_sync()),
         }
     }
 
@@ -454,7 +514,13 @@ impl Node {
             // overlap with.
             tracing::warn!("failover: partner declared down; no longer holding back for the configuration mismatch ({m})");
         }
+        if self.recover_until_ms.take().is_some() {
+            tracing::warn!("failover: partner declared down: recovery ends, handing out addresses from the own share");
+        }
         let since = *self.partner_down_since_ms.get_or_insert(now_ms);
+        // Kept across restarts: the partner stays down until it syncs
+        // again, whatever happens to this process meanwhile.
+        self.completeness.partner_down_since_ms = Some(since);
         tracing::warn!(
             "failover: partner declared down; its share of the ranges is used from {} ms on",
             self.cfg.mclt_ms
@@ -474,6 +540,10 @@ impl Node {
         } else if let Some(since) = self.partner_down_since_ms {
             ServeMode::PartnerDown {
                 partner_share_from_ms: since + self.cfg.mclt_ms,
+            }
+        } else if let Some(until) = self.recover_until_ms {
+            ServeMode::Recovering {
+                serve_from_ms: until,
             }
         } else {
             ServeMode::Unlinked
@@ -758,6 +828,14 @@ impl Node {
                 );
             }
         }
+        if self.recover_until_ms.is_some_and(|until| now_ms >= until) {
+            self.recover_until_ms = None;
+            tracing::warn!(
+                "failover: recovery: no sync with the partner within failover-mclt ({}): handing out addresses from the own share",
+                duration_text(self.cfg.mclt_ms)
+            );
+            self.update_mode();
+        }
         // A partner that answers with another configuration is not down.
         if let (Some(after), Some(since), None, None) = (
             self.cfg.auto_partner_down_ms,
@@ -768,6 +846,33 @@ impl Node {
             if now_ms.saturating_sub(since) >= after {
                 tracing::warn!("failover: partner unlinked for {after} ms: declaring it down");
                 let _ = self.declare_partner_down(now_ms);
+            }
+        }
+        self.store_completeness(db);
+    }
+
+    /// Stores what changed about this node's completeness, and asks for
+    /// a flush to make it durable. A failed write is tried again at the
+    /// next tick; meanwhile the database keeps the older state, which
+    /// only makes a restart wait longer (or, for an ended partner-down,
+    /// serve as it did before the sync: see `sync_complete`).
+    fn store_completeness(&mut self, db: &mut LeaseDb) {
+        if db.completeness() == self.completeness {
+            return;
+        }
+        match db.set_completeness(self.completeness) {
+            Ok(()) => {
+                self.completeness_failed = false;
+                let token = self.next_token;
+                self.next_token += 1;
+                self.out.push_back(Output::Flush(token));
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.completeness_failed, true) {
+                    tracing::error!(
+                        "failover: cannot store the sync and partner-down state (a restart would not know it): {e}"
+                    );
+                }
             }
         }
     }
@@ -862,6 +967,7 @@ impl Node {
             self.send(conn, &Message::Heartbeat { wall_ms: now_ms }, now_ms);
         }
         self.flush_link(conn, now_ms);
+        self.store_completeness(db);
     }
 
     fn on_event(&mut self, conn: ConnId, ev: Event, db: &mut LeaseDb, now_ms: u64) {
@@ -1306,6 +1412,19 @@ impl Node {
         self.last_sync_ms = Some(now_ms);
         self.unlinked_since_ms = None;
         self.partner_down_since_ms = None;
+        if self.recover_until_ms.take().is_some() {
+            tracing::info!("failover: recovery done: synced with the partner");
+        }
+        // Stored at the end of this `received`; flushed right after. A
+        // crash before that flush restarts this node in the partner-down
+        // it had, until its next sync (a few ms of exposure).
+        self.completeness = Completeness {
+            last_sync: self
+                .last_partner_node
+                .map(|partner| (partner, now_ms))
+                .or(self.completeness.last_sync),
+            partner_down_since_ms: None,
+        };
         self.backoff_ms = BACKOFF_MIN_MS;
         tracing::info!(
             "failover: sync done ({}); in sync with the partner",

@@ -40,8 +40,9 @@ impl std::fmt::Display for NodeRole {
 pub struct FailoverStatus {
     pub role: NodeRole,
     /// The node's state name: primary `linked`, `unlinked`, `syncing`,
-    /// `partner-down`, `config-mismatch`; secondary `passive`, `syncing`,
-    /// `connecting`, `active`, `partner-down`, `config-mismatch` (see
+    /// `partner-down`, `config-mismatch`, `recovering`; secondary
+    /// `passive`, `syncing`, `connecting`, `active`, `partner-down`,
+    /// `config-mismatch`, `recovering` (see
     /// [`super::node::Node::status`]).
     pub state: String,
     /// The partner's link address, where this node knows it: the
@@ -75,6 +76,11 @@ pub struct FailoverStatus {
     /// split, MCLT): both sides' values. No new addresses meanwhile.
     #[serde(default)]
     pub config_mismatch: Option<String>,
+    /// Recovering after its start (issue 14, case 1): no new addresses
+    /// until a sync with the partner completes, or this time (unix ms) at
+    /// the latest.
+    #[serde(default)]
+    pub recovering_until_unix_ms: Option<u64>,
 }
 
 impl FailoverStatus {
@@ -96,6 +102,7 @@ impl FailoverStatus {
             partner_down_since_unix_ms: status.partner_down_since_ms,
             rejected: status.rejected,
             config_mismatch: status.mismatch.clone(),
+            recovering_until_unix_ms: status.recovering_until_ms,
         }
     }
 
@@ -138,12 +145,19 @@ mod tests {
                 ..Rejections::default()
             },
             config_mismatch: None,
+            recovering_until_unix_ms: None,
         }
     }
 
     #[test]
     fn liveness_follows_role_and_state() {
-        for state in ["linked", "unlinked", "syncing", "partner-down"] {
+        for state in [
+            "linked",
+            "unlinked",
+            "syncing",
+            "partner-down",
+            "recovering",
+        ] {
             assert!(
                 status(NodeRole::Primary, state).should_be_live().0,
                 "{state}"
@@ -156,6 +170,7 @@ mod tests {
             ("syncing", false),
             ("connecting", false),
             ("config-mismatch", false),
+            ("recovering", false),
         ] {
             assert_eq!(
                 status(NodeRole::Secondary, state).should_be_live().0,

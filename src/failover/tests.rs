@@ -63,7 +63,7 @@ impl End {
         let mut db = LeaseDb::open(dir.path(), DbOptions::default()).unwrap();
         db.enable_outbox();
         End {
-            node: Node::new(cfg, db.node_id(), rand::random(), now),
+            node: Node::open(cfg, &db, rand::random(), now),
             db,
             _dir: dir,
             conn: None,
@@ -72,6 +72,31 @@ impl End {
             cancelled: Vec::new(),
             changed: 0,
         }
+    }
+
+    /// The process starts again over its database, reopened from disk.
+    fn restart(&mut self, cfg: NodeConfig, now: u64) {
+        let path = self._dir.path().to_path_buf();
+        let tmp = tempfile::tempdir().unwrap();
+        let stand_in = LeaseDb::open(tmp.path(), DbOptions::default()).unwrap();
+        drop(std::mem::replace(&mut self.db, stand_in));
+        // sled lets go of its file lock from background threads a moment
+        // after the last handle.
+        let mut tries = 0;
+        self.db = loop {
+            match LeaseDb::open(&path, DbOptions::default()) {
+                Ok(db) => break db,
+                Err(e) if tries < 200 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        self.db.enable_outbox();
+        self.node = Node::open(cfg, &self.db, rand::random(), now);
+        self.conn = None;
     }
 
     fn table(&self) -> Vec<LeaseRecord> {
@@ -201,8 +226,14 @@ fn pair() -> Pair {
 fn sync_merges_both_tables_then_modes_are_linked_and_passive() {
     let mut t = pair();
     t.settle();
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
-    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    // Started: nothing new handed out until the sync (or an MCLT).
+    let recovering = ServeMode::Recovering {
+        serve_from_ms: t.now + 60_000,
+    };
+    assert_eq!(t.p.mode, recovering);
+    assert_eq!(t.s.mode, recovering);
+    assert_eq!(t.p.node.status().state, "recovering");
+    assert_eq!(t.p.node.status().recovering_until_ms, Some(t.now + 60_000));
     t.p.db.commit(lease(10, 1), t.now).unwrap();
     t.p.db.commit(lease(11, 2), t.now).unwrap();
     t.s.db.commit(lease(12, 3), t.now).unwrap();
@@ -244,8 +275,8 @@ fn wrong_key_never_links_and_moves_no_data() {
     t.s.db.commit(lease(30, 1), t.now).unwrap();
     t.tick(1);
     t.tick(1_000);
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
-    assert_eq!(t.s.mode, ServeMode::Unlinked);
+    assert!(matches!(t.p.mode, ServeMode::Recovering { .. }));
+    assert!(matches!(t.s.mode, ServeMode::Recovering { .. }));
     assert!(
         t.p.table().is_empty(),
         "nothing crossed before the key was proved"
@@ -351,7 +382,7 @@ fn clock_skew_above_the_bound_is_refused() {
     t.p.conn = Some(7);
     t.s.conn = Some(7);
     t.settle();
-    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert!(matches!(t.p.mode, ServeMode::Recovering { .. }));
     assert!(!t.p.node.status().linked);
 }
 
@@ -508,7 +539,7 @@ fn a_second_secondary_is_refused() {
         "the first secondary keeps its link"
     );
     intruder.node.tick(&mut intruder.db, t.now);
-    assert_eq!(intruder.node.mode(), ServeMode::Unlinked);
+    assert!(matches!(intruder.node.mode(), ServeMode::Recovering { .. }));
 }
 
 #[test]
@@ -1038,4 +1069,274 @@ fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
             "{own:?} did not renew the lease it holds: {d:?}"
         );
     }
+}
+
+// Issue 14, case 1: recovery before service. A node that starts does not
+// know what its partner handed out meanwhile (a replaced disk, a restored
+// backup, the partner in partner-down): it hands out no new address until
+// a sync has told it, or an MCLT has passed with no partner to ask.
+
+/// DISCOVER then REQUEST from client `mac_last` on `end`'s engine, in the
+/// mode its node handed out: the address acknowledged, or None if the
+/// node stayed silent (or NAKed).
+fn dora(end: &mut End, own: crate::dhcp::share::Owner, mac_last: u8, now: u64) -> Option<Ipv4Addr> {
+    use crate::dhcp::request::build::RawRequest;
+    use crate::dhcp::{Arrival, Decision, IfAddr};
+    use dhcproto::v4::{Message, MessageType, OptionCode};
+    use dhcproto::{Decodable, Decoder};
+    let arrival = Arrival {
+        ifname: "tmq0".into(),
+        ifindex: 7,
+        addrs: vec![IfAddr {
+            addr: Ipv4Addr::new(198, 18, 0, 1),
+            prefix: 24,
+        }],
+        to_broadcast: true,
+    };
+    let mac = [2, 0, 0, 0, 0, mac_last];
+    let mut engine = engine_for(end, own);
+    let decode = |d: Decision| match d {
+        Decision::Reply(r) => Some(Message::decode(&mut Decoder::new(&r.packet)).unwrap()),
+        _ => None,
+    };
+    let offer = decode(engine.handle(
+        &RawRequest::new(1, mac, u32::from(mac_last)).finish(),
+        &arrival,
+        &mut end.db,
+        now,
+    ))?;
+    let ip = offer.yiaddr();
+    let ack = decode(
+        engine.handle(
+            &RawRequest::new(3, mac, u32::from(mac_last) + 1)
+                .opt(54, &[198, 18, 0, 1])
+                .opt(50, &ip.octets())
+                .finish(),
+            &arrival,
+            &mut end.db,
+            now,
+        ),
+    )?;
+    let kind = ack.opts().get(OptionCode::MessageType).cloned();
+    (kind == Some(dhcproto::v4::DhcpOption::MessageType(MessageType::Ack))).then_some(ip)
+}
+
+fn holder(end: &End, ip: Ipv4Addr) -> Option<u8> {
+    end.db
+        .get(ip)
+        .filter(|r| r.state == LeaseState::Bound)
+        .map(|r| r.hwaddr[5])
+}
+
+/// A replaced (empty) database on the primary, the secondary alive: the
+/// primary hands out nothing before the sync, then nothing the
+/// secondary's table gives to another client.
+#[test]
+fn a_wiped_primary_allocates_nothing_until_synced_with_a_live_partner() {
+    use crate::dhcp::share::Owner;
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let held = linked_clients(&mut t, 1..16);
+    // The primary's disk is replaced; the process starts again.
+    t.p = End::new(cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"), t.now);
+    t.settle();
+    for c in 100..116 {
+        let got = dora(&mut t.p, Owner::Primary, c, t.now);
+        assert_eq!(
+            got,
+            None,
+            "a node with a replaced database handed out {got:?} to client {c} before syncing; the partner gives it to client {:?}",
+            got.and_then(|ip| holder(&t.s, ip))
+        );
+    }
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let b = dora(&mut t.p, Owner::Primary, 100, t.now).unwrap();
+    assert!(held.iter().all(|(ip, _)| *ip != b));
+    t.p.node.pump(&mut t.p.db, t.now);
+    t.settle();
+    for end in [&t.p, &t.s] {
+        for (ip, c) in &held {
+            assert_eq!(holder(end, *ip), Some(*c), "client {c}'s lease survives");
+        }
+        assert_eq!(holder(end, b), Some(100));
+    }
+}
+
+/// Clients `macs` get addresses from the linked primary, replicated to
+/// the secondary: (address, client).
+fn linked_clients(t: &mut Pair, macs: std::ops::Range<u8>) -> Vec<(Ipv4Addr, u8)> {
+    use crate::dhcp::share::Owner;
+    let mut held = Vec::new();
+    for c in macs {
+        held.push((dora(&mut t.p, Owner::Primary, c, t.now).unwrap(), c));
+    }
+    t.p.node.pump(&mut t.p.db, t.now);
+    t.settle();
+    for (ip, c) in &held {
+        assert_eq!(holder(&t.s, *ip), Some(*c));
+    }
+    held
+}
+
+/// The same with the partner down: nothing new for an MCLT (the partner
+/// may be serving; RECOVER-WAIT), then the own share.
+#[test]
+fn a_wiped_primary_with_its_partner_down_waits_an_mclt() {
+    use crate::dhcp::share::Owner;
+    let mut t = pair();
+    t.tick(1);
+    linked_clients(&mut t, 1..16);
+    t.cut();
+    t.p = End::new(cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"), t.now);
+    let started = t.now;
+    t.settle();
+    for i in 0..59u8 {
+        t.tick(1_000);
+        let got = dora(&mut t.p, Owner::Primary, 100 + i % 16, t.now);
+        assert_eq!(
+            got,
+            None,
+            "{} ms after start, partner unreachable, it handed out {got:?}; the partner gives it to client {:?}",
+            t.now - started,
+            got.and_then(|ip| holder(&t.s, ip))
+        );
+    }
+    t.tick(1_000);
+    assert!(dora(&mut t.p, Owner::Primary, 100, t.now).is_some());
+}
+
+/// Partner-down declared on the secondary, which then hands out the
+/// primary's share; the primary returns with its database intact (and
+/// unaware): it syncs before it hands out anything, and the secondary's
+/// leases stand.
+#[test]
+fn a_primary_returning_after_partner_down_syncs_before_serving() {
+    use crate::dhcp::share::Owner;
+    let mut t = pair();
+    t.tick(1);
+    let a = dora(&mut t.p, Owner::Primary, 1, t.now).unwrap();
+    t.p.node.pump(&mut t.p.db, t.now);
+    t.settle();
+    t.cut();
+    t.tick(6_000);
+    t.s.node.declare_partner_down(t.now).unwrap();
+    t.tick(61_000);
+    assert!(matches!(t.s.mode, ServeMode::PartnerDown { .. }));
+    // The secondary's own share (30-49) fills, then the primary's.
+    let mut given = Vec::new();
+    for c in 10..40 {
+        given.push((dora(&mut t.s, Owner::Secondary, c, t.now).unwrap(), c));
+    }
+    let in_primary_share: Vec<_> = given
+        .iter()
+        .filter(|(ip, _)| u32::from(*ip) < u32::from(Ipv4Addr::new(198, 18, 0, 30)))
+        .copied()
+        .collect();
+    assert!(!in_primary_share.is_empty());
+    // The primary process starts again over its intact database.
+    t.p.node = Node::open(
+        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"),
+        &t.p.db,
+        rand::random(),
+        t.now,
+    );
+    t.p.conn = None;
+    t.heal();
+    t.settle();
+    for c in 100..116 {
+        let got = dora(&mut t.p, Owner::Primary, c, t.now);
+        assert_eq!(
+            got,
+            None,
+            "the returning primary handed out {got:?} to client {c} before syncing; the partner gives it to client {:?}",
+            got.and_then(|ip| holder(&t.s, ip))
+        );
+    }
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.mode, ServeMode::Linked);
+    let fresh = dora(&mut t.p, Owner::Primary, 120, t.now).unwrap();
+    assert!(given.iter().all(|(ip, _)| *ip != fresh) && fresh != a);
+    t.p.node.pump(&mut t.p.db, t.now);
+    t.settle();
+    for end in [&t.p, &t.s] {
+        for (ip, c) in &given {
+            assert_eq!(holder(end, *ip), Some(*c), "partner-down lease on {ip}");
+        }
+    }
+}
+
+/// Partner-down is kept across a restart (the partner is gone per the
+/// operator: the node serves at once, as before); a completed sync ends
+/// it, and a restart after that recovers again.
+#[test]
+fn partner_down_survives_a_restart_and_a_sync_ends_it() {
+    let s_cfg = || cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200");
+    let mut t = pair();
+    t.tick(1);
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    let synced = t.s.db.completeness().last_sync;
+    assert_eq!(synced.map(|(n, _)| n), Some(t.p.db.node_id()));
+    t.cut();
+    t.tick(6_000);
+    let from = t.s.node.declare_partner_down(t.now).unwrap();
+    t.tick(1);
+    t.s.restart(s_cfg(), t.now);
+    t.settle();
+    assert_eq!(
+        t.s.mode,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: from
+        }
+    );
+    assert_eq!(t.s.node.status().state, "partner-down");
+    assert_eq!(t.s.node.status().last_sync_ms, synced.map(|(_, at)| at));
+    t.heal();
+    for _ in 0..20 {
+        t.tick(500);
+    }
+    assert_eq!(t.s.mode, ServeMode::Passive);
+    assert_eq!(t.s.db.completeness().partner_down_since_ms, None);
+    t.s.restart(s_cfg(), t.now);
+    t.settle();
+    assert!(matches!(t.s.mode, ServeMode::Recovering { .. }));
+}
+
+/// The wait counts from each start: a restart never shortens it. The
+/// operator's partner-down ends it at once.
+#[test]
+fn recovery_waits_an_mclt_from_each_start_or_until_partner_down() {
+    let p_cfg = || cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200");
+    let mut t = pair();
+    t.cut();
+    t.tick(50_000);
+    t.p.restart(p_cfg(), t.now);
+    let start = t.now;
+    t.settle();
+    t.tick(59_000);
+    assert_eq!(
+        t.p.mode,
+        ServeMode::Recovering {
+            serve_from_ms: start + 60_000
+        }
+    );
+    t.tick(1_000);
+    assert_eq!(t.p.mode, ServeMode::Unlinked);
+    assert_eq!(t.p.node.status().recovering_until_ms, None);
+    t.p.restart(p_cfg(), t.now);
+    t.settle();
+    assert!(matches!(t.p.mode, ServeMode::Recovering { .. }));
+    let from = t.p.node.declare_partner_down(t.now).unwrap();
+    t.settle();
+    assert_eq!(
+        t.p.mode,
+        ServeMode::PartnerDown {
+            partner_share_from_ms: from
+        }
+    );
 }

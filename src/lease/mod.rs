@@ -108,6 +108,23 @@ const META_TREE: &str = "meta";
 const PAGES_TREE: &str = "pages";
 const NODE_ID_KEY: &[u8] = b"node_id";
 const HLC_KEY: &[u8] = b"hlc";
+/// What this node knows of its completeness for failover (see
+/// [`Completeness`]).
+const COMPLETENESS_KEY: &[u8] = b"completeness";
+
+/// What a failover node knows about whether its table is complete, kept
+/// across restarts (issue 14, case 1; ISC's RECOVER). A node that starts
+/// hands out nothing new until it has synced with its partner or an MCLT
+/// has passed, unless this says the operator had declared the partner
+/// down: then the partner is gone and the node keeps serving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Completeness {
+    /// The last completed sync: the partner's node id and when (unix ms).
+    pub last_sync: Option<(u32, u64)>,
+    /// This node declared its partner down at this time (unix ms), and no
+    /// sync has completed since.
+    pub partner_down_since_ms: Option<u64>,
+}
 
 /// Room for a burst of changes (a failover sync, a mass expiry) before a
 /// slow subscriber starts lagging; lagging is the subscriber's to handle.
@@ -218,6 +235,7 @@ pub struct LeaseDb {
     path: PathBuf,
     opts: DbOptions,
     node_id: u32,
+    completeness: Completeness,
     clock: Hlc,
     /// Each record as its encoded bytes, the same bytes sled holds: one
     /// small allocation per lease instead of a struct and its buffers, which
@@ -413,6 +431,7 @@ fn open_error(dir: &Path, e: sled::Error) -> LeaseError {
 /// Everything [`LeaseDb::open`] reads back from disk.
 struct Loaded {
     node_id: u32,
+    completeness: Completeness,
     last: Stamp,
     records: HashMap<Ipv4Addr, Box<[u8]>>,
     idx: Indexes,
@@ -451,6 +470,14 @@ fn load(dir: &Path, store: &Store) -> Result<Loaded, LeaseError> {
             source,
         })?,
         None => Stamp::default(),
+    };
+
+    let completeness = match store.meta.get(COMPLETENESS_KEY).map_err(open_err)? {
+        Some(v) => decode::<Completeness>(&v).map_err(|source| LeaseError::Corrupt {
+            key: "meta completeness".into(),
+            source,
+        })?,
+        None => Completeness::default(),
     };
 
     let mut records = HashMap::new();
@@ -515,6 +542,7 @@ fn load(dir: &Path, store: &Store) -> Result<Loaded, LeaseError> {
     }
     Ok(Loaded {
         node_id,
+        completeness,
         last,
         records,
         idx,
@@ -539,6 +567,7 @@ impl LeaseDb {
         })?;
         let Loaded {
             node_id,
+            completeness,
             last,
             records,
             idx,
@@ -558,6 +587,7 @@ impl LeaseDb {
             path: dir.to_path_buf(),
             opts,
             node_id,
+            completeness,
             clock: Hlc::new(node_id, last, Admission::default().max_skew_ms()),
             records,
             idx,
@@ -709,6 +739,25 @@ impl LeaseDb {
 
     pub fn node_id(&self) -> u32 {
         self.node_id
+    }
+
+    /// What the failover node last stored about its completeness.
+    pub fn completeness(&self) -> Completeness {
+        self.completeness
+    }
+
+    /// Stores `c` (without fsync: the next flush makes it durable, and
+    /// what a crash loses before then only makes the node wait longer at
+    /// its next start, except a partner-down it had ended, see
+    /// `Node::sync_complete`).
+    pub fn set_completeness(&mut self, c: Completeness) -> Result<(), LeaseError> {
+        if c == self.completeness {
+            return Ok(());
+        }
+        let bytes = encode(&c)?;
+        self.write(|s| s.meta.insert(COMPLETENESS_KEY, bytes))?;
+        self.completeness = c;
+        Ok(())
     }
 
     /// The greatest stamp this node has issued or observed.

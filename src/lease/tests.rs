@@ -1104,3 +1104,32 @@ fn a_floor_from_the_future_found_at_open_does_not_poison_the_clock() {
     db.keep_clock_bounded(NOW_MS).unwrap();
     assert_eq!(db.clock_resets(), 0, "nothing ahead any more");
 }
+
+/// What the failover node stores about its completeness is read back
+/// after a restart; a new database has nothing.
+#[test]
+fn completeness_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Completeness {
+        last_sync: Some((7, 1_700_000_000_000)),
+        partner_down_since_ms: Some(1_700_000_100_000),
+    };
+    {
+        let mut db = LeaseDb::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(db.completeness(), Completeness::default());
+        db.set_completeness(c).unwrap();
+        db.durability().flush().unwrap();
+    }
+    let mut tries = 0;
+    let db = loop {
+        match LeaseDb::open(dir.path(), DbOptions::default()) {
+            Ok(db) => break db,
+            Err(_) if tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(db.completeness(), c);
+}

@@ -316,6 +316,7 @@ fn states_of(role: NodeRole) -> &'static [&'static str] {
             "syncing",
             "partner-down",
             "config-mismatch",
+            "recovering",
         ],
         NodeRole::Secondary => &[
             "passive",
@@ -324,6 +325,7 @@ fn states_of(role: NodeRole) -> &'static [&'static str] {
             "active",
             "partner-down",
             "config-mismatch",
+            "recovering",
         ],
     }
 }
@@ -402,6 +404,14 @@ fn failover(t: &mut Text, f: &FailoverStatus, now_unix_ms: u64) {
             Kind::Gauge,
             "The partner's clock minus ours, as last measured (handshake, heartbeats).",
             skew as f64 / 1000.0,
+        );
+    }
+    if let Some(until) = f.recovering_until_unix_ms {
+        t.single(
+            "twinmasq_failover_recovering_seconds",
+            Kind::Gauge,
+            "Recovering after the start: seconds until new addresses are handed out at the latest (sooner once a sync with the partner completes).",
+            secs(until.saturating_sub(now_unix_ms)),
         );
     }
     if let Some(since) = f.partner_down_since_unix_ms {

@@ -162,6 +162,7 @@ fn primary(state: &str) -> FailoverStatus {
             ..Default::default()
         },
         config_mismatch: None,
+        recovering_until_unix_ms: None,
     }
 }
 
@@ -281,7 +282,7 @@ fn full_scrape_is_valid_and_exact() {
         .filter(|(k, _)| k.starts_with("twinmasq_failover_state{"))
         .map(|(_, v)| *v)
         .collect();
-    assert_eq!(states.len(), 5);
+    assert_eq!(states.len(), 6);
     assert_eq!(states.iter().sum::<f64>(), 1.0);
     // Every ignore reason is listed, seen or not.
     let reasons = samples
@@ -290,6 +291,24 @@ fn full_scrape_is_valid_and_exact() {
         .count();
     assert_eq!(reasons, Ignored::ALL.len());
     assert!(!text.contains("partner_down_seconds"), "{text}");
+    assert!(!text.contains("recovering_seconds"), "{text}");
+}
+
+/// A node recovering after its start says so, and how long it may wait.
+#[test]
+fn a_recovering_node_shows_its_state_and_wait() {
+    let mut f = primary("recovering");
+    f.recovering_until_unix_ms = Some(1_000_000 + 42_000);
+    let text = render(&scrape(
+        Source::Answered(dhcp_snapshot(Some(f))),
+        Source::Off,
+    ));
+    parse_strict(&text);
+    has(
+        &text,
+        "twinmasq_failover_state{role=\"primary\",state=\"recovering\"} 1",
+    );
+    has(&text, "twinmasq_failover_recovering_seconds 42");
 }
 
 #[test]
