@@ -24,6 +24,7 @@ use super::reply::{self, Destination, FixedFields, Header, OptionList};
 use super::request::{self, Request};
 use super::share::{Owner, PartnerShare, Rules, ServeMode, SharePolicy};
 use super::stats::{Ignored, Stats};
+use super::unanswered::{Asking, Unanswered};
 
 /// How long an offered address stays reserved for the client's REQUEST.
 pub const OFFER_HOLD_MS: u64 = 30_000;
@@ -121,6 +122,8 @@ pub struct Engine {
     declined_max: usize,
     /// The names dhcp-host lines give: no client may offer itself one.
     configured_names: ConfiguredNames,
+    /// Passive: clients seen asking without an answer from the primary.
+    unanswered: Unanswered,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -206,6 +209,7 @@ impl Engine {
             declined: HashSet::new(),
             declined_max,
             configured_names,
+            unanswered: Unanswered::default(),
         };
         for ip in engine.reserved.clone() {
             engine.refresh(ip, db);
@@ -241,6 +245,11 @@ impl Engine {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Clients the passive secondary remembers asking (bounded).
+    pub fn unanswered_tracked(&self) -> usize {
+        self.unanswered.len()
     }
 
     pub fn policy(&self) -> Option<&SharePolicy> {

@@ -1254,6 +1254,10 @@ mod names;
 /// Serving without the partner: partner-share requests, takeover.
 #[path = "takeover_tests.rs"]
 mod takeover;
+
+/// A passive secondary and clients that leave `secs` at 0 (issue 14, case 8).
+#[path = "unanswered_tests.rs"]
+mod unanswered;
 /// Review §10: an expiry near the end of the clock, as a lease file or a
 /// partner could once store, reaches the unlinked partner-share rule; its
 /// milliseconds saturate instead of overflowing (debug builds panicked).

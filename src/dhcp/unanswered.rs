@@ -1,0 +1,216 @@
+//! Which clients a passive secondary sees asking, again and again, without
+//! an answer from the primary: the second sign (besides `secs`) that the
+//! primary, though linked, is not answering on the LAN.
+//!
+//! A client counts as unanswered once it has been asking for the threshold
+//! of wall time without its state moving on. Moving on, as the secondary
+//! can see it: a SELECTING REQUEST for a new (server, address) pair (some
+//! server made an offer), or the primary's grant of a lease to the client
+//! replicated into this node's table. Falling back to DISCOVER does not
+//! count: a client whose REQUESTs go unanswered does that too. Everything
+//! here comes from the LAN, so the memory is a capped map: at the cap the
+//! entry made longest ago is evicted.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+
+/// Clients remembered at most (each entry some 60 bytes).
+pub const MAX_TRACKED: usize = 4096;
+/// Silence after which a client's next message starts a new episode: a
+/// client still asking retransmits within 64 s (RFC 2131 §4.1), so a longer
+/// gap means it was answered (or gave up) meanwhile.
+pub const EPISODE_GAP_MS: u64 = 90_000;
+
+/// What one message of a client says about its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asking {
+    /// DISCOVER, or a REQUEST that is not answering an offer (INIT-REBOOT,
+    /// RENEWING, REBINDING).
+    Again,
+    /// A SELECTING REQUEST: it took the offer of `server` for `addr`.
+    Took { server: Ipv4Addr, addr: Ipv4Addr },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// When this episode of asking began (or last moved on).
+    since_ms: u64,
+    last_ms: u64,
+    took: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// This node has served the client in this episode: it goes on doing
+    /// so (the REQUEST for our own offer, which may carry `secs` 0).
+    served: bool,
+    /// Matches the eviction queue's entry.
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Unanswered {
+    entries: HashMap<u64, Entry>,
+    /// (client, generation) in the order episodes began; stale pairs are
+    /// skipped when met.
+    order: VecDeque<(u64, u64)>,
+    next_generation: u64,
+}
+
+impl Unanswered {
+    /// A message from `client` (a hash of its id) at `now_ms`.
+    pub fn note(&mut self, client: u64, asking: Asking, now_ms: u64) {
+        let took = match asking {
+            Asking::Again => None,
+            Asking::Took { server, addr } => Some((server, addr)),
+        };
+        if let Some(e) = self.entries.get_mut(&client) {
+            if now_ms.saturating_sub(e.last_ms) <= EPISODE_GAP_MS {
+                e.last_ms = e.last_ms.max(now_ms);
+                if took.is_some() && took != e.took {
+                    e.took = took;
+                    if !e.served {
+                        e.since_ms = now_ms;
+                    }
+                }
+                return;
+            }
+            self.entries.remove(&client);
+        }
+        while self.entries.len() >= MAX_TRACKED {
+            self.evict_oldest();
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.entries.insert(
+            client,
+            Entry {
+                since_ms: now_ms,
+                last_ms: now_ms,
+                took,
+                served: false,
+                generation,
+            },
+        );
+        self.order.push_back((client, generation));
+        if self.order.len() > 2 * MAX_TRACKED {
+            let entries = &self.entries;
+            self.order
+                .retain(|(c, g)| entries.get(c).is_some_and(|e| e.generation == *g));
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((c, g)) = self.order.pop_front() {
+            if self.entries.get(&c).is_some_and(|e| e.generation == g) {
+                self.entries.remove(&c);
+                return;
+            }
+        }
+        // The queue lost track (it cannot, but memory stays bounded).
+        self.entries.clear();
+    }
+
+    /// Has `client` been asking for `threshold_ms` without moving on, or
+    /// been served by this node in this episode?
+    pub fn is_due(&self, client: u64, threshold_ms: u64, now_ms: u64) -> bool {
+        self.entries.get(&client).is_some_and(|e| {
+            now_ms.saturating_sub(e.last_ms) <= EPISODE_GAP_MS
+                && (e.served || now_ms.saturating_sub(e.since_ms) >= threshold_ms)
+        })
+    }
+
+    /// This node answers `client` now (its `secs`, or [`Self::is_due`]).
+    pub fn served(&mut self, client: u64) {
+        if let Some(e) = self.entries.get_mut(&client) {
+            e.served = true;
+        }
+    }
+
+    /// The primary answered `client` (its grant reached this table).
+    pub fn forget(&mut self, client: u64) {
+        self.entries.remove(&client);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 10_000;
+
+    #[test]
+    fn asking_for_the_threshold_makes_a_client_due() {
+        let mut u = Unanswered::default();
+        u.note(1, Asking::Again, 0);
+        assert!(!u.is_due(1, T, 9_999));
+        u.note(1, Asking::Again, 9_999);
+        assert!(u.is_due(1, T, 10_000));
+        assert!(!u.is_due(2, T, 10_000), "never seen");
+    }
+
+    #[test]
+    fn taking_an_offer_restarts_the_count_and_falling_back_does_not() {
+        let mut u = Unanswered::default();
+        let took = Asking::Took {
+            server: Ipv4Addr::new(198, 18, 0, 2),
+            addr: Ipv4Addr::new(198, 18, 0, 11),
+        };
+        u.note(1, Asking::Again, 0);
+        u.note(1, took, 8_000);
+        u.note(1, took, 17_000);
+        assert!(!u.is_due(1, T, 17_000), "the same offer again: no progress");
+        u.note(1, took, 18_000);
+        assert!(u.is_due(1, T, 18_000));
+        // Back to DISCOVER: still the same episode.
+        u.note(1, Asking::Again, 19_000);
+        assert!(u.is_due(1, T, 19_000));
+    }
+
+    #[test]
+    fn a_long_silence_starts_a_new_episode() {
+        let mut u = Unanswered::default();
+        u.note(1, Asking::Again, 0);
+        u.note(1, Asking::Again, 12_000);
+        assert!(u.is_due(1, T, 12_000));
+        assert!(!u.is_due(1, T, 12_000 + EPISODE_GAP_MS + 1));
+        u.note(1, Asking::Again, 12_000 + EPISODE_GAP_MS + 1);
+        assert!(!u.is_due(1, T, 12_000 + EPISODE_GAP_MS + 1));
+    }
+
+    #[test]
+    fn served_clients_stay_served_and_forgotten_ones_start_over() {
+        let mut u = Unanswered::default();
+        u.note(1, Asking::Again, 0);
+        u.served(1);
+        assert!(u.is_due(1, T, 1));
+        u.forget(1);
+        assert!(!u.is_due(1, T, 20_000));
+        assert!(u.is_empty());
+    }
+
+    #[test]
+    fn the_map_is_capped_and_evicts_the_oldest() {
+        let mut u = Unanswered::default();
+        for c in 0..(3 * MAX_TRACKED as u64) {
+            u.note(c, Asking::Again, c);
+            // Refreshing an early one does not save it: eviction is by
+            // when its episode began.
+            u.note(0, Asking::Again, c);
+        }
+        assert_eq!(u.len(), MAX_TRACKED);
+        assert!(u.order.len() <= 2 * MAX_TRACKED + 1);
+        let last = 3 * MAX_TRACKED as u64 - 1;
+        assert!(u.entries.contains_key(&last));
+        assert!(!u.entries.contains_key(&1));
+    }
+}
