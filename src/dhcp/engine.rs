@@ -267,6 +267,10 @@ impl Engine {
             // for up to an MCLT.
             self.stale.extend(self.holds.remove_kind(HoldKind::Recent));
         }
+        if mode != ServeMode::Passive {
+            // Who asked unanswered matters only while the primary answers.
+            self.unanswered.clear();
+        }
         self.mode = mode;
     }
 
@@ -279,6 +283,14 @@ impl Engine {
     /// Call it for every changed record after a bulk merge too.
     pub fn note_change(&mut self, ip: Ipv4Addr, db: &LeaseDb) {
         self.refresh(ip, db);
+        // The partner granted this client a lease: it was answered.
+        if let Some(rec) = db.get(ip).filter(|r| {
+            r.state == LeaseState::Bound
+                && r.stamp.node != db.node_id()
+                && !self.unanswered.is_empty()
+        }) {
+            self.unanswered.forget(fnv1a(&rec.client.0));
+        }
     }
 
     /// Which node owns `ip`, if it lies in a dhcp-range (the first one
@@ -423,6 +435,7 @@ impl Engine {
         if !reply::echoes_fit(&req) {
             return self.ignore(Ignored::ReplyTooBig);
         }
+        self.note_asking(&req, now_ms);
         self.dispatch(&req, bytes, arrival, db, now_ms, 0)
     }
 
@@ -478,6 +491,47 @@ impl Engine {
         self.dispatch(&req, &p.bytes, &p.arrival, db, now_ms, p.tries)
     }
 
+    /// Passive: remembers the client asking (see [`Unanswered`]). Only
+    /// what a primary answers counts: DISCOVER and REQUEST.
+    fn note_asking(&mut self, req: &Request, now_ms: u64) {
+        if self.mode != ServeMode::Passive || self.policy.is_none() {
+            return;
+        }
+        let asking = match (req.msg_type, req.server_id, req.requested_ip) {
+            (MessageType::Request, Some(server), Some(addr)) => Asking::Took { server, addr },
+            (MessageType::Discover | MessageType::Request, _, _) => Asking::Again,
+            _ => return,
+        };
+        self.unanswered
+            .note(fnv1a(&client_key(req).0), asking, now_ms);
+    }
+
+    /// The `secs` a passive secondary judges the request by: the client's
+    /// own, or the threshold once the client has been asking unanswered
+    /// that long (or this node has already served it in this episode: the
+    /// REQUEST for our offer may carry `secs` 0).
+    fn unanswered_secs(&mut self, req: &Request, now_ms: u64) -> u16 {
+        let Some(threshold) = self.policy.map(|p| p.unanswered_secs) else {
+            return req.secs;
+        };
+        if self.mode != ServeMode::Passive {
+            return req.secs;
+        }
+        let client = fnv1a(&client_key(req).0);
+        let secs = if self
+            .unanswered
+            .is_due(client, u64::from(threshold) * 1000, now_ms)
+        {
+            req.secs.max(threshold)
+        } else {
+            req.secs
+        };
+        if secs >= threshold {
+            self.unanswered.served(client);
+        }
+        secs
+    }
+
     fn ignore(&mut self, why: Ignored) -> Decision {
         self.stats.count_ignored(why);
         Decision::Ignored(why)
@@ -509,8 +563,9 @@ impl Engine {
     ) -> Decision {
         // A passive secondary leaves DHCP to the primary, unless the
         // client's `secs` says the primary has left it unanswered.
-        let Some(rules) = Rules::for_request(self.mode, self.policy.as_ref(), req.secs, now_ms)
-        else {
+        // Or, without `secs`, the client's asking again and again says so.
+        let secs = self.unanswered_secs(req, now_ms);
+        let Some(rules) = Rules::for_request(self.mode, self.policy.as_ref(), secs, now_ms) else {
             return self.ignore(Ignored::Passive);
         };
         let cfg = Arc::clone(&self.cfg);
