@@ -1035,3 +1035,7 @@ fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
         );
     }
 }
+
+/// A lease database whose flushes hang (issue 14, case 8).
+#[path = "hung_disk_tests.rs"]
+mod hung_disk;
