@@ -711,6 +711,11 @@ impl LeaseDb {
         self.node_id
     }
 
+    /// The database's directory, for messages about it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The greatest stamp this node has issued or observed.
     pub fn last_stamp(&self) -> Stamp {
         self.clock.last()
