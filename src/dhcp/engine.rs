@@ -436,7 +436,14 @@ impl Engine {
             return self.ignore(Ignored::ReplyTooBig);
         }
         self.note_asking(&req, now_ms);
-        self.dispatch(&req, bytes, arrival, db, now_ms, 0)
+        let decision = self.dispatch(&req, bytes, arrival, db, now_ms, 0);
+        if matches!(&decision, Decision::Reply(r) if r.kind == MessageType::Ack)
+            && self.mode == ServeMode::Passive
+        {
+            // Served to the end: what the client asks next is a new episode.
+            self.unanswered.forget(fnv1a(&client_key(&req).0));
+        }
+        decision
     }
 
     /// The ping for `token` finished: `answered` means something already
@@ -498,8 +505,12 @@ impl Engine {
             return;
         }
         let asking = match (req.msg_type, req.server_id, req.requested_ip) {
+            (MessageType::Discover, _, _) => Asking::Discover,
             (MessageType::Request, Some(server), Some(addr)) => Asking::Took { server, addr },
-            (MessageType::Discover | MessageType::Request, _, _) => Asking::Again,
+            (MessageType::Request, _, _) if !req.ciaddr.is_unspecified() => {
+                Asking::Renew(req.ciaddr)
+            }
+            (MessageType::Request, _, Some(addr)) => Asking::Reboot(addr),
             _ => return,
         };
         self.unanswered
@@ -508,8 +519,10 @@ impl Engine {
 
     /// The `secs` a passive secondary judges the request by: the client's
     /// own, or the threshold once the client has been asking unanswered
-    /// that long (or this node has already served it in this episode: the
-    /// REQUEST for our offer may carry `secs` 0).
+    /// that long. Also the SELECTING REQUEST for an offer this node made
+    /// to a client it served (it may carry `secs` 0: some clients reset
+    /// it); nothing else of that client's is answered without the
+    /// threshold, so a client the primary serves again is left to it.
     fn unanswered_secs(&mut self, req: &Request, now_ms: u64) -> u16 {
         let Some(threshold) = self.policy.map(|p| p.unanswered_secs) else {
             return req.secs;
@@ -517,10 +530,19 @@ impl Engine {
         if self.mode != ServeMode::Passive {
             return req.secs;
         }
-        let client = fnv1a(&client_key(req).0);
-        let secs = if self
-            .unanswered
-            .is_due(client, u64::from(threshold) * 1000, now_ms)
+        let key = client_key(req);
+        let client = fnv1a(&key.0);
+        let our_offer = req.msg_type == MessageType::Request
+            && req.server_id.is_some()
+            && self.unanswered.was_served(client)
+            && self
+                .holds
+                .of_client(&key)
+                .is_some_and(|(_, h)| h.kind == HoldKind::Offered);
+        let secs = if our_offer
+            || self
+                .unanswered
+                .is_due(client, u64::from(threshold) * 1000, now_ms)
         {
             req.secs.max(threshold)
         } else {
@@ -528,6 +550,20 @@ impl Engine {
         };
         if secs >= threshold {
             self.unanswered.served(client);
+        }
+        if std::env::var_os("DBG_UNANS").is_some() {
+            eprintln!(
+                "DBG {} {:?} secs {} -> {} at {} our_offer {} sid {:?} req {:?} ci {}",
+                mac_text(&req.chaddr),
+                req.msg_type,
+                req.secs,
+                secs,
+                now_ms,
+                our_offer,
+                req.server_id,
+                req.requested_ip,
+                req.ciaddr
+            );
         }
         secs
     }

@@ -3,13 +3,15 @@
 //! primary, though linked, is not answering on the LAN.
 //!
 //! A client counts as unanswered once it has been asking for the threshold
-//! of wall time without its state moving on. Moving on, as the secondary
-//! can see it: a SELECTING REQUEST for a new (server, address) pair (some
-//! server made an offer), or the primary's grant of a lease to the client
-//! replicated into this node's table. Falling back to DISCOVER does not
-//! count: a client whose REQUESTs go unanswered does that too. Everything
-//! here comes from the LAN, so the memory is a capped map: at the cap the
-//! entry made longest ago is evicted.
+//! of wall time without its state moving on: the same message again (a
+//! retransmission), or a fall back to DISCOVER (which a client whose
+//! REQUESTs go unanswered makes too). Any other change (it took an offer,
+//! it went from INIT-REBOOT to RENEWING, or to another address) shows an
+//! answer or a state of its own, and starts the count again; so does the
+//! primary's grant replicated into this table, and a silence longer than
+//! any retransmission interval. Everything here comes from the LAN, so the
+//! memory is a capped map: at the cap the entry whose episode began first
+//! is evicted.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -24,11 +26,14 @@ pub const EPISODE_GAP_MS: u64 = 90_000;
 /// What one message of a client says about its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Asking {
-    /// DISCOVER, or a REQUEST that is not answering an offer (INIT-REBOOT,
-    /// RENEWING, REBINDING).
-    Again,
+    /// DISCOVER.
+    Discover,
     /// A SELECTING REQUEST: it took the offer of `server` for `addr`.
     Took { server: Ipv4Addr, addr: Ipv4Addr },
+    /// INIT-REBOOT for `addr`.
+    Reboot(Ipv4Addr),
+    /// RENEWING or REBINDING `addr` (ciaddr).
+    Renew(Ipv4Addr),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -36,9 +41,9 @@ struct Entry {
     /// When this episode of asking began (or last moved on).
     since_ms: u64,
     last_ms: u64,
-    took: Option<(Ipv4Addr, Ipv4Addr)>,
-    /// This node has served the client in this episode: it goes on doing
-    /// so (the REQUEST for our own offer, which may carry `secs` 0).
+    asking: Asking,
+    /// This node has served the client in this episode: the REQUEST for
+    /// our own offer is answered even if it carries `secs` 0.
     served: bool,
     /// Matches the eviction queue's entry.
     generation: u64,
@@ -56,19 +61,14 @@ pub struct Unanswered {
 impl Unanswered {
     /// A message from `client` (a hash of its id) at `now_ms`.
     pub fn note(&mut self, client: u64, asking: Asking, now_ms: u64) {
-        let took = match asking {
-            Asking::Again => None,
-            Asking::Took { server, addr } => Some((server, addr)),
-        };
         if let Some(e) = self.entries.get_mut(&client) {
             if now_ms.saturating_sub(e.last_ms) <= EPISODE_GAP_MS {
                 e.last_ms = e.last_ms.max(now_ms);
-                if took.is_some() && took != e.took {
-                    e.took = took;
-                    if !e.served {
-                        e.since_ms = now_ms;
-                    }
+                if asking != e.asking && asking != Asking::Discover {
+                    // Moved on: counted from here.
+                    e.since_ms = now_ms;
                 }
+                e.asking = asking;
                 return;
             }
             self.entries.remove(&client);
@@ -83,7 +83,7 @@ impl Unanswered {
             Entry {
                 since_ms: now_ms,
                 last_ms: now_ms,
-                took,
+                asking,
                 served: false,
                 generation,
             },
@@ -107,13 +107,18 @@ impl Unanswered {
         self.entries.clear();
     }
 
-    /// Has `client` been asking for `threshold_ms` without moving on, or
-    /// been served by this node in this episode?
+    /// Has `client` been asking for `threshold_ms` without moving on?
     pub fn is_due(&self, client: u64, threshold_ms: u64, now_ms: u64) -> bool {
         self.entries.get(&client).is_some_and(|e| {
             now_ms.saturating_sub(e.last_ms) <= EPISODE_GAP_MS
-                && (e.served || now_ms.saturating_sub(e.since_ms) >= threshold_ms)
+                && now_ms.saturating_sub(e.since_ms) >= threshold_ms
         })
+    }
+
+    /// Has this node served `client` in this episode (so an offer of ours
+    /// may be what it answers)?
+    pub fn was_served(&self, client: u64) -> bool {
+        self.entries.get(&client).is_some_and(|e| e.served)
     }
 
     /// This node answers `client` now (its `secs`, or [`Self::is_due`]).
@@ -151,9 +156,9 @@ mod tests {
     #[test]
     fn asking_for_the_threshold_makes_a_client_due() {
         let mut u = Unanswered::default();
-        u.note(1, Asking::Again, 0);
+        u.note(1, Asking::Discover, 0);
         assert!(!u.is_due(1, T, 9_999));
-        u.note(1, Asking::Again, 9_999);
+        u.note(1, Asking::Discover, 9_999);
         assert!(u.is_due(1, T, 10_000));
         assert!(!u.is_due(2, T, 10_000), "never seen");
     }
@@ -165,34 +170,42 @@ mod tests {
             server: Ipv4Addr::new(198, 18, 0, 2),
             addr: Ipv4Addr::new(198, 18, 0, 11),
         };
-        u.note(1, Asking::Again, 0);
+        u.note(1, Asking::Discover, 0);
         u.note(1, took, 8_000);
         u.note(1, took, 17_000);
         assert!(!u.is_due(1, T, 17_000), "the same offer again: no progress");
         u.note(1, took, 18_000);
         assert!(u.is_due(1, T, 18_000));
         // Back to DISCOVER: still the same episode.
-        u.note(1, Asking::Again, 19_000);
+        u.note(1, Asking::Discover, 19_000);
         assert!(u.is_due(1, T, 19_000));
+        // INIT-REBOOT given up, then RENEWING: a state of its own.
+        let ip = Ipv4Addr::new(198, 18, 0, 11);
+        u.note(2, Asking::Reboot(ip), 0);
+        u.note(2, Asking::Reboot(ip), 4_000);
+        u.note(2, Asking::Renew(ip), 12_000);
+        assert!(!u.is_due(2, T, 12_000));
+        u.note(2, Asking::Renew(ip), 22_000);
+        assert!(u.is_due(2, T, 22_000));
     }
 
     #[test]
     fn a_long_silence_starts_a_new_episode() {
         let mut u = Unanswered::default();
-        u.note(1, Asking::Again, 0);
-        u.note(1, Asking::Again, 12_000);
+        u.note(1, Asking::Discover, 0);
+        u.note(1, Asking::Discover, 12_000);
         assert!(u.is_due(1, T, 12_000));
         assert!(!u.is_due(1, T, 12_000 + EPISODE_GAP_MS + 1));
-        u.note(1, Asking::Again, 12_000 + EPISODE_GAP_MS + 1);
+        u.note(1, Asking::Discover, 12_000 + EPISODE_GAP_MS + 1);
         assert!(!u.is_due(1, T, 12_000 + EPISODE_GAP_MS + 1));
     }
 
     #[test]
-    fn served_clients_stay_served_and_forgotten_ones_start_over() {
+    fn served_clients_are_remembered_and_forgotten_ones_start_over() {
         let mut u = Unanswered::default();
-        u.note(1, Asking::Again, 0);
+        u.note(1, Asking::Discover, 0);
         u.served(1);
-        assert!(u.is_due(1, T, 1));
+        assert!(u.was_served(1) && !u.is_due(1, T, 1));
         u.forget(1);
         assert!(!u.is_due(1, T, 20_000));
         assert!(u.is_empty());
@@ -202,10 +215,10 @@ mod tests {
     fn the_map_is_capped_and_evicts_the_oldest() {
         let mut u = Unanswered::default();
         for c in 0..(3 * MAX_TRACKED as u64) {
-            u.note(c, Asking::Again, c);
+            u.note(c, Asking::Discover, c);
             // Refreshing an early one does not save it: eviction is by
             // when its episode began.
-            u.note(0, Asking::Again, c);
+            u.note(0, Asking::Discover, c);
         }
         assert_eq!(u.len(), MAX_TRACKED);
         assert!(u.order.len() <= 2 * MAX_TRACKED + 1);

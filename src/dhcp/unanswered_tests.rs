@@ -88,6 +88,12 @@ fn a_passive_secondary_serves_a_secs_zero_client_left_unanswered() {
     assert_eq!(msg_type(&ack), MessageType::Ack);
     assert!(r.durable);
     assert_eq!(rig.db.get(ip).unwrap().state, LeaseState::Bound);
+    // Bound: what it asks next (a reboot a second later) is the primary's
+    // to answer again, until it too goes unanswered for the threshold.
+    let reboot = RawRequest::new(3, MAC_A, 3).opt(50, &ip.octets()).finish();
+    assert!(passive(&rig.at(13_000, &reboot)));
+    assert!(passive(&rig.at(17_000, &reboot)));
+    assert!(matches!(rig.at(23_000, &reboot), Decision::Reply(_)));
 }
 
 /// The same for a client rebinding a lease the primary granted (the

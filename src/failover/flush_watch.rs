@@ -126,7 +126,10 @@ mod tests {
         let mut w = FlushWatch::default();
         assert!(w.wants_probe(true, 1_000, 0));
         w.probe_asked(1, 0);
-        assert!(!w.wants_probe(true, 1_000, 3_000), "one outstanding times it");
+        assert!(
+            !w.wants_probe(true, 1_000, 3_000),
+            "one outstanding times it"
+        );
         assert_eq!(w.persisted(1, 5_000, 3_000), None);
         assert!(w.wants_probe(true, 1_000, 3_000));
         w.asked(2, 3_000);

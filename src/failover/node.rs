@@ -815,10 +815,7 @@ impl Node {
     /// The flush for `token` (and every earlier one) is done: ack the
     /// updates it covered.
     pub fn persisted(&mut self, token: u64, now_ms: u64) {
-        if let Some(hung_ms) = self
-            .flushes
-            .persisted(token, self.cfg.timeout_ms, now_ms)
-        {
+        if let Some(hung_ms) = self.flushes.persisted(token, self.cfg.timeout_ms, now_ms) {
             tracing::warn!(
                 "failover: the lease database finishes flushes again (after {hung_ms} ms): the link may resume"
             );
