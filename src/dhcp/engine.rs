@@ -514,7 +514,7 @@ impl Engine {
             _ => return,
         };
         self.unanswered
-            .note(fnv1a(&client_key(req).0), asking, now_ms);
+            .note(fnv1a(&client_key(req).0), asking, req.secs, now_ms);
     }
 
     /// The `secs` a passive secondary judges the request by: the client's
@@ -550,20 +550,6 @@ impl Engine {
         };
         if secs >= threshold {
             self.unanswered.served(client);
-        }
-        if std::env::var_os("DBG_UNANS").is_some() {
-            eprintln!(
-                "DBG {} {:?} secs {} -> {} at {} our_offer {} sid {:?} req {:?} ci {}",
-                mac_text(&req.chaddr),
-                req.msg_type,
-                req.secs,
-                secs,
-                now_ms,
-                our_offer,
-                req.server_id,
-                req.requested_ip,
-                req.ciaddr
-            );
         }
         secs
     }

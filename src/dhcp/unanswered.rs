@@ -4,12 +4,15 @@
 //!
 //! A client counts as unanswered once it has been asking for the threshold
 //! of wall time without its state moving on: the same message again (a
-//! retransmission), or a fall back to DISCOVER (which a client whose
-//! REQUESTs go unanswered makes too). Any other change (it took an offer,
-//! it went from INIT-REBOOT to RENEWING, or to another address) shows an
-//! answer or a state of its own, and starts the count again; so does the
-//! primary's grant replicated into this table, and a silence longer than
-//! any retransmission interval. Everything here comes from the LAN, so the
+//! retransmission), or a fall back to DISCOVER from an offer it took or a
+//! lease it renewed (what a client whose REQUESTs go unanswered does). Any
+//! other change (it took an offer, it went from INIT-REBOOT to RENEWING or
+//! to DISCOVER, or asks for another address) may follow an answer, and
+//! starts the count again; so does the primary's grant replicated into this
+//! table, and a silence longer than any retransmission interval. A client
+//! that fills in `secs` counts its own time, better than we can: once one
+//! of its messages in the episode had `secs` above 0 it is judged by
+//! `secs` alone, so this is for clients that leave it at 0. Everything here comes from the LAN, so the
 //! memory is a capped map: at the cap the entry whose episode began first
 //! is evicted.
 
@@ -42,6 +45,8 @@ struct Entry {
     since_ms: u64,
     last_ms: u64,
     asking: Asking,
+    /// Some message of this episode had `secs` above 0.
+    secs_seen: bool,
     /// This node has served the client in this episode: the REQUEST for
     /// our own offer is answered even if it carries `secs` 0.
     served: bool,
@@ -60,15 +65,19 @@ pub struct Unanswered {
 
 impl Unanswered {
     /// A message from `client` (a hash of its id) at `now_ms`.
-    pub fn note(&mut self, client: u64, asking: Asking, now_ms: u64) {
+    pub fn note(&mut self, client: u64, asking: Asking, secs: u16, now_ms: u64) {
         if let Some(e) = self.entries.get_mut(&client) {
             if now_ms.saturating_sub(e.last_ms) <= EPISODE_GAP_MS {
                 e.last_ms = e.last_ms.max(now_ms);
-                if asking != e.asking && asking != Asking::Discover {
+                let fell_back = asking == Asking::Discover
+                    && matches!(e.asking, Asking::Took { .. } | Asking::Renew(_));
+                if asking != e.asking && !fell_back {
                     // Moved on: counted from here.
                     e.since_ms = now_ms;
+                    e.secs_seen = false;
                 }
                 e.asking = asking;
+                e.secs_seen |= secs > 0;
                 return;
             }
             self.entries.remove(&client);
@@ -84,6 +93,7 @@ impl Unanswered {
                 since_ms: now_ms,
                 last_ms: now_ms,
                 asking,
+                secs_seen: secs > 0,
                 served: false,
                 generation,
             },
@@ -110,7 +120,8 @@ impl Unanswered {
     /// Has `client` been asking for `threshold_ms` without moving on?
     pub fn is_due(&self, client: u64, threshold_ms: u64, now_ms: u64) -> bool {
         self.entries.get(&client).is_some_and(|e| {
-            now_ms.saturating_sub(e.last_ms) <= EPISODE_GAP_MS
+            !e.secs_seen
+                && now_ms.saturating_sub(e.last_ms) <= EPISODE_GAP_MS
                 && now_ms.saturating_sub(e.since_ms) >= threshold_ms
         })
     }
@@ -156,9 +167,9 @@ mod tests {
     #[test]
     fn asking_for_the_threshold_makes_a_client_due() {
         let mut u = Unanswered::default();
-        u.note(1, Asking::Discover, 0);
+        u.note(1, Asking::Discover, 0, 0);
         assert!(!u.is_due(1, T, 9_999));
-        u.note(1, Asking::Discover, 9_999);
+        u.note(1, Asking::Discover, 0, 9_999);
         assert!(u.is_due(1, T, 10_000));
         assert!(!u.is_due(2, T, 10_000), "never seen");
     }
@@ -170,40 +181,49 @@ mod tests {
             server: Ipv4Addr::new(198, 18, 0, 2),
             addr: Ipv4Addr::new(198, 18, 0, 11),
         };
-        u.note(1, Asking::Discover, 0);
-        u.note(1, took, 8_000);
-        u.note(1, took, 17_000);
+        u.note(1, Asking::Discover, 0, 0);
+        u.note(1, took, 0, 8_000);
+        u.note(1, took, 0, 17_000);
         assert!(!u.is_due(1, T, 17_000), "the same offer again: no progress");
-        u.note(1, took, 18_000);
+        u.note(1, took, 0, 18_000);
         assert!(u.is_due(1, T, 18_000));
         // Back to DISCOVER: still the same episode.
-        u.note(1, Asking::Discover, 19_000);
+        u.note(1, Asking::Discover, 0, 19_000);
         assert!(u.is_due(1, T, 19_000));
+        // A client that counts `secs` is judged by it alone.
+        u.note(3, Asking::Discover, 0, 0);
+        u.note(3, Asking::Discover, 4, 4_000);
+        u.note(3, Asking::Discover, 0, 12_000);
+        assert!(!u.is_due(3, T, 12_000));
         // INIT-REBOOT given up, then RENEWING: a state of its own.
         let ip = Ipv4Addr::new(198, 18, 0, 11);
-        u.note(2, Asking::Reboot(ip), 0);
-        u.note(2, Asking::Reboot(ip), 4_000);
-        u.note(2, Asking::Renew(ip), 12_000);
+        u.note(2, Asking::Reboot(ip), 0, 0);
+        u.note(2, Asking::Reboot(ip), 0, 4_000);
+        u.note(2, Asking::Renew(ip), 0, 12_000);
         assert!(!u.is_due(2, T, 12_000));
-        u.note(2, Asking::Renew(ip), 22_000);
+        // INIT-REBOOT, then DISCOVER: it may have been NAKed; counted anew.
+        u.note(4, Asking::Reboot(ip), 0, 0);
+        u.note(4, Asking::Discover, 0, 11_000);
+        assert!(!u.is_due(4, T, 11_000));
+        u.note(2, Asking::Renew(ip), 0, 22_000);
         assert!(u.is_due(2, T, 22_000));
     }
 
     #[test]
     fn a_long_silence_starts_a_new_episode() {
         let mut u = Unanswered::default();
-        u.note(1, Asking::Discover, 0);
-        u.note(1, Asking::Discover, 12_000);
+        u.note(1, Asking::Discover, 0, 0);
+        u.note(1, Asking::Discover, 0, 12_000);
         assert!(u.is_due(1, T, 12_000));
         assert!(!u.is_due(1, T, 12_000 + EPISODE_GAP_MS + 1));
-        u.note(1, Asking::Discover, 12_000 + EPISODE_GAP_MS + 1);
+        u.note(1, Asking::Discover, 0, 12_000 + EPISODE_GAP_MS + 1);
         assert!(!u.is_due(1, T, 12_000 + EPISODE_GAP_MS + 1));
     }
 
     #[test]
     fn served_clients_are_remembered_and_forgotten_ones_start_over() {
         let mut u = Unanswered::default();
-        u.note(1, Asking::Discover, 0);
+        u.note(1, Asking::Discover, 0, 0);
         u.served(1);
         assert!(u.was_served(1) && !u.is_due(1, T, 1));
         u.forget(1);
@@ -215,10 +235,10 @@ mod tests {
     fn the_map_is_capped_and_evicts_the_oldest() {
         let mut u = Unanswered::default();
         for c in 0..(3 * MAX_TRACKED as u64) {
-            u.note(c, Asking::Discover, c);
+            u.note(c, Asking::Discover, 0, c);
             // Refreshing an early one does not save it: eviction is by
             // when its episode began.
-            u.note(0, Asking::Discover, c);
+            u.note(0, Asking::Discover, 0, c);
         }
         assert_eq!(u.len(), MAX_TRACKED);
         assert!(u.order.len() <= 2 * MAX_TRACKED + 1);
