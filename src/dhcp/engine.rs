@@ -24,6 +24,7 @@ use super::reply::{self, Destination, FixedFields, Header, OptionList};
 use super::request::{self, Request};
 use super::share::{Owner, PartnerShare, Rules, ServeMode, SharePolicy};
 use super::stats::{Ignored, Stats};
+use super::unanswered::{Asking, Unanswered};
 
 /// How long an offered address stays reserved for the client's REQUEST.
 pub const OFFER_HOLD_MS: u64 = 30_000;
@@ -121,6 +122,8 @@ pub struct Engine {
     declined_max: usize,
     /// The names dhcp-host lines give: no client may offer itself one.
     configured_names: ConfiguredNames,
+    /// Passive: clients seen asking without an answer from the primary.
+    unanswered: Unanswered,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -206,6 +209,7 @@ impl Engine {
             declined: HashSet::new(),
             declined_max,
             configured_names,
+            unanswered: Unanswered::default(),
         };
         for ip in engine.reserved.clone() {
             engine.refresh(ip, db);
@@ -243,6 +247,11 @@ impl Engine {
         &self.stats
     }
 
+    /// Clients the passive secondary remembers asking (bounded).
+    pub fn unanswered_tracked(&self) -> usize {
+        self.unanswered.len()
+    }
+
     pub fn policy(&self) -> Option<&SharePolicy> {
         self.policy.as_ref()
     }
@@ -258,6 +267,10 @@ impl Engine {
             // for up to an MCLT.
             self.stale.extend(self.holds.remove_kind(HoldKind::Recent));
         }
+        if mode != ServeMode::Passive {
+            // Who asked unanswered matters only while the primary answers.
+            self.unanswered.clear();
+        }
         self.mode = mode;
     }
 
@@ -270,6 +283,14 @@ impl Engine {
     /// Call it for every changed record after a bulk merge too.
     pub fn note_change(&mut self, ip: Ipv4Addr, db: &LeaseDb) {
         self.refresh(ip, db);
+        // The partner granted this client a lease: it was answered.
+        if let Some(rec) = db.get(ip).filter(|r| {
+            r.state == LeaseState::Bound
+                && r.stamp.node != db.node_id()
+                && !self.unanswered.is_empty()
+        }) {
+            self.unanswered.forget(fnv1a(&rec.client.0));
+        }
     }
 
     /// Which node owns `ip`, if it lies in a dhcp-range (the first one
@@ -414,7 +435,15 @@ impl Engine {
         if !reply::echoes_fit(&req) {
             return self.ignore(Ignored::ReplyTooBig);
         }
-        self.dispatch(&req, bytes, arrival, db, now_ms, 0)
+        self.note_asking(&req, now_ms);
+        let decision = self.dispatch(&req, bytes, arrival, db, now_ms, 0);
+        if matches!(&decision, Decision::Reply(r) if r.kind == MessageType::Ack)
+            && self.mode == ServeMode::Passive
+        {
+            // Served to the end: what the client asks next is a new episode.
+            self.unanswered.forget(fnv1a(&client_key(&req).0));
+        }
+        decision
     }
 
     /// The ping for `token` finished: `answered` means something already
@@ -469,6 +498,62 @@ impl Engine {
         self.dispatch(&req, &p.bytes, &p.arrival, db, now_ms, p.tries)
     }
 
+    /// Passive: remembers the client asking (see [`Unanswered`]). Only
+    /// what a primary answers counts: DISCOVER and REQUEST.
+    fn note_asking(&mut self, req: &Request, now_ms: u64) {
+        if self.mode != ServeMode::Passive || self.policy.is_none() {
+            return;
+        }
+        let asking = match (req.msg_type, req.server_id, req.requested_ip) {
+            (MessageType::Discover, _, _) => Asking::Discover,
+            (MessageType::Request, Some(server), Some(addr)) => Asking::Took { server, addr },
+            (MessageType::Request, _, _) if !req.ciaddr.is_unspecified() => {
+                Asking::Renew(req.ciaddr)
+            }
+            (MessageType::Request, _, Some(addr)) => Asking::Reboot(addr),
+            _ => return,
+        };
+        self.unanswered
+            .note(fnv1a(&client_key(req).0), asking, req.secs, now_ms);
+    }
+
+    /// The `secs` a passive secondary judges the request by: the client's
+    /// own, or the threshold once the client has been asking unanswered
+    /// that long. Also the SELECTING REQUEST for an offer this node made
+    /// to a client it served (it may carry `secs` 0: some clients reset
+    /// it); nothing else of that client's is answered without the
+    /// threshold, so a client the primary serves again is left to it.
+    fn unanswered_secs(&mut self, req: &Request, now_ms: u64) -> u16 {
+        let Some(threshold) = self.policy.map(|p| p.unanswered_secs) else {
+            return req.secs;
+        };
+        if self.mode != ServeMode::Passive {
+            return req.secs;
+        }
+        let key = client_key(req);
+        let client = fnv1a(&key.0);
+        let our_offer = req.msg_type == MessageType::Request
+            && req.server_id.is_some()
+            && self.unanswered.was_served(client)
+            && self
+                .holds
+                .of_client(&key)
+                .is_some_and(|(_, h)| h.kind == HoldKind::Offered);
+        let secs = if our_offer
+            || self
+                .unanswered
+                .is_due(client, u64::from(threshold) * 1000, now_ms)
+        {
+            req.secs.max(threshold)
+        } else {
+            req.secs
+        };
+        if secs >= threshold {
+            self.unanswered.served(client);
+        }
+        secs
+    }
+
     fn ignore(&mut self, why: Ignored) -> Decision {
         self.stats.count_ignored(why);
         Decision::Ignored(why)
@@ -500,8 +585,9 @@ impl Engine {
     ) -> Decision {
         // A passive secondary leaves DHCP to the primary, unless the
         // client's `secs` says the primary has left it unanswered.
-        let Some(rules) = Rules::for_request(self.mode, self.policy.as_ref(), req.secs, now_ms)
-        else {
+        // Or, without `secs`, the client's asking again and again says so.
+        let secs = self.unanswered_secs(req, now_ms);
+        let Some(rules) = Rules::for_request(self.mode, self.policy.as_ref(), secs, now_ms) else {
             return self.ignore(Ignored::Passive);
         };
         let cfg = Arc::clone(&self.cfg);

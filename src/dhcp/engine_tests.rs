@@ -797,8 +797,15 @@ fn passive_secondary_serves_only_clients_the_primary_leaves_unanswered() {
             .secs(secs)
             .finish()
     };
-    assert_eq!(rig.send(&request(0)), Decision::Ignored(Ignored::Passive));
-    let (r, ack) = rig.reply(&request(30));
+    // Another client's REQUEST for it, secs 0: the primary's to answer.
+    let other = RawRequest::new(3, MAC_B, 2)
+        .opt(54, &SERVER.octets())
+        .opt(50, &ip.octets())
+        .finish();
+    assert_eq!(rig.send(&other), Decision::Ignored(Ignored::Passive));
+    // The client served by `secs` gets the ACK for our offer even if its
+    // REQUEST says secs 0 (some clients reset it): issue 14, case 8.
+    let (r, ack) = rig.reply(&request(0));
     assert_eq!(msg_type(&ack), MessageType::Ack);
     assert_eq!(opt_u32(&r, 51), Some(3600));
     assert_eq!(rig.db.get(ip).unwrap().state, LeaseState::Bound);
@@ -1254,6 +1261,10 @@ mod names;
 /// Serving without the partner: partner-share requests, takeover.
 #[path = "takeover_tests.rs"]
 mod takeover;
+
+/// A passive secondary and clients that leave `secs` at 0 (issue 14, case 8).
+#[path = "unanswered_tests.rs"]
+mod unanswered;
 /// Review §10: an expiry near the end of the clock, as a lease file or a
 /// partner could once store, reaches the unlinked partner-share rule; its
 /// milliseconds saturate instead of overflowing (debug builds panicked).

@@ -19,6 +19,7 @@ pub mod share;
 pub mod shell;
 pub mod socket;
 pub mod stats;
+pub mod unanswered;
 
 #[cfg(test)]
 mod engine_tests;

@@ -2,6 +2,7 @@
 //! the shell that gives it sockets. The wire protocol is the `proto` crate.
 
 pub mod admission;
+pub mod flush_watch;
 pub mod gate;
 pub mod link_io;
 pub mod log_limit;

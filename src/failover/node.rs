@@ -33,6 +33,7 @@ use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
 use crate::dhcp::share::{self, Owner, ServeMode};
 use crate::lease::{merge, Completeness, LeaseDb, Reject, Rejections};
 
+use super::flush_watch::FlushWatch;
 use super::log_limit::{self, LogLimit, Note};
 
 pub type ConnId = u64;
@@ -241,6 +242,8 @@ pub struct Node {
     /// Received updates waiting for their flush: (token, session, seq,
     /// the stamps of its records that did not stand here).
     pending_acks: VecDeque<(u64, ConnId, u64, Vec<Stamp>)>,
+    /// Whether the lease database still finishes flushes (a hung disk).
+    flushes: FlushWatch,
     next_token: u64,
     connecting: bool,
     next_connect_ms: u64,
@@ -387,6 +390,7 @@ impl Node {
             resumed_syncs: 0,
             acked_through: Stamp::default(),
             pending_acks: VecDeque::new(),
+            flushes: FlushWatch::default(),
             next_token: 1,
             connecting: false,
             next_connect_ms: now_ms,
@@ -784,10 +788,12 @@ impl Node {
         if let Some((count, over_ms)) = self.reject_log.flush(now_ms) {
             Self::rejections_summary(count, over_ms);
         }
+        self.watch_flushes(db, now_ms);
         if self.cfg.role == Role::Secondary
             && self.partner.is_none()
             && !self.connecting
             && now_ms >= self.next_connect_ms
+            && self.flushes.hung_since().is_none()
         {
             self.connecting = true;
             self.out.push_back(Output::Connect);
@@ -877,9 +883,54 @@ impl Node {
         }
     }
 
+    /// A hung disk (see [`FlushWatch`]): probes, and the end of the link
+    /// when a flush has not finished within the link timeout. The partner
+    /// then serves alone; this node, its flushes hung, answers no one
+    /// anyway (its replies wait on the same flushes).
+    fn watch_flushes(&mut self, db: &LeaseDb, now_ms: u64) {
+        if self
+            .flushes
+            .wants_probe(self.in_sync(), self.cfg.heartbeat_ms, now_ms)
+        {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.flushes.probe_asked(token, now_ms);
+            self.out.push_back(Output::Flush(token));
+        }
+        let Some(waited) = self.flushes.check(self.cfg.timeout_ms, now_ms) else {
+            return;
+        };
+        tracing::error!(
+            "failover: the lease database {} has not finished a flush for {waited} ms (hung or failing disk?): this node can make neither the partner's changes nor its own durable; ending the link so the partner serves alone, and not linking again until a flush finishes",
+            db.path().display()
+        );
+        if let Some(p) = self.partner {
+            self.close(
+                p,
+                now_ms,
+                &format!("the lease database has not finished a flush for {waited} ms"),
+            );
+        }
+    }
+
+    /// Why this node must not link while its flushes hang.
+    fn hung_refusal(&self, now_ms: u64) -> Option<String> {
+        self.flushes.hung_since().map(|since| {
+            format!(
+                "the refusing node's lease database has not finished a flush for {} ms (hung or failing disk): it links again once one finishes",
+                now_ms.saturating_sub(since)
+            )
+        })
+    }
+
     /// The flush for `token` (and every earlier one) is done: ack the
     /// updates it covered.
     pub fn persisted(&mut self, token: u64, now_ms: u64) {
+        if let Some(hung_ms) = self.flushes.persisted(token, self.cfg.timeout_ms, now_ms) {
+            tracing::warn!(
+                "failover: the lease database finishes flushes again (after {hung_ms} ms): the link may resume"
+            );
+        }
         while let Some(&(t, conn, seq, _)) = self.pending_acks.front() {
             if t > token {
                 break;
@@ -1017,6 +1068,7 @@ impl Node {
         };
         let (peer, skew) = (s.peer_node, s.peer_skew_ms);
         let (mismatch, refusal) = (s.mismatch.clone(), s.refusal.clone());
+        let refusal = refusal.or_else(|| self.hung_refusal(now_ms));
         // The hello is the peer's own now (its proof covers the hello's
         // nonce): what it says of its configuration counts.
         if self.partner.is_none_or(|p| p == conn) {
@@ -1327,6 +1379,7 @@ impl Node {
                 self.next_token += 1;
                 self.pending_acks.push_back((token, conn, seq, lost));
                 self.out.push_back(Output::Flush(token));
+                self.flushes.asked(token, now_ms);
             }
             (P::Streaming, Message::Ack { seq, lost }) => {
                 let covered: usize = self

@@ -1340,3 +1340,7 @@ fn recovery_waits_an_mclt_from_each_start_or_until_partner_down() {
         }
     );
 }
+
+/// A lease database whose flushes hang (issue 14, case 8).
+#[path = "hung_disk_tests.rs"]
+mod hung_disk;

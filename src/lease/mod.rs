@@ -760,6 +760,11 @@ impl LeaseDb {
         Ok(())
     }
 
+    /// The database's directory, for messages about it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The greatest stamp this node has issued or observed.
     pub fn last_stamp(&self) -> Stamp {
         self.clock.last()
