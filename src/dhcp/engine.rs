@@ -1293,6 +1293,13 @@ impl Engine {
     /// Ends the lease on `ip` as `state` until `until`, but only for the
     /// client that holds it: a RELEASE or DECLINE forged by another client
     /// changes nothing. The name goes with the lease.
+    ///
+    /// The end keeps the stamp of the binding it ends (`LeaseDb::settle`),
+    /// so it is ordered by that binding, not by this node's clock: a grant
+    /// the failover partner made later, having seen the binding, has a
+    /// greater stamp and stands over the end on both nodes, whatever the
+    /// clocks say (issue 14, case 3; the rule and its limits are in
+    /// `lease::merge`).
     fn end_lease(
         &mut self,
         ctx: &Ctx<'_>,
@@ -1314,7 +1321,9 @@ impl Engine {
             hostname: None,
             ..rec
         };
-        if db.commit(ended, now_ms).is_err() {
+        // `None` cannot happen (the ended form stands above the bound one
+        // at the same stamp); nothing would have changed then anyway.
+        if db.settle(ended, now_ms).is_err() {
             return self.ignore(Ignored::Storage);
         }
         self.refresh(ip, db);
