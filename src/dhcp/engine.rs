@@ -10,7 +10,7 @@ use dhcproto::v4::MessageType;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
 use crate::config::{Config, DhcpBoot, DhcpHost, LeaseTime, MIN_LEASE_SECS};
-use crate::lease::LeaseDb;
+use crate::lease::{merge, LeaseDb};
 
 use super::classes;
 use super::holds::{Hold, HoldKind, Holds};
@@ -1315,12 +1315,7 @@ impl Engine {
         let Some(rec) = owned else {
             return self.ignore(Ignored::NotOwner);
         };
-        let ended = LeaseRecord {
-            state,
-            expires: Expiry::At(until),
-            hostname: None,
-            ..rec
-        };
+        let ended = merge::end_of(&rec, state, until);
         // `None` cannot happen (the ended form stands above the bound one
         // at the same stamp); nothing would have changed then anyway.
         if db.settle(ended, now_ms).is_err() {
