@@ -152,3 +152,24 @@ fn a_release_still_wins_over_the_binding_it_ends_on_both_nodes() {
         "free again for the next client"
     );
 }
+
+/// A merge leaves a client two bound leases when neither grant's order is
+/// certain (see `merge::superseded`); its next request settles it: the
+/// node answering ends every other lease of the client, not only the one
+/// with the greatest stamp (which may be the one it asks for).
+#[test]
+fn a_request_ends_every_other_lease_of_the_client() {
+    let mut rig = Rig::new(|_| {});
+    let (older, newer) = (super::addr(12), super::addr(13));
+    let end = rig.now_secs() + 3600;
+    rig.merged(older, MAC_A, LeaseState::Bound, end);
+    rig.now += 5;
+    rig.merged(newer, MAC_A, LeaseState::Bound, end);
+    rig.now += 1_000;
+    let renew = RawRequest::new(3, MAC_A, 9).ciaddr(newer).finish();
+    let (_, ack) = rig.reply(&renew);
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(rig.db.get(newer).unwrap().state, LeaseState::Bound);
+    let ended = rig.db.get(older).unwrap();
+    assert_eq!(ended.state, LeaseState::Released, "{ended:?}");
+}

@@ -1155,13 +1155,17 @@ impl Engine {
         let hostname = choice.name().map(str::to_string);
         let now_secs = now_ms / 1000;
 
-        // One client, one lease: an older lease elsewhere ends now (settled
+        // One client, one lease: every other lease of it ends now (settled
         // under its own stamp, so it cannot undo what a failover partner
-        // did with that address since).
-        if let Some(prev) = db
-            .by_client(key)
+        // did with that address since). Every one, not only the newest: a
+        // merge leaves a client two when their order was not certain
+        // (`merge::superseded`), and this request is what settles it.
+        let others: Vec<LeaseRecord> = db
+            .all_of_client(key)
+            .into_iter()
             .filter(|r| r.ip != ip && r.state == LeaseState::Bound)
-        {
+            .collect();
+        for prev in others {
             let ended = LeaseRecord {
                 state: LeaseState::Released,
                 expires: Expiry::At(now_secs),

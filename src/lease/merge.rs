@@ -131,19 +131,31 @@ pub fn merge_tables(a: &Table, b: &Table) -> Table {
 }
 
 /// One client, one lease: among `leases` (the bound records naming
-/// `client`), every one but the newest is superseded and should be
-/// released. Returns the superseded ones.
+/// `client`), those a merge should release, as the newest stands. Only
+/// where the order is certain: two nodes that granted apart, each unaware
+/// of the other's lease, stamp by clocks up to `max_skew_ms` apart, and a
+/// stamp may run up to that far ahead of its node's clock (it observed a
+/// partner's), so a stamp less than twice the skew above another may still
+/// be the earlier grant, and the client may hold the one with the smaller
+/// stamp. Such a pair stays bound: an address kept until the client's next
+/// request (whose node then ends the other, knowing both) or the lease's
+/// end, rather than an address taken from the client holding it.
 pub fn superseded<'a>(
     client: &ClientKey,
     leases: impl IntoIterator<Item = &'a LeaseRecord>,
     now_secs: u64,
+    max_skew_ms: u64,
 ) -> Vec<&'a LeaseRecord> {
     let mut bound: Vec<&LeaseRecord> = leases
         .into_iter()
         .filter(|r| &r.client == client && r.is_active(now_secs))
         .collect();
     bound.sort_by(|a, b| compare(a, b));
-    bound.pop();
+    let Some(newest) = bound.pop() else {
+        return bound;
+    };
+    let margin = max_skew_ms.saturating_mul(2);
+    bound.retain(|r| newest.stamp.wall_ms.saturating_sub(r.stamp.wall_ms) > margin);
     bound
 }
 
@@ -325,7 +337,20 @@ mod tests {
         let newer = rec(2, 7, 9, 2, LeaseState::Bound);
         let other = rec(3, 8, 10, 2, LeaseState::Bound);
         let all = [older.clone(), newer, other];
-        let gone = superseded(&older.client, &all, 1_000);
+        let gone = superseded(&older.client, &all, 1_000, 1);
         assert_eq!(gone, vec![&older]);
+    }
+
+    /// Two grants made apart, 5 ms apart by their stamps: with clocks that
+    /// may be 1 s apart either may be the later, so neither is released;
+    /// only a lead of more than twice the skew tells.
+    #[test]
+    fn a_lead_within_the_skew_supersedes_nothing() {
+        let older = rec(1, 7, 5, 1, LeaseState::Bound);
+        let newer = rec(2, 7, 10, 2, LeaseState::Bound);
+        let all = [older.clone(), newer.clone()];
+        assert!(superseded(&older.client, &all, 1_000, 1_000).is_empty());
+        assert!(superseded(&older.client, &all, 1_000, 3).is_empty());
+        assert_eq!(superseded(&older.client, &all, 1_000, 2), vec![&older]);
     }
 }
