@@ -1459,21 +1459,6 @@ impl Node {
         for r in records {
             let current = db.get(r.ip);
             if let Some(cur) = &current {
-                // Issue 14, case 3: the partner's end of a binding we never
-                // saw may predate our grant; ours stands, committed again.
-                if cur.stamp.node == self.node_id
-                    && merge::end_may_predate(cur, &r, now_secs, self.cfg.max_skew_ms)
-                {
-                    if let Err(e) = db.observe(r.stamp, now_ms) {
-                        tracing::error!("failover: cannot store the partner's records: {e}");
-                        if let Some(p) = self.partner {
-                            self.close(p, now_ms, "lease database error");
-                        }
-                        return false;
-                    }
-                    restamp.push(cur.clone());
-                    continue;
-                }
                 if merge::is_conflict(cur, &r, now_secs) {
                     self.conflicts += 1;
                     let winner = self.conflict_winner(cur, &r);

@@ -19,20 +19,22 @@
 //! order stays the one total order of [`compare`], so merging stays
 //! commutative, associative and idempotent.
 //!
-//! What the order cannot see: a grant by a node that had not seen the
-//! binding being ended. Apart, node A renews binding `b` (never
-//! replicated); the client releases `b` on A, then gets the same address
-//! again from node B, whose clock is behind by more than the time between
-//! A's renewal and B's grant. B's grant carries the smaller stamp, and A's
-//! end of `b` would win at the heal. The holds do not cover it (the owner,
-//! apart, reuses an ended address an MCLT after the end, while B may have
-//! renewed it up to an MCLT past the lease B knew), and an order of ends
-//! against grants that looks at the skew is not transitive. So the node
-//! whose own live grant an end of the same client's unseen binding would
-//! replace, within twice the skew bound ([`end_may_predate`]), commits its
-//! grant again with a fresh stamp instead, as it does for a conflict; the
-//! cost is an address held for a client that may have let it go, until
-//! that lease ends. Beyond twice the bound the order is certain.
+//! What is left: a grant by a node that had not seen the binding being
+//! ended. Apart, node A renews binding `b` (never replicated); the client
+//! releases `b` on A, then gets the same address again from node B, whose
+//! clock is behind by more than the time between A's renewal and B's
+//! grant. B's grant then carries the smaller stamp and A's end of `b`
+//! wins at the heal. B gives the address to this client only as its own
+//! share or as a renewal of a lease B holds for it (an unlinked node is
+//! silent for partner-share addresses it holds no lease for, case 6), so
+//! the window is the client's renewal on A, its release there and its
+//! return to B, all within the clocks' actual offset (at most
+//! `failover-max-skew`). The holds do not close it: the owner, apart,
+//! reuses an ended address an MCLT after the end, while B may have
+//! renewed it up to an MCLT past the lease B knew. Closing it in the
+//! order itself would take a per-client lease generation that DHCP
+//! requests do not carry; an order of ends against grants that looks at
+//! the skew is not transitive.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -87,26 +89,6 @@ pub fn end_of(binding: &LeaseRecord, state: LeaseState, until_secs: u64) -> Leas
         hostname: None,
         ..binding.clone()
     }
-}
-
-/// Would `incoming`, an end of this client's lease on the address, undo
-/// `own`, a live binding this node granted, when it may be the earlier of
-/// the two? It ends a binding this node never saw (its stamp is not
-/// `own`'s) and leads `own` by no more than clocks `max_skew_ms` apart
-/// and stamps held that far ahead can account for. Then the node commits
-/// `own` again with a fresh stamp, as for a conflict: the client may hold
-/// it, and an address kept too long is the safe side of the doubt.
-pub fn end_may_predate(
-    own: &LeaseRecord,
-    incoming: &LeaseRecord,
-    now_secs: u64,
-    max_skew_ms: u64,
-) -> bool {
-    own.is_active(now_secs)
-        && incoming.state != LeaseState::Bound
-        && incoming.client == own.client
-        && incoming.stamp > own.stamp
-        && incoming.stamp.wall_ms - own.stamp.wall_ms <= max_skew_ms.saturating_mul(2)
 }
 
 /// Does `incoming` replace `current`? Only if it is strictly newer, so a
