@@ -1266,13 +1266,17 @@ impl Engine {
         let hostname = choice.name().map(str::to_string);
         let now_secs = now_ms / 1000;
 
-        // One client, one lease: an older lease elsewhere ends now (settled
+        // One client, one lease: every other lease of it ends now (settled
         // under its own stamp, so it cannot undo what a failover partner
-        // did with that address since).
-        if let Some(prev) = db
-            .by_client(key)
+        // did with that address since). Every one, not only the newest: a
+        // merge leaves a client two when their order was not certain
+        // (`merge::superseded`), and this request is what settles it.
+        let others: Vec<LeaseRecord> = db
+            .all_of_client(key)
+            .into_iter()
             .filter(|r| r.ip != ip && r.state == LeaseState::Bound)
-        {
+            .collect();
+        for prev in others {
             let ended = LeaseRecord {
                 state: LeaseState::Released,
                 expires: merge::ended_expiry(prev.expires, now_secs),
@@ -1404,6 +1408,13 @@ impl Engine {
     /// Ends the lease on `ip` as `state` until `until`, but only for the
     /// client that holds it: a RELEASE or DECLINE forged by another client
     /// changes nothing. The name goes with the lease.
+    ///
+    /// The end keeps the stamp of the binding it ends (`LeaseDb::settle`),
+    /// so it is ordered by that binding, not by this node's clock: a grant
+    /// the failover partner made later, having seen the binding, has a
+    /// greater stamp and stands over the end on both nodes, whatever the
+    /// clocks say (issue 14, case 3; the rule and its limits are in
+    /// `lease::merge`).
     fn end_lease(
         &mut self,
         ctx: &Ctx<'_>,
@@ -1419,17 +1430,10 @@ impl Engine {
         let Some(rec) = owned else {
             return self.ignore(Ignored::NotOwner);
         };
-        let expires = match state {
-            LeaseState::Released => merge::ended_expiry(rec.expires, until),
-            _ => Expiry::At(until),
-        };
-        let ended = LeaseRecord {
-            state,
-            expires,
-            hostname: None,
-            ..rec
-        };
-        if db.commit(ended, now_ms).is_err() {
+        let ended = merge::end_of(&rec, state, until);
+        // `None` cannot happen (the ended form stands above the bound one
+        // at the same stamp); nothing would have changed then anyway.
+        if db.settle(ended, now_ms).is_err() {
             return self.ignore(Ignored::Storage);
         }
         self.refresh(ip, db);

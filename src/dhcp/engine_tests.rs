@@ -1332,3 +1332,7 @@ fn config_mismatch_hands_out_nothing_new_by_any_path() {
     let (_, ack) = rig.reply(&renew);
     assert_eq!(msg_type(&ack), MessageType::Ack);
 }
+
+/// Lease ends against later grants under clock skew (case 3).
+#[path = "ends_tests.rs"]
+mod ends;

@@ -1750,10 +1750,11 @@ impl Node {
         let mut changed: Vec<Ipv4Addr> = stored.iter().map(|r| r.ip).collect();
         for rec in stored.iter().filter(|r| r.is_active(now_secs)) {
             let all = db.all_of_client(&rec.client);
-            let older: Vec<LeaseRecord> = merge::superseded(&rec.client, &all, now_secs)
-                .into_iter()
-                .cloned()
-                .collect();
+            let older: Vec<LeaseRecord> =
+                merge::superseded(&rec.client, &all, now_secs, self.cfg.max_skew_ms)
+                    .into_iter()
+                    .cloned()
+                    .collect();
             for old in older {
                 if self.unreleased(&old) {
                     cancel.push(old.stamp);

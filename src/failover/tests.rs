@@ -462,22 +462,81 @@ fn on_a_conflict_the_share_owners_record_stands() {
     }
 }
 
+/// One client, two leases granted apart, the primary's more than twice
+/// the skew bound (30 s) after the secondary's: the order is certain, the
+/// newer stands and the older is released, on both nodes.
 #[test]
-fn a_client_holding_two_leases_after_merge_keeps_the_newer() {
+fn a_client_holding_two_leases_after_merge_keeps_the_certainly_newer() {
     let mut t = pair();
     t.cut();
     t.tick(1);
-    t.p.db.commit(lease(50, 9), t.now).unwrap();
-    t.now += 5;
     t.s.db.commit(lease(51, 9), t.now).unwrap();
+    t.now += 61_000;
+    t.p.db.commit(lease(50, 9), t.now).unwrap();
     t.heal();
     for _ in 0..10 {
         t.tick(500);
     }
     assert_eq!(t.p.table(), t.s.table());
     let ip = |n| Ipv4Addr::new(198, 18, 0, n);
-    assert_eq!(t.p.db.get(ip(50)).unwrap().state, LeaseState::Released);
-    assert_eq!(t.p.db.get(ip(51)).unwrap().state, LeaseState::Bound);
+    assert_eq!(t.p.db.get(ip(51)).unwrap().state, LeaseState::Released);
+    assert_eq!(t.p.db.get(ip(50)).unwrap().state, LeaseState::Bound);
+}
+
+/// Issue 14, case 3 (simulation seed 56 with skew, seed 5 of pool pressure
+/// at 10 s): apart, the client gets 50 from the primary, then 51 from the
+/// secondary a moment later, whose clock is a second behind, so the lease
+/// it holds carries the smaller stamp. Releasing by stamp took 51 from
+/// it; within the skew neither is released.
+#[test]
+fn a_later_lease_with_the_smaller_stamp_is_not_taken_from_its_client() {
+    let mut t = pair();
+    t.cut();
+    t.tick(1);
+    t.p.db.commit(lease(50, 9), t.now).unwrap();
+    t.now += 5;
+    let held = t.s.db.commit(lease(51, 9), t.now - 1_000).unwrap();
+    t.heal();
+    for _ in 0..10 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.table(), t.s.table());
+    for db in [&t.p.db, &t.s.db] {
+        assert_eq!(db.get(held.ip).unwrap().state, LeaseState::Bound);
+    }
+}
+
+/// Issue 14, case 3, the window an end at its binding's stamp leaves
+/// (`lease::merge`'s notes; simulation seed 25 of the reclaim scenario at
+/// 15 s skew): apart, the primary renews the client's lease on 24 (never
+/// replicated) and the client releases it there; a moment later the
+/// secondary, whose clock is 9 s behind, gives it 24 again. The end
+/// carries the greater stamp and wins. Open: committing the grant again
+/// (as for a conflict) was tried and beat the partner's later renewals.
+#[test]
+#[ignore = "known window of issue 14 case 3, not closed yet"]
+fn an_end_of_a_binding_never_seen_does_not_undo_a_grant_within_the_skew() {
+    let mut t = pair();
+    t.cut();
+    t.tick(1);
+    let renewed = t.p.db.commit(lease(24, 9), t.now).unwrap();
+    let end = crate::lease::merge::end_of(&renewed, LeaseState::Released, t.now / 1000);
+    t.p.db.settle(end, t.now + 1_000).unwrap();
+    t.now += 2_000;
+    let granted = t.s.db.commit(lease(24, 9), t.now - 9_000).unwrap();
+    assert!(granted.stamp < renewed.stamp);
+    t.heal();
+    for _ in 0..10 {
+        t.tick(500);
+    }
+    assert_eq!(t.p.table(), t.s.table());
+    for db in [&t.p.db, &t.s.db] {
+        let rec = db.get(granted.ip).unwrap();
+        assert_eq!(
+            (rec.state, &rec.client),
+            (LeaseState::Bound, &granted.client)
+        );
+    }
 }
 
 #[test]
