@@ -15,6 +15,7 @@ use super::{
 
 /// Builds a pair lab or returns from the test (after a loud SKIPPED, which
 /// panics under CI).
+#[allow(unused_macros)]
 macro_rules! pair {
     ($name:expr) => {
         match $crate::netns::PairLab::new($name) {
