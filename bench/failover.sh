@@ -4,7 +4,10 @@
 #   1. sync time (one side preloaded with 100,000 leases, the other empty),
 #   2. takeover time (kill -9 of the primary, and a cut link),
 #   3. DHCP throughput of a lone primary vs the same primary with its
-#      secondary connected (every ACK waits for the secondary's ack).
+#      secondary connected (every ACK waits for the secondary's ack),
+#   4. restart to serve: a primary killed (kill -9) and started again on
+#      its intact database, until it answers a new client, with its
+#      partner up and with it down.
 # Run as root from anywhere: bench/failover.sh [--quick] [--json] (--help).
 set -euo pipefail
 # Decimal points, number formats and sort order must not depend on the caller.
@@ -22,18 +25,24 @@ Usage: bench/failover.sh [options]
 
 Measures the twinmasq failover pair: sync time with 100,000 leases on one
 side, takeover time after a kill -9 of the primary or a cut link, and
-perfdhcp throughput of a lone primary vs a primary with its secondary.
+perfdhcp throughput of a lone primary vs a primary with its secondary, and
+the time a restarted primary (kill -9, database intact) takes to answer a new
+client's DISCOVER with its partner up and down.
 Prints a table and writes it with a JSON summary to bench/results/.
 
   --quick            smoke run (~2 min): 1 repetition each, 3 s perfdhcp runs,
                      2 peak-search steps, no cases with the default timers
   --json             print the JSON summary on stdout (the table goes to stderr)
-  --only LIST        comma-separated subset of sync,takeover,throughput (default: all)
+  --only LIST        comma-separated subset of sync,takeover,throughput,restart
+                     (default: all)
   --leases N         leases preloaded for the sync (default 100000)
   --sync-reps N      repetitions of each sync case (default 3; --quick: 1)
   --heartbeat D      failover-heartbeat of the pair, e.g. 200ms (default 200ms)
   --timeout D        failover-timeout of the pair, e.g. 1s (default 1s)
   --takeover-reps N  repetitions of each takeover case (default 3; --quick: 1)
+  --restart-reps N   repetitions of each restart case (default 3; --quick: 1)
+  --restart-mclt D   failover-mclt of the pair in the restart part (default 10s):
+                     with its partner down a node is to wait that long
   --no-default-timers  skip the sync and takeover cases with twinmasq's
                      default timers (heartbeat 1s, timeout 5s)
   --secondary-core N the secondary's core in the sync and takeover parts
@@ -57,9 +66,10 @@ EOF
 # ---------------------------------------------------------------- options
 RATE=4000 PERIOD=10 PEAK_RUNS=5 MAX_RATE=16000 MIN_RATE=20
 NLEASES=100000 SYNC_REPS=3 TAKEOVER_REPS=3 HEARTBEAT=200ms LINK_TIMEOUT=1s
+RESTART_REPS=3 RESTART_MCLT=10s
 NMACS=100000 SEED=1 QUICK=0 JSON=0 BUILD=1 KEEP=0 DEFAULT_TIMERS=1
-ONLY="sync,takeover,throughput" TWINMASQ_BIN="" SEC_CORE=1 PAIRED_CORES=1,0
-period_set=0 peak_set=0 sreps_set=0 treps_set=0 deftimers_set=0
+ONLY="sync,takeover,throughput,restart" TWINMASQ_BIN="" SEC_CORE=1 PAIRED_CORES=1,0
+period_set=0 peak_set=0 sreps_set=0 treps_set=0 rreps_set=0 deftimers_set=0
 
 need_arg() { [ $# -ge 2 ] || { echo "failover.sh: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -72,6 +82,8 @@ while [ $# -gt 0 ]; do
     --heartbeat) need_arg "$@"; HEARTBEAT=$2; shift ;;
     --timeout) need_arg "$@"; LINK_TIMEOUT=$2; shift ;;
     --takeover-reps) need_arg "$@"; TAKEOVER_REPS=$2; treps_set=1; shift ;;
+    --restart-reps) need_arg "$@"; RESTART_REPS=$2; rreps_set=1; shift ;;
+    --restart-mclt) need_arg "$@"; RESTART_MCLT=$2; shift ;;
     --no-default-timers) DEFAULT_TIMERS=0; deftimers_set=1 ;;
     --secondary-core) need_arg "$@"; SEC_CORE=$2; shift ;;
     --paired-cores) need_arg "$@"; PAIRED_CORES=$2; shift ;;
@@ -94,24 +106,26 @@ if [ "$QUICK" = 1 ]; then
   [ "$peak_set" = 1 ] || PEAK_RUNS=2
   [ "$sreps_set" = 1 ] || SYNC_REPS=1
   [ "$treps_set" = 1 ] || TAKEOVER_REPS=1
+  [ "$rreps_set" = 1 ] || RESTART_REPS=1
   [ "$deftimers_set" = 1 ] || DEFAULT_TIMERS=0
 fi
-for v in RATE PERIOD PEAK_RUNS MAX_RATE NLEASES SYNC_REPS TAKEOVER_REPS NMACS SEED SEC_CORE; do
+for v in RATE PERIOD PEAK_RUNS MAX_RATE NLEASES SYNC_REPS TAKEOVER_REPS RESTART_REPS NMACS SEED SEC_CORE; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "failover.sh: $v must be a whole number" >&2; exit 2; }
 done
 # Runs are bounded by contract: nothing here may load the machine for long.
 if [ "$PERIOD" -lt 1 ] || [ "$PERIOD" -gt 10 ]; then
   echo "failover.sh: --period must be 1..10 seconds" >&2; exit 2
 fi
-if [ "$SYNC_REPS" -lt 1 ] || [ "$SYNC_REPS" -gt 10 ] || [ "$TAKEOVER_REPS" -lt 1 ] || [ "$TAKEOVER_REPS" -gt 10 ]; then
-  echo "failover.sh: --sync-reps and --takeover-reps must be 1..10" >&2; exit 2
+if [ "$SYNC_REPS" -lt 1 ] || [ "$SYNC_REPS" -gt 10 ] || [ "$TAKEOVER_REPS" -lt 1 ] || [ "$TAKEOVER_REPS" -gt 10 ] ||
+   [ "$RESTART_REPS" -lt 1 ] || [ "$RESTART_REPS" -gt 10 ]; then
+  echo "failover.sh: --sync-reps, --takeover-reps and --restart-reps must be 1..10" >&2; exit 2
 fi
-DO_SYNC=0 DO_TAKEOVER=0 DO_THROUGHPUT=0
+DO_SYNC=0 DO_TAKEOVER=0 DO_THROUGHPUT=0 DO_RESTART=0
 IFS=',' read -r -a only_list <<<"$ONLY"
 for o in "${only_list[@]}"; do
   case $o in
-    sync) DO_SYNC=1 ;; takeover) DO_TAKEOVER=1 ;; throughput) DO_THROUGHPUT=1 ;;
-    *) echo "failover.sh: unknown part '$o' in --only (sync, takeover, throughput)" >&2; exit 2 ;;
+    sync) DO_SYNC=1 ;; takeover) DO_TAKEOVER=1 ;; throughput) DO_THROUGHPUT=1 ;; restart) DO_RESTART=1 ;;
+    *) echo "failover.sh: unknown part '$o' in --only (sync, takeover, throughput, restart)" >&2; exit 2 ;;
   esac
 done
 
@@ -126,6 +140,10 @@ dur_ms() {
 HB_MS=$(dur_ms "$HEARTBEAT" || true) TO_MS=$(dur_ms "$LINK_TIMEOUT" || true)
 if [ -z "$HB_MS" ] || [ -z "$TO_MS" ] || [ "$HB_MS" = 0 ] || [ "$TO_MS" -le "$HB_MS" ] || [ "$TO_MS" -gt 30000 ]; then
   echo "failover.sh: --heartbeat/--timeout must look like 200ms, 1s or 5, with heartbeat < timeout <= 30s" >&2; exit 2
+fi
+RMCLT_MS=$(dur_ms "$RESTART_MCLT" || true)
+if [ -z "$RMCLT_MS" ] || [ "$RMCLT_MS" -lt 1000 ] || [ "$RMCLT_MS" -gt 60000 ]; then
+  echo "failover.sh: --restart-mclt must be 1s..60s (the partner-down case waits that long)" >&2; exit 2
 fi
 # twinmasq's defaults (src/config/failover.rs), the second set of takeover cases.
 DEF_HEARTBEAT=1s DEF_TIMEOUT=5s
@@ -145,6 +163,9 @@ POOL_SIZE=$(( 2 * 65536 - 256 - 1 ))
 DROP_OK=1           # a run "holds" the rate when at most this % of DORAs fail
 EXIT_WAIT_US=500000 # perfdhcp -W: let answers in flight at the end arrive
 SYNC_TARGET_S=2     # targets the report checks
+RESTART_TARGET_S=3  # partner up; partner down: an MCLT, by design
+RESTART_RATE=20     # DISCOVERs/s of the restart probe: its resolution is 1/20 s
+RESTART_WATCH_S=10  # how long the probe runs beyond the wait the case expects
 THROUGHPUT_TARGET=0.70
 # Cores: the primary on 0, perfdhcp on 1. A real pair has a machine each;
 # here the secondary must share a core with someone:
@@ -224,7 +245,8 @@ write_conf() {
     echo "dhcp-authoritative"
     echo "dhcp-lease-max=200000"       # default 1000 would cap the run
     echo "dhcp-leasefile=$dir/leases"
-    echo "quiet-dhcp"
+    # The restart part reads when the first OFFER went out from the log.
+    [ "${CONF_LOUD:-0}" = 1 ] || echo "quiet-dhcp"
     echo "log-facility=$dir/server.log"
     echo "no-ping"
     case $role in
@@ -235,6 +257,8 @@ write_conf() {
       echo "failover-key=$WORK/failover.key"
       echo "failover-heartbeat=$hb"
       echo "failover-timeout=$to"
+      # Both nodes must agree on it (a mismatch refuses the link).
+      [ -z "${CONF_MCLT:-}" ] || echo "failover-mclt=$CONF_MCLT"
     fi
   } >"$dir/dnsmasq.conf"
 }
@@ -638,6 +662,74 @@ measured_run() {
   R[$key.status]=ok
 }
 
+# ---------------------------------------------------------------- 4. restart
+declare -A RS=()  # restart results: RS[<case>.<rep>.<field>]
+RESTART_CASES=()
+
+# restart_rep PARTNER(up|down) REP: a pair with failover-mclt
+# $RESTART_MCLT that has served a few clients; kill -9 of the primary; with
+# the partner up the secondary takes over first, with it down it is stopped
+# (SIGTERM). perfdhcp then sends new clients' DISCOVERs (fresh MACs) at
+# $RESTART_RATE/s, and half a second later the primary starts again on its
+# database: the figure is the time from that start to the first OFFER in
+# its log (DHCP logging on for this part), which perfdhcp must have
+# received too. Also: the primary's "sync done" after its start.
+restart_rep() {
+  local partner=$1 rep=$2 c="partner-$1" dir="$WORK/restart-$1-$2" skip_p skip_s watch pd got l
+  log "restart $c $rep/$RESTART_REPS (failover-mclt $RESTART_MCLT)"
+  CONF_MCLT=$RESTART_MCLT CONF_LOUD=1
+  if ! start_pair "$dir" "$HEARTBEAT" "$LINK_TIMEOUT"; then
+    CONF_MCLT="" CONF_LOUD=0; RS[$c.$rep.err]=$PAIR_ERR; stop_pair; return 0
+  fi
+  CONF_MCLT="" CONF_LOUD=0
+  # A node in service has leases in its database.
+  if wait_listen "$PRI_PID" "$NS_PRI" udp 67 10; then
+    run_perfdhcp "$dir/before.out" 20 1 "$WORK/probe-macs" 0
+  fi
+  skip_s=$(log_lines "$dir/sec/server.log")
+  kill9_node "$PRI_PID"; PRI_PID=""
+  if [ "$partner" = up ]; then
+    if ! wait_log "$dir/sec/server.log" "serve mode Passive ->" "$skip_s" $(( TO_MS / 1000 + 10 )) "$SEC_PID"; then
+      RS[$c.$rep.err]="the secondary never took over"
+      evidence "restart $c rep $rep: secondary" "$dir/sec"; stop_pair; return 0
+    fi
+    watch=$RESTART_WATCH_S
+  else
+    stop_node "$SEC_PID"; SEC_PID=""
+    watch=$(( RMCLT_MS / 1000 + RESTART_WATCH_S ))
+  fi
+  skip_p=$(log_lines "$dir/pri/server.log")
+  ip netns exec "$NS_CLI" taskset -c "$CLI_CORE" timeout -k 5 $(( watch + 20 )) \
+    perfdhcp -4 -g single -l "$CLI_ADDR" -M "$WORK/restart-macs" -s "$SEED" \
+      -r "$RESTART_RATE" -p "$watch" -W "$EXIT_WAIT_US" "$SRV_ADDR" >"$dir/restart.out" 2>&1 &
+  pd=$!
+  PIDS+=("$pd")
+  sleep 0.5
+  start_node "$dir/pri" "$NS_PRI" "$PRI_CORE"
+  PRI_PID=$NODE_PID
+  wait "$pd" || true
+  forget_pid "$pd"
+  got=$(parse_perfdhcp "$dir/restart.out" "$dir" | awk -F= '$1 == "do_recv" { print $2 }')
+  l=$(log_line "$dir/pri/server.log" "DHCPOFFER" "$skip_p")
+  if [ -n "$l" ] && [ "${got:-0}" -gt 0 ]; then
+    RS[$c.$rep.s]=$(elapsed "$NODE_T0" "$(line_ts "$l")")
+  else
+    RS[$c.$rep.err]="no OFFER within $watch s of the start (perfdhcp received ${got:-none})"
+    evidence "restart $c rep $rep: primary" "$dir/pri"
+  fi
+  l=$(log_line "$dir/pri/server.log" "failover: sync done" "$skip_p")
+  [ -z "$l" ] || RS[$c.$rep.sync_s]=$(elapsed "$NODE_T0" "$(line_ts "$l")")
+  l=$(log_line "$dir/pri/server.log" "INFO started" "$skip_p")
+  [ -z "$l" ] || RS[$c.$rep.started_s]=$(elapsed "$NODE_T0" "$(line_ts "$l")")
+  # Serving new clients before the sync (or with no sync) is what a node
+  # that cannot prove its table complete must not do (issue 14, case 1).
+  if [ -n "${RS[$c.$rep.s]:-}" ]; then
+    RS[$c.$rep.early]=$(awk -v s="${RS[$c.$rep.s]}" -v y="${RS[$c.$rep.sync_s]:-}" 'BEGIN { print (y == "" || s + 0 < y + 0) ? 1 : 0 }')
+  fi
+  log "  ${RS[$c.$rep.s]:-${RS[$c.$rep.err]:-}}${RS[$c.$rep.s]:+ s to the first OFFER}${RS[$c.$rep.sync_s]:+; synced after ${RS[$c.$rep.sync_s]} s}"
+  stop_pair
+}
+
 # ---------------------------------------------------------------- output
 fmt_row() { # key
   local k=$1 short=""
@@ -771,11 +863,56 @@ report() {
         "${RATIO_PEAK[$s]:-n/a}" "$THROUGHPUT_TARGET" "$l" "$RATE" "${RATIO_CPU[$s]:-n/a}"
     done
   fi
+  if [ "$DO_RESTART" = 1 ]; then
+    echo
+    echo "4. Restart to serve: kill -9 of the primary, then a start on its intact database; time from the start to the first OFFER"
+    echo "   in its log, to perfdhcp's DISCOVERs (relay mode, fresh MACs, $RESTART_RATE/s, from before the start); failover-mclt $RESTART_MCLT on both"
+    echo "   nodes; $RESTART_REPS rep(s). partner up: the secondary took over before the restart; partner down: it was stopped."
+    printf '   %-13s %-23s %-20s %-20s %-22s %s
+' case "to serve s min/med/max" "started s (median)" "synced s (median)" target verdict
+    RESTART_OK=1
+    for c in "${RESTART_CASES[@]}"; do
+      vals=(); for rep in $(seq "$RESTART_REPS"); do vals+=("${RS[$c.$rep.s]:-}"); done
+      RS[$c.stats]=$(stats "${vals[@]}")
+      vals=(); for rep in $(seq "$RESTART_REPS"); do vals+=("${RS[$c.$rep.sync_s]:-}"); done
+      RS[$c.stats_sync]=$(stats "${vals[@]}")
+      vals=(); for rep in $(seq "$RESTART_REPS"); do vals+=("${RS[$c.$rep.started_s]:-}"); done
+      RS[$c.stats_started]=$(stats "${vals[@]}")
+      if [ "$c" = partner-up ]; then
+        RS[$c.target]="<= $RESTART_TARGET_S"
+        RS[$c.verdict]=$(verdict "$(awk '{ print $3 }' <<<"${RS[$c.stats]}")" "$RESTART_TARGET_S" le)
+      else
+        # By design an MCLT: earlier is the fault (a node that cannot
+        # prove its table complete must wait), much later a cost.
+        RS[$c.target]=">= MCLT ($(awk -v m="$RMCLT_MS" 'BEGIN { printf "%g", m / 1000 }') s)"
+        RS[$c.verdict]=$(verdict "$(awk '{ print $1 }' <<<"${RS[$c.stats]}")" "$(awk -v m="$RMCLT_MS" 'BEGIN { printf "%.3f", m / 1000 }')" ge)
+        RS[$c.over_mclt]=$(awk -v v="$(awk '{ print $2 }' <<<"${RS[$c.stats]}")" -v m="$RMCLT_MS" 'BEGIN { if (v != "-" && v != "") printf "%+.3f", v - m / 1000 }')
+      fi
+      RS[$c.early]=0
+      for rep in $(seq "$RESTART_REPS"); do
+        [ -n "${RS[$c.$rep.s]:-}" ] || RS[$c.verdict]=MISSED
+        RS[$c.early]=$(( RS[$c.early] + ${RS[$c.$rep.early]:-0} ))
+      done
+      # Partner up, a first OFFER before the sync is the fault, however soon.
+      [ "$c" != partner-up ] || [ "${RS[$c.early]}" = 0 ] || RS[$c.verdict]=MISSED
+      [ "${RS[$c.verdict]}" = met ] || RESTART_OK=0
+      printf '   %-13s %-23s %-20s %-20s %-22s %s
+' "$c" "${RS[$c.stats]// //}" "$(awk '{ print $2 }' <<<"${RS[$c.stats_started]}")"         "$(awk '{ print $2 }' <<<"${RS[$c.stats_sync]}")" "${RS[$c.target]}"         "${RS[$c.verdict]}${RS[$c.over_mclt]:+ (median = MCLT ${RS[$c.over_mclt]} s)}$( [ "${RS[$c.early]}" = 0 ] || echo "; served before a sync in ${RS[$c.early]}/$RESTART_REPS")"
+      for rep in $(seq "$RESTART_REPS"); do
+        [ -z "${RS[$c.$rep.err]:-}" ] || printf '   %-13s rep %s: %s
+' "" "$rep" "${RS[$c.$rep.err]}"
+      done
+    done
+    echo "   started s = until the primary's log says \"started\"; synced s = until its \"sync done\" (- : none within the probe)."
+    echo "   Partner up, the first OFFER must follow the sync (a restarted node proves its table complete first); partner down,"
+    echo "   it must wait an MCLT (or an operator's word)."
+  fi
   echo
   echo "Targets:"
   [ "$DO_SYNC" = 0 ] || printf '  sync of %s leases under %s s, every case:        %s\n' "$NLEASES" "$SYNC_TARGET_S" "$SYNC_VERDICT"
   [ "$DO_TAKEOVER" = 0 ] || printf '  takeover within the link timeout + 1 s, every case: %s\n' "$( [ "$TAKEOVER_OK" = 1 ] && echo met || echo MISSED)"
   [ "$DO_THROUGHPUT" = 0 ] || printf '  paired/lone peak DORA/s >= %s, best placement:   %s\n' "$THROUGHPUT_TARGET" "$THROUGHPUT_VERDICT"
+  [ "$DO_RESTART" = 0 ] || printf '  restart to serve: partner up <= %s s, down >= MCLT: %s\n' "$RESTART_TARGET_S" "$( [ "$RESTART_OK" = 1 ] && echo met || echo MISSED)"
   if [ "${#EVIDENCE[@]}" -gt 0 ]; then
     echo
     echo "Evidence (last log lines of nodes that misbehaved):"
@@ -795,10 +932,10 @@ write_json() {
     "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(json_str "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)")"
   printf '  "machine": {"cores": %s, "loadavg_start": %s, "loadavg_end": %s, "kernel": %s},\n' \
     "$(nproc)" "$(json_str "$LOAD_START")" "$(json_str "$(cut -d' ' -f1-3 /proc/loadavg)")" "$(json_str "$(uname -r)")"
-  printf '  "params": {"leases": %s, "sync_reps": %s, "takeover_reps": %s, "heartbeat": %s, "timeout": %s, "default_timers": %s, "fixed_rate": %s, "period_s": %s, "peak_runs": %s, "max_rate": %s, "macs": %s, "seed": %s, "drop_ok_pct": %s, "quick": %s, "cores": {"primary": %s, "secondary": %s, "perfdhcp": %s}, "perfdhcp": %s},\n' \
+  printf '  "params": {"leases": %s, "sync_reps": %s, "takeover_reps": %s, "heartbeat": %s, "timeout": %s, "default_timers": %s, "fixed_rate": %s, "period_s": %s, "peak_runs": %s, "max_rate": %s, "macs": %s, "seed": %s, "drop_ok_pct": %s, "quick": %s, "restart_reps": %s, "restart_mclt": %s, "cores": {"primary": %s, "secondary": %s, "perfdhcp": %s}, "perfdhcp": %s},\n' \
     "$NLEASES" "$SYNC_REPS" "$TAKEOVER_REPS" "$(json_str "$HEARTBEAT")" "$(json_str "$LINK_TIMEOUT")" \
     "$( [ "$DEFAULT_TIMERS" = 1 ] && echo true || echo false )" "$RATE" "$PERIOD" "$PEAK_RUNS" "$MAX_RATE" "$NMACS" "$SEED" "$DROP_OK" \
-    "$( [ "$QUICK" = 1 ] && echo true || echo false )" "$PRI_CORE" "$SEC_CORE" "$CLI_CORE" "$(json_str "$PERFDHCP_VERSION")"
+    "$( [ "$QUICK" = 1 ] && echo true || echo false )" "$RESTART_REPS" "$(json_str "$RESTART_MCLT")" "$PRI_CORE" "$SEC_CORE" "$CLI_CORE" "$(json_str "$PERFDHCP_VERSION")"
   # 1. sync
   printf '  "sync": '
   if [ "$DO_SYNC" = 1 ]; then
@@ -880,6 +1017,31 @@ write_json() {
   else
     printf 'null,\n'
   fi
+  # 4. restart
+  printf '  "restart": '
+  if [ "$DO_RESTART" = 1 ]; then
+    printf '{"mclt_s": %s, "probe_rate": %s, "verdict": %s, "cases": {' "$(awk -v m="$RMCLT_MS" 'BEGIN { printf "%g", m / 1000 }')" \
+      "$RESTART_RATE" "$(json_str "$( [ "$RESTART_OK" = 1 ] && echo met || echo MISSED)")"
+    first=1
+    for c in "${RESTART_CASES[@]}"; do
+      [ "$first" = 1 ] || printf ','
+      first=0
+      printf '\n    %s: {"target": %s, "verdict": %s, "to_serve_s": %s, "started_s": %s, "synced_s": %s, "median_minus_mclt_s": %s, "served_before_sync": %s, "reps": [' \
+        "$(json_str "$c")" "$(json_str "${RS[$c.target]}")" "$(json_str "${RS[$c.verdict]}")" "$(json_stats "${RS[$c.stats]}")" \
+        "$(json_stats "${RS[$c.stats_started]}")" "$(json_stats "${RS[$c.stats_sync]}")" "$(json_num "${RS[$c.over_mclt]:-}")" "${RS[$c.early]}"
+      for rep in $(seq "$RESTART_REPS"); do
+        [ "$rep" = 1 ] || printf ', '
+        printf '{"to_serve_s": %s, "started_s": %s, "synced_s": %s, "served_before_sync": %s, "error": %s}' \
+          "$(json_num "${RS[$c.$rep.s]:-}")" "$(json_num "${RS[$c.$rep.started_s]:-}")" "$(json_num "${RS[$c.$rep.sync_s]:-}")" \
+          "$( [ "${RS[$c.$rep.early]:-0}" = 1 ] && echo true || echo false )" \
+          "$( [ -n "${RS[$c.$rep.err]:-}" ] && json_str "${RS[$c.$rep.err]}" || echo null)"
+      done
+      printf ']}'
+    done
+    printf '\n  }},\n'
+  else
+    printf 'null,\n'
+  fi
   printf '  "evidence": ['
   first=1
   for f in "${EVIDENCE[@]}"; do
@@ -903,12 +1065,15 @@ prepare_twinmasq || die "$TWINMASQ_ERR"
 gen_macs "$NMACS" "$SEED" >"$WORK/macs"
 # The probe uses other MACs (first octet 06) so it never touches the list's.
 printf '06:00:00:00:00:%02x\n' 1 2 3 >"$WORK/probe-macs"
+# The restart probe's new clients (first octet 0a): in no database yet.
+gen_macs 2000 "$SEED" | sed 's/^02/0a/' >"$WORK/restart-macs"
 
 setup_net
 est=0
 [ "$DO_SYNC" = 1 ] && est=$(( est + SYNC_REPS * (DEFAULT_TIMERS ? 2 : 1) * 20 ))
 [ "$DO_TAKEOVER" = 1 ] && est=$(( est + TAKEOVER_REPS * (2 * 6 + (DEFAULT_TIMERS ? 2 * 11 : 0)) ))
 [ "$DO_THROUGHPUT" = 1 ] && est=$(( est + ${#TP_SERVERS[@]} * (1 + PEAK_RUNS) * (PERIOD + 5) ))
+[ "$DO_RESTART" = 1 ] && est=$(( est + RESTART_REPS * (2 * (RESTART_WATCH_S + 6) + RMCLT_MS / 1000) ))
 log "namespaces $NS_PRI/$NS_SEC/$NS_CLI up; roughly $est s of runs (each bounded)"
 
 if [ "$DO_SYNC" = 1 ]; then
@@ -930,6 +1095,13 @@ if [ "$DO_THROUGHPUT" = 1 ]; then
   for s in "${TP_SERVERS[@]}"; do
     measured_run "$s" fixed "$RATE" 0 1
     peak_search "$s"
+  done
+fi
+
+if [ "$DO_RESTART" = 1 ]; then
+  RESTART_CASES=(partner-up partner-down)
+  for c in "${RESTART_CASES[@]}"; do
+    for rep in $(seq "$RESTART_REPS"); do restart_rep "${c#partner-}" "$rep"; done
   done
 fi
 

@@ -17,106 +17,19 @@
 
 mod netns;
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use netns::{
-    log_line_time, wait_for, Host, Lease, PairLab, PairRole, Server, ServerConf, Udhcpc,
-    RANGE_START, SECONDARY_IP, SERVER_IP,
+use netns::pair::{
+    duplicates, must, obtain, obtain_all, obtain_from_primary, pair, report, role_name,
+    start_synced, wait_pair_in, wait_synced, Checks, CONVERGE_WAIT, PRIMARY, REFUSED_WATCH,
+    RESYNC_WAIT, SECONDARY, SYNC_WAIT,
 };
-
-/// Builds a pair lab or returns from the test (after a loud SKIPPED, which
-/// panics under CI).
-macro_rules! pair {
-    ($name:expr) => {
-        match PairLab::new($name) {
-            Some(p) => p,
-            None => return,
-        }
-    };
-}
-
-/// Both nodes started: bound for the link to come up and the sync to end.
-const SYNC_WAIT: Duration = Duration::from_secs(10);
-/// After a heal or a restart the secondary may be in its reconnect backoff
-/// (at most 4 s) and a connect attempt may be hanging (at most 3 s).
-const RESYNC_WAIT: Duration = Duration::from_secs(15);
-/// For the lease files to agree after a sync (rewritten at most 1/s).
-const CONVERGE_WAIT: Duration = Duration::from_secs(10);
-/// How long a refused link is watched for a sync that must not happen:
-/// the secondary retries several times within it (backoff 250 ms, 500 ms, ...,
-/// or 4 s after an explicit refusal).
-const REFUSED_WATCH: Duration = Duration::from_secs(5);
-
-const PRIMARY: PairRole = PairRole::Primary;
-const SECONDARY: PairRole = PairRole::Secondary;
-
-/// Writes to fd 2 directly: libtest captures `eprintln!` of passing tests.
-fn report(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// Violations found along a scenario, reported together at its end, so
-/// one run shows everything that is wrong (and the steps after a soft
-/// failure still run). Hard failures (a step the rest depends on) panic
-/// at once with their own message.
-struct Checks {
-    test: &'static str,
-    failed: Vec<String>,
-}
-
-impl Checks {
-    fn new(test: &'static str) -> Checks {
-        Checks {
-            test,
-            failed: Vec::new(),
-        }
-    }
-
-    fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) {
-        if !ok {
-            let m = msg();
-            report(&format!("[{}] CHECK FAILED: {m}", self.test));
-            self.failed.push(m);
-        }
-    }
-
-    fn finish(self) {
-        if !self.failed.is_empty() {
-            panic!(
-                "{}: {} check(s) failed:\n\n{}",
-                self.test,
-                self.failed.len(),
-                self.failed.join("\n\n")
-            );
-        }
-    }
-}
-
-/// A hard step: its failure ends the test with the message.
-fn must<T>(r: Result<T, String>, what: &str) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {e}"))
-}
-
-fn role_name(ip: Option<Ipv4Addr>) -> &'static str {
-    match ip {
-        Some(SERVER_IP) => "the primary",
-        Some(SECONDARY_IP) => "the secondary",
-        _ => "an unknown server",
-    }
-}
-
-/// Starts primary then secondary on `conf` and waits until both say the
-/// sync is done, the secondary is passive and the primary linked.
-fn start_synced<'a>(pair: &'a PairLab, conf: &ServerConf) -> (Server<'a>, Server<'a>) {
-    let p = pair.start_node(PRIMARY, conf);
-    let s = pair.start_node(SECONDARY, conf);
-    wait_synced(&p, 0, &s, 0, SYNC_WAIT);
-    (p, s)
-}
+use netns::{
+    log_line_time, wait_for, Host, Lease, PairLab, Server, ServerConf, Udhcpc, RANGE_START,
+    SECONDARY_IP, SERVER_IP,
+};
 
 /// The MCLT of tests whose primary starts alone: it waits that long.
 /// Leases it grants alone last no longer, and one must still be live
@@ -140,137 +53,6 @@ fn start_lone_primary<'a>(pair: &'a PairLab, conf: &ServerConf) -> Server<'a> {
     p
 }
 
-/// Waits for a (re)sync after the given log marks.
-fn wait_synced(p: &Server, p_mark: usize, s: &Server, s_mark: usize, timeout: Duration) {
-    for (srv, mark, needle) in [
-        (p, p_mark, "sync done"),
-        (s, s_mark, "sync done"),
-        (s, s_mark, "-> Passive"),
-        (p, p_mark, "-> Linked"),
-    ] {
-        if let Err(e) = srv.wait_log(mark, needle, timeout) {
-            panic!(
-                "the link did not come up: {e}\n{}",
-                other_log(srv, p, s).log_tail(40)
-            );
-        }
-    }
-}
-
-/// The log of whichever of `p`/`s` is not `srv`, for context.
-fn other_log<'s, 'a>(srv: &Server, p: &'s Server<'a>, s: &'s Server<'a>) -> &'s Server<'a> {
-    if srv.log == p.log {
-        s
-    } else {
-        p
-    }
-}
-
-/// Waits until `srv`'s lease file holds `mac` at `ip`; Err names both.
-fn wait_pair_in(srv: &Server, mac: &str, ip: Ipv4Addr, timeout: Duration) -> Result<(), String> {
-    wait_for(
-        timeout,
-        &format!("{ip} for {mac} in {}", srv.leasefile.display()),
-        || {
-            srv.lease_pairs()
-                .contains(&(ip, mac.to_string()))
-                .then_some(())
-        },
-    )
-    .map_err(|e| {
-        format!(
-            "{e}\n--- lease file now: {:?}\n{}",
-            srv.lease_pairs(),
-            srv.log_tail(30)
-        )
-    })
-}
-
-/// Addresses held by more than one MAC across the named sources.
-fn duplicates(sources: &[(&str, Vec<(Ipv4Addr, String)>)]) -> Vec<String> {
-    let mut by_ip: BTreeMap<Ipv4Addr, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
-    for (name, pairs) in sources {
-        for (ip, mac) in pairs {
-            by_ip
-                .entry(*ip)
-                .or_default()
-                .entry(mac.clone())
-                .or_default()
-                .push(name);
-        }
-    }
-    by_ip
-        .into_iter()
-        .filter(|(_, macs)| macs.len() > 1)
-        .map(|(ip, macs)| {
-            let who: Vec<String> = macs
-                .iter()
-                .map(|(mac, srcs)| format!("{mac} (per {})", srcs.join(", ")))
-                .collect();
-            format!("{ip} held by {}", who.join(" and "))
-        })
-        .collect()
-}
-
-/// Starts one udhcpc per host at once (asking for `want[i]` when given)
-/// and waits for all; the clients keep running (and holding their
-/// leases) until dropped.
-fn obtain_all<'a>(
-    lab: &'a netns::Lab,
-    hosts: &[Host],
-    want: &[Option<Ipv4Addr>],
-) -> Vec<(Udhcpc<'a>, Result<Lease, String>)> {
-    let clients: Vec<Udhcpc<'a>> = hosts
-        .iter()
-        .zip(want)
-        .map(|(h, w)| {
-            let mut c = Udhcpc::new(lab, h);
-            c.request = *w;
-            c
-        })
-        .collect();
-    thread::scope(|sc| {
-        let handles: Vec<_> = clients
-            .into_iter()
-            .map(|mut c| {
-                sc.spawn(move || {
-                    let r = c.obtain();
-                    (c, r)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a client thread panicked"))
-            .collect()
-    })
-}
-
-/// A client served by the primary for certain: while it obtains, it and
-/// the secondary are isolated on the bridge, so it only hears the primary
-/// (a no-op once a passive secondary keeps out of DHCP, which it does not
-/// yet, see scenario 1). Isolation is lifted afterwards.
-fn obtain_from_primary<'a>(pair: &'a PairLab, host: &Host, what: &str) -> (Udhcpc<'a>, Lease) {
-    let lab = &pair.lab;
-    lab.set_isolated(&pair.secondary, true);
-    lab.set_isolated(host, true);
-    let mut c = Udhcpc::new(lab, host);
-    let r = c.obtain();
-    lab.set_isolated(&pair.secondary, false);
-    lab.set_isolated(host, false);
-    let l = must(r, &format!("{what} ({})", host.mac));
-    assert_eq!(
-        l.server_id,
-        Some(SERVER_IP),
-        "{what}: steered to the primary, served by {}: {l:?}",
-        role_name(l.server_id)
-    );
-    (c, l)
-}
-
-fn obtain(c: &mut Udhcpc, host: &Host, what: &str) -> Lease {
-    must(c.obtain(), &format!("{what} ({})", host.mac))
-}
 
 // ---------------------------------------------------------------------------
 

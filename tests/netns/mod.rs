@@ -23,6 +23,8 @@
 //! Used as `mod netns;` from a test file; not every test file uses every item.
 #![allow(dead_code)]
 
+pub mod pair;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -1368,9 +1370,11 @@ impl ClientFiles {
         // Records the arguments and the environment, NUL-separated so values
         // may hold anything, and nothing else: it configures no address, no
         // route, no resolv.conf, neither in the namespace nor on the host.
-        // TMQT_END marks a complete record (we read while it appends).
+        // TMQT_TIME is when the script ran (epoch seconds), so a test can
+        // tell when the client took or dropped an address; TMQT_END marks a
+        // complete record (we read while it appends).
         let body = format!(
-            "#!/bin/sh\n{{ printf 'TMQT_ARG1=%s\\0' \"$1\"; env -0; printf 'TMQT_END=1\\0'; }} >> '{}'\nexit 0\n",
+            "#!/bin/sh\n{{ printf 'TMQT_ARG1=%s\\0' \"$1\"; env -0; printf 'TMQT_TIME=%s\\0' \"$(date +%s.%N)\"; printf 'TMQT_END=1\\0'; }} >> '{}'\nexit 0\n",
             events.display()
         );
         fs::write(&script, body).unwrap();
