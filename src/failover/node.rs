@@ -47,9 +47,15 @@ const PAGE_BYTES: usize = 256 << 10;
 /// connections, and each one that has not proved the key holds a place
 /// the partner may need.
 pub const HANDSHAKE_MS: u64 = 1_000;
-/// Reconnect backoff of the secondary: first retry, and the ceiling.
+/// Reconnect backoff of the secondary: first retry, and the ceiling. A
+/// restarted primary syncs before it serves (see `Recovering`), so the
+/// ceiling is most of the time it waits for its secondary: a connection
+/// attempt a second to a dead primary costs nothing worth saving.
 const BACKOFF_MIN_MS: u64 = 250;
-const BACKOFF_MAX_MS: u64 = 4_000;
+const BACKOFF_MAX_MS: u64 = 1_000;
+/// After the partner refused the link (a configuration or clock it will
+/// not accept): that does not change in a moment.
+const REFUSED_BACKOFF_MS: u64 = 4_000;
 /// Own changes kept for the partner (sent and not known merged, or not
 /// sent yet) beyond which they are dropped and left to the next full sync:
 /// bounds memory while a sync stalls or the partner is away long.
@@ -1277,8 +1283,7 @@ impl Node {
             (_, Message::Error { reason }) => {
                 tracing::error!("failover: the partner refused the link: {reason}");
                 if self.cfg.role == Role::Secondary {
-                    // A refusal will not change in a moment: retry slowly.
-                    self.backoff_ms = BACKOFF_MAX_MS;
+                    self.backoff_ms = REFUSED_BACKOFF_MS;
                 }
                 self.close(conn, now_ms, "refused by the partner");
             }

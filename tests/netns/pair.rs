@@ -30,7 +30,7 @@ pub(crate) use pair;
 /// Both nodes started: bound for the link to come up and the sync to end.
 pub const SYNC_WAIT: Duration = Duration::from_secs(10);
 /// After a heal or a restart the secondary may be in its reconnect backoff
-/// (at most 4 s) and a connect attempt may be hanging (at most 3 s).
+/// (at most 1 s) and a connect attempt may be hanging (at most 3 s).
 pub const RESYNC_WAIT: Duration = Duration::from_secs(15);
 /// For the lease files to agree after a sync (rewritten at most 1/s).
 pub const CONVERGE_WAIT: Duration = Duration::from_secs(10);
