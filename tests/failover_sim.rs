@@ -48,8 +48,8 @@ use twinmasq::dhcp::network::{Arrival, IfAddr};
 use twinmasq::dhcp::share::{owner_of, Owner, ServeMode, SharePolicy};
 use twinmasq::dns::zone::{change_ms, serial_gt, zone_serial, AuthZones, DEFAULT_SERIAL_BASE};
 use twinmasq::failover::node::{ConnId, NodeConfig, NodeStatus};
-use twinmasq::lease_task::{LeaseTask, Output};
 use twinmasq::lease::{DbOptions, LeaseDb, LeaseError};
+use twinmasq::lease_task::{LeaseTask, Output};
 use twinmasq_proto::key::Key;
 use twinmasq_proto::link::Role;
 use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
@@ -1121,7 +1121,8 @@ impl Sim {
             Role::Secondary => Owner::Secondary,
         };
         let range = &self.cfg.dhcp_ranges[0];
-        if owner_of(range.start, range.end, a.yiaddr, 50) != own && live.mode() != ServeMode::Linked {
+        if owner_of(range.start, range.end, a.yiaddr, 50) != own && live.mode() != ServeMode::Linked
+        {
             self.takeover.kept += 1;
             self.log(|| format!("node {from} offers client {c} its binding {}", a.yiaddr));
         }
