@@ -743,7 +743,8 @@ impl Sim {
                     }
                     self.broken.insert(conn);
                 }
-                Output::Persist { token, .. } => {
+                Output::Persist { token, send, .. } => {
+                    ready.extend(send);
                     if let Some(live) = &mut self.nodes[i].live {
                         live.task.persisted(token, true, now, mono);
                     }

@@ -6,8 +6,12 @@
 //! simulation proves the composition the server runs.
 //!
 //! A reply that promises a lease change leaves only once that change is
-//! durable (the loop's flusher reports its persist token back) and, while
-//! linked, once the partner has acked it (`failover::gate`). Gate events
+//! durable and, while linked, once the partner has acked it
+//! (`failover::gate`). One that waits for nobody but the disk goes out with
+//! its persist request, for the caller to send once the fsync is done (the
+//! server's flusher thread sends it at once, saving a hop through the loop:
+//! measured with `bench/dhcp.sh`); one that waits for the partner stays
+//! here until the persist token comes back, then waits in the gate. Gate events
 //! (acks, cancels, the link's rise and fall) take effect in the order they
 //! happened relative to the replies: one queued behind replies still
 //! waiting for the disk waits with them, as the flusher's job queue did.
@@ -64,10 +68,15 @@ pub enum Output {
     LinkWrite(ConnId, Vec<u8>),
     /// Close the link connection (the node has already forgotten it).
     LinkClose(ConnId),
-    /// Make the database durable (group commit is the caller's), then call
-    /// [`LeaseTask::persisted`] with this token. `replies` is how many
-    /// replies wait for it, for the caller's log when the disk fails.
-    Persist { token: u64, replies: usize },
+    /// Make the database durable (group commit is the caller's), send
+    /// `send` if that worked (never otherwise), then call
+    /// [`LeaseTask::persisted`] with this token. `waiting` more replies
+    /// wait for it here (for the caller's count when the disk fails).
+    Persist {
+        token: u64,
+        send: Vec<Reply>,
+        waiting: usize,
+    },
 }
 
 /// A change to the reply gate, applied in order with the replies.
@@ -81,10 +90,12 @@ enum GateOp {
 /// What waits in order for the disk.
 #[derive(Debug)]
 enum Pending {
-    /// Durable replies, each with whether it waits for the partner's ack.
+    /// Durable replies that wait for the partner's ack, and how many
+    /// others the caller sends once durable (counted here).
     Replies {
         token: u64,
-        replies: Vec<(Reply, bool)>,
+        replies: Vec<Reply>,
+        sent: usize,
         done: Option<bool>,
     },
     /// A flush the failover node asked for, with the node's own token.
@@ -337,8 +348,14 @@ impl LeaseTask {
                 break;
             };
             match p {
-                Pending::Replies { replies, done, .. } => {
+                Pending::Replies {
+                    replies,
+                    sent,
+                    done,
+                    ..
+                } => {
                     if done == Some(true) {
+                        count(&self.stats.durable_replies, sent);
                         self.offer(replies, mono);
                     }
                 }
@@ -356,10 +373,10 @@ impl LeaseTask {
         }
     }
 
-    fn offer(&mut self, replies: Vec<(Reply, bool)>, mono: Instant) {
+    fn offer(&mut self, replies: Vec<Reply>, mono: Instant) {
         count(&self.stats.durable_replies, replies.len());
-        for (reply, wait) in replies {
-            let promise = reply.commit.filter(|_| wait);
+        for reply in replies {
+            let promise = reply.commit;
             match self.gate.offer(reply, promise, mono) {
                 Offered::Send(reply) => self.out.push_back(Output::Transmit(reply)),
                 Offered::Held => {}
@@ -411,15 +428,26 @@ impl LeaseTask {
         if self.batch.is_empty() {
             return;
         }
-        let replies = std::mem::take(&mut self.batch);
+        let (wait, send): (Vec<_>, Vec<_>) = std::mem::take(&mut self.batch)
+            .into_iter()
+            .partition(|(_, w)| *w);
+        // Without a promise to the partner the gate sends at once, whatever
+        // its state: such replies need nothing but the disk.
+        let (wait, send): (Vec<Reply>, Vec<Reply>) = (
+            wait.into_iter().map(|(r, _)| r).collect(),
+            send.into_iter().map(|(r, _)| r).collect(),
+        );
         let token = self.token();
+        let sent = send.len();
         self.out.push_back(Output::Persist {
             token,
-            replies: replies.len(),
+            send,
+            waiting: wait.len(),
         });
         self.pending.push_back(Pending::Replies {
             token,
-            replies,
+            replies: wait,
+            sent,
             done: None,
         });
     }
@@ -457,7 +485,11 @@ impl LeaseTask {
                 }
                 NodeOutput::Flush(node_token) => {
                     let token = self.token();
-                    self.out.push_back(Output::Persist { token, replies: 0 });
+                    self.out.push_back(Output::Persist {
+                        token,
+                        send: Vec::new(),
+                        waiting: 0,
+                    });
                     self.pending.push_back(Pending::Node {
                         token,
                         node_token,

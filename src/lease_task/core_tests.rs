@@ -134,7 +134,7 @@ fn persist_tokens(outs: &[Output]) -> Vec<u64> {
 }
 
 #[test]
-fn a_lease_leaves_only_once_its_persist_token_comes_back() {
+fn an_ack_goes_to_the_disk_with_its_persist_request_and_counts_once_durable() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = task(&dir, "db", None);
     let mono = Instant::now();
@@ -147,33 +147,42 @@ fn a_lease_leaves_only_once_its_persist_token_comes_back() {
 
     assert!(t.datagram(&request(3, 1, Some(offered[0])), &arrival(0), T0));
     let outs = drain(&mut t, T0);
+    // Not a transmit: the ACK rides with its persist request, for the
+    // caller to send once the fsync is done, never before.
     assert!(
         transmits(&outs).is_empty(),
         "an ACK before its fsync: {outs:?}"
     );
     let tokens = persist_tokens(&outs);
     assert_eq!(tokens.len(), 1);
-    assert!(matches!(outs[0], Output::Persist { replies: 1, .. }));
+    match &outs[0] {
+        Output::Persist { send, waiting, .. } => {
+            let ips: Vec<Ipv4Addr> = send.iter().map(|r| yiaddr(&r.packet)).collect();
+            assert_eq!(ips, offered);
+            assert_eq!(*waiting, 0);
+        }
+        o => panic!("{o:?}"),
+    }
 
-    // The disk refused it: the ACK never leaves.
+    // The disk refused it: nothing counts as durable, nothing follows.
     t.persisted(tokens[0], false, T0, mono);
-    assert!(transmits(&drain(&mut t, T0)).is_empty());
+    assert!(drain(&mut t, T0).is_empty());
+    assert_eq!(t.stats().durable_replies.load(Ordering::Relaxed), 0);
 
     // The client asks again; this time the flush works.
     assert!(t.datagram(&request(3, 1, Some(offered[0])), &arrival(0), T0 + 1));
     let tokens = persist_tokens(&drain(&mut t, T0 + 1));
     t.persisted(tokens[0], true, T0 + 1, mono);
-    assert_eq!(transmits(&drain(&mut t, T0 + 1)), vec![offered[0]]);
+    assert!(drain(&mut t, T0 + 1).is_empty());
     assert_eq!(t.stats().durable_replies.load(Ordering::Relaxed), 1);
 }
 
 /// Two tasks whose link outputs are carried to each other at once, with
-/// instant persistence, until both are quiet; `hold` keeps node `i`'s
-/// transmits here instead of counting them.
+/// instant persistence, until both are quiet; `sent` has what each sent.
 struct Pair {
     t: [LeaseTask; 2],
     sent: [Vec<Ipv4Addr>; 2],
-    /// Link writes still to deliver, per receiving node; `cut` drops them.
+    /// The link stalls: writes are lost, nobody is told.
     cut: bool,
     mono: Instant,
 }
@@ -199,7 +208,8 @@ impl Pair {
                     quiet = false;
                     match o {
                         Output::Transmit(r) => self.sent[i].push(yiaddr(&r.packet)),
-                        Output::Persist { token, .. } => {
+                        Output::Persist { token, send, .. } => {
+                            self.sent[i].extend(send.iter().map(|r| yiaddr(&r.packet)));
                             self.t[i].persisted(token, true, now, self.mono)
                         }
                         Output::LinkConnect => {

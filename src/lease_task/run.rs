@@ -111,6 +111,9 @@ impl Shell {
         std_sock: std::net::UdpSocket,
         failover: Option<FailoverSetup>,
     ) -> std::io::Result<Self> {
+        // The flusher sends through its own handle, so its descriptor stays
+        // valid however the loop ends.
+        let flush_sock = std_sock.try_clone()?;
         let sock = UdpSocket::from_std(std_sock)?;
         let base_cfg = Arc::clone(&cfg);
         let cfg = with_files(&base_cfg);
@@ -133,7 +136,7 @@ impl Shell {
         let stats = Arc::clone(task.stats());
         let (flush_tx, flush_rx) = std_mpsc::channel();
         let (persisted_tx, persisted) = mpsc::channel(1024);
-        let flusher = Flusher::new(durability, Arc::clone(&stats), persisted_tx);
+        let flusher = Flusher::new(durability, flush_sock, Arc::clone(&stats), persisted_tx);
         std::thread::Builder::new()
             .name("lease-flush".into())
             .spawn(move || flusher.run(flush_rx))?;
@@ -378,8 +381,21 @@ impl Shell {
                         self.task.probe_refused(token, now_ms());
                     }
                 }
-                Output::Persist { token, replies } => {
-                    if self.flush_tx.send(Job { token, replies }).is_err() {
+                Output::Persist {
+                    token,
+                    mut send,
+                    waiting,
+                } => {
+                    // Here: only this thread may write the ARP entry.
+                    for reply in &mut send {
+                        socket::resolve_hardware(fd, reply);
+                    }
+                    let job = Job {
+                        token,
+                        send,
+                        waiting,
+                    };
+                    if self.flush_tx.send(job).is_err() {
                         tracing::error!("lease flusher has stopped: replies withheld");
                     }
                 }
