@@ -9,8 +9,8 @@
 //! durable and, while linked, once the partner has acked it
 //! (`failover::gate`). One that waits for nobody but the disk goes out with
 //! its persist request, for the caller to send once the fsync is done (the
-//! server's flusher thread sends it at once, saving a hop through the loop:
-//! measured with `bench/dhcp.sh`); one that waits for the partner stays
+//! server's flusher thread sends it, see `flusher`); one that waits for the
+//! partner stays
 //! here until the persist token comes back, then waits in the gate. Gate events
 //! (acks, cancels, the link's rise and fall) take effect in the order they
 //! happened relative to the replies: one queued behind replies still
