@@ -7,6 +7,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod failover;
 pub mod lease;
+pub mod lease_task;
 pub mod metrics;
 pub mod net;
 pub mod script;

@@ -1,11 +1,12 @@
-//! Deterministic simulation of a failover pair: two nodes (the real DHCP
-//! engine, the real failover node and a real sled lease database each),
+//! Deterministic simulation of a failover pair: two nodes, each the lease
+//! task the server runs (`twinmasq::lease_task::LeaseTask`: the real DHCP
+//! engine, failover node, reply gate and a real sled lease database),
 //! a dozen DHCP clients, and a network that partitions, delays and breaks
 //! the link, with node kills, restarts, clock skew and partner-down
-//! declarations, all driven by one seeded random generator. Replies wait
-//! for the partner's ack in the server's own gate (`failover::gate`), fed
-//! as the DHCP shell feeds its flusher; the rest of the shell's glue is
-//! still written here (issue 14 moves it into one lease task).
+//! declarations, all driven by one seeded random generator. The simulation
+//! only carries out the task's outputs: link bytes onto a simulated wire,
+//! persist requests at once (what sled wrote survives a kill of the
+//! process), replies to the clients; no glue of its own.
 //!
 //! After every step it checks:
 //! - no address acknowledged to two clients with overlapping lease times;
@@ -42,13 +43,13 @@ use rand::{Rng, SeedableRng};
 
 use tokio::sync::broadcast;
 use twinmasq::config::{AuthConfig, Config, DhcpRange, LeaseTime};
-use twinmasq::dhcp::engine::{Decision, Engine, Reply};
+use twinmasq::dhcp::engine::Reply;
 use twinmasq::dhcp::network::{Arrival, IfAddr};
 use twinmasq::dhcp::share::{owner_of, Owner, ServeMode, SharePolicy};
 use twinmasq::dns::zone::{change_ms, serial_gt, zone_serial, AuthZones, DEFAULT_SERIAL_BASE};
-use twinmasq::failover::gate::{Offered, ReplyGate};
-use twinmasq::failover::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
-use twinmasq::lease::{Admission, DbOptions, LeaseDb, LeaseError};
+use twinmasq::failover::node::{ConnId, NodeConfig, NodeStatus};
+use twinmasq::lease::{DbOptions, LeaseDb, LeaseError};
+use twinmasq::lease_task::{LeaseTask, Output};
 use twinmasq_proto::key::Key;
 use twinmasq_proto::link::Role;
 use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
@@ -140,18 +141,30 @@ fn open_db(dir: &Path) -> LeaseDb {
 }
 
 struct Live {
-    db: LeaseDb,
+    /// The composition the server runs: engine, lease database, failover
+    /// node and reply gate.
+    task: LeaseTask,
     /// The DNS side's serial, fed from the change feed, and its last
     /// reading.
     zones: AuthZones,
     feed: broadcast::Receiver<LeaseRecord>,
     published: u32,
-    engine: Engine,
-    node: Node,
-    mode: ServeMode,
-    /// The server's own ack-before-reply gate, holding replies to clients
-    /// (by index) as the flusher holds them.
-    gate: ReplyGate<(usize, Reply)>,
+}
+
+impl Live {
+    fn db(&self) -> &LeaseDb {
+        self.task.db()
+    }
+
+    fn mode(&self) -> ServeMode {
+        self.task.mode()
+    }
+
+    fn status(&self) -> NodeStatus {
+        self.task
+            .failover_status()
+            .unwrap_or_else(|| panic!("a simulated node without failover"))
+    }
 }
 
 struct SimNode {
@@ -183,9 +196,7 @@ impl SimNode {
     }
 
     fn start(&mut self, cfg: &Arc<Config>, incarnation: u64, now: u64) {
-        let mut db = open_db(&self.dir);
-        db.enable_outbox();
-        db.set_admission(Admission::from_config(cfg));
+        let db = open_db(&self.dir);
         let feed = db.subscribe();
         let mut zones = AuthZones::new(&AuthConfig::default());
         let now_secs = self.now(now) / 1000;
@@ -193,24 +204,20 @@ impl SimNode {
             zones.loaded(change_ms(&r, now_secs));
         }
         let published = zones.serial();
-        let mut engine = Engine::with_policy(Arc::clone(cfg), &db, Some(policy(self.role)));
-        engine.set_local_addresses(&[server_ip(0), server_ip(1)], &db);
-        let node = Node::new(
-            node_config(self.role, cfg),
-            db.node_id(),
+        let mut task = LeaseTask::new(
+            Arc::clone(cfg),
+            db,
+            Some((node_config(self.role, cfg), policy(self.role))),
             incarnation,
             self.now(now),
         );
+        task.set_local_addresses(&[server_ip(0), server_ip(1)]);
         self.zone_serial_at = None;
         self.live = Some(Live {
-            db,
+            task,
             zones,
             feed,
             published,
-            engine,
-            node,
-            mode: ServeMode::Standalone,
-            gate: ReplyGate::default(),
         });
     }
 }
@@ -576,7 +583,7 @@ impl Sim {
             if partner_dead && self.nodes[i].live.is_some() && !self.nodes[i].declared_down {
                 let now = self.nodes[i].now(self.now);
                 if let Some(l) = &mut self.nodes[i].live {
-                    if l.node.declare_partner_down(now).is_ok() {
+                    if matches!(l.task.declare_partner_down(now), Some(Ok(_))) {
                         self.nodes[i].declared_down = true;
                         self.nodes[1 - i].restart_at = None;
                         self.log(|| format!("node {i} declares its partner down"));
@@ -613,11 +620,11 @@ impl Sim {
     fn kill(&mut self, i: usize) {
         self.log(|| format!("node {i} killed"));
         if let Some(live) = self.nodes[i].live.take() {
-            let st = live.node.status();
+            let st = live.status();
             self.syncs_of_the_dead.0 += st.full_syncs;
             self.syncs_of_the_dead.1 += st.resumed_syncs;
             self.refused_of_the_dead += st.rejected.stamp;
-            self.resets_of_the_dead += live.db.clock_resets();
+            self.resets_of_the_dead += live.db().clock_resets();
             // The process dies; what sled wrote survives (the kernel keeps
             // the page cache), held replies are lost.
             drop(live);
@@ -650,10 +657,10 @@ impl Sim {
             match w.bytes {
                 Some(bytes) => {
                     if !self.broken.contains(&w.conn) {
-                        live.node.received(w.conn, &bytes, &mut live.db, now);
+                        live.task.link_data(w.conn, &bytes, now);
                     }
                 }
-                None => live.node.closed(w.conn, now),
+                None => live.task.link_closed(w.conn, now),
             }
             self.drain(w.to);
         }
@@ -661,22 +668,23 @@ impl Sim {
 
     fn tick_node(&mut self, i: usize) {
         let now = self.nodes[i].now(self.now);
+        let mono = self.instant();
         let Some(live) = &mut self.nodes[i].live else {
             return;
         };
         let mut problem = None;
         if (self.now / STEP_MS) % 2 == 0 {
-            live.node.tick(&mut live.db, now);
+            live.task.link_tick(now, mono);
             // A few at a time, so pages outlive some kills half spread.
-            if let Err(e) = live.db.spread_pages(3) {
+            if let Err(e) = live.task.spread_pages(3) {
                 panic!("spreading pages: {e}");
             }
-            live.engine.tick(&mut live.db, now);
+            live.task.tick(now, mono);
             // A clock that stepped back leaves no stamp, kept or issued,
             // beyond its reading plus the bound once the node has ticked.
             let limit = now + MAX_SKEW_MS;
-            let floor = live.db.last_stamp();
-            let ahead = live.db.iter().find(|r| r.stamp.wall_ms > limit);
+            let floor = live.db().last_stamp();
+            let ahead = live.db().iter().find(|r| r.stamp.wall_ms > limit);
             if floor.wall_ms > limit || ahead.is_some() {
                 problem = Some(format!(
                     "after a tick at {now}, node {i} keeps stamps beyond its clock plus {MAX_SKEW_MS} ms: floor {floor:?}, record {ahead:?}"
@@ -689,25 +697,26 @@ impl Sim {
         self.drain(i);
     }
 
-    /// Carries out node i's outputs and releases the replies it allows.
+    /// Carries out what node i's lease task asks for: link traffic onto
+    /// the wire, persist requests at once (what sled wrote survives a
+    /// kill of the process), replies to their clients once it is quiet.
     fn drain(&mut self, i: usize) {
         let now = self.nodes[i].now(self.now);
-        // Replies the partner's acks released, delivered once it is quiet.
+        let mono = self.instant();
         let mut ready = Vec::new();
         loop {
             let out = {
                 let Some(live) = &mut self.nodes[i].live else {
                     return;
                 };
-                live.node.pump(&mut live.db, now);
-                match live.node.poll() {
+                match live.task.poll(now) {
                     Some(o) => o,
                     None => break,
                 }
             };
             match out {
-                Output::Connect => self.connect(i),
-                Output::Write(conn, bytes) => {
+                Output::LinkConnect => self.connect(i),
+                Output::LinkWrite(conn, bytes) => {
                     if !self.link_cut && !self.broken.contains(&conn) {
                         let delay = self.rng.random_range(1..30);
                         let at = (self.now + delay).max(self.last_at[i]);
@@ -721,7 +730,7 @@ impl Sim {
                         self.wire.make_contiguous().sort_by_key(|w| w.at);
                     }
                 }
-                Output::Close(conn) => {
+                Output::LinkClose(conn) => {
                     if !self.link_cut && !self.broken.contains(&conn) {
                         let at = (self.now + 1).max(self.last_at[i]);
                         self.last_at[i] = at;
@@ -734,42 +743,33 @@ impl Sim {
                     }
                     self.broken.insert(conn);
                 }
-                other => {
-                    let Some(live) = &mut self.nodes[i].live else {
-                        return;
-                    };
-                    match other {
-                        // As the DHCP shell tells its flusher.
-                        Output::Mode(m) => {
-                            live.engine.set_mode(m);
-                            live.mode = m;
-                            live.gate.linked(waits_for_partner(m));
-                        }
-                        Output::AckedThrough(s) => ready.extend(live.gate.acked(s)),
-                        Output::Cancel(stamps) => {
-                            live.gate.cancel(&stamps);
-                        }
-                        Output::Changed(ips) => {
-                            for ip in ips {
-                                live.engine.note_change(ip, &live.db);
-                            }
-                        }
-                        // Flushes are instant here: what sled wrote
-                        // survives a kill of the process.
-                        Output::Flush(t) => live.node.persisted(t, now),
-                        _ => {}
+                Output::Persist { token, send, .. } => {
+                    ready.extend(send);
+                    if let Some(live) = &mut self.nodes[i].live {
+                        live.task.persisted(token, true, now, mono);
+                    }
+                }
+                Output::Transmit(reply) => ready.push(reply),
+                // The simulated config has no-ping.
+                Output::Probe { token, .. } => {
+                    if let Some(live) = &mut self.nodes[i].live {
+                        live.task.probe_done(token, false, now);
                     }
                 }
             }
         }
-        // As the flusher does after each batch.
-        let at = self.instant();
-        if let Some(live) = &mut self.nodes[i].live {
-            live.gate.expire(at);
+        for reply in ready {
+            match self.client_of(&reply) {
+                Some(c) => self.deliver_to_client(i, c, &reply),
+                None => self.fail("a reply to no client of the simulation".into()),
+            }
         }
-        for (client, reply) in ready {
-            self.deliver_to_client(i, client, &reply);
-        }
+    }
+
+    /// The client a reply is for, by its hardware address.
+    fn client_of(&self, reply: &Reply) -> Option<usize> {
+        let chaddr = reply.packet.get(28..34)?;
+        self.clients.iter().position(|c| c.mac[..] == *chaddr)
     }
 
     /// The simulated time as the monotonic clock the flusher reads.
@@ -782,7 +782,7 @@ impl Sim {
         let other_up = self.nodes[1 - i].live.is_some();
         if self.link_cut || !other_up {
             if let Some(l) = &mut self.nodes[i].live {
-                l.node.connect_failed(now);
+                l.task.link_connect_failed(now);
             }
             return;
         }
@@ -796,10 +796,10 @@ impl Sim {
         self.rng.fill(&mut n2);
         let pnow = self.nodes[1 - i].now(self.now);
         if let Some(l) = &mut self.nodes[1 - i].live {
-            l.node.connected(c, n1, &l.db, pnow);
+            l.task.link_connected(c, n1, pnow);
         }
         if let Some(l) = &mut self.nodes[i].live {
-            l.node.connected(c, n2, &l.db, now);
+            l.task.link_connected(c, n2, now);
         }
         self.drain(1 - i);
     }
@@ -823,12 +823,11 @@ impl Sim {
                 }],
                 to_broadcast: broadcast,
             };
-            let mode = live.mode;
+            let mode = live.mode();
             let secs = u16::from_be_bytes([bytes[8], bytes[9]]);
-            let decision = live.engine.handle(bytes, &arrival, &mut live.db, now);
-            let Decision::Reply(reply) = decision else {
+            if !live.task.datagram(bytes, &arrival, now) {
                 continue;
-            };
+            }
             if self.nodes[i].role == Role::Secondary
                 && mode == ServeMode::Passive
                 && secs < UNANSWERED_SECS
@@ -837,17 +836,9 @@ impl Sim {
                     "the passive secondary answered client {c} (secs {secs}) while in sync"
                 ));
             }
-            // As the DHCP shell hands durable replies to its flusher.
-            let promise = reply
-                .commit
-                .filter(|_| reply.durable && waits_for_partner(mode));
-            let at = self.instant();
-            let Some(l) = &mut self.nodes[i].live else {
-                continue;
-            };
-            if let Offered::Send((c, reply)) = l.gate.offer((c, reply), promise, at) {
-                self.deliver_to_client(i, c, &reply);
-            }
+            // What may leave now (an OFFER; an ACK once durable and, in
+            // sync, acked by the partner) reaches the client.
+            self.drain(i);
         }
     }
 
@@ -1070,7 +1061,7 @@ impl Sim {
         let Some(live) = &self.nodes[i].live else {
             return true;
         };
-        let closed = match live.mode {
+        let closed = match live.mode() {
             ServeMode::Unlinked
             | ServeMode::Passive
             | ServeMode::ConfigMismatch
@@ -1087,7 +1078,7 @@ impl Sim {
         let range = &self.cfg.dhcp_ranges[0];
         let partner_share = owner_of(range.start, range.end, ip, 50) != own;
         let holds = live
-            .db
+            .db()
             .get(ip)
             .is_some_and(|r| r.hwaddr == self.clients[c].mac.to_vec() && r.is_active(now_i / 1000));
         !closed || !partner_share || holds
@@ -1102,7 +1093,7 @@ impl Sim {
         let Some(live) = &self.nodes[from].live else {
             return;
         };
-        let settled = match live.mode {
+        let settled = match live.mode() {
             ServeMode::Unlinked | ServeMode::ConfigMismatch | ServeMode::Recovering { .. } => false,
             ServeMode::PartnerDown {
                 partner_share_from_ms,
@@ -1113,9 +1104,9 @@ impl Sim {
             return;
         }
         let mac = self.clients[c].mac.to_vec();
-        let own_node = live.db.node_id();
+        let own_node = live.db().node_id();
         let live_leases: Vec<LeaseRecord> = live
-            .db
+            .db()
             .iter()
             .filter(|r| r.hwaddr == mac && r.is_active(now_i / 1000))
             .collect();
@@ -1134,7 +1125,8 @@ impl Sim {
             Role::Secondary => Owner::Secondary,
         };
         let range = &self.cfg.dhcp_ranges[0];
-        if owner_of(range.start, range.end, a.yiaddr, 50) != own && live.mode != ServeMode::Linked {
+        if owner_of(range.start, range.end, a.yiaddr, 50) != own && live.mode() != ServeMode::Linked
+        {
             self.takeover.kept += 1;
             self.log(|| format!("node {from} offers client {c} its binding {}", a.yiaddr));
         }
@@ -1233,7 +1225,7 @@ impl Sim {
             let rec = self.nodes[from]
                 .live
                 .as_ref()
-                .and_then(|l| l.db.get(a.yiaddr));
+                .and_then(|l| l.db().get(a.yiaddr));
             format!(
                 "client {c} gets {} from node {from} for {secs} s (node records {:?})",
                 a.yiaddr,
@@ -1303,19 +1295,19 @@ impl Sim {
                 // Whatever the partner sent, nothing stands beyond the
                 // highest reading of this node's own clock plus the bound.
                 let limit = self.nodes[i].max_now + MAX_SKEW_MS;
-                if let Some(r) = l.db.iter().find(|r| r.stamp.wall_ms > limit) {
+                if let Some(r) = l.db().iter().find(|r| r.stamp.wall_ms > limit) {
                     self.fail(format!(
                         "node {i} holds a record stamped beyond its clock plus {MAX_SKEW_MS} ms: {r:?}"
                     ));
                 }
-                if l.db.last_stamp().wall_ms > limit {
+                if l.db().last_stamp().wall_ms > limit {
                     self.fail(format!(
                         "node {i}'s clock floor {:?} is beyond its clock plus {MAX_SKEW_MS} ms",
-                        l.db.last_stamp()
+                        l.db().last_stamp()
                     ));
                 }
-                let s = l.db.last_stamp();
-                let generation = l.db.generation();
+                let s = l.db().last_stamp();
+                let generation = l.db().generation();
                 if let Some(problem) = self.read_zone_serial(i, now_i) {
                     self.fail(problem);
                 }
@@ -1323,7 +1315,7 @@ impl Sim {
                     continue;
                 };
                 let newest = (self.nodes[i].zone_serial_at != Some(generation))
-                    .then(|| l.db.iter().map(|r| r.stamp).max().unwrap_or_default());
+                    .then(|| l.db().iter().map(|r| r.stamp).max().unwrap_or_default());
                 // Back only where it stood beyond the clock plus the bound
                 // (the clock stepped back).
                 let floor = self.nodes[i].serial_floor;
@@ -1351,17 +1343,17 @@ impl Sim {
         let (Some(p), Some(s)) = (&self.nodes[0].live, &self.nodes[1].live) else {
             return;
         };
-        let quiet = p.mode == ServeMode::Linked
-            && s.mode == ServeMode::Passive
+        let quiet = p.mode() == ServeMode::Linked
+            && s.mode() == ServeMode::Passive
             && self.wire.is_empty()
-            && p.node.status().unacked == 0
-            && s.node.status().unacked == 0;
+            && p.status().unacked == 0
+            && s.status().unacked == 0;
         if !quiet {
             return;
         }
         self.checks += 1;
-        let pt: Vec<_> = p.db.iter().collect();
-        let st: Vec<_> = s.db.iter().collect();
+        let pt: Vec<_> = p.db().iter().collect();
+        let st: Vec<_> = s.db().iter().collect();
         if pt != st {
             let diff: Vec<String> = pt
                 .iter()
@@ -1394,8 +1386,8 @@ impl Sim {
             else {
                 continue;
             };
-            let conflicts = p.node.status().conflicts + s.node.status().conflicts;
-            for (n, db) in [(0, &p.db), (1, &s.db)] {
+            let conflicts = p.status().conflicts + s.status().conflicts;
+            for (n, db) in [(0, &p.db()), (1, &s.db())] {
                 let rec = db.get(l.ip);
                 let held = rec
                     .as_ref()
@@ -1488,11 +1480,11 @@ fn run_seed(seed: u64, trace: bool, scenario: Scenario) -> Outcome {
     let mut refused = sim.refused_of_the_dead;
     let mut resets = sim.resets_of_the_dead;
     for live in sim.nodes.iter().filter_map(|n| n.live.as_ref()) {
-        let st = live.node.status();
+        let st = live.status();
         full_syncs += st.full_syncs;
         resumed_syncs += st.resumed_syncs;
         refused += st.rejected.stamp;
-        resets += live.db.clock_resets();
+        resets += live.db().clock_resets();
     }
     Outcome {
         checks: sim.checks,

@@ -17,9 +17,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::dhcp::engine::Engine;
-use crate::dhcp::shell::ShellStats;
 use crate::failover::status::FailoverStatus;
 use crate::lease::LeaseDb;
+use crate::lease_task::ShellStats;
 
 pub use protocol::{ControlReply, ControlRequest, RequestKind, StatusReport};
 use protocol::{DhcpCounters, LeaseCounts, PartnerDownReply, RangeStatus};
@@ -41,7 +41,7 @@ impl Default for ControlHooks {
         ControlHooks {
             requests: None,
             started: Instant::now(),
-            started_unix_ms: crate::dhcp::shell::now_ms(),
+            started_unix_ms: crate::lease_task::now_ms(),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The DHCPv4 engine: a sans-I/O core (`engine`, fed bytes, an arrival
-//! interface, the lease database and the time) and the socket shell around
-//! it (`shell`).
+//! interface, the lease database and the time) and its socket (`socket`).
+//! The engine runs inside the lease task (`crate::lease_task`), which
+//! composes it with the lease database and the failover node.
 
 pub mod classes;
 pub mod engine;
-pub mod flusher;
 pub mod holds;
 pub mod hostname;
 pub mod names;
@@ -16,7 +16,6 @@ pub mod ratelimit;
 pub mod reply;
 pub mod request;
 pub mod share;
-pub mod shell;
 pub mod socket;
 pub mod stats;
 pub mod unanswered;

@@ -10,6 +10,9 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::engine::Reply;
+use super::reply::Destination;
+
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
 
@@ -55,4 +58,51 @@ pub fn arp_inject(fd: RawFd, ifname: &str, ip: Ipv4Addr, htype: u8, hw: &[u8]) -
         }
     }
     Ok(())
+}
+
+fn ifname_of(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Turns a reply to a client's hardware address into a unicast (after
+/// writing the ARP entry the kernel needs for it) or, failing that, a
+/// broadcast. Runs on the lease task's thread: after the privilege drop
+/// only that thread keeps CAP_NET_ADMIN, which the ARP write needs.
+pub fn resolve_hardware(fd: RawFd, r: &mut Reply) {
+    if let Destination::Hardware { ip, htype, chaddr } = &r.to {
+        let injected = ifname_of(r.ifindex)
+            .is_some_and(|name| arp_inject(fd, &name, *ip, *htype, chaddr).is_ok());
+        r.to = if injected {
+            Destination::Unicast(*ip)
+        } else {
+            Destination::Broadcast
+        };
+    }
+}
+
+/// Sends `r` from our address on its network; false if the kernel refused.
+pub fn deliver(fd: RawFd, r: &Reply) -> bool {
+    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
+    let to = match &r.to {
+        Destination::Relay(ip) => SocketAddrV4::new(*ip, SERVER_PORT),
+        Destination::Unicast(ip) => SocketAddrV4::new(*ip, CLIENT_PORT),
+        Destination::Broadcast => broadcast,
+        // `resolve_hardware` ran before any reply got here.
+        Destination::Hardware { .. } => broadcast,
+    };
+    match crate::net::pktinfo::send(fd, &r.packet, to, r.ifindex, r.from) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(target: "dhcp", "send to {to} failed: {e}");
+            false
+        }
+    }
 }

@@ -8,7 +8,6 @@ use twinmasq_proto::link::Role;
 
 use crate::config::{Config, FailoverRole};
 use crate::dhcp::share::{Owner, SharePolicy};
-use crate::dhcp::shell::FailoverSetup;
 
 use super::node::NodeConfig;
 use super::ranges;
@@ -82,6 +81,16 @@ pub fn prepare(cfg: &Config) -> Result<Option<Prepared>, SetupError> {
         listener,
         master,
     }))
+}
+
+/// What the server hands the lease task to run a failover node.
+pub struct FailoverSetup {
+    pub node: NodeConfig,
+    pub policy: SharePolicy,
+    /// Primary: the bound link listener.
+    pub listener: Option<tokio::net::TcpListener>,
+    /// Secondary: the primary's link address.
+    pub master: Option<SocketAddr>,
 }
 
 pub struct Prepared {

@@ -15,12 +15,12 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dhcp::engine::Engine;
-use crate::dhcp::shell::ShellStats;
 use crate::dhcp::stats::Stats;
 use crate::dns::cache::CacheStats;
 use crate::dns::engine::DnsStats;
 use crate::failover::status::FailoverStatus;
 use crate::lease::LeaseDb;
+use crate::lease_task::ShellStats;
 
 use super::leases::RangeLeases;
 

@@ -1,16 +1,15 @@
-//! The thin layer between the DHCP engine and the world: the port-67
-//! socket, the interface list, the ping prober, the lease file, the
-//! failover node and its link, and group commit (see `flusher`).
-//!
-//! The lease database lives in this task alone: the engine and the failover
-//! node both change it here, so neither needs a lock or a copy.
+//! The lease task's tokio loop: a thin shell around [`LeaseTask`] that
+//! gives it the port-67 socket, the interface list, the ping prober, the
+//! failover link's I/O, the flusher thread (group commit), the lease-file
+//! export schedule and the control, metrics and reload channels. Every
+//! decision is the core's; this file carries out its outputs.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc as std_mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -18,19 +17,19 @@ use tokio::sync::mpsc;
 
 use crate::config::dhcp_files::DhcpFiles;
 use crate::config::Config;
+use crate::dhcp::engine::Engine;
+use crate::dhcp::network::{mask, same_subnet, Arrival};
+use crate::dhcp::ping::{self, ProbeRequest, ProbeResult};
+use crate::dhcp::socket;
 use crate::failover::link_io::{LinkEvent, LinkIo};
-use crate::failover::node::{waits_for_partner, Node, NodeConfig, Output};
-use crate::lease::{lease_file, Admission, LeaseDb};
-
-use super::engine::{Decision, Engine, Reply};
-use super::flusher::{Flusher, Job};
-use super::network::{mask, same_subnet, Arrival};
-use super::ping::{self, ProbeRequest, ProbeResult};
-use super::reply::Destination;
-use super::share::SharePolicy;
-use super::socket::{self, CLIENT_PORT, SERVER_PORT};
+use crate::failover::setup::FailoverSetup;
+use crate::lease::{lease_file, LeaseDb};
 use crate::net::interfaces::{self, Interface};
 use crate::net::pktinfo;
+
+use super::core::{LeaseTask, Output, ShellStats};
+use super::flusher::{Flusher, Job, Persisted};
+use super::now_ms;
 
 /// Datagrams handled per wake-up before durable replies are handed on, so
 /// a flood still flushes regularly.
@@ -47,78 +46,14 @@ const LINK_TICK: Duration = Duration::from_millis(100);
 /// tick: about 10 ms of sled's time, so 100,000 take some 10 s in the
 /// background instead of a second inside the sync.
 const SPREAD_PER_TICK: usize = 1_000;
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
-/// Counters kept by the shell itself (the engine keeps its own).
-#[derive(Debug, Default)]
-pub struct ShellStats {
-    pub not_served_interface: AtomicU64,
-    pub send_errors: AtomicU64,
-    pub flushes: AtomicU64,
-    pub flush_errors: AtomicU64,
-    pub durable_replies: AtomicU64,
-    /// Replies that waited for the failover partner's ack and were dropped
-    /// because the link went down (or the wait ran out).
-    pub partner_dropped: AtomicU64,
-    /// Replies dropped because the partner's newer record replaced theirs.
-    pub partner_cancelled: AtomicU64,
-}
-
-/// Work that kept the engine's task this long (a sync page, a table to send
+/// Work that kept the lease task this long (a sync page, a table to send
 /// back, the lease-file export, spreading merged pages) excuses the
 /// failover partner's silence meanwhile.
 const BUSY_MS: u64 = 100;
 
-fn ifname_of(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success buf holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
-}
-
-/// Turns a reply to a client's hardware address into a unicast (after
-/// writing the ARP entry the kernel needs for it) or, failing that, a
-/// broadcast. Runs on the engine's thread: after the privilege drop only
-/// that thread keeps CAP_NET_ADMIN, which the ARP write needs.
-fn resolve_hardware(fd: RawFd, r: &mut Reply) {
-    if let Destination::Hardware { ip, htype, chaddr } = &r.to {
-        let injected = ifname_of(r.ifindex)
-            .is_some_and(|name| socket::arp_inject(fd, &name, *ip, *htype, chaddr).is_ok());
-        r.to = if injected {
-            Destination::Unicast(*ip)
-        } else {
-            Destination::Broadcast
-        };
-    }
-}
-
-pub(super) fn deliver(fd: RawFd, r: &Reply, stats: &ShellStats) {
-    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
-    let to = match &r.to {
-        Destination::Relay(ip) => SocketAddrV4::new(*ip, SERVER_PORT),
-        Destination::Unicast(ip) => SocketAddrV4::new(*ip, CLIENT_PORT),
-        Destination::Broadcast => broadcast,
-        // `resolve_hardware` ran before any reply got here.
-        Destination::Hardware { .. } => broadcast,
-    };
-    if let Err(e) = pktinfo::send(fd, &r.packet, to, r.ifindex, r.from) {
-        stats.send_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(target: "dhcp", "send to {to} failed: {e}");
-    }
-}
-
 pub struct Shell {
-    engine: Engine,
-    db: LeaseDb,
+    task: LeaseTask,
     cfg: Arc<Config>,
     sock: UdpSocket,
     ifaces: HashMap<u32, Interface>,
@@ -128,16 +63,13 @@ pub struct Shell {
     probe_tx: mpsc::Sender<ProbeRequest>,
     probe_rx: mpsc::Receiver<ProbeResult>,
     flush_tx: std_mpsc::Sender<Job>,
-    /// Durable replies of this wake-up, and whether each waits for the
-    /// failover partner's ack.
-    batch: Vec<(Reply, bool)>,
-    failover: Option<Failover>,
-    failover_inputs: Option<FailoverInputs>,
+    persisted: mpsc::Receiver<Persisted>,
+    link: Option<Link>,
     /// The database's change count when the lease file was last rendered.
     lease_file_generation: Option<u64>,
     lease_file_at: Option<Instant>,
     /// At least a second, and long enough that rendering a large table
-    /// takes no more than 1/LEASE_FILE_COST_FACTOR of the engine's time.
+    /// takes no more than 1/LEASE_FILE_COST_FACTOR of the task's time.
     lease_file_interval: Duration,
     pub stats: Arc<ShellStats>,
     /// Requests from the control socket (`twinmasq status`, ...); the
@@ -150,6 +82,13 @@ pub struct Shell {
     base_cfg: Arc<Config>,
     /// SIGHUP: re-read those files.
     reload: Option<mpsc::Receiver<()>>,
+}
+
+/// The failover link's I/O and where its events arrive.
+struct Link {
+    io: LinkIo,
+    events: Option<mpsc::Receiver<LinkEvent>>,
+    master: Option<std::net::SocketAddr>,
 }
 
 impl Shell {
@@ -168,59 +107,44 @@ impl Shell {
     /// server binds while root and opens the database after the drop.
     pub fn start_on(
         cfg: Arc<Config>,
-        mut db: LeaseDb,
+        db: LeaseDb,
         std_sock: std::net::UdpSocket,
         failover: Option<FailoverSetup>,
     ) -> std::io::Result<Self> {
         // The flusher sends through its own handle, so its descriptor stays
-        // valid however the shell's task ends.
+        // valid however the loop ends.
         let flush_sock = std_sock.try_clone()?;
         let sock = UdpSocket::from_std(std_sock)?;
-        let stats = Arc::new(ShellStats::default());
+        let base_cfg = Arc::clone(&cfg);
+        let cfg = with_files(&base_cfg);
+        let durability = db.durability();
+        let mut link = None;
+        let node = failover.map(|f| {
+            let (events_tx, events) = mpsc::channel(1024);
+            let io = LinkIo::new(events_tx);
+            if let Some(listener) = f.listener {
+                io.listen(listener);
+            }
+            link = Some(Link {
+                io,
+                events: Some(events),
+                master: f.master,
+            });
+            (f.node, f.policy)
+        });
+        let task = LeaseTask::new(Arc::clone(&cfg), db, node, rand::random(), now_ms());
+        let stats = Arc::clone(task.stats());
         let (flush_tx, flush_rx) = std_mpsc::channel();
-        let (persisted_tx, persisted_rx) = mpsc::channel(1024);
-        let flusher = Flusher::new(
-            db.durability(),
-            flush_sock,
-            Arc::clone(&stats),
-            failover.is_some().then_some(persisted_tx),
-        );
+        let (persisted_tx, persisted) = mpsc::channel(1024);
+        let flusher = Flusher::new(durability, flush_sock, Arc::clone(&stats), persisted_tx);
         std::thread::Builder::new()
             .name("lease-flush".into())
             .spawn(move || flusher.run(flush_rx))?;
         let (probe_tx, probe_req_rx) = mpsc::channel(4096);
         let (probe_res_tx, probe_rx) = mpsc::channel(4096);
         tokio::spawn(ping::run(probe_req_rx, probe_res_tx, ping::PING_WAIT));
-        let policy = failover.as_ref().map(|f| f.policy);
-        let base_cfg = Arc::clone(&cfg);
-        let cfg = with_files(&base_cfg);
-        // Records from the partner are held to what this configuration
-        // serves, its hosts files included.
-        db.set_admission(Admission::from_config(&cfg));
-        let mut engine = Engine::with_policy(Arc::clone(&cfg), &db, policy);
-        let mut failover_inputs = None;
-        let failover = failover.map(|f| {
-            db.enable_outbox();
-            let (events_tx, events) = mpsc::channel(1024);
-            failover_inputs = Some(FailoverInputs {
-                events,
-                persisted: persisted_rx,
-            });
-            let io = LinkIo::new(events_tx);
-            if let Some(listener) = f.listener {
-                io.listen(listener);
-            }
-            let node = Node::open(f.node, &db, rand::random(), now_ms());
-            engine.set_mode(node.mode());
-            Failover {
-                node,
-                io,
-                master: f.master,
-            }
-        });
         let mut shell = Shell {
-            engine,
-            db,
+            task,
             cfg,
             sock,
             ifaces: HashMap::new(),
@@ -229,9 +153,8 @@ impl Shell {
             probe_tx,
             probe_rx,
             flush_tx,
-            batch: Vec::new(),
-            failover,
-            failover_inputs,
+            persisted,
+            link,
             lease_file_generation: None,
             lease_file_at: None,
             lease_file_interval: LEASE_FILE_INTERVAL,
@@ -257,9 +180,7 @@ impl Shell {
         }
         let since = now_ms();
         self.cfg = with_files(&self.base_cfg);
-        self.db.set_admission(Admission::from_config(&self.cfg));
-        self.engine
-            .set_hosts_and_options(Arc::clone(&self.cfg), &self.db);
+        self.task.reload(Arc::clone(&self.cfg));
         self.note_busy(since);
     }
 
@@ -277,26 +198,29 @@ impl Shell {
             .iter()
             .map(|r| (r.start, r.end))
             .collect();
-        let leases = crate::metrics::leases::RangeLeases::new(bounds, &self.db);
+        let leases = crate::metrics::leases::RangeLeases::new(bounds, self.task.db());
         self.metrics = Some(crate::metrics::DhcpHooks {
             requests: rx,
             leases,
         });
     }
 
+    fn failover_status(&self) -> Option<crate::failover::status::FailoverStatus> {
+        let master = self.link.as_ref().and_then(|l| l.master);
+        self.task
+            .failover_status()
+            .map(|s| crate::failover::status::FailoverStatus::from_node(&s, master))
+    }
+
     fn on_metrics(&mut self, reply: crate::metrics::snapshot::Reply<crate::metrics::DhcpSnapshot>) {
-        use crate::failover::status::FailoverStatus;
+        let failover = self.failover_status();
         let Some(m) = &mut self.metrics else {
             return;
         };
-        m.leases.absorb(&self.db);
-        let failover = self
-            .failover
-            .as_ref()
-            .map(|f| FailoverStatus::from_node(&f.node.status(), f.master));
+        m.leases.absorb(self.task.db());
         let snapshot = crate::metrics::DhcpSnapshot::build(
-            &self.engine,
-            &self.db,
+            self.task.engine(),
+            self.task.db(),
             &self.stats,
             &m.leases,
             failover,
@@ -307,11 +231,15 @@ impl Shell {
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.task.engine()
     }
 
     pub fn db(&self) -> &LeaseDb {
-        &self.db
+        self.task.db()
+    }
+
+    pub fn lease_task(&self) -> &LeaseTask {
+        &self.task
     }
 
     fn refresh_interfaces(&mut self) {
@@ -321,7 +249,7 @@ impl Shell {
                     .values()
                     .flat_map(|i| i.addrs.iter().map(|a| a.addr))
                     .collect();
-                self.engine.set_local_addresses(&local, &self.db);
+                self.task.set_local_addresses(&local);
                 self.arrivals = list
                     .values()
                     .filter(|i| interfaces::serves(&self.cfg, i))
@@ -362,32 +290,6 @@ impl Shell {
         true
     }
 
-    fn apply(&mut self, decision: Decision) {
-        match decision {
-            Decision::Reply(mut reply) => {
-                resolve_hardware(self.sock.as_raw_fd(), &mut reply);
-                if reply.durable {
-                    let wait = self.failover.is_some() && waits_for_partner(self.engine.mode());
-                    self.batch.push((reply, wait));
-                } else {
-                    deliver(self.sock.as_raw_fd(), &reply, &self.stats);
-                }
-            }
-            Decision::Probe { token, addr } => {
-                if self
-                    .probe_tx
-                    .try_send(ProbeRequest { token, addr })
-                    .is_err()
-                {
-                    // Prober saturated: treat as quiet rather than stall.
-                    let d = self.engine.probe_done(token, false, &mut self.db, now_ms());
-                    self.apply(d);
-                }
-            }
-            Decision::Done | Decision::Ignored(_) => {}
-        }
-    }
-
     fn handle_datagrams(&mut self, buf: &mut [u8]) {
         let fd = self.sock.as_raw_fd();
         for _ in 0..RECV_BATCH {
@@ -400,7 +302,7 @@ impl Shell {
                 // `pktinfo::recv` says so for a datagram cut short by the
                 // buffer: DHCP clients send at most an MTU, this is not one.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    self.engine.note_oversized();
+                    self.task.note_oversized();
                     continue;
                 }
                 Err(e) => {
@@ -417,46 +319,34 @@ impl Shell {
             let Some(arrival) = self.arrivals.get(&meta.ifindex) else {
                 continue;
             };
-            let d = self
-                .engine
-                .handle(&buf[..meta.len], arrival, &mut self.db, now_ms());
-            self.apply(d);
-        }
-    }
-
-    fn hand_over_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        if self.flush_tx.send(Job::Replies(batch)).is_err() {
-            tracing::error!("lease flusher has stopped: replies withheld");
+            self.task.datagram(&buf[..meta.len], arrival, now_ms());
         }
     }
 
     fn upkeep(&mut self) {
-        self.engine.tick(&mut self.db, now_ms());
+        self.task.tick(now_ms(), Instant::now());
         if self.ifaces_at.elapsed() >= IFACE_REFRESH {
             self.refresh_interfaces();
         }
-        let dirty = self.lease_file_generation != Some(self.db.generation());
+        let db = self.task.db();
+        let dirty = self.lease_file_generation != Some(db.generation());
         let due = self
             .lease_file_at
             .is_none_or(|t| t.elapsed() >= self.lease_file_interval);
         // Not while the database cannot write: the export must never list a
         // lease the database may lose (a start refuses such a database).
-        if dirty && due && !self.db.is_faulted() {
-            self.lease_file_generation = Some(self.db.generation());
+        if dirty && due && !db.is_faulted() {
+            self.lease_file_generation = Some(db.generation());
             let started = Instant::now();
             self.lease_file_at = Some(started);
             // Render here (the database lives on this task); the write and
-            // its fsync happen off the engine's thread.
+            // its fsync happen off the task's thread.
             let seq = lease_file::next_export();
-            let text = lease_file::render(self.db.iter(), now_ms() / 1000);
+            let text = lease_file::render(db.iter(), now_ms() / 1000);
             self.lease_file_interval =
                 LEASE_FILE_INTERVAL.max(started.elapsed() * LEASE_FILE_COST_FACTOR);
             let path = self.cfg.lease_file.clone();
-            let durability = self.db.durability();
+            let durability = db.durability();
             tokio::task::spawn_blocking(move || {
                 // Every lease in the text is on disk before the text is: a
                 // start compares the two and takes a lease the export lists
@@ -471,48 +361,69 @@ impl Shell {
         }
     }
 
-    /// Carries out what the failover node asks for.
-    fn drive_failover(&mut self) {
-        let Some(f) = &mut self.failover else {
-            return;
-        };
-        f.node.pump(&mut self.db, now_ms());
-        while let Some(out) = f.node.poll() {
+    /// Carries out what the lease task asks for.
+    fn carry_out(&mut self) {
+        let fd = self.sock.as_raw_fd();
+        while let Some(out) = self.task.poll(now_ms()) {
             match out {
-                Output::Connect => match f.master {
-                    Some(to) => f.io.connect(to),
-                    None => f.node.connect_failed(now_ms()),
+                Output::Transmit(mut reply) => {
+                    socket::resolve_hardware(fd, &mut reply);
+                    if !socket::deliver(fd, &reply) {
+                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Output::Probe { token, addr } => {
+                    if self
+                        .probe_tx
+                        .try_send(ProbeRequest { token, addr })
+                        .is_err()
+                    {
+                        self.task.probe_refused(token, now_ms());
+                    }
+                }
+                Output::Persist {
+                    token,
+                    mut send,
+                    waiting,
+                } => {
+                    // Here: only this thread may write the ARP entry.
+                    for reply in &mut send {
+                        socket::resolve_hardware(fd, reply);
+                    }
+                    let job = Job {
+                        token,
+                        send,
+                        waiting,
+                    };
+                    if self.flush_tx.send(job).is_err() {
+                        tracing::error!("lease flusher has stopped: replies withheld");
+                    }
+                }
+                Output::LinkConnect => match self.link.as_ref().and_then(|l| l.master) {
+                    Some(to) => {
+                        if let Some(l) = &mut self.link {
+                            l.io.connect(to);
+                        }
+                    }
+                    None => self.task.link_connect_failed(now_ms()),
                 },
-                Output::Write(conn, bytes) => {
-                    if !f.io.write(conn, bytes) {
-                        f.node.closed(conn, now_ms());
+                Output::LinkWrite(conn, bytes) => {
+                    let written = self.link.as_mut().is_some_and(|l| l.io.write(conn, bytes));
+                    if !written {
+                        self.task.link_closed(conn, now_ms());
                     }
                 }
-                Output::Close(conn) => f.io.close(conn),
-                Output::Mode(mode) => {
-                    self.engine.set_mode(mode);
-                    let _ = self.flush_tx.send(Job::Linked(waits_for_partner(mode)));
-                }
-                Output::AckedThrough(stamp) => {
-                    let _ = self.flush_tx.send(Job::Acked(stamp));
-                }
-                Output::Cancel(stamps) => {
-                    let _ = self.flush_tx.send(Job::Cancel(stamps));
-                }
-                Output::Changed(ips) => {
-                    for ip in ips {
-                        self.engine.note_change(ip, &self.db);
+                Output::LinkClose(conn) => {
+                    if let Some(l) = &mut self.link {
+                        l.io.close(conn);
                     }
-                }
-                Output::Flush(token) => {
-                    let _ = self.flush_tx.send(Job::Persist(token));
                 }
             }
         }
     }
 
     fn on_link_event(&mut self, ev: LinkEvent) {
-        let Some(f) = &mut self.failover else {
+        let Some(link) = &mut self.link else {
             return;
         };
         let now = now_ms();
@@ -529,21 +440,21 @@ impl Shell {
                 } else {
                     tracing::info!("failover: connection {conn} with {peer}");
                 }
-                f.io.opened(conn, peer, writer, inbound);
-                f.node.connected(conn, rand::random(), &self.db, now);
+                link.io.opened(conn, peer, writer, inbound);
+                self.task.link_connected(conn, rand::random(), now);
             }
             LinkEvent::Data { conn, bytes } => {
-                f.node.received(conn, &bytes, &mut self.db, now);
-                f.io.progress(conn, f.node.handshake(conn));
+                self.task.link_data(conn, &bytes, now);
+                link.io.progress(conn, self.task.handshake(conn));
                 self.note_busy(now);
             }
             LinkEvent::Closed { conn } => {
-                f.io.close(conn);
-                f.node.closed(conn, now);
+                link.io.close(conn);
+                self.task.link_closed(conn, now);
             }
             LinkEvent::ConnectFailed { reason } => {
                 tracing::debug!("failover: cannot reach the primary: {reason}");
-                f.node.connect_failed(now);
+                self.task.link_connect_failed(now);
             }
         }
     }
@@ -552,51 +463,48 @@ impl Shell {
     /// the link's silence meanwhile is ours, not the partner's.
     fn note_busy(&mut self, since: u64) {
         let now = now_ms();
-        if let Some(f) = &mut self.failover {
-            if now.saturating_sub(since) >= BUSY_MS {
-                f.node.was_busy(now);
-            }
+        if now.saturating_sub(since) >= BUSY_MS {
+            self.task.was_busy(now);
         }
     }
 
     /// Answers a control-socket request: the database, the engine and the
-    /// failover node all live on this task. A partner-down declaration
-    /// changes the node's mode; `drive_failover`, which runs after every
-    /// wake-up, hands that on to the engine and the flusher.
+    /// failover node all live in the lease task. A partner-down
+    /// declaration changes the node's mode; `carry_out`, which runs after
+    /// every wake-up, hands that on to the engine and the gate.
     fn on_control(&mut self, req: crate::control::ControlRequest) {
         use crate::control::{ControlReply, RequestKind};
-        use crate::failover::status::FailoverStatus;
         let now = now_ms();
         let reply = match req.kind {
             RequestKind::Status => {
-                let failover = self
-                    .failover
-                    .as_ref()
-                    .map(|f| FailoverStatus::from_node(&f.node.status(), f.master));
-                let report =
-                    self.control
-                        .status(&self.db, &self.engine, &self.stats, failover, now);
+                let failover = self.failover_status();
+                let report = self.control.status(
+                    self.task.db(),
+                    self.task.engine(),
+                    &self.stats,
+                    failover,
+                    now,
+                );
                 ControlReply::Status(Box::new(report))
             }
             RequestKind::Leases => ControlReply::Leases {
-                node_id: self.db.node_id(),
-                records: self.db.iter().collect(),
+                node_id: self.task.db().node_id(),
+                records: self.task.db().iter().collect(),
             },
-            RequestKind::PartnerDown => match &mut self.failover {
+            RequestKind::PartnerDown => match self.task.declare_partner_down(now) {
                 None => ControlReply::Error("failover is not configured".into()),
-                Some(f) => {
-                    let declared = f.node.declare_partner_down(now);
-                    let status = FailoverStatus::from_node(&f.node.status(), f.master);
-                    crate::control::partner_down_reply(declared, &status, now)
-                }
+                Some(declared) => match self.failover_status() {
+                    Some(status) => crate::control::partner_down_reply(declared, &status, now),
+                    None => ControlReply::Error("failover is not configured".into()),
+                },
             },
         };
         // The client may have given up meanwhile; then nobody listens.
         let _ = req.reply.send(reply);
     }
 
-    pub fn failover_node(&self) -> Option<&Node> {
-        self.failover.as_ref().map(|f| &f.node)
+    pub fn failover_node(&self) -> Option<&crate::failover::node::Node> {
+        self.task.node()
     }
 
     /// Serves until `shutdown` resolves, then makes everything durable and
@@ -609,10 +517,7 @@ impl Shell {
         let mut buf = vec![0u8; 2048];
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut link_events, mut persisted) = match self.failover_inputs.take() {
-            Some(i) => (Some(i.events), Some(i.persisted)),
-            None => (None, None),
-        };
+        let mut link_events = self.link.as_mut().and_then(|l| l.events.take());
         let mut link_tick = tokio::time::interval(LINK_TICK);
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -624,22 +529,19 @@ impl Shell {
                     }
                 }
                 Some(res) = self.probe_rx.recv() => {
-                    let d = self.engine.probe_done(res.token, res.answered, &mut self.db, now_ms());
-                    self.apply(d);
+                    self.task.probe_done(res.token, res.answered, now_ms());
                 }
                 Some(ev) = recv_opt(&mut link_events) => self.on_link_event(ev),
-                Some(token) = recv_opt(&mut persisted) => {
-                    if let Some(f) = &mut self.failover {
-                        f.node.persisted(token, now_ms());
-                    }
+                Some(p) = self.persisted.recv() => {
+                    self.task.persisted(p.token, p.ok, now_ms(), Instant::now());
                 }
-                _ = link_tick.tick(), if self.failover.is_some() => {
-                    if let Some(f) = &mut self.failover {
-                        f.node.tick(&mut self.db, now_ms());
-                        f.io.tick();
+                _ = link_tick.tick(), if self.link.is_some() => {
+                    self.task.link_tick(now_ms(), Instant::now());
+                    if let Some(l) = &self.link {
+                        l.io.tick();
                     }
                     let since = now_ms();
-                    if let Err(e) = self.db.spread_pages(SPREAD_PER_TICK) {
+                    if let Err(e) = self.task.spread_pages(SPREAD_PER_TICK) {
                         tracing::warn!("lease database: cannot spread merged pages yet: {e}");
                     }
                     self.note_busy(since);
@@ -653,19 +555,19 @@ impl Shell {
                 Some(()) = recv_opt(&mut self.reload) => self.reload_files(),
                 Some(reply) = recv_metrics(&mut self.metrics) => self.on_metrics(reply),
             }
-            // Replies first, so a mode change the node makes next reaches
-            // the flusher after the replies it concerns.
-            self.hand_over_batch();
             let since = now_ms();
-            self.drive_failover();
+            self.carry_out();
             self.note_busy(since);
             if let Some(m) = &mut self.metrics {
-                m.leases.absorb(&self.db);
+                m.leases.absorb(self.task.db());
             }
         }
-        self.db.durability().flush()?;
+        self.task.db().durability().flush()?;
+        // Replies still waiting for the disk are durable now.
+        self.task.persisted_all(now_ms(), Instant::now());
+        self.carry_out();
         let seq = lease_file::next_export();
-        let text = lease_file::render(self.db.iter(), now_ms() / 1000);
+        let text = lease_file::render(self.task.db().iter(), now_ms() / 1000);
         lease_file::write_export(&self.cfg.lease_file, &text, seq)?;
         Ok(())
     }
@@ -701,27 +603,4 @@ async fn recv_metrics(
         Some(m) => m.requests.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// What the server hands the shell to run a failover node.
-pub struct FailoverSetup {
-    pub node: NodeConfig,
-    pub policy: SharePolicy,
-    /// Primary: the bound link listener.
-    pub listener: Option<tokio::net::TcpListener>,
-    /// Secondary: the primary's link address.
-    pub master: Option<std::net::SocketAddr>,
-}
-
-struct Failover {
-    node: Node,
-    io: LinkIo,
-    master: Option<std::net::SocketAddr>,
-}
-
-/// The failover node's inputs, apart from the node so `select!` can wait
-/// on them while the arms use the node.
-struct FailoverInputs {
-    events: mpsc::Receiver<LinkEvent>,
-    persisted: mpsc::Receiver<u64>,
 }

@@ -1,0 +1,28 @@
+//! The lease task: everything that changes the lease database, on one task.
+//!
+//! - `core`: the sans-I/O [`LeaseTask`] (DHCP engine + lease database +
+//!   failover node + reply gate), driven by the server and, the same code,
+//!   by the failover simulation (`tests/failover_sim.rs`);
+//! - `run`: the tokio loop around it (the port-67 socket, interfaces, the
+//!   ping prober, the failover link's I/O, the lease-file export, control,
+//!   metrics and reload requests);
+//! - `flusher`: the group-commit thread, which fsyncs and reports tokens.
+
+pub mod core;
+pub mod flusher;
+pub mod run;
+
+#[cfg(test)]
+mod core_tests;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use self::core::{LeaseTask, Output, ShellStats};
+pub use self::run::Shell;
+
+/// The wall clock in milliseconds since the epoch (0 before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
