@@ -53,7 +53,6 @@ fn start_lone_primary<'a>(pair: &'a PairLab, conf: &ServerConf) -> Server<'a> {
     p
 }
 
-
 // ---------------------------------------------------------------------------
 
 /// Scenario 1: The link comes up: both nodes sync, the secondary goes

@@ -734,16 +734,22 @@ impl Engine {
                 })
             });
         }
-        // The client's own live lease is no new allocation (issue 14, case
-        // 7), in whichever share: the partner cannot be reusing the address
-        // behind our back. In sync it hears of every change first; apart,
-        // the owner reuses an ended address only an MCLT after the
-        // binding's expiry (`ended_expiry`, even when the client released
-        // it there), and we extend the binding no further than an MCLT
-        // past the expiry the owner knows (`partner_share_limit`). Only
-        // when a REQUEST for it could be acknowledged: an offer whose
+        // The client's own live lease is no new allocation when the
+        // partner cannot be reusing the address behind our back: in sync
+        // (a passive secondary serving a `secs` client), or once
+        // partner-down has opened the partner's share (issue 14, case 7).
+        // Merely apart, it can: the owner, linked but with the link
+        // already dead, may have given the address to another client
+        // after this client released it there; that grant's reply never
+        // left (no ack), but its record stays, and the other client gets
+        // it back from the owner once apart (simulation seed 73 of
+        // `failover_pair_under_pool_pressure`, with this rule relaxed).
+        // Only when a REQUEST for it could be acknowledged: an offer whose
         // REQUEST would get no answer would leave the client stuck.
-        if self.live_binding(ctx, ip, db, now_ms)
+        let partner_settled =
+            ctx.rules.own_aged.is_none() || !matches!(ctx.rules.partner, PartnerShare::No);
+        if partner_settled
+            && self.live_binding(ctx, ip, db, now_ms)
             && self.grant_fits(ctx, ip, db, now_ms, self.lease_time(ctx, ip))
         {
             return true;

@@ -231,33 +231,27 @@ fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
     }
 }
 
-/// Case 7 after a kill -9: merely apart (the partner may be alive behind
-/// a cut link, which this node cannot tell from a dead one), a client's
-/// live binding in the partner's share is offered back too, and its
-/// REQUEST acknowledged for an MCLT. Safe because the owner keeps that
-/// address from other clients until an MCLT past the binding's expiry,
-/// even when the client released it there (the next test).
+/// Merely apart (the partner may be alive behind a cut link, which this
+/// node cannot tell from a dead one), the partner's share stays closed to
+/// a DISCOVER even for a client's live binding there: the owner may have
+/// given the address to another client whose grant the partner never
+/// heard of (see `may_allocate`). It gets an address of the own share (a
+/// known limit of case 7, see the README's failover section).
 #[test]
-fn merely_apart_a_partner_share_binding_is_offered_back() {
+fn merely_apart_a_partner_share_binding_is_not_offered() {
     let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
     rig.replicated(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
-    assert_eq!(offer.yiaddr(), addr(12));
-    let (r, ack) = rig.reply(
-        &RawRequest::new(3, MAC_A, 2)
-            .opt(54, &SERVER.octets())
-            .opt(50, &addr(12).octets())
-            .finish(),
+    assert!(
+        in_share(offer.yiaddr(), Owner::Secondary),
+        "{}",
+        offer.yiaddr()
     );
-    assert_eq!(msg_type(&ack), MessageType::Ack);
-    assert_eq!(ack.yiaddr(), addr(12));
-    assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
 }
 
-/// The other side of the previous test, on the owner: apart, a client
-/// releases its address here; the partner may still offer the binding it
-/// knows back to that client, and extend it up to an MCLT past the expiry
-/// it knows. So the address goes to no other client until then, and to
+/// On the owner: apart, a client releases its address here; the partner
+/// may still extend the binding it knows (a renewal that reaches it), up
+/// to an MCLT past the expiry it knows. So the address goes to no other client until then, and to
 /// the next one after it.
 #[test]
 fn apart_the_owner_keeps_a_released_address_until_an_mclt_past_the_binding() {

@@ -1186,6 +1186,17 @@ impl LeaseDb {
         now_ms: u64,
     ) -> Result<Option<LeaseRecord>, LeaseError> {
         self.keep_clock_bounded(now_ms)?;
+        let mut rec = rec;
+        if rec.stamp.wall_ms > self.clock.limit(now_ms) {
+            // The lease was stamped while this node's clock ran ahead, and
+            // `keep_clock_bounded` has just given it a stamp within the
+            // bound: the change keeps the stamp the lease has now. (Another
+            // client's record there cannot be this lease's: a fresh stamp.)
+            rec.stamp = match self.get(rec.ip) {
+                Some(cur) if cur.client == rec.client => cur.stamp,
+                _ => self.clock.next(now_ms)?,
+            };
+        }
         if !merge::replaces(&rec, self.get(rec.ip).as_ref()) {
             return Ok(None);
         }
