@@ -43,6 +43,9 @@ const MAX_PROBES: u8 = 3;
 /// before giving up: each one found too recent is held until it is not,
 /// so later DISCOVERs skip it and the search always makes progress.
 const MAX_RECENT_TRIES: usize = 16;
+/// An address whose end the failover partner has not acked yet is looked
+/// at again after this long (acks come within a round trip).
+const UNCONFIRMED_RECHECK_MS: u64 = 1_000;
 
 /// What the shell should do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -727,29 +730,30 @@ impl Engine {
         };
         if owner == ctx.rules.own {
             // The client's own old address is its to have back; another
-            // client's only once the partner cannot have extended it.
+            // client's only once the partner knows its lease ended
+            // (`LeaseDb::unconfirmed_end`) and cannot have extended it.
+            let other_client = db.get(ip).is_some_and(|r| r.client != ctx.client.key);
+            if other_client && db.unconfirmed_end(ip) {
+                return false;
+            }
             return ctx.rules.own_aged.is_none_or(|mclt_ms| {
                 db.get(ip).is_none_or(|r| {
                     r.client == ctx.client.key || recent_until(Some(r), mclt_ms, now_ms).is_none()
                 })
             });
         }
-        // The client's own live lease is no new allocation when the
-        // partner cannot be reusing the address behind our back: in sync
-        // (a passive secondary serving a `secs` client), or once
-        // partner-down has opened the partner's share (issue 14, case 7).
-        // Merely apart, it can: the owner, linked but with the link
-        // already dead, may have given the address to another client
-        // after this client released it there; that grant's reply never
-        // left (no ack), but its record stays, and the other client gets
-        // it back from the owner once apart (simulation seed 73 of
-        // `failover_pair_under_pool_pressure`, with this rule relaxed).
-        // Only when a REQUEST for it could be acknowledged: an offer whose
-        // REQUEST would get no answer would leave the client stuck.
-        let partner_settled =
-            ctx.rules.own_aged.is_none() || !matches!(ctx.rules.partner, PartnerShare::No);
-        if partner_settled
-            && self.live_binding(ctx, ip, db, now_ms)
+        // The client's own live lease is no new allocation (issue 14, case
+        // 7), in whichever share: the partner cannot be reusing the address
+        // behind our back. In sync it hears of every change first, and the
+        // owner gives an ended address to another client only once the
+        // partner knows it ended (`LeaseDb::unconfirmed_end`); apart, the
+        // owner reuses it only an MCLT after the binding's expiry
+        // (`merge::ended_expiry`, even when the client released it there),
+        // and we extend the binding no further than an MCLT past the expiry
+        // the owner knows (`partner_share_limit`). Only when a REQUEST for
+        // it could be acknowledged: an offer whose REQUEST would get no
+        // answer would leave the client stuck.
+        if self.live_binding(ctx, ip, db, now_ms)
             && self.grant_fits(ctx, ip, db, now_ms, self.lease_time(ctx, ip))
         {
             return true;
@@ -781,10 +785,12 @@ impl Engine {
         }
     }
 
-    /// Does this client hold an unexpired lease on `ip` in our table?
+    /// Does this client hold an unexpired lease on `ip` in our table, one
+    /// it was told of (`LeaseDb::is_untold`)?
     fn live_binding(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, now_ms: u64) -> bool {
         db.get(ip)
             .is_some_and(|r| r.client == ctx.client.key && r.is_active(now_ms / 1000))
+            && !db.is_untold(ip)
     }
 
     /// Is `ip` in the partner's share, under rules that keep this node out
@@ -983,8 +989,13 @@ impl Engine {
     ) -> Option<Ipv4Addr> {
         for _ in 0..MAX_RECENT_TRIES {
             let ip = self.pools[i].find_free(owner, hint)?;
-            let Some(until_ms) = aged.and_then(|mclt_ms| recent_until(db.get(ip), mclt_ms, now_ms))
-            else {
+            let until_ms = if db.unconfirmed_end(ip) {
+                // Looked at again once the partner may have acked the end.
+                Some(now_ms + UNCONFIRMED_RECHECK_MS)
+            } else {
+                aged.and_then(|mclt_ms| recent_until(db.get(ip), mclt_ms, now_ms))
+            };
+            let Some(until_ms) = until_ms else {
                 return Some(ip);
             };
             self.holds.put(

@@ -87,29 +87,35 @@ impl<R> ReplyGate<R> {
     }
 
     /// In sync with the partner from now on (true) or no longer (false).
-    /// Returns how many held replies the fall of the link dropped.
-    pub fn linked(&mut self, up: bool) -> usize {
+    /// Returns the held replies the fall of the link dropped.
+    pub fn linked(&mut self, up: bool) -> Vec<R> {
         self.linked = up;
         if up {
-            return 0;
+            return Vec::new();
         }
         // The next session's acks count afresh: after the lease clock was
         // set back (`LeaseDb::keep_clock_bounded`) an old, higher ack must
         // not release a reply waiting on a new, lower stamp.
         self.acked = Stamp::default();
-        let n = self.held();
-        self.waiting.clear();
-        n
+        std::mem::take(&mut self.waiting)
+            .into_values()
+            .flatten()
+            .map(|(r, _)| r)
+            .collect()
     }
 
-    /// Drops replies held for `MAX_WAIT` or longer; returns how many.
-    pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.held();
-        self.waiting.retain(|_, v| {
-            v.retain(|(_, at)| now.saturating_duration_since(*at) < MAX_WAIT);
-            !v.is_empty()
-        });
-        before - self.held()
+    /// Drops replies held for `MAX_WAIT` or longer, and returns them.
+    pub fn expire(&mut self, now: Instant) -> Vec<R> {
+        let mut dropped = Vec::new();
+        for v in self.waiting.values_mut() {
+            let (late, young): (Vec<_>, Vec<_>) = std::mem::take(v)
+                .into_iter()
+                .partition(|(_, at)| now.saturating_duration_since(*at) >= MAX_WAIT);
+            *v = young;
+            dropped.extend(late.into_iter().map(|(r, _)| r));
+        }
+        self.waiting.retain(|_, v| !v.is_empty());
+        dropped
     }
 
     /// Replies waiting for the partner.
@@ -132,7 +138,7 @@ mod tests {
 
     fn linked_gate() -> ReplyGate<&'static str> {
         let mut g = ReplyGate::default();
-        assert_eq!(g.linked(true), 0);
+        assert!(g.linked(true).is_empty());
         g
     }
 
@@ -172,7 +178,7 @@ mod tests {
             g.offer(r, Some(stamp(10 + i as u64 / 2)), now);
         }
         assert_eq!(
-            g.linked(false),
+            g.linked(false).len(),
             3,
             "every held reply counts, not every stamp"
         );
@@ -207,9 +213,11 @@ mod tests {
         g.offer("c", Some(stamp(10)), t0);
         g.offer("d", Some(stamp(11)), t0);
         g.offer("late", Some(stamp(11)), t0 + Duration::from_secs(5));
-        assert_eq!(g.expire(t0 + MAX_WAIT - Duration::from_millis(1)), 0);
+        assert!(g
+            .expire(t0 + MAX_WAIT - Duration::from_millis(1))
+            .is_empty());
         assert_eq!(
-            g.expire(t0 + MAX_WAIT),
+            g.expire(t0 + MAX_WAIT).len(),
             4,
             "dropped replies, not emptied groups"
         );

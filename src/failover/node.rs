@@ -1349,6 +1349,12 @@ impl Node {
                 if !self.send(conn, &Message::Synced, now_ms) {
                     return;
                 }
+                // The partner holds every own change the sync covered.
+                db.partner_holds_all_but(
+                    self.unsent
+                        .iter()
+                        .chain(self.kept.iter().flat_map(|(_, r)| r)),
+                );
                 self.sync_complete(resumed, now_ms);
                 self.pump(db, now_ms);
             }
@@ -1366,6 +1372,12 @@ impl Node {
                     let sent = s.sent_through;
                     self.kept.retain(|(seq, _)| *seq > sent);
                 }
+                // The partner holds every own change the sync covered.
+                db.partner_holds_all_but(
+                    self.unsent
+                        .iter()
+                        .chain(self.kept.iter().flat_map(|(_, r)| r)),
+                );
                 self.sync_complete(resumed, now_ms);
                 self.pump(db, now_ms);
             }
@@ -1404,7 +1416,11 @@ impl Node {
                     );
                     return;
                 }
-                self.kept.retain(|(s, _)| *s > seq);
+                let (held, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kept)
+                    .into_iter()
+                    .partition(|(s, _)| *s <= seq);
+                self.kept = kept.into();
+                db.partner_holds(held.iter().flat_map(|(_, r)| r));
                 let mut top = None;
                 while let Some(&(s, stamp, _, _)) = self.in_flight.front() {
                     if s > seq {

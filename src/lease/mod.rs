@@ -250,6 +250,13 @@ pub struct LeaseDb {
     /// when no link wants them. Unlike the feed it cannot lag: the link
     /// drains it in the same task after every batch of requests.
     outbox: Option<Vec<LeaseRecord>>,
+    /// With an outbox: per address, this node's latest own change the
+    /// failover partner is not known to hold yet (see
+    /// [`LeaseDb::unconfirmed_end`]).
+    unconfirmed: HashMap<Ipv4Addr, (Stamp, LeaseState)>,
+    /// Records whose reply never left (the failover gate dropped it): by
+    /// address, the stamp of that change (see [`LeaseDb::is_untold`]).
+    untold: HashMap<Ipv4Addr, Stamp>,
     /// Big merges stored as pages, still to be spread into their keys.
     pending: pages::Pending,
     /// What records from outside must be (and the clock's bound).
@@ -594,6 +601,8 @@ impl LeaseDb {
             feed,
             generation: 0,
             outbox: None,
+            unconfirmed: HashMap::new(),
+            untold: HashMap::new(),
             pending,
             spread: Vec::new(),
             admission: Admission::default(),
@@ -850,9 +859,7 @@ impl LeaseDb {
         let n = stamped.len();
         for (rec, bytes) in stamped {
             self.remember(&rec, bytes);
-            if let Some(out) = &mut self.outbox {
-                out.push(rec);
-            }
+            self.to_outbox(rec);
         }
         self.write_floor(self.clock.last());
         tracing::warn!(
@@ -913,10 +920,87 @@ impl LeaseDb {
         self.keep_clock_bounded(now_ms)?;
         rec.stamp = self.clock.next(now_ms)?;
         let stored = self.store(rec)?;
-        if let Some(out) = &mut self.outbox {
-            out.push(stored.clone());
-        }
+        self.to_outbox(stored.clone());
         Ok(stored)
+    }
+
+    fn to_outbox(&mut self, rec: LeaseRecord) {
+        if let Some(out) = &mut self.outbox {
+            self.unconfirmed.insert(rec.ip, (rec.stamp, rec.state));
+            out.push(rec);
+        }
+    }
+
+    /// Is the record for `ip` an end (released, expired) of a lease that
+    /// the failover partner may not know ended yet? Then the address goes
+    /// to no other client even in sync: a grant to another client whose
+    /// reply the link's fall then drops would stay in this table, unknown
+    /// to the partner, which still holds the old client's lease and may
+    /// hand it back to that client once apart (as ISC, which frees a
+    /// released address only once the partner has acked the release).
+    pub fn unconfirmed_end(&self, ip: Ipv4Addr) -> bool {
+        let Some(&(stamp, state)) = self.unconfirmed.get(&ip) else {
+            return false;
+        };
+        matches!(state, LeaseState::Released | LeaseState::Expired)
+            // A record merged from the partner since stands in its place.
+            && self
+                .get(ip)
+                .is_some_and(|r| r.stamp == stamp && r.state == state)
+    }
+
+    /// The reply promising the change stamped `stamp` on `ip` never left
+    /// (the failover link fell first, or the wait ran out).
+    pub fn note_untold(&mut self, ip: Ipv4Addr, stamp: Stamp) {
+        if self.get(ip).is_some_and(|r| r.stamp == stamp) {
+            self.untold.insert(ip, stamp);
+        }
+    }
+
+    /// Is the record for `ip` a change no client was told of? Its client
+    /// does not hold that lease, and the partner may not know it: it is
+    /// no lease to hand back, nor to acknowledge in the partner's share.
+    /// Kept in memory only: a restart recovers (syncs, or waits an MCLT)
+    /// before serving.
+    pub fn is_untold(&self, ip: Ipv4Addr) -> bool {
+        self.untold.get(&ip).is_some_and(|s| {
+            self.get(ip)
+                .is_some_and(|r| r.stamp == *s && r.state == LeaseState::Bound)
+        })
+    }
+
+    /// The failover partner holds these own changes (it acked them).
+    pub fn partner_holds<'a>(&mut self, records: impl IntoIterator<Item = &'a LeaseRecord>) {
+        for r in records {
+            if self.unconfirmed.get(&r.ip) == Some(&(r.stamp, r.state)) {
+                self.unconfirmed.remove(&r.ip);
+            }
+        }
+    }
+
+    /// After a sync: the partner holds every own change but `pending`
+    /// (still to be sent, or sent and not acked).
+    pub fn partner_holds_all_but<'a>(
+        &mut self,
+        pending: impl IntoIterator<Item = &'a LeaseRecord>,
+    ) {
+        let mut keep = HashMap::new();
+        let mut note = |r: &LeaseRecord| {
+            if let Some(v) = self
+                .unconfirmed
+                .get(&r.ip)
+                .filter(|v| **v == (r.stamp, r.state))
+            {
+                keep.insert(r.ip, *v);
+            }
+        };
+        for r in pending {
+            note(r);
+        }
+        for r in self.outbox.iter().flatten() {
+            note(r);
+        }
+        self.unconfirmed = keep;
     }
 
     /// Starts keeping this node's own changes for [`LeaseDb::take_outbox`].
@@ -1111,9 +1195,7 @@ impl LeaseDb {
         let n = stamped.len();
         for (rec, bytes) in stamped {
             self.remember(&rec, bytes);
-            if let Some(out) = &mut self.outbox {
-                out.push(rec);
-            }
+            self.to_outbox(rec);
         }
         Ok(n)
     }
@@ -1201,9 +1283,7 @@ impl LeaseDb {
             return Ok(None);
         }
         let stored = self.store(rec)?;
-        if let Some(o) = &mut self.outbox {
-            o.push(stored.clone());
-        }
+        self.to_outbox(stored.clone());
         // Only a floor: at the end of the clock there is none to take, and
         // the change is stored all the same.
         if let Ok(floor) = self.clock.next(now_ms) {

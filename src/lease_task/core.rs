@@ -377,10 +377,16 @@ impl LeaseTask {
         count(&self.stats.durable_replies, replies.len());
         for reply in replies {
             let promise = reply.commit;
+            let ip = reply_address(&reply);
             match self.gate.offer(reply, promise, mono) {
                 Offered::Send(reply) => self.out.push_back(Output::Transmit(reply)),
                 Offered::Held => {}
-                Offered::Dropped => count(&self.stats.partner_dropped, 1),
+                Offered::Dropped => {
+                    count(&self.stats.partner_dropped, 1);
+                    if let (Some(stamp), Some(ip)) = (promise, ip) {
+                        self.db.note_untold(ip, stamp);
+                    }
+                }
             }
         }
     }
@@ -397,8 +403,8 @@ impl LeaseTask {
                 count(&self.stats.partner_cancelled, n);
             }
             GateOp::Linked(up) => {
-                let n = self.gate.linked(up);
-                count(&self.stats.partner_dropped, n);
+                let dropped = self.gate.linked(up);
+                self.untold(dropped);
             }
         }
     }
@@ -413,8 +419,23 @@ impl LeaseTask {
     }
 
     fn expire(&mut self, mono: Instant) {
-        let n = self.gate.expire(mono);
-        count(&self.stats.partner_dropped, n);
+        let dropped = self.gate.expire(mono);
+        self.untold(dropped);
+    }
+
+    /// Replies the gate dropped: their clients never heard of the change
+    /// each promises, nor (maybe) the partner. The database notes those
+    /// records as untold, so the engine does not take them for a lease
+    /// the client holds (it would hand the address back to the client, or
+    /// acknowledge it in the partner's share, where the partner does not
+    /// know that lease and may give the address away).
+    fn untold(&mut self, dropped: Vec<Reply>) {
+        count(&self.stats.partner_dropped, dropped.len());
+        for reply in dropped {
+            if let (Some(stamp), Some(ip)) = (reply.commit, reply_address(&reply)) {
+                self.db.note_untold(ip, stamp);
+            }
+        }
     }
 
     fn token(&mut self) -> u64 {
@@ -514,4 +535,11 @@ impl LeaseTask {
     pub fn into_db(self) -> LeaseDb {
         self.db
     }
+}
+
+/// The address a DHCP reply gives (`yiaddr`), if the packet is long
+/// enough to hold one.
+fn reply_address(reply: &Reply) -> Option<std::net::Ipv4Addr> {
+    let b: [u8; 4] = reply.packet.get(16..20)?.try_into().ok()?;
+    Some(std::net::Ipv4Addr::from(b)).filter(|ip| !ip.is_unspecified())
 }
