@@ -1333,7 +1333,10 @@ impl Engine {
             hostname: hostname.clone(),
             expires: match grant.time {
                 LeaseTime::Infinite => Expiry::Never,
-                LeaseTime::Secs(s) => Expiry::At(now_secs + u64::from(s)),
+                // Rounded up: the client counts its lease from the ACK, a
+                // fraction of a second past `now_secs`, and the record must
+                // not end before the client's lease does.
+                LeaseTime::Secs(s) => Expiry::At(now_ms.div_ceil(1000) + u64::from(s)),
             },
             stamp: Default::default(),
         };

@@ -859,7 +859,7 @@ impl LeaseDb {
         let n = stamped.len();
         for (rec, bytes) in stamped {
             self.remember(&rec, bytes);
-            self.to_outbox(rec);
+            self.push_outbox(rec);
         }
         self.write_floor(self.clock.last());
         tracing::warn!(
@@ -920,11 +920,11 @@ impl LeaseDb {
         self.keep_clock_bounded(now_ms)?;
         rec.stamp = self.clock.next(now_ms)?;
         let stored = self.store(rec)?;
-        self.to_outbox(stored.clone());
+        self.push_outbox(stored.clone());
         Ok(stored)
     }
 
-    fn to_outbox(&mut self, rec: LeaseRecord) {
+    fn push_outbox(&mut self, rec: LeaseRecord) {
         if let Some(out) = &mut self.outbox {
             self.unconfirmed.insert(rec.ip, (rec.stamp, rec.state));
             out.push(rec);
@@ -1195,7 +1195,7 @@ impl LeaseDb {
         let n = stamped.len();
         for (rec, bytes) in stamped {
             self.remember(&rec, bytes);
-            self.to_outbox(rec);
+            self.push_outbox(rec);
         }
         Ok(n)
     }
@@ -1283,7 +1283,7 @@ impl LeaseDb {
             return Ok(None);
         }
         let stored = self.store(rec)?;
-        self.to_outbox(stored.clone());
+        self.push_outbox(stored.clone());
         // Only a floor: at the end of the clock there is none to take, and
         // the change is stored all the same.
         if let Ok(floor) = self.clock.next(now_ms) {
