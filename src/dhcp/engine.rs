@@ -392,7 +392,12 @@ impl Engine {
         for ip in expired_holds {
             self.refresh(ip, db);
         }
-        let expired = match db.expire_due(now_ms / 1000, now_ms) {
+        // Whole seconds, as dnsmasq's lease file: a lease granted a
+        // fraction of a second into `now_secs` runs that fraction past its
+        // recorded end at the client. So an address goes back to the pool
+        // only once a whole second past that end has begun (a real pair
+        // test found another client given it 0.14 s early).
+        let expired = match db.expire_due((now_ms / 1000).saturating_sub(1), now_ms) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!("cannot expire leases: {e}");
@@ -1333,10 +1338,7 @@ impl Engine {
             hostname: hostname.clone(),
             expires: match grant.time {
                 LeaseTime::Infinite => Expiry::Never,
-                // Rounded up: the client counts its lease from the ACK, a
-                // fraction of a second past `now_secs`, and the record must
-                // not end before the client's lease does.
-                LeaseTime::Secs(s) => Expiry::At(now_ms.div_ceil(1000) + u64::from(s)),
+                LeaseTime::Secs(s) => Expiry::At(now_secs + u64::from(s)),
             },
             stamp: Default::default(),
         };
