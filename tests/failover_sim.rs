@@ -343,6 +343,9 @@ struct Sim {
     refused_of_the_dead: u64,
     resets_of_the_dead: u64,
     takeover: Takeover,
+    /// With a trace and `TWINMASQ_SIM_WATCH=<address>`: that address's
+    /// record on each node as last logged.
+    watch: Option<(Ipv4Addr, [Option<LeaseRecord>; 2])>,
 }
 
 /// The takeover scenarios' client behaviours and what they saw (issue 14,
@@ -507,6 +510,11 @@ impl Sim {
                 stale_claims: scenario.stale_claims,
                 ..Takeover::default()
             },
+            watch: std::env::var("TWINMASQ_SIM_WATCH")
+                .ok()
+                .filter(|_| trace)
+                .and_then(|s| s.parse().ok())
+                .map(|ip| (ip, [None, None])),
         };
         for i in 0..2 {
             sim.next_incarnation += 1;
@@ -545,8 +553,27 @@ impl Sim {
             for i in 0..2 {
                 self.drain(i);
             }
+            self.log_watched();
             self.check();
         }
+    }
+
+    /// Logs each change of the watched address's record on either node.
+    fn log_watched(&mut self) {
+        let Some((ip, mut seen)) = self.watch.take() else {
+            return;
+        };
+        for (i, last) in seen.iter_mut().enumerate() {
+            let Some(live) = &self.nodes[i].live else {
+                continue;
+            };
+            let now = live.db().get(ip);
+            if now != *last {
+                self.log(|| format!("watch: node {i} records {ip} as {now:?}"));
+                *last = now;
+            }
+        }
+        self.watch = Some((ip, seen));
     }
 
     /// Random faults, each rare per step.

@@ -791,11 +791,13 @@ impl Engine {
     }
 
     /// Does this client hold an unexpired lease on `ip` in our table, one
-    /// it was told of (`LeaseDb::is_untold`)?
+    /// it was told of (`LeaseDb::is_untold`) and, in the partner's share,
+    /// one the partner knows (`LeaseDb::partner_knows`)?
     fn live_binding(&self, ctx: &Ctx<'_>, ip: Ipv4Addr, db: &LeaseDb, now_ms: u64) -> bool {
         db.get(ip)
             .is_some_and(|r| r.client == ctx.client.key && r.is_active(now_ms / 1000))
             && !db.is_untold(ip)
+            && (!self.partner_share_closed(ctx, ip) || db.partner_knows(ip))
     }
 
     /// Is `ip` in the partner's share, under rules that keep this node out
@@ -1336,10 +1338,14 @@ impl Engine {
             hwaddr: req.chaddr.clone(),
             client_id: req.client_id.clone(),
             hostname: hostname.clone(),
-            expires: match grant.time {
-                LeaseTime::Infinite => Expiry::Never,
-                LeaseTime::Secs(s) => Expiry::At(now_secs + u64::from(s)),
-            },
+            expires: held_until(
+                db.get(ip)
+                    .filter(|r| &r.client == key && r.state == LeaseState::Bound),
+                match grant.time {
+                    LeaseTime::Infinite => Expiry::Never,
+                    LeaseTime::Secs(s) => Expiry::At(now_secs + u64::from(s)),
+                },
+            ),
             stamp: Default::default(),
         };
         let stamp = match db.commit(rec, now_ms) {
@@ -1674,4 +1680,21 @@ fn recent_until(rec: Option<LeaseRecord>, mclt_ms: u64, now_ms: u64) -> Option<u
     };
     let until = end_ms.saturating_add(mclt_ms);
     (until > now_ms).then_some(until)
+}
+
+/// The expiry a grant stores: the one it tells the client, or the
+/// client's current lease on the address if that runs longer. A renewal
+/// never shortens what the table says the client holds, because the ACK
+/// may never reach it (lost on the LAN, or the process dies or the
+/// failover gate drops the reply before it leaves) and the client then
+/// keeps its earlier lease (simulation seed 3428 of
+/// `failover_pair_under_pool_pressure`: a renewal apart, capped at the
+/// MCLT, cut a 120 s lease to 30 s and the address went back to the pool
+/// while the client held it).
+fn held_until(current: Option<LeaseRecord>, told: Expiry) -> Expiry {
+    match (current.map(|r| r.expires), told) {
+        (Some(Expiry::Never), _) | (_, Expiry::Never) => Expiry::Never,
+        (Some(Expiry::At(held)), Expiry::At(t)) => Expiry::At(held.max(t)),
+        (None, told) => told,
+    }
 }

@@ -142,6 +142,33 @@ impl Rig {
         self.engine.note_change(ip, &self.db);
     }
 
+    /// A record as the partner wrote it (its node id in the stamp),
+    /// replicated into this node's table.
+    fn replicated(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
+        let node = self.db.node_id().wrapping_add(1).max(1);
+        self.db
+            .merge_in(
+                LeaseRecord {
+                    ip,
+                    state,
+                    client: ClientKey::from_hwaddr(1, &mac),
+                    htype: 1,
+                    hwaddr: mac.to_vec(),
+                    client_id: None,
+                    hostname: None,
+                    expires: Expiry::At(expires_secs),
+                    stamp: twinmasq_proto::Stamp {
+                        wall_ms: self.now - 1000,
+                        counter: 0,
+                        node,
+                    },
+                },
+                self.now,
+            )
+            .unwrap();
+        self.engine.note_change(ip, &self.db);
+    }
+
     fn now_secs(&self) -> u64 {
         self.now / 1000
     }
@@ -881,8 +908,8 @@ fn unlinked_discover_moves_a_client_with_an_ended_lease_out_of_the_partner_share
     assert_eq!(msg_type(&nak), MessageType::Nak);
     assert_eq!(rig.dora(MAC_A), ip);
     assert_eq!(rig.db.get(old).unwrap().state, LeaseState::Expired);
-    // A live lease there is renewed.
-    rig.merged(addr(19), MAC_B, LeaseState::Bound, rig.now_secs() + 3600);
+    // A live lease there, the partner's, is renewed.
+    rig.replicated(addr(19), MAC_B, LeaseState::Bound, rig.now_secs() + 3600);
     let (_, ack) = rig.reply(&RawRequest::new(3, MAC_B, 3).ciaddr(addr(19)).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
 }
@@ -1066,12 +1093,13 @@ fn unlinked_extends_a_partner_share_lease_once_by_an_mclt_at_most() {
     let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(theirs).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
     assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
-    // Our own extension is not extended again once it cannot give a full
-    // MCLT: the client's lease runs out and it asks again.
-    rig.now += 100_000;
+    // Our own extension is not extended again: the partner does not know
+    // it (`LeaseDb::partner_knows`), so it is no lease to renew in the
+    // partner's share; the client's lease runs out and it asks again.
+    rig.now += 10_000;
     assert_eq!(
         rig.send(&RawRequest::new(3, MAC_A, 2).ciaddr(theirs).finish()),
-        Decision::Ignored(Ignored::NotForUs)
+        Decision::Ignored(Ignored::PartnerShare)
     );
 }
 
@@ -1289,6 +1317,8 @@ fn an_expiry_at_the_end_of_time_does_not_overflow() {
             rig.now,
         )
         .unwrap();
+    // A sync since: the partner knows our record.
+    rig.db.partner_holds_all_but([]);
     rig.engine.note_change(theirs, &rig.db);
     let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(theirs).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
@@ -1336,3 +1366,27 @@ fn config_mismatch_hands_out_nothing_new_by_any_path() {
 /// Lease ends against later grants under clock skew (case 3).
 #[path = "ends_tests.rs"]
 mod ends;
+
+/// A renewal never shortens the lease the table records: should the ACK
+/// never reach the client (lost, or the process died first), the client
+/// keeps its earlier, longer lease. Simulation seed 3428 of
+/// `failover_pair_under_pool_pressure` on 91d6cfa: a renewal apart,
+/// capped at the MCLT, cut a lease's record short and the address went
+/// back to the pool while its client held it.
+#[test]
+fn a_renewal_does_not_shorten_the_recorded_lease() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    let ip = rig.dora(MAC_A);
+    let first = rig.db.get(ip).unwrap().expires;
+    let Expiry::At(first_end) = first else {
+        panic!("a finite lease expected, got {first:?}");
+    };
+    assert!(first_end > rig.now_secs() + MCLT_SECS, "{first:?}");
+    // Apart, leases are an MCLT long.
+    rig.engine.set_mode(ServeMode::Unlinked);
+    rig.now += 5_000;
+    let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 9).ciaddr(ip).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
+    assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
+    assert_eq!(rig.db.get(ip).unwrap().expires, first);
+}

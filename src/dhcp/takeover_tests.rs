@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::MessageType;
-use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
+use twinmasq_proto::{Expiry, LeaseState};
 
 use super::{addr, in_share, msg_type, opt_u32, Rig, MAC_A, MAC_B, MCLT_SECS, SERVER, T0};
 use crate::dhcp::engine::Decision;
@@ -15,33 +15,6 @@ use crate::dhcp::request::build::RawRequest;
 use crate::dhcp::share::{Owner, ServeMode};
 
 impl Rig {
-    /// A record as the partner wrote it (its node id in the stamp),
-    /// replicated into this node's table.
-    fn replicated(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
-        let node = self.db.node_id().wrapping_add(1).max(1);
-        self.db
-            .merge_in(
-                LeaseRecord {
-                    ip,
-                    state,
-                    client: ClientKey::from_hwaddr(1, &mac),
-                    htype: 1,
-                    hwaddr: mac.to_vec(),
-                    client_id: None,
-                    hostname: None,
-                    expires: Expiry::At(expires_secs),
-                    stamp: Stamp {
-                        wall_ms: self.now - 1000,
-                        counter: 0,
-                        node,
-                    },
-                },
-                self.now,
-            )
-            .unwrap();
-        self.engine.note_change(ip, &self.db);
-    }
-
     fn partner_share_silences(&self) -> u64 {
         self.engine
             .stats()
@@ -225,7 +198,12 @@ fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
                 (rec.state, rec.hwaddr.clone()),
                 (LeaseState::Bound, MAC_A.to_vec())
             );
-            assert_eq!(rec.expires, Expiry::At(rig.now_secs() + u64::from(lease)));
+            // The record keeps the longer replicated lease: the client
+            // holds that one should this ACK never reach it.
+            assert_eq!(
+                rec.expires,
+                Expiry::At((rig.now_secs() + u64::from(lease)).max(rig.now_secs() + 3000))
+            );
             assert_eq!(rig.db.bound_count(), 1, "no second lease for the client");
         }
     }
@@ -435,4 +413,55 @@ fn recovering_leaves_partner_share_leases_to_the_partner() {
         rig.db.get(theirs).unwrap().expires,
         Expiry::At(rig.now_secs() + 3000)
     );
+}
+
+/// A binding this node wrote in the partner's share, which the partner may
+/// never have heard of (the link fell before the ack, or the process died
+/// waiting for it, and the restart lost what was acked), is no lease to
+/// hand back apart: its client was never told, and the owner may have
+/// given the address to another client. Simulation seed 7568 of
+/// `failover_pair_expired_clients_reclaim_their_addresses` on 91d6cfa: the
+/// primary offered and acknowledged such a record to its client while the
+/// secondary's client held the address. Once a sync shows the partner
+/// holds it, it is a binding like any other.
+#[test]
+fn apart_an_own_binding_the_partner_may_not_know_is_not_handed_back() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    rig.db.enable_outbox();
+    let theirs = addr(18);
+    assert!(in_share(theirs, Owner::Secondary));
+    rig.db
+        .commit(
+            twinmasq_proto::LeaseRecord {
+                ip: theirs,
+                state: LeaseState::Bound,
+                client: twinmasq_proto::ClientKey::from_hwaddr(1, &MAC_A),
+                htype: 1,
+                hwaddr: MAC_A.to_vec(),
+                client_id: None,
+                hostname: None,
+                expires: Expiry::At(rig.now_secs() + 3000),
+                stamp: Default::default(),
+            },
+            rig.now,
+        )
+        .unwrap();
+    rig.engine.note_change(theirs, &rig.db);
+    rig.engine.set_mode(ServeMode::Unlinked);
+    let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
+    assert_ne!(
+        offer.yiaddr(),
+        theirs,
+        "offered a binding the owner may not know"
+    );
+    assert_eq!(
+        rig.send(&RawRequest::new(3, MAC_A, 2).ciaddr(theirs).finish()),
+        Decision::Ignored(crate::dhcp::stats::Ignored::PartnerShare)
+    );
+    // The link sends the change, and a sync completes: the partner holds
+    // every own change.
+    let _sent = rig.db.take_outbox();
+    rig.db.partner_holds_all_but([]);
+    let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 3).ciaddr(theirs).finish());
+    assert_eq!(msg_type(&ack), MessageType::Ack);
 }

@@ -257,6 +257,10 @@ pub struct LeaseDb {
     /// Records whose reply never left (the failover gate dropped it): by
     /// address, the stamp of that change (see [`LeaseDb::is_untold`]).
     untold: HashMap<Ipv4Addr, Stamp>,
+    /// No sync has completed since this database was opened: what the
+    /// partner acked before the restart was not kept, so no own change
+    /// counts as known to it (see [`LeaseDb::partner_knows`]).
+    unsynced_since_open: bool,
     /// Big merges stored as pages, still to be spread into their keys.
     pending: pages::Pending,
     /// What records from outside must be (and the clock's bound).
@@ -603,6 +607,7 @@ impl LeaseDb {
             outbox: None,
             unconfirmed: HashMap::new(),
             untold: HashMap::new(),
+            unsynced_since_open: true,
             pending,
             spread: Vec::new(),
             admission: Admission::default(),
@@ -969,6 +974,24 @@ impl LeaseDb {
         })
     }
 
+    /// Does the failover partner know the record for `ip` as it stands
+    /// here? It wrote it, or it acked our change, or a sync since this
+    /// database was opened carried it. A binding this node wrote that the
+    /// partner may not know (the link fell before the ack, or the process
+    /// died waiting for it) is no lease to hand back in the partner's
+    /// share: its client was never told, and the partner may have given
+    /// the address to another client (simulation seed 7568 of
+    /// `failover_pair_expired_clients_reclaim_their_addresses`).
+    pub fn partner_knows(&self, ip: Ipv4Addr) -> bool {
+        let Some(r) = self.get(ip) else {
+            return false;
+        };
+        if r.stamp.node != self.node_id {
+            return true;
+        }
+        !self.unsynced_since_open && self.unconfirmed.get(&ip) != Some(&(r.stamp, r.state))
+    }
+
     /// The failover partner holds these own changes (it acked them).
     pub fn partner_holds<'a>(&mut self, records: impl IntoIterator<Item = &'a LeaseRecord>) {
         for r in records {
@@ -1001,6 +1024,7 @@ impl LeaseDb {
             note(r);
         }
         self.unconfirmed = keep;
+        self.unsynced_since_open = false;
     }
 
     /// Starts keeping this node's own changes for [`LeaseDb::take_outbox`].
