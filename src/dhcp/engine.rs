@@ -918,12 +918,16 @@ impl Engine {
             tracing::warn!(target: "dhcp", "not using configured address {fixed}: it is leased to another client");
         }
         // Its lease, if it holds one: its newest record may be an ended
-        // one elsewhere (a merge can leave one newer than the live lease).
+        // one elsewhere (a merge can leave one newer than the live lease),
+        // and of two bound ones a live lease comes before one whose time
+        // ran out this second, not yet swept (simulation seed 1744 of
+        // `failover_pair_known_clients_rediscover_after_takeover`).
+        let now_secs = now_ms / 1000;
         let bound = db
             .all_of_client(key)
             .into_iter()
             .filter(|r| r.state == LeaseState::Bound)
-            .max_by_key(|r| r.stamp);
+            .max_by_key(|r| (r.is_active(now_secs), r.stamp));
         if let Some(rec) = bound {
             if self.acceptable(ctx, rec.ip, db) && self.may_allocate(ctx, rec.ip, db, now_ms) {
                 return Ok((rec.ip, false));

@@ -1420,7 +1420,11 @@ impl Node {
                     .into_iter()
                     .partition(|(s, _)| *s <= seq);
                 self.kept = kept.into();
-                db.partner_holds(held.iter().flat_map(|(_, r)| r));
+                db.partner_holds(
+                    held.iter()
+                        .flat_map(|(_, r)| r)
+                        .filter(|r| !lost.contains(&r.stamp)),
+                );
                 let mut top = None;
                 while let Some(&(s, stamp, _, _)) = self.in_flight.front() {
                     if s > seq {
@@ -1709,10 +1713,48 @@ impl Node {
         // on both nodes whatever else arrives (the merge stays the one
         // pure order).
         let mut restamp = Vec::new();
+        // The partner's ends kept out for such a grant: named lost in the
+        // ack, so the partner does not take its end as held here (it would
+        // reuse the address) before our grant reaches it.
+        let mut doubted = Vec::new();
         let mut merged = Vec::with_capacity(records.len());
         for r in records {
             let current = db.get(r.ip);
             if let Some(cur) = &current {
+                let skew = self.cfg.max_skew_ms;
+                // Our end against the partner's grant: the grant stands.
+                if cur.stamp.node == self.node_id && merge::end_in_doubt(&r, cur, now_secs, skew) {
+                    tracing::info!(
+                        "failover: the partner granted {} again to a client whose lease this node ended, in an order the clocks cannot tell: the grant stands",
+                        r.ip
+                    );
+                    if let Err(e) = db.observe(r.stamp, now_ms) {
+                        tracing::error!("failover: cannot store the partner's records: {e}");
+                        if let Some(p) = self.partner {
+                            self.close(p, now_ms, "lease database error");
+                        }
+                        return None;
+                    }
+                    restamp.push(r);
+                    continue;
+                }
+                // The partner's end against our grant: likewise.
+                if cur.stamp.node == self.node_id && merge::end_in_doubt(cur, &r, now_secs, skew) {
+                    tracing::info!(
+                        "failover: the partner ended a lease of {} that this node granted again, in an order the clocks cannot tell: the grant stands",
+                        r.ip
+                    );
+                    if let Err(e) = db.observe(r.stamp, now_ms) {
+                        tracing::error!("failover: cannot store the partner's records: {e}");
+                        if let Some(p) = self.partner {
+                            self.close(p, now_ms, "lease database error");
+                        }
+                        return None;
+                    }
+                    doubted.push(r.stamp);
+                    restamp.push(cur.clone());
+                    continue;
+                }
                 if merge::is_conflict(cur, &r, now_secs) {
                     self.conflicts += 1;
                     let winner = self.conflict_winner(cur, &r);
@@ -1804,6 +1846,7 @@ impl Node {
                 .into_iter()
                 .filter(|(ip, client, _)| did_not_stand(db.get(*ip).as_ref(), client, now_secs))
                 .map(|(_, _, stamp)| stamp)
+                .chain(doubted)
                 .collect(),
         )
     }

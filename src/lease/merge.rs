@@ -167,6 +167,35 @@ pub fn superseded<'a>(
     bound
 }
 
+/// Do an end and a grant of one address to one client, each decided by
+/// a different node, stand in an order the stamps cannot tell? The end
+/// stands over the grant by the merge order, but keeps the stamp of the
+/// binding it ends, which the grant's node never saw (had it, its grant
+/// would be stamped above it); two clocks up to `max_skew_ms` apart, and
+/// a stamp up to that far ahead of its own clock, put a binding up to
+/// twice the skew above a grant made after it. So the grant may be the
+/// later event (the client released the other node's binding, then took
+/// this grant) and its client may hold it. Whichever node meets the pair
+/// commits the grant again (`failover::node`), so it stands on both;
+/// should the end in truth have come later, the address stays with a
+/// client that released it until the grant's expiry: a lease kept, never
+/// one given twice (issue 14, case 3).
+pub fn end_in_doubt(
+    grant: &LeaseRecord,
+    end: &LeaseRecord,
+    now_secs: u64,
+    max_skew_ms: u64,
+) -> bool {
+    grant.state == LeaseState::Bound
+        && grant.is_active(now_secs)
+        && end.state != LeaseState::Bound
+        && end.ip == grant.ip
+        && end.client == grant.client
+        && end.stamp.node != grant.stamp.node
+        && compare(end, grant) == Ordering::Greater
+        && end.stamp.wall_ms.saturating_sub(grant.stamp.wall_ms) <= max_skew_ms.saturating_mul(2)
+}
+
 /// The expiry a lease keeps when it ends before its time (a RELEASE, or
 /// the client taking another address): the later of the end and the
 /// binding's own expiry. Not in sync, the partner may still extend that
