@@ -19,25 +19,24 @@
 //! order stays the one total order of [`compare`], so merging stays
 //! commutative, associative and idempotent.
 //!
-//! What is left: a grant by a node that had not seen the binding being
-//! ended. Apart, node A renews binding `b` (never replicated); the client
-//! releases `b` on A, then gets the same address again from node B, whose
-//! clock is behind by more than the time between A's renewal and B's
-//! grant. B's grant then carries the smaller stamp and A's end of `b`
-//! wins at the heal. B gives the address to this client only as its own
-//! share or as a renewal of a lease B holds for it (an unlinked node is
-//! silent for partner-share addresses it holds no lease for, case 6), so
-//! the window is the client's renewal on A, its release there and its
-//! return to B, all within the clocks' actual offset (at most
-//! `failover-max-skew`). The holds do not close it: the owner, apart,
-//! reuses an ended address an MCLT after the end, while B may have
-//! renewed it up to an MCLT past the lease B knew. Closing it in the
-//! order itself would take a per-client lease generation that DHCP
-//! requests do not carry; an order of ends against grants that looks at
-//! the skew is not transitive; and B committing its grant again when such
-//! an end arrives (as for a conflict) gives it a fresh stamp that also
-//! beats A's later renewals of the client's lease (tried: simulation seed
-//! 74 at 15 s skew lost a held lease that way).
+//! What the order cannot settle: a grant by a node that had not seen the
+//! binding being ended. Apart, node A renews binding `b` (never
+//! replicated); the client releases `b` on A, then gets the same address
+//! again from node B, whose clock is behind by more than the time between
+//! A's renewal and B's grant. B's grant then carries the smaller stamp and
+//! A's end of `b` stands over it in the order. A per-client lease
+//! generation would settle it, but DHCP requests do not carry one, and an
+//! order of ends against grants that looks at the skew is not transitive.
+//! So the order stays as it is and the nodes settle such a pair outside
+//! it ([`end_in_doubt`]): whichever node meets the end and the grant,
+//! both for one client and within twice the skew of each other, commits
+//! the grant again with a fresh stamp, which stands over both on both
+//! nodes; the node that receives the end names it lost in its ack, so
+//! its sender does not count the end as held and reuse the address
+//! before the grant reaches it. A fresh stamp could beat a later renewal
+//! of the same client by the other node only if that renewal were
+//! concurrent with the re-commit, and while linked that renewal's reply
+//! waits for the partner's ack, which names it lost.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -235,6 +234,26 @@ mod tests {
                 node,
             },
         }
+    }
+
+    #[test]
+    fn an_end_is_in_doubt_only_against_another_nodes_grant_within_twice_the_skew() {
+        let grant = rec(24, 9, 100_000, 2, LeaseState::Bound);
+        let end = |wall, node, client| rec(24, client, wall, node, LeaseState::Released);
+        let skew = 10_000;
+        // Within twice the skew, by the other node, for the same client.
+        assert!(end_in_doubt(&grant, &end(120_000, 1, 9), 0, skew));
+        // Beyond it: the end is certainly later.
+        assert!(!end_in_doubt(&grant, &end(120_001, 1, 9), 0, skew));
+        // An end of the grant itself, or of a lease of the grant's node.
+        assert!(!end_in_doubt(&grant, &end(100_000, 2, 9), 0, skew));
+        assert!(!end_in_doubt(&grant, &end(110_000, 2, 9), 0, skew));
+        // Another client: a conflict, settled by the share owner.
+        assert!(!end_in_doubt(&grant, &end(110_000, 1, 8), 0, skew));
+        // An end below the grant does not stand anyway.
+        assert!(!end_in_doubt(&grant, &end(90_000, 1, 9), 0, skew));
+        // A grant already run out is no lease to keep.
+        assert!(!end_in_doubt(&grant, &end(110_000, 1, 9), 200_000, skew));
     }
 
     fn state(n: u8) -> LeaseState {
