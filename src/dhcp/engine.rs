@@ -76,6 +76,27 @@ pub struct Reply {
     /// (None for other replies): with a failover partner in sync, the reply
     /// waits for the partner's ack of it.
     pub commit: Option<twinmasq_proto::Stamp>,
+    /// When (wall-clock ms) the lease it promises was recorded: set by
+    /// the lease task, read by [`Reply::age`] as the reply leaves.
+    pub decided_ms: u64,
+}
+
+impl Reply {
+    /// Readies the reply to leave at `now_ms`: one that waited a second or
+    /// more since its lease was recorded tells the client that much less
+    /// (rounded up to whole seconds), so the client's lease, counted from
+    /// when the reply reaches it, ends no later than the record (shorter
+    /// waits stay within the second the expiry sweep leaves). False if
+    /// its lease would be over: it must not leave. A clock stepped back
+    /// counts as no wait.
+    pub fn age(&mut self, now_ms: u64) -> bool {
+        let waited_ms = now_ms.saturating_sub(self.decided_ms);
+        if waited_ms < 1000 {
+            return true;
+        }
+        let secs = u32::try_from(waited_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+        reply::age_lease(&mut self.packet, secs)
+    }
 }
 
 struct Pending {
@@ -721,11 +742,12 @@ impl Engine {
             if self.recovering_apart(ctx, ip, now_ms) {
                 return false;
             }
-            // Nothing new: only the client's own unexpired binding.
-            let now_secs = now_ms / 1000;
-            return db
-                .get(ip)
-                .is_some_and(|r| r.client == ctx.client.key && r.is_active(now_secs));
+            // Nothing new: only the client's own unexpired binding, and in
+            // the partner's share only one the partner knows (simulation
+            // seed 270 of `failover_pair_through_a_life_of_operations`: a
+            // grant never acked, before a restart into a configuration
+            // mismatch, was handed to its client as a live binding).
+            return self.live_binding(ctx, ip, db, now_ms);
         }
         let Some(owner) = self
             .dynamic_range_of(ip, ctx.net)
@@ -1640,6 +1662,7 @@ impl Engine {
             kind,
             durable,
             commit: None,
+            decided_ms: 0,
         })
     }
 }

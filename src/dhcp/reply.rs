@@ -206,6 +206,61 @@ pub fn encode(req: &Request, header: Header, mut opts: OptionList) -> Vec<u8> {
     out
 }
 
+/// Lease time, renewal (T1) and rebinding (T2) options.
+const OPT_LEASE_TIME: u8 = 51;
+const OPT_T1: u8 = 58;
+const OPT_T2: u8 = 59;
+
+/// Takes `secs` off the lease time, T1 and T2 of an encoded reply, for a
+/// reply that waited that long after its lease was recorded (for the
+/// disk, or for the failover partner's ack): a client counts its lease
+/// from when the reply reaches it, so the lease it is told must end when
+/// the record does. False if the lease would be over by then: such a
+/// reply promises nothing and must not leave. An infinite lease, or a
+/// reply without a lease time, is left as it is.
+pub fn age_lease(packet: &mut [u8], secs: u32) -> bool {
+    if secs == 0 {
+        return true;
+    }
+    let mut at = 240;
+    let mut spans = Vec::with_capacity(3);
+    while let Some(&code) = packet.get(at) {
+        match code {
+            0 => at += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = packet.get(at + 1) else {
+                    break;
+                };
+                let data = at + 2;
+                if matches!(code, OPT_LEASE_TIME | OPT_T1 | OPT_T2)
+                    && len == 4
+                    && data + 4 <= packet.len()
+                {
+                    spans.push((code, data));
+                }
+                at = data + usize::from(len);
+            }
+        }
+    }
+    let read = |p: &[u8], i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+    let Some(&(_, lease_at)) = spans.iter().find(|(c, _)| *c == OPT_LEASE_TIME) else {
+        return true;
+    };
+    let lease = read(packet, lease_at);
+    if lease == u32::MAX {
+        return true;
+    }
+    if lease <= secs {
+        return false;
+    }
+    for (_, i) in spans {
+        let v = read(packet, i).saturating_sub(secs).max(1);
+        packet[i..i + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    true
+}
+
 /// RFC 2131 §4.1, in its order: relay first, then NAKs broadcast, then a
 /// client that has an address, then the broadcast bit, then unicast to the
 /// new address.
@@ -238,6 +293,44 @@ pub fn destination(
 mod tests {
     use super::*;
     use crate::dhcp::request::{build::RawRequest, decode};
+
+    /// A reply with lease time 3600, T1 1800 and T2 3150 after the header.
+    fn with_lease_times() -> Vec<u8> {
+        let mut p = vec![0u8; 240];
+        p.extend_from_slice(&[53, 1, 5]);
+        for (code, v) in [(51u8, 3600u32), (58, 1800), (59, 3150)] {
+            p.push(code);
+            p.push(4);
+            p.extend_from_slice(&v.to_be_bytes());
+        }
+        p.push(255);
+        p
+    }
+
+    fn times(p: &[u8]) -> [u32; 3] {
+        let at = |i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+        [at(245), at(251), at(257)]
+    }
+
+    #[test]
+    fn a_reply_that_waited_tells_that_much_less() {
+        let mut p = with_lease_times();
+        assert!(age_lease(&mut p, 0));
+        assert_eq!(times(&p), [3600, 1800, 3150]);
+        assert!(age_lease(&mut p, 8));
+        assert_eq!(times(&p), [3592, 1792, 3142]);
+        // A lease over by the time it would arrive: the reply stays.
+        assert!(!age_lease(&mut with_lease_times(), 3600));
+        // Infinite: as it is.
+        let mut inf = with_lease_times();
+        inf[245..249].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(age_lease(&mut inf, 8));
+        assert_eq!(times(&inf)[0], u32::MAX);
+        // Truncated options do not panic.
+        let mut cut = with_lease_times();
+        cut.truncate(247);
+        assert!(age_lease(&mut cut, 8));
+    }
 
     fn req(extra: impl FnOnce(&mut RawRequest)) -> Request {
         let mut r = RawRequest::new(1, [2, 0, 0, 0, 0, 9], 0xabcd);

@@ -447,6 +447,14 @@ fn apart_an_own_binding_the_partner_may_not_know_is_not_handed_back() {
         )
         .unwrap();
     rig.engine.note_change(theirs, &rig.db);
+    // Refused for a configuration mismatch, nothing new is handed out,
+    // and this is no binding to hand back either (simulation seed 270 of
+    // `failover_pair_through_a_life_of_operations`).
+    rig.engine.set_mode(ServeMode::ConfigMismatch);
+    assert!(matches!(
+        rig.send(&RawRequest::new(1, MAC_A, 7).finish()),
+        Decision::Ignored(_)
+    ));
     rig.engine.set_mode(ServeMode::Unlinked);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
     assert_ne!(

@@ -1712,50 +1712,44 @@ impl Node {
         // owner's record is committed again with a fresh stamp, so it wins
         // on both nodes whatever else arrives (the merge stays the one
         // pure order).
-        let mut restamp = Vec::new();
+        let mut restamp: Vec<LeaseRecord> = Vec::new();
         // The partner's ends kept out for such a grant: named lost in the
         // ack, so the partner does not take its end as held here (it would
         // reuse the address) before our grant reaches it.
         let mut doubted = Vec::new();
         let mut merged = Vec::with_capacity(records.len());
+        let skew = self.cfg.max_skew_ms;
+        // What each address holds once the batch's earlier records are in:
+        // a batch may carry several records of one address.
+        let mut view: HashMap<Ipv4Addr, LeaseRecord> = HashMap::new();
         for r in records {
-            let current = db.get(r.ip);
+            let current = view.get(&r.ip).cloned().or_else(|| db.get(r.ip));
             if let Some(cur) = &current {
-                let skew = self.cfg.max_skew_ms;
-                // Our end against the partner's grant: the grant stands.
+                // Kept out of the merge, with the record that stands in its
+                // place committed again below.
+                let mut instead = None;
                 if cur.stamp.node == self.node_id && merge::end_in_doubt(&r, cur, now_secs, skew) {
+                    // Our end against the partner's grant: the grant stands.
                     tracing::info!(
                         "failover: the partner granted {} again to a client whose lease this node ended, in an order the clocks cannot tell: the grant stands",
                         r.ip
                     );
-                    if let Err(e) = db.observe(r.stamp, now_ms) {
-                        tracing::error!("failover: cannot store the partner's records: {e}");
-                        if let Some(p) = self.partner {
-                            self.close(p, now_ms, "lease database error");
-                        }
-                        return None;
-                    }
-                    restamp.push(r);
-                    continue;
-                }
-                // The partner's end against our grant: likewise.
-                if cur.stamp.node == self.node_id && merge::end_in_doubt(cur, &r, now_secs, skew) {
+                    instead = Some(r.clone());
+                } else if cur.stamp.node == self.node_id
+                    && merge::end_in_doubt(cur, &r, now_secs, skew)
+                {
+                    // The partner's end against our grant: likewise.
                     tracing::info!(
                         "failover: the partner ended a lease of {} that this node granted again, in an order the clocks cannot tell: the grant stands",
                         r.ip
                     );
-                    if let Err(e) = db.observe(r.stamp, now_ms) {
-                        tracing::error!("failover: cannot store the partner's records: {e}");
-                        if let Some(p) = self.partner {
-                            self.close(p, now_ms, "lease database error");
-                        }
-                        return None;
-                    }
                     doubted.push(r.stamp);
-                    restamp.push(cur.clone());
-                    continue;
-                }
-                if merge::is_conflict(cur, &r, now_secs) {
+                    instead = Some(cur.clone());
+                } else if let Some(longer) = merge::outlived(cur, &r, now_secs) {
+                    // One client's lease, renewed on each node: it lasts
+                    // until the later of the two ends.
+                    instead = Some(longer);
+                } else if merge::is_conflict(cur, &r, now_secs) {
                     self.conflicts += 1;
                     let winner = self.conflict_winner(cur, &r);
                     let ours = std::ptr::eq(winner, cur);
@@ -1768,22 +1762,28 @@ impl Node {
                         if !ours && self.unreleased(cur) {
                             cancel.push(cur.stamp);
                         }
-                        if let Err(e) = db.observe(r.stamp, now_ms) {
-                            tracing::error!("failover: cannot store the partner's records: {e}");
-                            if let Some(p) = self.partner {
-                                self.close(p, now_ms, "lease database error");
-                            }
-                            return None;
-                        }
-                        restamp.push(winner.clone());
-                        continue;
+                        instead = Some(winner.clone());
                     }
+                }
+                if let Some(rec) = instead {
+                    if let Err(e) = db.observe(r.stamp, now_ms) {
+                        tracing::error!("failover: cannot store the partner's records: {e}");
+                        if let Some(p) = self.partner {
+                            self.close(p, now_ms, "lease database error");
+                        }
+                        return None;
+                    }
+                    restamp.retain(|x| x.ip != rec.ip);
+                    view.insert(rec.ip, rec.clone());
+                    restamp.push(rec);
+                    continue;
                 }
             }
             if merge::replaces(&r, current.as_ref()) {
                 if let Some(cur) = current.filter(|c| self.unreleased(c)) {
                     cancel.push(cur.stamp);
                 }
+                view.insert(r.ip, r.clone());
             }
             merged.push(r);
         }
@@ -1793,7 +1793,15 @@ impl Node {
                 self.rejected.add(*reason);
             }
             let mut stored = m.stored;
-            for rec in restamp {
+            for mut rec in restamp {
+                // A later record of the batch for the same lease may run
+                // longer: the lease lasts until the later end.
+                if let Some(longer) = db
+                    .get(rec.ip)
+                    .and_then(|c| merge::outlived(&rec, &c, now_secs))
+                {
+                    rec = longer;
+                }
                 stored.push(db.commit(rec, now_ms)?);
             }
             Ok(stored)

@@ -195,6 +195,37 @@ pub fn end_in_doubt(
         && end.stamp.wall_ms.saturating_sub(grant.stamp.wall_ms) <= max_skew_ms.saturating_mul(2)
 }
 
+/// Two bound records of one client for one address, from different
+/// renewals: the one that stands by the order, with the later of the two
+/// expiries, when the one that loses would have run longer. A renewal
+/// never shortens a lease (`dhcp::engine`'s `held_until`), so a shorter
+/// winner is a renewal on one node that never saw the other's: the client
+/// may hold either, and the address is its until the later end. `None`
+/// when the winner already runs as long (or the loser has run out).
+pub fn outlived(a: &LeaseRecord, b: &LeaseRecord, now_secs: u64) -> Option<LeaseRecord> {
+    if a.ip != b.ip
+        || a.client != b.client
+        || a.state != LeaseState::Bound
+        || b.state != LeaseState::Bound
+    {
+        return None;
+    }
+    let (winner, loser) = if compare(b, a) == Ordering::Greater {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    let longer = match (winner.expires, loser.expires) {
+        (Expiry::Never, _) => false,
+        (Expiry::At(_), Expiry::Never) => true,
+        (Expiry::At(w), Expiry::At(l)) => l > w,
+    };
+    (longer && loser.is_active(now_secs)).then(|| LeaseRecord {
+        expires: loser.expires,
+        ..winner.clone()
+    })
+}
+
 /// The expiry a lease keeps when it ends before its time (a RELEASE, or
 /// the client taking another address): the later of the end and the
 /// binding's own expiry. Not in sync, the partner may still extend that
@@ -254,6 +285,32 @@ mod tests {
         assert!(!end_in_doubt(&grant, &end(90_000, 1, 9), 0, skew));
         // A grant already run out is no lease to keep.
         assert!(!end_in_doubt(&grant, &end(110_000, 1, 9), 200_000, skew));
+    }
+
+    #[test]
+    fn one_clients_lease_renewed_on_both_nodes_lasts_until_the_later_end() {
+        let short = rec(24, 9, 200, 1, LeaseState::Bound);
+        let mut long = rec(24, 9, 100, 2, LeaseState::Bound);
+        long.expires = Expiry::At(5_000);
+        let kept = outlived(&short, &long, 0).expect("the winner runs shorter");
+        assert_eq!((kept.stamp, kept.expires), (short.stamp, Expiry::At(5_000)));
+        // Either order.
+        assert_eq!(outlived(&long, &short, 0), Some(kept));
+        // The winner runs as long, another client, an end, or the loser
+        // already over: nothing to do.
+        assert_eq!(
+            outlived(&long, &rec(24, 9, 50, 1, LeaseState::Bound), 0),
+            None
+        );
+        assert_eq!(
+            outlived(&short, &rec(24, 8, 100, 2, LeaseState::Bound), 0),
+            None
+        );
+        assert_eq!(
+            outlived(&rec(24, 9, 300, 1, LeaseState::Released), &long, 0),
+            None
+        );
+        assert_eq!(outlived(&short, &long, 6_000), None);
     }
 
     fn state(n: u8) -> LeaseState {

@@ -47,6 +47,9 @@ pub struct ShellStats {
     pub partner_dropped: AtomicU64,
     /// Replies dropped because the partner's newer record replaced theirs.
     pub partner_cancelled: AtomicU64,
+    /// Replies that waited so long (a hung disk) that the lease they
+    /// promised would be over when they reached the client: not sent.
+    pub stale_replies: AtomicU64,
 }
 
 fn count(counter: &AtomicU64, n: usize) {
@@ -186,7 +189,7 @@ impl LeaseTask {
     /// answered (now or once durable and acked).
     pub fn datagram(&mut self, bytes: &[u8], arrival: &Arrival, now_ms: u64) -> bool {
         let d = self.engine.handle(bytes, arrival, &mut self.db, now_ms);
-        self.apply(d)
+        self.apply(d, now_ms)
     }
 
     /// The prober's answer for `token`.
@@ -194,12 +197,13 @@ impl LeaseTask {
         let d = self
             .engine
             .probe_done(token, answered, &mut self.db, now_ms);
-        self.apply(d)
+        self.apply(d, now_ms)
     }
 
-    fn apply(&mut self, decision: Decision) -> bool {
+    fn apply(&mut self, decision: Decision, now_ms: u64) -> bool {
         match decision {
-            Decision::Reply(reply) => {
+            Decision::Reply(mut reply) => {
+                reply.decided_ms = now_ms;
                 if reply.durable {
                     let wait = self.node.is_some() && waits_for_partner(self.engine.mode());
                     self.batch.push((reply, wait));

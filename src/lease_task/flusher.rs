@@ -25,6 +25,7 @@ use crate::dhcp::socket;
 use crate::lease::Durability;
 
 use super::core::ShellStats;
+use super::now_ms;
 
 /// At most one fsync per this interval: while it passes, ACKs gather into
 /// the next batch. Costs at most this much latency; saves CPU at high rates.
@@ -101,9 +102,14 @@ impl Flusher {
                     true
                 }
             };
-            for job in jobs {
+            let now = now_ms();
+            for mut job in jobs {
                 if ok {
-                    for reply in &job.send {
+                    for reply in &mut job.send {
+                        if !reply.age(now) {
+                            self.stats.stale_replies.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         if !socket::deliver(self.sock.as_raw_fd(), reply) {
                             self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                         }

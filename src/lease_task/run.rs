@@ -367,6 +367,10 @@ impl Shell {
         while let Some(out) = self.task.poll(now_ms()) {
             match out {
                 Output::Transmit(mut reply) => {
+                    if !reply.age(now_ms()) {
+                        self.stats.stale_replies.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     socket::resolve_hardware(fd, &mut reply);
                     if !socket::deliver(fd, &reply) {
                         self.stats.send_errors.fetch_add(1, Ordering::Relaxed);

@@ -212,7 +212,7 @@ fn dhcp(t: &mut Text, d: &DhcpSnapshot) {
         "reason",
         s.ignored_by_reason(),
     );
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 11] = [
         (
             "twinmasq_dhcp_bad_options_total",
             "Malformed options skipped in requests that were otherwise used.",
@@ -237,6 +237,11 @@ fn dhcp(t: &mut Text, d: &DhcpSnapshot) {
             "twinmasq_dhcp_send_errors_total",
             "DHCP replies the socket refused to send.",
             d.shell.send_errors,
+        ),
+        (
+            "twinmasq_dhcp_stale_replies_total",
+            "DHCP replies not sent because they waited (for the disk or the failover partner) until the lease they promised was over.",
+            d.shell.stale_replies,
         ),
         (
             "twinmasq_dhcp_lease_flushes_total",

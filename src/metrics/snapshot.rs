@@ -51,6 +51,7 @@ pub struct DhcpShellCounters {
     pub durable_replies: u64,
     pub partner_dropped: u64,
     pub partner_cancelled: u64,
+    pub stale_replies: u64,
 }
 
 impl DhcpShellCounters {
@@ -64,6 +65,7 @@ impl DhcpShellCounters {
             durable_replies: load(&s.durable_replies),
             partner_dropped: load(&s.partner_dropped),
             partner_cancelled: load(&s.partner_cancelled),
+            stale_replies: load(&s.stale_replies),
         }
     }
 }
