@@ -646,7 +646,7 @@ impl Sim {
     fn chaos(&mut self) {
         let r: f64 = self.rng.random();
         let held = self.nodes.iter().any(|n| n.hold);
-        if r < 0.002 && !(held && !self.link_cut) {
+        if r < 0.002 && (!held || self.link_cut) {
             self.link_cut = !self.link_cut;
             self.log(|| format!("link {}", if self.link_cut { "cut" } else { "healed" }));
             if self.link_cut {
