@@ -3,7 +3,9 @@
 //! engine, failover node, reply gate and a real sled lease database),
 //! a dozen DHCP clients, and a network that partitions, delays and breaks
 //! the link, with node kills, restarts, clock skew and partner-down
-//! declarations, all driven by one seeded random generator. The simulation
+//! declarations (and, in the life scenario, wiped databases, configuration
+//! edits on one node, partners returning after partner-down and hung
+//! disks), all driven by one seeded random generator. The simulation
 //! only carries out the task's outputs: link bytes onto a simulated wire,
 //! persist requests at once (what sled wrote survives a kill of the
 //! process), replies to the clients; no glue of its own.
@@ -29,9 +31,11 @@
 //!   back while it serves and syncs.
 //!
 //! `TWINMASQ_SIM_SEEDS=N` sets how many seeds each scenario runs (by
-//! default 2,000 in all: 800, 400, 250, 300 and 250);
-//! `TWINMASQ_SIM_SEED=S` runs seed S alone with a trace. A failure prints
-//! the command that reproduces it.
+//! default 2,300 in all: 800, 400, 250, 300, 250 and 300);
+//! `TWINMASQ_SIM_SEED=S` runs seed S alone with a trace, and
+//! `TWINMASQ_SIM_WATCH=<address>` adds every change of that address's
+//! record on either node to it. A failure prints the command that
+//! reproduces it.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::Ipv4Addr;
