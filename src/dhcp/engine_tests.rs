@@ -127,17 +127,7 @@ impl Rig {
     /// A record written into the database from outside the engine, as a
     /// merge from the partner does, and the engine told of it.
     fn merged(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
-        let rec = LeaseRecord {
-            ip,
-            state,
-            client: ClientKey::from_hwaddr(1, &mac),
-            htype: 1,
-            hwaddr: mac.to_vec(),
-            client_id: None,
-            hostname: None,
-            expires: Expiry::At(expires_secs),
-            stamp: Default::default(),
-        };
+        let rec = record(ip, mac, state, expires_secs);
         self.db.commit(rec, self.now).unwrap();
         self.engine.note_change(ip, &self.db);
     }
@@ -145,32 +135,34 @@ impl Rig {
     /// A record as the partner wrote it (its node id in the stamp),
     /// replicated into this node's table.
     fn replicated(&mut self, ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) {
-        let node = self.db.node_id().wrapping_add(1).max(1);
-        self.db
-            .merge_in(
-                LeaseRecord {
-                    ip,
-                    state,
-                    client: ClientKey::from_hwaddr(1, &mac),
-                    htype: 1,
-                    hwaddr: mac.to_vec(),
-                    client_id: None,
-                    hostname: None,
-                    expires: Expiry::At(expires_secs),
-                    stamp: twinmasq_proto::Stamp {
-                        wall_ms: self.now - 1000,
-                        counter: 0,
-                        node,
-                    },
-                },
-                self.now,
-            )
-            .unwrap();
+        let rec = LeaseRecord {
+            stamp: twinmasq_proto::Stamp {
+                wall_ms: self.now - 1000,
+                counter: 0,
+                node: self.db.node_id().wrapping_add(1).max(1),
+            },
+            ..record(ip, mac, state, expires_secs)
+        };
+        self.db.merge_in(rec, self.now).unwrap();
         self.engine.note_change(ip, &self.db);
     }
 
     fn now_secs(&self) -> u64 {
         self.now / 1000
+    }
+}
+
+fn record(ip: Ipv4Addr, mac: [u8; 6], state: LeaseState, expires_secs: u64) -> LeaseRecord {
+    LeaseRecord {
+        ip,
+        state,
+        client: ClientKey::from_hwaddr(1, &mac),
+        htype: 1,
+        hwaddr: mac.to_vec(),
+        client_id: None,
+        hostname: None,
+        expires: Expiry::At(expires_secs),
+        stamp: Default::default(),
     }
 }
 
