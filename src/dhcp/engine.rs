@@ -1365,8 +1365,7 @@ impl Engine {
             client_id: req.client_id.clone(),
             hostname: hostname.clone(),
             expires: held_until(
-                db.get(ip)
-                    .filter(|r| &r.client == key && r.state == LeaseState::Bound),
+                db.get(ip).filter(|r| &r.client == key),
                 match grant.time {
                     LeaseTime::Infinite => Expiry::Never,
                     LeaseTime::Secs(s) => Expiry::At(now_secs + u64::from(s)),
@@ -1709,15 +1708,19 @@ fn recent_until(rec: Option<LeaseRecord>, mclt_ms: u64, now_ms: u64) -> Option<u
     (until > now_ms).then_some(until)
 }
 
-/// The expiry a grant stores: the one it tells the client, or the
-/// client's current lease on the address if that runs longer. A renewal
-/// never shortens what the table says the client holds, because the ACK
-/// may never reach it (lost on the LAN, or the process dies or the
+/// The expiry a grant stores: the one it tells the client, or the expiry
+/// of the client's current record on the address if that runs longer. A
+/// renewal never shortens what the table says the client holds, because
+/// the ACK may never reach it (lost on the LAN, or the process dies or the
 /// failover gate drops the reply before it leaves) and the client then
 /// keeps its earlier lease (simulation seed 3428 of
 /// `failover_pair_under_pool_pressure`: a renewal apart, capped at the
 /// MCLT, cut a 120 s lease to 30 s and the address went back to the pool
-/// while the client held it).
+/// while the client held it). Nor does a grant after the client released
+/// the address: the release kept its binding's expiry, which a failover
+/// partner may still extend by an MCLT (`merge::ended_expiry`), and the
+/// owner counts its wait from the record's expiry (seed 9459 of
+/// `failover_pair_expired_clients_reclaim_their_addresses`).
 fn held_until(current: Option<LeaseRecord>, told: Expiry) -> Expiry {
     match (current.map(|r| r.expires), told) {
         (Some(Expiry::Never), _) | (_, Expiry::Never) => Expiry::Never,

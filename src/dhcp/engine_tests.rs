@@ -1382,3 +1382,26 @@ fn a_renewal_does_not_shorten_the_recorded_lease() {
     assert_eq!(opt_u32(&r, 51), Some(MCLT_SECS as u32));
     assert_eq!(rig.db.get(ip).unwrap().expires, first);
 }
+
+/// Nor does a grant to the client that released the address: the release
+/// kept its binding's expiry, which the partner may still extend by an
+/// MCLT, and the owner counts its wait for reuse from the record's expiry
+/// (simulation seed 9459 of
+/// `failover_pair_expired_clients_reclaim_their_addresses`).
+#[test]
+fn a_grant_after_a_release_keeps_the_released_bindings_expiry() {
+    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    let ip = rig.dora(MAC_A);
+    let first = rig.db.get(ip).unwrap().expires;
+    rig.engine.set_mode(ServeMode::Unlinked);
+    let release = RawRequest::new(7, MAC_A, 5)
+        .ciaddr(ip)
+        .opt(54, &SERVER.octets())
+        .finish();
+    assert_eq!(rig.send(&release), Decision::Done);
+    assert_eq!(rig.db.get(ip).unwrap().state, LeaseState::Released);
+    rig.now += 5_000;
+    assert_eq!(rig.dora(MAC_A), ip);
+    let rec = rig.db.get(ip).unwrap();
+    assert_eq!((rec.state, rec.expires), (LeaseState::Bound, first));
+}
