@@ -358,7 +358,7 @@ fn serve(cfg: Config, foreground: bool, reporter: &mut Option<Reporter>) -> Resu
         // subscribes before the DHCP shell takes the database.
         let leases = LeaseSource {
             initial: db.iter().collect(),
-            feed: db.subscribe(),
+            feed: db.feed_reader(),
         };
         // dhcp-script follows the same feed, on a thread of its own.
         let _script = crate::script::start(&cfg, &db, helper)?;

@@ -308,17 +308,40 @@ impl Authority {
         self.publish_lease(rec, now_secs);
     }
 
-    fn publish_lease(&mut self, rec: &LeaseRecord, now_secs: u64) {
-        if let Some(old) = self.leases.remove(&rec.ip) {
+    /// The whole table, after falling behind its changes: each record is
+    /// published as a change, and an address the table no longer has
+    /// withdraws its names. O(leases).
+    pub fn leases_resynced(&mut self, all: &[LeaseRecord], now_secs: u64) {
+        let present: std::collections::HashSet<Ipv4Addr> = all.iter().map(|r| r.ip).collect();
+        let gone: Vec<Ipv4Addr> = self
+            .leases
+            .keys()
+            .filter(|ip| !present.contains(ip))
+            .copied()
+            .collect();
+        for ip in gone {
+            self.withdraw_lease(ip);
+        }
+        for rec in all {
+            self.lease_changed(rec, now_secs);
+        }
+    }
+
+    fn withdraw_lease(&mut self, ip: Ipv4Addr) {
+        if let Some(old) = self.leases.remove(&ip) {
             for n in &old.names {
                 if let Some(ips) = self.lease_names.get_mut(n) {
-                    ips.retain(|ip| *ip != rec.ip);
+                    ips.retain(|a| *a != ip);
                     if ips.is_empty() {
                         self.lease_names.remove(n);
                     }
                 }
             }
         }
+    }
+
+    fn publish_lease(&mut self, rec: &LeaseRecord, now_secs: u64) {
+        self.withdraw_lease(rec.ip);
         if rec.state != LeaseState::Bound || rec.expires.is_past(now_secs) {
             return;
         }

@@ -691,6 +691,36 @@ fn bound_lease_publishes_name_qualified_name_and_ptr() {
     nodata(&a, "laptop.home.lan.", AAAA);
 }
 
+#[test]
+fn a_resync_publishes_the_table_and_withdraws_what_it_no_longer_has() {
+    let mut a = auth();
+    a.lease_changed(
+        &lease("198.18.1.10", LeaseState::Bound, Some("gone"), 5000),
+        1000,
+    );
+    a.lease_changed(
+        &lease("198.18.1.11", LeaseState::Bound, Some("old-name"), 5000),
+        1000,
+    );
+    // The changes missed: .10 left the table, .11 was renamed, .12 is new.
+    a.leases_resynced(
+        &[
+            lease("198.18.1.11", LeaseState::Bound, Some("new-name"), 5000),
+            lease("198.18.1.12", LeaseState::Bound, Some("fresh"), 5000),
+        ],
+        1000,
+    );
+    // Withdrawn names are answered as a name never seen is.
+    let unknown = q(&a, "never-seen.", A);
+    assert_eq!(q(&a, "gone.", A), unknown, "a lease the table lost");
+    assert_eq!(q(&a, "old-name.", A), unknown, "a lease's old name");
+    assert_eq!(
+        answer(&a, "new-name.", A),
+        vec!["new-name. A 198.18.1.11 0"]
+    );
+    assert_eq!(answer(&a, "fresh.", A), vec!["fresh. A 198.18.1.12 0"]);
+}
+
 /// Seen with dnsmasq loading a lease file (domain=home.lan, no local=, no
 /// domain-needed, hosts file without expand-hosts).
 fn plain_lease_cfg() -> Config {

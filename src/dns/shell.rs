@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use twinmasq_proto::LeaseRecord;
 
 use crate::config::servers_file::ServersFile;
 use crate::config::Config;
+use crate::lease::{FeedItem, FeedReader};
 use crate::lease_task::now_ms;
 use crate::net::interfaces::{self, Interface};
 use crate::net::mmsg::{self, Family};
@@ -76,7 +77,7 @@ pub enum DnsError {
 /// change from the lease database's feed.
 pub struct LeaseSource {
     pub initial: Vec<LeaseRecord>,
-    pub feed: broadcast::Receiver<LeaseRecord>,
+    pub feed: FeedReader,
 }
 
 /// What the service's signal handler asks of the DNS task.
@@ -878,6 +879,7 @@ pub async fn run(
     // (`dns::thread`), so DHCP and the failover link never wait for it.
     let mut moderation = Moderation::new(Instant::now());
     let mut feed = leases.feed;
+    let mut feed_open = true;
     tokio::pin!(shutdown);
     let mut iface_tick = tokio::time::interval(IFACE_REFRESH);
     let mut resolv_tick = tokio::time::interval(resolv::POLL_EVERY);
@@ -933,14 +935,17 @@ pub async fn run(
                     shell.carry_out(actions);
                 }
             },
-            rec = feed.recv() => match rec {
-                Ok(rec) => shell.engine.local_mut().lease_changed(&rec, now_ms() / 1000),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::error!("DNS fell {n} lease changes behind; names may be stale until they change again");
+            item = feed.next(), if feed_open => match item {
+                Some(FeedItem::Change(rec)) => shell.engine.local_mut().lease_changed(&rec, now_ms() / 1000),
+                Some(FeedItem::Resync(all)) => {
+                    shell.engine.local_mut().leases_resynced(&all, now_ms() / 1000);
+                    tracing::info!(
+                        "DNS fell behind the lease table ({} changes in all) and took a copy of its {} records",
+                        feed.missed(),
+                        all.len()
+                    );
                 }
-                Err(broadcast::error::RecvError::Closed) => {
-                    feed = broadcast::channel(1).1;
-                }
+                None => feed_open = false,
             },
             _ = async { match deadline { Some(t) => tokio::time::sleep(Duration::from_millis(t.saturating_sub(now_ms()))).await, None => std::future::pending().await } } => {
                 let actions = shell.engine.tick(now_ms());

@@ -13,6 +13,7 @@
 //! [`LeaseDb::merge_in`] and the import, which hold them to the database's
 //! [`Admission`] rules first.
 
+pub mod feed;
 mod hlc;
 mod index;
 pub mod lease_file;
@@ -34,6 +35,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use twinmasq_proto::{decode, encode, ClientKey, CodecError, LeaseRecord, LeaseState, Stamp};
 
+use feed::Feed;
+pub use feed::{FeedItem, FeedReader, SnapshotRequest};
 use hlc::Hlc;
 use index::Indexes;
 
@@ -125,10 +128,6 @@ pub struct Completeness {
     /// sync has completed since.
     pub partner_down_since_ms: Option<u64>,
 }
-
-/// Room for a burst of changes (a failover sync, a mass expiry) before a
-/// slow subscriber starts lagging; lagging is the subscriber's to handle.
-const FEED_CAPACITY: usize = 4096;
 
 /// Reopen attempts while the database is unwritable, at most one per this
 /// interval: each costs a full re-read, and the engine waits for it.
@@ -242,7 +241,7 @@ pub struct LeaseDb {
     /// is what keeps 100k leases inside a router's memory. Lookups decode.
     records: HashMap<Ipv4Addr, Box<[u8]>>,
     idx: Indexes,
-    feed: broadcast::Sender<LeaseRecord>,
+    feed: Feed,
     /// Changes stored since open: lets a reader that only needs "did
     /// anything change" (the lease-file export) ask without a subscription.
     generation: u64,
@@ -585,7 +584,7 @@ impl LeaseDb {
             pending,
         } = loaded;
 
-        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let feed = Feed::new();
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(store.db.clone())),
             fault: Mutex::new(None),
@@ -1239,10 +1238,7 @@ impl LeaseDb {
         }
         self.idx.add(rec);
         self.generation += 1;
-        // Nobody listening is fine; cloning for an empty feed is not needed.
-        if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(rec.clone());
-        }
+        self.feed.send(rec);
     }
 
     /// Moves every bound lease whose expiry is at or before `now_secs` to
@@ -1354,10 +1350,28 @@ impl LeaseDb {
         }
     }
 
-    /// Every committed record, in commit order, for the DNS engine, the
-    /// failover link and the lease-file exporter.
+    /// Every committed record, in commit order, for a reader in the task
+    /// that owns the database: one that falls behind rebuilds from the
+    /// table itself (the per-range counts of the metrics).
     pub fn subscribe(&self) -> broadcast::Receiver<LeaseRecord> {
         self.feed.subscribe()
+    }
+
+    /// Every committed record, in commit order, for a task on another
+    /// thread (DNS, `dhcp-script`); one that falls behind gets a copy of
+    /// the table, which the owning task sends when it answers
+    /// [`take_snapshot_requests`](Self::take_snapshot_requests).
+    pub fn feed_reader(&self) -> FeedReader {
+        self.feed.reader()
+    }
+
+    /// The queue of copies of the table that readers ask for; the task that
+    /// owns the database takes it once and answers each request with
+    /// [`iter`](Self::iter). `None` after the first call.
+    pub fn take_snapshot_requests(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<SnapshotRequest>> {
+        self.feed.take_requests()
     }
 }
 

@@ -23,7 +23,7 @@ use crate::dhcp::ping::{self, ProbeRequest, ProbeResult};
 use crate::dhcp::socket;
 use crate::failover::link_io::{LinkEvent, LinkIo};
 use crate::failover::setup::FailoverSetup;
-use crate::lease::{lease_file, LeaseDb};
+use crate::lease::{lease_file, LeaseDb, SnapshotRequest};
 use crate::net::interfaces::{self, Interface};
 use crate::net::pktinfo;
 
@@ -82,6 +82,9 @@ pub struct Shell {
     base_cfg: Arc<Config>,
     /// SIGHUP: re-read those files.
     reload: Option<mpsc::Receiver<()>>,
+    /// Readers of the lease feed on other threads (DNS, the script) that
+    /// fell behind ask here for a copy of the table.
+    snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
 }
 
 /// The failover link's I/O and where its events arrive.
@@ -107,10 +110,15 @@ impl Shell {
     /// server binds while root and opens the database after the drop.
     pub fn start_on(
         cfg: Arc<Config>,
-        db: LeaseDb,
+        mut db: LeaseDb,
         std_sock: std::net::UdpSocket,
         failover: Option<FailoverSetup>,
     ) -> std::io::Result<Self> {
+        // Taken once, before the task owns the database; a second shell on
+        // one database would get none (and no reader would get a copy).
+        let snapshots = db
+            .take_snapshot_requests()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         // The flusher sends through its own handle, so its descriptor stays
         // valid however the loop ends.
         let flush_sock = std_sock.try_clone()?;
@@ -163,6 +171,7 @@ impl Shell {
             metrics: None,
             base_cfg,
             reload: None,
+            snapshots,
         };
         shell.refresh_interfaces();
         Ok(shell)
@@ -558,6 +567,12 @@ impl Shell {
                 Some(req) = recv_opt(&mut self.control.requests) => self.on_control(req),
                 Some(()) = recv_opt(&mut self.reload) => self.reload_files(),
                 Some(reply) = recv_metrics(&mut self.metrics) => self.on_metrics(reply),
+                Some(req) = self.snapshots.recv() => {
+                    let since = now_ms();
+                    // The reader may have ended meanwhile.
+                    let _ = req.send(self.task.db().iter().collect());
+                    self.note_busy(since);
+                }
             }
             let since = now_ms();
             self.carry_out();

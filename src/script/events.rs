@@ -127,6 +127,31 @@ impl Tracker {
         out
     }
 
+    /// The whole table after falling behind the feed: the runs the missed
+    /// changes would have caused, as one step from what was reported to
+    /// what the table holds (a lease that came and went unseen runs
+    /// nothing; one the table lost runs `del`).
+    pub fn resync(&mut self, records: Vec<LeaseRecord>) -> Vec<Change> {
+        let present: std::collections::HashSet<Ipv4Addr> = records.iter().map(|r| r.ip).collect();
+        let mut lost: Vec<Ipv4Addr> = self
+            .reported
+            .keys()
+            .filter(|ip| !present.contains(ip))
+            .copied()
+            .collect();
+        lost.sort_unstable();
+        let mut out = Vec::new();
+        for ip in lost {
+            if let Some(prev) = self.reported.remove(&ip) {
+                out.push(Change::new(Action::Del, prev));
+            }
+        }
+        for rec in records {
+            out.extend(self.observe(rec));
+        }
+        out
+    }
+
     /// One record from the change feed: the runs it causes, in order.
     pub fn observe(&mut self, rec: LeaseRecord) -> Vec<Change> {
         let bound = rec.state == LeaseState::Bound;

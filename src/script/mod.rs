@@ -161,7 +161,7 @@ pub fn start(
         timeout: runner::TIMEOUT,
         queue: runner::QUEUE,
     };
-    let feed = db.subscribe();
+    let feed = db.feed_reader();
     let initial = db.iter().collect();
     runner::spawn(settings, initial, feed, helper)
         .map_err(ScriptError::Start)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use twinmasq_proto::LeaseRecord;
 
 use super::events::{invocation, Change, Context, Invocation, Tracker, MANAGED_VARS};
@@ -18,6 +18,7 @@ use super::helper::Client;
 use crate::config::Config;
 use crate::dhcp::network::same_subnet;
 use crate::dhcp::options::domain_for;
+use crate::lease::{FeedItem, FeedReader};
 
 /// Runs waiting behind the one in progress. Past this, new changes are
 /// dropped (and counted) rather than held without bound.
@@ -44,7 +45,8 @@ pub struct Settings {
 pub struct Counters {
     /// Changes dropped because the queue was full.
     pub dropped: AtomicU64,
-    /// Feed records missed because this thread fell behind the feed.
+    /// Feed records this thread fell behind on (each time made good from
+    /// a copy of the table).
     pub lagged: AtomicU64,
     pub runs: AtomicU64,
     /// Runs that exited non-zero, were killed by a signal or did not start.
@@ -73,7 +75,7 @@ pub struct ScriptRunner {
 pub fn spawn(
     settings: Settings,
     initial: Vec<LeaseRecord>,
-    feed: broadcast::Receiver<LeaseRecord>,
+    feed: FeedReader,
     mut helper: Option<super::helper::Helper>,
 ) -> std::io::Result<ScriptRunner> {
     let stream = helper.as_mut().and_then(super::helper::Helper::take_stream);
@@ -101,7 +103,7 @@ fn now_secs() -> u64 {
 async fn run(
     settings: Settings,
     initial: Vec<LeaseRecord>,
-    feed: broadcast::Receiver<LeaseRecord>,
+    feed: FeedReader,
     counters: Arc<Counters>,
     helper: Option<std::os::unix::net::UnixStream>,
 ) {
@@ -120,24 +122,25 @@ async fn run(
 /// keeps up with the feed however slow the script is.
 async fn follow(
     mut tracker: Tracker,
-    mut feed: broadcast::Receiver<LeaseRecord>,
+    mut feed: FeedReader,
     tx: mpsc::Sender<Change>,
     counters: &Counters,
 ) {
     loop {
-        let rec = match feed.recv().await {
-            Ok(rec) => rec,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                let total = counters.lagged.fetch_add(n, Ordering::Relaxed) + n;
+        let changes = match feed.next().await {
+            Some(FeedItem::Change(rec)) => tracker.observe(rec),
+            Some(FeedItem::Resync(all)) => {
+                let total = feed.missed();
+                let n = total - counters.lagged.swap(total, Ordering::Relaxed);
                 tracing::warn!(
-                    "dhcp-script: fell behind the lease feed, {n} lease changes not reported \
-                     ({total} in all); their leases are reported again when they next change"
+                    "dhcp-script: fell {n} lease changes behind the lease feed ({total} in all); \
+                     reporting what they changed from a copy of the table"
                 );
-                continue;
+                tracker.resync(all)
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            None => return,
         };
-        for change in tracker.observe(rec) {
+        for change in changes {
             if let Err(mpsc::error::TrySendError::Full(c)) = tx.try_send(change) {
                 let total = counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // One line per burst start and then per hundred, not per drop.
@@ -331,6 +334,7 @@ fn log_line(line: String) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::events::Action;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Instant;
@@ -432,21 +436,52 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_drops_and_lagging_is_counted() {
+    fn full_queue_drops_and_lagging_is_counted_and_made_good_from_the_table() {
         let counters = Counters::default();
-        let (feed_tx, feed) = broadcast::channel(2);
+        let mut feed = crate::lease::feed::Feed::with_capacity(2);
+        let mut requests = feed.take_requests().unwrap();
+        let reader = feed.reader();
         // Five records into a feed of two: the follower misses three.
         for n in 1..=5 {
-            feed_tx.send(lease(n)).unwrap();
+            feed.send(&lease(n));
         }
-        drop(feed_tx);
-        let (tx, mut rx) = mpsc::channel(1);
-        rt().block_on(follow(Tracker::new(false), feed, tx, &counters));
+        let (tx, mut rx) = mpsc::channel(8);
+        rt().block_on(async {
+            let owner = async {
+                // The table holds all five; then the database goes away.
+                let req = requests.recv().await.unwrap();
+                let _ = req.send((1..=5).map(lease).collect());
+                drop(feed);
+            };
+            tokio::join!(follow(Tracker::new(false), reader, tx, &counters), owner);
+        });
         assert_eq!(counters.lagged.load(Ordering::Relaxed), 3);
+        // Every lease is reported once: from the copy, then the two changes
+        // that followed it repeat nothing.
+        let mut added = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            assert_eq!(c.action, Action::Add, "{c:?}");
+            added.push(c.lease.ip.octets()[3]);
+        }
+        assert_eq!(added, vec![1, 2, 3, 4, 5]);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_runs_and_counts_them() {
+        let counters = Counters::default();
+        let feed = crate::lease::feed::Feed::with_capacity(8);
+        let reader = feed.reader();
+        for n in 1..=2 {
+            feed.send(&lease(n));
+        }
+        drop(feed);
+        let (tx, mut rx) = mpsc::channel(1);
+        rt().block_on(follow(Tracker::new(false), reader, tx, &counters));
         // Two adds reached it; one fits the queue, one is dropped.
         assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
         let queued = rx.try_recv().unwrap();
-        assert_eq!(queued.lease.ip, Ipv4Addr::new(198, 18, 0, 4));
+        assert_eq!(queued.lease.ip, Ipv4Addr::new(198, 18, 0, 1));
         assert!(rx.try_recv().is_err());
     }
 
