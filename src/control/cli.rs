@@ -12,7 +12,7 @@ use twinmasq_proto::key::{Key, MIN_KEY_BYTES};
 use super::client::{self, ClientError};
 use super::protocol::{LeaseEntry, LeasesReply, PartnerDownReply, RequestKind, StatusReport};
 use crate::config::failover::DEFAULT_CONTROL_SOCKET;
-use crate::lease_task::now_ms;
+use crate::clock::now_ms;
 
 /// First arguments that are our subcommands. dnsmasq takes no bare words,
 /// so none of these can be a dnsmasq option.

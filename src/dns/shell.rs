@@ -26,7 +26,7 @@ use twinmasq_proto::LeaseRecord;
 
 use crate::config::servers_file::ServersFile;
 use crate::config::Config;
-use crate::lease_task::now_ms;
+use crate::clock::now_ms;
 use crate::net::interfaces::{self, Interface};
 use crate::net::mmsg::{self, Family};
 use crate::net::{pktinfo, pktinfo6};

@@ -25,7 +25,7 @@ use crate::dhcp::socket;
 use crate::lease::Durability;
 
 use super::core::ShellStats;
-use super::now_ms;
+use crate::clock::now_ms;
 
 /// At most one fsync per this interval: while it passes, ACKs gather into
 /// the next batch. Costs at most this much latency; saves CPU at high rates.

@@ -29,7 +29,7 @@ use crate::net::pktinfo;
 
 use super::core::{LeaseTask, Output, ShellStats};
 use super::flusher::{Flusher, Job, Persisted};
-use super::now_ms;
+use crate::clock::now_ms;
 
 /// Datagrams handled per wake-up before durable replies are handed on, so
 /// a flood still flushes regularly.

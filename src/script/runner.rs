@@ -95,7 +95,7 @@ pub fn spawn(
 }
 
 fn now_secs() -> u64 {
-    crate::lease_task::now_ms() / 1000
+    crate::clock::now_ms() / 1000
 }
 
 async fn run(
