@@ -9,7 +9,8 @@ use dhcproto::{Decodable, Decoder};
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
 use super::engine::{Decision, Engine, Reply};
-use super::network::{Arrival, IfAddr};
+use super::network::Arrival;
+use crate::net::ipv4::IfAddr;
 use super::reply::Destination;
 use super::request::build::RawRequest;
 use super::share::{owner_of, Owner, ServeMode, SharePolicy};

@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 
 use crate::config::{Config, DhcpOptionSpec, DomainScope, OptionValue};
 
-use super::network::{same_subnet, tags_match, Network};
+use super::network::{tags_match, Network};
+use crate::net::ipv4::same_subnet;
 use super::request::Request;
 
 pub const OPT_NETMASK: u8 = 1;

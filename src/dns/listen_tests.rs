@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use super::*;
-use crate::dhcp::network::IfAddr;
+use crate::net::ipv4::IfAddr;
 use crate::net::interfaces::If6Addr;
 
 fn ip6(s: &str) -> Ipv6Addr {

@@ -20,7 +20,8 @@ use super::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use crate::config::{Config, DhcpRange, LeaseTime};
 use crate::dhcp::request::build::RawRequest;
 use crate::dhcp::share::{owner_of, Owner, ServeMode, SharePolicy};
-use crate::dhcp::{Arrival, Decision, Engine, IfAddr, Reply};
+use crate::dhcp::{Arrival, Decision, Engine, Reply};
+use crate::net::ipv4::IfAddr;
 use crate::lease::{DbOptions, LeaseDb};
 
 const T0: u64 = 1_800_000_000_000;

@@ -12,7 +12,8 @@ use twinmasq_proto::link::Role;
 
 use super::core::{LeaseTask, Output};
 use crate::config::{Config, DhcpRange, LeaseTime};
-use crate::dhcp::network::{Arrival, IfAddr};
+use crate::dhcp::network::Arrival;
+use crate::net::ipv4::IfAddr;
 use crate::dhcp::share::{Owner, ServeMode, SharePolicy};
 use crate::failover::node::NodeConfig;
 use crate::lease::{DbOptions, LeaseDb};

@@ -16,7 +16,7 @@ use twinmasq_proto::LeaseRecord;
 use super::events::{invocation, Change, Context, Invocation, Tracker, MANAGED_VARS};
 use super::helper::Client;
 use crate::config::Config;
-use crate::dhcp::network::same_subnet;
+use crate::net::ipv4::same_subnet;
 use crate::dhcp::options::domain_for;
 
 /// Runs waiting behind the one in progress. Past this, new changes are
