@@ -1567,7 +1567,7 @@ impl Engine {
         // The first optional one, so the last to go when space is short:
         // its length follows the client's name, which the client picks.
         if let (Some(f), Some(name)) = (&req.fqdn, hostname) {
-            opts.optional(81, fqdn_reply(f.flags, name, options::domain_for(&cfg, ip)));
+            opts.optional(81, fqdn_reply(f.flags, name, cfg.domain_for(ip)));
         }
         let mut fixed = FixedFields {
             siaddr: ctx.net.server,

@@ -17,7 +17,6 @@ use super::events::{invocation, Change, Context, Invocation, Tracker, MANAGED_VA
 use super::helper::Client;
 use crate::config::Config;
 use crate::net::ipv4::same_subnet;
-use crate::dhcp::options::domain_for;
 
 /// Runs waiting behind the one in progress. Past this, new changes are
 /// dropped (and counted) rather than held without bound.
@@ -186,7 +185,7 @@ async fn run_change(
 ) {
     let ip = change.lease.ip;
     let ctx = Context {
-        domain: domain_for(&settings.cfg, ip).map(String::from),
+        domain: settings.cfg.domain_for(ip).map(String::from),
         interface: interface_for(&settings.cfg, ip),
         log_dhcp: settings.log_dhcp,
         now_secs: now_secs(),
