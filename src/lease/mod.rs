@@ -13,6 +13,7 @@
 //! [`LeaseDb::merge_in`] and the import, which hold them to the database's
 //! [`Admission`] rules first.
 
+pub mod hw;
 mod hlc;
 mod index;
 pub mod lease_file;
