@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use crate::dns::forward::LATENCY_BUCKETS_MS;
-use crate::failover::status::{FailoverStatus, NodeRole};
+use crate::failover::status::FailoverStatus;
+use twinmasq_proto::link::Role;
 use crate::lease::Reject;
 
 use super::snapshot::{DhcpSnapshot, DnsSnapshot, Scrape, Source};
@@ -313,9 +314,9 @@ type RangeField = fn(&super::RangeSnapshot) -> u64;
 
 /// Every state name the failover node reports for `role` (see
 /// `Node::status`), so the state gauge lists each one, 1 for the current.
-fn states_of(role: NodeRole) -> &'static [&'static str] {
+fn states_of(role: Role) -> &'static [&'static str] {
     match role {
-        NodeRole::Primary => &[
+        Role::Primary => &[
             "linked",
             "unlinked",
             "syncing",
@@ -323,7 +324,7 @@ fn states_of(role: NodeRole) -> &'static [&'static str] {
             "config-mismatch",
             "recovering",
         ],
-        NodeRole::Secondary => &[
+        Role::Secondary => &[
             "passive",
             "syncing",
             "connecting",
