@@ -1,4 +1,6 @@
-//! `domain=name[,net/len[,local]]` and `domain=name,start[,end]`.
+//! `domain=name[,net/len[,local]]` and `domain=name,start[,end]`: the
+//! parse, and which line names a lease address ([`Config::domain_for`]),
+//! which DHCP, DNS and the script must agree on.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

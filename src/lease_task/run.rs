@@ -15,6 +15,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::config::dhcp_files::DhcpFiles;
 use crate::config::Config;
 use crate::dhcp::engine::Engine;
@@ -30,7 +31,6 @@ use crate::net::pktinfo;
 
 use super::core::{LeaseTask, Output, ShellStats};
 use super::flusher::{Flusher, Job, Persisted};
-use crate::clock::now_ms;
 
 /// Datagrams handled per wake-up before durable replies are handed on, so
 /// a flood still flushes regularly.

@@ -4,9 +4,10 @@
 
 use std::fmt::Write as _;
 
+use twinmasq_proto::link::Role;
+
 use crate::dns::forward::LATENCY_BUCKETS_MS;
 use crate::failover::status::FailoverStatus;
-use twinmasq_proto::link::Role;
 use crate::lease::Reject;
 
 use super::snapshot::{DhcpSnapshot, DnsSnapshot, Scrape, Source};

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use twinmasq_proto::link::Role;
+
 use super::*;
 use crate::dhcp::stats::{Ignored, Stats};
 use crate::dns::engine::DnsStats;
 use crate::failover::status::FailoverStatus;
-use twinmasq_proto::link::Role;
 use crate::metrics::snapshot::{DhcpShellCounters, DhcpSnapshot, DnsSnapshot, RangeSnapshot};
 
 /// Checks every line of `text` against exposition format 0.0.4 as this
