@@ -11,8 +11,8 @@ use twinmasq_proto::key::{Key, MIN_KEY_BYTES};
 
 use super::client::{self, ClientError};
 use super::protocol::{LeaseEntry, LeasesReply, PartnerDownReply, RequestKind, StatusReport};
-use crate::config::failover::DEFAULT_CONTROL_SOCKET;
 use crate::clock::now_ms;
+use crate::config::failover::DEFAULT_CONTROL_SOCKET;
 
 /// First arguments that are our subcommands. dnsmasq takes no bare words,
 /// so none of these can be a dnsmasq option.
@@ -566,10 +566,7 @@ mod tests {
 
     #[test]
     fn summaries_read_well() {
-        let text = render_status(
-            &report(Some(failover(Role::Secondary, "active"))),
-            61_000,
-        );
+        let text = render_status(&report(Some(failover(Role::Secondary, "active"))), 61_000);
         assert!(text.contains("node 42 (pid 1), up 1h 02m 05s"), "{text}");
         assert!(
             text.contains("failover: secondary, state active, not linked"),

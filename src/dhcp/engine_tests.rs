@@ -10,7 +10,6 @@ use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
 use super::engine::{Decision, Engine, Reply};
 use super::network::Arrival;
-use crate::net::ipv4::IfAddr;
 use super::reply::Destination;
 use super::request::build::RawRequest;
 use super::share::{owner_of, Owner, ServeMode, SharePolicy};
@@ -19,6 +18,7 @@ use crate::config::{
     Config, DhcpHost, DhcpOptionSpec, DhcpRange, LeaseTime, MacPattern, OptionValue,
 };
 use crate::lease::{DbOptions, LeaseDb};
+use crate::net::ipv4::IfAddr;
 
 const T0: u64 = 1_800_000_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

@@ -24,9 +24,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use twinmasq_proto::LeaseRecord;
 
+use crate::clock::now_ms;
 use crate::config::servers_file::ServersFile;
 use crate::config::Config;
-use crate::clock::now_ms;
 use crate::net::interfaces::{self, Interface};
 use crate::net::mmsg::{self, Family};
 use crate::net::{pktinfo, pktinfo6};

@@ -21,8 +21,8 @@ use crate::config::{Config, DhcpRange, LeaseTime};
 use crate::dhcp::request::build::RawRequest;
 use crate::dhcp::share::{owner_of, Owner, ServeMode, SharePolicy};
 use crate::dhcp::{Arrival, Decision, Engine, Reply};
-use crate::net::ipv4::IfAddr;
 use crate::lease::{DbOptions, LeaseDb};
+use crate::net::ipv4::IfAddr;
 
 const T0: u64 = 1_800_000_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

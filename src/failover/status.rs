@@ -132,10 +132,7 @@ mod tests {
             "partner-down",
             "recovering",
         ] {
-            assert!(
-                status(Role::Primary, state).should_be_live().0,
-                "{state}"
-            );
+            assert!(status(Role::Primary, state).should_be_live().0, "{state}");
         }
         for (state, live) in [
             ("active", true),

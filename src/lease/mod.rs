@@ -13,8 +13,8 @@
 //! [`LeaseDb::merge_in`] and the import, which hold them to the database's
 //! [`Admission`] rules first.
 
-pub mod hw;
 mod hlc;
+pub mod hw;
 mod index;
 pub mod lease_file;
 pub mod merge;

@@ -20,13 +20,13 @@ use crate::config::dhcp_files::DhcpFiles;
 use crate::config::Config;
 use crate::dhcp::engine::Engine;
 use crate::dhcp::network::Arrival;
-use crate::net::ipv4::{mask, same_subnet};
 use crate::dhcp::ping::{self, ProbeRequest, ProbeResult};
 use crate::dhcp::socket;
 use crate::failover::link_io::{LinkEvent, LinkIo};
 use crate::failover::setup::FailoverSetup;
 use crate::lease::{lease_file, LeaseDb};
 use crate::net::interfaces::{self, Interface};
+use crate::net::ipv4::{mask, same_subnet};
 use crate::net::pktinfo;
 
 use super::core::{LeaseTask, Output, ShellStats};
