@@ -1,6 +1,7 @@
 //! twinmasq: a dnsmasq-compatible DHCPv4 + DNS server with primary/secondary
 //! lease failover. See `../shared/design.md` for the shape.
 
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dhcp;

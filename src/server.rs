@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::control::listener::ControlSocket;
 use crate::dhcp::socket::SERVER_PORT;
 use crate::dns::shell::LeaseSource;
 use crate::lease::{DbOptions, LeaseDb};
-use crate::lease_task::{now_ms, Shell};
+use crate::lease_task::Shell;
 use crate::service::daemon::{self, Reporter, Role, StartReport};
 use crate::service::logging;
 use crate::service::pid_file::PidFile;

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use dhcproto::v4::Message;
 use dhcproto::{Decodable, Decoder};
 use libfuzzer_sys::fuzz_target;
-use twinmasq::dhcp::{reply, request, Arrival, Decision, Engine, IfAddr};
+use twinmasq::dhcp::{reply, request, Arrival, Decision, Engine};
+use twinmasq::net::ipv4::IfAddr;
 use twinmasq::lease::{DbOptions, LeaseDb};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

@@ -27,18 +27,35 @@ pub const MAX_FRAME: usize = 1 << 20;
 const MAC_LEN: usize = 32;
 const SEQ_LEN: usize = 8;
 
+/// Which end of the pair. The serde names are the lowercase words that
+/// `twinmasq status` prints; they never reach the link, where bincode sends
+/// the variant's index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Primary,
     Secondary,
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+
     fn byte(self) -> u8 {
         match self {
             Role::Primary => 1,
             Role::Secondary => 2,
         }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -428,6 +445,13 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_goes_on_the_wire_as_its_index() {
+        assert_eq!(crate::encode(&Role::Primary).unwrap(), [0]);
+        assert_eq!(crate::encode(&Role::Secondary).unwrap(), [1]);
+        assert_eq!(Role::Secondary.to_string(), "secondary");
+    }
 
     fn key(b: u8) -> Key {
         Key::parse(&Key::format_new([b; 32]), "test").unwrap()

@@ -1,11 +1,29 @@
-//! `domain=name[,net/len[,local]]` and `domain=name,start[,end]`.
+//! `domain=name[,net/len[,local]]` and `domain=name,start[,end]`: the
+//! parse, and which line names a lease address ([`Config::domain_for`]),
+//! which DHCP, DNS and the script must agree on.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::FieldError;
 use super::names::check_domain;
-use super::types::{DomainScope, DomainSpec};
+use super::types::{Config, DomainScope, DomainSpec};
 use super::value::{split_fields, unhide};
+use crate::net::ipv4::same_subnet;
+
+impl Config {
+    /// The domain for a lease address: the first `domain=` whose scope holds
+    /// it, else the first unscoped one.
+    pub fn domain_for(&self, ip: Ipv4Addr) -> Option<&str> {
+        let scoped = self.domains.iter().find(|d| match d.scope {
+            DomainScope::All => false,
+            DomainScope::Subnet { net, prefix } => same_subnet(ip, net, prefix),
+            DomainScope::Range { start, end } => (start..=end).contains(&ip),
+        });
+        scoped
+            .or_else(|| self.domains.iter().find(|d| d.scope == DomainScope::All))
+            .map(|d| d.name.as_str())
+    }
+}
 
 fn ipv4(field: &str) -> Result<Ipv4Addr, FieldError> {
     let text = unhide(field);
@@ -184,5 +202,26 @@ mod tests {
             parse("x.lan,198.18.0.1,198.18.0.9,local"),
             Err(FieldError::Bad(_))
         ));
+    }
+
+    #[test]
+    fn scoped_domains() {
+        let mut cfg = Config::default();
+        cfg.domains.push(DomainSpec {
+            name: "lan".into(),
+            scope: DomainScope::All,
+        });
+        cfg.domains.push(DomainSpec {
+            name: "guest.lan".into(),
+            scope: DomainScope::Range {
+                start: Ipv4Addr::new(198, 18, 0, 100),
+                end: Ipv4Addr::new(198, 18, 0, 150),
+            },
+        });
+        assert_eq!(
+            cfg.domain_for(Ipv4Addr::new(198, 18, 0, 120)),
+            Some("guest.lan")
+        );
+        assert_eq!(cfg.domain_for(Ipv4Addr::new(198, 18, 0, 20)), Some("lan"));
     }
 }

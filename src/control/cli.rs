@@ -11,8 +11,8 @@ use twinmasq_proto::key::{Key, MIN_KEY_BYTES};
 
 use super::client::{self, ClientError};
 use super::protocol::{LeaseEntry, LeasesReply, PartnerDownReply, RequestKind, StatusReport};
+use crate::clock::now_ms;
 use crate::config::failover::DEFAULT_CONTROL_SOCKET;
-use crate::lease_task::now_ms;
 
 /// First arguments that are our subcommands. dnsmasq takes no bare words,
 /// so none of these can be a dnsmasq option.
@@ -481,7 +481,8 @@ pub fn render_leases(leases: &[LeaseEntry], all: bool, now_secs: u64) -> String 
 mod tests {
     use super::*;
     use crate::control::protocol::{DhcpCounters, LeaseCounts};
-    use crate::failover::status::{FailoverStatus, NodeRole};
+    use crate::failover::status::FailoverStatus;
+    use twinmasq_proto::link::Role;
     use twinmasq_proto::Stamp;
 
     fn report(failover: Option<FailoverStatus>) -> StatusReport {
@@ -504,7 +505,7 @@ mod tests {
         }
     }
 
-    fn failover(role: NodeRole, state: &str) -> FailoverStatus {
+    fn failover(role: Role, state: &str) -> FailoverStatus {
         FailoverStatus {
             role,
             state: state.into(),
@@ -528,14 +529,14 @@ mod tests {
     fn check_decides_by_role_and_state() {
         assert_eq!(check_report(&report(None)).0, 0);
         assert_eq!(
-            check_report(&report(Some(failover(NodeRole::Primary, "unlinked")))).0,
+            check_report(&report(Some(failover(Role::Primary, "unlinked")))).0,
             0
         );
-        let (code, why) = check_report(&report(Some(failover(NodeRole::Secondary, "passive"))));
+        let (code, why) = check_report(&report(Some(failover(Role::Secondary, "passive"))));
         assert_eq!(code, EXIT_FAILED);
         assert_eq!(why, "not live: secondary, state passive");
         assert_eq!(
-            check_report(&report(Some(failover(NodeRole::Secondary, "partner-down")))).0,
+            check_report(&report(Some(failover(Role::Secondary, "partner-down")))).0,
             0
         );
     }
@@ -544,7 +545,7 @@ mod tests {
     /// serves at the latest.
     #[test]
     fn a_recovering_node_says_when_it_serves() {
-        let mut f = failover(NodeRole::Primary, "recovering");
+        let mut f = failover(Role::Primary, "recovering");
         f.recovering_until_unix_ms = Some(61_000 + 41_500);
         let text = render_status(&report(Some(f)), 61_000);
         assert!(
@@ -565,10 +566,7 @@ mod tests {
 
     #[test]
     fn summaries_read_well() {
-        let text = render_status(
-            &report(Some(failover(NodeRole::Secondary, "active"))),
-            61_000,
-        );
+        let text = render_status(&report(Some(failover(Role::Secondary, "active"))), 61_000);
         assert!(text.contains("node 42 (pid 1), up 1h 02m 05s"), "{text}");
         assert!(
             text.contains("failover: secondary, state active, not linked"),
@@ -576,7 +574,7 @@ mod tests {
         );
         assert!(text.contains("last sync 1m 00s ago"), "{text}");
         assert!(!text.contains("refused"), "{text}");
-        let mut f = failover(NodeRole::Secondary, "active");
+        let mut f = failover(Role::Secondary, "active");
         f.rejected.stamp = 2;
         f.rejected.hostname = 1;
         let text = render_status(&report(Some(f)), 61_000);

@@ -41,7 +41,7 @@ impl Default for ControlHooks {
         ControlHooks {
             requests: None,
             started: Instant::now(),
-            started_unix_ms: crate::lease_task::now_ms(),
+            started_unix_ms: crate::clock::now_ms(),
         }
     }
 }

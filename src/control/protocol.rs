@@ -3,7 +3,6 @@
 //! `partner-down`. A failed request answers `{"error": "..."}`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +10,7 @@ use tokio::sync::oneshot;
 use twinmasq_proto::{Expiry, LeaseRecord, LeaseState, Stamp};
 
 use crate::failover::status::FailoverStatus;
+use crate::lease::hw::{colon_hex, hw_text};
 
 /// Longest request line accepted; the real ones are a dozen bytes.
 pub const MAX_REQUEST: usize = 256;
@@ -205,29 +205,6 @@ pub struct LeaseEntry {
     pub origin_node: u32,
 }
 
-fn colon_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-/// dnsmasq's form (and our lease file's): a hardware address that is not
-/// Ethernet, or is empty, is prefixed by its type, so tools that parse the
-/// lease file read our output the same way.
-pub fn mac_text(htype: u8, hwaddr: &[u8]) -> String {
-    const HTYPE_ETHER: u8 = 1;
-    if htype != HTYPE_ETHER || hwaddr.is_empty() {
-        format!("{htype:02x}-{}", colon_hex(hwaddr))
-    } else {
-        colon_hex(hwaddr)
-    }
-}
-
 pub fn state_name(state: LeaseState) -> &'static str {
     match state {
         LeaseState::Bound => "bound",
@@ -242,7 +219,7 @@ impl LeaseEntry {
         LeaseEntry {
             ip: r.ip,
             state: state_name(r.state).to_string(),
-            mac: mac_text(r.htype, &r.hwaddr),
+            mac: hw_text(r.htype, &r.hwaddr),
             client_id: r
                 .client_id
                 .as_deref()
@@ -330,8 +307,8 @@ mod tests {
         assert_eq!(e.expires, None);
         assert_eq!(e.origin_node, 9);
         assert!(e.is_active(u64::MAX));
-        assert_eq!(mac_text(6, &[1, 2]), "06-01:02");
-        assert_eq!(mac_text(1, &[]), "01-");
+        assert_eq!(hw_text(6, &[1, 2]), "06-01:02");
+        assert_eq!(hw_text(1, &[]), "01-");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use dhcproto::v4::MessageType;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
 use crate::config::{Config, DhcpBoot, DhcpHost, LeaseTime, MIN_LEASE_SECS};
+use crate::lease::hw::colon_hex;
 use crate::lease::{merge, LeaseDb};
 
 use super::classes;
@@ -154,13 +155,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
-}
-
-fn mac_text(hw: &[u8]) -> String {
-    hw.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn client_key(req: &Request) -> ClientKey {
@@ -600,7 +594,7 @@ impl Engine {
             return;
         }
         let ip = ip.map(|i| format!("{i} ")).unwrap_or_default();
-        tracing::info!(target: "dhcp", "{}({}) {}{}{}", type_name(kind), arrival.ifname, ip, mac_text(&req.chaddr), extra);
+        tracing::info!(target: "dhcp", "{}({}) {}{}{}", type_name(kind), arrival.ifname, ip, colon_hex(&req.chaddr), extra);
     }
 
     fn dispatch(
@@ -848,7 +842,7 @@ impl Engine {
             Ok(c) => c,
             Err(why) => {
                 if why == Ignored::NoAddress {
-                    tracing::warn!(target: "dhcp", "DHCPDISCOVER({}) {} no address available", ctx.arrival.ifname, mac_text(&ctx.req.chaddr));
+                    tracing::warn!(target: "dhcp", "DHCPDISCOVER({}) {} no address available", ctx.arrival.ifname, colon_hex(&ctx.req.chaddr));
                 }
                 return self.ignore(why);
             }
@@ -1567,7 +1561,7 @@ impl Engine {
         // The first optional one, so the last to go when space is short:
         // its length follows the client's name, which the client picks.
         if let (Some(f), Some(name)) = (&req.fqdn, hostname) {
-            opts.optional(81, fqdn_reply(f.flags, name, options::domain_for(&cfg, ip)));
+            opts.optional(81, fqdn_reply(f.flags, name, cfg.domain_for(ip)));
         }
         let mut fixed = FixedFields {
             siaddr: ctx.net.server,

@@ -9,7 +9,7 @@ use dhcproto::{Decodable, Decoder};
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState};
 
 use super::engine::{Decision, Engine, Reply};
-use super::network::{Arrival, IfAddr};
+use super::network::Arrival;
 use super::reply::Destination;
 use super::request::build::RawRequest;
 use super::share::{owner_of, Owner, ServeMode, SharePolicy};
@@ -18,6 +18,7 @@ use crate::config::{
     Config, DhcpHost, DhcpOptionSpec, DhcpRange, LeaseTime, MacPattern, OptionValue,
 };
 use crate::lease::{DbOptions, LeaseDb};
+use crate::net::ipv4::IfAddr;
 
 const T0: u64 = 1_800_000_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

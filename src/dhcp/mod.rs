@@ -24,4 +24,4 @@ pub mod unanswered;
 mod engine_tests;
 
 pub use engine::{Decision, Engine, Reply};
-pub use network::{Arrival, IfAddr};
+pub use network::Arrival;

@@ -6,15 +6,9 @@
 use std::net::Ipv4Addr;
 
 use crate::config::{DhcpHost, DhcpRange, TagMatch};
+use crate::net::ipv4::{broadcast_of, mask, network_of, prefix_of, same_subnet, IfAddr};
 
 use super::request::Request;
-
-/// An IPv4 address configured on an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IfAddr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
 
 /// Where a request arrived, as the socket shell saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,31 +42,6 @@ impl Network {
     pub fn netmask(&self) -> Ipv4Addr {
         mask(self.prefix)
     }
-}
-
-pub fn mask(prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(match prefix {
-        0 => 0,
-        p if p >= 32 => u32::MAX,
-        p => u32::MAX << (32 - u32::from(p)),
-    })
-}
-
-pub fn prefix_of(netmask: Ipv4Addr) -> u8 {
-    u32::from(netmask).leading_ones() as u8
-}
-
-pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
-    let m = u32::from(mask(prefix));
-    u32::from(a) & m == u32::from(b) & m
-}
-
-fn network_of(a: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(a) & u32::from(mask(prefix)))
-}
-
-fn broadcast_of(a: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(a) | !u32::from(mask(prefix)))
 }
 
 pub fn tags_match(conds: &[TagMatch], tags: &[String]) -> bool {

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use crate::config::{Config, DhcpOptionSpec, DomainScope, OptionValue};
+use crate::config::{Config, DhcpOptionSpec, OptionValue};
 
-use super::network::{same_subnet, tags_match, Network};
+use super::network::{tags_match, Network};
 use super::request::Request;
 
 pub const OPT_NETMASK: u8 = 1;
@@ -19,19 +19,6 @@ pub const OPT_DOMAIN: u8 = 15;
 pub const OPT_BROADCAST: u8 = 28;
 pub const OPT_T1: u8 = 58;
 pub const OPT_T2: u8 = 59;
-
-/// The domain for a lease address: the first `domain=` whose scope holds
-/// it, else the first unscoped one.
-pub fn domain_for(cfg: &Config, ip: Ipv4Addr) -> Option<&str> {
-    let scoped = cfg.domains.iter().find(|d| match d.scope {
-        DomainScope::All => false,
-        DomainScope::Subnet { net, prefix } => same_subnet(ip, net, prefix),
-        DomainScope::Range { start, end } => (start..=end).contains(&ip),
-    });
-    scoped
-        .or_else(|| cfg.domains.iter().find(|d| d.scope == DomainScope::All))
-        .map(|d| d.name.as_str())
-}
 
 /// The `dhcp-option` line that applies for `code`: the one whose tag
 /// conditions hold and name the most tags (dnsmasq prefers tagged lines to
@@ -85,7 +72,7 @@ pub fn wanted(ctx: &Context<'_>) -> Wanted {
     if ctx.cfg.dns.port != 0 {
         values.insert(OPT_DNS, server.octets().to_vec());
     }
-    if let Some(d) = domain_for(ctx.cfg, ctx.addr) {
+    if let Some(d) = ctx.cfg.domain_for(ctx.addr) {
         values.insert(OPT_DOMAIN, d.as_bytes().to_vec());
     }
     if let Some(h) = ctx.hostname {
@@ -117,7 +104,7 @@ pub fn wanted(ctx: &Context<'_>) -> Wanted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DomainSpec, TagMatch};
+    use crate::config::{DomainScope, DomainSpec, TagMatch};
     use crate::dhcp::request::{build::RawRequest, decode};
 
     fn net() -> Network {
@@ -191,26 +178,5 @@ mod tests {
         );
         let untagged = Context { tags: &[], ..ctx };
         assert_eq!(wanted(&untagged).values[&42], vec![198, 18, 0, 123]);
-    }
-
-    #[test]
-    fn scoped_domains() {
-        let mut cfg = Config::default();
-        cfg.domains.push(DomainSpec {
-            name: "lan".into(),
-            scope: DomainScope::All,
-        });
-        cfg.domains.push(DomainSpec {
-            name: "guest.lan".into(),
-            scope: DomainScope::Range {
-                start: Ipv4Addr::new(198, 18, 0, 100),
-                end: Ipv4Addr::new(198, 18, 0, 150),
-            },
-        });
-        assert_eq!(
-            domain_for(&cfg, Ipv4Addr::new(198, 18, 0, 120)),
-            Some("guest.lan")
-        );
-        assert_eq!(domain_for(&cfg, Ipv4Addr::new(198, 18, 0, 20)), Some("lan"));
     }
 }

@@ -147,7 +147,6 @@ use super::names::{
 use super::zone::{change_ms, AuthZones, Net, ZoneSerial};
 use crate::config::dns_types::DomainTarget;
 use crate::config::types::{Config, DomainScope};
-use crate::dhcp::options::domain_for;
 
 /// CNAME chains longer than this are cut (and loops stopped).
 const MAX_CNAME_HOPS: usize = 8;
@@ -196,7 +195,7 @@ pub struct Authority {
     localise: bool,
     domain_needed: bool,
     bogus_priv: bool,
-    /// Only the `domain=` lines, for `domain_for`.
+    /// Only the `domain=` lines, for `Config::domain_for`.
     domains: Config,
     /// The record options, kept so SIGHUP can rebuild with new hosts texts.
     dns: crate::config::dns_types::DnsConfig,
@@ -350,7 +349,7 @@ impl Authority {
         };
         let mut names = vec![host.clone()];
         let mut ptr_name = host.clone();
-        if let Some(dom) = domain_for(&self.domains, rec.ip) {
+        if let Some(dom) = self.domains.domain_for(rec.ip) {
             let dom = normalize(dom);
             if !dom.is_empty() {
                 ptr_name = format!("{host}.{dom}");
@@ -482,7 +481,7 @@ impl Authority {
             return None;
         }
         let d = match addr {
-            IpAddr::V4(v4) => domain_for(&self.domains, v4),
+            IpAddr::V4(v4) => self.domains.domain_for(v4),
             // domain_for scopes by IPv4 subnet; IPv6 gets the general one.
             IpAddr::V6(_) => self
                 .domains

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use crate::config::dns_types::IfFamily;
 use crate::config::Config;
-use crate::dhcp::network::same_subnet;
 use crate::net::interfaces::{self, Interface};
+use crate::net::ipv4::same_subnet;
 
 use super::authority::Service;
 use super::zone::Net;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use super::*;
-use crate::dhcp::network::IfAddr;
 use crate::net::interfaces::If6Addr;
+use crate::net::ipv4::IfAddr;
 
 fn ip6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()

@@ -24,10 +24,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use twinmasq_proto::LeaseRecord;
 
+use crate::clock::now_ms;
 use crate::config::servers_file::ServersFile;
 use crate::config::Config;
 use crate::lease::{FeedItem, FeedReader};
-use crate::lease_task::now_ms;
 use crate::net::interfaces::{self, Interface};
 use crate::net::mmsg::{self, Family};
 use crate::net::{pktinfo, pktinfo6};

@@ -20,8 +20,9 @@ use super::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use crate::config::{Config, DhcpRange, LeaseTime};
 use crate::dhcp::request::build::RawRequest;
 use crate::dhcp::share::{owner_of, Owner, ServeMode, SharePolicy};
-use crate::dhcp::{Arrival, Decision, Engine, IfAddr, Reply};
+use crate::dhcp::{Arrival, Decision, Engine, Reply};
 use crate::lease::{DbOptions, LeaseDb};
+use crate::net::ipv4::IfAddr;
 
 const T0: u64 = 1_800_000_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

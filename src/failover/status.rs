@@ -9,36 +9,10 @@ use twinmasq_proto::link::Role;
 use super::node::NodeStatus;
 use crate::lease::Rejections;
 
-/// Which end of the pair this node is, as `status` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeRole {
-    Primary,
-    Secondary,
-}
-
-impl From<Role> for NodeRole {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Primary => NodeRole::Primary,
-            Role::Secondary => NodeRole::Secondary,
-        }
-    }
-}
-
-impl std::fmt::Display for NodeRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NodeRole::Primary => "primary",
-            NodeRole::Secondary => "secondary",
-        })
-    }
-}
-
 /// One node's view of the failover link. Times are unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailoverStatus {
-    pub role: NodeRole,
+    pub role: Role,
     /// The node's state name: primary `linked`, `unlinked`, `syncing`,
     /// `partner-down`, `config-mismatch`, `recovering`; secondary
     /// `passive`, `syncing`, `connecting`, `active`, `partner-down`,
@@ -88,7 +62,7 @@ impl FailoverStatus {
     /// the partner address the shell knows.
     pub fn from_node(status: &NodeStatus, partner: Option<SocketAddr>) -> FailoverStatus {
         FailoverStatus {
-            role: status.role.into(),
+            role: status.role,
             state: status.state.to_string(),
             partner: partner.map(|a| a.to_string()),
             partner_node: status.partner_node,
@@ -113,8 +87,8 @@ impl FailoverStatus {
     /// the primary is, or is about to be, the live one.
     pub fn should_be_live(&self) -> (bool, String) {
         match self.role {
-            NodeRole::Primary => (true, format!("primary, state {}", self.state)),
-            NodeRole::Secondary => {
+            Role::Primary => (true, format!("primary, state {}", self.state)),
+            Role::Secondary => {
                 let live = matches!(self.state.as_str(), "active" | "partner-down");
                 (live, format!("secondary, state {}", self.state))
             }
@@ -126,7 +100,7 @@ impl FailoverStatus {
 mod tests {
     use super::*;
 
-    fn status(role: NodeRole, state: &str) -> FailoverStatus {
+    fn status(role: Role, state: &str) -> FailoverStatus {
         FailoverStatus {
             role,
             state: state.into(),
@@ -158,10 +132,7 @@ mod tests {
             "partner-down",
             "recovering",
         ] {
-            assert!(
-                status(NodeRole::Primary, state).should_be_live().0,
-                "{state}"
-            );
+            assert!(status(Role::Primary, state).should_be_live().0, "{state}");
         }
         for (state, live) in [
             ("active", true),
@@ -173,7 +144,7 @@ mod tests {
             ("recovering", false),
         ] {
             assert_eq!(
-                status(NodeRole::Secondary, state).should_be_live().0,
+                status(Role::Secondary, state).should_be_live().0,
                 live,
                 "{state}"
             );
@@ -182,7 +153,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_json_with_lowercase_role() {
-        let s = status(NodeRole::Secondary, "passive");
+        let s = status(Role::Secondary, "passive");
         let text = serde_json::to_string(&s).unwrap();
         assert!(text.contains(r#""role":"secondary""#), "{text}");
         assert_eq!(serde_json::from_str::<FailoverStatus>(&text).unwrap(), s);

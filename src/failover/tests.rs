@@ -1126,7 +1126,8 @@ fn engine_for(end: &End, own: crate::dhcp::share::Owner) -> crate::dhcp::Engine 
 fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
     use crate::dhcp::request::build::RawRequest;
     use crate::dhcp::share::Owner;
-    use crate::dhcp::{Arrival, Decision, IfAddr};
+    use crate::dhcp::{Arrival, Decision};
+    use crate::net::ipv4::IfAddr;
     let mut t = Pair::new(
         cfg(Role::Primary, 1, "198.18.0.10-198.18.0.49 split 50"),
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.30 split 50"),
@@ -1180,7 +1181,8 @@ fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
 /// node stayed silent (or NAKed).
 fn dora(end: &mut End, own: crate::dhcp::share::Owner, mac_last: u8, now: u64) -> Option<Ipv4Addr> {
     use crate::dhcp::request::build::RawRequest;
-    use crate::dhcp::{Arrival, Decision, IfAddr};
+    use crate::dhcp::{Arrival, Decision};
+    use crate::net::ipv4::IfAddr;
     use dhcproto::v4::{Message, MessageType, OptionCode};
     use dhcproto::{Decodable, Decoder};
     let arrival = Arrival {

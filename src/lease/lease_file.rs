@@ -17,23 +17,13 @@ use std::time::Duration;
 
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
 
+use super::hw::{push_colon_hex, push_hw_text, HTYPE_ETHER};
 use super::{LeaseDb, LeaseError};
-
-const HTYPE_ETHER: u8 = 1;
 
 fn file_err(path: &Path, message: impl Into<String>) -> LeaseError {
     LeaseError::LeaseFile {
         path: path.display().to_string(),
         message: message.into(),
-    }
-}
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        let _ = write!(out, "{b:02x}");
     }
 }
 
@@ -45,15 +35,12 @@ fn writable_hostname(name: Option<&str>) -> Option<&str> {
 
 fn render_line(out: &mut String, rec: &LeaseRecord) {
     let _ = write!(out, "{} ", rec.expires.as_lease_file_secs());
-    if rec.htype != HTYPE_ETHER || rec.hwaddr.is_empty() {
-        let _ = write!(out, "{:02x}-", rec.htype);
-    }
-    push_hex(out, &rec.hwaddr);
+    push_hw_text(out, rec.htype, &rec.hwaddr);
     let _ = write!(out, " {} ", rec.ip);
     out.push_str(writable_hostname(rec.hostname.as_deref()).unwrap_or("*"));
     out.push(' ');
     match rec.client_id.as_deref() {
-        Some(id) if !id.is_empty() => push_hex(out, id),
+        Some(id) if !id.is_empty() => push_colon_hex(out, id),
         _ => out.push('*'),
     }
     out.push('\n');

@@ -12,10 +12,11 @@ use twinmasq_proto::link::Role;
 
 use super::core::{LeaseTask, Output};
 use crate::config::{Config, DhcpRange, LeaseTime};
-use crate::dhcp::network::{Arrival, IfAddr};
+use crate::dhcp::network::Arrival;
 use crate::dhcp::share::{Owner, ServeMode, SharePolicy};
 use crate::failover::node::NodeConfig;
 use crate::lease::{DbOptions, LeaseDb};
+use crate::net::ipv4::IfAddr;
 
 const T0: u64 = 1_800_000_000_000;
 

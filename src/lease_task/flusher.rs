@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::dhcp::engine::Reply;
 use crate::dhcp::socket;
 use crate::lease::Durability;
 
 use super::core::ShellStats;
-use super::now_ms;
 
 /// At most one fsync per this interval: while it passes, ACKs gather into
 /// the next batch. Costs at most this much latency; saves CPU at high rates.

@@ -15,14 +15,5 @@ pub mod run;
 #[cfg(test)]
 mod core_tests;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 pub use self::core::{LeaseTask, Output, ShellStats};
 pub use self::run::Shell;
-
-/// The wall clock in milliseconds since the epoch (0 before it).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

@@ -15,21 +15,22 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::config::dhcp_files::DhcpFiles;
 use crate::config::Config;
 use crate::dhcp::engine::Engine;
-use crate::dhcp::network::{mask, same_subnet, Arrival};
+use crate::dhcp::network::Arrival;
 use crate::dhcp::ping::{self, ProbeRequest, ProbeResult};
 use crate::dhcp::socket;
 use crate::failover::link_io::{LinkEvent, LinkIo};
 use crate::failover::setup::FailoverSetup;
 use crate::lease::{lease_file, LeaseDb, SnapshotRequest};
 use crate::net::interfaces::{self, Interface};
+use crate::net::ipv4::{mask, same_subnet};
 use crate::net::pktinfo;
 
 use super::core::{LeaseTask, Output, ShellStats};
 use super::flusher::{Flusher, Job, Persisted};
-use super::now_ms;
 
 /// Datagrams handled per wake-up before durable replies are handed on, so
 /// a flood still flushes regularly.

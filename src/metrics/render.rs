@@ -4,8 +4,10 @@
 
 use std::fmt::Write as _;
 
+use twinmasq_proto::link::Role;
+
 use crate::dns::forward::LATENCY_BUCKETS_MS;
-use crate::failover::status::{FailoverStatus, NodeRole};
+use crate::failover::status::FailoverStatus;
 use crate::lease::Reject;
 
 use super::snapshot::{DhcpSnapshot, DnsSnapshot, Scrape, Source};
@@ -313,9 +315,9 @@ type RangeField = fn(&super::RangeSnapshot) -> u64;
 
 /// Every state name the failover node reports for `role` (see
 /// `Node::status`), so the state gauge lists each one, 1 for the current.
-fn states_of(role: NodeRole) -> &'static [&'static str] {
+fn states_of(role: Role) -> &'static [&'static str] {
     match role {
-        NodeRole::Primary => &[
+        Role::Primary => &[
             "linked",
             "unlinked",
             "syncing",
@@ -323,7 +325,7 @@ fn states_of(role: NodeRole) -> &'static [&'static str] {
             "config-mismatch",
             "recovering",
         ],
-        NodeRole::Secondary => &[
+        Role::Secondary => &[
             "passive",
             "syncing",
             "connecting",

@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use twinmasq_proto::link::Role;
+
 use super::*;
 use crate::dhcp::stats::{Ignored, Stats};
 use crate::dns::engine::DnsStats;
-use crate::failover::status::{FailoverStatus, NodeRole};
+use crate::failover::status::FailoverStatus;
 use crate::metrics::snapshot::{DhcpShellCounters, DhcpSnapshot, DnsSnapshot, RangeSnapshot};
 
 /// Checks every line of `text` against exposition format 0.0.4 as this
@@ -144,7 +146,7 @@ fn dhcp_snapshot(failover: Option<FailoverStatus>) -> DhcpSnapshot {
 
 fn primary(state: &str) -> FailoverStatus {
     FailoverStatus {
-        role: NodeRole::Primary,
+        role: Role::Primary,
         state: state.into(),
         partner: None,
         partner_node: Some(9),
@@ -333,7 +335,7 @@ fn parts_that_are_off_or_silent_leave_only_their_up_gauge() {
 #[test]
 fn secondary_states_unknown_states_and_escaping() {
     let mut f = primary("passive");
-    f.role = NodeRole::Secondary;
+    f.role = Role::Secondary;
     f.last_sync_unix_ms = None;
     f.clock_skew_ms = None;
     f.partner_down_since_unix_ms = Some(940_000);

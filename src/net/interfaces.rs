@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
 
-use crate::dhcp::network::{prefix_of, IfAddr};
+use crate::net::ipv4::{prefix_of, IfAddr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {

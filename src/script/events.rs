@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 
 use twinmasq_proto::{Expiry, LeaseRecord, LeaseState};
 
-/// ARPHRD_ETHER: the hardware type dnsmasq writes without a prefix.
-const HTYPE_ETHERNET: u8 = 1;
+use crate::lease::hw::{colon_hex, hw_text};
 
 /// Every variable we may set. Those not set for a run are removed from the
 /// inherited environment, as dnsmasq's helper unsets them, so a variable
@@ -240,31 +239,11 @@ impl Invocation {
     }
 }
 
-/// dnsmasq's MAC argument: lowercase hex with colons, prefixed with the
-/// hardware type in hex (`06-...`) unless it is Ethernet; an empty address
-/// is the type alone (`01-`).
-pub fn mac_string(htype: u8, hwaddr: &[u8]) -> String {
-    let mut s = String::with_capacity(3 + hwaddr.len() * 3);
-    if htype != HTYPE_ETHERNET || hwaddr.is_empty() {
-        s.push_str(&format!("{htype:02x}-"));
-    }
-    s.push_str(&hex_colons(hwaddr));
-    s
-}
-
-fn hex_colons(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 pub fn invocation(change: &Change, ctx: &Context) -> Invocation {
     let lease = &change.lease;
     let mut args = vec![
         change.action.as_str().to_string(),
-        mac_string(lease.htype, &lease.hwaddr),
+        hw_text(lease.htype, &lease.hwaddr),
         lease.ip.to_string(),
     ];
     let mut env: Vec<(&'static str, String)> = Vec::new();
@@ -284,7 +263,7 @@ pub fn invocation(change: &Change, ctx: &Context) -> Invocation {
         env.push(("DNSMASQ_DOMAIN", domain.clone()));
     }
     if let Some(id) = &lease.client_id {
-        env.push(("DNSMASQ_CLIENT_ID", hex_colons(id)));
+        env.push(("DNSMASQ_CLIENT_ID", colon_hex(id)));
     }
     if let Some(ifname) = &ctx.interface {
         env.push(("DNSMASQ_INTERFACE", ifname.clone()));
@@ -466,10 +445,10 @@ mod tests {
 
     #[test]
     fn mac_format_follows_dnsmasq() {
-        assert_eq!(mac_string(1, &MAC), "02:ab:00:10:20:ff");
-        assert_eq!(mac_string(6, &MAC), "06-02:ab:00:10:20:ff");
-        assert_eq!(mac_string(32, &[0x0a; 3]), "20-0a:0a:0a");
-        assert_eq!(mac_string(1, &[]), "01-");
+        assert_eq!(hw_text(1, &MAC), "02:ab:00:10:20:ff");
+        assert_eq!(hw_text(6, &MAC), "06-02:ab:00:10:20:ff");
+        assert_eq!(hw_text(32, &[0x0a; 3]), "20-0a:0a:0a");
+        assert_eq!(hw_text(1, &[]), "01-");
     }
 
     #[test]

@@ -16,9 +16,8 @@ use twinmasq_proto::LeaseRecord;
 use super::events::{invocation, Change, Context, Invocation, Tracker, MANAGED_VARS};
 use super::helper::Client;
 use crate::config::Config;
-use crate::dhcp::network::same_subnet;
-use crate::dhcp::options::domain_for;
 use crate::lease::{FeedItem, FeedReader};
+use crate::net::ipv4::same_subnet;
 
 /// Runs waiting behind the one in progress. Past this, new changes are
 /// dropped (and counted) rather than held without bound.
@@ -97,7 +96,7 @@ pub fn spawn(
 }
 
 fn now_secs() -> u64 {
-    crate::lease_task::now_ms() / 1000
+    crate::clock::now_ms() / 1000
 }
 
 async fn run(
@@ -189,7 +188,7 @@ async fn run_change(
 ) {
     let ip = change.lease.ip;
     let ctx = Context {
-        domain: domain_for(&settings.cfg, ip).map(String::from),
+        domain: settings.cfg.domain_for(ip).map(String::from),
         interface: interface_for(&settings.cfg, ip),
         log_dhcp: settings.log_dhcp,
         now_secs: now_secs(),
