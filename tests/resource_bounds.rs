@@ -272,13 +272,17 @@ fn dns_memory_and_fds_stay_bounded_under_a_flood_of_distinct_names() {
         upstream.answered.load(Ordering::Relaxed)
     );
     // The floods did reach the limits: the silent names filled the
-    // forward table, so the rest of them were refused; the others were
-    // answered (and cached).
+    // forward table, so others of them were refused; the others were
+    // answered (and cached). How many were refused depends on how many of
+    // the first had timed out (1 s) while the rest still arrived, which a
+    // loaded machine stretches (330 of 600 seen under CI load, 450 when
+    // quiet), so the check is that the limit refused some, and none
+    // before the table's 150 places were taken.
     for f in [&first, &second, &third] {
         assert_eq!(f.sent, N);
         assert!(
-            f.silent_refused >= SILENT - 150 - 50,
-            "dns-forward-max not reached: {f:?}"
+            f.silent_refused > 0 && f.silent_refused <= SILENT - 150,
+            "dns-forward-max not reached, or not honoured: {f:?}"
         );
         assert!(
             f.answered - f.refused >= N * 9 / 10,
