@@ -7,8 +7,9 @@
 # Enforced: src/dns, src/script, src/net, src/config.
 #
 # Not yet (each still imports crate::dhcp, for a reason a later move removes):
-# - src/failover: the pair contract (Owner, ServeMode, SharePolicy) lives in
-#   dhcp/share.rs until it moves to a root share.rs;
+# - src/failover: tests.rs and agreement_tests.rs drive a dhcp::Engine
+#   against the node; they are tests of the composition and move under
+#   src/lease_task;
 # - src/metrics: reads dhcp::engine::Engine, dhcp::stats::Stats and
 #   dhcp::pool::Pool until the counters are plain data in a root report.rs;
 # - src/control: reads dhcp::engine::Engine for `status`, likewise until

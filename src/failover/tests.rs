@@ -2,8 +2,8 @@
 //! real lease databases.
 
 use super::node::*;
-use crate::dhcp::share::ServeMode;
 use crate::lease::{DbOptions, LeaseDb};
+use crate::share::ServeMode;
 
 use std::net::Ipv4Addr;
 use twinmasq_proto::key::Key;
@@ -1090,7 +1090,7 @@ fn mclt_mismatch_is_refused_naming_both_values() {
 
 /// An engine serving from `db` in the mode a node handed out, over the
 /// rig's range 198.18.0.10-49 split 50/50.
-fn engine_for(end: &End, own: crate::dhcp::share::Owner) -> crate::dhcp::Engine {
+fn engine_for(end: &End, own: Role) -> crate::dhcp::Engine {
     use crate::config::{Config, DhcpRange, LeaseTime};
     let mut cfg = Config {
         no_ping: true,
@@ -1106,7 +1106,7 @@ fn engine_for(end: &End, own: crate::dhcp::share::Owner) -> crate::dhcp::Engine 
         lease_time: LeaseTime::Secs(3600),
         is_static: false,
     });
-    let policy = crate::dhcp::share::SharePolicy {
+    let policy = crate::share::SharePolicy {
         own,
         split_percent: 50,
         mclt: std::time::Duration::from_secs(60),
@@ -1125,9 +1125,9 @@ fn engine_for(end: &End, own: crate::dhcp::share::Owner) -> crate::dhcp::Engine 
 #[test]
 fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
     use crate::dhcp::request::build::RawRequest;
-    use crate::dhcp::share::Owner;
     use crate::dhcp::{Arrival, Decision};
     use crate::net::ipv4::IfAddr;
+    use twinmasq_proto::link::Role;
     let mut t = Pair::new(
         cfg(Role::Primary, 1, "198.18.0.10-198.18.0.49 split 50"),
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.30 split 50"),
@@ -1148,8 +1148,8 @@ fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
         to_broadcast: true,
     };
     for (end, own, held, client) in [
-        (&mut t.p, Owner::Primary, 12, 1),
-        (&mut t.s, Owner::Secondary, 40, 2),
+        (&mut t.p, Role::Primary, 12, 1),
+        (&mut t.s, Role::Secondary, 40, 2),
     ] {
         assert_eq!(end.node.status().state, "config-mismatch", "{own:?}");
         let mut engine = engine_for(end, own);
@@ -1179,7 +1179,7 @@ fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
 /// DISCOVER then REQUEST from client `mac_last` on `end`'s engine, in the
 /// mode its node handed out: the address acknowledged, or None if the
 /// node stayed silent (or NAKed).
-fn dora(end: &mut End, own: crate::dhcp::share::Owner, mac_last: u8, now: u64) -> Option<Ipv4Addr> {
+fn dora(end: &mut End, own: Role, mac_last: u8, now: u64) -> Option<Ipv4Addr> {
     use crate::dhcp::request::build::RawRequest;
     use crate::dhcp::{Arrival, Decision};
     use crate::net::ipv4::IfAddr;
@@ -1234,7 +1234,7 @@ fn holder(end: &End, ip: Ipv4Addr) -> Option<u8> {
 /// secondary's table gives to another client.
 #[test]
 fn a_wiped_primary_allocates_nothing_until_synced_with_a_live_partner() {
-    use crate::dhcp::share::Owner;
+    use twinmasq_proto::link::Role;
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -1243,7 +1243,7 @@ fn a_wiped_primary_allocates_nothing_until_synced_with_a_live_partner() {
     t.p = End::new(cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"), t.now);
     t.settle();
     for c in 100..116 {
-        let got = dora(&mut t.p, Owner::Primary, c, t.now);
+        let got = dora(&mut t.p, Role::Primary, c, t.now);
         assert_eq!(
             got,
             None,
@@ -1255,7 +1255,7 @@ fn a_wiped_primary_allocates_nothing_until_synced_with_a_live_partner() {
         t.tick(500);
     }
     assert_eq!(t.p.mode, ServeMode::Linked);
-    let b = dora(&mut t.p, Owner::Primary, 100, t.now).unwrap();
+    let b = dora(&mut t.p, Role::Primary, 100, t.now).unwrap();
     assert!(held.iter().all(|(ip, _)| *ip != b));
     t.p.node.pump(&mut t.p.db, t.now);
     t.settle();
@@ -1270,10 +1270,10 @@ fn a_wiped_primary_allocates_nothing_until_synced_with_a_live_partner() {
 /// Clients `macs` get addresses from the linked primary, replicated to
 /// the secondary: (address, client).
 fn linked_clients(t: &mut Pair, macs: std::ops::Range<u8>) -> Vec<(Ipv4Addr, u8)> {
-    use crate::dhcp::share::Owner;
+    use twinmasq_proto::link::Role;
     let mut held = Vec::new();
     for c in macs {
-        held.push((dora(&mut t.p, Owner::Primary, c, t.now).unwrap(), c));
+        held.push((dora(&mut t.p, Role::Primary, c, t.now).unwrap(), c));
     }
     t.p.node.pump(&mut t.p.db, t.now);
     t.settle();
@@ -1287,7 +1287,7 @@ fn linked_clients(t: &mut Pair, macs: std::ops::Range<u8>) -> Vec<(Ipv4Addr, u8)
 /// may be serving; RECOVER-WAIT), then the own share.
 #[test]
 fn a_wiped_primary_with_its_partner_down_waits_an_mclt() {
-    use crate::dhcp::share::Owner;
+    use twinmasq_proto::link::Role;
     let mut t = pair();
     t.tick(1);
     linked_clients(&mut t, 1..16);
@@ -1297,7 +1297,7 @@ fn a_wiped_primary_with_its_partner_down_waits_an_mclt() {
     t.settle();
     for i in 0..59u8 {
         t.tick(1_000);
-        let got = dora(&mut t.p, Owner::Primary, 100 + i % 16, t.now);
+        let got = dora(&mut t.p, Role::Primary, 100 + i % 16, t.now);
         assert_eq!(
             got,
             None,
@@ -1307,7 +1307,7 @@ fn a_wiped_primary_with_its_partner_down_waits_an_mclt() {
         );
     }
     t.tick(1_000);
-    assert!(dora(&mut t.p, Owner::Primary, 100, t.now).is_some());
+    assert!(dora(&mut t.p, Role::Primary, 100, t.now).is_some());
 }
 
 /// Partner-down declared on the secondary, which then hands out the
@@ -1316,10 +1316,10 @@ fn a_wiped_primary_with_its_partner_down_waits_an_mclt() {
 /// leases stand.
 #[test]
 fn a_primary_returning_after_partner_down_syncs_before_serving() {
-    use crate::dhcp::share::Owner;
+    use twinmasq_proto::link::Role;
     let mut t = pair();
     t.tick(1);
-    let a = dora(&mut t.p, Owner::Primary, 1, t.now).unwrap();
+    let a = dora(&mut t.p, Role::Primary, 1, t.now).unwrap();
     t.p.node.pump(&mut t.p.db, t.now);
     t.settle();
     t.cut();
@@ -1330,7 +1330,7 @@ fn a_primary_returning_after_partner_down_syncs_before_serving() {
     // The secondary's own share (30-49) fills, then the primary's.
     let mut given = Vec::new();
     for c in 10..40 {
-        given.push((dora(&mut t.s, Owner::Secondary, c, t.now).unwrap(), c));
+        given.push((dora(&mut t.s, Role::Secondary, c, t.now).unwrap(), c));
     }
     let in_primary_share: Vec<_> = given
         .iter()
@@ -1349,7 +1349,7 @@ fn a_primary_returning_after_partner_down_syncs_before_serving() {
     t.heal();
     t.settle();
     for c in 100..116 {
-        let got = dora(&mut t.p, Owner::Primary, c, t.now);
+        let got = dora(&mut t.p, Role::Primary, c, t.now);
         assert_eq!(
             got,
             None,
@@ -1361,7 +1361,7 @@ fn a_primary_returning_after_partner_down_syncs_before_serving() {
         t.tick(500);
     }
     assert_eq!(t.p.mode, ServeMode::Linked);
-    let fresh = dora(&mut t.p, Owner::Primary, 120, t.now).unwrap();
+    let fresh = dora(&mut t.p, Role::Primary, 120, t.now).unwrap();
     assert!(given.iter().all(|(ip, _)| *ip != fresh) && fresh != a);
     t.p.node.pump(&mut t.p.db, t.now);
     t.settle();
