@@ -14,8 +14,6 @@
 #   dhcp::pool::Pool until the counters are plain data in a root report.rs;
 # - src/control: reads dhcp::engine::Engine for `status`, likewise until
 #   report.rs;
-# - src/lease: validate.rs checks hostnames with dhcp::hostname::legal_label,
-#   which needs a home below both (the name rules) first.
 # Add a folder to ENFORCED once its grep comes back empty.
 set -euo pipefail
 cd "$(dirname "$0")/.."
