@@ -12,6 +12,4 @@ pub mod setup;
 pub mod status;
 
 #[cfg(test)]
-mod agreement_tests;
-#[cfg(test)]
 mod tests;

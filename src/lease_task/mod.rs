@@ -13,6 +13,8 @@ pub mod flusher;
 pub mod run;
 
 #[cfg(test)]
+mod agreement_tests;
+#[cfg(test)]
 mod core_tests;
 
 pub use self::core::{LeaseTask, Output, ShellStats};

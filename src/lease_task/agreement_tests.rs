@@ -15,11 +15,11 @@ use twinmasq_proto::key::Key;
 use twinmasq_proto::link::Role;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
 
-use super::gate::{Offered, ReplyGate};
-use super::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use crate::config::{Config, DhcpRange, LeaseTime};
 use crate::dhcp::request::build::RawRequest;
 use crate::dhcp::{Arrival, Decision, Engine, Reply};
+use crate::failover::gate::{Offered, ReplyGate};
+use crate::failover::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use crate::lease::{DbOptions, LeaseDb};
 use crate::net::ipv4::IfAddr;
 use crate::share::{owner_of, ServeMode, SharePolicy};
@@ -49,7 +49,7 @@ fn node_cfg(role: Role) -> NodeConfig {
         max_skew_ms: 30_000,
         mclt_ms: 60_000,
         auto_partner_down_ms: None,
-        ranges_fingerprint: super::ranges::fingerprint(RANGES),
+        ranges_fingerprint: crate::failover::ranges::fingerprint(RANGES),
         ranges_text: RANGES.to_string(),
         shares: vec![(FIRST, LAST)],
         split_percent: 50,
