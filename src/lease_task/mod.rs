@@ -16,6 +16,8 @@ pub mod run;
 mod agreement_tests;
 #[cfg(test)]
 mod core_tests;
+#[cfg(test)]
+mod recovery_tests;
 
 pub use self::core::{LeaseTask, Output, ShellStats};
 pub use self::run::Shell;
