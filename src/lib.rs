@@ -14,3 +14,4 @@ pub mod net;
 pub mod script;
 pub mod server;
 pub mod service;
+pub mod share;

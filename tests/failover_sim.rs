@@ -50,12 +50,12 @@ use tokio::sync::broadcast;
 use twinmasq::config::{AuthConfig, Config, DhcpRange, LeaseTime};
 use twinmasq::dhcp::engine::Reply;
 use twinmasq::dhcp::network::Arrival;
-use twinmasq::dhcp::share::{owner_of, Owner, ServeMode, SharePolicy};
 use twinmasq::dns::zone::{change_ms, serial_gt, zone_serial, AuthZones, DEFAULT_SERIAL_BASE};
 use twinmasq::failover::node::{ConnId, NodeConfig, NodeStatus};
 use twinmasq::lease::{DbOptions, LeaseDb, LeaseError};
 use twinmasq::lease_task::{LeaseTask, Output};
 use twinmasq::net::ipv4::IfAddr;
+use twinmasq::share::{owner_of, ServeMode, SharePolicy};
 use twinmasq_proto::key::Key;
 use twinmasq_proto::link::Role;
 use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
@@ -134,10 +134,7 @@ fn mclt_ms(edit: Option<Edit>) -> u64 {
 
 fn policy(role: Role, edit: Option<Edit>) -> SharePolicy {
     SharePolicy {
-        own: match role {
-            Role::Primary => Owner::Primary,
-            Role::Secondary => Owner::Secondary,
-        },
+        own: role,
         split_percent: 50,
         mclt: Duration::from_millis(mclt_ms(edit)),
         unanswered_secs: UNANSWERED_SECS,
@@ -1329,10 +1326,7 @@ impl Sim {
             } => now_i < partner_share_from_ms,
             ServeMode::Linked | ServeMode::Standalone => false,
         };
-        let own = match self.nodes[i].role {
-            Role::Primary => Owner::Primary,
-            Role::Secondary => Owner::Secondary,
-        };
+        let own = self.nodes[i].role;
         let range = &self.cfg.dhcp_ranges[0];
         let partner_share = owner_of(range.start, range.end, ip, 50) != own;
         let holds = live
@@ -1378,10 +1372,7 @@ impl Sim {
                 live_leases.iter().map(|r| r.ip).collect::<Vec<_>>()
             ));
         }
-        let own = match self.nodes[from].role {
-            Role::Primary => Owner::Primary,
-            Role::Secondary => Owner::Secondary,
-        };
+        let own = self.nodes[from].role;
         let range = &self.cfg.dhcp_ranges[0];
         if owner_of(range.start, range.end, a.yiaddr, 50) != own && live.mode() != ServeMode::Linked
         {

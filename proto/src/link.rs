@@ -38,6 +38,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The other end of the pair.
+    pub fn partner(self) -> Role {
+        match self {
+            Role::Primary => Role::Secondary,
+            Role::Secondary => Role::Primary,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Primary => "primary",

@@ -11,7 +11,8 @@ use twinmasq_proto::LeaseState;
 use super::{in_share, msg_type, Rig, MAC_A, MAC_B, SERVER};
 use crate::dhcp::engine::Decision;
 use crate::dhcp::request::build::RawRequest;
-use crate::dhcp::share::{Owner, ServeMode};
+use crate::share::ServeMode;
+use twinmasq_proto::link::Role;
 
 /// How far the secondary's clock runs behind the primary's: within the
 /// default `failover-max-skew` (30 s), so the link would accept it.
@@ -30,11 +31,11 @@ fn carry(from: &Rig, to: &mut Rig) {
 /// A primary and a secondary whose clock is `BEHIND_MS` behind, linked;
 /// `MAC_A` holds an address of the primary's share that both know.
 fn pair_with_a_replicated_binding() -> (Rig, Rig, Ipv4Addr) {
-    let mut p = Rig::failover(Owner::Primary, ServeMode::Linked);
-    let mut s = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let mut p = Rig::failover(Role::Primary, ServeMode::Linked);
+    let mut s = Rig::failover(Role::Secondary, ServeMode::Passive);
     s.now = p.now - BEHIND_MS;
     let ip = p.dora(MAC_A);
-    assert!(in_share(ip, Owner::Primary));
+    assert!(in_share(ip, Role::Primary));
     carry(&p, &mut s);
     assert_eq!(s.db.get(ip), p.db.get(ip), "replicated");
     (p, s, ip)

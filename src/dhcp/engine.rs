@@ -23,9 +23,10 @@ use super::pool::SplitPool;
 use super::ratelimit::RateLimiter;
 use super::reply::{self, Destination, FixedFields, Header, OptionList};
 use super::request::{self, Request};
-use super::share::{Owner, PartnerShare, Rules, ServeMode, SharePolicy};
 use super::stats::{Ignored, Stats};
 use super::unanswered::{Asking, Unanswered};
+use crate::share::{PartnerShare, Rules, ServeMode, SharePolicy};
+use twinmasq_proto::link::Role;
 
 /// How long an offered address stays reserved for the client's REQUEST.
 pub const OFFER_HOLD_MS: u64 = 30_000;
@@ -313,7 +314,7 @@ impl Engine {
 
     /// Which node owns `ip`, if it lies in a dhcp-range (the first one
     /// listing it). Without a policy every address is the primary's.
-    pub fn owner_of(&self, ip: Ipv4Addr) -> Option<Owner> {
+    pub fn owner_of(&self, ip: Ipv4Addr) -> Option<Role> {
         self.pools.iter().find_map(|p| p.owner(ip))
     }
 
@@ -1008,7 +1009,7 @@ impl Engine {
     fn find_aged(
         &mut self,
         i: usize,
-        owner: Owner,
+        owner: Role,
         hint: u64,
         aged: Option<u64>,
         db: &LeaseDb,

@@ -12,13 +12,14 @@ use super::engine::{Decision, Engine, Reply};
 use super::network::Arrival;
 use super::reply::Destination;
 use super::request::build::RawRequest;
-use super::share::{owner_of, Owner, ServeMode, SharePolicy};
 use super::stats::Ignored;
 use crate::config::{
     Config, DhcpHost, DhcpOptionSpec, DhcpRange, LeaseTime, MacPattern, OptionValue,
 };
 use crate::lease::{DbOptions, LeaseDb};
 use crate::net::ipv4::IfAddr;
+use crate::share::{owner_of, ServeMode, SharePolicy};
+use twinmasq_proto::link::Role;
 
 const T0: u64 = 1_800_000_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -51,7 +52,7 @@ impl Rig {
 
     /// One node of a failover pair over the default range 10..=20: with a
     /// 50 % split the primary owns 10..=15, the secondary 16..=20.
-    fn failover(own: Owner, mode: ServeMode) -> Rig {
+    fn failover(own: Role, mode: ServeMode) -> Rig {
         let mut rig = Rig::build(
             |_| {},
             Some(SharePolicy {
@@ -177,11 +178,11 @@ fn mac(n: u8) -> [u8; 6] {
     [2, 0, 0, 0, 1, n]
 }
 
-fn in_share(ip: Ipv4Addr, owner: Owner) -> bool {
+fn in_share(ip: Ipv4Addr, owner: Role) -> bool {
     let last = ip.octets()[3];
     match owner {
-        Owner::Primary => (10..=15).contains(&last),
-        Owner::Secondary => (16..=20).contains(&last),
+        Role::Primary => (10..=15).contains(&last),
+        Role::Secondary => (16..=20).contains(&last),
     }
 }
 
@@ -699,7 +700,7 @@ fn owner_of_splits_each_range_contiguously() {
     let (s, e) = (addr(10), addr(20));
     let primaries = |split| {
         (10..=20)
-            .filter(|&n| owner_of(s, e, addr(n), split) == Owner::Primary)
+            .filter(|&n| owner_of(s, e, addr(n), split) == Role::Primary)
             .count()
     };
     assert_eq!(
@@ -710,29 +711,26 @@ fn owner_of_splits_each_range_contiguously() {
     assert_eq!(primaries(0), 11);
     assert_eq!(primaries(100), 0);
     assert_eq!(primaries(33), 8, "floor(3.63) = 3 to the secondary");
-    assert_eq!(owner_of(s, e, addr(15), 50), Owner::Primary);
-    assert_eq!(owner_of(s, e, addr(16), 50), Owner::Secondary);
-    assert_eq!(owner_of(addr(10), addr(10), addr(10), 99), Owner::Primary);
-    assert_eq!(
-        owner_of(addr(10), addr(10), addr(10), 100),
-        Owner::Secondary
-    );
+    assert_eq!(owner_of(s, e, addr(15), 50), Role::Primary);
+    assert_eq!(owner_of(s, e, addr(16), 50), Role::Secondary);
+    assert_eq!(owner_of(addr(10), addr(10), addr(10), 99), Role::Primary);
+    assert_eq!(owner_of(addr(10), addr(10), addr(10), 100), Role::Secondary);
     // The engine splits its pools the same way.
-    let rig = Rig::failover(Owner::Primary, ServeMode::Linked);
-    assert_eq!(rig.engine.owner_of(addr(15)), Some(Owner::Primary));
-    assert_eq!(rig.engine.owner_of(addr(16)), Some(Owner::Secondary));
+    let rig = Rig::failover(Role::Primary, ServeMode::Linked);
+    assert_eq!(rig.engine.owner_of(addr(15)), Some(Role::Primary));
+    assert_eq!(rig.engine.owner_of(addr(16)), Some(Role::Secondary));
     assert_eq!(rig.engine.owner_of(addr(21)), None);
     assert_eq!(
         Rig::new(|_| {}).engine.owner_of(addr(20)),
-        Some(Owner::Primary)
+        Some(Role::Primary)
     );
 }
 
 #[test]
 fn unlinked_allocates_only_its_own_share_with_mclt_leases() {
-    for own in [Owner::Primary, Owner::Secondary] {
+    for own in [Role::Primary, Role::Secondary] {
         let mut rig = Rig::failover(own, ServeMode::Unlinked);
-        let size = if own == Owner::Primary { 6 } else { 5 };
+        let size = if own == Role::Primary { 6 } else { 5 };
         for n in 0..size {
             let (_, offer) = rig.reply(&RawRequest::new(1, mac(n), 1).finish());
             let ip = offer.yiaddr();
@@ -775,14 +773,14 @@ fn unlinked_allocates_only_its_own_share_with_mclt_leases() {
 
 #[test]
 fn linked_primary_reaches_into_the_secondary_share_only_when_its_own_is_exhausted() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Linked);
     for n in 0..6 {
         let ip = rig.dora(mac(n));
-        assert!(in_share(ip, Owner::Primary), "{ip}");
+        assert!(in_share(ip, Role::Primary), "{ip}");
     }
     let (r, offer) = rig.reply(&RawRequest::new(1, mac(6), 1).finish());
     assert!(
-        in_share(offer.yiaddr(), Owner::Secondary),
+        in_share(offer.yiaddr(), Role::Secondary),
         "{}",
         offer.yiaddr()
     );
@@ -792,13 +790,13 @@ fn linked_primary_reaches_into_the_secondary_share_only_when_its_own_is_exhauste
         "configured lease time while linked"
     );
     for n in 7..11 {
-        assert!(in_share(rig.dora(mac(n)), Owner::Secondary));
+        assert!(in_share(rig.dora(mac(n)), Role::Secondary));
     }
 }
 
 #[test]
 fn passive_secondary_serves_only_clients_the_primary_leaves_unanswered() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Passive);
     for secs in [0, 9] {
         assert_eq!(
             rig.send(&RawRequest::new(1, MAC_A, 1).secs(secs).finish()),
@@ -808,7 +806,7 @@ fn passive_secondary_serves_only_clients_the_primary_leaves_unanswered() {
     assert_eq!(rig.engine.stats().ignored.get("passive"), Some(&2));
     let (r, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).secs(10).finish());
     let ip = offer.yiaddr();
-    assert!(in_share(ip, Owner::Secondary), "{ip}");
+    assert!(in_share(ip, Role::Secondary), "{ip}");
     assert_eq!(opt_u32(&r, 51), Some(3600), "configured lease, no MCLT cap");
     let request = |secs| {
         RawRequest::new(3, MAC_A, 2)
@@ -833,7 +831,7 @@ fn passive_secondary_serves_only_clients_the_primary_leaves_unanswered() {
 
 #[test]
 fn unlinked_acks_an_unknown_unclaimed_rebind_and_naks_a_held_one() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Unlinked);
     // Not authoritative, address in the own share, unknown to us.
     let ours = addr(14);
     let (r, ack) = rig.reply(&RawRequest::new(3, MAC_A, 5).ciaddr(ours).finish());
@@ -884,13 +882,13 @@ fn unlinked_acks_an_unknown_unclaimed_rebind_and_naks_a_held_one() {
 
 #[test]
 fn unlinked_discover_moves_a_client_with_an_ended_lease_out_of_the_partner_share() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Unlinked);
     let old = addr(18);
     // Its lease there ended (a live one it would get back: takeover_tests).
     rig.merged(old, MAC_A, LeaseState::Expired, rig.now_secs() - 10);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).opt(50, &old.octets()).finish());
     let ip = offer.yiaddr();
-    assert!(in_share(ip, Owner::Primary), "{ip}");
+    assert!(in_share(ip, Role::Primary), "{ip}");
     // Selecting the partner-share address is a new allocation too: NAK.
     let (_, nak) = rig.reply(
         &RawRequest::new(3, MAC_A, 2)
@@ -911,7 +909,7 @@ fn unlinked_discover_moves_a_client_with_an_ended_lease_out_of_the_partner_share
 fn partner_down_takes_only_aged_partner_addresses_and_only_after_its_time() {
     let from = T0 + 60_000;
     let mut rig = Rig::failover(
-        Owner::Primary,
+        Role::Primary,
         ServeMode::PartnerDown {
             partner_share_from_ms: from,
         },
@@ -930,7 +928,7 @@ fn partner_down_takes_only_aged_partner_addresses_and_only_after_its_time() {
     );
     for n in 0..6 {
         let ip = rig.dora(mac(n));
-        assert!(in_share(ip, Owner::Primary), "{ip}");
+        assert!(in_share(ip, Role::Primary), "{ip}");
     }
     assert_eq!(
         rig.send(&RawRequest::new(1, mac(50), 1).finish()),
@@ -964,7 +962,7 @@ fn partner_down_takes_only_aged_partner_addresses_and_only_after_its_time() {
 #[test]
 fn leaving_partner_down_frees_addresses_held_as_too_recent() {
     let mut rig = Rig::failover(
-        Owner::Primary,
+        Role::Primary,
         ServeMode::PartnerDown {
             partner_share_from_ms: T0,
         },
@@ -985,14 +983,14 @@ fn leaving_partner_down_frees_addresses_held_as_too_recent() {
     rig.engine.set_mode(ServeMode::Linked);
     rig.engine.tick(&mut rig.db, rig.now);
     assert_eq!(rig.engine.free_per_range(), vec![5]);
-    assert!(in_share(rig.dora(MAC_A), Owner::Secondary));
+    assert!(in_share(rig.dora(MAC_A), Role::Secondary));
 }
 
 #[test]
 fn durable_replies_carry_the_stamp_of_their_commit() {
     for mut rig in [
         Rig::new(|c| c.authoritative = true),
-        Rig::failover(Owner::Primary, ServeMode::Unlinked),
+        Rig::failover(Role::Primary, ServeMode::Unlinked),
     ] {
         let (r, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
         assert_eq!(r.commit, None, "an offer promises nothing");
@@ -1021,10 +1019,10 @@ fn durable_replies_carry_the_stamp_of_their_commit() {
 
 #[test]
 fn unlinked_reuses_an_own_share_address_only_an_mclt_after_its_lease_ended() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Unlinked);
     let own: Vec<Ipv4Addr> = (10..=20)
         .map(addr)
-        .filter(|ip| in_share(*ip, Owner::Primary))
+        .filter(|ip| in_share(*ip, Role::Primary))
         .collect();
     let (&recent, others) = own.split_first().unwrap();
     for (k, ip) in others.iter().enumerate() {
@@ -1057,9 +1055,9 @@ fn unlinked_reuses_an_own_share_address_only_an_mclt_after_its_lease_ended() {
 
 #[test]
 fn unlinked_extends_a_partner_share_lease_once_by_an_mclt_at_most() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Unlinked);
     let theirs = addr(19);
-    assert!(in_share(theirs, Owner::Secondary));
+    assert!(in_share(theirs, Role::Secondary));
     let partner_node = rig.db.node_id().wrapping_add(1).max(1);
     rig.db
         .merge_in(
@@ -1291,9 +1289,9 @@ mod unanswered;
 /// milliseconds saturate instead of overflowing (debug builds panicked).
 #[test]
 fn an_expiry_at_the_end_of_time_does_not_overflow() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Unlinked);
     let theirs = addr(19);
-    assert!(in_share(theirs, Owner::Secondary));
+    assert!(in_share(theirs, Role::Secondary));
     rig.db
         .commit(
             LeaseRecord {
@@ -1324,7 +1322,7 @@ fn an_expiry_at_the_end_of_time_does_not_overflow() {
 #[test]
 fn config_mismatch_hands_out_nothing_new_by_any_path() {
     let policy = SharePolicy {
-        own: Owner::Primary,
+        own: Role::Primary,
         split_percent: 50,
         mclt: std::time::Duration::from_secs(MCLT_SECS),
         unanswered_secs: 10,
@@ -1368,7 +1366,7 @@ mod ends;
 /// back to the pool while its client held it.
 #[test]
 fn a_renewal_does_not_shorten_the_recorded_lease() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Linked);
     let ip = rig.dora(MAC_A);
     let first = rig.db.get(ip).unwrap().expires;
     let Expiry::At(first_end) = first else {
@@ -1391,7 +1389,7 @@ fn a_renewal_does_not_shorten_the_recorded_lease() {
 /// `failover_pair_expired_clients_reclaim_their_addresses`).
 #[test]
 fn a_grant_after_a_release_keeps_the_released_bindings_expiry() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Linked);
     let ip = rig.dora(MAC_A);
     let first = rig.db.get(ip).unwrap().expires;
     rig.engine.set_mode(ServeMode::Unlinked);

@@ -3,6 +3,8 @@
 //! Anything hostile (non-ASCII, control bytes, over-long) is refused, not
 //! repaired.
 
+use crate::lease::hostname::legal_label;
+
 /// Option 81 flags (RFC 4702 §2.1).
 pub const FQDN_S: u8 = 0x01;
 pub const FQDN_O: u8 = 0x02;
@@ -14,16 +16,6 @@ pub struct Fqdn {
     pub flags: u8,
     /// The first label of the name, when it is a legal host label.
     pub host_label: Option<String>,
-}
-
-/// A legal host label: letters, digits, hyphen and underscore (as dnsmasq
-/// accepts), not starting with a hyphen, 1..=63 bytes.
-pub fn legal_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && !s.starts_with('-')
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 /// Option 12: some clients append a NUL or send a dotted name; keep the

@@ -15,7 +15,6 @@ pub mod pool;
 pub mod ratelimit;
 pub mod reply;
 pub mod request;
-pub mod share;
 pub mod socket;
 pub mod stats;
 pub mod unanswered;

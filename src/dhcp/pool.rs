@@ -8,7 +8,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::share::{self, Owner};
+use crate::share;
+use twinmasq_proto::link::Role;
 
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -177,19 +178,19 @@ impl SplitPool {
         }
     }
 
-    pub fn share(&self, owner: Owner) -> &Pool {
+    pub fn share(&self, owner: Role) -> &Pool {
         match owner {
-            Owner::Primary => &self.primary,
-            Owner::Secondary => &self.secondary,
+            Role::Primary => &self.primary,
+            Role::Secondary => &self.secondary,
         }
     }
 
     /// The share `ip` belongs to, if it is in the range.
-    pub fn owner(&self, ip: Ipv4Addr) -> Option<Owner> {
+    pub fn owner(&self, ip: Ipv4Addr) -> Option<Role> {
         if self.primary.contains(ip) {
-            Some(Owner::Primary)
+            Some(Role::Primary)
         } else if self.secondary.contains(ip) {
-            Some(Owner::Secondary)
+            Some(Role::Secondary)
         } else {
             None
         }
@@ -208,7 +209,7 @@ impl SplitPool {
         self.primary.free_count() + self.secondary.free_count()
     }
 
-    pub fn find_free(&self, owner: Owner, hint: u64) -> Option<Ipv4Addr> {
+    pub fn find_free(&self, owner: Role, hint: u64) -> Option<Ipv4Addr> {
         self.share(owner).find_free(hint)
     }
 }
@@ -266,24 +267,24 @@ mod tests {
     #[test]
     fn split_pool_searches_each_share_apart() {
         let mut p = SplitPool::new(ip(10), ip(20), 50);
-        assert_eq!(p.share(Owner::Primary).len(), 6);
-        assert_eq!(p.share(Owner::Secondary).len(), 5);
-        assert_eq!(p.owner(ip(15)), Some(Owner::Primary));
-        assert_eq!(p.owner(ip(16)), Some(Owner::Secondary));
+        assert_eq!(p.share(Role::Primary).len(), 6);
+        assert_eq!(p.share(Role::Secondary).len(), 5);
+        assert_eq!(p.owner(ip(15)), Some(Role::Primary));
+        assert_eq!(p.owner(ip(16)), Some(Role::Secondary));
         assert_eq!(p.owner(ip(21)), None);
         for n in 10..16 {
             p.set_used(ip(n), true);
         }
-        assert_eq!(p.find_free(Owner::Primary, 0), None);
-        assert_eq!(p.find_free(Owner::Secondary, 0), Some(ip(16)));
+        assert_eq!(p.find_free(Role::Primary, 0), None);
+        assert_eq!(p.find_free(Role::Secondary, 0), Some(ip(16)));
         assert_eq!(p.free_count(), 5);
         let all_secondary = SplitPool::new(ip(0), ip(9), 100);
-        assert!(all_secondary.share(Owner::Primary).is_empty());
-        assert_eq!(all_secondary.find_free(Owner::Primary, 3), None);
-        assert_eq!(all_secondary.find_free(Owner::Secondary, 3), Some(ip(3)));
+        assert!(all_secondary.share(Role::Primary).is_empty());
+        assert_eq!(all_secondary.find_free(Role::Primary, 3), None);
+        assert_eq!(all_secondary.find_free(Role::Secondary, 3), Some(ip(3)));
         let top = SplitPool::new(Ipv4Addr::new(255, 255, 255, 250), Ipv4Addr::BROADCAST, 0);
         assert_eq!(top.free_count(), 6);
-        assert!(top.share(Owner::Secondary).is_empty());
+        assert!(top.share(Role::Secondary).is_empty());
     }
 
     proptest! {

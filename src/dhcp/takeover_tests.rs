@@ -12,7 +12,8 @@ use twinmasq_proto::{Expiry, LeaseState};
 use super::{addr, in_share, msg_type, opt_u32, Rig, MAC_A, MAC_B, MCLT_SECS, SERVER, T0};
 use crate::dhcp::engine::Decision;
 use crate::dhcp::request::build::RawRequest;
-use crate::dhcp::share::{Owner, ServeMode};
+use crate::share::ServeMode;
+use twinmasq_proto::link::Role;
 
 impl Rig {
     fn partner_share_silences(&self) -> u64 {
@@ -57,9 +58,9 @@ fn is_reply(d: &Decision) -> bool {
 /// primary may be acknowledging this very client's broadcast REBINDING).
 #[test]
 fn unlinked_stays_silent_for_a_partner_share_address_it_holds_no_lease_for() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Unlinked);
     let theirs = addr(12);
-    assert!(in_share(theirs, Owner::Primary));
+    assert!(in_share(theirs, Role::Primary));
     // Unknown address.
     for (form, bytes) in not_selecting(MAC_A, theirs, 1) {
         let d = rig.send(&bytes);
@@ -91,7 +92,7 @@ fn unlinked_stays_silent_for_a_partner_share_address_it_holds_no_lease_for() {
 /// for the client is still renewed.
 #[test]
 fn unlinked_still_acks_unknown_own_share_addresses_and_held_partner_leases() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Unlinked);
     for (k, (form, bytes)) in not_selecting(MAC_A, addr(17), 1).into_iter().enumerate() {
         let (r, ack) = rig.reply(&bytes);
         assert_eq!(msg_type(&ack), MessageType::Ack, "{form}");
@@ -130,7 +131,7 @@ fn unlinked_still_acks_unknown_own_share_addresses_and_held_partner_leases() {
 /// declared gone and an unknown address may be acknowledged again.
 #[test]
 fn passive_and_early_partner_down_stay_silent_too_and_late_partner_down_acks() {
-    let mut passive = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let mut passive = Rig::failover(Role::Secondary, ServeMode::Passive);
     let d = passive.send(
         &RawRequest::new(3, MAC_A, 1)
             .ciaddr(addr(12))
@@ -142,7 +143,7 @@ fn passive_and_early_partner_down_stay_silent_too_and_late_partner_down_acks() {
 
     let from = T0 + 60_000;
     let mut down = Rig::failover(
-        Owner::Secondary,
+        Role::Secondary,
         ServeMode::PartnerDown {
             partner_share_from_ms: from,
         },
@@ -163,7 +164,7 @@ fn passive_and_early_partner_down_stay_silent_too_and_late_partner_down_acks() {
 /// client the primary leaves unanswered.
 #[test]
 fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
-    for (own, theirs) in [(Owner::Secondary, addr(12)), (Owner::Primary, addr(18))] {
+    for (own, theirs) in [(Role::Secondary, addr(12)), (Role::Primary, addr(18))] {
         for mode in [
             ServeMode::PartnerDown {
                 partner_share_from_ms: T0,
@@ -218,7 +219,7 @@ fn a_known_client_rediscovering_after_takeover_keeps_its_address() {
 /// when the client released it there (the next two tests).
 #[test]
 fn merely_apart_a_partner_share_binding_is_offered_back() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Unlinked);
     rig.replicated(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
     assert_eq!(offer.yiaddr(), addr(12));
@@ -241,7 +242,7 @@ fn merely_apart_a_partner_share_binding_is_offered_back() {
 /// `failover_pair_under_pool_pressure`).
 #[test]
 fn in_sync_the_owner_reuses_a_released_address_only_once_the_partner_acked_the_release() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Linked);
     rig.db.enable_outbox();
     let ip = addr(11);
     rig.replicated(ip, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
@@ -272,9 +273,9 @@ fn in_sync_the_owner_reuses_a_released_address_only_once_the_partner_acked_the_r
 /// the next one after it.
 #[test]
 fn apart_the_owner_keeps_a_released_address_until_an_mclt_past_the_binding() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Unlinked);
     let ip = addr(11);
-    assert!(in_share(ip, Owner::Primary));
+    assert!(in_share(ip, Role::Primary));
     let binding_end = rig.now_secs() + 3000;
     rig.replicated(ip, MAC_A, LeaseState::Bound, binding_end);
     let release = RawRequest::new(7, MAC_A, 1)
@@ -308,17 +309,17 @@ fn apart_the_owner_keeps_a_released_address_until_an_mclt_past_the_binding() {
 /// could not be acknowledged (it would only be ignored).
 #[test]
 fn takeover_offers_only_live_bindings_it_can_acknowledge() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Unlinked);
     rig.replicated(addr(12), MAC_A, LeaseState::Bound, rig.now_secs() - 1);
     rig.engine.tick(&mut rig.db, rig.now);
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 1).finish());
     assert!(
-        in_share(offer.yiaddr(), Owner::Secondary),
+        in_share(offer.yiaddr(), Role::Secondary),
         "{}",
         offer.yiaddr()
     );
 
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Unlinked);
     rig.replicated(addr(13), MAC_B, LeaseState::Bound, rig.now_secs() + 3000);
     let d = rig.send(
         &RawRequest::new(1, MAC_A, 1)
@@ -331,19 +332,19 @@ fn takeover_offers_only_live_bindings_it_can_acknowledge() {
     let offered = dhcproto::Decodable::decode(&mut dhcproto::Decoder::new(&r.packet))
         .map(|m: dhcproto::v4::Message| m.yiaddr())
         .unwrap();
-    assert!(in_share(offered, Owner::Secondary), "{offered}");
+    assert!(in_share(offered, Role::Secondary), "{offered}");
 
     // Acknowledged here for an MCLT; half an MCLT later the client
     // reboots and DISCOVERs: the rest of our own extension cannot give a
     // full MCLT, so it gets an address of the own share.
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Unlinked);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Unlinked);
     rig.replicated(addr(14), MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
     let (_, ack) = rig.reply(&RawRequest::new(3, MAC_A, 1).ciaddr(addr(14)).finish());
     assert_eq!(msg_type(&ack), MessageType::Ack);
     rig.now += MCLT_SECS * 500;
     let (_, offer) = rig.reply(&RawRequest::new(1, MAC_A, 2).finish());
     let ip = offer.yiaddr();
-    assert!(in_share(ip, Owner::Secondary), "{ip}");
+    assert!(in_share(ip, Role::Secondary), "{ip}");
     let (_, ack) = rig.reply(
         &RawRequest::new(3, MAC_A, 3)
             .opt(54, &SERVER.octets())
@@ -361,9 +362,9 @@ fn takeover_offers_only_live_bindings_it_can_acknowledge() {
 #[test]
 fn recovering_renews_live_leases_only_until_its_wait_ends() {
     let serve_from_ms = T0 + MCLT_SECS * 1000;
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Recovering { serve_from_ms });
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Recovering { serve_from_ms });
     let mine = addr(11);
-    assert!(in_share(mine, Owner::Primary));
+    assert!(in_share(mine, Role::Primary));
     rig.replicated(mine, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
     // An ended lease of MAC_B on 12: the partner may have given 12 away.
     rig.replicated(addr(12), MAC_B, LeaseState::Bound, rig.now_secs() - 10);
@@ -390,7 +391,7 @@ fn recovering_renews_live_leases_only_until_its_wait_ends() {
     assert_eq!(offer.yiaddr(), mine, "its own live lease is offered back");
     rig.now = serve_from_ms;
     let (_, offer) = rig.reply(&RawRequest::new(1, [2, 0, 0, 0, 0, 0xc], 50).finish());
-    assert!(in_share(offer.yiaddr(), Owner::Primary));
+    assert!(in_share(offer.yiaddr(), Role::Primary));
 }
 
 /// Case 1: while recovering, a partner-share lease in our table may be
@@ -399,9 +400,9 @@ fn recovering_renews_live_leases_only_until_its_wait_ends() {
 #[test]
 fn recovering_leaves_partner_share_leases_to_the_partner() {
     let serve_from_ms = T0 + MCLT_SECS * 1000;
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Recovering { serve_from_ms });
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Recovering { serve_from_ms });
     let theirs = addr(12);
-    assert!(in_share(theirs, Owner::Primary));
+    assert!(in_share(theirs, Role::Primary));
     rig.replicated(theirs, MAC_A, LeaseState::Bound, rig.now_secs() + 3000);
     for (form, bytes) in not_selecting(MAC_A, theirs, 1) {
         let d = rig.send(&bytes);
@@ -426,10 +427,10 @@ fn recovering_leaves_partner_share_leases_to_the_partner() {
 /// holds it, it is a binding like any other.
 #[test]
 fn apart_an_own_binding_the_partner_may_not_know_is_not_handed_back() {
-    let mut rig = Rig::failover(Owner::Primary, ServeMode::Linked);
+    let mut rig = Rig::failover(Role::Primary, ServeMode::Linked);
     rig.db.enable_outbox();
     let theirs = addr(18);
-    assert!(in_share(theirs, Owner::Secondary));
+    assert!(in_share(theirs, Role::Secondary));
     rig.db
         .commit(
             twinmasq_proto::LeaseRecord {

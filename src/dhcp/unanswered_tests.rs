@@ -13,8 +13,9 @@ use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
 use super::{addr, in_share, msg_type, Rig, MAC_A, MAC_B, SERVER};
 use crate::dhcp::engine::Decision;
 use crate::dhcp::request::build::RawRequest;
-use crate::dhcp::share::{Owner, ServeMode};
 use crate::dhcp::stats::Ignored;
+use crate::share::ServeMode;
+use twinmasq_proto::link::Role;
 
 /// The primary's address on the clients' network.
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -73,7 +74,7 @@ fn passive(d: &Decision) -> bool {
 /// follows (also with `secs` 0).
 #[test]
 fn a_passive_secondary_serves_a_secs_zero_client_left_unanswered() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Passive);
     assert!(passive(&rig.at(0, &discover(MAC_A, 1))));
     assert!(passive(&rig.at(4_000, &discover(MAC_A, 1))));
     let d = rig.at(12_000, &discover(MAC_A, 1));
@@ -83,7 +84,7 @@ fn a_passive_secondary_serves_a_secs_zero_client_left_unanswered() {
     assert_eq!(offer.kind, MessageType::Offer);
     let (_, m) = rig.reply(&discover(MAC_A, 1));
     let ip = m.yiaddr();
-    assert!(in_share(ip, Owner::Secondary), "{ip}");
+    assert!(in_share(ip, Role::Secondary), "{ip}");
     let (r, ack) = rig.reply(&selecting(MAC_A, 2, SERVER, ip));
     assert_eq!(msg_type(&ack), MessageType::Ack);
     assert!(r.durable);
@@ -101,7 +102,7 @@ fn a_passive_secondary_serves_a_secs_zero_client_left_unanswered() {
 /// 10 s gets the ACK.
 #[test]
 fn a_rebinding_client_left_unanswered_is_acked_after_the_threshold() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Passive);
     let ip = addr(12);
     rig.granted_by_primary(ip, MAC_B);
     let rebind = RawRequest::new(3, MAC_B, 7).ciaddr(ip).broadcast().finish();
@@ -121,7 +122,7 @@ fn a_rebinding_client_left_unanswered_is_acked_after_the_threshold() {
 /// again. The secondary never answers any of it.
 #[test]
 fn a_client_the_primary_answers_never_trips_it() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Passive);
     let ip = addr(11);
     for ms in [0, 300, 700, 1_000] {
         assert!(passive(&rig.at(ms, &discover(MAC_A, 1))));
@@ -150,7 +151,7 @@ fn a_client_the_primary_answers_never_trips_it() {
 /// remembers bounded; an old entry is evicted rather than the map grown.
 #[test]
 fn a_flood_of_client_ids_cannot_grow_memory() {
-    let mut rig = Rig::failover(Owner::Secondary, ServeMode::Passive);
+    let mut rig = Rig::failover(Role::Secondary, ServeMode::Passive);
     for n in 0u32..50_000 {
         let b = n.to_be_bytes();
         let mac = [2, 0xf, b[0], b[1], b[2], b[3]];

@@ -4,8 +4,8 @@
 //! and not link again until its flushes finish; then it links again.
 
 use super::{lease, pair, Pair};
-use crate::dhcp::share::ServeMode;
 use crate::failover::node::Output;
+use crate::share::ServeMode;
 
 /// Which ends' flushes never finish; their tokens are kept here.
 #[derive(Default)]

@@ -11,7 +11,7 @@ pub mod ranges;
 pub mod setup;
 pub mod status;
 
+// pub(crate): the lease task's composition tests drive an engine on this
+// in-memory pair.
 #[cfg(test)]
-mod agreement_tests;
-#[cfg(test)]
-mod tests;
+pub(crate) mod tests;

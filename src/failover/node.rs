@@ -30,8 +30,8 @@ use twinmasq_proto::link::{
 };
 use twinmasq_proto::{LeaseRecord, LeaseState, Stamp};
 
-use crate::dhcp::share::{self, Owner, ServeMode};
 use crate::lease::{merge, Completeness, LeaseDb, Reject, Rejections};
+use crate::share::{self, ServeMode};
 
 use super::flush_watch::FlushWatch;
 use super::log_limit::{self, LogLimit, Note};
@@ -1568,10 +1568,7 @@ impl Node {
             .iter()
             .find(|(first, last)| *first <= ip && ip <= *last)?;
         let owner = share::owner_of(*first, *last, ip, self.cfg.split_percent);
-        let own = match self.cfg.role {
-            Role::Primary => Owner::Primary,
-            Role::Secondary => Owner::Secondary,
-        };
+        let own = self.cfg.role;
         if owner == own {
             Some(self.node_id)
         } else {

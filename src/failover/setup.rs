@@ -7,7 +7,7 @@ use twinmasq_proto::key::{Key, KeyError};
 use twinmasq_proto::link::Role;
 
 use crate::config::{Config, FailoverRole};
-use crate::dhcp::share::{Owner, SharePolicy};
+use crate::share::SharePolicy;
 
 use super::node::NodeConfig;
 use super::ranges;
@@ -31,9 +31,9 @@ pub fn prepare(cfg: &Config) -> Result<Option<Prepared>, SetupError> {
     };
     let key = Key::load(&f.key_file)?;
     let description = ranges::describe(cfg, f.split_percent);
-    let (role, owner) = match f.role {
-        FailoverRole::Primary { .. } => (Role::Primary, Owner::Primary),
-        FailoverRole::Secondary { .. } => (Role::Secondary, Owner::Secondary),
+    let role = match f.role {
+        FailoverRole::Primary { .. } => Role::Primary,
+        FailoverRole::Secondary { .. } => Role::Secondary,
     };
     let (listener, master) = match f.role {
         FailoverRole::Primary { listen } => {
@@ -73,7 +73,7 @@ pub fn prepare(cfg: &Config) -> Result<Option<Prepared>, SetupError> {
             split_percent: f.split_percent,
         },
         policy: SharePolicy {
-            own: owner,
+            own: role,
             split_percent: f.split_percent,
             mclt: f.mclt,
             unanswered_secs: f.unanswered_secs,

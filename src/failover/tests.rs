@@ -2,19 +2,19 @@
 //! real lease databases.
 
 use super::node::*;
-use crate::dhcp::share::ServeMode;
 use crate::lease::{DbOptions, LeaseDb};
+use crate::share::ServeMode;
 
 use std::net::Ipv4Addr;
 use twinmasq_proto::key::Key;
 use twinmasq_proto::link::Role;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
 
-fn key(b: u8) -> Key {
+pub(crate) fn key(b: u8) -> Key {
     Key::parse(&Key::format_new([b; 32]), "test").unwrap()
 }
 
-fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
+pub(crate) fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
     NodeConfig {
         role,
         key: key(key_byte),
@@ -31,7 +31,7 @@ fn cfg(role: Role, key_byte: u8, ranges: &str) -> NodeConfig {
     }
 }
 
-fn lease(ip: u8, client: u8) -> LeaseRecord {
+pub(crate) fn lease(ip: u8, client: u8) -> LeaseRecord {
     let hw = vec![2, 0, 0, 0, 0, client];
     LeaseRecord {
         ip: Ipv4Addr::new(198, 18, 0, ip),
@@ -46,19 +46,19 @@ fn lease(ip: u8, client: u8) -> LeaseRecord {
     }
 }
 
-struct End {
-    node: Node,
-    db: LeaseDb,
-    _dir: tempfile::TempDir,
-    conn: Option<ConnId>,
-    mode: ServeMode,
-    acked: Stamp,
-    cancelled: Vec<Stamp>,
-    changed: usize,
+pub(crate) struct End {
+    pub(crate) node: Node,
+    pub(crate) db: LeaseDb,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) mode: ServeMode,
+    pub(crate) acked: Stamp,
+    pub(crate) cancelled: Vec<Stamp>,
+    pub(crate) changed: usize,
 }
 
 impl End {
-    fn new(cfg: NodeConfig, now: u64) -> End {
+    pub(crate) fn new(cfg: NodeConfig, now: u64) -> End {
         let dir = tempfile::tempdir().unwrap();
         let mut db = LeaseDb::open(dir.path(), DbOptions::default()).unwrap();
         db.enable_outbox();
@@ -75,7 +75,7 @@ impl End {
     }
 
     /// The process starts again over its database, reopened from disk.
-    fn restart(&mut self, cfg: NodeConfig, now: u64) {
+    pub(crate) fn restart(&mut self, cfg: NodeConfig, now: u64) {
         let path = self._dir.path().to_path_buf();
         let tmp = tempfile::tempdir().unwrap();
         let stand_in = LeaseDb::open(tmp.path(), DbOptions::default()).unwrap();
@@ -99,26 +99,26 @@ impl End {
         self.conn = None;
     }
 
-    fn table(&self) -> Vec<LeaseRecord> {
+    pub(crate) fn table(&self) -> Vec<LeaseRecord> {
         self.db.iter().collect()
     }
 }
 
 /// A primary, a secondary and the wire between them. Outputs are carried
 /// out in order; bytes cross the wire at once unless it is cut.
-struct Pair {
-    p: End,
-    s: End,
-    now: u64,
-    cut: bool,
-    next_conn: ConnId,
-    nonce: u8,
+pub(crate) struct Pair {
+    pub(crate) p: End,
+    pub(crate) s: End,
+    pub(crate) now: u64,
+    pub(crate) cut: bool,
+    pub(crate) next_conn: ConnId,
+    pub(crate) nonce: u8,
     /// Bytes that crossed the wire, both ways.
-    wire_bytes: usize,
+    pub(crate) wire_bytes: usize,
 }
 
 impl Pair {
-    fn new(pc: NodeConfig, sc: NodeConfig) -> Pair {
+    pub(crate) fn new(pc: NodeConfig, sc: NodeConfig) -> Pair {
         Pair {
             p: End::new(pc, 1_000_000),
             s: End::new(sc, 1_000_000),
@@ -131,7 +131,7 @@ impl Pair {
     }
 
     /// Carries out outputs until both nodes are quiet.
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for _ in 0..10_000 {
             if !self.step() {
                 return;
@@ -140,7 +140,7 @@ impl Pair {
         panic!("did not settle");
     }
 
-    fn step(&mut self) -> bool {
+    pub(crate) fn step(&mut self) -> bool {
         if let Some(o) = self.p.node.poll() {
             self.apply(true, o);
             return true;
@@ -152,7 +152,7 @@ impl Pair {
         false
     }
 
-    fn apply(&mut self, from_primary: bool, o: Output) {
+    pub(crate) fn apply(&mut self, from_primary: bool, o: Output) {
         let now = self.now;
         let (me, other) = if from_primary {
             (&mut self.p, &mut self.s)
@@ -198,7 +198,7 @@ impl Pair {
         }
     }
 
-    fn tick(&mut self, ms: u64) {
+    pub(crate) fn tick(&mut self, ms: u64) {
         self.now += ms;
         self.p.node.tick(&mut self.p.db, self.now);
         self.s.node.tick(&mut self.s.db, self.now);
@@ -206,16 +206,16 @@ impl Pair {
     }
 
     /// Cuts the wire: each side notices by its own timeout.
-    fn cut(&mut self) {
+    pub(crate) fn cut(&mut self) {
         self.cut = true;
     }
 
-    fn heal(&mut self) {
+    pub(crate) fn heal(&mut self) {
         self.cut = false;
     }
 }
 
-fn pair() -> Pair {
+pub(crate) fn pair() -> Pair {
     Pair::new(
         cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"),
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200"),
@@ -223,7 +223,7 @@ fn pair() -> Pair {
 }
 
 #[test]
-fn sync_merges_both_tables_then_modes_are_linked_and_passive() {
+pub(crate) fn sync_merges_both_tables_then_modes_are_linked_and_passive() {
     let mut t = pair();
     t.settle();
     // Started: nothing new handed out until the sync (or an MCLT).
@@ -248,7 +248,7 @@ fn sync_merges_both_tables_then_modes_are_linked_and_passive() {
 }
 
 #[test]
-fn changes_stream_and_acks_release_replies() {
+pub(crate) fn changes_stream_and_acks_release_replies() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -270,7 +270,7 @@ fn changes_stream_and_acks_release_replies() {
 }
 
 #[test]
-fn wrong_key_never_links_and_moves_no_data() {
+pub(crate) fn wrong_key_never_links_and_moves_no_data() {
     let mut t = Pair::new(cfg(Role::Primary, 1, "r"), cfg(Role::Secondary, 2, "r"));
     t.s.db.commit(lease(30, 1), t.now).unwrap();
     t.tick(1);
@@ -284,7 +284,7 @@ fn wrong_key_never_links_and_moves_no_data() {
 }
 
 #[test]
-fn mismatched_ranges_are_refused_naming_them() {
+pub(crate) fn mismatched_ranges_are_refused_naming_them() {
     let mut t = Pair::new(
         cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50"),
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
@@ -307,7 +307,7 @@ fn mismatched_ranges_are_refused_naming_them() {
 /// equal: the edited node fixed and restarted, the pair links again and
 /// hands out addresses as before.
 #[test]
-fn a_config_mismatch_ends_when_a_handshake_agrees() {
+pub(crate) fn a_config_mismatch_ends_when_a_handshake_agrees() {
     let mut t = Pair::new(
         cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50"),
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.99 split 50"),
@@ -333,7 +333,7 @@ fn a_config_mismatch_ends_when_a_handshake_agrees() {
 /// nobody is left to overlap with); the automatic one never fires while
 /// the partner answers with another configuration.
 #[test]
-fn partner_down_overrides_a_config_mismatch_only_when_declared() {
+pub(crate) fn partner_down_overrides_a_config_mismatch_only_when_declared() {
     let mut pc = cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200 split 50");
     pc.auto_partner_down_ms = Some(2_000);
     let mut t = Pair::new(
@@ -361,7 +361,7 @@ fn partner_down_overrides_a_config_mismatch_only_when_declared() {
 }
 
 #[test]
-fn clock_skew_above_the_bound_is_refused() {
+pub(crate) fn clock_skew_above_the_bound_is_refused() {
     let mut t = pair();
     t.s.node = Node::new(
         cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200"),
@@ -387,7 +387,7 @@ fn clock_skew_above_the_bound_is_refused() {
 }
 
 #[test]
-fn silence_past_the_timeout_ends_the_link_and_the_secondary_goes_active() {
+pub(crate) fn silence_past_the_timeout_ends_the_link_and_the_secondary_goes_active() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.s.mode, ServeMode::Passive);
@@ -408,7 +408,7 @@ fn silence_past_the_timeout_ends_the_link_and_the_secondary_goes_active() {
 }
 
 #[test]
-fn split_brain_conflict_is_counted_and_both_end_identical() {
+pub(crate) fn split_brain_conflict_is_counted_and_both_end_identical() {
     let mut t = pair();
     t.cut();
     t.tick(1);
@@ -430,7 +430,7 @@ fn split_brain_conflict_is_counted_and_both_end_identical() {
 /// secondary's. On a conflict the share owner's record stands even when the
 /// other node's is newer, and both tables end identical.
 #[test]
-fn on_a_conflict_the_share_owners_record_stands() {
+pub(crate) fn on_a_conflict_the_share_owners_record_stands() {
     for (ip, owner_is_primary) in [(45u8, false), (15u8, true)] {
         let mut t = pair();
         t.cut();
@@ -466,7 +466,7 @@ fn on_a_conflict_the_share_owners_record_stands() {
 /// the skew bound (30 s) after the secondary's: the order is certain, the
 /// newer stands and the older is released, on both nodes.
 #[test]
-fn a_client_holding_two_leases_after_merge_keeps_the_certainly_newer() {
+pub(crate) fn a_client_holding_two_leases_after_merge_keeps_the_certainly_newer() {
     let mut t = pair();
     t.cut();
     t.tick(1);
@@ -489,7 +489,7 @@ fn a_client_holding_two_leases_after_merge_keeps_the_certainly_newer() {
 /// it holds carries the smaller stamp. Releasing by stamp took 51 from
 /// it; within the skew neither is released.
 #[test]
-fn a_later_lease_with_the_smaller_stamp_is_not_taken_from_its_client() {
+pub(crate) fn a_later_lease_with_the_smaller_stamp_is_not_taken_from_its_client() {
     let mut t = pair();
     t.cut();
     t.tick(1);
@@ -517,7 +517,7 @@ fn a_later_lease_with_the_smaller_stamp_is_not_taken_from_its_client() {
 /// meets the pair commits the grant again. `primary_ends`: which node
 /// decided the end (the primary meets the grant in the secondary's table,
 /// or the end, first).
-fn an_end_of_a_binding_never_seen_leaves_a_later_grant(primary_ends: bool) {
+pub(crate) fn an_end_of_a_binding_never_seen_leaves_a_later_grant(primary_ends: bool) {
     let mut t = pair();
     t.cut();
     t.tick(1);
@@ -547,12 +547,12 @@ fn an_end_of_a_binding_never_seen_leaves_a_later_grant(primary_ends: bool) {
 }
 
 #[test]
-fn an_end_of_a_binding_never_seen_does_not_undo_a_grant_within_the_skew() {
+pub(crate) fn an_end_of_a_binding_never_seen_does_not_undo_a_grant_within_the_skew() {
     an_end_of_a_binding_never_seen_leaves_a_later_grant(true);
 }
 
 #[test]
-fn an_end_on_the_secondary_does_not_undo_the_primarys_later_grant() {
+pub(crate) fn an_end_on_the_secondary_does_not_undo_the_primarys_later_grant() {
     an_end_of_a_binding_never_seen_leaves_a_later_grant(false);
 }
 
@@ -560,7 +560,7 @@ fn an_end_on_the_secondary_does_not_undo_the_primarys_later_grant() {
 /// the later event (the client took the grant, then a lease on the other
 /// node, and released that): it stands.
 #[test]
-fn an_end_certainly_after_the_grant_stands() {
+pub(crate) fn an_end_certainly_after_the_grant_stands() {
     let mut t = pair();
     t.cut();
     t.tick(1);
@@ -580,7 +580,7 @@ fn an_end_certainly_after_the_grant_stands() {
 }
 
 #[test]
-fn a_change_that_loses_to_the_partner_before_its_ack_is_cancelled() {
+pub(crate) fn a_change_that_loses_to_the_partner_before_its_ack_is_cancelled() {
     let mut t = pair();
     t.tick(1);
     // Both commit the same address before either update crosses.
@@ -599,7 +599,7 @@ fn a_change_that_loses_to_the_partner_before_its_ack_is_cancelled() {
 }
 
 #[test]
-fn a_second_secondary_is_refused() {
+pub(crate) fn a_second_secondary_is_refused() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -642,7 +642,7 @@ fn a_second_secondary_is_refused() {
 }
 
 #[test]
-fn partner_down_opens_the_partner_share_after_an_mclt_and_not_while_linked() {
+pub(crate) fn partner_down_opens_the_partner_share_after_an_mclt_and_not_while_linked() {
     let mut t = pair();
     t.tick(1);
     assert!(t.p.node.declare_partner_down(t.now).is_err());
@@ -667,7 +667,7 @@ fn partner_down_opens_the_partner_share_after_an_mclt_and_not_while_linked() {
 }
 
 #[test]
-fn junk_on_the_link_drops_the_connection_and_changes_nothing() {
+pub(crate) fn junk_on_the_link_drops_the_connection_and_changes_nothing() {
     let mut t = pair();
     t.settle();
     t.p.node.connected(5, [1; 32], &t.p.db, t.now);
@@ -686,7 +686,7 @@ fn junk_on_the_link_drops_the_connection_and_changes_nothing() {
 /// not blame the partner for the silence: the timeout counts from when it
 /// could listen again.
 #[test]
-fn a_busy_node_does_not_drop_a_live_partner() {
+pub(crate) fn a_busy_node_does_not_drop_a_live_partner() {
     for busy in [true, false] {
         let mut t = pair();
         t.tick(1);
@@ -704,7 +704,7 @@ fn a_busy_node_does_not_drop_a_live_partner() {
 }
 
 #[test]
-fn a_short_break_resumes_with_only_the_changes() {
+pub(crate) fn a_short_break_resumes_with_only_the_changes() {
     let mut t = pair();
     for ip in 10..160 {
         t.p.db.commit(lease(ip, ip), t.now).unwrap();
@@ -767,7 +767,7 @@ fn a_short_break_resumes_with_only_the_changes() {
 
 /// A hello frame as the secondary with key `key_byte` would send it, clock
 /// at `wall_ms`: what anyone who once saw one on the wire can replay.
-fn hello_frame(key_byte: u8, wall_ms: u64) -> (twinmasq_proto::link::Link, Vec<u8>) {
+pub(crate) fn hello_frame(key_byte: u8, wall_ms: u64) -> (twinmasq_proto::link::Link, Vec<u8>) {
     use twinmasq_proto::link::{Hello, Link, PROTOCOL_VERSION};
     let ranges = "198.18.0.10-198.18.0.200";
     let hello = Hello {
@@ -787,7 +787,7 @@ fn hello_frame(key_byte: u8, wall_ms: u64) -> (twinmasq_proto::link::Link, Vec<u
 
 /// Outputs of `end` until it is quiet: the connections it closed, and the
 /// bytes it wrote to `conn`.
-fn drain(end: &mut End, conn: ConnId) -> (Vec<ConnId>, Vec<u8>) {
+pub(crate) fn drain(end: &mut End, conn: ConnId) -> (Vec<ConnId>, Vec<u8>) {
     let mut closed = Vec::new();
     let mut written = Vec::new();
     while let Some(o) = end.node.poll() {
@@ -804,7 +804,7 @@ fn drain(end: &mut End, conn: ConnId) -> (Vec<ConnId>, Vec<u8>) {
 /// and an old one replays): the skew it claims must not reach the status
 /// until its sender has proved the key. Once it has, the skew shows.
 #[test]
-fn an_unauthenticated_hello_does_not_set_the_clock_skew() {
+pub(crate) fn an_unauthenticated_hello_does_not_set_the_clock_skew() {
     let mut t = pair();
     t.settle();
     t.p.node.connected(5, [1; 32], &t.p.db, t.now);
@@ -835,7 +835,7 @@ fn an_unauthenticated_hello_does_not_set_the_clock_skew() {
 /// A key holder's hello stamped far in the future (the clock field is a
 /// u64 from the wire) is refused for its skew, not overflowed.
 #[test]
-fn a_hello_from_the_end_of_time_is_refused_without_overflow() {
+pub(crate) fn a_hello_from_the_end_of_time_is_refused_without_overflow() {
     for wall_ms in [1u64 << 63, u64::MAX, 0] {
         let mut t = pair();
         t.settle();
@@ -868,7 +868,7 @@ fn a_hello_from_the_end_of_time_is_refused_without_overflow() {
 /// closed: it holds a slot the real partner may need. This holds for a
 /// silent one and for one that sent a (replayed) hello but no proof.
 #[test]
-fn a_connection_that_does_not_prove_the_key_is_closed_within_a_second() {
+pub(crate) fn a_connection_that_does_not_prove_the_key_is_closed_within_a_second() {
     for replay in [false, true] {
         let mut t = pair();
         t.settle();
@@ -903,7 +903,7 @@ fn a_connection_that_does_not_prove_the_key_is_closed_within_a_second() {
 /// it can never hand it out twice, and the other could not have come from
 /// a sound DHCP engine), but the ack names both lost.
 #[test]
-fn a_partner_record_outside_the_rules_is_dropped() {
+pub(crate) fn a_partner_record_outside_the_rules_is_dropped() {
     let mut t = pair();
     let lo = Ipv4Addr::new(198, 18, 0, 10);
     let hi = Ipv4Addr::new(198, 18, 0, 200);
@@ -939,7 +939,7 @@ fn a_partner_record_outside_the_rules_is_dropped() {
 /// the primary's clock does not move, and the link ends (unacked, so no
 /// reply leaves on its strength).
 #[test]
-fn records_stamped_beyond_the_bound_are_refused_and_end_the_link() {
+pub(crate) fn records_stamped_beyond_the_bound_are_refused_and_end_the_link() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -972,7 +972,7 @@ fn records_stamped_beyond_the_bound_are_refused_and_end_the_link() {
 /// bound: the secondary takes the change, where it would have refused the
 /// old stamp.
 #[test]
-fn a_node_whose_clock_stepped_back_restamps_and_resyncs() {
+pub(crate) fn a_node_whose_clock_stepped_back_restamps_and_resyncs() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -1003,7 +1003,7 @@ fn a_node_whose_clock_stepped_back_restamps_and_resyncs() {
 /// The primary's next heartbeat, read by the secondary `read_after_ms`
 /// later, when its clock runs `s_ahead_ms` ahead of the primary's; the
 /// secondary's answering heartbeat then goes back at once.
-fn heartbeat_to_the_secondary(t: &mut Pair, read_after_ms: u64, s_ahead_ms: u64) {
+pub(crate) fn heartbeat_to_the_secondary(t: &mut Pair, read_after_ms: u64, s_ahead_ms: u64) {
     t.now += 1_500;
     t.p.node.tick(&mut t.p.db, t.now);
     t.now += read_after_ms;
@@ -1020,7 +1020,7 @@ fn heartbeat_to_the_secondary(t: &mut Pair, read_after_ms: u64, s_ahead_ms: u64)
 /// Skew is enforced on every heartbeat, not only at the handshake: a
 /// partner whose clock jumps a minute ahead while linked is cut off.
 #[test]
-fn a_heartbeat_beyond_the_skew_bound_ends_the_link() {
+pub(crate) fn a_heartbeat_beyond_the_skew_bound_ends_the_link() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -1036,7 +1036,7 @@ fn a_heartbeat_beyond_the_skew_bound_ends_the_link() {
 /// The partner, whose clock is then the one ahead, ends it if the clocks
 /// really disagree.
 #[test]
-fn a_heartbeat_read_late_does_not_end_the_link() {
+pub(crate) fn a_heartbeat_read_late_does_not_end_the_link() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -1049,7 +1049,7 @@ fn a_heartbeat_read_late_does_not_end_the_link() {
 /// Review §10: the skew of a heartbeat stamped at the far end of the clock
 /// is computed without overflow (debug builds panicked), and ends the link.
 #[test]
-fn a_heartbeat_from_the_end_of_time_does_not_overflow() {
+pub(crate) fn a_heartbeat_from_the_end_of_time_does_not_overflow() {
     let mut t = pair();
     t.tick(1);
     assert_eq!(t.p.mode, ServeMode::Linked);
@@ -1062,7 +1062,7 @@ fn a_heartbeat_from_the_end_of_time_does_not_overflow() {
 /// extends and outwaits leases by its own MCLT; two that differ compute
 /// different things, so the link is refused, naming both values.
 #[test]
-fn mclt_mismatch_is_refused_naming_both_values() {
+pub(crate) fn mclt_mismatch_is_refused_naming_both_values() {
     let mut pc = cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200");
     pc.mclt_ms = 10_000;
     let mut sc = cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200");
@@ -1088,295 +1088,16 @@ fn mclt_mismatch_is_refused_naming_both_values() {
     }
 }
 
-/// An engine serving from `db` in the mode a node handed out, over the
-/// rig's range 198.18.0.10-49 split 50/50.
-fn engine_for(end: &End, own: crate::dhcp::share::Owner) -> crate::dhcp::Engine {
-    use crate::config::{Config, DhcpRange, LeaseTime};
-    let mut cfg = Config {
-        no_ping: true,
-        ..Config::default()
-    };
-    cfg.dhcp_ranges.push(DhcpRange {
-        match_tags: vec![],
-        set_tag: None,
-        start: Ipv4Addr::new(198, 18, 0, 10),
-        end: Ipv4Addr::new(198, 18, 0, 49),
-        netmask: None,
-        broadcast: None,
-        lease_time: LeaseTime::Secs(3600),
-        is_static: false,
-    });
-    let policy = crate::dhcp::share::SharePolicy {
-        own,
-        split_percent: 50,
-        mclt: std::time::Duration::from_secs(60),
-        unanswered_secs: 10,
-    };
-    let mut e = crate::dhcp::Engine::with_policy(std::sync::Arc::new(cfg), &end.db, Some(policy));
-    e.set_local_addresses(&[Ipv4Addr::new(198, 18, 0, 1)], &end.db);
-    e.set_mode(end.mode);
-    e
-}
-
-/// Issue 14, case 5: after one node's `dhcp-range` is edited the link is
-/// refused, and each node's own share under its own ranges may overlap
-/// the partner's. While refused for that, neither hands out a new
-/// address; a client renewing a lease the node holds is still answered.
-#[test]
-fn a_config_mismatch_stops_new_allocations_but_renews_held_leases() {
-    use crate::dhcp::request::build::RawRequest;
-    use crate::dhcp::share::Owner;
-    use crate::dhcp::{Arrival, Decision};
-    use crate::net::ipv4::IfAddr;
-    let mut t = Pair::new(
-        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.49 split 50"),
-        cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.30 split 50"),
-    );
-    // Each holds one lease from before the edit: 12 the primary's, 40 the
-    // secondary's.
-    t.p.db.commit(lease(12, 1), t.now).unwrap();
-    t.s.db.commit(lease(40, 2), t.now).unwrap();
-    t.tick(1);
-    t.tick(5_000);
-    let arrival = Arrival {
-        ifname: "tmq0".into(),
-        ifindex: 7,
-        addrs: vec![IfAddr {
-            addr: Ipv4Addr::new(198, 18, 0, 1),
-            prefix: 24,
-        }],
-        to_broadcast: true,
-    };
-    for (end, own, held, client) in [
-        (&mut t.p, Owner::Primary, 12, 1),
-        (&mut t.s, Owner::Secondary, 40, 2),
-    ] {
-        assert_eq!(end.node.status().state, "config-mismatch", "{own:?}");
-        let mut engine = engine_for(end, own);
-        let now = t.now;
-        let fresh = RawRequest::new(1, [2, 0, 0, 0, 9, 9], 1).finish();
-        let d = engine.handle(&fresh, &arrival, &mut end.db, now);
-        assert!(
-            matches!(d, Decision::Ignored(_)),
-            "{own:?} answered a new client's DISCOVER while the configurations differ: {d:?}"
-        );
-        let renew = RawRequest::new(3, [2, 0, 0, 0, 0, client], 2)
-            .ciaddr(Ipv4Addr::new(198, 18, 0, held))
-            .finish();
-        let d = engine.handle(&renew, &arrival, &mut end.db, now);
-        assert!(
-            matches!(d, Decision::Reply(_)),
-            "{own:?} did not renew the lease it holds: {d:?}"
-        );
-    }
-}
-
 // Issue 14, case 1: recovery before service. A node that starts does not
 // know what its partner handed out meanwhile (a replaced disk, a restored
 // backup, the partner in partner-down): it hands out no new address until
 // a sync has told it, or an MCLT has passed with no partner to ask.
 
-/// DISCOVER then REQUEST from client `mac_last` on `end`'s engine, in the
-/// mode its node handed out: the address acknowledged, or None if the
-/// node stayed silent (or NAKed).
-fn dora(end: &mut End, own: crate::dhcp::share::Owner, mac_last: u8, now: u64) -> Option<Ipv4Addr> {
-    use crate::dhcp::request::build::RawRequest;
-    use crate::dhcp::{Arrival, Decision};
-    use crate::net::ipv4::IfAddr;
-    use dhcproto::v4::{Message, MessageType, OptionCode};
-    use dhcproto::{Decodable, Decoder};
-    let arrival = Arrival {
-        ifname: "tmq0".into(),
-        ifindex: 7,
-        addrs: vec![IfAddr {
-            addr: Ipv4Addr::new(198, 18, 0, 1),
-            prefix: 24,
-        }],
-        to_broadcast: true,
-    };
-    let mac = [2, 0, 0, 0, 0, mac_last];
-    let mut engine = engine_for(end, own);
-    let decode = |d: Decision| match d {
-        Decision::Reply(r) => Some(Message::decode(&mut Decoder::new(&r.packet)).unwrap()),
-        _ => None,
-    };
-    let offer = decode(engine.handle(
-        &RawRequest::new(1, mac, u32::from(mac_last)).finish(),
-        &arrival,
-        &mut end.db,
-        now,
-    ))?;
-    let ip = offer.yiaddr();
-    let ack = decode(
-        engine.handle(
-            &RawRequest::new(3, mac, u32::from(mac_last) + 1)
-                .opt(54, &[198, 18, 0, 1])
-                .opt(50, &ip.octets())
-                .finish(),
-            &arrival,
-            &mut end.db,
-            now,
-        ),
-    )?;
-    let kind = ack.opts().get(OptionCode::MessageType).cloned();
-    (kind == Some(dhcproto::v4::DhcpOption::MessageType(MessageType::Ack))).then_some(ip)
-}
-
-fn holder(end: &End, ip: Ipv4Addr) -> Option<u8> {
-    end.db
-        .get(ip)
-        .filter(|r| r.state == LeaseState::Bound)
-        .map(|r| r.hwaddr[5])
-}
-
-/// A replaced (empty) database on the primary, the secondary alive: the
-/// primary hands out nothing before the sync, then nothing the
-/// secondary's table gives to another client.
-#[test]
-fn a_wiped_primary_allocates_nothing_until_synced_with_a_live_partner() {
-    use crate::dhcp::share::Owner;
-    let mut t = pair();
-    t.tick(1);
-    assert_eq!(t.p.mode, ServeMode::Linked);
-    let held = linked_clients(&mut t, 1..16);
-    // The primary's disk is replaced; the process starts again.
-    t.p = End::new(cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"), t.now);
-    t.settle();
-    for c in 100..116 {
-        let got = dora(&mut t.p, Owner::Primary, c, t.now);
-        assert_eq!(
-            got,
-            None,
-            "a node with a replaced database handed out {got:?} to client {c} before syncing; the partner gives it to client {:?}",
-            got.and_then(|ip| holder(&t.s, ip))
-        );
-    }
-    for _ in 0..20 {
-        t.tick(500);
-    }
-    assert_eq!(t.p.mode, ServeMode::Linked);
-    let b = dora(&mut t.p, Owner::Primary, 100, t.now).unwrap();
-    assert!(held.iter().all(|(ip, _)| *ip != b));
-    t.p.node.pump(&mut t.p.db, t.now);
-    t.settle();
-    for end in [&t.p, &t.s] {
-        for (ip, c) in &held {
-            assert_eq!(holder(end, *ip), Some(*c), "client {c}'s lease survives");
-        }
-        assert_eq!(holder(end, b), Some(100));
-    }
-}
-
-/// Clients `macs` get addresses from the linked primary, replicated to
-/// the secondary: (address, client).
-fn linked_clients(t: &mut Pair, macs: std::ops::Range<u8>) -> Vec<(Ipv4Addr, u8)> {
-    use crate::dhcp::share::Owner;
-    let mut held = Vec::new();
-    for c in macs {
-        held.push((dora(&mut t.p, Owner::Primary, c, t.now).unwrap(), c));
-    }
-    t.p.node.pump(&mut t.p.db, t.now);
-    t.settle();
-    for (ip, c) in &held {
-        assert_eq!(holder(&t.s, *ip), Some(*c));
-    }
-    held
-}
-
-/// The same with the partner down: nothing new for an MCLT (the partner
-/// may be serving; RECOVER-WAIT), then the own share.
-#[test]
-fn a_wiped_primary_with_its_partner_down_waits_an_mclt() {
-    use crate::dhcp::share::Owner;
-    let mut t = pair();
-    t.tick(1);
-    linked_clients(&mut t, 1..16);
-    t.cut();
-    t.p = End::new(cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"), t.now);
-    let started = t.now;
-    t.settle();
-    for i in 0..59u8 {
-        t.tick(1_000);
-        let got = dora(&mut t.p, Owner::Primary, 100 + i % 16, t.now);
-        assert_eq!(
-            got,
-            None,
-            "{} ms after start, partner unreachable, it handed out {got:?}; the partner gives it to client {:?}",
-            t.now - started,
-            got.and_then(|ip| holder(&t.s, ip))
-        );
-    }
-    t.tick(1_000);
-    assert!(dora(&mut t.p, Owner::Primary, 100, t.now).is_some());
-}
-
-/// Partner-down declared on the secondary, which then hands out the
-/// primary's share; the primary returns with its database intact (and
-/// unaware): it syncs before it hands out anything, and the secondary's
-/// leases stand.
-#[test]
-fn a_primary_returning_after_partner_down_syncs_before_serving() {
-    use crate::dhcp::share::Owner;
-    let mut t = pair();
-    t.tick(1);
-    let a = dora(&mut t.p, Owner::Primary, 1, t.now).unwrap();
-    t.p.node.pump(&mut t.p.db, t.now);
-    t.settle();
-    t.cut();
-    t.tick(6_000);
-    t.s.node.declare_partner_down(t.now).unwrap();
-    t.tick(61_000);
-    assert!(matches!(t.s.mode, ServeMode::PartnerDown { .. }));
-    // The secondary's own share (30-49) fills, then the primary's.
-    let mut given = Vec::new();
-    for c in 10..40 {
-        given.push((dora(&mut t.s, Owner::Secondary, c, t.now).unwrap(), c));
-    }
-    let in_primary_share: Vec<_> = given
-        .iter()
-        .filter(|(ip, _)| u32::from(*ip) < u32::from(Ipv4Addr::new(198, 18, 0, 30)))
-        .copied()
-        .collect();
-    assert!(!in_primary_share.is_empty());
-    // The primary process starts again over its intact database.
-    t.p.node = Node::open(
-        cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200"),
-        &t.p.db,
-        rand::random(),
-        t.now,
-    );
-    t.p.conn = None;
-    t.heal();
-    t.settle();
-    for c in 100..116 {
-        let got = dora(&mut t.p, Owner::Primary, c, t.now);
-        assert_eq!(
-            got,
-            None,
-            "the returning primary handed out {got:?} to client {c} before syncing; the partner gives it to client {:?}",
-            got.and_then(|ip| holder(&t.s, ip))
-        );
-    }
-    for _ in 0..20 {
-        t.tick(500);
-    }
-    assert_eq!(t.p.mode, ServeMode::Linked);
-    let fresh = dora(&mut t.p, Owner::Primary, 120, t.now).unwrap();
-    assert!(given.iter().all(|(ip, _)| *ip != fresh) && fresh != a);
-    t.p.node.pump(&mut t.p.db, t.now);
-    t.settle();
-    for end in [&t.p, &t.s] {
-        for (ip, c) in &given {
-            assert_eq!(holder(end, *ip), Some(*c), "partner-down lease on {ip}");
-        }
-    }
-}
-
 /// Partner-down is kept across a restart (the partner is gone per the
 /// operator: the node serves at once, as before); a completed sync ends
 /// it, and a restart after that recovers again.
 #[test]
-fn partner_down_survives_a_restart_and_a_sync_ends_it() {
+pub(crate) fn partner_down_survives_a_restart_and_a_sync_ends_it() {
     let s_cfg = || cfg(Role::Secondary, 1, "198.18.0.10-198.18.0.200");
     let mut t = pair();
     t.tick(1);
@@ -1411,7 +1132,7 @@ fn partner_down_survives_a_restart_and_a_sync_ends_it() {
 /// The wait counts from each start: a restart never shortens it. The
 /// operator's partner-down ends it at once.
 #[test]
-fn recovery_waits_an_mclt_from_each_start_or_until_partner_down() {
+pub(crate) fn recovery_waits_an_mclt_from_each_start_or_until_partner_down() {
     let p_cfg = || cfg(Role::Primary, 1, "198.18.0.10-198.18.0.200");
     let mut t = pair();
     t.cut();

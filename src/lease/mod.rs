@@ -15,6 +15,7 @@
 
 pub mod feed;
 mod hlc;
+pub mod hostname;
 pub mod hw;
 mod index;
 pub mod lease_file;

@@ -16,7 +16,7 @@ use twinmasq_proto::{Expiry, LeaseRecord};
 
 use crate::config::failover::DEFAULT_MAX_SKEW;
 use crate::config::Config;
-use crate::dhcp::hostname::legal_label;
+use crate::lease::hostname::legal_label;
 
 /// A DHCP hardware address fits the 16-byte `chaddr` field.
 pub const MAX_HWADDR: usize = 16;

@@ -27,11 +27,11 @@ use twinmasq_proto::Stamp;
 use crate::config::Config;
 use crate::dhcp::engine::{Decision, Engine, Reply};
 use crate::dhcp::network::Arrival;
-use crate::dhcp::share::{ServeMode, SharePolicy};
 use crate::failover::gate::{Offered, ReplyGate};
 use crate::failover::node::Output as NodeOutput;
 use crate::failover::node::{waits_for_partner, ConnId, Handshake, Node, NodeConfig, NodeStatus};
 use crate::lease::{Admission, LeaseDb, LeaseError};
+use crate::share::{ServeMode, SharePolicy};
 
 /// Counters kept around the engine (the engine keeps its own): the socket's,
 /// the flusher's and the reply gate's.

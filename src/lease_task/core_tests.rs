@@ -13,10 +13,10 @@ use twinmasq_proto::link::Role;
 use super::core::{LeaseTask, Output};
 use crate::config::{Config, DhcpRange, LeaseTime};
 use crate::dhcp::network::Arrival;
-use crate::dhcp::share::{Owner, ServeMode, SharePolicy};
 use crate::failover::node::NodeConfig;
 use crate::lease::{DbOptions, LeaseDb};
 use crate::net::ipv4::IfAddr;
+use crate::share::{ServeMode, SharePolicy};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -55,10 +55,7 @@ fn failover(role: Role, cfg: &Config) -> (NodeConfig, SharePolicy) {
         split_percent: 50,
     };
     let policy = SharePolicy {
-        own: match role {
-            Role::Primary => Owner::Primary,
-            Role::Secondary => Owner::Secondary,
-        },
+        own: role,
         split_percent: 50,
         mclt: Duration::from_millis(30_000),
         unanswered_secs: 10,

@@ -13,7 +13,11 @@ pub mod flusher;
 pub mod run;
 
 #[cfg(test)]
+mod agreement_tests;
+#[cfg(test)]
 mod core_tests;
+#[cfg(test)]
+mod recovery_tests;
 
 pub use self::core::{LeaseTask, Output, ShellStats};
 pub use self::run::Shell;

@@ -1,24 +1,15 @@
 //! Failover address shares: which node of a pair may hand out which
 //! address of a range, and what the engine may do in each failover state.
+//! It sits below both the DHCP engine and the failover node, so either can
+//! speak the pair contract without importing the other.
+//!
+//! An address's owner is named by the link's `Role`: the node configured
+//! primary owns the primary's share, so one type serves both questions.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-/// The end of a failover pair an address belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    Primary,
-    Secondary,
-}
-
-impl Owner {
-    pub fn partner(self) -> Owner {
-        match self {
-            Owner::Primary => Owner::Secondary,
-            Owner::Secondary => Owner::Primary,
-        }
-    }
-}
+use twinmasq_proto::link::Role;
 
 /// What the DHCP engine may do right now; the failover node sets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +55,7 @@ pub enum ServeMode {
 /// The failover settings the engine needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharePolicy {
-    pub own: Owner,
+    pub own: Role,
     /// Percent of each range's addresses owned by the secondary.
     pub split_percent: u8,
     pub mclt: Duration,
@@ -90,21 +81,21 @@ pub fn owner_of(
     range_end: Ipv4Addr,
     ip: Ipv4Addr,
     split_percent: u8,
-) -> Owner {
+) -> Role {
     let (s, e, a) = (u32::from(range_start), u32::from(range_end), u32::from(ip));
     if a < s {
-        return Owner::Primary;
+        return Role::Primary;
     }
     // A reversed range is empty: nothing in it, all "above".
     let len = match e.checked_sub(s) {
         Some(d) => d.saturating_add(1),
-        None => return Owner::Secondary,
+        None => return Role::Secondary,
     };
     let primary_len = len - secondary_len(len, split_percent);
     if a - s < primary_len {
-        Owner::Primary
+        Role::Primary
     } else {
-        Owner::Secondary
+        Role::Secondary
     }
 }
 
@@ -140,7 +131,7 @@ pub enum PartnerShare {
 /// `Passive` depends on the request and `PartnerDown` on the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
-    pub own: Owner,
+    pub own: Role,
     pub partner: PartnerShare,
     /// Upper bound of any lease granted, in seconds.
     pub cap_secs: Option<u32>,
@@ -163,7 +154,7 @@ impl Rules {
     /// Whole-range service with configured lease times: no partner to
     /// defer to.
     pub const STANDALONE: Rules = Rules {
-        own: Owner::Primary,
+        own: Role::Primary,
         partner: PartnerShare::Any,
         cap_secs: None,
         ack_unclaimed: false,
@@ -247,7 +238,7 @@ mod tests {
     fn shares(len: u32, split: u8) -> (u32, u32) {
         let (s, e) = (ip(10), ip(10 + len - 1));
         let p = (0..len)
-            .filter(|&i| owner_of(s, e, ip(10 + i), split) == Owner::Primary)
+            .filter(|&i| owner_of(s, e, ip(10 + i), split) == Role::Primary)
             .count() as u32;
         (p, len - p)
     }
@@ -264,24 +255,24 @@ mod tests {
         assert_eq!(shares(10, 250), (0, 10), "above 100 counts as 100");
         // Contiguous: the primary's first, then the secondary's.
         let (s, e) = (ip(10), ip(20));
-        assert_eq!(owner_of(s, e, ip(15), 50), Owner::Primary);
-        assert_eq!(owner_of(s, e, ip(16), 50), Owner::Secondary);
-        assert_eq!(owner_of(s, e, ip(9), 50), Owner::Primary);
-        assert_eq!(owner_of(s, e, ip(21), 50), Owner::Secondary);
+        assert_eq!(owner_of(s, e, ip(15), 50), Role::Primary);
+        assert_eq!(owner_of(s, e, ip(16), 50), Role::Secondary);
+        assert_eq!(owner_of(s, e, ip(9), 50), Role::Primary);
+        assert_eq!(owner_of(s, e, ip(21), 50), Role::Secondary);
         // The whole address space does not overflow.
         let all = (Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(255, 255, 255, 255));
         assert_eq!(
             owner_of(all.0, all.1, Ipv4Addr::new(127, 255, 255, 255), 50),
-            Owner::Primary
+            Role::Primary
         );
         assert_eq!(
             owner_of(all.0, all.1, Ipv4Addr::new(128, 0, 0, 0), 50),
-            Owner::Secondary
+            Role::Secondary
         );
         assert_eq!(secondary_len(u32::MAX, 100), u32::MAX);
     }
 
-    fn policy(own: Owner) -> SharePolicy {
+    fn policy(own: Role) -> SharePolicy {
         SharePolicy {
             own,
             split_percent: 50,
@@ -292,7 +283,7 @@ mod tests {
 
     #[test]
     fn rules_per_mode() {
-        let p = policy(Owner::Secondary);
+        let p = policy(Role::Secondary);
         let r = |mode, secs, now| Rules::for_request(mode, Some(&p), secs, now);
         assert_eq!(
             Rules::for_request(ServeMode::Passive, None, 0, 0),
@@ -301,7 +292,7 @@ mod tests {
         let linked = r(ServeMode::Linked, 0, 0).unwrap();
         assert_eq!(
             (linked.own, linked.partner, linked.cap_secs),
-            (Owner::Secondary, PartnerShare::Any, None)
+            (Role::Secondary, PartnerShare::Any, None)
         );
         assert_eq!(r(ServeMode::Passive, 9, 0), None);
         let passive = r(ServeMode::Passive, 10, 0).unwrap();

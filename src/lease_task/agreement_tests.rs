@@ -15,14 +15,14 @@ use twinmasq_proto::key::Key;
 use twinmasq_proto::link::Role;
 use twinmasq_proto::{ClientKey, Expiry, LeaseRecord, LeaseState, Stamp};
 
-use super::gate::{Offered, ReplyGate};
-use super::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use crate::config::{Config, DhcpRange, LeaseTime};
 use crate::dhcp::request::build::RawRequest;
-use crate::dhcp::share::{owner_of, Owner, ServeMode, SharePolicy};
 use crate::dhcp::{Arrival, Decision, Engine, Reply};
+use crate::failover::gate::{Offered, ReplyGate};
+use crate::failover::node::{waits_for_partner, ConnId, Node, NodeConfig, Output};
 use crate::lease::{DbOptions, LeaseDb};
 use crate::net::ipv4::IfAddr;
+use crate::share::{owner_of, ServeMode, SharePolicy};
 
 const T0: u64 = 1_800_000_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -49,14 +49,14 @@ fn node_cfg(role: Role) -> NodeConfig {
         max_skew_ms: 30_000,
         mclt_ms: 60_000,
         auto_partner_down_ms: None,
-        ranges_fingerprint: super::ranges::fingerprint(RANGES),
+        ranges_fingerprint: crate::failover::ranges::fingerprint(RANGES),
         ranges_text: RANGES.to_string(),
         shares: vec![(FIRST, LAST)],
         split_percent: 50,
     }
 }
 
-fn engine(db: &LeaseDb, own: Owner) -> Engine {
+fn engine(db: &LeaseDb, own: Role) -> Engine {
     let mut cfg = Config {
         no_ping: true,
         ..Config::default()
@@ -119,7 +119,7 @@ struct End {
 }
 
 impl End {
-    fn new(role: Role, own: Owner, fill: &[(u8, u8)]) -> End {
+    fn new(role: Role, own: Role, fill: &[(u8, u8)]) -> End {
         let dir = tempfile::tempdir().unwrap();
         let mut db = LeaseDb::open(dir.path(), DbOptions::default()).unwrap();
         db.enable_outbox();
@@ -244,8 +244,8 @@ struct Duo {
 impl Duo {
     fn new(p_fill: &[(u8, u8)], s_fill: &[(u8, u8)]) -> Duo {
         Duo {
-            p: End::new(Role::Primary, Owner::Primary, p_fill),
-            s: End::new(Role::Secondary, Owner::Secondary, s_fill),
+            p: End::new(Role::Primary, Role::Primary, p_fill),
+            s: End::new(Role::Secondary, Role::Secondary, s_fill),
             now: T0,
             next_conn: 1,
         }
@@ -419,7 +419,7 @@ fn one_address_is_never_acknowledged_to_two_clients_while_linked() {
     // Client 20 at the secondary gets .17; its update waits in the window.
     let b = t.s.dora(20, 30, 200, t.now);
     assert_eq!(b, addr(17));
-    assert_eq!(owner_of(FIRST, LAST, b, 50), Owner::Secondary);
+    assert_eq!(owner_of(FIRST, LAST, b, 50), Role::Secondary);
     t.settle();
     // Client 21 at the primary: its own share full, it takes .17 too.
     let a = t.p.dora(21, 0, 300, t.now);
